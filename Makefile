@@ -1,0 +1,40 @@
+# Two commands set everything up on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test test-slow test-all bench validate clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,redis]'
+	touch $(STAMP)
+
+var/webhook-secret:
+	@mkdir -p var
+	@umask 077 && $(PY) -c "import secrets; print(secrets.token_urlsafe(32), end='')" > var/webhook-secret
+	@chmod 600 var/webhook-secret
+	@echo "Created a random webhook secret in var/webhook-secret."
+
+run: $(STAMP) var/webhook-secret
+	@echo "Webhook secret: var/webhook-secret (show it for the Asgardeo console with: cat var/webhook-secret)"
+	$(VENV)/bin/idhooks serve --config config.yaml
+
+test: $(STAMP)
+	$(PY) -m pytest -m "not slow" -q
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -m slow -q
+
+test-all: test test-slow
+
+validate: $(STAMP)
+	$(VENV)/bin/idhooks validate --config config.yaml
+
+bench: $(STAMP)
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,70 @@
+"""The action plugin interface. An action type is one module in `actions/` defining one `Action` subclass;
+`actions.registry()` finds it by its `name`, so adding an action type is adding one file.
+
+Two halves, both strict:
+- rule side (`rule_fields`): the keys a rule may give under `- <name>: {...}`; every string leaf is a
+  Jinja template compiled at load (engine/rules) and rendered per event into a plain dict, stored in the job.
+- destination side (`destination_fields`): the keys of `destinations.<dest>` in config.yaml with
+  `type: <destination_type>`; secrets arrive as engine.secrets.Secret and are revealed only when sending.
+
+`send()` delivers one rendered action and signals failure by exception type only:
+RetryableError (connection errors, timeouts, 429, 5xx; `retry_after` honours Retry-After) or
+PermanentError (other 4xx, rejected payload, bad credentials).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Mapping
+
+import requests
+
+
+@dataclass(frozen=True)
+class Field:
+    """One allowed key. `kind`: 'text' (a template), 'json' (a YAML structure whose string leaves are
+    templates), 'list' (a list of templates), 'destination' (the name of a configured destination),
+    'value' (a plain YAML value, not templated)."""
+
+    kind: str = "text"
+    required: bool = False
+    help: str = ""
+
+
+@dataclass
+class ActionContext:
+    """The collaborators an action needs, injected so tests swap them without monkey-patching."""
+
+    session: requests.Session = field(default_factory=requests.Session)
+    smtp_factory: Callable[..., Any] | None = None
+    clock: Callable[[], float] = time.time
+    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("idhooks.actions"))
+
+
+class Action(ABC):
+    """Base of every action type; one instance per (action type, destination)."""
+
+    name: ClassVar[str]
+    destination_type: ClassVar[str | None] = None  # None: needs no destination (e.g. log)
+    rule_fields: ClassVar[Mapping[str, Field]] = {}
+    destination_fields: ClassVar[Mapping[str, Field]] = {}
+
+    def __init__(self, destination_name: str | None, destination: Mapping[str, Any] | None,
+                 context: ActionContext) -> None:
+        """Validate the destination (raise engine.errors.ConfigError listing every problem)."""
+        self.destination_name = destination_name
+        self.destination = dict(destination or {})
+        self.context = context
+
+    @classmethod
+    def check_rule_fields(cls, fields: Mapping[str, Any]) -> list[str]:
+        """Problems in the rendered-independent shape of a rule's fields (beyond unknown/missing keys,
+        which engine/rules checks from `rule_fields`). Messages are `field: what is wrong`."""
+        return []
+
+    @abstractmethod
+    def send(self, rendered: Mapping[str, Any], idempotency_key: str) -> None:
+        """Deliver one rendered action; raise RetryableError or PermanentError on failure."""

@@ -1,0 +1,3 @@
+"""idhooks engine: receive -> verify -> store -> match -> deliver."""
+
+__version__ = "0.1.0"

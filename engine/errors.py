@@ -1,0 +1,80 @@
+"""One exception tree for idhooks.
+
+    IdhooksError (Exception)
+    ├── ConfigError (ValueError)          config.yaml / rule files are wrong; carries every problem found
+    ├── RequestError (Exception)          an HTTP request we refuse; `status` is the HTTP status
+    │   ├── SignatureError                401: missing, malformed or wrong signature
+    │   ├── PayloadError                  400: not UTF-8, not JSON, not a SET envelope
+    │   ├── UnsupportedMediaError         415: not application/json
+    │   └── TooLargeError                 413: body above server.max_body_bytes
+    ├── StoreError (RuntimeError)         the store cannot read or commit (503 on intake)
+    └── DeliveryError (RuntimeError)      an action failed
+        ├── RetryableError                try again later (connection errors, timeouts, 429, 5xx)
+        └── PermanentError                never retry (other 4xx, invalid payload, auth failure)
+
+Every error's `str()` is its message, written for the person who must fix it. The HTTP layer maps
+`RequestError.status` in one place (engine/app.py); nothing else turns an exception into a status.
+"""
+
+from __future__ import annotations
+
+
+class IdhooksError(Exception):
+    """Base of every error idhooks raises on purpose."""
+
+
+class ConfigError(IdhooksError, ValueError):
+    """Config or rules are invalid. `problems` lists every message (file:line: what, suggestion)."""
+
+    def __init__(self, problems: list[str] | str) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class RequestError(IdhooksError):
+    """A request we refuse on purpose. The message is safe to send back to the caller."""
+
+    status = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+
+
+class SignatureError(RequestError):
+    status = 401
+
+
+class PayloadError(RequestError):
+    status = 400
+
+
+class UnsupportedMediaError(RequestError):
+    status = 415
+
+
+class TooLargeError(RequestError):
+    status = 413
+
+
+class StoreError(IdhooksError, RuntimeError):
+    """The store could not do what was asked (disk full, database locked too long, Redis down)."""
+
+
+class DeliveryError(IdhooksError, RuntimeError):
+    """An action could not be delivered."""
+
+    def __init__(self, message: str, *, response_snippet: str = "") -> None:
+        self.response_snippet = response_snippet
+        super().__init__(message)
+
+
+class RetryableError(DeliveryError):
+    """Worth another attempt later; `retry_after` (seconds) honours a server's Retry-After."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, response_snippet: str = "") -> None:
+        self.retry_after = retry_after
+        super().__init__(message, response_snippet=response_snippet)
+
+
+class PermanentError(DeliveryError):
+    """Another attempt would fail the same way: dead-letter it."""

@@ -1,0 +1,62 @@
+"""Secrets that cannot leak by accident: `repr`, `str`, f-strings and logs show `***`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class Secret:
+    """A secret value. Only `reveal()` gives the value; everything else prints a mask."""
+
+    __slots__ = ("_value", "source")
+
+    def __init__(self, value: str, source: str = "") -> None:
+        self._value = value
+        self.source = source  # where it came from (env var name or file path), safe to show
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret({self.source or '***'})"
+
+    def __str__(self) -> str:
+        return "***"
+
+    def __format__(self, spec: str) -> str:
+        return "***"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(("Secret", self._value))
+
+    def __reduce__(self):  # never pickled or copied into a payload by accident
+        raise TypeError("a Secret cannot be serialised")
+
+
+def read_secret_file(path: Path) -> str:
+    """The file's content without the trailing newline editors add; raises OSError if unreadable."""
+    text = Path(path).read_text(encoding="utf-8")
+    return text[:-1] if text.endswith("\n") else text
+
+
+def reveal(value: object) -> object:
+    """`value` with every Secret inside (dicts, lists) replaced by its real value, for sending."""
+    if isinstance(value, Secret):
+        return value.reveal()
+    if isinstance(value, dict):
+        return {k: reveal(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [reveal(v) for v in value]
+    return value
+
+
+def redact(text: str, secrets: list[Secret]) -> str:
+    """`text` with every secret value replaced by `***` (for error messages and response snippets)."""
+    for secret in secrets:
+        value = secret.reveal()
+        if value:
+            text = text.replace(value, "***")
+    return text

@@ -1,0 +1,21 @@
+"""Store backends chosen by URL: `sqlite:///path` (default) or `redis://host:port/db` / `rediss://`."""
+
+from __future__ import annotations
+
+from engine.config import StoreConfig
+from engine.errors import ConfigError
+from engine.store.base import Store
+
+
+def open_store(config: StoreConfig) -> Store:
+    """The store for `config.url`. Redis is imported only when asked for."""
+    url = config.url
+    if url.startswith("sqlite:///"):
+        from engine.store.sqlite import SQLiteStore
+
+        return SQLiteStore(url[len("sqlite:///"):])
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        from engine.store.redis import RedisStore  # noqa: PLC0415 - optional dependency
+
+        return RedisStore(url, group=config.group, spool_dir=config.spool_dir)
+    raise ConfigError(f"store.url: unsupported store URL {url!r}: use sqlite:///PATH or redis://HOST:PORT/DB")

@@ -1,0 +1,383 @@
+"""SQLite backend: one file in WAL mode, the embedded default.
+
+Intake uses group commit: `ingest()` hands the event to one writer thread and waits; the writer commits
+every event queued meanwhile in one transaction and then wakes each caller. Every caller still returns only
+after the commit that holds its event, so a 2xx always means durable, while concurrent requests share the
+cost of one fsync. Other writes (claims, acks) use short `BEGIN IMMEDIATE` transactions on per-thread
+connections with a busy timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import sqlite3
+import threading
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterator
+from contextlib import contextmanager
+
+from engine.errors import StoreError
+from engine.store.base import (ACCEPTED, DUPLICATE, STALE, IncomingEvent, Job, NewJob, QuarantineEntry,
+                               QuarantineResult, Store, StoredEvent, StoreStats, SubscriptionRecord)
+
+_MIGRATIONS: list[str] = [
+    # 1: the first schema
+    """
+    CREATE TABLE events (
+        jti TEXT PRIMARY KEY, webhook TEXT NOT NULL, iat_ms REAL NOT NULL, received_at REAL NOT NULL,
+        uris TEXT NOT NULL, body BLOB NOT NULL, status TEXT NOT NULL, decisions TEXT,
+        processed_at REAL, lease_owner TEXT, lease_until REAL NOT NULL DEFAULT 0);
+    CREATE INDEX events_pending ON events(status, received_at);
+    CREATE INDEX events_received ON events(received_at);
+    CREATE TABLE seen_jti (jti TEXT PRIMARY KEY, seen_at REAL NOT NULL);
+    CREATE INDEX seen_jti_at ON seen_jti(seen_at);
+    CREATE TABLE jobs (
+        id TEXT PRIMARY KEY, key TEXT NOT NULL UNIQUE, destination TEXT NOT NULL, payload TEXT NOT NULL,
+        status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL,
+        due_at REAL NOT NULL, last_error TEXT NOT NULL DEFAULT '', last_response TEXT NOT NULL DEFAULT '',
+        lease_owner TEXT NOT NULL DEFAULT '', lease_until REAL NOT NULL DEFAULT 0, done_at REAL);
+    CREATE INDEX jobs_due ON jobs(status, due_at);
+    CREATE TABLE subscriptions (
+        webhook TEXT NOT NULL, topic TEXT NOT NULL, mode TEXT NOT NULL, at REAL NOT NULL,
+        lease_expires_at REAL, reason TEXT NOT NULL DEFAULT '', PRIMARY KEY (webhook, topic, mode));
+    CREATE TABLE quarantine (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, webhook TEXT NOT NULL,
+        received_at REAL NOT NULL, reason TEXT NOT NULL, headers TEXT NOT NULL, body BLOB NOT NULL,
+        size INTEGER NOT NULL);
+    """,
+]
+
+
+def _event_row(row: sqlite3.Row) -> StoredEvent:
+    return StoredEvent(jti=row["jti"], webhook=row["webhook"], iat_ms=row["iat_ms"],
+                       received_at=row["received_at"], uris=tuple(json.loads(row["uris"])),
+                       body=bytes(row["body"]), status=row["status"],
+                       decisions=json.loads(row["decisions"]) if row["decisions"] else None,
+                       processed_at=row["processed_at"])
+
+
+def _job_row(row: sqlite3.Row) -> Job:
+    status = row["status"]
+    if status == "pending" and row["attempts"] > 0:
+        status = "failed"
+    return Job(id=row["id"], key=row["key"], destination=row["destination"],
+               payload=json.loads(row["payload"]), status=status, attempts=row["attempts"],
+               created_at=row["created_at"], due_at=row["due_at"], last_error=row["last_error"],
+               last_response=row["last_response"], lease_owner=row["lease_owner"])
+
+
+class _Pending:
+    __slots__ = ("event", "window", "done", "result", "error")
+
+    def __init__(self, event: IncomingEvent, window: float) -> None:
+        self.event, self.window = event, window
+        self.done = threading.Event()
+        self.result: str | None = None
+        self.error: BaseException | None = None
+
+
+class SQLiteStore(Store):
+    """The embedded store. `path` is a file; its folder is created when missing."""
+
+    def __init__(self, path: str | Path, *, batch_limit: int = 256) -> None:
+        self.path = Path(path)
+        self.url = f"sqlite:///{self.path}"
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the folder of {self.path}: {exc.strerror}") from None
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        self._migrate()
+        self._batch_limit = batch_limit
+        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._writer = threading.Thread(target=self._write_loop, name="sqlite-group-commit", daemon=True)
+        self._closed = False
+        self._writer.start()
+
+    # -- connections -------------------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA busy_timeout=10000")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the SQLite store {self.path}: {exc}") from None
+        with self._connections_lock:
+            self._connections.append(conn)
+        return conn
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+        return conn
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite store {self.path}: {exc}") from None
+
+    def _read(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+        try:
+            return self._conn.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite store {self.path}: {exc}") from None
+
+    def _migrate(self) -> None:
+        """Bring the schema to the newest version; each step commits with its version number."""
+        with self._tx() as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > len(_MIGRATIONS):
+                raise StoreError(f"{self.path} has schema version {version}, newer than this idhooks "
+                                 f"({len(_MIGRATIONS)}): upgrade idhooks")
+            for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
+                for statement in filter(str.strip, script.split(";")):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {number}")
+
+    def schema_version(self) -> int:
+        return self._read("PRAGMA user_version")[0][0]
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._queue.put(None)
+            self._writer.join(timeout=10)
+        with self._connections_lock:
+            for conn in self._connections:
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    pass
+            self._connections.clear()
+        self._local = threading.local()
+
+    def check_writable(self) -> None:
+        with self._tx() as conn:
+            conn.execute("CREATE TEMP TABLE IF NOT EXISTS _probe(x)")
+
+    # -- intake (group commit) ---------------------------------------------------------------------
+    def ingest(self, event: IncomingEvent, dedup_window: float) -> str:
+        if self._closed:
+            raise StoreError("the store is closed")
+        pending = _Pending(event, dedup_window)
+        self._queue.put(pending)
+        pending.done.wait()
+        if pending.error is not None:
+            raise StoreError(f"could not commit event {event.jti!r}: {pending.error}")
+        return pending.result  # type: ignore[return-value]
+
+    def _write_loop(self) -> None:
+        conn = self._connect()
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self._batch_limit:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._queue.put(None)
+                    break
+                batch.append(item)
+            self._commit_batch(conn, batch)
+
+    def _commit_batch(self, conn: sqlite3.Connection, batch: list[_Pending]) -> None:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            results = [self._insert(conn, item.event, item.window) for item in batch]
+            conn.execute("COMMIT")
+        except BaseException as exc:  # noqa: BLE001 - every caller must be woken, whatever happened
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            for item in batch:
+                item.error = exc
+                item.done.set()
+            return
+        for item, result in zip(batch, results):
+            item.result = result
+            item.done.set()
+
+    @staticmethod
+    def _insert(conn: sqlite3.Connection, event: IncomingEvent, window: float) -> str:
+        now = event.received_at
+        seen = conn.execute("SELECT seen_at FROM seen_jti WHERE jti = ?", (event.jti,)).fetchone()
+        if seen is not None and seen[0] >= now - window:
+            return DUPLICATE
+        if conn.execute("SELECT 1 FROM events WHERE jti = ?", (event.jti,)).fetchone():
+            conn.execute("INSERT OR REPLACE INTO seen_jti VALUES (?, ?)", (event.jti, now))
+            return DUPLICATE
+        status = STALE if event.iat_ms / 1000.0 < now - window else "pending"
+        conn.execute("INSERT OR REPLACE INTO seen_jti VALUES (?, ?)", (event.jti, now))
+        conn.execute(
+            "INSERT INTO events (jti, webhook, iat_ms, received_at, uris, body, status) VALUES (?,?,?,?,?,?,?)",
+            (event.jti, event.webhook, event.iat_ms, now, json.dumps(list(event.uris)), event.body, status))
+        return STALE if status == STALE else ACCEPTED
+
+    # -- events ------------------------------------------------------------------------------------
+    def get_event(self, jti: str) -> StoredEvent | None:
+        rows = self._read("SELECT * FROM events WHERE jti = ?", (jti,))
+        return _event_row(rows[0]) if rows else None
+
+    def list_events(self, since: float | None = None, limit: int = 100) -> list[StoredEvent]:
+        rows = self._read("SELECT * FROM events WHERE received_at >= ? ORDER BY received_at DESC, jti LIMIT ?",
+                          (since if since is not None else float("-inf"), limit))
+        return [_event_row(r) for r in rows]
+
+    def claim_events(self, owner: str, lease: float, limit: int, now: float) -> list[StoredEvent]:
+        with self._tx() as conn:
+            rows = conn.execute(
+                "SELECT * FROM events WHERE status = 'pending' AND lease_until <= ? "
+                "ORDER BY received_at, jti LIMIT ?", (now, limit)).fetchall()
+            conn.executemany("UPDATE events SET lease_owner = ?, lease_until = ? WHERE jti = ?",
+                             [(owner, now + lease, r["jti"]) for r in rows])
+        return [_event_row(r) for r in rows]
+
+    def complete_event(self, jti: str, decisions: list[dict[str, Any]], jobs: list[NewJob], now: float) -> None:
+        with self._tx() as conn:
+            conn.executemany(
+                "INSERT OR IGNORE INTO jobs (id, key, destination, payload, status, created_at, due_at) "
+                "VALUES (?, ?, ?, ?, 'pending', ?, ?)",
+                [(uuid.uuid4().hex, j.key, j.destination, json.dumps(j.payload), now, now) for j in jobs])
+            conn.execute("UPDATE events SET status = 'processed', decisions = ?, processed_at = ?, "
+                         "lease_owner = NULL, lease_until = 0 WHERE jti = ?", (json.dumps(decisions), now, jti))
+
+    def prune(self, now: float, retention: float, dedup_window: float) -> int:
+        with self._tx() as conn:
+            removed = conn.execute("DELETE FROM events WHERE received_at < ? AND status != 'pending'",
+                                   (now - retention,)).rowcount
+            conn.execute("DELETE FROM seen_jti WHERE seen_at < ?", (now - dedup_window,))
+            conn.execute("DELETE FROM jobs WHERE status = 'done' AND done_at < ?", (now - retention,))
+        return removed
+
+    def last_accepted(self) -> dict[str, float]:
+        rows = self._read("SELECT webhook, MAX(received_at) FROM events GROUP BY webhook")
+        return {r[0]: r[1] for r in rows}
+
+    # -- delivery queue ----------------------------------------------------------------------------
+    def claim_jobs(self, owner: str, lease: float, limit: int, now: float,
+                   skip_destinations: frozenset[str] = frozenset()) -> list[Job]:
+        skip = sorted(skip_destinations)
+        marks = ",".join("?" * len(skip))
+        where = f" AND destination NOT IN ({marks})" if skip else ""
+        with self._tx() as conn:
+            rows = conn.execute(
+                f"SELECT * FROM jobs WHERE status = 'pending' AND due_at <= ? AND lease_until <= ?{where} "
+                "ORDER BY due_at, created_at LIMIT ?", (now, now, *skip, limit)).fetchall()
+            conn.executemany("UPDATE jobs SET lease_owner = ?, lease_until = ? WHERE id = ?",
+                             [(owner, now + lease, r["id"]) for r in rows])
+        return [_job_row(r) for r in rows]
+
+    def _update_job(self, sql: str, args: tuple) -> None:
+        with self._tx() as conn:
+            conn.execute(sql, args)
+
+    def ack_job(self, job_id: str, now: float) -> None:
+        self._update_job("UPDATE jobs SET status = 'done', attempts = attempts + 1, done_at = ?, "
+                         "lease_owner = '', lease_until = 0 WHERE id = ?", (now, job_id))
+
+    def retry_job(self, job_id: str, due_at: float, error: str, response: str = "") -> None:
+        self._update_job("UPDATE jobs SET attempts = attempts + 1, due_at = ?, last_error = ?, last_response = ?, "
+                         "lease_owner = '', lease_until = 0 WHERE id = ?", (due_at, error, response, job_id))
+
+    def dead_job(self, job_id: str, error: str, response: str = "") -> None:
+        self._update_job("UPDATE jobs SET status = 'dead', attempts = attempts + 1, last_error = ?, "
+                         "last_response = ?, lease_owner = '', lease_until = 0 WHERE id = ?",
+                         (error, response, job_id))
+
+    def get_job(self, job_id: str) -> Job | None:
+        rows = self._read("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return _job_row(rows[0]) if rows else None
+
+    def list_jobs(self, status: str | None = None, limit: int = 100) -> list[Job]:
+        filters = {None: ("1", ()), "pending": ("status = 'pending'", ()),
+                   "failed": ("status = 'pending' AND attempts > 0", ()),
+                   "dead": ("status = 'dead'", ()), "done": ("status = 'done'", ())}
+        if status not in filters:
+            raise ValueError(f"unknown job status {status!r}: use pending, failed, dead or done")
+        where, args = filters[status]
+        rows = self._read(f"SELECT * FROM jobs WHERE {where} ORDER BY created_at DESC, id LIMIT ?", (*args, limit))
+        return [_job_row(r) for r in rows]
+
+    def requeue_dead(self, job_id: str | None, now: float) -> int:
+        where, args = ("status = 'dead' AND id = ?", (job_id,)) if job_id else ("status = 'dead'", ())
+        with self._tx() as conn:
+            return conn.execute(f"UPDATE jobs SET status = 'pending', due_at = ?, attempts = 0 WHERE {where}",
+                                (now, *args)).rowcount
+
+    def drop_dead(self, job_id: str) -> bool:
+        with self._tx() as conn:
+            return conn.execute("DELETE FROM jobs WHERE status = 'dead' AND id = ?", (job_id,)).rowcount > 0
+
+    # -- subscriptions -----------------------------------------------------------------------------
+    def record_subscription(self, record: SubscriptionRecord) -> None:
+        self._update_job("INSERT OR REPLACE INTO subscriptions VALUES (?, ?, ?, ?, ?, ?)",
+                         (record.webhook, record.topic, record.mode, record.at, record.lease_expires_at,
+                          record.reason))
+
+    def list_subscriptions(self) -> list[SubscriptionRecord]:
+        rows = self._read("SELECT * FROM subscriptions ORDER BY webhook, topic, at")
+        return [SubscriptionRecord(webhook=r["webhook"], topic=r["topic"], mode=r["mode"], at=r["at"],
+                                   lease_expires_at=r["lease_expires_at"], reason=r["reason"]) for r in rows]
+
+    # -- quarantine --------------------------------------------------------------------------------
+    def quarantine_add(self, entry: QuarantineEntry, max_entries: int, max_bytes: int) -> QuarantineResult:
+        size = len(entry.body)
+        if size > max_bytes or max_entries < 1:
+            return QuarantineResult(stored=False)
+        result = QuarantineResult()
+        with self._tx() as conn:
+            conn.execute("INSERT INTO quarantine (id, webhook, received_at, reason, headers, body, size) "
+                         "VALUES (?,?,?,?,?,?,?)", (entry.id, entry.webhook, entry.received_at, entry.reason,
+                                                   json.dumps(entry.headers), entry.body, size))
+            while True:
+                count, total = conn.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM quarantine").fetchone()
+                if count <= max_entries and total <= max_bytes:
+                    break
+                seq, old_size = conn.execute("SELECT seq, size FROM quarantine ORDER BY seq LIMIT 1").fetchone()
+                conn.execute("DELETE FROM quarantine WHERE seq = ?", (seq,))
+                result.evicted += 1
+                result.evicted_bytes += old_size
+        return result
+
+    def quarantine_list(self) -> list[QuarantineEntry]:
+        rows = self._read("SELECT * FROM quarantine ORDER BY seq")
+        return [QuarantineEntry(id=r["id"], webhook=r["webhook"], received_at=r["received_at"], reason=r["reason"],
+                                headers=json.loads(r["headers"]), body=bytes(r["body"])) for r in rows]
+
+    def quarantine_remove(self, entry_id: str) -> bool:
+        with self._tx() as conn:
+            return conn.execute("DELETE FROM quarantine WHERE id = ?", (entry_id,)).rowcount > 0
+
+    # -- metrics -----------------------------------------------------------------------------------
+    def stats(self) -> StoreStats:
+        stats = StoreStats()
+        for status, count in self._read("SELECT status, COUNT(*) FROM events GROUP BY status"):
+            stats.events[status] = count
+        for row in self._read("SELECT CASE WHEN status = 'pending' AND attempts > 0 THEN 'failed' ELSE status END, "
+                              "COUNT(*) FROM jobs GROUP BY 1"):
+            stats.jobs[row[0]] = row[1]
+        count, total = self._read("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM quarantine")[0]
+        stats.quarantine_entries, stats.quarantine_bytes = count, total
+        return stats
