@@ -1,0 +1,152 @@
+"""Shared test helpers: signed requests, free ports, a real `idhooks serve` process, Redis availability.
+
+Area-specific helpers live in their own test modules; keep this file to what every area needs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import requests
+
+from engine import catalog
+from engine.signature import sign
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "test-webhook-secret-3f9c"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def sample_event(alias: str = "login.loginFailed", **body_overrides: Any) -> dict[str, Any]:
+    """A catalog sample with a fresh jti and iat (now), body fields overridden at the top level."""
+    event = catalog.entries()[alias].sample()
+    event["jti"] = str(uuid.uuid4())
+    event["iat"] = int(time.time() * 1000)
+    body = next(iter(event["events"].values()))
+    body.update(body_overrides)
+    return event
+
+
+def signed(event: dict[str, Any] | bytes, secret: str = SECRET, header: str = "X-Hub-Signature",
+           algorithm: str = "sha256") -> tuple[bytes, dict[str, str]]:
+    """(body, headers) as the hub would send them."""
+    body = event if isinstance(event, bytes) else json.dumps(event, separators=(", ", ": ")).encode()
+    return body, {"Content-Type": "application/json", header: sign(body, secret, algorithm)}
+
+
+def write_config(directory: Path, text: str) -> Path:
+    path = directory / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def basic_config(directory: Path, *, port: int = 8080, store_url: str | None = None,
+                 rules_dir: str = "rules", extra: str = "") -> Path:
+    """A config with one webhook 'asgardeo' (secret SECRET from a file) and the given rules folder."""
+    (directory / "secret").write_text(SECRET)
+    (directory / rules_dir).mkdir(exist_ok=True)
+    store_url = store_url or "sqlite:///var/idhooks.db"
+    return write_config(directory, f"""
+server: {{host: 127.0.0.1, port: {port}, max_body_bytes: 1048576}}
+store: {{url: "{store_url}"}}
+webhooks:
+  - name: asgardeo
+    path: /webhooks/asgardeo
+    secret_file: secret
+    topics: ["acme.*.schema.wso2.v1.event.*"]
+rules: {{paths: [{rules_dir}/]}}
+{extra}
+""")
+
+
+class ServerProcess:
+    """A real `idhooks serve` subprocess on a free port."""
+
+    def __init__(self, config: Path, port: int, env: dict[str, str] | None = None) -> None:
+        self.config, self.port = config, port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = config.parent / f"serve-{port}.log"
+        full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "engine", "serve", "--config", str(config), "--port", str(port)],
+            cwd=config.parent, env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"idhooks serve exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"idhooks serve did not become healthy:\n{self.log()}")
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+        self._log.close()
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Any]:
+    """Factory: `serve(config_path)` starts a real server; every one started is stopped afterwards."""
+    started: list[ServerProcess] = []
+
+    def start(config: Path, port: int | None = None, env: dict[str, str] | None = None) -> ServerProcess:
+        server = ServerProcess(config, port or free_port(), env)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def redis_url() -> str:
+    return os.environ.get("IDHOOKS_TEST_REDIS", "redis://127.0.0.1:6379/15")
+
+
+@pytest.fixture
+def redis_available() -> str:
+    """The test Redis URL; skips with a reason when no server answers, fails in CI (IDHOOKS_REQUIRE_REDIS)."""
+    try:
+        import redis as redis_lib
+
+        redis_lib.Redis.from_url(redis_url(), socket_connect_timeout=1).ping()
+    except Exception as exc:  # noqa: BLE001 - any failure means "no usable Redis here"
+        if os.environ.get("IDHOOKS_REQUIRE_REDIS") or os.environ.get("CI"):
+            pytest.fail(f"Redis is required in CI but {redis_url()} does not answer: {exc}")
+        pytest.skip(f"no Redis server answers at {redis_url()}: {exc}")
+    return redis_url()
