@@ -1,0 +1,99 @@
+"""Prometheus metrics, one registry per running app (so tests can build several apps side by side).
+
+Names follow Prometheus conventions: counters end in `_total`, durations in `_seconds`, timestamps are
+`_timestamp_seconds`. Store-derived gauges (queue depth, quarantine size, last accepted event) are read
+from the store at scrape time by `StoreCollector`, so every process of a deployment reports the same truth.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
+
+
+class Metrics:
+    """Every metric idhooks exposes."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.deliveries = Counter("idhooks_deliveries_received_total",
+                                  "Webhook deliveries received, by webhook and outcome "
+                                  "(accepted, duplicate, stale, bad_signature, bad_payload, too_large, "
+                                  "unsupported_media, store_error).", ["webhook", "outcome"], registry=r)
+        self.events = Counter("idhooks_events_total", "Accepted events by event type alias (or 'unknown').",
+                              ["type"], registry=r)
+        self.rule_matches = Counter("idhooks_rule_matches_total", "Rule matches by rule id.", ["rule"], registry=r)
+        self.action_attempts = Counter("idhooks_action_attempts_total", "Delivery attempts by destination.",
+                                       ["destination"], registry=r)
+        self.action_successes = Counter("idhooks_action_successes_total", "Successful deliveries by destination.",
+                                        ["destination"], registry=r)
+        self.action_failures = Counter("idhooks_action_failures_total",
+                                       "Failed delivery attempts by destination and class (retryable, permanent).",
+                                       ["destination", "class"], registry=r)
+        self.dead_letters = Counter("idhooks_dead_letters_total", "Jobs moved to the dead-letter list.",
+                                    ["destination"], registry=r)
+        self.delivery_latency = Histogram("idhooks_delivery_latency_seconds",
+                                          "From the event's receipt to its action's successful delivery.",
+                                          ["destination"], buckets=LATENCY_BUCKETS, registry=r)
+        self.request_latency = Histogram("idhooks_request_duration_seconds", "Intake request handling time.",
+                                         ["webhook"], registry=r)
+        self.reloads = Counter("idhooks_rule_reloads_total", "Rule/config reloads by result (success, failure).",
+                               ["result"], registry=r)
+        self.last_reload = Gauge("idhooks_rules_last_good_load_timestamp_seconds",
+                                 "When the running rule set was loaded.", registry=r)
+        self.rules_loaded = Gauge("idhooks_rules_loaded", "Rules in the running rule set.", registry=r)
+        self.subscription_expiry = Gauge("idhooks_subscription_lease_expiry_timestamp_seconds",
+                                         "When the hub's subscription lease for a topic ends.",
+                                         ["webhook", "topic"], registry=r)
+        self.quarantine_evicted = Counter("idhooks_quarantine_evicted_total",
+                                          "Quarantined deliveries dropped because the quarantine was full.",
+                                          registry=r)
+        self.verifications = Counter("idhooks_subscription_verifications_total",
+                                     "Hub verification requests by webhook and mode.", ["webhook", "mode"], registry=r)
+
+    def watch_store(self, stats: Callable[[], object], last_accepted: Callable[[], dict[str, float]]) -> None:
+        """Expose store-derived gauges, read at scrape time."""
+        self.registry.register(StoreCollector(stats, last_accepted))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class StoreCollector(Collector):
+    """Queue depth by state, quarantine size and last accepted event per webhook, read from the store."""
+
+    def __init__(self, stats: Callable[[], object], last_accepted: Callable[[], dict[str, float]]) -> None:
+        self._stats, self._last_accepted = stats, last_accepted
+
+    def describe(self) -> Iterable:
+        return []
+
+    def collect(self) -> Iterable:
+        try:
+            stats = self._stats()
+            last = self._last_accepted()
+        except Exception:  # noqa: BLE001 - a scrape must not fail because the store is briefly down
+            return
+        depth = GaugeMetricFamily("idhooks_queue_depth", "Delivery jobs by state.", labels=["state"])
+        for state in ("pending", "failed", "dead"):
+            depth.add_metric([state], stats.jobs.get(state, 0))
+        yield depth
+        yield GaugeMetricFamily("idhooks_dead_letters", "Jobs in the dead-letter list now.",
+                                value=stats.jobs.get("dead", 0))
+        pending = GaugeMetricFamily("idhooks_events_pending", "Stored events not yet evaluated.",
+                                    value=stats.events.get("pending", 0))
+        yield pending
+        yield GaugeMetricFamily("idhooks_quarantine_entries", "Refused deliveries kept in quarantine.",
+                                value=stats.quarantine_entries)
+        yield GaugeMetricFamily("idhooks_quarantine_bytes", "Bytes kept in quarantine.", value=stats.quarantine_bytes)
+        family = GaugeMetricFamily("idhooks_last_accepted_event_timestamp_seconds",
+                                   "When the newest stored event of a webhook was received.", labels=["webhook"])
+        for webhook, at in sorted(last.items()):
+            family.add_metric([webhook], at)
+        yield family
