@@ -15,6 +15,7 @@ PermanentError (other 4xx, rejected payload, bad credentials).
 from __future__ import annotations
 
 import logging
+import re
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -42,6 +43,16 @@ class ActionContext:
     smtp_factory: Callable[..., Any] | None = None
     clock: Callable[[], float] = time.time
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("idhooks.actions"))
+    source: str = "config.yaml"  # the config file, for `file:line:` in destination errors
+
+
+RETRY_FIELD = Field("value", help="override the retry policy: {retry_for, backoff_initial, backoff_max}")
+"""Every action accepts `retry:` (rule side and destination side); engine/backoff.py reads it."""
+
+
+def fold_line(value: object) -> str:
+    """`value` as one line: CR/LF runs become one space, so event data can never start a new header."""
+    return re.sub(r"[\r\n]+", " ", str(value))
 
 
 class Action(ABC):
@@ -63,7 +74,9 @@ class Action(ABC):
     def check_rule_fields(cls, fields: Mapping[str, Any]) -> list[str]:
         """Problems in the rendered-independent shape of a rule's fields (beyond unknown/missing keys,
         which engine/rules checks from `rule_fields`). Messages are `field: what is wrong`."""
-        return []
+        from engine.backoff import policy_problems  # noqa: PLC0415 - engine.backoff imports nothing of actions
+
+        return policy_problems(fields.get("retry"), "retry")
 
     @abstractmethod
     def send(self, rendered: Mapping[str, Any], idempotency_key: str) -> None:
