@@ -47,7 +47,7 @@ class EmailAction(Action):
     def __init__(self, destination_name: str | None, destination: Mapping[str, Any] | None,
                  context: ActionContext) -> None:
         super().__init__(destination_name, destination, context)
-        read = DestinationReader(context.source, destination_name or "", self.destination)
+        read = DestinationReader(context.source, destination_name or "", destination or {})
         read.check_keys(self.destination_fields)
         self.host = read.text("host", required=True)
         self.port = int(read.number("port", 25, minimum=1, whole=True))
@@ -108,11 +108,16 @@ class EmailAction(Action):
 
     @staticmethod
     def _recipients(values: Any) -> list[str]:
+        """Each item must be exactly one valid address, so event data cannot add recipients."""
         values = [values] if isinstance(values, str) else list(values or [])
-        found = [addr for _, addr in getaddresses([fold_line(v) for v in values]) if addr]
-        bad = [a for a in found if "@" not in a or not _valid(a)]
-        if bad or not found:
-            raise PermanentError(f"no valid recipient: {', '.join(bad) or 'the list is empty'}")
+        if not values:
+            raise PermanentError("no valid recipient: the list is empty")
+        found = []
+        for value in values:
+            parsed = [addr for _, addr in getaddresses([fold_line(value)]) if addr]
+            if len(parsed) != 1 or not _valid(parsed[0]):
+                raise PermanentError(f"recipient {fold_line(value)!r} is not one valid email address")
+            found.append(parsed[0])
         return found
 
     def _deliver(self, message: EmailMessage) -> None:
@@ -133,4 +138,4 @@ def _valid(address: str) -> bool:
         Address(addr_spec=address)
     except (ValueError, IndexError):
         return False
-    return True
+    return "@" in address

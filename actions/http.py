@@ -60,7 +60,7 @@ class HttpAction(Action):
     def __init__(self, destination_name: str | None, destination: Mapping[str, Any] | None,
                  context: ActionContext) -> None:
         super().__init__(destination_name, destination, context)
-        read = DestinationReader(context.source, destination_name or "", self.destination)
+        read = DestinationReader(context.source, destination_name or "", destination or {})
         read.check_keys(self.destination_fields)
         base = urlsplit(read.url("base_url", required=True) or "http://invalid.invalid")
         self.scheme, self.netloc, self.base_path = base.scheme, base.netloc, base.path.rstrip("/")

@@ -51,7 +51,7 @@ class SlackAction(Action):
     def __init__(self, destination_name: str | None, destination: Mapping[str, Any] | None,
                  context: ActionContext) -> None:
         super().__init__(destination_name, destination, context)
-        read = DestinationReader(context.source, destination_name or "", self.destination)
+        read = DestinationReader(context.source, destination_name or "", destination or {})
         read.check_keys(self.destination_fields)
         self.webhook_url = read.url("webhook_url", secret=True)
         self.token = read.secret_text("token")
