@@ -55,6 +55,14 @@ def fold_line(value: object) -> str:
     return re.sub(r"[\r\n]+", " ", str(value))
 
 
+def require_any(fields: Mapping[str, Any], *names: str) -> list[str]:
+    """A problem unless the rule gives at least one of `names` (e.g. text or html)."""
+    if any(name in fields for name in names):
+        return []
+    return [f"{names[0]}: give {' or '.join(names)} (or both)" if len(names) == 2 else
+            f"{names[0]}: give one of {', '.join(names)}"]
+
+
 class Action(ABC):
     """Base of every action type; one instance per (action type, destination)."""
 

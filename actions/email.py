@@ -17,7 +17,7 @@ from email.message import EmailMessage
 from email.utils import formatdate, getaddresses
 from typing import Any, Mapping
 
-from actions.base import RETRY_FIELD, Action, ActionContext, Field, fold_line
+from actions.base import RETRY_FIELD, Action, ActionContext, Field, fold_line, require_any
 from actions.destination import DestinationReader
 from engine.errors import PermanentError, RetryableError
 from engine.secrets import find_secrets, redact, reveal
@@ -66,10 +66,7 @@ class EmailAction(Action):
 
     @classmethod
     def check_rule_fields(cls, fields: Mapping[str, Any]) -> list[str]:
-        problems = super().check_rule_fields(fields)
-        if "text" not in fields and "html" not in fields:
-            problems.append("text: give text or html (or both)")
-        return problems
+        return super().check_rule_fields(fields) + require_any(fields, "text", "html")
 
     def send(self, rendered: Mapping[str, Any], idempotency_key: str) -> None:
         message = self.build_message(rendered, idempotency_key)

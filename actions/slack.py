@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
-from actions.base import RETRY_FIELD, Action, ActionContext, Field
+from actions.base import RETRY_FIELD, Action, ActionContext, Field, require_any
 from actions.destination import DestinationReader
 from actions.httpresult import HttpResult, exchange, snippet
 from engine.errors import PermanentError, RetryableError
@@ -65,10 +65,7 @@ class SlackAction(Action):
 
     @classmethod
     def check_rule_fields(cls, fields: Mapping[str, Any]) -> list[str]:
-        problems = super().check_rule_fields(fields)
-        if "text" not in fields and "blocks" not in fields:
-            problems.append("text: give text or blocks (or both)")
-        return problems
+        return super().check_rule_fields(fields) + require_any(fields, "text", "blocks")
 
     def send(self, rendered: Mapping[str, Any], idempotency_key: str) -> None:
         message = {k: rendered[k] for k in _MESSAGE_KEYS if rendered.get(k) not in (None, "")}

@@ -230,3 +230,18 @@ def slack_peer() -> Iterator[SlackPeer]:
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return make_certificate(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpPeer]:
+    peer = SmtpPeer()
+    yield peer
+    peer.close()
+
+
+@pytest.fixture
+def smtp_tls(certificate: tuple[Path, Path]) -> Iterator[SmtpPeer]:
+    """SMTP requiring STARTTLS before AUTH, with the module's self-signed certificate."""
+    peer = SmtpPeer(certificate)
+    yield peer
+    peer.close()

@@ -5,8 +5,6 @@ from __future__ import annotations
 import email
 import email.policy
 from pathlib import Path
-from typing import Iterator
-
 import pytest
 
 from actions import build_actions
@@ -16,25 +14,11 @@ from engine.config import load_config
 from engine.errors import ConfigError, PermanentError, RetryableError
 from engine.secrets import Secret
 from tests.conftest import free_port
-from tests.peers import SmtpPeer, certificate  # noqa: F401 - fixture
+from tests.peers import SmtpPeer, certificate, smtp, smtp_tls  # noqa: F401 - fixtures
 
 KEY = "jti-1:new-user:1"
 RENDERED = {"to": "mail", "recipients": ["alice@example.com", "Bob <bob@example.com>"],
             "subject": "New user alice", "text": "Hello alice\n", "html": "<p>Hello <b>alice</b></p>"}
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpPeer]:
-    peer = SmtpPeer()
-    yield peer
-    peer.close()
-
-
-@pytest.fixture
-def smtp_tls(certificate: tuple[Path, Path]) -> Iterator[SmtpPeer]:  # noqa: F811 - fixture argument
-    peer = SmtpPeer(certificate)
-    yield peer
-    peer.close()
 
 
 def mailer(port: int, **extra: object) -> EmailAction:
