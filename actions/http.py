@@ -4,7 +4,8 @@ Outbound safety, because event data fills the request:
 - the scheme and host come from the destination's `base_url`; a rendered path may only name another host
   when it is listed in `allowed_hosts` (and keeps the scheme), otherwise the call is refused;
 - redirects are never followed; link-local / cloud metadata addresses (169.254.0.0/16, fe80::/10,
-  fd00:ec2::254) are refused after resolving the host, whatever the allow-list says;
+  fd00:ec2::254) are refused after resolving the host, whatever the allow-list says, and again at connect
+  time (actions/safenet.py) so DNS rebinding cannot slip past the first check;
 - connect/read timeouts and a response size cap always apply; `verify: false` logs a warning at load.
 Every request carries `Idempotency-Key: <jti>:<rule id>:<action index>` so the target can deduplicate
 the retries that at-least-once delivery implies.
@@ -12,7 +13,6 @@ the retries that at-least-once delivery implies.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import socket
 from typing import Any, Mapping
@@ -23,13 +23,12 @@ import urllib3
 from actions.base import RETRY_FIELD, Action, ActionContext, Field, fold_line
 from actions.destination import DestinationReader
 from actions.httpresult import DEFAULT_MAX_RESPONSE_BYTES, exchange
+from actions.safenet import blocked, make_safe
 from engine.errors import PermanentError, RetryableError
 from engine.secrets import find_secrets, reveal
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 _FORBIDDEN_HEADERS = ("host", "content-length", "idempotency-key", "transfer-encoding")
-_BLOCKED_NETWORKS = (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fe80::/10"),
-                     ipaddress.ip_network("fd00:ec2::254/128"))
 _ABSOLUTE = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*:|//)")
 
 
@@ -74,6 +73,7 @@ class HttpAction(Action):
         self.verify: bool | str = read.text("ca_file") or read.boolean("verify", True)
         read.done()
         self.secrets = find_secrets(self.destination)
+        make_safe(context.session)
         if self.verify is False:
             context.logger.warning("destination %r: verify: false - TLS certificates are NOT checked; anyone on "
                                    "the path can read and change these calls", destination_name)
@@ -131,10 +131,8 @@ class HttpAction(Action):
                 return  # the proxy resolves names this host cannot; it must enforce its own policy
             raise RetryableError(f"cannot resolve {parts.hostname!r}: {exc.strerror or exc}") from None
         for info in infos:
-            address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
-            if getattr(address, "ipv4_mapped", None):
-                address = address.ipv4_mapped
-            if any(address in network for network in _BLOCKED_NETWORKS):
+            address = blocked(str(info[4][0]))
+            if address is not None:
                 raise PermanentError(f"refused: {parts.hostname!r} resolves to {address}, a link-local/metadata "
                                      "address idhooks never calls")
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 
 import pytest
+import requests
 
 from actions import build_actions
 from actions.base import ActionContext
 from actions.http import HttpAction
+from actions.safenet import SafeAdapter, blocked
 from engine.errors import ConfigError, PermanentError, RetryableError
 from engine.secrets import Secret
 from tests.peers import HttpPeer, Response, http_peer  # noqa: F401 - fixture
@@ -146,3 +149,20 @@ def test_rule_fields_checks() -> None:
         "method: expected one of GET, POST, PUT, PATCH, DELETE, got 'FETCH'",
         "headers.Host: this header is set by idhooks",
     ]
+
+
+def test_connect_time_check_refuses_a_blocked_peer(http_peer: HttpPeer) -> None:
+    """What DNS rebinding would slip past the resolve check is refused on the connected socket itself
+    (loopback stands in for the metadata range here, since nothing on this machine answers there)."""
+    session = requests.Session()
+    session.mount("http://", SafeAdapter(networks=(ipaddress.ip_network("127.0.0.0/8"),)))
+    action = HttpAction("provisioning", {"type": "http", "base_url": http_peer.url}, ActionContext(session=session))
+    with pytest.raises(PermanentError, match="refused: '127.0.0.1' connected to 127.0.0.1, a link-local/metadata"):
+        action.send({"path": "/users"}, KEY)
+    assert http_peer.requests == []
+
+
+def test_blocked_addresses() -> None:
+    assert [str(blocked(a)) for a in ("169.254.169.254", "::ffff:169.254.169.254", "fe80::1%eth0", "fd00:ec2::254")] \
+        == ["169.254.169.254", "169.254.169.254", "fe80::1", "fd00:ec2::254"]
+    assert blocked("127.0.0.1") is None and blocked("10.0.0.1") is None
