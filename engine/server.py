@@ -14,6 +14,8 @@ from typing import Any
 
 import waitress
 
+from actions import ActionSet, build_actions
+from actions.base import ActionContext
 from engine import logs
 from engine.app import create_app
 from engine.config import Config, load_config
@@ -23,6 +25,7 @@ from engine.processor import Processor
 from engine.runtime import Current
 from engine.store import open_store
 from engine.store.base import Store
+from engine.worker import DeliveryWorker
 
 log = logging.getLogger("idhooks.server")
 
@@ -51,7 +54,10 @@ class Service:
         self.reload_errors: list[str] = []
         self.metrics.reloads.labels("success").inc()
         self.metrics.last_reload.set(self.rules_loaded_at)
-        self.processor = Processor(store, self.rules.get, metrics=self.metrics, clock=clock)
+        self.actions = Current(self.load_actions(config))
+        self.worker = DeliveryWorker(store, self.actions.get, config.delivery, self.metrics, clock=clock)
+        self.processor = Processor(store, self.rules.get, metrics=self.metrics, clock=clock,
+                                   on_jobs=self.worker.notify)
         self.app = create_app(self.config, store, metrics=self.metrics, clock=clock,
                               readiness=self.readiness, on_accepted=self.processor.notify)
         self._stop = threading.Event()
@@ -59,6 +65,11 @@ class Service:
     @staticmethod
     def load_rules(config: Config) -> Any:
         return NoRules()
+
+    @staticmethod
+    def load_actions(config: Config) -> ActionSet:
+        """One action per destination, validated before anything is served or a reload is accepted."""
+        return build_actions(config.destinations, ActionContext(source=str(config.path)))
 
     def readiness(self) -> dict[str, Any]:
         return {"loaded": True, "count": len(getattr(self.rules.get(), "rules", [])),
@@ -69,6 +80,7 @@ class Service:
         try:
             config = load_config(self.config.get().path)
             rules = self.load_rules(config)
+            actions = self.load_actions(config)
         except ConfigError as exc:
             self.reload_errors = exc.problems
             self.metrics.reloads.labels("failure").inc()
@@ -77,6 +89,7 @@ class Service:
             return False
         self.config.set(config)
         self.rules.set(rules)
+        self.actions.set(actions)
         self.rules_loaded_at = self.clock()
         self.reload_errors = []
         self.metrics.reloads.labels("success").inc()
@@ -102,12 +115,15 @@ class Service:
         if resumed:
             log.warning("resuming work leased by a previous process", extra={"leases": resumed})
         self.processor.start()
+        self.worker.start()
         self.prune()
         threading.Thread(target=self._prune_loop, name="idhooks-prune", daemon=True).start()
 
     def stop(self) -> None:
         self._stop.set()
         self.processor.stop()
+        if not self.worker.stop():
+            log.warning("sends still running at shutdown stay leased and are delivered after the restart")
         self.store.close()
 
 

@@ -70,6 +70,7 @@ class HttpPeer:
         self.default = default or Response(200, b"ok")
         self.script: list[Response] = []
         self.requests: list[Request] = []
+        self.arrivals = 0  # requests read, including those still held
         self.received = threading.Condition()
         self.hold = threading.Event()  # cleared: requests wait until released (a slow target)
         self.hold.set()
@@ -91,6 +92,12 @@ class HttpPeer:
             self.received.wait_for(lambda: len(self.requests) >= count, timeout)
             return list(self.requests)
 
+    def wait_for_arrivals(self, count: int, timeout: float = 10) -> int:
+        """Block until at least `count` requests were read (held ones included); how many were."""
+        with self.received:
+            self.received.wait_for(lambda: self.arrivals >= count, timeout)
+            return self.arrivals
+
     def close(self) -> None:
         self.hold.set()
         self.server.shutdown()
@@ -107,6 +114,9 @@ class HttpPeer:
                 parts = urlsplit(self.path)
                 request = Request(self.command, parts.path, parse_qs(parts.query), dict(self.headers.items()),
                                   self.rfile.read(length))
+                with peer.received:
+                    peer.arrivals += 1
+                    peer.received.notify_all()
                 peer.hold.wait(30)
                 with peer.received:
                     response = peer.answer(request)

@@ -1,0 +1,43 @@
+"""`idhooks serve` validates every destination before it binds, and a reload keeps the running actions
+when the new destinations are wrong."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from engine.config import load_config
+from engine.server import Service
+from engine.store.sqlite import SQLiteStore
+from tests.conftest import ROOT, basic_config
+
+
+def test_serve_refuses_to_start_with_a_bad_destination(tmp_path: Path) -> None:
+    config = basic_config(tmp_path, extra="destinations:\n  hook: {type: http, base_url: \"ftp://x\", timout: 3}\n")
+    result = subprocess.run([sys.executable, "-m", "engine", "serve", "--config", str(config)], capture_output=True,
+                            text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 1
+    assert result.stderr == (
+        "idhooks: configuration error:\n"
+        f"{config}:11: destinations.hook.timout: unknown key (did you mean 'timeout'?); expected one of: base_url, "
+        "allowed_hosts, headers, timeout, connect_timeout, max_response_bytes, ca_file, proxy, verify, type, retry\n"
+        f"{config}:11: destinations.hook.base_url: expected an absolute http:// or https:// URL\n")
+
+
+def test_reload_with_a_bad_destination_keeps_the_running_actions(tmp_path: Path) -> None:
+    config_path = basic_config(tmp_path, extra="destinations:\n  hook: {type: http, base_url: \"http://127.0.0.1:9\"}\n")
+    store = SQLiteStore(tmp_path / "var" / "idhooks.db")
+    service = Service(load_config(config_path), store)
+    try:
+        running = service.actions.get()
+        config_path.write_text(config_path.read_text().replace("base_url", "base_ur1"))
+        assert service.reload() is False
+        assert service.actions.get() is running
+        assert service.reload_errors[0].endswith("destinations.hook.base_ur1: unknown key (did you mean 'base_url'?); "
+                                                 "expected one of: base_url, allowed_hosts, headers, timeout, "
+                                                 "connect_timeout, max_response_bytes, ca_file, proxy, verify, "
+                                                 "type, retry")
+    finally:
+        store.close()
