@@ -35,11 +35,19 @@ class Field:
     help: str = ""
 
 
+def outbound_session() -> requests.Session:
+    """The default session: ignores proxy/CA/netrc environment variables (a destination names its own
+    `proxy` and `ca_file`), so what a call does is decided by config.yaml alone."""
+    session = requests.Session()
+    session.trust_env = False
+    return session
+
+
 @dataclass
 class ActionContext:
     """The collaborators an action needs, injected so tests swap them without monkey-patching."""
 
-    session: requests.Session = field(default_factory=requests.Session)
+    session: requests.Session = field(default_factory=outbound_session)
     smtp_factory: Callable[..., Any] | None = None
     clock: Callable[[], float] = time.time
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("idhooks.actions"))

@@ -108,6 +108,7 @@ class HttpPeer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # header and body go out as separate writes
 
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
