@@ -1,5 +1,6 @@
-"""A real `idhooks serve` killed with SIGKILL mid-delivery loses no job: after the restart every job is
-delivered, and the ones in flight at the kill are sent again with the same Idempotency-Key."""
+"""A real `idhooks serve` killed with SIGKILL (or stopped with SIGTERM) mid-delivery loses no job: after
+the restart every job is delivered, and the ones in flight at the kill are sent again with the same
+Idempotency-Key. SIGTERM stops claiming and gives up on the held sends after `shutdown_grace`."""
 
 from __future__ import annotations
 
@@ -38,19 +39,22 @@ def job_statuses(db: Path) -> Counter:
 
 
 @pytest.mark.slow
-def test_kill_9_mid_delivery_then_restart_delivers_every_job(tmp_path: Path, serve, http_peer: HttpPeer) -> None:
+@pytest.mark.parametrize("stop", ["kill9", "stop"])
+def test_killed_mid_delivery_then_restart_delivers_every_job(tmp_path: Path, serve, http_peer: HttpPeer,
+                                                             stop: str) -> None:
     port = free_port()
     config = basic_config(tmp_path, port=port, extra=f"""
 destinations:
   target: {{type: http, base_url: "{http_peer.url}", timeout: 30}}
-delivery: {{workers: 4, per_destination_concurrency: 2, lease: 10m}}
+delivery: {{workers: 4, per_destination_concurrency: 2, lease: 10m, shutdown_grace: 1s}}
 """)
     db = tmp_path / "var" / "idhooks.db"
     keys = queue_jobs(db, time.time())
     http_peer.hold.clear()  # the target is slow: it holds every request
     server = serve(config, port)
     assert http_peer.wait_for_arrivals(2) == 2  # two sends in flight (the per-destination limit)
-    server.kill9()
+    getattr(server, stop)()  # SIGKILL, or SIGTERM and wait for the exit
+    assert server.proc.returncode == (-9 if stop == "kill9" else 0)
     assert job_statuses(db) == {"pending": JOBS}  # nothing acknowledged, nothing lost
     http_peer.hold.set()
 
