@@ -87,6 +87,9 @@ class HttpAction(Action):
         method = fields.get("method")
         if isinstance(method, str) and "{" not in method and method.upper() not in METHODS:
             problems.append(f"method: expected one of {', '.join(METHODS)}, got {method!r}")
+        for key in ("query", "headers"):
+            if key in fields and not isinstance(fields[key], Mapping):
+                problems.append(f"{key}: expected a mapping of names to values")
         headers = fields.get("headers")
         if isinstance(headers, Mapping):
             problems += [f"headers.{k}: this header is set by idhooks" for k in headers

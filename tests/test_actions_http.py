@@ -142,11 +142,12 @@ def test_verify_false_logs_a_warning(caplog: pytest.LogCaptureFixture) -> None:
 
 def test_rule_fields_checks() -> None:
     assert HttpAction.check_rule_fields({"json": {}, "body": "x", "method": "FETCH", "headers": {"Host": "x"},
-                                         "retry": {"retry_for": "2h", "backof": 1}}) == [
+                                         "query": ["a"], "retry": {"retry_for": "2h", "backof": 1}}) == [
         "retry.backof: unknown key (did you mean 'backoff_max'?); expected one of: retry_for, backoff_initial, "
         "backoff_max",
         "body: give json or body, not both",
         "method: expected one of GET, POST, PUT, PATCH, DELETE, got 'FETCH'",
+        "query: expected a mapping of names to values",
         "headers.Host: this header is set by idhooks",
     ]
 
