@@ -99,7 +99,7 @@ class DeliveryWorker:
             try:
                 job = self._claim()
             except Exception:  # noqa: BLE001 - a store hiccup must not kill the worker thread
-                log.exception("claiming delivery jobs failed; retrying in %.1fs", self.poll_interval)
+                log.exception("claiming delivery jobs failed, retrying", extra={"after": self.poll_interval})
                 job = None
             if job is not None:
                 self._deliver_and_release(job)
@@ -121,8 +121,8 @@ class DeliveryWorker:
     def _deliver_and_release(self, job: Job) -> None:
         try:
             self.deliver(job)
-        except Exception:  # noqa: BLE001 - the job keeps its lease and is retried when it expires
-            log.exception("delivering job %s failed unexpectedly", job.id)
+        except Exception:  # noqa: BLE001 - the store failed: the job keeps its lease, retried when it expires
+            log.exception("could not record a delivery attempt", extra={"key": job.key})
         finally:
             with self._claim_lock:
                 self._in_flight[job.destination] -= 1
@@ -137,8 +137,7 @@ class DeliveryWorker:
         self.metrics.action_attempts.labels(destination).inc()
         actions = self._actions()
         try:
-            action = actions.get(job.payload.get("type", ""), job.destination)
-            action.send(job.payload.get("fields", {}), job.key)
+            self._send(job, actions)
         except DeliveryError as exc:
             self._failed(job, destination, exc, actions)
             return
@@ -148,6 +147,20 @@ class DeliveryWorker:
         received = job.payload.get("received_at")
         if isinstance(received, (int, float)):
             self.metrics.delivery_latency.labels(destination).observe(max(now - received, 0.0))
+
+    @staticmethod
+    def _send(job: Job, actions: ActionSet) -> None:
+        """Send with the job's action; an unexpected exception from a plugin counts as a retryable attempt
+        (backoff, then the dead-letter list) instead of leaving the job to loop on lease expiry."""
+        action = actions.get(job.payload.get("type", ""), job.destination)
+        try:
+            action.send(job.payload.get("fields", {}), job.key)
+        except DeliveryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a plugin bug must not wedge the queue
+            log.exception("action raised an unexpected error", extra={"key": job.key})
+            raise RetryableError(f"unexpected error in the {action.name} action: {type(exc).__name__}: {exc}") \
+                from None
 
     def _failed(self, job: Job, destination: str, exc: DeliveryError, actions: ActionSet) -> None:
         error = redact(str(exc), actions.secrets)
@@ -159,12 +172,13 @@ class DeliveryWorker:
             due = self._policy(job, actions).next_due(job.attempts + 1, job.created_at, self.clock(), self.rng,
                                                       exc.retry_after)
         if due is not None:
-            log.warning("delivery %s to %r failed (attempt %d), retrying in %.1fs: %s", job.key, destination,
-                        job.attempts + 1, due - self.clock(), error)
+            log.warning("delivery failed, will retry", extra={
+                "key": job.key, "destination": destination, "attempt": job.attempts + 1,
+                "retry_in": round(due - self.clock(), 3), "error": error})
             self.store.retry_job(job.id, due, error, response)
             return
         reason = error if isinstance(exc, PermanentError) else f"gave up after {job.attempts + 1} attempts: {error}"
-        log.error("delivery %s to %r dead-lettered: %s", job.key, destination, reason)
+        log.error("delivery dead-lettered", extra={"key": job.key, "destination": destination, "error": reason})
         self.store.dead_job(job.id, reason, response)
         self.metrics.dead_letters.labels(destination).inc()
 
@@ -174,4 +188,6 @@ class DeliveryWorker:
             destination = actions.get(job.payload.get("type", ""), job.destination).destination
         except PermanentError:
             destination = {}
-        return self.policy.override(destination.get("retry")).override(job.payload.get("fields", {}).get("retry"))
+        fields = job.payload.get("fields")
+        rule_retry = fields.get("retry") if isinstance(fields, dict) else None
+        return self.policy.override(destination.get("retry")).override(rule_retry)

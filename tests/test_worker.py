@@ -218,3 +218,14 @@ def test_stop_leaves_unfinished_jobs_queued(store: SQLiteStore, http_peer: HttpP
     assert deliver.stop(grace=0.2) is False  # the held send did not finish within the grace
     assert sorted(j.status for j in store.list_jobs()) == ["pending", "pending"]
     http_peer.hold.set()
+
+
+def test_an_action_bug_counts_as_a_retryable_attempt(store: SQLiteStore, http_peer: HttpPeer) -> None:
+    clock = Clock()
+    payload = {"type": "http", "rule": "provision", "jti": "j", "index": 0, "fields": ["not", "a", "mapping"]}
+    store.complete_event("j", [], [NewJob("j:provision:0", "provisioning", payload)], clock.now)
+    worker(store, actions_for(provisioning=http_peer.url), clock).run_once()
+    job = only_job(store)
+    assert (job.status, job.attempts, job.due_at) == ("failed", 1, clock.now + 5)
+    assert job.last_error == "unexpected error in the http action: AttributeError: 'list' object has no attribute 'get'"
+    assert http_peer.requests == []
