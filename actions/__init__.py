@@ -45,6 +45,10 @@ class ActionSet:
             raise PermanentError(f"no {type_name!r} action{where} in the running config")
         return action
 
+    def destination_names(self) -> set[str]:
+        """Every destination name jobs can carry ('' for the destination-less actions)."""
+        return {destination for _, destination in self._instances}
+
     def destinations(self, type_name: str) -> list[str]:
         """Names of the configured destinations an action type can send to (for rule validation)."""
         return sorted(d for (t, d), _ in self._instances.items() if t == type_name and d)

@@ -30,6 +30,11 @@ from engine.store.base import Job, Store
 
 log = logging.getLogger("idhooks.worker")
 
+BATCH = 16
+"""At most this many jobs of one destination per claim, when it has a backlog."""
+BACKLOG_AGE = 0.05
+"""A claimed job due longer ago than this (seconds) means the destination has a backlog."""
+
 
 class DeliveryWorker:
     """Worker threads delivering the store's jobs. `actions` is an ActionSet or a callable returning the
@@ -84,11 +89,10 @@ class DeliveryWorker:
         many attempts were made. For tests (with an injected clock) and one-shot commands."""
         attempts = 0
         while attempts < limit:
-            job = self._claim()
-            if job is None:
+            jobs = self._claim()
+            if not jobs:
                 break
-            self._deliver_and_release(job)
-            attempts += 1
+            attempts += self._deliver_batch(jobs)
         return attempts
 
     # -- claiming --------------------------------------------------------------------------------
@@ -97,38 +101,62 @@ class DeliveryWorker:
             with self._wake:
                 generation = self._generation
             try:
-                job = self._claim()
+                jobs = self._claim()
             except Exception:  # noqa: BLE001 - a store hiccup must not kill the worker thread
                 log.exception("claiming delivery jobs failed, retrying", extra={"after": self.poll_interval})
-                job = None
-            if job is not None:
-                self._deliver_and_release(job)
+                jobs = []
+            if jobs:
+                self._deliver_batch(jobs)
                 continue
             with self._wake:
                 if self._generation == generation and not self._stopping.is_set():
                     self._wake.wait(self.poll_interval)
 
-    def _claim(self) -> Job | None:
-        """Claim one due job of a destination below its concurrency limit (counted as in flight)."""
+    def _claim(self) -> list[Job]:
+        """Claim due jobs of one destination below its concurrency limit (one slot in flight): one job, and
+        when that job had to wait (a backlog) up to BATCH-1 more of the same destination, so a busy queue
+        costs one claim transaction per batch instead of one per job."""
         cap = self.delivery.per_destination_concurrency
         with self._claim_lock:
+            now = self.clock()
             full = frozenset(d for d, n in self._in_flight.items() if n >= cap)
-            jobs = self.store.claim_jobs(self.owner, self.delivery.lease, 1, self.clock(), skip_destinations=full)
-            if jobs:
-                self._in_flight[jobs[0].destination] += 1
-        return jobs[0] if jobs else None
+            jobs = self.store.claim_jobs(self.owner, self.delivery.lease, 1, now, skip_destinations=full)
+            if not jobs:
+                return []
+            destination = jobs[0].destination
+            if now - jobs[0].due_at > BACKLOG_AGE:
+                others = self._actions().destination_names() - {destination}
+                jobs += self.store.claim_jobs(self.owner, self.delivery.lease, BATCH - 1, now,
+                                              skip_destinations=frozenset(others))
+            self._in_flight[destination] += 1
+        return jobs
 
-    def _deliver_and_release(self, job: Job) -> None:
+    def _deliver_batch(self, jobs: list[Job]) -> int:
+        """Send claimed jobs in order; stop early (the rest stay leased and are claimed again when the
+        lease expires) on shutdown or when half the lease is used up. How many were attempted."""
+        started = time.monotonic()
+        attempted = 0
+        try:
+            for job in jobs:
+                if attempted and (self._stopping.is_set()
+                                  or time.monotonic() - started > self.delivery.lease / 2):
+                    break
+                self._attempt(job)
+                attempted += 1
+        finally:
+            with self._claim_lock:
+                destination = jobs[0].destination
+                self._in_flight[destination] -= 1
+                if self._in_flight[destination] <= 0:
+                    del self._in_flight[destination]
+            self.notify()  # a destination may have dropped below its limit
+        return attempted
+
+    def _attempt(self, job: Job) -> None:
         try:
             self.deliver(job)
         except Exception:  # noqa: BLE001 - the store failed: the job keeps its lease, retried when it expires
             log.exception("could not record a delivery attempt", extra={"key": job.key})
-        finally:
-            with self._claim_lock:
-                self._in_flight[job.destination] -= 1
-                if self._in_flight[job.destination] <= 0:
-                    del self._in_flight[job.destination]
-            self.notify()  # a destination may have dropped below its limit
 
     # -- one attempt -----------------------------------------------------------------------------
     def deliver(self, job: Job) -> None:
