@@ -144,13 +144,20 @@ class DeliveryWorker:
                 self._attempt(job)
                 attempted += 1
         finally:
-            with self._claim_lock:
-                destination = jobs[0].destination
-                self._in_flight[destination] -= 1
-                if self._in_flight[destination] <= 0:
-                    del self._in_flight[destination]
-            self.notify()  # a destination may have dropped below its limit
+            self._release(jobs[0].destination)
         return attempted
+
+    def _release(self, destination: str) -> None:
+        """Free the destination's slot; when it was full, wake one idle worker for its waiting jobs."""
+        with self._claim_lock:
+            was_full = self._in_flight[destination] >= self.delivery.per_destination_concurrency
+            self._in_flight[destination] -= 1
+            if self._in_flight[destination] <= 0:
+                del self._in_flight[destination]
+        if was_full:
+            with self._wake:
+                self._generation += 1
+                self._wake.notify()
 
     def _attempt(self, job: Job) -> None:
         try:
