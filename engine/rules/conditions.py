@@ -1,0 +1,262 @@
+"""Conditions compiled from a rule's `when:`: leaves (one subject, one operator) and the combinators
+all / any / not. `test(ctx)` returns None when the condition holds, else a Miss naming the first failed
+condition and the value found there, which is what `idhooks test` and the decision records show.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+from engine.config import suggest
+from engine.rules.context import EvalContext, claim_uri
+from engine.rules.operators import NEGATED, OPERATORS, ORDER_OPERATORS, Predicate, predicate
+from engine.rules.paths import compile_path
+from engine.yamlsource import LineDict
+
+SHORTCUTS = ("initiatorType", "action", "credentialType", "initiatorIpAddress")
+"""Top-level body fields usable directly as `when` keys: a value means equals, a list means in."""
+SUBJECTS = ("path", "claim", "envelope")
+COMBINATORS = ("all", "any", "not")
+
+Report = Callable[[int, str, str], None]
+"""report(line, where, message): collects a load problem."""
+
+
+@dataclass(frozen=True)
+class Miss:
+    failed: str
+    actual: Any
+
+
+def _actual(found: list[Any]) -> Any:
+    if not found:
+        return None
+    return found[0] if len(found) == 1 else found
+
+
+def _any_value(test: Predicate, found: list[Any]) -> bool:
+    """A path that yields several values (or a list) holds if any value holds."""
+    for value in found:
+        if isinstance(value, list):
+            for item in value:
+                if test(item):
+                    return True
+        elif test(value):
+            return True
+    return False
+
+
+class Condition:
+    where: str = "when"
+
+    def test(self, ctx: EvalContext) -> Miss | None:
+        raise NotImplementedError
+
+    def leaves(self) -> Iterator[Leaf]:
+        raise NotImplementedError
+
+
+class Leaf(Condition):
+    """`subject operator operand`, e.g. `$.application.name in ["Console"]`."""
+
+    def __init__(self, where: str, line: int, subject: str, lookup: Callable[[EvalContext], list[Any]],
+                 operator: str, operand: Any, fold: bool) -> None:
+        self.where, self.line, self.lookup = where, line, lookup
+        self.label = f"{where}: {subject} {operator} {json.dumps(operand, ensure_ascii=False)}" \
+            + (" (ignore_case)" if fold else "")
+        self.holds = self._holds(operator, operand, fold)
+
+    @staticmethod
+    def _holds(operator: str, operand: Any, fold: bool) -> Callable[[list[Any]], bool]:
+        if operator == "exists":
+            if not isinstance(operand, bool):
+                raise ValueError("expected true or false")
+            return (lambda found: bool(found)) if operand else (lambda found: not found)
+        test = predicate(operator, operand, fold)
+        if operator in NEGATED:
+            return lambda found: bool(found) and not _any_value(test, found)
+        return lambda found: _any_value(test, found)
+
+    def test(self, ctx: EvalContext) -> Miss | None:
+        found = self.lookup(ctx)
+        held = self.holds(found)
+        if ctx.seen is not None:
+            ctx.seen.setdefault(self, set()).add(held)
+        return None if held else Miss(self.label, _actual(found))
+
+    def leaves(self) -> Iterator[Leaf]:
+        yield self
+
+
+class All(Condition):
+    def __init__(self, where: str, parts: list[Condition]) -> None:
+        self.where, self.parts = where, parts
+
+    def test(self, ctx: EvalContext) -> Miss | None:
+        for part in self.parts:
+            miss = part.test(ctx)
+            if miss is not None:
+                return miss
+        return None
+
+    def leaves(self) -> Iterator[Leaf]:
+        for part in self.parts:
+            yield from part.leaves()
+
+
+class AnyOf(All):
+    def test(self, ctx: EvalContext) -> Miss | None:
+        misses = []
+        for part in self.parts:
+            miss = part.test(ctx)
+            if miss is None:
+                return None
+            misses.append(miss)
+        return Miss(f"{self.where}: none of {len(self.parts)} conditions held (first: {misses[0].failed})",
+                    misses[0].actual)
+
+
+class Not(Condition):
+    def __init__(self, where: str, inner: Condition) -> None:
+        self.where, self.inner = where, inner
+
+    def test(self, ctx: EvalContext) -> Miss | None:
+        if self.inner.test(ctx) is not None:
+            return None
+        first = next(self.inner.leaves(), None)
+        actual = _actual(first.lookup(ctx)) if first is not None else None
+        return Miss(f"{self.where}: the negated condition held", actual)
+
+    def leaves(self) -> Iterator[Leaf]:
+        return self.inner.leaves()
+
+
+# -- compiling -------------------------------------------------------------------------------------------
+def line_of(node: Any, key: Any = None) -> int:
+    """The YAML line of `node` (or of its `key`), 0 when unknown."""
+    if isinstance(node, LineDict):
+        return node.line_of(key) if key is not None else node.line
+    return getattr(node, "line", 0)
+
+
+def _field_lookup(name: str) -> Callable[[EvalContext], list[Any]]:
+    def lookup(ctx: EvalContext) -> list[Any]:
+        value = ctx.body.get(name)
+        return [] if value is None else [value]
+
+    return lookup
+
+
+def _subject(key: str, value: Any) -> tuple[str, Callable[[EvalContext], list[Any]]]:
+    """The leaf's subject text and lookup; ValueError for a bad path or claim name."""
+    if key == "claim":
+        if not isinstance(value, str) or not value:
+            raise ValueError("expected a claim name like username or a claim URI")
+        uri = claim_uri(value)
+        return f"claim {value}", lambda ctx: [] if ctx.claims.get(uri) is None else [ctx.claims[uri]]
+    compiled = compile_path(value)
+    if key == "envelope":
+        return f"envelope {value}", lambda ctx: compiled(ctx.envelope.claims)
+    return str(value), lambda ctx: compiled(ctx.body)
+
+
+def _operator_of(node: dict, where: str, allowed_extra: tuple[str, ...], report: Report) -> str | None:
+    unknown = [k for k in node if k not in OPERATORS and k not in allowed_extra]
+    for key in unknown:
+        report(line_of(node, key), where, f"unknown operator '{key}'{suggest(str(key), OPERATORS)}; "
+                                        f"expected one of: {', '.join(OPERATORS)}")
+    operators = [k for k in node if k in OPERATORS]
+    if len(operators) > 1:
+        report(line_of(node), where, f"give exactly one operator, got {' and '.join(operators)}")
+    elif not operators and not unknown:
+        report(line_of(node), where, f"missing operator: give one of {', '.join(OPERATORS)}")
+    return operators[0] if len(operators) == 1 and not unknown else None
+
+
+def _leaf(node: dict, where: str, subject: str | None, lookup: Any, report: Report) -> Condition | None:
+    extra = ("ignore_case",) + (SUBJECTS if subject is None else ())
+    operator = _operator_of(node, where, extra, report)
+    fold = node.get("ignore_case", False)
+    if not isinstance(fold, bool):
+        report(line_of(node, "ignore_case"), f"{where}.ignore_case", "expected true or false")
+        return None
+    if fold and (operator in ORDER_OPERATORS or operator == "exists"):
+        report(line_of(node, "ignore_case"), f"{where}.ignore_case", f"ignore_case does not apply to {operator}")
+        return None
+    if subject is None:
+        key = next(k for k in SUBJECTS if k in node)
+        try:
+            subject, lookup = _subject(key, node[key])
+        except ValueError as exc:
+            report(line_of(node, key), f"{where}.{key}", str(exc))
+            return None
+    if operator is None:
+        return None
+    try:
+        return Leaf(where, line_of(node), subject, lookup, operator, node[operator], fold)
+    except ValueError as exc:
+        report(line_of(node, operator), f"{where}.{operator}", str(exc))
+        return None
+
+
+def _shortcut(node: dict, key: str, where: str, report: Report) -> Condition | None:
+    value = node[key]
+    lookup = _field_lookup(key)
+    subject = f"$.{key}"
+    if isinstance(value, dict):
+        return _leaf(value, where, subject, lookup, report)
+    operator = "in" if isinstance(value, list) else "equals"
+    fake = LineDict({operator: value})
+    fake.line = line_of(node, key)
+    return _leaf(fake, where, subject, lookup, report)
+
+
+def _items(node: dict, key: str, where: str, report: Report) -> list[Condition] | None:
+    items = node[key]
+    if not isinstance(items, list) or not items:
+        report(line_of(node, key), where, "expected a non-empty list of conditions")
+        return None
+    parts = [compile_condition(item, f"{where}[{i}]", report) for i, item in enumerate(items)]
+    return None if any(p is None for p in parts) else parts
+
+
+def _combinator(node: dict, key: str, where: str, report: Report) -> Condition | None:
+    if key == "not":
+        inner = compile_condition(node[key], where, report)
+        return None if inner is None else Not(where, inner)
+    parts = _items(node, key, where, report)
+    if parts is None:
+        return None
+    return All(where, parts) if key == "all" else AnyOf(where, parts)
+
+
+def compile_condition(node: Any, where: str, report: Report) -> Condition | None:
+    """Compile one mapping: a leaf (path/claim/envelope + operator) or keys that must all hold
+    (all, any, not and the body shortcuts). Problems go to `report`; None when anything was wrong."""
+    if not isinstance(node, dict) or not node:
+        report(line_of(node), where, "expected a mapping of conditions (path/claim/envelope with an operator, "
+                                   "all, any, not, or " + ", ".join(SHORTCUTS) + ")")
+        return None
+    subjects = [k for k in SUBJECTS if k in node]
+    if len(subjects) > 1:
+        report(line_of(node), where, f"give one of path, claim or envelope, got {' and '.join(subjects)}")
+        return None
+    if subjects:
+        return _leaf(node, where, None, None, report)
+    parts: list[Condition | None] = []
+    allowed = COMBINATORS + SHORTCUTS + SUBJECTS
+    for key in node:
+        sub = f"{where}.{key}"
+        if key in COMBINATORS:
+            parts.append(_combinator(node, key, sub, report))
+        elif key in SHORTCUTS:
+            parts.append(_shortcut(node, key, sub, report))
+        else:
+            parts.append(None)
+            report(line_of(node, key), where, f"unknown condition key '{key}'{suggest(str(key), allowed)}; "
+                                            f"expected one of: {', '.join(allowed)}")
+    if any(p is None for p in parts):
+        return None
+    return parts[0] if len(parts) == 1 else All(where, parts)  # type: ignore[arg-type]
