@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Collection, Mapping, Sequence
 
 from engine import catalog
-from engine.config import suggest
+from engine.config import Config, suggest
 from engine.errors import ConfigError
 from engine.rules.actions import compile_action
 from engine.rules.conditions import Report, compile_condition, line_of
@@ -209,3 +209,10 @@ def load_ruleset(paths: Sequence[Path], *, destinations: Mapping[str, Mapping[st
     if loader.problems:
         raise ConfigError(loader.problems)
     return RuleSet(rules, tuple(display_path(p) for p in files))
+
+
+def load_for_config(config: Config, paths: Sequence[Path] | None = None) -> RuleSet:
+    """The rule set of `config` (or of `paths` instead of its rules.paths), checked against its
+    destinations and webhooks."""
+    return load_ruleset(list(paths) if paths else list(config.rules.paths), destinations=config.destinations,
+                        webhooks=[w.name for w in config.webhooks])
