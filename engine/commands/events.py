@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from contextlib import closing
 
@@ -57,7 +58,7 @@ def _list(store: Store, args: argparse.Namespace) -> int:
 def _show(store: Store, args: argparse.Namespace) -> int:
     event = store.get_event(args.jti)
     if event is None:
-        print(f"idhooks: no stored event with jti {args.jti!r} (see `idhooks events list`)")
+        print(f"idhooks: no stored event with jti {args.jti!r} (see `idhooks events list`)", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(_as_json(event), indent=2, ensure_ascii=False, default=str))

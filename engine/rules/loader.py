@@ -36,10 +36,8 @@ def register_rule_key(name: str, parser: RuleKeyParser) -> None:
 
 def display_path(path: Path) -> str:
     """`path` relative to the current folder when inside it (as people type it), else absolute."""
-    try:
-        return os.path.relpath(path) if Path(path).resolve().is_relative_to(Path.cwd()) else str(path)
-    except ValueError:
-        return str(path)
+    absolute = Path(os.path.abspath(path))
+    return str(absolute.relative_to(Path.cwd())) if absolute.is_relative_to(Path.cwd()) else str(path)
 
 
 def rule_files(paths: Sequence[Path], problems: list[str]) -> list[Path]:
