@@ -75,9 +75,13 @@ class Leaf(Condition):
                 raise ValueError("expected true or false")
             return (lambda found: bool(found)) if operand else (lambda found: not found)
         test = predicate(operator, operand, fold)
+        if NEGATED.get(operator, operator) == "contains":  # sees whole lists: element membership
+            any_value: Callable[[Predicate, list[Any]], bool] = lambda t, found: any(map(t, found))
+        else:
+            any_value = _any_value
         if operator in NEGATED:
-            return lambda found: bool(found) and not _any_value(test, found)
-        return lambda found: _any_value(test, found)
+            return lambda found: bool(found) and not any_value(test, found)
+        return lambda found: any_value(test, found)
 
     def test(self, ctx: EvalContext) -> Miss | None:
         found = self.lookup(ctx)
