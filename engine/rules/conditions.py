@@ -13,7 +13,7 @@ from engine.config import suggest
 from engine.rules.context import EvalContext, claim_uri
 from engine.rules.operators import NEGATED, OPERATORS, ORDER_OPERATORS, Predicate, predicate
 from engine.rules.paths import compile_path
-from engine.yamlsource import LineDict
+from engine.yamlsource import LineDict, LineList
 
 SHORTCUTS = ("initiatorType", "action", "credentialType", "initiatorIpAddress")
 """Top-level body fields usable directly as `when` keys: a value means equals, a list means in."""
@@ -139,8 +139,8 @@ class Not(Condition):
 
 # -- compiling -------------------------------------------------------------------------------------------
 def line_of(node: Any, key: Any = None) -> int:
-    """The YAML line of `node` (or of its `key`), 0 when unknown."""
-    if isinstance(node, LineDict):
+    """The YAML line of `node` (or of its mapping key / list index `key`), 0 when unknown."""
+    if isinstance(node, (LineDict, LineList)):
         return node.line_of(key) if key is not None else node.line
     return getattr(node, "line", 0)
 

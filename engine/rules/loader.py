@@ -77,23 +77,24 @@ class _Loader:
             if key != "rules":
                 self.problems.append(f"{source}:{line_of(raw, key)}: {key}: unknown key{suggest(str(key), ['rules'])}; "
                                      "a rule file holds only `rules:`")
-        rules = [self.read_rule(node, i, source) for i, node in enumerate(raw.get("rules") or [])]
+        items = raw.get("rules") or []
+        rules = [self.read_rule(node, i, source, line_of(items, i)) for i, node in enumerate(items)]
         return [r for r in rules if r is not None]
 
-    def read_rule(self, node: Any, index: int, source: str) -> Rule | None:
+    def read_rule(self, node: Any, index: int, source: str, line: int) -> Rule | None:
         if not isinstance(node, dict):
-            self.problems.append(f"{source}:{line_of(node)}: rules[{index}]: expected a mapping with id, event "
-                                 "and actions")
+            self.problems.append(f"{source}:{line}: rules[{index}]: expected a mapping with id, event and actions")
             return None
         rule_id = node.get("id")
         label = f"rule '{rule_id}'" if isinstance(rule_id, str) and rule_id else f"rules[{index}]"
-        before = len(self.problems)
+        found: list[tuple[int, str]] = []
 
         def report(line: int, where: str, message: str) -> None:
-            self.problems.append(f"{source}:{line}: {label}: {where}: {message}")
+            found.append((line, f"{source}:{line}: {label}: {where}: {message}"))
 
         rule = _read_rule(node, source, report, self)
-        return rule if len(self.problems) == before else None
+        self.problems += [text for _, text in sorted(found, key=lambda item: item[0])]
+        return None if found else rule
 
 
 def _check_id(node: dict, source: str, report: Report, loader: _Loader) -> str:
