@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
 def _read_event(path: Path) -> Any:
     try:
         return envelope_from_claims(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, PayloadError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         kind = "not a Security Event Token" if isinstance(exc, PayloadError) else "cannot read JSON"
         raise ConfigError(f"{display_path(path)}: {kind}: {reason}") from None

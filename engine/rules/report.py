@@ -31,12 +31,12 @@ def decision_lines(records: Iterable[dict[str, Any]], indent: str = "  ") -> lis
             lines.append(f"{indent}MATCH {record['rule']}")
             for action in record.get("actions", []):
                 target = f" -> {action['destination']}" if action.get("destination") else ""
-                lines.append(f"{indent}    action {action['index']} {action['type']}{target}")
-                lines += [f"{indent}      {k}: {short(v)}" for k, v in action.get("fields", {}).items()]
+                lines.append(f"{indent}  action {action['index']} {action['type']}{target}")
+                lines += [f"{indent}    {k}: {short(v)}" for k, v in action.get("fields", {}).items()]
         else:
             lines.append(f"{indent}miss  {record['rule']}: {record.get('failed')} "
                          f"(actual: {short(record.get('actual'))})")
-        lines += [f"{indent}    error: {e}" for e in record.get("errors", [])]
+        lines += [f"{indent}  error: {e}" for e in record.get("errors", [])]
     return lines
 
 
