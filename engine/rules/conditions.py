@@ -24,7 +24,7 @@ Report = Callable[[int, str, str], None]
 """report(line, where, message): collects a load problem."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Miss:
     failed: str
     actual: Any
@@ -36,16 +36,19 @@ def _actual(found: list[Any]) -> Any:
     return found[0] if len(found) == 1 else found
 
 
-def _any_value(test: Predicate, found: list[Any]) -> bool:
+def _any_value(test: Predicate) -> Callable[[list[Any]], bool]:
     """A path that yields several values (or a list) holds if any value holds."""
-    for value in found:
-        if isinstance(value, list):
-            for item in value:
-                if test(item):
-                    return True
-        elif test(value):
-            return True
-    return False
+    def holds(found: list[Any]) -> bool:
+        for value in found:
+            if type(value) is list:
+                for item in value:
+                    if test(item):
+                        return True
+            elif test(value):
+                return True
+        return False
+
+    return holds
 
 
 class Condition:
@@ -76,12 +79,12 @@ class Leaf(Condition):
             return (lambda found: bool(found)) if operand else (lambda found: not found)
         test = predicate(operator, operand, fold)
         if NEGATED.get(operator, operator) == "contains":  # sees whole lists: element membership
-            any_value: Callable[[Predicate, list[Any]], bool] = lambda t, found: any(map(t, found))
+            holds: Callable[[list[Any]], bool] = lambda found: any(map(test, found))
         else:
-            any_value = _any_value
+            holds = _any_value(test)
         if operator in NEGATED:
-            return lambda found: bool(found) and not any_value(test, found)
-        return lambda found: any_value(test, found)
+            return lambda found: bool(found) and not holds(found)
+        return holds
 
     def test(self, ctx: EvalContext) -> Miss | None:
         found = self.lookup(ctx)

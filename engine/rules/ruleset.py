@@ -16,7 +16,7 @@ from engine.rules.context import EvalContext
 from engine.rules.index import RuleIndex
 
 
-@dataclass
+@dataclass(slots=True)
 class RenderedAction:
     index: int
     type: str
@@ -27,7 +27,7 @@ class RenderedAction:
         return {"index": self.index, "type": self.type, "destination": self.destination, "fields": self.fields}
 
 
-@dataclass
+@dataclass(slots=True)
 class Decision:
     rule_id: str
     matched: bool
