@@ -46,7 +46,6 @@ class Service:
         self.store = store
         self.clock = clock
         self.metrics = Metrics()
-        self.metrics.watch_store(store.stats, store.last_accepted)
         self.rules = Current(self.load_rules(config))
         self.rules_loaded_at = clock()
         self.reload_errors: list[str] = []
@@ -99,6 +98,9 @@ class Service:
             log.error("prune failed", extra={"error": str(exc)})
 
     def start(self) -> None:
+        resumed = self.store.take_over_leases()
+        if resumed:
+            log.warning("resuming work leased by a previous process", extra={"leases": resumed})
         self.processor.start()
         self.prune()
         threading.Thread(target=self._prune_loop, name="idhooks-prune", daemon=True).start()
@@ -115,6 +117,7 @@ def serve(config_path: Path, host: str | None, port: int | None, log_json: bool 
                          port=port if port is not None else config.server.port)
     config = replace(config, server=server_cfg)
     logs.configure("json" if log_json else config.server.log_format)
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # "Task queue depth is N" under load is noise
     service = Service(config, open_store(config.store))
     service.start()
     server = waitress.create_server(service.app, host=server_cfg.host, port=server_cfg.port,
