@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import pytest
 
+from actions import registry
 from engine.errors import ConfigError
 from engine.rules import load_ruleset
-from tests.rules_support import problems, rule_with, write_rules
+from tests.rules_support import decide, envelope, load, problems, rule_with, write_rules
+
+ACTION_TYPES = ", ".join(sorted(registry()))
 
 OPS = "equals, not_equals, in, not_in, contains, not_contains, starts_with, ends_with, matches, exists, gt, gte, lt, lte"
 
@@ -72,7 +75,7 @@ rules:
     actions: []
   - event: "*"
     actions:
-      - slak: {message: x}
+      - pager: {message: x}
       - log: {mesage: "{{ evnt }}"}
       - log: {message: "{{ evnt }}"}
       - log: {message: "{{ event.x "}
@@ -96,7 +99,7 @@ def test_rule_errors_are_all_reported_in_line_order_with_ids_and_suggestions(tmp
         "of: id, description, enabled, event, webhooks, when, actions",
         "rules.yaml:13: rule 'ok-rule': actions: expected a non-empty list of actions, like `- log: {message: ...}`",
         "rules.yaml:14: rules[3]: id: missing: every rule needs a unique id of lowercase letters, digits and '-'",
-        "rules.yaml:16: rules[3]: actions[0]: unknown action type 'slak'; action types: log",
+        f"rules.yaml:16: rules[3]: actions[0]: unknown action type 'pager'; action types: {ACTION_TYPES}",
         "rules.yaml:17: rules[3]: actions[1].log.mesage: unknown field (did you mean 'message'?); log takes: message",
         "rules.yaml:17: rules[3]: actions[1].log.message: missing required field (the line to log)",
         "rules.yaml:18: rules[3]: actions[2].log.message: unknown template name 'evnt' (did you mean 'event'?); "
@@ -135,3 +138,54 @@ def test_a_missing_event_and_a_non_mapping_when_are_errors(tmp_path):
 def test_an_empty_file_and_an_empty_folder_load_no_rules(tmp_path):
     write_rules(tmp_path, "", "empty.yaml")
     assert load_ruleset([tmp_path], destinations={}).rules == []
+
+
+DESTINATIONS = {"provisioning": {"type": "http", "base_url": "http://127.0.0.1:9/scim2"},
+                "chat": {"type": "slack", "webhook_url": "http://127.0.0.1:9/hook"}}
+
+
+def http_rule(to: str, extra: str = "") -> str:
+    return f"""
+        rules:
+          - id: provision
+            event: registration.registrationSuccess
+            actions:
+              - http:
+                  to: {to}
+                  method: POST
+                  path: /Users
+                  json:
+                    userName: "{{{{ username }}}}"
+                    emails: [{{value: "{{{{ claims.emailaddress }}}}", primary: true}}]
+                    active: true{extra}
+        """
+
+
+def test_a_destination_must_exist_and_have_the_action_s_type(tmp_path):
+    pytest.importorskip("actions.http", reason="the http action type is not in this tree")
+    assert problems(tmp_path, http_rule("provisoning"), destinations=DESTINATIONS) == [
+        "rules.yaml:6: rule 'provision': actions[0].http.to: unknown destination 'provisoning' (did you mean "
+        "'provisioning'?); configured destinations: chat, provisioning"]
+    assert problems(tmp_path, http_rule("chat"), destinations=DESTINATIONS) == [
+        "rules.yaml:6: rule 'provision': actions[0].http.to: destination 'chat' has type 'slack', but a http action "
+        "needs a destination of type 'http'"]
+    assert problems(tmp_path, http_rule("provisioning"), destinations={}) == [
+        "rules.yaml:6: rule 'provision': actions[0].http.to: unknown destination 'provisioning'; configured "
+        "destinations: none (add one under destinations: in config.yaml)"]
+
+
+def test_an_action_class_s_own_field_checks_are_reported(tmp_path):
+    pytest.importorskip("actions.http", reason="the http action type is not in this tree")
+    found = problems(tmp_path, http_rule("provisioning", "\n                  body: raw"),
+                     destinations=DESTINATIONS)
+    assert found == ["rules.yaml:6: rule 'provision': actions[0].http: body: give json or body, not both"]
+
+
+def test_json_fields_render_to_plain_json_with_the_destination(tmp_path):
+    pytest.importorskip("actions.http", reason="the http action type is not in this tree")
+    ruleset = load(tmp_path, http_rule("provisioning"), destinations=DESTINATIONS)
+    action = decide(ruleset, envelope("registration.registrationSuccess"))["provision"].actions[0]
+    assert (action.index, action.type, action.destination) == (0, "http", "provisioning")
+    assert action.fields == {"to": "provisioning", "method": "POST", "path": "/Users", "json": {
+        "userName": "jane.doe@example.com", "emails": [{"value": "jane.doe@example.com", "primary": True}],
+        "active": True}}
