@@ -164,6 +164,7 @@ def test_rule_test_file_errors_are_load_errors(project, capsys):
     assert code == 1 and err.splitlines()[1:] == [
         f"{prefix}: expect: unknown key",
         f"{prefix}: match: expected a list of rule ids (empty: no rule may match)",
+        f"{prefix}: event: unknown event alias 'login.loginFaild' (did you mean 'login.loginFailed'?)",
     ]
 
 
@@ -241,3 +242,23 @@ def test_replay_backtests_edited_rules_without_side_effects(project, capsys):
         assert len(store.get_event(events[0]["jti"]).decisions) == 2
     finally:
         store.close()
+
+
+def test_rule_tests_take_an_event_file_or_an_inline_event(project, capsys):
+    event = sample_event("login.loginFailed", application={"name": "Console"})
+    tests_dir = project.parent / "rules" / "tests"
+    tests_dir.mkdir(parents=True)
+    (tests_dir / "console.json").write_text(json.dumps(event))
+    inline = json.dumps(sample_event("login.loginSuccess"))
+    write_rules(tests_dir, f"""
+        tests:
+          - name: from a file
+            file: console.json
+            match: [console-failures]
+          - name: inline
+            event: {inline}
+            set: {{application.name: Console, application.extra.deep: 1}}
+            match: [console-failures]
+        """, "files.yaml")
+    code, out, _ = run(capsys, "test", "--config", str(project))
+    assert code == 0 and "2 passed, 0 failed" in out.splitlines()

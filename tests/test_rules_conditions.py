@@ -105,7 +105,10 @@ def test_any_and_not_misses_say_which_combinator_failed(tmp_path):
         'when.any: none of 2 conditions held (first: when.any[0].initiatorType: $.initiatorType equals "ADMIN")')
     ruleset = load(tmp_path, rule_with("not: {initiatorType: USER}"))
     decision = decide(ruleset, envelope())["r"]
-    assert (decision.failed, decision.actual) == ("when.not: the negated condition held", "USER")
+    assert (decision.failed, decision.actual) == (
+        'when.not: expected this not to hold: when.not.initiatorType: $.initiatorType equals "USER"', "USER")
+    ruleset = load(tmp_path, rule_with("not: {all: [{initiatorType: USER}, {action: LOGIN}]}"))
+    assert decide(ruleset, envelope())["r"].failed == "when.not: the negated condition held"
 
 
 SELECTOR_RULES = """

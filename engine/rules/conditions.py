@@ -6,6 +6,7 @@ condition and the value found there, which is what `idhooks test` and the decisi
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -51,14 +52,16 @@ def _any_value(test: Predicate) -> Callable[[list[Any]], bool]:
     return holds
 
 
-class Condition:
+class Condition(ABC):
     where: str = "when"
 
+    @abstractmethod
     def test(self, ctx: EvalContext) -> Miss | None:
-        raise NotImplementedError
+        """None when the condition holds, else the first failed condition and the value found there."""
 
+    @abstractmethod
     def leaves(self) -> Iterator[Leaf]:
-        raise NotImplementedError
+        """Every leaf inside, in order (for condition coverage)."""
 
 
 class Leaf(Condition):
@@ -115,14 +118,15 @@ class All(Condition):
 
 class AnyOf(All):
     def test(self, ctx: EvalContext) -> Miss | None:
-        misses = []
+        first: Miss | None = None
         for part in self.parts:
             miss = part.test(ctx)
             if miss is None:
                 return None
-            misses.append(miss)
-        return Miss(f"{self.where}: none of {len(self.parts)} conditions held (first: {misses[0].failed})",
-                    misses[0].actual)
+            first = first or miss
+        assert first is not None  # parts is never empty (checked at load)
+        return Miss(f"{self.where}: none of {len(self.parts)} conditions held (first: {first.failed})",
+                    first.actual)
 
 
 class Not(Condition):
@@ -132,9 +136,10 @@ class Not(Condition):
     def test(self, ctx: EvalContext) -> Miss | None:
         if self.inner.test(ctx) is not None:
             return None
-        first = next(self.inner.leaves(), None)
-        actual = _actual(first.lookup(ctx)) if first is not None else None
-        return Miss(f"{self.where}: the negated condition held", actual)
+        if isinstance(self.inner, Leaf):
+            return Miss(f"{self.where}: expected this not to hold: {self.inner.label}",
+                        _actual(self.inner.lookup(ctx)))
+        return Miss(f"{self.where}: the negated condition held", None)
 
     def leaves(self) -> Iterator[Leaf]:
         return self.inner.leaves()

@@ -104,30 +104,46 @@ def _base_event(node: dict, base_dir: Path) -> dict[str, Any]:
     return catalog.entries()[event].sample()  # its fixed jti and iat keep rendered text predictable
 
 
+def _shape_problems(node: dict) -> list[str]:
+    """What is wrong with a test's keys, apart from its event."""
+    found = [f"{key}: unknown key{suggest(str(key), TEST_KEYS)}" for key in node if key not in TEST_KEYS]
+    if ("event" in node) == ("file" in node):
+        found.append("give exactly one of event (alias or inline SET) or file")
+    match = node.get("match")
+    if not isinstance(match, list) or not all(isinstance(m, str) for m in match):
+        found.append("match: expected a list of rule ids (empty: no rule may match)")
+    for key in ("set", "rendered"):
+        if not isinstance(node.get(key, {}), dict):
+            found.append(f"{key}: expected a mapping")
+    return found
+
+
+def _test_event(node: dict, base_dir: Path) -> dict[str, Any]:
+    """The test's SET with its `set:` overrides applied; ValueError naming what is wrong."""
+    event = _base_event(node, base_dir)
+    bodies = event.get("events") if isinstance(event, dict) else None
+    body = next(iter(bodies.values()), None) if isinstance(bodies, dict) and bodies else None
+    if node.get("set") and isinstance(body, dict):
+        apply_overrides(body, node["set"])
+    return event
+
+
 def _read_test(node: Any, index: int, source: str, base_dir: Path, problems: list[str]) -> RuleTest | None:
     if not isinstance(node, dict) or not isinstance(node.get("name"), str):
         problems.append(f"{source}:{line_of(node)}: tests[{index}]: expected a mapping with a name")
         return None
     prefix = f"{source}:{line_of(node)}: test '{node['name']}'"
-    before = len(problems)
-    for key in node:
-        if key not in TEST_KEYS:
-            problems.append(f"{prefix}: {key}: unknown key{suggest(str(key), TEST_KEYS)}")
-    if ("event" in node) == ("file" in node):
-        problems.append(f"{prefix}: give exactly one of event (alias or inline SET) or file")
-    match = node.get("match")
-    if not isinstance(match, list) or not all(isinstance(m, str) for m in match):
-        problems.append(f"{prefix}: match: expected a list of rule ids (empty: no rule may match)")
-    try:
-        event = _base_event(node, base_dir) if len(problems) == before else {}
-        body = next(iter(event.get("events", {}).values()), None) if isinstance(event, dict) else None
-        if isinstance(node.get("set"), dict) and isinstance(body, dict):
-            apply_overrides(body, node["set"])
-    except ValueError as exc:
-        problems.append(f"{prefix}: {exc}")
-    if len(problems) > before:
+    found = _shape_problems(node)
+    event: dict[str, Any] = {}
+    if "event" in node or "file" in node:
+        try:
+            event = _test_event(node, base_dir)
+        except ValueError as exc:
+            found.append(str(exc))
+    problems += [f"{prefix}: {text}" for text in found]
+    if found:
         return None
-    return RuleTest(node["name"], source, line_of(node), event, node.get("webhook"), list(match),
+    return RuleTest(node["name"], source, line_of(node), event, node.get("webhook"), list(node["match"]),
                     dict(node.get("rendered") or {}))
 
 
