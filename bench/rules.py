@@ -68,7 +68,7 @@ def per_event_us(ruleset: RuleSet, rounds: int = 2000, repeats: int = 5) -> floa
 
 
 def main() -> None:
-    print("rules benchmark: µs per event (best of 5 x 2000 evaluations of login.loginFailed)")
+    print("rules benchmark: CPU µs per event (best of 5 x 2000 evaluations of login.loginFailed)")
     print(f"{'series':<8} {'rules':>7} {'candidates':>10} {'µs/event':>9} {'load s':>7}")
     results: dict[tuple[str, int], float] = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -120,7 +120,7 @@ def test_file_level_errors_from_every_file_are_reported_together(tmp_path):
         load_ruleset([tmp_path, tmp_path / "missing"], destinations={})
     assert [p.replace(f"{tmp_path}/", "") for p in caught.value.problems] == [
         "missing: no such rule file or folder",
-        "a.yaml:2: invalid YAML: expected the node content, but found '<stream end>'",
+        "a.yaml:2: invalid YAML: did not find expected node content",
         "b.yml:1: rule: unknown key (did you mean 'rules'?); a rule file holds only `rules:`",
         "c.yaml:1: expected a mapping with `rules:` (a list of rules)",
     ]
