@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any, Callable, Iterator
 
 from engine.config import suggest
@@ -21,6 +22,8 @@ SHORTCUTS = ("initiatorType", "action", "credentialType", "initiatorIpAddress")
 SUBJECTS = ("path", "claim", "envelope")
 COMBINATORS = ("all", "any", "not")
 
+Subject = tuple[str, Callable[[EvalContext], Any], Callable[[Any], list[Any]]]
+"""(text for messages, the event document it reads: body/envelope/claims, the lookup in that document)"""
 Report = Callable[[int, str, str], None]
 """report(line, where, message): collects a load problem."""
 
@@ -67,10 +70,10 @@ class Condition(ABC):
 class Leaf(Condition):
     """`subject operator operand`, e.g. `$.application.name in ["Console"]`."""
 
-    def __init__(self, where: str, line: int, subject: str, lookup: Callable[[EvalContext], list[Any]],
-                 operator: str, operand: Any, fold: bool) -> None:
-        self.where, self.line, self.lookup = where, line, lookup
-        self.label = f"{where}: {subject} {operator} {json.dumps(operand, ensure_ascii=False)}" \
+    def __init__(self, where: str, line: int, subject: Subject, operator: str, operand: Any, fold: bool) -> None:
+        text, self._document, self._find = subject
+        self.where, self.line = where, line
+        self.label = f"{where}: {text} {operator} {json.dumps(operand, ensure_ascii=False)}" \
             + (" (ignore_case)" if fold else "")
         self.holds = self._holds(operator, operand, fold)
 
@@ -89,8 +92,11 @@ class Leaf(Condition):
             return lambda found: bool(found) and not holds(found)
         return holds
 
+    def lookup(self, ctx: EvalContext) -> list[Any]:
+        return self._find(self._document(ctx))
+
     def test(self, ctx: EvalContext) -> Miss | None:
-        found = self.lookup(ctx)
+        found = self._find(self._document(ctx))
         held = self.holds(found)
         if ctx.seen is not None:
             ctx.seen.setdefault(self, set()).add(held)
@@ -153,25 +159,20 @@ def line_of(node: Any, key: Any = None) -> int:
     return getattr(node, "line", 0)
 
 
-def _field_lookup(name: str) -> Callable[[EvalContext], list[Any]]:
-    def lookup(ctx: EvalContext) -> list[Any]:
-        value = ctx.body.get(name)
-        return [] if value is None else [value]
-
-    return lookup
+_BODY = attrgetter("body")
 
 
-def _subject(key: str, value: Any) -> tuple[str, Callable[[EvalContext], list[Any]]]:
-    """The leaf's subject text and lookup; ValueError for a bad path or claim name."""
+def _subject(key: str, value: Any) -> Subject:
+    """The leaf's subject: (text, which document of the event, lookup in it); ValueError when invalid."""
     if key == "claim":
         if not isinstance(value, str) or not value:
             raise ValueError("expected a claim name like username or a claim URI")
         uri = claim_uri(value)
-        return f"claim {value}", lambda ctx: [] if ctx.claims.get(uri) is None else [ctx.claims[uri]]
+        return f"claim {value}", attrgetter("claims"), lambda claims: [] if claims.get(uri) is None else [claims[uri]]
     compiled = compile_path(value)
     if key == "envelope":
-        return f"envelope {value}", lambda ctx: compiled(ctx.envelope.claims)
-    return str(value), lambda ctx: compiled(ctx.body)
+        return f"envelope {value}", attrgetter("envelope.claims"), compiled
+    return str(value), _BODY, compiled
 
 
 def _operator_of(node: dict, where: str, allowed_extra: tuple[str, ...], report: Report) -> str | None:
@@ -187,7 +188,7 @@ def _operator_of(node: dict, where: str, allowed_extra: tuple[str, ...], report:
     return operators[0] if len(operators) == 1 and not unknown else None
 
 
-def _leaf(node: dict, where: str, subject: str | None, lookup: Any, report: Report) -> Condition | None:
+def _leaf(node: dict, where: str, subject: Subject | None, report: Report) -> Condition | None:
     extra = ("ignore_case",) + (SUBJECTS if subject is None else ())
     operator = _operator_of(node, where, extra, report)
     fold = node.get("ignore_case", False)
@@ -200,14 +201,14 @@ def _leaf(node: dict, where: str, subject: str | None, lookup: Any, report: Repo
     if subject is None:
         key = next(k for k in SUBJECTS if k in node)
         try:
-            subject, lookup = _subject(key, node[key])
+            subject = _subject(key, node[key])
         except ValueError as exc:
             report(line_of(node, key), f"{where}.{key}", str(exc))
             return None
     if operator is None:
         return None
     try:
-        return Leaf(where, line_of(node), subject, lookup, operator, node[operator], fold)
+        return Leaf(where, line_of(node), subject, operator, node[operator], fold)
     except ValueError as exc:
         report(line_of(node, operator), f"{where}.{operator}", str(exc))
         return None
@@ -215,14 +216,13 @@ def _leaf(node: dict, where: str, subject: str | None, lookup: Any, report: Repo
 
 def _shortcut(node: dict, key: str, where: str, report: Report) -> Condition | None:
     value = node[key]
-    lookup = _field_lookup(key)
-    subject = f"$.{key}"
+    subject = (f"$.{key}", _BODY, compile_path(f"$.{key}"))
     if isinstance(value, dict):
-        return _leaf(value, where, subject, lookup, report)
+        return _leaf(value, where, subject, report)
     operator = "in" if isinstance(value, list) else "equals"
     fake = LineDict({operator: value})
     fake.line = line_of(node, key)
-    return _leaf(fake, where, subject, lookup, report)
+    return _leaf(fake, where, subject, report)
 
 
 def _items(node: dict, key: str, where: str, report: Report) -> list[Condition] | None:
@@ -256,7 +256,7 @@ def compile_condition(node: Any, where: str, report: Report) -> Condition | None
         report(line_of(node), where, f"give one of path, claim or envelope, got {' and '.join(subjects)}")
         return None
     if subjects:
-        return _leaf(node, where, None, None, report)
+        return _leaf(node, where, None, report)
     parts: list[Condition | None] = []
     allowed = COMBINATORS + SHORTCUTS + SUBJECTS
     for key in node:
