@@ -80,6 +80,8 @@ rules:
       - log: {message: "{{ evnt }}"}
       - log: {message: "{{ event.x "}
       - log: x
+      - log: {message: }
+      - log: {message: [a]}
   - just a string
 """
 
@@ -107,7 +109,9 @@ def test_rule_errors_are_all_reported_in_line_order_with_ids_and_suggestions(tmp
         "rules.yaml:19: rules[3]: actions[3].log.message: invalid template (line 1 of the template): unexpected "
         "end of template, expected 'end of print statement'.",
         "rules.yaml:20: rules[3]: actions[4].log: expected a mapping of fields: message",
-        "rules.yaml:21: rules[4]: expected a mapping with id, event and actions",
+        "rules.yaml:21: rules[3]: actions[5].log.message: expected text (a template string)",
+        "rules.yaml:22: rules[3]: actions[6].log.message: expected text (a template string)",
+        "rules.yaml:23: rules[4]: expected a mapping with id, event and actions",
     ]
 
 

@@ -30,7 +30,7 @@ class CompiledAction:
 
 
 def _text(source: Any, where: str) -> Renderer:
-    if isinstance(source, (dict, list)):
+    if source is None or isinstance(source, (dict, list)):
         raise ValueError("expected text (a template string)")
     template = compile_template(source if isinstance(source, str) else json.dumps(source))
 
