@@ -12,7 +12,8 @@ from tests.rules_support import decide, envelope, load, problems, rule_with, wri
 
 ACTION_TYPES = ", ".join(sorted(registry()))
 
-OPS = "equals, not_equals, in, not_in, contains, not_contains, starts_with, ends_with, matches, exists, gt, gte, lt, lte"
+OPS = ("equals, not_equals, in, not_in, contains, not_contains, starts_with, ends_with, matches, exists, gt, gte, "
+       "lt, lte")
 
 
 def test_unknown_operator_suggests_the_close_one(tmp_path):

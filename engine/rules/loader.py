@@ -126,7 +126,8 @@ def _selector(value: Any) -> tuple[str, str]:
     if value.endswith(".*"):
         channel = value[:-2]
         if channel not in channels:
-            raise ValueError(f"unknown channel '{channel}'{suggest(channel, channels)}; channels: {', '.join(channels)}")
+            raise ValueError(f"unknown channel '{channel}'{suggest(channel, channels)}; "
+                             f"channels: {', '.join(channels)}")
         return "channel", channel
     if value not in aliases:
         raise ValueError(f"unknown event '{value}'{suggest(value, aliases)}; `idhooks catalog` lists the aliases")
