@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import threading
@@ -114,6 +115,12 @@ def send_at_rate(url: str, rate: float, seconds: float) -> tuple[dict[str, float
     return sent, statuses
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc), to tell our cost from the machine's load."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] if ordered else float("nan")
@@ -135,6 +142,7 @@ def main() -> int:
             deadline = time.monotonic() + 30
             while len(sink.arrived) < len(sent) and time.monotonic() < deadline:
                 time.sleep(0.05)
+            serve_cpu = cpu_seconds(server.proc.pid)
         finally:
             server.stop()
             sink.close()
@@ -143,6 +151,8 @@ def main() -> int:
     print(f"delivered {len(latencies)}/{len(sent)} (sink calls {sink.calls}); POST -> sink latency "
           f"p50 {percentile(latencies, 50) * 1000:.1f} ms  p95 {percentile(latencies, 95) * 1000:.1f} ms  "
           f"p99 {percentile(latencies, 99) * 1000:.1f} ms  (targets: all delivered, p50 <= 20 ms, p99 <= 100 ms)")
+    print(f"(idhooks serve used {serve_cpu:.1f} s of CPU, {serve_cpu / max(len(sent), 1) * 1000:.2f} ms per event; "
+          f"1-minute load average of the machine: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
     return 0 if len(latencies) == len(sent) else 1
 
 
