@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import socket
 from typing import Any, Mapping
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import urllib3
 
@@ -111,6 +111,8 @@ class HttpAction(Action):
         """The full URL for a rendered path; refuses any scheme or host the destination does not allow."""
         if any(c in path for c in "\\\r\n\t ") or any(ord(c) < 32 for c in path):
             raise PermanentError(f"refused path {path!r}: it contains whitespace, control characters or '\\'")
+        if any(unquote(segment) in (".", "..") for segment in urlsplit(path).path.split("/")):
+            raise PermanentError(f"refused path {path!r}: '.' and '..' segments could leave the base path")
         if _ABSOLUTE.match(path):
             url = path if "://" in path else f"{self.scheme}:{path}"
         else:

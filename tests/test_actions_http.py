@@ -167,3 +167,10 @@ def test_blocked_addresses() -> None:
     assert [str(blocked(a)) for a in ("169.254.169.254", "::ffff:169.254.169.254", "fe80::1%eth0", "fd00:ec2::254")] \
         == ["169.254.169.254", "169.254.169.254", "fe80::1", "fd00:ec2::254"]
     assert blocked("127.0.0.1") is None and blocked("10.0.0.1") is None
+
+
+@pytest.mark.parametrize("path", ["/users/../admin", "/users/%2e%2e/admin", "..", "/a/./b"])
+def test_dot_segments_from_event_data_are_refused(http_peer: HttpPeer, path: str) -> None:
+    with pytest.raises(PermanentError, match="'.' and '..' segments could leave the base path"):
+        http_action(http_peer.url + "/api").send({"path": path}, KEY)
+    assert http_peer.requests == []
