@@ -37,6 +37,7 @@ class EmailAction(Action):
     destination_fields = {
         "host": Field("value", required=True), "port": Field("value", help="default 25"),
         "starttls": Field("value", help="upgrade with STARTTLS (default false)"),
+        "tls": Field("value", help="implicit TLS from the first byte, SMTPS (usually port 465; default false)"),
         "username": Field("value"), "password": Field("value"),
         "from": Field("value", required=True, help="the sender address"),
         "recipients": Field("value", help="default recipients"),
@@ -51,12 +52,14 @@ class EmailAction(Action):
         read.check_keys(self.destination_fields)
         self.host = read.text("host", required=True)
         self.port = int(read.number("port", 25, minimum=1, whole=True))
-        self.starttls = read.boolean("starttls", False)
+        self.starttls, self.tls = read.boolean("starttls", False), read.boolean("tls", False)
         self.username, self.password = read.secret_text("username"), read.secret_text("password")
         self.sender = read.text("from", required=True)
         self.recipients = read.text_list("recipients")
         self.ca_file = read.text("ca_file")
         self.timeout = read.number("timeout", 10.0, minimum=0.001)
+        if self.starttls and self.tls:
+            read.add("tls", "give starttls (upgrade a plain connection) or tls (SMTPS), not both")
         if (self.username is None) != (self.password is None):
             read.add(None, "give both username and password, or neither")
         if self.sender and "@" not in self.sender:
@@ -118,13 +121,20 @@ class EmailAction(Action):
         return found
 
     def _deliver(self, message: EmailMessage) -> None:
-        factory = self.context.smtp_factory or smtplib.SMTP
-        with factory(self.host, self.port, timeout=self.timeout) as smtp:
+        with self._connect() as smtp:
             if self.starttls:
                 smtp.starttls(context=ssl.create_default_context(cafile=self.ca_file))
             if self.username is not None:
                 smtp.login(str(reveal(self.username)), str(reveal(self.password)))
             smtp.send_message(message)
+
+    def _connect(self) -> smtplib.SMTP:
+        if self.context.smtp_factory is not None:
+            return self.context.smtp_factory(self.host, self.port, timeout=self.timeout)
+        if self.tls:
+            return smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout,
+                                    context=ssl.create_default_context(cafile=self.ca_file))
+        return smtplib.SMTP(self.host, self.port, timeout=self.timeout)
 
     def _describe(self, what: str, exc: Exception) -> str:
         return redact(f"SMTP {self.host}:{self.port}: {what}: {exc}", self.secrets)

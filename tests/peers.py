@@ -204,19 +204,21 @@ class _Inbox:
 
 
 class SmtpPeer:
-    """A real SMTP server on loopback; STARTTLS and AUTH when `cert` is given (AUTH needs TLS first)."""
+    """A real SMTP server on loopback; with `cert`: STARTTLS (or implicit TLS) and AUTH (only over TLS)."""
 
     USER, PASSWORD = "mailer", "smtp-pass-61c0"
 
-    def __init__(self, cert: tuple[Path, Path] | None = None) -> None:
+    def __init__(self, cert: tuple[Path, Path] | None = None, *, implicit_tls: bool = False) -> None:
         self.inbox = _Inbox()
         self.port = free_port()
         kwargs: dict[str, Any] = {}
         if cert:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(str(cert[0]), str(cert[1]))
-            kwargs = {"tls_context": context, "require_starttls": True, "auth_require_tls": True,
-                      "authenticator": self._authenticate}
+            # aiosmtpd only counts STARTTLS as TLS for AUTH; with implicit TLS every byte is encrypted anyway
+            tls = {"ssl_context": context, "auth_require_tls": False} if implicit_tls else \
+                {"tls_context": context, "require_starttls": True, "auth_require_tls": True}
+            kwargs = {**tls, "authenticator": self._authenticate}
         self.controller = Controller(self.inbox, hostname="127.0.0.1", port=self.port, **kwargs)
         self.controller.start()
 

@@ -77,6 +77,16 @@ def test_starttls_and_auth(smtp_tls: SmtpPeer, certificate: tuple[Path, Path]) -
     assert len(smtp_tls.messages) == 1
 
 
+def test_implicit_tls_smtps(certificate: tuple[Path, Path]) -> None:  # noqa: F811
+    peer = SmtpPeer(certificate, implicit_tls=True)
+    try:
+        mailer(peer.port, tls=True, ca_file=str(certificate[0]), username=Secret(SmtpPeer.USER),
+               password=Secret(SmtpPeer.PASSWORD)).send(RENDERED, KEY)
+        assert len(peer.messages) == 1
+    finally:
+        peer.close()
+
+
 def test_auth_failure_is_permanent_and_hides_the_password(smtp_tls: SmtpPeer,
                                                           certificate: tuple[Path, Path]) -> None:  # noqa: F811
     action = mailer(smtp_tls.port, starttls=True, ca_file=str(certificate[0]),
@@ -114,7 +124,7 @@ destinations:
     path = tmp_path / "config.yaml"
     assert failure.value.problems == [
         f"{path}:7: destinations.mail.form: unknown key (did you mean 'from'?); expected one of: host, port, "
-        "starttls, username, password, from, recipients, ca_file, timeout, type, retry",
+        "starttls, tls, username, password, from, recipients, ca_file, timeout, type, retry",
         f"{path}:5: destinations.mail.port: expected a whole number >= 1, got '587'",
         f"{path}:3: destinations.mail: missing required key 'from'",
         f"{path}:3: destinations.mail: give both username and password, or neither",
