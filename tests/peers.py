@@ -172,6 +172,10 @@ class SlackPeer(HttpPeer):
         return Response(200, {"ok": True, "channel": "C024BE91L", "ts": "1700000000.000100"})
 
 
+def redirect(location: str, status: int = 302) -> Response:
+    return Response(status, b"", {"Location": location})
+
+
 def rate_limited(seconds: int) -> Response:
     return Response(429, b"rate_limited", {"Retry-After": str(seconds)})
 

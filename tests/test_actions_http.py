@@ -15,7 +15,7 @@ from actions.http import HttpAction
 from actions.safenet import SafeAdapter, blocked
 from engine.errors import ConfigError, PermanentError, RetryableError
 from engine.secrets import Secret
-from tests.peers import HttpPeer, Response, http_peer  # noqa: F401 - fixture
+from tests.peers import HttpPeer, Response, http_peer, redirect  # noqa: F401 - fixture
 
 KEY = "jti-1:provision-user:0"
 
@@ -73,7 +73,7 @@ def test_link_local_and_metadata_addresses_are_refused_even_when_allowed() -> No
 def test_redirect_is_not_followed(http_peer: HttpPeer) -> None:
     other = HttpPeer()
     try:
-        http_peer.script.append(Response(302, b"", {"Location": other.url + "/steal"}))
+        http_peer.script.append(redirect(other.url + "/steal"))
         with pytest.raises(PermanentError, match=f"answered 302 redirect to {other.url}/steal; redirects are not "
                                                  "followed"):
             http_action(http_peer.url).send({"path": "/users"}, KEY)
