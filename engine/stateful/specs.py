@@ -109,7 +109,7 @@ class _Parser:
                  minimum: float = 0.001) -> float:
         if key not in node:
             if default is None:
-                self.add(node, None, where, f"missing '{key}' (a duration like 30s, 10m, 1h)")
+                self.add(self.rule, where, where, f"missing '{key}' (a duration like 30s, 10m, 1h)")
                 return 1.0
             return default
         try:
@@ -125,7 +125,7 @@ class _Parser:
                 maximum: int) -> int:
         if key not in node:
             if default is None:
-                self.add(node, None, where, f"missing '{key}' (a whole number from 1 to {maximum})")
+                self.add(self.rule, where, where, f"missing '{key}' (a whole number from 1 to {maximum})")
                 return 1
             return default
         value = node[key]
