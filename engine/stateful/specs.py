@@ -9,7 +9,7 @@ key here means exactly what it means in a `when:` condition.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Collection, Mapping
 
 from engine.config import suggest
 from engine.durations import parse_duration
@@ -76,115 +76,125 @@ class StatefulSpec:
 
 STATEFUL_KEYS = ("threshold", "suppress", "digest")
 
+Report = Callable[[int, str, str], None]
+"""report(line, where, message): collects one load problem (the rules loader's signature)."""
 
-def _line(node: Any, key: Any = None) -> int:
+
+def _line(node: Any, key: Any) -> int:
     line_of = getattr(node, "line_of", None)
-    if key is not None and line_of is not None:
-        return line_of(key)
-    return getattr(node, "line", 0)
+    return line_of(key) if line_of is not None else getattr(node, "line", 0)
 
 
 class _Parser:
-    """Reads one rule's stateful keys, collecting problems."""
+    """Reads the value of one stateful key (`key`, written on `line`), reporting every problem."""
 
-    def __init__(self, rule: Mapping[str, Any]) -> None:
-        self.rule = rule
-        self.problems: list[Problem] = []
-
-    def add(self, node: Any, key: Any, where: str, message: str) -> None:
-        self.problems.append((_line(node, key), f"{where}: {message}"))
-
-    def mapping(self, key: str, allowed: tuple[str, ...]) -> Mapping[str, Any] | None:
-        node = self.rule.get(key)
-        if not isinstance(node, Mapping):
-            self.add(self.rule, key, key, f"expected a mapping with keys {', '.join(allowed)}, got {node!r}")
-            return None
-        for name in node:
+    def __init__(self, key: str, value: Any, line: int, report: Report, allowed: tuple[str, ...]) -> None:
+        self.key, self.line, self.report = key, line, report
+        self.node: Mapping[str, Any] | None = value if isinstance(value, Mapping) else None
+        if self.node is None:
+            report(line, key, f"expected a mapping with keys {', '.join(allowed)}, got {value!r}")
+            return
+        for name in value:
             if name not in allowed:
-                self.add(node, name, f"{key}.{name}",
-                         f"unknown key{suggest(name, allowed)}; expected one of: {', '.join(allowed)}")
-        return node
+                report(_line(value, name), f"{key}.{name}",
+                       f"unknown key{suggest(str(name), allowed)}; expected one of: {', '.join(allowed)}")
 
-    def duration(self, node: Mapping[str, Any], key: str, where: str, default: float | None,
-                 minimum: float = 0.001) -> float:
-        if key not in node:
+    def add(self, name: str, message: str) -> None:
+        self.report(_line(self.node, name), f"{self.key}.{name}", message)
+
+    def duration(self, name: str, default: float | None, minimum: float = 0.001) -> float:
+        assert self.node is not None
+        if name not in self.node:
             if default is None:
-                self.add(self.rule, where, where, f"missing '{key}' (a duration like 30s, 10m, 1h)")
+                self.report(self.line, self.key, f"missing '{name}' (a duration like 30s, 10m, 1h)")
                 return 1.0
             return default
         try:
-            seconds = parse_duration(node[key])
+            seconds = parse_duration(self.node[name])
         except ValueError as exc:
-            self.add(node, key, f"{where}.{key}", str(exc))
+            self.add(name, str(exc))
             return 1.0
         if seconds < minimum:
-            self.add(node, key, f"{where}.{key}", f"must be at least {minimum:g}s, got {node[key]!r}")
+            self.add(name, f"must be at least {minimum:g}s, got {self.node[name]!r}")
         return seconds
 
-    def integer(self, node: Mapping[str, Any], key: str, where: str, default: int | None,
-                maximum: int) -> int:
-        if key not in node:
+    def integer(self, name: str, default: int | None, maximum: int) -> int:
+        assert self.node is not None
+        if name not in self.node:
             if default is None:
-                self.add(self.rule, where, where, f"missing '{key}' (a whole number from 1 to {maximum})")
+                self.report(self.line, self.key, f"missing '{name}' (a whole number from 1 to {maximum})")
                 return 1
             return default
-        value = node[key]
+        value = self.node[name]
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
-            self.add(node, key, f"{where}.{key}", f"expected a whole number from 1 to {maximum}, got {value!r}")
+            self.add(name, f"expected a whole number from 1 to {maximum}, got {value!r}")
             return 1
         return value
 
-    def keys(self, node: Mapping[str, Any], key: str, where: str) -> tuple[str, ...] | None:
-        if key not in node:
+    def paths(self, name: str) -> tuple[str, ...] | None:
+        assert self.node is not None
+        if name not in self.node:
             return None
-        value = node[key]
+        value = self.node[name]
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, list) or not items or not all(isinstance(i, str) and i.strip() for i in items):
-            self.add(node, key, f"{where}.{key}",
-                     f"expected a path or a list of paths like [claims.username], got {value!r}")
+            self.add(name, f"expected a path or a list of paths like [claims.username], got {value!r}")
             return None
         return tuple(items)
 
-    def threshold(self) -> Threshold | None:
-        node = self.mapping("threshold", _THRESHOLD_KEYS)
-        if node is None:
-            return None
-        distinct = node.get("distinct")
-        if distinct is not None and not (isinstance(distinct, str) and distinct.strip()):
-            self.add(node, "distinct", "threshold.distinct", f"expected one path like claims.username, got {distinct!r}")
-            distinct = None
-        return Threshold(count=self.integer(node, "count", "threshold", None, MAX_COUNT),
-                         within=self.duration(node, "within", "threshold", None),
-                         group_by=self.keys(node, "group_by", "threshold") or (), distinct=distinct,
-                         late=self.duration(node, "late", "threshold", DEFAULT_LATE, minimum=0),
-                         max_groups=self.integer(node, "max_groups", "threshold", DEFAULT_MAX_GROUPS, 10_000_000))
 
-    def suppress(self) -> Suppress | None:
-        node = self.mapping("suppress", _SUPPRESS_KEYS)
-        if node is None:
-            return None
-        return Suppress(for_=self.duration(node, "for", "suppress", None), group_by=self.keys(node, "group_by", "suppress"))
+def parse_threshold(value: Any, line: int, report: Report) -> Threshold | None:
+    """The `threshold` key; None (after reporting) when it is unusable."""
+    parser = _Parser("threshold", value, line, report, _THRESHOLD_KEYS)
+    if parser.node is None:
+        return None
+    distinct = parser.paths("distinct")
+    if distinct is not None and len(distinct) != 1:
+        parser.add("distinct", f"expected one path like claims.username, got {parser.node['distinct']!r}")
+    return Threshold(count=parser.integer("count", None, MAX_COUNT), within=parser.duration("within", None),
+                     group_by=parser.paths("group_by") or (), distinct=distinct[0] if distinct else None,
+                     late=parser.duration("late", DEFAULT_LATE, minimum=0),
+                     max_groups=parser.integer("max_groups", DEFAULT_MAX_GROUPS, 10_000_000))
 
-    def digest(self) -> Digest | None:
-        node = self.mapping("digest", _DIGEST_KEYS)
-        if node is None:
-            return None
-        return Digest(every=self.duration(node, "every", "digest", None, minimum=1),
-                      max_items=self.integer(node, "max_items", "digest", DEFAULT_MAX_ITEMS, MAX_COUNT),
-                      late=self.duration(node, "late", "digest", DEFAULT_LATE, minimum=0))
+
+def parse_suppress(value: Any, line: int, report: Report) -> Suppress | None:
+    """The `suppress` key; None (after reporting) when it is unusable."""
+    parser = _Parser("suppress", value, line, report, _SUPPRESS_KEYS)
+    if parser.node is None:
+        return None
+    return Suppress(for_=parser.duration("for", None), group_by=parser.paths("group_by"))
+
+
+def parse_digest(value: Any, line: int, report: Report) -> Digest | None:
+    """The `digest` key; None (after reporting) when it is unusable."""
+    parser = _Parser("digest", value, line, report, _DIGEST_KEYS)
+    if parser.node is None:
+        return None
+    return Digest(every=parser.duration("every", None, minimum=1),
+                  max_items=parser.integer("max_items", DEFAULT_MAX_ITEMS, MAX_COUNT),
+                  late=parser.duration("late", DEFAULT_LATE, minimum=0))
+
+
+def check_combination(present: Collection[str], line: int, report: Report) -> None:
+    """A digest already sends one message per period: it cannot also have a threshold or suppression."""
+    if "digest" in present:
+        for other in ("threshold", "suppress"):
+            if other in present:
+                report(line, "digest", f"cannot be combined with '{other}': a digest already sends one "
+                                       "message per period")
 
 
 def parse_stateful(rule: Mapping[str, Any]) -> tuple[StatefulSpec | None, list[Problem]]:
-    """The rule's stateful keys (None when it has none) and every problem found, as (line, message)."""
+    """A whole rule's stateful keys (None when it has none) and every problem, as (line, "where: what")."""
+    problems: list[Problem] = []
+
+    def report(line: int, where: str, message: str) -> None:
+        problems.append((line, f"{where}: {message}"))
+
     present = [key for key in STATEFUL_KEYS if key in rule]
     if not present:
         return None, []
-    parser = _Parser(rule)
-    spec = StatefulSpec(threshold=parser.threshold() if "threshold" in rule else None,
-                        suppress=parser.suppress() if "suppress" in rule else None,
-                        digest=parser.digest() if "digest" in rule else None)
-    if spec.digest is not None and (spec.threshold is not None or spec.suppress is not None):
-        other = "threshold" if spec.threshold is not None else "suppress"
-        parser.add(rule, "digest", "digest",
-                   f"cannot be combined with '{other}': a digest already sends one message per period")
-    return spec, parser.problems
+    parsers = {"threshold": parse_threshold, "suppress": parse_suppress, "digest": parse_digest}
+    values = {key: parsers[key](rule[key], _line(rule, key), report) for key in present}
+    check_combination(present, _line(rule, "digest"), report)
+    return StatefulSpec(**values), problems

@@ -262,3 +262,8 @@ class Store(ABC):
     @abstractmethod
     def state_size(self) -> int:
         """Rows or keys held for stateful rules."""
+
+    def enqueue_jobs(self, jobs: list[NewJob], now: float) -> None:
+        """Create jobs that belong to no stored event (a digest's firing); existing keys are skipped.
+        complete_event() with an empty jti (never an event's: envelopes require one) does exactly that."""
+        self.complete_event("", [], jobs, now)
