@@ -57,8 +57,6 @@ class Metrics:
         self.stateful_capped = Counter("idhooks_stateful_groups_capped_total",
                                        "Matching events not counted because their threshold rule already holds "
                                        "threshold.max_groups groups.", ["rule"], registry=r)
-        self.digests_fired = Counter("idhooks_digests_fired_total", "Digest periods sent, by rule.", ["rule"],
-                                     registry=r)
         self.verifications = Counter("idhooks_subscription_verifications_total",
                                      "Hub verification requests by webhook and mode.", ["webhook", "mode"], registry=r)
 
