@@ -90,11 +90,11 @@ class _Parser:
 
     def __init__(self, key: str, value: Any, line: int, report: Report, allowed: tuple[str, ...]) -> None:
         self.key, self.line, self.report = key, line, report
-        self.node: Mapping[str, Any] | None = value if isinstance(value, Mapping) else None
-        if self.node is None:
+        self.ok = isinstance(value, Mapping)
+        self.node: Mapping[str, Any] = value if self.ok else {}
+        if not self.ok:
             report(line, key, f"expected a mapping with keys {', '.join(allowed)}, got {value!r}")
-            return
-        for name in value:
+        for name in self.node:
             if name not in allowed:
                 report(_line(value, name), f"{key}.{name}",
                        f"unknown key{suggest(str(name), allowed)}; expected one of: {', '.join(allowed)}")
@@ -102,13 +102,15 @@ class _Parser:
     def add(self, name: str, message: str) -> None:
         self.report(_line(self.node, name), f"{self.key}.{name}", message)
 
+    def given(self, name: str, required: bool, what: str) -> bool:
+        """Whether `name` is set; a missing required one is reported."""
+        if name not in self.node and required:
+            self.report(self.line, self.key, f"missing '{name}' ({what})")
+        return name in self.node
+
     def duration(self, name: str, default: float | None, minimum: float = 0.001) -> float:
-        assert self.node is not None
-        if name not in self.node:
-            if default is None:
-                self.report(self.line, self.key, f"missing '{name}' (a duration like 30s, 10m, 1h)")
-                return 1.0
-            return default
+        if not self.given(name, default is None, "a duration like 30s, 10m, 1h"):
+            return 1.0 if default is None else default
         try:
             seconds = parse_duration(self.node[name])
         except ValueError as exc:
@@ -119,12 +121,8 @@ class _Parser:
         return seconds
 
     def integer(self, name: str, default: int | None, maximum: int) -> int:
-        assert self.node is not None
-        if name not in self.node:
-            if default is None:
-                self.report(self.line, self.key, f"missing '{name}' (a whole number from 1 to {maximum})")
-                return 1
-            return default
+        if not self.given(name, default is None, f"a whole number from 1 to {maximum}"):
+            return 1 if default is None else default
         value = self.node[name]
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
             self.add(name, f"expected a whole number from 1 to {maximum}, got {value!r}")
@@ -132,7 +130,6 @@ class _Parser:
         return value
 
     def paths(self, name: str) -> tuple[str, ...] | None:
-        assert self.node is not None
         if name not in self.node:
             return None
         value = self.node[name]
@@ -146,7 +143,7 @@ class _Parser:
 def parse_threshold(value: Any, line: int, report: Report) -> Threshold | None:
     """The `threshold` key; None (after reporting) when it is unusable."""
     parser = _Parser("threshold", value, line, report, _THRESHOLD_KEYS)
-    if parser.node is None:
+    if not parser.ok:
         return None
     distinct = parser.paths("distinct")
     if distinct is not None and len(distinct) != 1:
@@ -160,7 +157,7 @@ def parse_threshold(value: Any, line: int, report: Report) -> Threshold | None:
 def parse_suppress(value: Any, line: int, report: Report) -> Suppress | None:
     """The `suppress` key; None (after reporting) when it is unusable."""
     parser = _Parser("suppress", value, line, report, _SUPPRESS_KEYS)
-    if parser.node is None:
+    if not parser.ok:
         return None
     return Suppress(for_=parser.duration("for", None), group_by=parser.paths("group_by"))
 
@@ -168,7 +165,7 @@ def parse_suppress(value: Any, line: int, report: Report) -> Suppress | None:
 def parse_digest(value: Any, line: int, report: Report) -> Digest | None:
     """The `digest` key; None (after reporting) when it is unusable."""
     parser = _Parser("digest", value, line, report, _DIGEST_KEYS)
-    if parser.node is None:
+    if not parser.ok:
         return None
     return Digest(every=parser.duration("every", None, minimum=1),
                   max_items=parser.integer("max_items", DEFAULT_MAX_ITEMS, MAX_COUNT),
