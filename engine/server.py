@@ -21,6 +21,8 @@ from engine.errors import ConfigError, IdhooksError
 from engine.metrics import Metrics
 from engine.processor import Processor
 from engine.rules.loader import load_for_config
+from engine.rules.ruleset import RuleSet
+from engine.rules.watch import FolderWatcher
 from engine.runtime import Current
 from engine.stateful.evaluator import StatefulRules
 from engine.store import open_store
@@ -49,18 +51,19 @@ class Service:
         self.app = create_app(self.config, store, metrics=self.metrics, clock=clock,
                               readiness=self.readiness, on_accepted=self.processor.notify)
         self._stop = threading.Event()
+        self.watcher = FolderWatcher(config.rules.paths, config.rules.watch_interval, self.reload)
 
     @staticmethod
-    def load_rules(config: Config) -> Any:
+    def load_rules(config: Config) -> RuleSet:
         return load_for_config(config)
 
-    def stateful(self, ruleset: Any) -> StatefulRules:
+    def stateful(self, ruleset: RuleSet) -> StatefulRules:
         """The rule set with the store's state for thresholds, suppression and digests."""
         return StatefulRules(ruleset, self.store, clock=self.clock,
                              on_capped=lambda rule_id: self.metrics.stateful_capped.labels(rule_id).inc())
 
     def readiness(self) -> dict[str, Any]:
-        return {"loaded": True, "count": len(getattr(self.rules.get(), "rules", [])),
+        return {"loaded": True, "count": len(self.rules.get().rules),
                 "loaded_at": self.rules_loaded_at, "errors": self.reload_errors}
 
     def reload(self) -> bool:
@@ -80,7 +83,7 @@ class Service:
         self.reload_errors = []
         self.metrics.reloads.labels("success").inc()
         self.metrics.last_reload.set(self.rules_loaded_at)
-        log.info("reloaded config and rules", extra={"rules": len(getattr(rules, "rules", []))})
+        log.info("reloaded config and rules", extra={"rules": len(rules.rules)})
         return True
 
     def _prune_loop(self) -> None:
@@ -114,12 +117,15 @@ class Service:
         if resumed:
             log.warning("resuming work leased by a previous process", extra={"leases": resumed})
         self.processor.start()
+        if self.config.get().rules.watch:
+            self.watcher.start()
         self.prune()
         threading.Thread(target=self._prune_loop, name="idhooks-prune", daemon=True).start()
         threading.Thread(target=self._tick_loop, name="idhooks-digests", daemon=True).start()
 
     def stop(self) -> None:
         self._stop.set()
+        self.watcher.stop()
         self.processor.stop()
         self.store.close()
 

@@ -1,6 +1,6 @@
 """A compiled rule set and the one evaluator used by the live engine, `idhooks test` and `idhooks replay`.
 
-A RuleSet is immutable once built: reloading builds a new one and swaps it (engine/rules/live.py), so an
+A RuleSet is immutable once built: reloading builds a new one and swaps it (engine/server.py: Service.reload), so an
 event is always matched against exactly one rule set.
 """
 
