@@ -9,8 +9,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from engine.config import load_config
 from engine.metrics import Metrics
 from engine.processor import Processor
+from engine.server import Service
 from engine.stateful.evaluator import StatefulRules
 from engine.store.base import IncomingEvent
 from engine.store.sqlite import SQLiteStore
@@ -100,6 +102,23 @@ def test_the_digest_tick_enqueues_each_period_once(tmp_path: Path) -> None:
     [job] = store.list_jobs()
     assert job.payload["fields"] == {"message": "2 registrations: ann, bob"}
     assert job.key == "hourly:digest:1800000000:0"
+    store.close()
+
+
+def test_the_server_ticks_digests_by_its_clock_and_keeps_them_across_a_reload(tmp_path: Path) -> None:
+    config_path = basic_config(tmp_path)
+    (tmp_path / "rules" / "hourly.yaml").write_text(DIGEST)
+    now = [1_800_000_100.0]
+    store = SQLiteStore(tmp_path / "store.db")
+    service = Service(load_config(config_path), store, clock=lambda: now[0])
+    _ingest(store, "registration.registrationSuccess", "r0", 1_800_000_000.0)
+    service.processor.run_once()
+    service.tick()
+    assert store.list_jobs() == []
+    now[0] = 1_800_003_660.0
+    service.tick()
+    assert [job.key for job in store.list_jobs()] == ["hourly:digest:1800000000:0"]
+    assert service.reload() and list(service.rules.get().digests) == ["hourly"]
     store.close()
 
 
