@@ -140,17 +140,3 @@ def test_idhooks_test_evaluates_event_files_in_order_as_one_stream(tmp_path: Pat
     assert decisions[0]["failed"] == "threshold: count 1 of 3 within 10m"
     assert decisions[2]["actions"][0]["fields"] == {"message": "3 failures for jane.doe@example.com in 10m"}
 
-
-def test_the_shipped_stateful_rules_pass_their_rule_tests(tmp_path: Path) -> None:
-    """The shipped threshold, spraying, registration, digest and suppressed account rules, with the
-    plain rules that match the same events (their tests expect those too)."""
-    config = basic_config(tmp_path)
-    folder = tmp_path / "rules"
-    (folder / "tests").mkdir()
-    for name in ("thresholds", "digests", "accounts", "logins"):
-        (folder / f"{name}.yaml").write_text((ROOT / "rules" / f"{name}.yaml").read_text())
-        (folder / "tests" / f"{name}.yaml").write_text((ROOT / "rules" / "tests" / f"{name}.yaml").read_text())
-    result = subprocess.run([sys.executable, "-m", "engine", "test", "--config", str(config)], capture_output=True,
-                            text=True, cwd=tmp_path, env={"PYTHONPATH": str(ROOT), "PATH": ""})
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "0 failed" in result.stdout
