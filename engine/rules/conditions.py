@@ -6,7 +6,6 @@ condition and the value found there, which is what `idhooks test` and the decisi
 from __future__ import annotations
 
 import json
-from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any, Callable, Iterator
@@ -24,6 +23,8 @@ COMBINATORS = ("all", "any", "not")
 
 Subject = tuple[str, Callable[[EvalContext], Any], Callable[[Any], list[Any]]]
 """(text for messages, the event document it reads: body/envelope/claims, the lookup in that document)"""
+Test = Callable[[EvalContext], "Miss | None"]
+"""A compiled condition: None when it holds, else the Miss."""
 Report = Callable[[int, str, str], None]
 """report(line, where, message): collects a load problem."""
 
@@ -55,16 +56,17 @@ def _any_value(test: Predicate) -> Callable[[list[Any]], bool]:
     return holds
 
 
-class Condition(ABC):
+class Condition:
+    """A compiled condition. `test` is a closure built once at load (no per-call dispatch on the
+    condition's kind): None when the condition holds, else the first failed condition and the value
+    found there."""
+
     where: str = "when"
+    test: Test
 
-    @abstractmethod
-    def test(self, ctx: EvalContext) -> Miss | None:
-        """None when the condition holds, else the first failed condition and the value found there."""
-
-    @abstractmethod
     def leaves(self) -> Iterator[Leaf]:
         """Every leaf inside, in order (for condition coverage)."""
+        raise NotImplementedError
 
 
 class Leaf(Condition):
@@ -76,6 +78,7 @@ class Leaf(Condition):
         self.label = f"{where}: {text} {operator} {json.dumps(operand, ensure_ascii=False)}" \
             + (" (ignore_case)" if fold else "")
         self.holds = self._holds(operator, operand, fold)
+        self.test = self._compile(text)
 
     @staticmethod
     def _holds(operator: str, operand: Any, fold: bool) -> Callable[[list[Any]], bool]:
@@ -92,15 +95,22 @@ class Leaf(Condition):
             return lambda found: bool(found) and not holds(found)
         return holds
 
-    def lookup(self, ctx: EvalContext) -> list[Any]:
-        return self._find(self._document(ctx))
+    def _compile(self, key: str) -> Test:
+        """The leaf's test. Values are looked up once per event and subject (`key`), however many rules
+        read them: rules of one event type mostly test the same few fields."""
+        document, find, holds, label, leaf = self._document, self._find, self.holds, self.label, self
 
-    def test(self, ctx: EvalContext) -> Miss | None:
-        found = self._find(self._document(ctx))
-        held = self.holds(found)
-        if ctx.seen is not None:
-            ctx.seen.setdefault(self, set()).add(held)
-        return None if held else Miss(self.label, _actual(found))
+        def test(ctx: EvalContext) -> Miss | None:
+            found = ctx.found.get(key)
+            if found is None:
+                found = ctx.found[key] = find(document(ctx))
+            held = holds(found)
+            if ctx.seen is not None:
+                ctx.seen.setdefault(leaf, set()).add(held)
+            return None if held else Miss(label, _actual(found))
+
+        self.lookup: Callable[[EvalContext], list[Any]] = lambda ctx: find(document(ctx))
+        return test
 
     def leaves(self) -> Iterator[Leaf]:
         yield self
@@ -109,13 +119,21 @@ class Leaf(Condition):
 class All(Condition):
     def __init__(self, where: str, parts: list[Condition]) -> None:
         self.where, self.parts = where, parts
+        self.test = self._compile(tuple(part.test for part in parts))
 
-    def test(self, ctx: EvalContext) -> Miss | None:
-        for part in self.parts:
-            miss = part.test(ctx)
-            if miss is not None:
-                return miss
-        return None
+    @staticmethod
+    def _compile(tests: tuple[Test, ...]) -> Test:
+        if len(tests) == 1:
+            return tests[0]
+
+        def test(ctx: EvalContext) -> Miss | None:
+            for part in tests:
+                miss = part(ctx)
+                if miss is not None:
+                    return miss
+            return None
+
+        return test
 
     def leaves(self) -> Iterator[Leaf]:
         for part in self.parts:
@@ -123,29 +141,38 @@ class All(Condition):
 
 
 class AnyOf(All):
-    def test(self, ctx: EvalContext) -> Miss | None:
-        first: Miss | None = None
-        for part in self.parts:
-            miss = part.test(ctx)
-            if miss is None:
-                return None
-            first = first or miss
-        assert first is not None  # parts is never empty (checked at load)
-        return Miss(f"{self.where}: none of {len(self.parts)} conditions held (first: {first.failed})",
-                    first.actual)
+    def _compile(self, tests: tuple[Test, ...]) -> Test:  # type: ignore[override]
+        where = self.where
+
+        def test(ctx: EvalContext) -> Miss | None:
+            first: Miss | None = None
+            for part in tests:
+                miss = part(ctx)
+                if miss is None:
+                    return None
+                first = first or miss
+            assert first is not None  # parts is never empty (checked at load)
+            return Miss(f"{where}: none of {len(tests)} conditions held (first: {first.failed})", first.actual)
+
+        return test
 
 
 class Not(Condition):
     def __init__(self, where: str, inner: Condition) -> None:
         self.where, self.inner = where, inner
+        self.test = self._compile()
 
-    def test(self, ctx: EvalContext) -> Miss | None:
-        if self.inner.test(ctx) is not None:
-            return None
-        if isinstance(self.inner, Leaf):
-            return Miss(f"{self.where}: expected this not to hold: {self.inner.label}",
-                        _actual(self.inner.lookup(ctx)))
-        return Miss(f"{self.where}: the negated condition held", None)
+    def _compile(self) -> Test:
+        inner, where = self.inner, self.where
+
+        def test(ctx: EvalContext) -> Miss | None:
+            if inner.test(ctx) is not None:
+                return None
+            if isinstance(inner, Leaf):
+                return Miss(f"{where}: expected this not to hold: {inner.label}", _actual(inner.lookup(ctx)))
+            return Miss(f"{where}: the negated condition held", None)
+
+        return test
 
     def leaves(self) -> Iterator[Leaf]:
         return self.inner.leaves()

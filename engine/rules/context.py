@@ -41,9 +41,10 @@ def collect_claims(body: dict[str, Any]) -> dict[str, Any]:
 
 
 class EvalContext:
-    """One event as the evaluator sees it. `seen` (leaf -> outcomes) is set only when measuring coverage."""
+    """One event as the evaluator sees it. `seen` (leaf -> outcomes) is set only when measuring coverage;
+    `found` holds the values conditions looked up in this event (subject -> values), shared by every rule."""
 
-    __slots__ = ("envelope", "uri", "body", "webhook", "seen", "_claims", "_template")
+    __slots__ = ("envelope", "uri", "body", "webhook", "seen", "found", "_claims", "_template")
 
     def __init__(self, envelope: Envelope, uri: str, webhook: str, seen: dict | None = None) -> None:
         self.envelope = envelope
@@ -52,6 +53,7 @@ class EvalContext:
         self.body: dict[str, Any] = body if isinstance(body, dict) else {}
         self.webhook = webhook
         self.seen = seen
+        self.found: dict[str, list[Any]] = {}
         self._claims: dict[str, Any] | None = None
         self._template: dict[str, Any] | None = None
 
