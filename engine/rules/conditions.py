@@ -6,7 +6,6 @@ condition and the value found there, which is what `idhooks test` and the decisi
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any, Callable, Iterator
 
@@ -23,16 +22,13 @@ COMBINATORS = ("all", "any", "not")
 
 Subject = tuple[str, Callable[[EvalContext], Any], Callable[[Any], list[Any]]]
 """(text for messages, the event document it reads: body/envelope/claims, the lookup in that document)"""
+Miss = tuple[str, Any]
+"""(failed, actual): the first failed condition and the value found there. A plain tuple because an event
+misses most of its candidate rules, and a tuple costs far less to build than an object."""
 Test = Callable[[EvalContext], "Miss | None"]
 """A compiled condition: None when it holds, else the Miss."""
 Report = Callable[[int, str, str], None]
 """report(line, where, message): collects a load problem."""
-
-
-@dataclass(slots=True)
-class Miss:
-    failed: str
-    actual: Any
 
 
 def _actual(found: list[Any]) -> Any:
@@ -107,7 +103,7 @@ class Leaf(Condition):
             held = holds(found)
             if ctx.seen is not None:
                 ctx.seen.setdefault(leaf, set()).add(held)
-            return None if held else Miss(label, _actual(found))
+            return None if held else (label, _actual(found))
 
         self.lookup: Callable[[EvalContext], list[Any]] = lambda ctx: find(document(ctx))
         return test
@@ -152,7 +148,7 @@ class AnyOf(All):
                     return None
                 first = first or miss
             assert first is not None  # parts is never empty (checked at load)
-            return Miss(f"{where}: none of {len(tests)} conditions held (first: {first.failed})", first.actual)
+            return f"{where}: none of {len(tests)} conditions held (first: {first[0]})", first[1]
 
         return test
 
@@ -169,8 +165,8 @@ class Not(Condition):
             if inner.test(ctx) is not None:
                 return None
             if isinstance(inner, Leaf):
-                return Miss(f"{where}: expected this not to hold: {inner.label}", _actual(inner.lookup(ctx)))
-            return Miss(f"{where}: the negated condition held", None)
+                return f"{where}: expected this not to hold: {inner.label}", _actual(inner.lookup(ctx))
+            return f"{where}: the negated condition held", None
 
         return test
 

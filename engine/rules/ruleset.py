@@ -78,7 +78,7 @@ class Rule:
             return Decision(self.id, False, f"webhooks: only for {', '.join(sorted(self.webhooks))}", ctx.webhook)
         miss = self.condition.test(ctx) if self.condition is not None else None
         if miss is not None:
-            return Decision(self.id, False, miss.failed, miss.actual)
+            return Decision(self.id, False, *miss)
         return self.render(ctx.template_context(self.info) if self.actions else {})
 
     def render(self, context: dict[str, Any], firing_id: str | None = None) -> Decision:
