@@ -93,21 +93,23 @@ def _substitutions(source: str) -> list[Any] | None:
 
 
 def _direct(parts: list[Any]) -> Render:
+    """`parts` alternate text and lookups, starting and ending with text (see _substitutions)."""
     for part in parts:
         if isinstance(part, tuple) and part[0] not in _names():
             raise _unknown_name(part[0])
+    head = parts[0]
+    rest = tuple((name, tuple(steps), text) for (name, steps), text in zip(parts[1::2], parts[2::2]))
 
     def render(context: dict[str, Any]) -> str:
-        out = []
-        for part in parts:
-            if isinstance(part, str):
-                out.append(part)
-                continue
-            value = context.get(part[0], MISSING)
-            for step in part[1]:
-                value = step_into(value, step) if value is not MISSING else MISSING
-            out.append("" if value is MISSING else str(value))
-        return "".join(out)
+        out = head
+        for name, steps, text in rest:
+            value = context.get(name, MISSING)
+            for step in steps:
+                if value is MISSING:
+                    break
+                value = step_into(value, step)
+            out += ("" if value is MISSING else str(value)) + text
+        return out
 
     return render
 
