@@ -115,10 +115,15 @@ class Leaf(Condition):
 class All(Condition):
     def __init__(self, where: str, parts: list[Condition]) -> None:
         self.where, self.parts = where, parts
-        self.test = self._compile(tuple(part.test for part in parts))
+        self.test = self._compile()
 
-    @staticmethod
-    def _compile(tests: tuple[Test, ...]) -> Test:
+    def _flat(self) -> tuple[Test, ...]:
+        """The tests of the parts in order, nested `all`s flattened (same first miss, fewer calls)."""
+        return tuple(test for part in self.parts
+                     for test in (part._flat() if type(part) is All else (part.test,)))  # type: ignore[attr-defined]
+
+    def _compile(self) -> Test:
+        tests = self._flat()
         if len(tests) == 1:
             return tests[0]
 
@@ -137,8 +142,8 @@ class All(Condition):
 
 
 class AnyOf(All):
-    def _compile(self, tests: tuple[Test, ...]) -> Test:  # type: ignore[override]
-        where = self.where
+    def _compile(self) -> Test:
+        where, tests = self.where, tuple(part.test for part in self.parts)
 
         def test(ctx: EvalContext) -> Miss | None:
             first: Miss | None = None

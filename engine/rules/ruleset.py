@@ -7,7 +7,7 @@ event is always matched against exactly one rule set.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 from engine.envelope import Envelope
 from engine.rules.actions import CompiledAction
@@ -33,8 +33,8 @@ class Decision:
     matched: bool
     failed: str | None = None
     actual: Any = None
-    actions: list[RenderedAction] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)  # templates that failed at render time (rendered '')
+    actions: Sequence[RenderedAction] = ()  # tuples by default: most decisions are misses, built per event
+    errors: Sequence[str] = ()  # templates that failed at render time (rendered '')
     firing_id: str | None = None  # a stateful rule's firing (rule, group, window): its jobs' key prefix
 
     def to_json(self) -> dict[str, Any]:
@@ -85,7 +85,7 @@ class Rule:
         """The matched decision with every action rendered in `context`."""
         errors: list[str] = []
         rendered = [RenderedAction(a.index, a.type, a.destination, a.render(context, errors)) for a in self.actions]
-        return Decision(self.id, True, actions=rendered, errors=errors, firing_id=firing_id)
+        return Decision(self.id, True, None, None, rendered, errors, firing_id)
 
 
 class RuleSet:
