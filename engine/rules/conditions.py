@@ -96,8 +96,14 @@ class Leaf(Condition):
         read them: rules of one event type mostly test the same few fields."""
         document, find, holds, label, leaf = self._document, self._find, self.holds, self.label, self
 
-        def test(ctx: EvalContext) -> Miss | None:
+        def lookup(ctx: EvalContext) -> list[Any]:
             found = ctx.found.get(key)
+            if found is None:
+                found = ctx.found[key] = find(document(ctx))
+            return found
+
+        def test(ctx: EvalContext) -> Miss | None:
+            found = ctx.found.get(key)  # lookup() inlined: this is the hot path of matching
             if found is None:
                 found = ctx.found[key] = find(document(ctx))
             held = holds(found)
@@ -105,7 +111,7 @@ class Leaf(Condition):
                 ctx.seen.setdefault(leaf, set()).add(held)
             return None if held else (label, _actual(found))
 
-        self.lookup: Callable[[EvalContext], list[Any]] = lambda ctx: find(document(ctx))
+        self.lookup = lookup
         return test
 
     def leaves(self) -> Iterator[Leaf]:
@@ -143,7 +149,8 @@ class All(Condition):
 
 class AnyOf(All):
     def _compile(self) -> Test:
-        where, tests = self.where, tuple(part.test for part in self.parts)
+        tests = tuple(part.test for part in self.parts)
+        prefix = f"{self.where}: none of {len(tests)} conditions held (first: "
 
         def test(ctx: EvalContext) -> Miss | None:
             first: Miss | None = None
@@ -153,7 +160,7 @@ class AnyOf(All):
                     return None
                 first = first or miss
             assert first is not None  # parts is never empty (checked at load)
-            return f"{where}: none of {len(tests)} conditions held (first: {first[0]})", first[1]
+            return prefix + first[0] + ")", first[1]
 
         return test
 
@@ -164,14 +171,14 @@ class Not(Condition):
         self.test = self._compile()
 
     def _compile(self) -> Test:
-        inner, where = self.inner, self.where
+        inner, inner_test = self.inner, self.inner.test
+        if isinstance(inner, Leaf):
+            failed, lookup = f"{self.where}: expected this not to hold: {inner.label}", inner.lookup
+        else:
+            failed, lookup = f"{self.where}: the negated condition held", lambda ctx: []
 
         def test(ctx: EvalContext) -> Miss | None:
-            if inner.test(ctx) is not None:
-                return None
-            if isinstance(inner, Leaf):
-                return f"{where}: expected this not to hold: {inner.label}", _actual(inner.lookup(ctx))
-            return f"{where}: the negated condition held", None
+            return None if inner_test(ctx) is not None else (failed, _actual(lookup(ctx)))
 
         return test
 

@@ -94,7 +94,8 @@ def _affix(operand: Any, fold: bool, method: str) -> Predicate:
     if not isinstance(operand, str):
         raise ValueError("expected a string")
     wanted = operand.casefold() if fold else operand
-    return lambda value: isinstance(value, str) and getattr(value.casefold() if fold else value, method)(wanted)
+    check = getattr(str, method)
+    return lambda value: isinstance(value, str) and check(value.casefold() if fold else value, wanted)
 
 
 def _matches(operand: Any, fold: bool) -> Predicate:
