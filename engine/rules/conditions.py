@@ -109,7 +109,9 @@ class Leaf(Condition):
             held = holds(found)
             if ctx.seen is not None:
                 ctx.seen.setdefault(leaf, set()).add(held)
-            return None if held else (label, _actual(found))
+            if held:
+                return None
+            return label, (found[0] if len(found) == 1 else found or None)  # _actual(), inlined
 
         self.lookup = lookup
         return test
