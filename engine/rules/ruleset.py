@@ -101,5 +101,9 @@ class RuleSet:
 
     def evaluate(self, envelope: Envelope, uri: str, webhook: str, *, seen: dict | None = None) -> list[Decision]:
         """One decision per candidate rule for `uri`. `seen` collects condition outcomes for coverage."""
-        ctx = EvalContext(envelope, uri, webhook, seen)
-        return [rule.decide(ctx) for rule in self._index.candidates(uri)]  # type: ignore[attr-defined]
+        return self.decide(EvalContext(envelope, uri, webhook, seen))
+
+    def decide(self, ctx: EvalContext) -> list[Decision]:
+        """One decision per candidate rule for the event in `ctx` (which callers may reuse afterwards:
+        its lookups and template context are built once per event)."""
+        return [rule.decide(ctx) for rule in self._index.candidates(ctx.uri)]  # type: ignore[attr-defined]

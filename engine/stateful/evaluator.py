@@ -39,10 +39,10 @@ class StatefulRules:
     def evaluate(self, envelope: Envelope, uri: str, webhook: str, *, seen: dict | None = None,
                  now: float | None = None) -> list[Decision]:
         """One decision per candidate rule; `now` is the event's arrival time (default: the clock)."""
-        decisions = self.ruleset.evaluate(envelope, uri, webhook, seen=seen)
+        ctx = EvalContext(envelope, uri, webhook, seen)
+        decisions = self.ruleset.decide(ctx)
         if not self.stateful:
             return decisions
-        ctx = EvalContext(envelope, uri, webhook)
         at = self.clock() if now is None else now
         return [self._decide(d, ctx, at) if d.matched and d.rule_id in self.stateful else d for d in decisions]
 
