@@ -143,3 +143,13 @@ def predicate(operator: str, operand: Any, fold: bool) -> Predicate:
     if base == "matches":
         return _matches(operand, fold)
     return _order(operand, _ORDER[base])
+
+
+def exact_strings(operator: str, operand: Any, fold: bool) -> frozenset[str] | None:
+    """The operand set of equals/in (or their negations) when it holds only strings and case matters:
+    then a hashable event value holds exactly when it is in the set (a number or true never equals a
+    string), which conditions check with one set operation. None when that does not apply."""
+    if fold or NEGATED.get(operator, operator) not in ("equals", "in"):
+        return None
+    values = operand if isinstance(operand, list) else [operand]
+    return frozenset(values) if all(type(value) is str for value in values) else None
