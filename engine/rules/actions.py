@@ -26,7 +26,10 @@ class CompiledAction:
     fields: dict[str, Renderer]
 
     def render(self, context: dict[str, Any], errors: list[str]) -> dict[str, Any]:
-        return {name: render(context, errors) for name, render in self.fields.items()}
+        rendered = {}
+        for name, render in self.fields.items():  # a loop, not a comprehension: one frame less per match
+            rendered[name] = render(context, errors)
+        return rendered
 
 
 def _text(source: Any, where: str) -> Renderer:

@@ -84,7 +84,9 @@ class Rule:
     def render(self, context: dict[str, Any], firing_id: str | None = None) -> Decision:
         """The matched decision with every action rendered in `context`."""
         errors: list[str] = []
-        rendered = [RenderedAction(a.index, a.type, a.destination, a.render(context, errors)) for a in self.actions]
+        rendered = []
+        for a in self.actions:  # a loop, not a comprehension: one frame less per match
+            rendered.append(RenderedAction(a.index, a.type, a.destination, a.render(context, errors)))
         return Decision(self.id, True, None, None, rendered, errors, firing_id)
 
 
