@@ -107,6 +107,10 @@ def _answer_problems(report: VerifyReport, location: str) -> list[Problem]:
         return [Problem(f"redirect ({status}) to {location or 'an unknown location'}",
                         "the hub does not follow redirects: register the final URL in the console "
                         "(check http -> https and a trailing slash)")]
+    if status == 404 and b"topic not agreed" in report.body:
+        return [Problem("status 404: the endpoint does not agree to this topic",
+                        "add a pattern matching it to the webhook's `topics` in config.yaml, "
+                        "e.g. '<tenant>.*.schema.wso2.v1.event.*', then reload (SIGHUP)")]
     if status != 200:
         fix = _STATUS_FIXES.get(status) or (
             "see idhooks' log; a 502/503/504 comes from a proxy that cannot reach idhooks" if status >= 500

@@ -15,13 +15,14 @@ from typing import Any, Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import requests
 
 from engine import catalog, simulate
 from engine.cli import main
 from engine.errors import ConfigError, SignatureError
 from engine.secrets import Secret
 from engine.signature import verify
-from tests.conftest import SECRET, free_port
+from tests.conftest import SECRET, basic_config, free_port
 
 TOPIC = "acme.b5e0d3c2.schema.wso2.v1.event.login"
 MISTAKES = {  # path -> (status, content type, body template, extra headers)
@@ -310,3 +311,40 @@ def test_rate_paces_sends_on_the_injected_clock(endpoint: HubEndpoint) -> None:
     results = sender.send_all(catalog.entries()["login.loginFailed"].sample(), [], count=3, rate=4)
     assert [r.status for r in results] == [202, 202, 202]
     assert sleeps == [0.25, 0.25]
+
+
+# -- against the real `idhooks serve` ---------------------------------------------------------------------
+@pytest.fixture
+def idhooks(serve: Any, tmp_path: Path) -> Any:
+    return serve(basic_config(tmp_path))
+
+
+def test_verify_against_the_real_server(idhooks: Any, capsys: pytest.CaptureFixture) -> None:
+    url = idhooks.url + "/webhooks/asgardeo"
+    code, out, _ = run_cli(capsys, "simulate", "verify", "--url", url, "--topic", TOPIC)
+    assert code == 0, out
+    assert "OK: the endpoint echoed the challenge exactly" in out
+    code, out, _ = run_cli(capsys, "simulate", "verify", "--url", url, "--topic", "globex.x.schema.wso2.v1.event.login")
+    assert code == 1
+    assert ("FAIL: status 404: the endpoint does not agree to this topic\n"
+            "  fix: add a pattern matching it to the webhook's `topics` in config.yaml") in out
+    code, out, _ = run_cli(capsys, "simulate", "verify", "--url", idhooks.url + "/webhooks/typo", "--topic", TOPIC)
+    assert code == 1
+    assert "FAIL: status 404 (expected 200)\n  fix: either the path is wrong" in out
+
+
+def test_send_in_each_format_is_accepted_by_the_real_server(idhooks: Any, capsys: pytest.CaptureFixture,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    url = idhooks.url + "/webhooks/asgardeo"
+    monkeypatch.setenv("HOOK_SECRET", SECRET)
+    for fmt in ("hub", "wso2-is"):
+        code, out, _ = run_cli(capsys, "simulate", "send", "login.loginFailed", "--url", url, "--format", fmt,
+                               "--secret-env", "HOOK_SECRET", "--set", "claims.username=bob", "--count", "2")
+        assert code == 0, out
+        assert out.count(" 202 Accepted jti=") == 2
+    monkeypatch.setenv("HOOK_SECRET", "wrong")
+    code, out, _ = run_cli(capsys, "simulate", "send", "login.loginFailed", "--url", url, "--secret-env", "HOOK_SECRET")
+    assert code == 1 and "[1/1] 401 Unauthorized" in out
+    metrics = requests.get(idhooks.url + "/metrics", timeout=5).text
+    assert 'idhooks_deliveries_received_total{outcome="accepted",webhook="asgardeo"} 4.0' in metrics
+    assert 'idhooks_deliveries_received_total{outcome="bad_signature",webhook="asgardeo"} 1.0' in metrics
