@@ -18,7 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     actions = parser.add_subparsers(dest="simulate_command", metavar="ACTION")
     actions.required = True
     verify = actions.add_parser("verify", help="send the WebSub verification GET and check the echo")
-    verify.add_argument("--url", required=True, help="the webhook endpoint, e.g. http://127.0.0.1:8080/webhooks/asgardeo")
+    verify.add_argument("--url", required=True,
+                        help="the webhook endpoint, e.g. http://127.0.0.1:8080/webhooks/asgardeo")
     verify.add_argument("--topic", required=True, help="hub.topic, e.g. acme.<org-id>.schema.wso2.v1.event.login")
     verify.add_argument("--mode", choices=("subscribe", "unsubscribe"), default="subscribe")
     verify.set_defaults(func=run_verify)
