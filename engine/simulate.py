@@ -15,7 +15,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import requests
 
@@ -65,7 +65,8 @@ def verify_subscription(url: str, topic: str, mode: str = "subscribe", *, sessio
         report.notes.append("http:// is fine for a local test, but the Asgardeo hub only calls https:// endpoints "
                             "with a publicly trusted certificate: put TLS in front (docs/deployment.md)")
     try:
-        response = (session or requests.Session()).get(url, params=params, timeout=timeout, allow_redirects=False)
+        get = session.get if session else requests.get
+        response = get(url, params=params, timeout=timeout, allow_redirects=False)
     except requests.RequestException as exc:
         report.problems.append(_connection_problem(exc, url, timeout))
         return report
@@ -242,13 +243,13 @@ class EventSender:
     timeout: float = 10.0
 
     def send_all(self, template: dict[str, Any], overrides: list[tuple[str, Any]], count: int,
-                 rate: float | None) -> list[SendResult]:
-        start, results = self.clock(), []
+                 rate: float | None) -> Iterator[SendResult]:
+        """Yields each result as its answer arrives (so the caller can report progress)."""
+        start = self.clock()
         for index in range(count):
             if rate and index:
                 self.sleep(max(0.0, start + index / rate - self.clock()))
-            results.append(self.send_one(template, overrides))
-        return results
+            yield self.send_one(template, overrides)
 
     def send_one(self, template: dict[str, Any], overrides: list[tuple[str, Any]]) -> SendResult:
         event = build_event(template, overrides, jti=self.new_jti(), iat_ms=self.now_ms())

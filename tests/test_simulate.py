@@ -9,6 +9,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterator
@@ -22,7 +23,7 @@ from engine.cli import main
 from engine.errors import ConfigError, SignatureError
 from engine.secrets import Secret
 from engine.signature import verify
-from tests.conftest import SECRET, basic_config, free_port
+from tests.conftest import ROOT, SECRET, basic_config, free_port
 
 TOPIC = "acme.b5e0d3c2.schema.wso2.v1.event.login"
 MISTAKES = {  # path -> (status, content type, body template, extra headers)
@@ -308,7 +309,7 @@ def test_rate_paces_sends_on_the_injected_clock(endpoint: HubEndpoint) -> None:
         now[0] += seconds
 
     sender = simulate.EventSender(endpoint.url + "/w", Secret(SECRET), clock=lambda: now[0], sleep=sleep)
-    results = sender.send_all(catalog.entries()["login.loginFailed"].sample(), [], count=3, rate=4)
+    results = list(sender.send_all(catalog.entries()["login.loginFailed"].sample(), [], count=3, rate=4))
     assert [r.status for r in results] == [202, 202, 202]
     assert sleeps == [0.25, 0.25]
 
@@ -348,3 +349,30 @@ def test_send_in_each_format_is_accepted_by_the_real_server(idhooks: Any, capsys
     metrics = requests.get(idhooks.url + "/metrics", timeout=5).text
     assert 'idhooks_deliveries_received_total{outcome="accepted",webhook="asgardeo"} 4.0' in metrics
     assert 'idhooks_deliveries_received_total{outcome="bad_signature",webhook="asgardeo"} 1.0' in metrics
+
+
+@pytest.mark.skipif(not (ROOT / "engine" / "rules").is_dir(), reason="the rules engine is not in this tree yet")
+def test_set_values_reach_the_rule_context(serve: Any, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    config = basic_config(tmp_path)
+    (tmp_path / "rules" / "probe.yaml").write_text("""
+rules:
+  - id: simulate-probe
+    event: login.loginFailed
+    when:
+      all:
+        - {claim: username, equals: bob}
+        - {path: $.reason.context.failedStep.step, equals: 2}
+    actions:
+      - log: {message: "probe saw {{ username }} from {{ ip }} at step {{ event.reason.context.failedStep.step }}"}
+""")
+    server = serve(config)
+    monkeypatch.setenv("HOOK_SECRET", SECRET)
+    code, out, _ = run_cli(capsys, "simulate", "send", "login.loginFailed", "--url", server.url + "/webhooks/asgardeo",
+                           "--secret-env", "HOOK_SECRET", "--set", "claims.username=bob",
+                           "--set", "initiatorIpAddress=203.0.113.9", "--set", "reason.context.failedStep.step=2")
+    assert code == 0, out
+    deadline = time.monotonic() + 10
+    while "probe saw" not in server.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "probe saw bob from 203.0.113.9 at step 2" in server.log()

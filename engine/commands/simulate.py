@@ -7,6 +7,8 @@ import os
 import sys
 from urllib.parse import urlsplit
 
+import requests
+
 from engine import simulate
 from engine.errors import ConfigError
 from engine.secrets import Secret
@@ -87,11 +89,12 @@ def run_send(args: argparse.Namespace) -> int:
         simulate.build_event(template, overrides, jti="check", iat_ms=0)  # bad --set paths fail before sending
     except ConfigError as exc:
         return _usage_error("send", exc)
-    sender = simulate.EventSender(args.url, secret, args.fmt)
-    results = []
-    for result in sender.send_all(template, overrides, args.count, args.rate):
-        results.append(result)
-        _print_result(len(results), args.count, result)
+    results: list[simulate.SendResult] = []
+    with requests.Session() as session:
+        sender = simulate.EventSender(args.url, secret, args.fmt, session=session)
+        for result in sender.send_all(template, overrides, args.count, args.rate):
+            results.append(result)
+            _print_result(len(results), args.count, result)
     accepted = sum(r.ok for r in results)
     unanswered = sum(r.status is None for r in results)
     print(f"sent {len(results)} {args.fmt} event(s) to {args.url}: {accepted} accepted (2xx), "
