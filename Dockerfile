@@ -6,7 +6,7 @@ FROM python:3.12-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml *.md ./
 COPY engine ./engine
 COPY actions ./actions
 RUN python -m pip install --no-cache-dir '.[redis]'
