@@ -40,7 +40,6 @@ class Problem:
 
 @dataclass
 class VerifyReport:
-    url: str
     challenge: str
     status: int | None = None
     content_type: str = ""
@@ -60,7 +59,7 @@ def verify_subscription(url: str, topic: str, mode: str = "subscribe", *, sessio
     params = {"hub.mode": mode, "hub.topic": topic, "hub.challenge": challenge}
     if mode == "subscribe":
         params["hub.lease_seconds"] = str(LEASE_SECONDS)
-    report = VerifyReport(url=url, challenge=challenge)
+    report = VerifyReport(challenge=challenge)
     if url.lower().startswith("http://"):
         report.notes.append("http:// is fine for a local test, but the Asgardeo hub only calls https:// endpoints "
                             "with a publicly trusted certificate: put TLS in front (docs/deployment.md)")

@@ -31,7 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     send.add_argument("--secret-env", required=True, metavar="VAR",
                       help="name of the environment variable holding the webhook secret")
     send.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", dest="overrides",
-                      help="override a field of the event body (dotted path; claims.X sets a claim); repeatable")
+                      help="override a field of the event body: a dotted path, or claims.X for a claim; the value "
+                           "is JSON when it parses (5, true, [\"a\"]), else text; repeatable")
     send.add_argument("--count", type=_positive(int), default=1, metavar="N", help="events to send (default 1)")
     send.add_argument("--rate", type=_positive(float), default=None, metavar="R",
                       help="at most R events per second (default: as fast as answers come)")
