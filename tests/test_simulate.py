@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import shutil
+import ssl
+import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -154,6 +157,24 @@ def test_verify_reports_a_closed_port(capsys: pytest.CaptureFixture) -> None:
     code, out, _ = run_cli(capsys, "simulate", "verify", "--url", url, "--topic", TOPIC)
     assert code == 1
     assert f"FAIL: cannot connect to {url}: ConnectionError\n  fix: start idhooks" in out
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a test certificate")
+def test_verify_explains_an_untrusted_certificate(endpoint: HubEndpoint, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=30)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    endpoint.server.socket = context.wrap_socket(endpoint.server.socket, server_side=True)
+    url = endpoint.url.replace("http://", "https://") + "/webhooks/asgardeo"
+    code, out, _ = run_cli(capsys, "simulate", "verify", "--url", url, "--topic", TOPIC)
+    assert code == 1
+    assert "FAIL: TLS handshake failed: " in out
+    assert "  fix: the hub accepts only a certificate from a public CA, with its full chain" in out
+    assert "note:" not in out
 
 
 def test_each_verification_uses_a_fresh_challenge(endpoint: HubEndpoint) -> None:
