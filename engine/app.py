@@ -154,10 +154,11 @@ def create_app(config: Config | Current[Config], store: Store, *, metrics: Metri
                clock: Callable[[], float] = time.time,
                readiness: Callable[[], dict[str, Any]] | None = None,
                on_accepted: Callable[[], None] = lambda: None) -> falcon.App:
-    """The WSGI app. `readiness()` describes the rule set ({"loaded": bool, ...}); `on_accepted()` wakes
+    """The WSGI app. Registers the store's gauges on `metrics`. `readiness()` describes the rule set ({"loaded": bool, ...}); `on_accepted()` wakes
     the processor after a new event is stored."""
     holder = config if isinstance(config, Current) else Current(config)
     metrics = metrics or Metrics()
+    metrics.watch_store(store.stats, store.last_accepted)
     intake = Intake(store, quarantine=holder.get().quarantine, dedup_window=holder.get().store.dedup_window,
                     metrics=metrics, clock=clock)
     app = falcon.App(media_type=falcon.MEDIA_JSON)

@@ -73,23 +73,27 @@ class Processor:
             events = self.store.claim_events(self.owner, self.lease, self.batch, self.clock())
             if not events:
                 return done
-            for event in events:
-                self._process(event)
-                done += 1
+            results = [self._evaluate_safely(event) for event in events]
+            self.store.complete_events(results, self.clock())  # one transaction for the batch
+            for jti, _, jobs in results:
+                self._report(jti, jobs)
+            done += len(events)
 
-    def _process(self, event: StoredEvent) -> None:
+    def _evaluate_safely(self, event: StoredEvent) -> tuple[str, list[dict[str, Any]], list[NewJob]]:
         try:
             records, jobs = self.evaluate(event)
         except (IdhooksError, ValueError, TypeError, KeyError, AttributeError) as exc:
             # A rule bug must not wedge the queue: record the failure on the event and move on.
             log.error("could not evaluate event", extra={"jti": event.jti, "error": str(exc)})
             records, jobs = [{"error": f"evaluation failed: {exc}"}], []
-        self.store.complete_event(event.jti, records, jobs, self.clock())
+        return event.jti, records, jobs
+
+    def _report(self, jti: str, jobs: list[NewJob]) -> None:
         matched = sorted({job.payload["rule"] for job in jobs})
         for rule_id in matched:
             self.metrics.rule_matches.labels(rule_id).inc()
         if jobs:
-            log.info("rules matched", extra={"jti": event.jti, "rules": matched, "jobs": len(jobs)})
+            log.info("rules matched", extra={"jti": jti, "rules": matched, "jobs": len(jobs)})
             self.on_jobs()
 
     def _loop(self) -> None:

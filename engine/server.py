@@ -46,7 +46,6 @@ class Service:
         self.store = store
         self.clock = clock
         self.metrics = Metrics()
-        self.metrics.watch_store(store.stats, store.last_accepted)
         self.rules = Current(self.load_rules(config))
         self.rules_loaded_at = clock()
         self.reload_errors: list[str] = []
@@ -99,6 +98,9 @@ class Service:
             log.error("prune failed", extra={"error": str(exc)})
 
     def start(self) -> None:
+        resumed = self.store.take_over_leases()
+        if resumed:
+            log.warning("resuming work leased by a previous process", extra={"leases": resumed})
         self.processor.start()
         self.prune()
         threading.Thread(target=self._prune_loop, name="idhooks-prune", daemon=True).start()
