@@ -398,3 +398,12 @@ rules:
     while "probe saw" not in server.log() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert "probe saw bob from 203.0.113.9 at step 2" in server.log()
+
+
+@pytest.mark.parametrize("option, value", [("--count", "0"), ("--rate", "-1"), ("--count", "many")])
+def test_count_and_rate_must_be_positive(capsys: pytest.CaptureFixture, option: str, value: str) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["simulate", "send", "login.loginFailed", "--url", "http://127.0.0.1:1/w", "--secret-env", "X",
+              option, value])
+    assert info.value.code == 2
+    assert f"argument {option}: expected a number above 0, got '{value}'" in capsys.readouterr().err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Callable
 from urllib.parse import urlsplit
 
 import requests
@@ -42,7 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     send.set_defaults(func=run_send)
 
 
-def _positive(kind: type) -> object:
+def _positive(kind: type) -> Callable[[str], float]:
+    """An argparse type for a number above 0 of `kind` (int or float)."""
     def parse(text: str) -> float:
         try:
             value = kind(text)
