@@ -273,6 +273,9 @@ def test_a_wrong_secret_is_reported_with_its_fix(endpoint: HubEndpoint, capsys: 
      "idhooks simulate send: error: --secret-env IDHOOKS_TEST_UNSET_VAR: the environment variable "
      "IDHOOKS_TEST_UNSET_VAR is not set or empty; export the webhook secret in it, e.g. "
      "`export IDHOOKS_TEST_UNSET_VAR=\"$(cat var/webhook-secret)\"`\n"),
+    (["login.loginFailed", "--secret-env", "s3cret-pasted-by-mistake"],
+     "idhooks simulate send: error: --secret-env takes the NAME of an environment variable holding the secret "
+     "(e.g. --secret-env ASGARDEO_WEBHOOK_SECRET), not the secret itself; no such variable is set\n"),
     (["login.loginFaild", "--secret-env", "HOOK_SECRET"],
      "idhooks simulate send: error: unknown event 'login.loginFaild' (did you mean 'login.loginFailed'?): give a "
      "catalog alias (list them with `idhooks catalog`) or the path of a JSON file\n"),

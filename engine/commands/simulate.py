@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from typing import Callable
 from urllib.parse import urlsplit
@@ -13,6 +14,8 @@ import requests
 from engine import simulate
 from engine.errors import ConfigError
 from engine.secrets import Secret
+
+_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -115,11 +118,16 @@ def _print_result(number: int, total: int, result: simulate.SendResult) -> None:
 
 
 def _secret_from_env(name: str) -> Secret:
+    """The secret from the variable named `name`. A name that does not look like a variable name may be the
+    secret itself pasted by mistake, so it is never echoed."""
     value = os.environ.get(name, "")
-    if not value:
-        raise ConfigError(f"--secret-env {name}: the environment variable {name} is not set or empty; export the "
-                          f"webhook secret in it, e.g. `export {name}=\"$(cat var/webhook-secret)\"`")
-    return Secret(value, source=name)
+    if value:
+        return Secret(value, source=name)
+    if not _ENV_NAME.match(name):
+        raise ConfigError("--secret-env takes the NAME of an environment variable holding the secret (e.g. "
+                          "--secret-env ASGARDEO_WEBHOOK_SECRET), not the secret itself; no such variable is set")
+    raise ConfigError(f"--secret-env {name}: the environment variable {name} is not set or empty; export the "
+                      f"webhook secret in it, e.g. `export {name}=\"$(cat var/webhook-secret)\"`")
 
 
 def _usage_error(action: str, exc: ConfigError) -> int:
