@@ -39,3 +39,16 @@ def test_text_has_one_line_per_event_type() -> None:
     assert row.split(maxsplit=2) == ["user.userDeleted",
                                      "https://schemas.identity.wso2.org/events/user/event-type/userDeleted",
                                      "a user was deleted"]
+
+
+def test_an_alias_prints_its_sample_event() -> None:
+    result = run_catalog("user.userDeleted")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == catalog.entries()["user.userDeleted"].sample()
+
+
+def test_an_unknown_alias_is_an_error_with_a_suggestion() -> None:
+    result = run_catalog("user.userDeletd")
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == ("idhooks catalog: error: unknown event type 'user.userDeletd' "
+                             "(did you mean 'user.userDeleted'?); run `idhooks catalog` for the list\n")
