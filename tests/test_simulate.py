@@ -377,6 +377,8 @@ def test_send_in_each_format_is_accepted_by_the_real_server(idhooks: Any, capsys
 
 def test_set_values_reach_the_rule_context(serve: Any, tmp_path: Path, capsys: pytest.CaptureFixture,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rule that holds only for the --set values matches the event sent with them, and not the plain sample
+    (the control, sent first, so it is evaluated before the one we wait for)."""
     config = basic_config(tmp_path)
     (tmp_path / "rules" / "probe.yaml").write_text("""
 rules:
@@ -385,6 +387,7 @@ rules:
     when:
       all:
         - {claim: username, equals: bob}
+        - {path: $.initiatorIpAddress, equals: 203.0.113.9}
         - {path: $.reason.context.failedStep.step, equals: 2}
     actions:
       - log: {message: "probe saw {{ username }} from {{ ip }} at step {{ event.reason.context.failedStep.step }}"}
@@ -393,14 +396,23 @@ rules:
     if requests.get(server.url + "/readyz", timeout=5).json()["rules"].get("count") != 1:
         pytest.skip("`idhooks serve` does not load rule files in this tree yet (rules engine not wired)")
     monkeypatch.setenv("HOOK_SECRET", SECRET)
-    code, out, _ = run_cli(capsys, "simulate", "send", "login.loginFailed", "--url", server.url + "/webhooks/asgardeo",
-                           "--secret-env", "HOOK_SECRET", "--set", "claims.username=bob",
-                           "--set", "initiatorIpAddress=203.0.113.9", "--set", "reason.context.failedStep.step=2")
-    assert code == 0, out
+    url = server.url + "/webhooks/asgardeo"
+    control = send_and_get_jti(capsys, "login.loginFailed", "--url", url, "--secret-env", "HOOK_SECRET")
+    probe = send_and_get_jti(capsys, "login.loginFailed", "--url", url, "--secret-env", "HOOK_SECRET",
+                             "--set", "claims.username=bob", "--set", "initiatorIpAddress=203.0.113.9",
+                             "--set", "reason.context.failedStep.step=2")
     deadline = time.monotonic() + 10
-    while "probe saw" not in server.log() and time.monotonic() < deadline:
+    while f"rules matched jti={probe} " not in server.log() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert "probe saw bob from 203.0.113.9 at step 2" in server.log()
+    matched = [line for line in server.log().splitlines() if "rules matched" in line]
+    assert any(f"jti={probe} " in line and "simulate-probe" in line for line in matched), server.log()
+    assert not any(f"jti={control} " in line for line in matched)
+
+
+def send_and_get_jti(capsys: pytest.CaptureFixture, *argv: str) -> str:
+    code, out, _ = run_cli(capsys, "simulate", "send", *argv)
+    assert code == 0, out
+    return out.split(" jti=", 1)[1].split()[0]
 
 
 @pytest.mark.parametrize("option, value", [("--count", "0"), ("--rate", "-1"), ("--count", "many")])
