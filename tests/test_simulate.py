@@ -402,11 +402,12 @@ rules:
                              "--set", "claims.username=bob", "--set", "initiatorIpAddress=203.0.113.9",
                              "--set", "reason.context.failedStep.step=2")
     deadline = time.monotonic() + 10
-    while f"rules matched jti={probe} " not in server.log() and time.monotonic() < deadline:
+    while "probe saw" not in server.log() and time.monotonic() < deadline:
         time.sleep(0.05)
     matched = [line for line in server.log().splitlines() if "rules matched" in line]
     assert any(f"jti={probe} " in line and "simulate-probe" in line for line in matched), server.log()
     assert not any(f"jti={control} " in line for line in matched)
+    assert "probe saw bob from 203.0.113.9 at step 2" in server.log()
 
 
 def send_and_get_jti(capsys: pytest.CaptureFixture, *argv: str) -> str:
