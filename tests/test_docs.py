@@ -125,13 +125,22 @@ def test_shipped_config_and_rules_pass_idhooks_validate(tmp_path: Path) -> None:
     """`make validate` on a fresh checkout: the sample config.yaml with every rule file under rules/."""
     skip_unless_present("config.yaml")
     text = (ROOT / "config.yaml").read_text()
-    (tmp_path / "config.yaml").write_text(text)
+    (tmp_path / "config.yaml").write_text(provide_secret_files(text, tmp_path))
     (tmp_path / "rules").symlink_to(ROOT / "rules")
-    for secret_file in re.findall(r"_file:\s*([\w./-]+)", text):
-        (tmp_path / secret_file).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / secret_file).write_text("x")
     result = run_validate(tmp_path / "config.yaml", {name: "x" for name in _env_names(text)})
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def provide_secret_files(text: str, folder: Path) -> str:
+    """Create the files an example's `*_file:` keys read, inside `folder`; absolute paths (/run/secrets/...)
+    are redirected there too. Returns the config text to use."""
+    for name in re.findall(r"_file:\s*([\w./-]+)", text):
+        target = folder / name.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text("value-from-file\n")
+        if name.startswith("/"):
+            text = text.replace(name, str(target))
+    return text
 
 
 def _env_names(text: str) -> set[str]:
@@ -141,10 +150,7 @@ def _env_names(text: str) -> set[str]:
 @pytest.mark.parametrize("where, text", CONFIG_BLOCKS, ids=[w for w, _ in CONFIG_BLOCKS])
 def test_config_blocks_load(where: str, text: str, tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
-    path.write_text(text)
-    for secret_file in re.findall(r"_file:\s*([\w./-]+)", text):  # the files the example reads secrets from
-        (tmp_path / secret_file).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / secret_file).write_text("value-from-file\n")
+    path.write_text(provide_secret_files(text, tmp_path))
     env = {name: "value-of-" + name for name in _env_names(text)}
     loaded = config_module.load_config(path, env=env)
     shown = repr(loaded)
