@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import re
 import shutil
 import ssl
 import subprocess
@@ -423,3 +424,29 @@ def test_count_and_rate_must_be_positive(capsys: pytest.CaptureFixture, option: 
               option, value])
     assert info.value.code == 2
     assert f"argument {option}: expected a number above 0, got '{value}'" in capsys.readouterr().err
+
+
+def test_count_drives_a_threshold_rule_as_the_cookbook_says(serve: Any, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/cookbook.md: `--set claims.username=bob --count 5` fires the brute-force rule once; 4 do not."""
+    config = basic_config(tmp_path)
+    (tmp_path / "rules" / "brute.yaml").write_text("""
+rules:
+  - id: brute-force-user
+    event: login.loginFailed
+    threshold: {count: 5, within: 10m, group_by: [claims.username]}
+    suppress: {for: 30m}
+    actions:
+      - log: {message: "brute force: {{ count }} failures for {{ username }}"}
+""")
+    server = serve(config)
+    monkeypatch.setenv("HOOK_SECRET", SECRET)
+    url = server.url + "/webhooks/asgardeo"
+    for user, count in (("alice", "4"), ("bob", "5")):
+        send_and_get_jti(capsys, "login.loginFailed", "--url", url, "--secret-env", "HOOK_SECRET",
+                         "--set", f"claims.username={user}", "--count", count)
+    deadline = time.monotonic() + 10
+    while "brute force:" not in server.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert re.findall(r"brute force: (\d+ failures for \w+)", server.log()) == ["5 failures for bob"]
