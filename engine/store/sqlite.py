@@ -14,6 +14,7 @@ import queue
 import sqlite3
 import threading
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 from contextlib import contextmanager
@@ -287,7 +288,7 @@ class SQLiteStore(Store):
                 "ORDER BY due_at, created_at LIMIT ?", (now, now, *skip, limit)).fetchall()
             conn.executemany("UPDATE jobs SET lease_owner = ?, lease_until = ? WHERE id = ?",
                              [(owner, now + lease, r["id"]) for r in rows])
-        return [_job_row(r) for r in rows]
+        return [replace(_job_row(r), lease_owner=owner) for r in rows]
 
     def _update_job(self, sql: str, args: tuple) -> None:
         with self._tx() as conn:
