@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import time
 import uuid
 from pathlib import Path
+
+import pytest
+import redis
 
 from engine.store.redis import RedisStore
 
@@ -21,3 +27,40 @@ def delete_group(store: RedisStore) -> None:
     keys = list(store.redis.scan_iter(match=store.prefix + "*", count=1000))
     if keys:
         store.redis.delete(*keys)
+
+
+class PrivateRedis:
+    """A redis-server of our own on a free loopback port, which a test may stop and start again (an outage)
+    without touching the shared test server. AOF with `appendfsync always`, as in a deployment that must
+    lose nothing, so a restart keeps what was written."""
+
+    def __init__(self, directory: Path, port: int) -> None:
+        self.directory, self.port = directory, port
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.skip("redis-server is not installed")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen([binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                      "--appendonly", "yes",
+                                      "--appendfsync", "always", "--dir", str(self.directory)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.02)
+            finally:
+                client.close()
+        raise RuntimeError(f"redis-server on port {self.port} did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
