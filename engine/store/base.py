@@ -129,6 +129,12 @@ class Store(ABC):
     @abstractmethod
     def schema_version(self) -> int: ...
 
+    def take_over_leases(self) -> int:
+        """Called once when a server starts. A backend served by one process (SQLite) releases every
+        lease, so a restarted server resumes a killed one's work at once; shared backends (Redis) keep
+        them, since other live processes may hold them, and rely on lease expiry."""
+        return 0
+
     # -- events ------------------------------------------------------------------------------------
     @abstractmethod
     def ingest(self, event: IncomingEvent, dedup_window: float) -> str:
@@ -152,6 +158,11 @@ class Store(ABC):
     def complete_event(self, jti: str, decisions: list[dict[str, Any]], jobs: list[NewJob], now: float) -> None:
         """In one transaction: record the rule decisions, create the jobs (existing keys are skipped) and
         mark the event processed."""
+
+    def complete_events(self, items: list[tuple[str, list[dict[str, Any]], list[NewJob]]], now: float) -> None:
+        """complete_event() for several events; backends override it to share one transaction."""
+        for jti, decisions, jobs in items:
+            self.complete_event(jti, decisions, jobs, now)
 
     @abstractmethod
     def prune(self, now: float, retention: float, dedup_window: float) -> int:

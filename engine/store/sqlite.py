@@ -92,11 +92,11 @@ class SQLiteStore(Store):
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
+        self._closed = False
         self._migrate()
         self._batch_limit = batch_limit
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._writer = threading.Thread(target=self._write_loop, name="sqlite-group-commit", daemon=True)
-        self._closed = False
         self._writer.start()
 
     # -- connections -------------------------------------------------------------------------------
@@ -115,6 +115,8 @@ class SQLiteStore(Store):
 
     @property
     def _conn(self) -> sqlite3.Connection:
+        if self._closed:
+            raise StoreError(f"the SQLite store {self.path} is closed")
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._local.conn = self._connect()
@@ -168,6 +170,15 @@ class SQLiteStore(Store):
                     pass
             self._connections.clear()
         self._local = threading.local()
+
+    def take_over_leases(self) -> int:
+        """One serve process per SQLite file: whatever is leased belonged to a process that is gone."""
+        with self._tx() as conn:
+            events = conn.execute("UPDATE events SET lease_owner = NULL, lease_until = 0 "
+                                  "WHERE status = 'pending' AND lease_until > 0").rowcount
+            jobs = conn.execute("UPDATE jobs SET lease_owner = '', lease_until = 0 "
+                                "WHERE status = 'pending' AND lease_until > 0").rowcount
+        return events + jobs
 
     def check_writable(self) -> None:
         with self._tx() as conn:
@@ -256,13 +267,18 @@ class SQLiteStore(Store):
         return [_event_row(r) for r in rows]
 
     def complete_event(self, jti: str, decisions: list[dict[str, Any]], jobs: list[NewJob], now: float) -> None:
+        self.complete_events([(jti, decisions, jobs)], now)
+
+    def complete_events(self, items: list[tuple[str, list[dict[str, Any]], list[NewJob]]], now: float) -> None:
         with self._tx() as conn:
             conn.executemany(
                 "INSERT OR IGNORE INTO jobs (id, key, destination, payload, status, created_at, due_at) "
                 "VALUES (?, ?, ?, ?, 'pending', ?, ?)",
-                [(uuid.uuid4().hex, j.key, j.destination, json.dumps(j.payload), now, now) for j in jobs])
-            conn.execute("UPDATE events SET status = 'processed', decisions = ?, processed_at = ?, "
-                         "lease_owner = NULL, lease_until = 0 WHERE jti = ?", (json.dumps(decisions), now, jti))
+                [(uuid.uuid4().hex, j.key, j.destination, json.dumps(j.payload), now, now)
+                 for _, _, jobs in items for j in jobs])
+            conn.executemany("UPDATE events SET status = 'processed', decisions = ?, processed_at = ?, "
+                             "lease_owner = NULL, lease_until = 0 WHERE jti = ?",
+                             [(json.dumps(decisions), now, jti) for jti, decisions, _ in items])
 
     def prune(self, now: float, retention: float, dedup_window: float) -> int:
         with self._tx() as conn:

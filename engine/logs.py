@@ -1,0 +1,59 @@
+"""Structured logging: one line per record, `key=value` text (default) or JSON (`--log-json`).
+
+Values are escaped so CR/LF or quotes in event data can never forge a second log line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+_RESERVED = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    return {k: v for k, v in vars(record).items() if k not in _RESERVED and not k.startswith("_")}
+
+
+def _text_value(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
+    if text and all(c.isalnum() or c in "-_.:/@+,[]" for c in text):
+        return text
+    return json.dumps(text, ensure_ascii=False)  # quotes and escapes \r \n \" and control characters
+
+
+class TextFormatter(logging.Formatter):
+    """`2026-11-29T06:10:00Z WARNING idhooks.intake message key=value ...` on one line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created))
+        message = record.getMessage().replace("\r", "\\r").replace("\n", "\\n")
+        parts = [stamp, record.levelname, record.name, message]
+        parts += [f"{k}={_text_value(v)}" for k, v in _fields(record).items()]
+        if record.exc_info:
+            parts.append("exc=" + _text_value(self.formatException(record.exc_info)))
+        return " ".join(parts)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message and every extra field."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        data = {"time": record.created, "level": record.levelname, "logger": record.name,
+                "message": record.getMessage(), **_fields(record)}
+        if record.exc_info:
+            data["exc"] = self.formatException(record.exc_info)
+        return json.dumps(data, default=str, ensure_ascii=False)
+
+
+def configure(log_format: str = "text", level: int = logging.INFO) -> None:
+    """Send idhooks' logs to stderr in the chosen format (replacing earlier handlers)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    root = logging.getLogger("idhooks")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False

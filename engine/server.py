@@ -1,0 +1,140 @@
+"""`idhooks serve`: wires config, store, rules, processor, delivery worker and the HTTP app, and runs them
+under waitress until SIGTERM/SIGINT. SIGHUP reloads config.yaml and the rules; a reload with any error keeps
+the last good config and rule set running and shows the errors in /readyz."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import waitress
+
+from engine import logs
+from engine.app import create_app
+from engine.config import Config, load_config
+from engine.errors import ConfigError, IdhooksError
+from engine.metrics import Metrics
+from engine.processor import Processor
+from engine.runtime import Current
+from engine.store import open_store
+from engine.store.base import Store
+
+log = logging.getLogger("idhooks.server")
+
+PRUNE_INTERVAL = 3600.0
+
+
+class NoRules:
+    """The rule set used before the rules engine is configured: matches nothing."""
+
+    rules: list = []
+
+    def evaluate(self, envelope: Any, uri: str, webhook: str) -> list:
+        return []
+
+
+class Service:
+    """Everything `idhooks serve` runs, with start/stop and reload; testable without waitress."""
+
+    def __init__(self, config: Config, store: Store, *, clock=time.time) -> None:
+        self.config = Current(config)
+        self.store = store
+        self.clock = clock
+        self.metrics = Metrics()
+        self.rules = Current(self.load_rules(config))
+        self.rules_loaded_at = clock()
+        self.reload_errors: list[str] = []
+        self.metrics.reloads.labels("success").inc()
+        self.metrics.last_reload.set(self.rules_loaded_at)
+        self.processor = Processor(store, self.rules.get, metrics=self.metrics, clock=clock)
+        self.app = create_app(self.config, store, metrics=self.metrics, clock=clock,
+                              readiness=self.readiness, on_accepted=self.processor.notify)
+        self._stop = threading.Event()
+
+    @staticmethod
+    def load_rules(config: Config) -> Any:
+        return NoRules()
+
+    def readiness(self) -> dict[str, Any]:
+        return {"loaded": True, "count": len(getattr(self.rules.get(), "rules", [])),
+                "loaded_at": self.rules_loaded_at, "errors": self.reload_errors}
+
+    def reload(self) -> bool:
+        """Reload config.yaml and the rules together; keep the running ones on any error."""
+        try:
+            config = load_config(self.config.get().path)
+            rules = self.load_rules(config)
+        except ConfigError as exc:
+            self.reload_errors = exc.problems
+            self.metrics.reloads.labels("failure").inc()
+            for problem in exc.problems:
+                log.error("reload failed, keeping the running config and rules", extra={"problem": problem})
+            return False
+        self.config.set(config)
+        self.rules.set(rules)
+        self.rules_loaded_at = self.clock()
+        self.reload_errors = []
+        self.metrics.reloads.labels("success").inc()
+        self.metrics.last_reload.set(self.rules_loaded_at)
+        log.info("reloaded config and rules", extra={"rules": len(getattr(rules, "rules", []))})
+        return True
+
+    def _prune_loop(self) -> None:
+        while not self._stop.wait(PRUNE_INTERVAL):
+            self.prune()
+
+    def prune(self) -> None:
+        cfg = self.config.get().store
+        try:
+            removed = self.store.prune(self.clock(), cfg.retention, cfg.dedup_window)
+            if removed:
+                log.info("pruned events past retention", extra={"removed": removed})
+        except IdhooksError as exc:
+            log.error("prune failed", extra={"error": str(exc)})
+
+    def start(self) -> None:
+        resumed = self.store.take_over_leases()
+        if resumed:
+            log.warning("resuming work leased by a previous process", extra={"leases": resumed})
+        self.processor.start()
+        self.prune()
+        threading.Thread(target=self._prune_loop, name="idhooks-prune", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.processor.stop()
+        self.store.close()
+
+
+def serve(config_path: Path, host: str | None, port: int | None, log_json: bool = False) -> int:
+    config = load_config(config_path)
+    server_cfg = replace(config.server, host=host or config.server.host,
+                         port=port if port is not None else config.server.port)
+    config = replace(config, server=server_cfg)
+    logs.configure("json" if log_json else config.server.log_format)
+    service = Service(config, open_store(config.store))
+    service.start()
+    server = waitress.create_server(service.app, host=server_cfg.host, port=server_cfg.port,
+                                    threads=server_cfg.threads, ident="idhooks",
+                                    max_request_body_size=server_cfg.max_body_bytes, clear_untrusted_proxy_headers=True)
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGHUP, lambda signum, frame: threading.Thread(target=service.reload, daemon=True).start())
+    log.info("idhooks serving", extra={"url": f"http://{server_cfg.host}:{server.effective_port}",
+                                       "store": config.store.url.split("?")[0],
+                                       "webhooks": [w.path for w in config.webhooks]})
+    try:
+        server.run()
+    finally:
+        log.info("shutting down")
+        server.close()
+        service.stop()
+    return 0

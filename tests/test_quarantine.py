@@ -1,0 +1,69 @@
+"""Refused deliveries are quarantined (bounded) and can be re-verified after the secret is fixed."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import falcon.testing
+
+from engine.app import create_app
+from engine.cli import main
+from engine.config import load_config
+from engine.store.sqlite import SQLiteStore
+from tests.conftest import SECRET, basic_config, sample_event, signed
+
+
+def make_client(config_path: Path):
+    config = load_config(config_path)
+    store = SQLiteStore(config.store.url[len("sqlite:///"):])
+    return falcon.testing.TestClient(create_app(config, store)), store
+
+
+def test_a_wrong_secret_costs_no_event_once_fixed_and_reverified(tmp_path, capsys):
+    config_path = basic_config(tmp_path)
+    (tmp_path / "secret").write_text("typo-in-the-secret")
+    client, store = make_client(config_path)
+    events = [sample_event() for _ in range(3)]
+    for event in events:
+        assert client.simulate_post("/webhooks/asgardeo", body=signed(event)[0],
+                                    headers=signed(event)[1]).status_code == 401
+    noise = signed(sample_event(), secret="attacker")
+    client.simulate_post("/webhooks/asgardeo", body=noise[0], headers=noise[1])
+    store.close()
+
+    assert main(["quarantine", "list", "--config", str(config_path)]) == 0
+    listing = capsys.readouterr().out
+    assert listing.count("signature does not match") == 4
+
+    (tmp_path / "secret").write_text(SECRET)  # the operator fixes the secret
+    assert main(["quarantine", "reverify", "--config", str(config_path)]) == 0
+    out = capsys.readouterr().out
+    assert "3 of 4 ingested" in out and "still refused" in out
+
+    store = SQLiteStore(tmp_path / "var" / "idhooks.db")
+    assert sorted(e.jti for e in store.list_events()) == sorted(e["jti"] for e in events)
+    assert all(e.status == "pending" for e in store.list_events())  # they will be processed like any event
+    assert len(store.quarantine_list()) == 1
+    entry_id = store.quarantine_list()[0].id
+    store.close()
+    assert main(["quarantine", "drop", entry_id, "--config", str(config_path)]) == 0
+    assert main(["quarantine", "drop", entry_id, "--config", str(config_path)]) == 1
+
+
+def test_the_quarantine_is_bounded_and_evictions_are_counted_and_logged(tmp_path, caplog):
+    config_path = basic_config(tmp_path, extra="quarantine: {max_entries: 3, max_bytes: 1000000}")
+    client, store = make_client(config_path)
+    caplog.set_level(logging.WARNING, logger="idhooks")
+    bodies = []
+    for _ in range(5):
+        body, headers = signed(sample_event(), secret="wrong")
+        bodies.append(body)
+        client.simulate_post("/webhooks/asgardeo", body=body, headers=headers)
+    kept = store.quarantine_list()
+    assert [e.body for e in kept] == bodies[2:]  # the oldest went first
+    metrics = client.simulate_get("/metrics").text
+    assert "idhooks_quarantine_evicted_total 2.0" in metrics
+    assert "idhooks_quarantine_entries 3.0" in metrics
+    assert "quarantine full" in caplog.text
+    store.close()
