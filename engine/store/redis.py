@@ -38,7 +38,7 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from engine.errors import ConfigError, StoreError
 from engine.store import redis_lua
@@ -62,15 +62,14 @@ _JOB_LISTS = {None: "jobs:all", "pending": "jobs:pending", "failed": "jobs:faile
 
 
 def redact_url(url: str) -> str:
-    """`url` with any password replaced by `***`, safe for logs and errors."""
+    """`url` with any password (in the userinfo or a `password=` parameter) replaced by `***`."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
+    netloc, query = parts.netloc, parts.query
+    if parts.password is not None:
+        netloc = f"{parts.username or ''}:***@{netloc.rpartition('@')[2]}"
+    if query:
+        query = urlencode([(k, "***" if k == "password" else v) for k, v in parse_qsl(query)], safe="*")
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
 
 
 def _num(value: float) -> str:
@@ -118,7 +117,7 @@ class RedisStore(Store):
             raise ConfigError(f"store.url: {self.url}: {exc}") from None
         self._scripts = {name: self.redis.register_script(getattr(redis_lua, name)) for name in (
             "INGEST", "CLAIM_EVENTS", "COMPLETE_EVENT", "CLAIM_JOBS", "MOVE_JOB", "DELETE_JOB", "PRUNE_EVENTS",
-            "QUARANTINE_ADD", "QUARANTINE_REMOVE")}
+            "QUARANTINE_ADD", "QUARANTINE_REMOVE", "IMPORT_EVENT", "IMPORT_JOB")}
         self._check_schema()
         folder = Path(spool_dir) if spool_dir is not None else Path("var/spool")
         self.spool = Spool(folder, self._ingest_redis, name=f"{group}-events")
@@ -206,11 +205,19 @@ class RedisStore(Store):
         return self._events(self._run("CLAIM_EVENTS", owner, _num(now), _num(now + lease), limit))
 
     def complete_event(self, jti: str, decisions: list[dict[str, Any]], jobs: list[NewJob], now: float) -> None:
-        args: list[Any] = [jti, _num(now), json.dumps(decisions)]
-        for job in jobs:
-            job_id = f"{int(now * 1_000_000):016x}{uuid.uuid4().hex[:16]}"  # sorts by creation
-            args += [job_id, job.key, job.destination, json.dumps(job.payload)]
-        self._run("COMPLETE_EVENT", *args)
+        self.complete_events([(jti, decisions, jobs)], now)
+
+    def complete_events(self, items: list[tuple[str, list[dict[str, Any]], list[NewJob]]], now: float) -> None:
+        """One round trip for the batch; each event's decisions and jobs are still one atomic script."""
+        with self._guard("complete event"):
+            pipe = self.redis.pipeline(transaction=False)
+            for jti, decisions, jobs in items:
+                args: list[Any] = [self.prefix, jti, _num(now), json.dumps(decisions)]
+                for job in jobs:
+                    job_id = f"{int(now * 1_000_000):016x}{uuid.uuid4().hex[:16]}"  # sorts by creation
+                    args += [job_id, job.key, job.destination, json.dumps(job.payload)]
+                self._scripts["COMPLETE_EVENT"](args=args, client=pipe)
+            pipe.execute()
 
     def prune(self, now: float, retention: float, dedup_window: float) -> int:
         """Events and done jobs past retention. De-duplication marks expire by themselves (and an old mark
@@ -320,6 +327,37 @@ class RedisStore(Store):
 
     def quarantine_remove(self, entry_id: str) -> bool:
         return bool(self._run("QUARANTINE_REMOVE", entry_id))
+
+    # -- migration (idhooks migrate) ---------------------------------------------------------------
+    def import_event(self, event: StoredEvent) -> bool:
+        """Copy a stored event as it is (status, decisions); False when this deployment already has it."""
+        fields: list[Any] = ["webhook", event.webhook, "iat_ms", _num(event.iat_ms),
+                             "received_at", _num(event.received_at), "uris", json.dumps(list(event.uris)),
+                             "body", event.body, "status", event.status]
+        if event.decisions is not None:
+            fields += ["decisions", json.dumps(event.decisions)]
+        if event.processed_at is not None:
+            fields += ["processed_at", _num(event.processed_at)]
+        return bool(self._run("IMPORT_EVENT", event.jti, *fields))
+
+    def import_seen(self, jti: str, seen_at: float, dedup_window: float, now: float) -> bool:
+        """Copy a de-duplication mark, expiring when it would have; False when expired or already here."""
+        ttl_ms = int((seen_at + dedup_window - now) * 1000)
+        if ttl_ms <= 0:
+            return False
+        with self._guard("copying a de-duplication mark"):
+            return bool(self.redis.set(self.prefix + "jti:" + jti, _num(seen_at), px=ttl_ms, nx=True))
+
+    def import_job(self, job: Job, done_at: float | None = None) -> bool:
+        """Copy a job with its status and attempts, unleased; False when its key already has a job here."""
+        status = "pending" if job.status == "failed" else job.status
+        fields: list[Any] = ["id", job.id, "key", job.key, "destination", job.destination,
+                             "payload", json.dumps(job.payload), "status", status, "attempts", job.attempts,
+                             "created_at", _num(job.created_at), "due_at", _num(job.due_at),
+                             "last_error", job.last_error, "last_response", job.last_response, "lease_owner", ""]
+        if done_at is not None:
+            fields += ["done_at", _num(done_at)]
+        return bool(self._run("IMPORT_JOB", job.id, job.key, *fields))
 
     # -- metrics -----------------------------------------------------------------------------------
     def stats(self) -> StoreStats:

@@ -7,7 +7,32 @@ in as strings formatted by Python and stored as given: Lua's own number-to-strin
 digits, which would round epoch times.
 """
 
-INGEST = """
+_EVENT_INDEX = """
+local function index_event(p, jti, at, status, webhook)
+  redis.call('ZADD', p .. 'events', at, jti)
+  if status == 'pending' then redis.call('ZADD', p .. 'events:pending', at, jti)
+  elseif status == 'stale' then redis.call('ZADD', p .. 'events:stale', at, jti) end
+  local last = redis.call('HGET', p .. 'last', webhook)
+  if not last or tonumber(last) < tonumber(at) then redis.call('HSET', p .. 'last', webhook, at) end
+end
+"""
+
+_JOB_INDEX = """
+local function index_job(p, id)
+  local key = p .. 'job:' .. id
+  local status, created = redis.call('HGET', key, 'status'), redis.call('HGET', key, 'created_at')
+  redis.call('ZADD', p .. 'jobs:all', created, id)
+  redis.call('ZADD', p .. 'jobs:' .. status, created, id)
+  if status == 'pending' then
+    redis.call('ZADD', p .. 'jobs:due', redis.call('HGET', key, 'due_at'), id)
+    if tonumber(redis.call('HGET', key, 'attempts')) > 0 then redis.call('ZADD', p .. 'jobs:failed', created, id) end
+  elseif status == 'done' then
+    redis.call('ZADD', p .. 'jobs:done_at', redis.call('HGET', key, 'done_at'), id)
+  end
+end
+"""
+
+INGEST = _EVENT_INDEX + """
 local p, jti, now = ARGV[1], ARGV[2], ARGV[3]
 local seen_key, event_key = p .. 'jti:' .. jti, p .. 'event:' .. jti
 local seen = redis.call('GET', seen_key)
@@ -17,10 +42,7 @@ if redis.call('EXISTS', event_key) == 1 then return 'duplicate' end
 local status, webhook = ARGV[6], ARGV[7]
 redis.call('HSET', event_key, 'webhook', webhook, 'iat_ms', ARGV[8], 'received_at', now, 'uris', ARGV[9],
            'body', ARGV[10], 'status', status)
-redis.call('ZADD', p .. 'events', now, jti)
-redis.call('ZADD', p .. (status == 'pending' and 'events:pending' or 'events:stale'), now, jti)
-local last = redis.call('HGET', p .. 'last', webhook)
-if not last or tonumber(last) < tonumber(now) then redis.call('HSET', p .. 'last', webhook, now) end
+index_event(p, jti, now, status, webhook)
 return status
 """
 
@@ -46,7 +68,7 @@ end
 return out
 """
 
-COMPLETE_EVENT = """
+COMPLETE_EVENT = _JOB_INDEX + """
 local p, jti, now = ARGV[1], ARGV[2], ARGV[3]
 for i = 5, #ARGV, 4 do
   local id, key = ARGV[i], ARGV[i + 1]
@@ -54,9 +76,7 @@ for i = 5, #ARGV, 4 do
     redis.call('HSET', p .. 'job:' .. id, 'id', id, 'key', key, 'destination', ARGV[i + 2],
                'payload', ARGV[i + 3], 'status', 'pending', 'attempts', 0, 'created_at', now, 'due_at', now,
                'last_error', '', 'last_response', '', 'lease_owner', '')
-    redis.call('ZADD', p .. 'jobs:due', now, id)
-    redis.call('ZADD', p .. 'jobs:pending', now, id)
-    redis.call('ZADD', p .. 'jobs:all', now, id)
+    index_job(p, id)
   end
 end
 local event_key = p .. 'event:' .. jti
@@ -98,7 +118,7 @@ end
 return out
 """
 
-MOVE_JOB = """
+MOVE_JOB = _JOB_INDEX + """
 -- ARGV: prefix, id, new status (pending|dead|done), required current status or '', attempts ('+1' or '0'),
 --       due_at or '', done_at or '', then field/value pairs to set
 local p, id, status = ARGV[1], ARGV[2], ARGV[3]
@@ -112,16 +132,9 @@ end
 redis.call('HSET', key, 'status', status, 'lease_owner', '', 'lease_until', '0')
 if ARGV[5] == '+1' then redis.call('HINCRBY', key, 'attempts', 1) else redis.call('HSET', key, 'attempts', 0) end
 if ARGV[6] ~= '' then redis.call('HSET', key, 'due_at', ARGV[6]) end
+if ARGV[7] ~= '' then redis.call('HSET', key, 'done_at', ARGV[7]) end
 for i = 8, #ARGV, 2 do redis.call('HSET', key, ARGV[i], ARGV[i + 1]) end
-local created = redis.call('HGET', key, 'created_at')
-redis.call('ZADD', p .. 'jobs:' .. status, created, id)
-if status == 'pending' then
-  redis.call('ZADD', p .. 'jobs:due', redis.call('HGET', key, 'due_at'), id)
-  if tonumber(redis.call('HGET', key, 'attempts')) > 0 then redis.call('ZADD', p .. 'jobs:failed', created, id) end
-elseif status == 'done' then
-  redis.call('HSET', key, 'done_at', ARGV[7])
-  redis.call('ZADD', p .. 'jobs:done_at', ARGV[7], id)
-end
+index_job(p, id)
 return 1
 """
 
@@ -184,5 +197,25 @@ if not size then return 0 end
 redis.call('DEL', p .. 'q:' .. id)
 redis.call('ZREM', p .. 'quarantine', id)
 redis.call('DECRBY', p .. 'quarantine:bytes', size)
+return 1
+"""
+
+IMPORT_EVENT = _EVENT_INDEX + """
+-- ARGV: prefix, jti, then the event hash as field/value pairs (received_at, status and webhook among them)
+local p, jti = ARGV[1], ARGV[2]
+local key = p .. 'event:' .. jti
+if redis.call('EXISTS', key) == 1 then return 0 end
+for i = 3, #ARGV, 2 do redis.call('HSET', key, ARGV[i], ARGV[i + 1]) end
+local h = redis.call('HMGET', key, 'received_at', 'status', 'webhook')
+index_event(p, jti, h[1], h[2], h[3])
+return 1
+"""
+
+IMPORT_JOB = _JOB_INDEX + """
+-- ARGV: prefix, id, key, then the job hash as field/value pairs. Skipped when the key already has a job.
+local p, id = ARGV[1], ARGV[2]
+if not redis.call('SET', p .. 'jobkey:' .. ARGV[3], id, 'NX') then return 0 end
+for i = 4, #ARGV, 2 do redis.call('HSET', p .. 'job:' .. id, ARGV[i], ARGV[i + 1]) end
+index_job(p, id)
 return 1
 """
