@@ -1,0 +1,98 @@
+"""Real `idhooks serve` processes sharing one Redis: one deployment behind a load balancer."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import requests
+
+from engine.store.redis import RedisStore
+from tests.conftest import free_port, sample_event, signed
+from tests.redisutil import PrivateRedis, delete_group, open_redis_store, redis_config, unique_group
+
+pytestmark = pytest.mark.slow
+
+
+def post(base_url: str, event: dict[str, Any]) -> tuple[int, str]:
+    body, headers = signed(event)
+    resp = requests.post(base_url + "/webhooks/asgardeo", data=body, headers=headers, timeout=30)
+    return resp.status_code, resp.json().get("status", "")
+
+
+def wait_processed(store: RedisStore, count: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while store.stats().events != {"processed": count} and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert store.stats().events == {"processed": count}
+
+
+def two_servers(tmp_path: Path, serve: Callable[..., Any], url: str, group: str) -> list[Any]:
+    servers = []
+    for name in ("a", "b"):
+        folder = tmp_path / name  # different working folders, one deployment
+        folder.mkdir()
+        port = free_port()
+        servers.append(serve(redis_config(folder, url, group, port), port))
+    return servers
+
+
+def test_two_processes_store_every_event_once(tmp_path: Path, serve: Callable[..., Any],
+                                              redis_available: str) -> None:
+    group = unique_group()
+    servers = two_servers(tmp_path, serve, redis_available, group)
+    events = [sample_event() for _ in range(1000)]
+    sends = [(servers[i % 2].url, e) for i, e in enumerate(events)]
+    sends += [(servers[(i + 1) % 2].url, e) for i, e in enumerate(events) if i % 10 == 0]  # resent elsewhere
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        results = list(pool.map(lambda send: post(*send), sends))
+    assert {code for code, _ in results} == {202}
+    outcomes = [outcome for _, outcome in results]
+    assert (outcomes.count("accepted"), outcomes.count("duplicate")) == (1000, 100)
+    store = open_redis_store(redis_available, tmp_path / "check", group)
+    try:
+        wait_processed(store, 1000, timeout=60)
+        assert sorted(e.jti for e in store.list_events(limit=2000)) == sorted(e["jti"] for e in events)
+    finally:
+        delete_group(store)
+        store.close()
+
+
+def test_redis_down_60s_every_event_acknowledged_then_processed(tmp_path: Path, serve: Callable[..., Any]) -> None:
+    redis_server = PrivateRedis(tmp_path / "redis", free_port())
+    redis_server.start()
+    try:
+        servers = two_servers(tmp_path, serve, redis_server.url, "outage")
+        sent: list[str] = []
+        statuses: list[int] = []
+
+        def send_one(i: int) -> None:
+            event = sample_event()
+            code, _ = post(servers[i % 2].url, event)
+            statuses.append(code)
+            sent.append(event["jti"])
+
+        for i in range(20):
+            send_one(i)
+        redis_server.stop()
+        outage_ends = time.monotonic() + 60
+        i = 20
+        while time.monotonic() < outage_ends:  # the hub keeps sending during the outage
+            send_one(i)
+            i += 1
+            time.sleep(0.1)
+        redis_server.start()
+        for j in range(20):
+            send_one(i + j)
+        assert set(statuses) == {202}
+        store = RedisStore(redis_server.url, group="outage", spool_dir=tmp_path / "check")
+        try:
+            wait_processed(store, len(sent), timeout=60)  # no restart: the processes recover by themselves
+            assert sorted(e.jti for e in store.list_events(limit=10_000)) == sorted(sent)
+        finally:
+            store.close()
+    finally:
+        redis_server.stop()
