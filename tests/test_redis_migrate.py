@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Iterator
@@ -15,16 +12,18 @@ from engine.cli import main
 from engine.store.base import DUPLICATE, NewJob, QuarantineEntry, SubscriptionRecord
 from engine.store.redis import RedisStore
 from engine.store.sqlite import SQLiteStore
-from tests.conftest import ROOT
 from tests.redisutil import delete_group, open_redis_store
 from tests.test_store_contract import event
 
 DAY = 86400.0
 
+pytestmark = pytest.mark.redis
 
-def run_migrate(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "engine", "migrate", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+def run_migrate(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(["migrate", *args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
 
 
 @pytest.fixture
@@ -57,15 +56,16 @@ def fill(path: Path, now: float) -> dict[str, str]:
     return ids
 
 
-def test_migrate_copies_everything_within_retention(tmp_path: Path, target: RedisStore,
-                                                   redis_available: str) -> None:
+def test_migrate_copies_everything_within_retention(tmp_path: Path, target: RedisStore, redis_available: str,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
     now = time.time()
     ids = fill(tmp_path / "idhooks.db", now)
-    args = ("--from", "sqlite:///idhooks.db", "--to", redis_available, "--group", target.group)
-    out = run_migrate(tmp_path, *args)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines() == [
-        f"copied sqlite:///idhooks.db into {redis_available} (group {target.group!r}):",
+    source = f"sqlite:///{tmp_path}/idhooks.db"
+    args = ("--from", source, "--to", redis_available, "--group", target.group)
+    code, out, err = run_migrate(capsys, *args)
+    assert (code, err) == (0, "")
+    assert out.splitlines() == [
+        f"copied {source} into {redis_available} (group {target.group!r}):",
         "  events                       3 copied       0 already there",
         "  de-duplication marks         3 copied       0 already there",
         "  jobs                        12 copied       0 already there",
@@ -88,9 +88,9 @@ def test_migrate_copies_everything_within_retention(tmp_path: Path, target: Redi
     assert [s.topic for s in target.list_subscriptions()] == ["acme.login"]
     assert [(q.id, q.body) for q in target.quarantine_list()] == [("q1", b"\x00raw")]
 
-    again = run_migrate(tmp_path, *args)
-    assert again.returncode == 0, again.stderr
-    assert again.stdout.splitlines()[1:] == [
+    code, out, err = run_migrate(capsys, *args)
+    assert (code, err) == (0, "")
+    assert out.splitlines()[1:] == [
         "  events                       0 copied       3 already there",
         "  de-duplication marks         0 copied       3 already there",
         "  jobs                         0 copied      12 already there",
@@ -109,7 +109,6 @@ def test_migrate_copies_everything_within_retention(tmp_path: Path, target: Redi
 def test_migrate_refuses_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str], source: str, to: str,
                                        message: str) -> None:
     SQLiteStore(tmp_path / "idhooks.db").close()
-    code = main(["migrate", "--from", source.format(tmp=tmp_path), "--to", to, "--group", "never-written"])
-    out = capsys.readouterr()
-    assert (code, out.out) == (1, "")
-    assert out.err == f"idhooks: configuration error:\n{message.format(tmp=tmp_path)}\n"
+    code, out, err = run_migrate(capsys, "--from", source.format(tmp=tmp_path), "--to", to, "--group", "never")
+    assert (code, out) == (1, "")
+    assert err == f"idhooks: configuration error:\n{message.format(tmp=tmp_path)}\n"

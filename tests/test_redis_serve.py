@@ -14,7 +14,7 @@ from engine.store.redis import RedisStore
 from tests.conftest import free_port, sample_event, signed
 from tests.redisutil import PrivateRedis, delete_group, open_redis_store, redis_config, unique_group
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.redis]
 
 
 def post(base_url: str, event: dict[str, Any]) -> tuple[int, str]:

@@ -3,6 +3,7 @@ de-duplication and the delivery queue; another group on the same Redis shares no
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,11 +13,14 @@ from typing import Iterator
 
 import pytest
 
-from engine.store.base import ACCEPTED, DUPLICATE, NewJob
+from engine.cli import main
+from engine.store.base import ACCEPTED, DUPLICATE, NewJob, SubscriptionRecord
 from engine.store.redis import RedisStore
 from tests.conftest import ROOT
-from tests.redisutil import delete_group, open_redis_store, unique_group
+from tests.redisutil import delete_group, open_redis_store, redis_config, unique_group
 from tests.test_store_contract import LEASE, T0, WINDOW, event
+
+pytestmark = pytest.mark.redis
 
 
 @pytest.fixture
@@ -89,6 +93,7 @@ store.close()
 """
 
 
+@pytest.mark.slow
 def test_two_processes_racing_the_same_events_store_each_once(redis_available: str, tmp_path: Path) -> None:
     group = unique_group()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -102,3 +107,14 @@ def test_two_processes_racing_the_same_events_store_each_once(redis_available: s
     finally:
         delete_group(store)
         store.close()
+
+
+def test_cli_commands_read_the_shared_store(pair: tuple[RedisStore, RedisStore], redis_available: str,
+                                            tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a, _ = pair
+    a.record_subscription(SubscriptionRecord("asgardeo", "acme.login", "subscribe", T0, T0 + 86400))
+    config = redis_config(tmp_path, redis_available, a.group, port=8080)
+    assert main(["subscriptions", "--config", str(config), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert [(s["webhook"], s["topic"], s["mode"]) for s in shown["subscriptions"]] == \
+        [("asgardeo", "acme.login", "subscribe")]

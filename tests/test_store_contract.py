@@ -20,7 +20,7 @@ WINDOW = 3600.0
 LEASE = 30.0
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     if request.param == "sqlite":
         backend: Store = SQLiteStore(tmp_path / "store.db")
@@ -162,7 +162,9 @@ def test_claim_jobs_due_leased_and_reclaimed(store: Store) -> None:
 
 
 def test_concurrent_claims_hand_each_job_out_once(store: Store) -> None:
-    ids = {job_for(store, f"k{i}") for i in range(40)}
+    store.ingest(event("e"), WINDOW)
+    store.complete_event("e", [], [NewJob(f"k{i}", "slack", {}) for i in range(40)], T0)
+    ids = {j.id for j in store.list_jobs()}
     claimed: list[str] = []
     barrier = threading.Barrier(8)
 
