@@ -8,6 +8,7 @@ from pathlib import Path
 
 from engine.durations import parse_duration
 from engine.errors import ConfigError
+from engine.store.redis_records import redact_url
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,16 +43,16 @@ def _source_path(url: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.store.migration import migrate  # noqa: PLC0415 - imports the optional redis package
-    from engine.store.redis import RedisStore, redact_url  # noqa: PLC0415
-    from engine.store.sqlite import SQLiteStore  # noqa: PLC0415
-
     retention = _duration(args.retention, "--retention")
     window = _duration(args.dedup_window, "--dedup-window")
     path = _source_path(args.source)
     if not args.target.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(f"--to: expected redis://HOST:PORT/DB, rediss://... or unix://..., "
                           f"got {redact_url(args.target)!r}")
+    from engine.store.migration import migrate  # noqa: PLC0415 - imports the optional redis package
+    from engine.store.redis import RedisStore  # noqa: PLC0415
+    from engine.store.sqlite import SQLiteStore  # noqa: PLC0415
+
     target = RedisStore(args.target, group=args.group)
     source = SQLiteStore(path)
     try:

@@ -38,12 +38,13 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
-from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from engine.errors import ConfigError, StoreError
 from engine.store import redis_lua
 from engine.store.base import (ACCEPTED, STALE, IncomingEvent, Job, NewJob, QuarantineEntry, QuarantineResult,
                                Store, StoredEvent, StoreStats, SubscriptionRecord)
+from engine.store.redis_records import (event_fields, event_from_hash, job_fields, job_from_hash, num,
+                                        quarantine_from_hash, redact_url, text)
 from engine.store.spool import Spool
 
 try:
@@ -59,45 +60,6 @@ SCHEMA_VERSION = 1
 _BATCH = 500
 _JOB_LISTS = {None: "jobs:all", "pending": "jobs:pending", "failed": "jobs:failed", "dead": "jobs:dead",
               "done": "jobs:done"}
-
-
-def redact_url(url: str) -> str:
-    """`url` with any password (in the userinfo or a `password=` parameter) replaced by `***`."""
-    parts = urlsplit(url)
-    netloc, query = parts.netloc, parts.query
-    if parts.password is not None:
-        netloc = f"{parts.username or ''}:***@{netloc.rpartition('@')[2]}"
-    if query:
-        query = urlencode([(k, "***" if k == "password" else v) for k, v in parse_qsl(query)], safe="*")
-    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
-
-
-def _num(value: float) -> str:
-    """A float as Redis will store it: repr keeps every digit (Lua's tostring would not)."""
-    return repr(float(value))
-
-
-def _text(value: bytes | None) -> str:
-    return value.decode() if value is not None else ""
-
-
-def _event(jti: str, h: dict[bytes, bytes]) -> StoredEvent:
-    decisions = h.get(b"decisions")
-    processed = h.get(b"processed_at")
-    return StoredEvent(jti=jti, webhook=_text(h[b"webhook"]), iat_ms=float(h[b"iat_ms"]),
-                       received_at=float(h[b"received_at"]), uris=tuple(json.loads(h[b"uris"])),
-                       body=h[b"body"], status=_text(h[b"status"]),
-                       decisions=json.loads(decisions) if decisions else None,
-                       processed_at=float(processed) if processed else None)
-
-
-def _job(h: dict[bytes, bytes]) -> Job:
-    status, attempts = _text(h[b"status"]), int(h[b"attempts"])
-    return Job(id=_text(h[b"id"]), key=_text(h[b"key"]), destination=_text(h[b"destination"]),
-               payload=json.loads(h[b"payload"]), status="failed" if status == "pending" and attempts else status,
-               attempts=attempts, created_at=float(h[b"created_at"]), due_at=float(h[b"due_at"]),
-               last_error=_text(h.get(b"last_error")), last_response=_text(h.get(b"last_response")),
-               lease_owner=_text(h.get(b"lease_owner")))
 
 
 class RedisStore(Store):
@@ -178,31 +140,34 @@ class RedisStore(Store):
     def _ingest_redis(self, event: IncomingEvent, dedup_window: float) -> str:
         now = event.received_at
         status = STALE if event.iat_ms / 1000.0 < now - dedup_window else "pending"
-        result = self._run("INGEST", event.jti, _num(now), _num(now - dedup_window),
-                           max(1, int(dedup_window * 1000)), status, event.webhook, _num(event.iat_ms),
+        result = self._run("INGEST", event.jti, num(now), num(now - dedup_window),
+                           max(1, int(dedup_window * 1000)), status, event.webhook, num(event.iat_ms),
                            json.dumps(list(event.uris)), event.body).decode()
         return ACCEPTED if result == "pending" else result
 
-    def _events(self, jtis: list[bytes]) -> list[StoredEvent]:
-        with self._guard("reading events"):
+    def _hashes(self, kind: str, ids: list[bytes]) -> list[tuple[str, dict[bytes, bytes]]]:
+        """(id, hash) of `<prefix><kind>:<id>` for each id that still exists, in one round trip."""
+        with self._guard(f"reading {kind} records"):
             pipe = self.redis.pipeline(transaction=False)
-            for jti in jtis:
-                pipe.hgetall(self.prefix + "event:" + jti.decode())
-            hashes = pipe.execute()
-        return [_event(jti.decode(), h) for jti, h in zip(jtis, hashes) if h]
+            for item in ids:
+                pipe.hgetall(f"{self.prefix}{kind}:{item.decode()}")
+            return [(item.decode(), h) for item, h in zip(ids, pipe.execute()) if h]
+
+    def _events(self, jtis: list[bytes]) -> list[StoredEvent]:
+        return [event_from_hash(jti, h) for jti, h in self._hashes("event", jtis)]
 
     def get_event(self, jti: str) -> StoredEvent | None:
         found = self._events([jti.encode()])
         return found[0] if found else None
 
     def list_events(self, since: float | None = None, limit: int = 100) -> list[StoredEvent]:
-        low = _num(since) if since is not None else "-inf"
+        low = num(since) if since is not None else "-inf"
         with self._guard("listing events"):
             jtis = self.redis.zrevrangebyscore(self.prefix + "events", "+inf", low, start=0, num=limit)
         return self._events(jtis)
 
     def claim_events(self, owner: str, lease: float, limit: int, now: float) -> list[StoredEvent]:
-        return self._events(self._run("CLAIM_EVENTS", owner, _num(now), _num(now + lease), limit))
+        return self._events(self._run("CLAIM_EVENTS", owner, num(now), num(now + lease), limit))
 
     def complete_event(self, jti: str, decisions: list[dict[str, Any]], jobs: list[NewJob], now: float) -> None:
         self.complete_events([(jti, decisions, jobs)], now)
@@ -212,7 +177,7 @@ class RedisStore(Store):
         with self._guard("complete event"):
             pipe = self.redis.pipeline(transaction=False)
             for jti, decisions, jobs in items:
-                args: list[Any] = [self.prefix, jti, _num(now), json.dumps(decisions)]
+                args: list[Any] = [self.prefix, jti, num(now), json.dumps(decisions)]
                 for job in jobs:
                     job_id = f"{int(now * 1_000_000):016x}{uuid.uuid4().hex[:16]}"  # sorts by creation
                     args += [job_id, job.key, job.destination, json.dumps(job.payload)]
@@ -224,12 +189,12 @@ class RedisStore(Store):
         no longer counts: ingest compares its time with the window)."""
         removed = kept = 0
         while True:
-            gone, stay = self._run("PRUNE_EVENTS", _num(now - retention), kept, _BATCH)
+            gone, stay = self._run("PRUNE_EVENTS", num(now - retention), kept, _BATCH)
             removed, kept = removed + gone, kept + stay
             if gone + stay < _BATCH:
                 break
         with self._guard("pruning jobs"):
-            done = self.redis.zrangebyscore(self.prefix + "jobs:done_at", "-inf", f"({_num(now - retention)}")
+            done = self.redis.zrangebyscore(self.prefix + "jobs:done_at", "-inf", f"({num(now - retention)}")
         for job_id in done:
             self._run("DELETE_JOB", job_id, "done")
         return removed
@@ -239,16 +204,12 @@ class RedisStore(Store):
             return {k.decode(): float(v) for k, v in self.redis.hgetall(self.prefix + "last").items()}
 
     # -- delivery queue ----------------------------------------------------------------------------
-    def _jobs(self, ids: list[bytes | str]) -> list[Job]:
-        with self._guard("reading jobs"):
-            pipe = self.redis.pipeline(transaction=False)
-            for job_id in ids:
-                pipe.hgetall(self.prefix + "job:" + (job_id.decode() if isinstance(job_id, bytes) else job_id))
-            return [_job(h) for h in pipe.execute() if h]
+    def _jobs(self, ids: list[bytes]) -> list[Job]:
+        return [job_from_hash(h) for _, h in self._hashes("job", ids)]
 
     def claim_jobs(self, owner: str, lease: float, limit: int, now: float,
                    skip_destinations: frozenset[str] = frozenset()) -> list[Job]:
-        return self._jobs(self._run("CLAIM_JOBS", owner, _num(now), _num(now + lease), limit,
+        return self._jobs(self._run("CLAIM_JOBS", owner, num(now), num(now + lease), limit,
                                     *sorted(skip_destinations)))
 
     def _move(self, job_id: str, status: str, *, only_from: str = "", attempts: str = "+1", due_at: str = "",
@@ -257,16 +218,16 @@ class RedisStore(Store):
         return self._run("MOVE_JOB", job_id, status, only_from, attempts, due_at, done_at, *pairs)
 
     def ack_job(self, job_id: str, now: float) -> None:
-        self._move(job_id, "done", done_at=_num(now))
+        self._move(job_id, "done", done_at=num(now))
 
     def retry_job(self, job_id: str, due_at: float, error: str, response: str = "") -> None:
-        self._move(job_id, "pending", due_at=_num(due_at), last_error=error, last_response=response)
+        self._move(job_id, "pending", due_at=num(due_at), last_error=error, last_response=response)
 
     def dead_job(self, job_id: str, error: str, response: str = "") -> None:
         self._move(job_id, "dead", last_error=error, last_response=response)
 
     def get_job(self, job_id: str) -> Job | None:
-        found = self._jobs([job_id])
+        found = self._jobs([job_id.encode()])
         return found[0] if found else None
 
     def list_jobs(self, status: str | None = None, limit: int = 100) -> list[Job]:
@@ -282,7 +243,7 @@ class RedisStore(Store):
                 ids = [i.decode() for i in self.redis.zrange(self.prefix + "jobs:dead", 0, -1)]
         else:
             ids = [job_id]
-        return sum(self._move(i, "pending", only_from="dead", attempts="0", due_at=_num(now)) for i in ids)
+        return sum(self._move(i, "pending", only_from="dead", attempts="0", due_at=num(now)) for i in ids)
 
     def drop_dead(self, job_id: str) -> bool:
         return bool(self._run("DELETE_JOB", job_id, "dead"))
@@ -310,20 +271,14 @@ class RedisStore(Store):
         if size > max_bytes or max_entries < 1:
             return QuarantineResult(stored=False)
         evicted, evicted_bytes = self._run(
-            "QUARANTINE_ADD", entry.id, entry.webhook, _num(entry.received_at), entry.reason,
+            "QUARANTINE_ADD", entry.id, entry.webhook, num(entry.received_at), entry.reason,
             json.dumps(entry.headers), entry.body, size, max_entries, max_bytes)
         return QuarantineResult(evicted=evicted, evicted_bytes=evicted_bytes)
 
     def quarantine_list(self) -> list[QuarantineEntry]:
         with self._guard("listing the quarantine"):
             ids = self.redis.zrange(self.prefix + "quarantine", 0, -1)
-            pipe = self.redis.pipeline(transaction=False)
-            for entry_id in ids:
-                pipe.hgetall(self.prefix + "q:" + entry_id.decode())
-            hashes = pipe.execute()
-        return [QuarantineEntry(id=i.decode(), webhook=_text(h[b"webhook"]), received_at=float(h[b"received_at"]),
-                                reason=_text(h[b"reason"]), headers=json.loads(h[b"headers"]), body=h[b"body"])
-                for i, h in zip(ids, hashes) if h]
+        return [quarantine_from_hash(entry_id, h) for entry_id, h in self._hashes("q", ids)]
 
     def quarantine_remove(self, entry_id: str) -> bool:
         return bool(self._run("QUARANTINE_REMOVE", entry_id))
@@ -331,14 +286,7 @@ class RedisStore(Store):
     # -- migration (idhooks migrate) ---------------------------------------------------------------
     def import_event(self, event: StoredEvent) -> bool:
         """Copy a stored event as it is (status, decisions); False when this deployment already has it."""
-        fields: list[Any] = ["webhook", event.webhook, "iat_ms", _num(event.iat_ms),
-                             "received_at", _num(event.received_at), "uris", json.dumps(list(event.uris)),
-                             "body", event.body, "status", event.status]
-        if event.decisions is not None:
-            fields += ["decisions", json.dumps(event.decisions)]
-        if event.processed_at is not None:
-            fields += ["processed_at", _num(event.processed_at)]
-        return bool(self._run("IMPORT_EVENT", event.jti, *fields))
+        return bool(self._run("IMPORT_EVENT", event.jti, *event_fields(event)))
 
     def import_seen(self, jti: str, seen_at: float, dedup_window: float, now: float) -> bool:
         """Copy a de-duplication mark, expiring when it would have; False when expired or already here."""
@@ -346,18 +294,11 @@ class RedisStore(Store):
         if ttl_ms <= 0:
             return False
         with self._guard("copying a de-duplication mark"):
-            return bool(self.redis.set(self.prefix + "jti:" + jti, _num(seen_at), px=ttl_ms, nx=True))
+            return bool(self.redis.set(self.prefix + "jti:" + jti, num(seen_at), px=ttl_ms, nx=True))
 
     def import_job(self, job: Job, done_at: float | None = None) -> bool:
         """Copy a job with its status and attempts, unleased; False when its key already has a job here."""
-        status = "pending" if job.status == "failed" else job.status
-        fields: list[Any] = ["id", job.id, "key", job.key, "destination", job.destination,
-                             "payload", json.dumps(job.payload), "status", status, "attempts", job.attempts,
-                             "created_at", _num(job.created_at), "due_at", _num(job.due_at),
-                             "last_error", job.last_error, "last_response", job.last_response, "lease_owner", ""]
-        if done_at is not None:
-            fields += ["done_at", _num(done_at)]
-        return bool(self._run("IMPORT_JOB", job.id, job.key, *fields))
+        return bool(self._run("IMPORT_JOB", job.id, job.key, *job_fields(job, done_at)))
 
     # -- metrics -----------------------------------------------------------------------------------
     def stats(self) -> StoreStats:
