@@ -117,6 +117,7 @@ def serve(config_path: Path, host: str | None, port: int | None, log_json: bool 
                          port=port if port is not None else config.server.port)
     config = replace(config, server=server_cfg)
     logs.configure("json" if log_json else config.server.log_format)
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # "Task queue depth is N" under load is noise
     service = Service(config, open_store(config.store))
     service.start()
     server = waitress.create_server(service.app, host=server_cfg.host, port=server_cfg.port,

@@ -77,14 +77,15 @@ rules: {{paths: [{rules_dir}/]}}
 class ServerProcess:
     """A real `idhooks serve` subprocess on a free port."""
 
-    def __init__(self, config: Path, port: int, env: dict[str, str] | None = None) -> None:
+    def __init__(self, config: Path, port: int, env: dict[str, str] | None = None,
+                 args: tuple[str, ...] = ()) -> None:
         self.config, self.port = config, port
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = config.parent / f"serve-{port}.log"
         full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "engine", "serve", "--config", str(config), "--port", str(port)],
+            [sys.executable, "-m", "engine", "serve", "--config", str(config), "--port", str(port), *args],
             cwd=config.parent, env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
         self.wait_ready()
 
@@ -102,7 +103,8 @@ class ServerProcess:
         raise RuntimeError(f"idhooks serve did not become healthy:\n{self.log()}")
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def kill9(self) -> None:
@@ -124,8 +126,9 @@ def serve(tmp_path: Path) -> Iterator[Any]:
     """Factory: `serve(config_path)` starts a real server; every one started is stopped afterwards."""
     started: list[ServerProcess] = []
 
-    def start(config: Path, port: int | None = None, env: dict[str, str] | None = None) -> ServerProcess:
-        server = ServerProcess(config, port or free_port(), env)
+    def start(config: Path, port: int | None = None, env: dict[str, str] | None = None,
+              args: tuple[str, ...] = ()) -> ServerProcess:
+        server = ServerProcess(config, port or free_port(), env, args)
         started.append(server)
         return server
 

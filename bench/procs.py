@@ -1,0 +1,67 @@
+"""Start and stop server processes for the benchmarks (idhooks serve, the baseline app)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Proc:
+    """A server subprocess that is healthy (GET /healthz answers) once constructed."""
+
+    def __init__(self, args: list[str], port: int, cwd: Path | None = None, env: dict | None = None) -> None:
+        self.port = port
+        self.proc = subprocess.Popen([sys.executable, *args], cwd=cwd or ROOT,
+                                     env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{args} exited with {self.proc.returncode}")
+            try:
+                requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                return
+            except requests.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError(f"{args} did not start")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def write_bench_config(directory: Path, port: int, threads: int, secret: str, store_url: str | None = None,
+                       rules: str = "", extra: str = "") -> Path:
+    """A config for benchmarking: one webhook, a rules folder holding `rules` (empty = ingest only)."""
+    (directory / "rules").mkdir(parents=True, exist_ok=True)
+    if rules:
+        (directory / "rules" / "bench.yaml").write_text(rules)
+    (directory / "secret").write_text(secret)
+    path = directory / "config.yaml"
+    path.write_text(f"""
+server: {{host: 127.0.0.1, port: {port}, threads: {threads}}}
+store: {{url: "{store_url or 'sqlite:///var/idhooks.db'}"}}
+webhooks:
+  - {{name: asgardeo, path: /webhooks/asgardeo, secret_file: secret}}
+rules: {{paths: [rules/]}}
+{extra}
+""")
+    return path

@@ -1,0 +1,93 @@
+"""SQLite-specific behaviour: schema versioning and self-upgrade, WAL, retention pruning, group commit."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import uuid
+
+import pytest
+
+from engine.errors import StoreError
+from engine.store import sqlite as sqlite_store
+from engine.store.base import IncomingEvent
+from engine.store.sqlite import SQLiteStore
+
+NOW = 1_800_000_000.0
+
+
+def incoming(jti: str | None = None, received_at: float = NOW, iat: float = NOW) -> IncomingEvent:
+    return IncomingEvent(jti=jti or uuid.uuid4().hex, webhook="asgardeo", iat_ms=iat * 1000,
+                         received_at=received_at, uris=("urn:test",), body=b'{"jti": "x"}')
+
+
+def test_a_new_store_is_at_the_newest_schema_in_wal_mode(tmp_path):
+    store = SQLiteStore(tmp_path / "a" / "b" / "idhooks.db")
+    assert store.schema_version() == len(sqlite_store._MIGRATIONS)
+    store.close()
+    with sqlite3.connect(tmp_path / "a" / "b" / "idhooks.db") as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_an_older_schema_upgrades_itself_at_start_and_keeps_its_data(tmp_path):
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:  # a database written by the first release
+        conn.executescript(sqlite_store._MIGRATIONS[0])
+        conn.execute("PRAGMA user_version = 1")
+        conn.execute("INSERT INTO events (jti, webhook, iat_ms, received_at, uris, body, status) "
+                     "VALUES ('old-jti', 'asgardeo', 1, 2, '[]', x'7b7d', 'processed')")
+    store = SQLiteStore(path)
+    try:
+        assert store.schema_version() == len(sqlite_store._MIGRATIONS)
+        assert store.get_event("old-jti").status == "processed"
+    finally:
+        store.close()
+
+
+def test_a_schema_newer_than_this_release_is_a_clear_error(tmp_path):
+    path = tmp_path / "new.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA user_version = 999")
+    with pytest.raises(StoreError, match="schema version 999, newer than this idhooks"):
+        SQLiteStore(path)
+
+
+def test_retention_prunes_old_events_and_dedup_keys(tmp_path):
+    store = SQLiteStore(tmp_path / "s.db")
+    try:
+        old = incoming("old", received_at=NOW - 31 * 86400, iat=NOW - 31 * 86400)
+        store.ingest(old, dedup_window=40 * 86400)
+        store.complete_event("old", [], [], NOW)
+        store.ingest(incoming("new"), dedup_window=7 * 86400)
+        assert store.prune(NOW, retention=30 * 86400, dedup_window=7 * 86400) == 1
+        assert store.get_event("old") is None and store.get_event("new") is not None
+        # the pruned jti is no longer remembered: it is past the window anyway
+        assert store.ingest(incoming("old", received_at=NOW, iat=NOW - 40 * 86400), 7 * 86400) == "stale"
+    finally:
+        store.close()
+
+
+def test_group_commit_stores_every_concurrent_event_once(tmp_path):
+    store = SQLiteStore(tmp_path / "g.db")
+    jtis = [uuid.uuid4().hex for _ in range(400)]
+    results: list[str] = []
+    lock = threading.Lock()
+
+    def send(chunk: list[str]) -> None:
+        for jti in chunk:
+            outcome = store.ingest(incoming(jti), 86400)
+            with lock:
+                results.append(outcome)
+
+    # every jti twice, from different threads
+    chunks = [jtis[i::8] for i in range(8)] + [jtis[i::8][::-1] for i in range(8)]
+    threads = [threading.Thread(target=send, args=(chunk,)) for chunk in chunks]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert results.count("accepted") == 400 and results.count("duplicate") == 400
+        assert store.stats().events == {"pending": 400}
+    finally:
+        store.close()
