@@ -34,9 +34,9 @@ class PrivateRedis:
     without touching the shared test server. AOF with `appendfsync always`, as in a deployment that must
     lose nothing, so a restart keeps what was written."""
 
-    def __init__(self, directory: Path, port: int) -> None:
-        self.directory, self.port = directory, port
-        self.url = f"redis://127.0.0.1:{port}/0"
+    def __init__(self, directory: Path, port: int, password: str | None = None) -> None:
+        self.directory, self.port, self.password = directory, port, password
+        self.url = f"redis://{f':{password}@' if password else ''}127.0.0.1:{port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -46,9 +46,10 @@ class PrivateRedis:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen([binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                                       "--appendonly", "yes",
-                                      "--appendfsync", "always", "--dir", str(self.directory)],
+                                      "--appendfsync", "always",
+                                      *(["--requirepass", self.password] if self.password else []), "--dir", str(self.directory)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        client = redis.Redis(port=self.port, password=self.password, socket_connect_timeout=0.2)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:

@@ -140,6 +140,25 @@ def test_password_never_appears_in_errors(tmp_path: Path) -> None:
     assert str(err.value).startswith(f"Redis store redis://:***@127.0.0.1:{closed_port}/0: reading the schema")
 
 
+def test_password_protected_redis(tmp_path: Path) -> None:
+    server = PrivateRedis(tmp_path / "redis", free_port(), password="s3cret-pw")
+    server.start()
+    try:
+        store = RedisStore(server.url, group="auth", spool_dir=tmp_path / "spool")
+        try:
+            assert store.ingest(event("e"), WINDOW) == ACCEPTED
+            assert store.url == f"redis://:***@127.0.0.1:{server.port}/0"
+        finally:
+            store.close()
+        with pytest.raises(StoreError) as err:
+            RedisStore(server.url.replace("s3cret-pw", "wrong-pw"), spool_dir=tmp_path / "spool")
+        assert "wrong-pw" not in str(err.value) and "s3cret-pw" not in str(err.value)
+        assert str(err.value).startswith(f"Redis store redis://:***@127.0.0.1:{server.port}/0: reading the "
+                                         "schema version: ")
+    finally:
+        server.stop()
+
+
 def test_missing_redis_package_says_how_to_install(tmp_path: Path) -> None:
     code = ("import sys; sys.modules['redis'] = None\n"  # what an install without the extra looks like
             "from engine.store.redis import RedisStore\n"
