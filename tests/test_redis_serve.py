@@ -10,6 +10,7 @@ from typing import Any, Callable
 import pytest
 import requests
 
+from engine.store.base import IncomingEvent
 from engine.store.redis import RedisStore
 from tests.conftest import free_port, sample_event, signed
 from tests.redisutil import PrivateRedis, delete_group, open_redis_store, redis_config, unique_group
@@ -96,3 +97,30 @@ def test_redis_down_60s_every_event_acknowledged_then_processed(tmp_path: Path, 
             store.close()
     finally:
         redis_server.stop()
+
+
+def test_events_held_by_a_dead_process_are_taken_over_after_the_lease(
+        tmp_path: Path, serve: Callable[..., Any], redis_available: str) -> None:
+    group = unique_group()
+    folder = tmp_path / "live"
+    folder.mkdir()
+    port = free_port()
+    config = redis_config(folder, redis_available, group, port)
+    dead = open_redis_store(redis_available, tmp_path / "dead", group)  # a process that claims, then dies
+    try:
+        events = [sample_event() for _ in range(20)]
+        for event in events:
+            body, _ = signed(event)
+            dead.ingest(IncomingEvent(jti=event["jti"], webhook="asgardeo", iat_ms=event["iat"],
+                                      received_at=time.time(), uris=tuple(event["events"]), body=body), 3600)
+        lease_ends = time.time() + 10
+        assert len(dead.claim_events("dead-process", 10.0, 100, lease_ends - 10)) == 20
+        serve(config, port)
+        if time.time() < lease_ends - 1:  # the live process leaves leased events alone ...
+            assert dead.stats().events == {"pending": 20}
+        wait_processed(dead, 20, timeout=40)  # ... and processes them once the lease has ended
+        assert time.time() >= lease_ends
+        assert {e.decisions is not None for e in dead.list_events()} == {True}
+    finally:
+        delete_group(dead)
+        dead.close()
