@@ -20,6 +20,9 @@ from engine.config import Config, load_config
 from engine.errors import ConfigError, IdhooksError
 from engine.metrics import Metrics
 from engine.processor import Processor
+from engine.rules.loader import load_for_config
+from engine.rules.ruleset import RuleSet
+from engine.rules.watch import FolderWatcher
 from engine.runtime import Current
 from engine.store import open_store
 from engine.store.base import Store
@@ -27,15 +30,6 @@ from engine.store.base import Store
 log = logging.getLogger("idhooks.server")
 
 PRUNE_INTERVAL = 3600.0
-
-
-class NoRules:
-    """The rule set used before the rules engine is configured: matches nothing."""
-
-    rules: list = []
-
-    def evaluate(self, envelope: Any, uri: str, webhook: str) -> list:
-        return []
 
 
 class Service:
@@ -55,13 +49,14 @@ class Service:
         self.app = create_app(self.config, store, metrics=self.metrics, clock=clock,
                               readiness=self.readiness, on_accepted=self.processor.notify)
         self._stop = threading.Event()
+        self.watcher = FolderWatcher(config.rules.paths, config.rules.watch_interval, self.reload)
 
     @staticmethod
-    def load_rules(config: Config) -> Any:
-        return NoRules()
+    def load_rules(config: Config) -> RuleSet:
+        return load_for_config(config)
 
     def readiness(self) -> dict[str, Any]:
-        return {"loaded": True, "count": len(getattr(self.rules.get(), "rules", [])),
+        return {"loaded": True, "count": len(self.rules.get().rules),
                 "loaded_at": self.rules_loaded_at, "errors": self.reload_errors}
 
     def reload(self) -> bool:
@@ -81,7 +76,7 @@ class Service:
         self.reload_errors = []
         self.metrics.reloads.labels("success").inc()
         self.metrics.last_reload.set(self.rules_loaded_at)
-        log.info("reloaded config and rules", extra={"rules": len(getattr(rules, "rules", []))})
+        log.info("reloaded config and rules", extra={"rules": len(rules.rules)})
         return True
 
     def _prune_loop(self) -> None:
@@ -102,11 +97,14 @@ class Service:
         if resumed:
             log.warning("resuming work leased by a previous process", extra={"leases": resumed})
         self.processor.start()
+        if self.config.get().rules.watch:
+            self.watcher.start()
         self.prune()
         threading.Thread(target=self._prune_loop, name="idhooks-prune", daemon=True).start()
 
     def stop(self) -> None:
         self._stop.set()
+        self.watcher.stop()
         self.processor.stop()
         self.store.close()
 

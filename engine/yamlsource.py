@@ -35,7 +35,12 @@ class LineList(list):
         return lines[index] if 0 <= index < len(lines) else self.line
 
 
-class _Loader(yaml.SafeLoader):
+_SafeBase = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+"""libyaml's parser when PyYAML has it: about 10x faster, which is what makes loading 10,000 rules take
+seconds instead of tens of seconds; the pure-Python SafeLoader otherwise. Both keep line marks."""
+
+
+class _Loader(_SafeBase):  # type: ignore[valid-type, misc]
     """SafeLoader that builds LineDict/LineList; no Python object tags, ever."""
 
 

@@ -1,0 +1,12 @@
+"""The rules engine: YAML rules compiled at load, indexed by event URI, evaluated by one function.
+
+    load_ruleset(paths, destinations=..., webhooks=...) -> RuleSet     (engine/rules/loader.py)
+    RuleSet.evaluate(envelope, uri, webhook) -> list[Decision]          (engine/rules/ruleset.py)
+
+The live engine, `idhooks test` and `idhooks replay` all call RuleSet.evaluate, so they cannot disagree.
+"""
+
+from engine.rules.loader import load_ruleset, register_rule_key
+from engine.rules.ruleset import Decision, RenderedAction, Rule, RuleSet
+
+__all__ = ["Decision", "RenderedAction", "Rule", "RuleSet", "load_ruleset", "register_rule_key"]

@@ -1,0 +1,44 @@
+"""Plain-text renderings of decisions, shared by `idhooks test`, `idhooks replay` and `idhooks events`."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any, Iterable
+
+from engine.catalog import uri_to_alias
+
+
+def short(value: Any, limit: int = 200) -> str:
+    """JSON of `value`, cut to `limit` characters so one odd event cannot flood a terminal."""
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def event_type(uri: str) -> str:
+    return uri_to_alias(uri) or uri
+
+
+def when(epoch_seconds: float) -> str:
+    return datetime.fromtimestamp(epoch_seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def decision_lines(records: Iterable[dict[str, Any]], indent: str = "  ") -> list[str]:
+    """One block per decision record (Decision.to_json()): matched with rendered actions, or the miss."""
+    lines = []
+    for record in records:
+        if record.get("matched"):
+            lines.append(f"{indent}MATCH {record['rule']}")
+            for action in record.get("actions", []):
+                target = f" -> {action['destination']}" if action.get("destination") else ""
+                lines.append(f"{indent}  action {action['index']} {action['type']}{target}")
+                lines += [f"{indent}    {k}: {short(v)}" for k, v in action.get("fields", {}).items()]
+        else:
+            lines.append(f"{indent}miss  {record['rule']}: {record.get('failed')} "
+                         f"(actual: {short(record.get('actual'))})")
+        lines += [f"{indent}  error: {e}" for e in record.get("errors", [])]
+    return lines
+
+
+def matched_rules(records: Iterable[dict[str, Any]] | None) -> list[str]:
+    return [r["rule"] for r in records or [] if r.get("matched")]

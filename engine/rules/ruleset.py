@@ -1,0 +1,99 @@
+"""A compiled rule set and the one evaluator used by the live engine, `idhooks test` and `idhooks replay`.
+
+A RuleSet is immutable once built: reloading builds a new one and swaps it (engine/server.py: Service.reload), so an
+event is always matched against exactly one rule set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.envelope import Envelope
+from engine.rules.actions import CompiledAction
+from engine.rules.conditions import Condition, Leaf
+from engine.rules.context import EvalContext
+from engine.rules.index import RuleIndex
+
+
+@dataclass(slots=True)
+class RenderedAction:
+    index: int
+    type: str
+    destination: str | None
+    fields: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"index": self.index, "type": self.type, "destination": self.destination, "fields": self.fields}
+
+
+@dataclass(slots=True)
+class Decision:
+    rule_id: str
+    matched: bool
+    failed: str | None = None
+    actual: Any = None
+    actions: list[RenderedAction] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # templates that failed at render time (rendered '')
+
+    def to_json(self) -> dict[str, Any]:
+        """The decision record stored with the event (plain JSON)."""
+        record: dict[str, Any] = {"rule": self.rule_id, "matched": self.matched}
+        if self.matched:
+            record["actions"] = [a.to_json() for a in self.actions]
+        else:
+            record["failed"], record["actual"] = self.failed, self.actual
+        if self.errors:
+            record["errors"] = self.errors
+        return record
+
+
+@dataclass(eq=False)
+class Rule:
+    id: str
+    source: str
+    line: int
+    description: str = ""
+    enabled: bool = True
+    events: tuple[str, ...] = ()  # as written, for listings
+    selectors: tuple[tuple[str, str], ...] = ()
+    webhooks: frozenset[str] | None = None
+    condition: Condition | None = None
+    actions: list[CompiledAction] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)  # values of keys added with register_rule_key()
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """What templates see as `rule`."""
+        return {"id": self.id, "description": self.description, "source": self.source}
+
+    def leaves(self) -> list[Leaf]:
+        return list(self.condition.leaves()) if self.condition else []
+
+    def decide(self, ctx: EvalContext) -> Decision:
+        if self.webhooks is not None and ctx.webhook not in self.webhooks:
+            return Decision(self.id, False, f"webhooks: only for {', '.join(sorted(self.webhooks))}", ctx.webhook)
+        miss = self.condition.test(ctx) if self.condition is not None else None
+        if miss is not None:
+            return Decision(self.id, False, miss.failed, miss.actual)
+        errors: list[str] = []
+        context = ctx.template_context(self.info) if self.actions else {}
+        rendered = [RenderedAction(a.index, a.type, a.destination, a.render(context, errors)) for a in self.actions]
+        return Decision(self.id, True, actions=rendered, errors=errors)
+
+
+class RuleSet:
+    """Every loaded rule, indexed by event URI. Disabled rules are kept (for listings) but never evaluated."""
+
+    def __init__(self, rules: list[Rule], sources: tuple[str, ...] = ()) -> None:
+        self.rules = rules
+        self.sources = sources
+        self._index = RuleIndex([r for r in rules if r.enabled])
+
+    def candidates(self, uri: str) -> tuple[Rule, ...]:
+        return self._index.candidates(uri)  # type: ignore[return-value]
+
+    def evaluate(self, envelope: Envelope, uri: str, webhook: str, *, seen: dict | None = None) -> list[Decision]:
+        """One decision per candidate rule for `uri`. `seen` collects condition outcomes for coverage."""
+        ctx = EvalContext(envelope, uri, webhook, seen)
+        return [rule.decide(ctx) for rule in self._index.candidates(uri)]  # type: ignore[attr-defined]
