@@ -14,9 +14,9 @@ from typing import Iterator
 import pytest
 
 from engine.cli import main
-from engine.store.base import ACCEPTED, DUPLICATE, NewJob, SubscriptionRecord
+from engine.store.base import ACCEPTED, DUPLICATE, IncomingEvent, NewJob, SubscriptionRecord
 from engine.store.redis import RedisStore
-from tests.conftest import ROOT
+from tests.conftest import ROOT, sample_event, signed
 from tests.redisutil import delete_group, open_redis_store, redis_config, unique_group
 from tests.test_store_contract import LEASE, T0, WINDOW, event
 
@@ -113,8 +113,14 @@ def test_cli_commands_read_the_shared_store(pair: tuple[RedisStore, RedisStore],
                                             tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     a, _ = pair
     a.record_subscription(SubscriptionRecord("asgardeo", "acme.login", "subscribe", T0, T0 + 86400))
+    hub_event = sample_event()
+    a.ingest(IncomingEvent(jti=hub_event["jti"], webhook="asgardeo", iat_ms=hub_event["iat"], received_at=T0,
+                           uris=tuple(hub_event["events"]), body=signed(hub_event)[0]), WINDOW)
     config = redis_config(tmp_path, redis_available, a.group, port=8080)
     assert main(["subscriptions", "--config", str(config), "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert [(s["webhook"], s["topic"], s["mode"]) for s in shown["subscriptions"]] == \
         [("asgardeo", "acme.login", "subscribe")]
+    assert main(["events", "show", hub_event["jti"], "--config", str(config), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["jti"], shown["status"], shown["event"]) == (hub_event["jti"], "pending", hub_event)
