@@ -31,13 +31,25 @@ def wait_processed(store: RedisStore, count: int, timeout: float) -> None:
     assert store.stats().events == {"processed": count}
 
 
+RULE = """rules:
+  - id: every-failure
+    event: login.loginFailed
+    actions:
+      - log: {message: "failed login"}
+"""
+
+
 def two_servers(tmp_path: Path, serve: Callable[..., Any], url: str, group: str) -> list[Any]:
+    """Two processes of one deployment, in different working folders, each with a rule matching every
+    failed login."""
     servers = []
     for name in ("a", "b"):
-        folder = tmp_path / name  # different working folders, one deployment
+        folder = tmp_path / name
         folder.mkdir()
         port = free_port()
-        servers.append(serve(redis_config(folder, url, group, port), port))
+        config = redis_config(folder, url, group, port)
+        (folder / "rules" / "logins.yaml").write_text(RULE)
+        servers.append(serve(config, port))
     return servers
 
 
@@ -57,6 +69,8 @@ def test_two_processes_store_every_event_once(tmp_path: Path, serve: Callable[..
     try:
         wait_processed(store, 1000, timeout=60)
         assert sorted(e.jti for e in store.list_events(limit=2000)) == sorted(e["jti"] for e in events)
+        jobs = store.list_jobs(limit=2000)  # one delivery queued per event, whichever process evaluated it
+        assert sorted(j.key for j in jobs) == sorted(f"{e['jti']}:every-failure:0" for e in events)
     finally:
         delete_group(store)
         store.close()
