@@ -15,6 +15,7 @@ PermanentError (other 4xx, rejected payload, bad credentials).
 from __future__ import annotations
 
 import logging
+import re
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -34,14 +35,40 @@ class Field:
     help: str = ""
 
 
+def outbound_session() -> requests.Session:
+    """The default session: ignores proxy/CA/netrc environment variables (a destination names its own
+    `proxy` and `ca_file`), so what a call does is decided by config.yaml alone."""
+    session = requests.Session()
+    session.trust_env = False
+    return session
+
+
 @dataclass
 class ActionContext:
     """The collaborators an action needs, injected so tests swap them without monkey-patching."""
 
-    session: requests.Session = field(default_factory=requests.Session)
+    session: requests.Session = field(default_factory=outbound_session)
     smtp_factory: Callable[..., Any] | None = None
     clock: Callable[[], float] = time.time
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("idhooks.actions"))
+    source: str = "config.yaml"  # the config file, for `file:line:` in destination errors
+
+
+RETRY_FIELD = Field("value", help="override the retry policy: {retry_for, backoff_initial, backoff_max}")
+"""Every action accepts `retry:` (rule side and destination side); engine/backoff.py reads it."""
+
+
+def fold_line(value: object) -> str:
+    """`value` as one line: CR/LF runs become one space, so event data can never start a new header."""
+    return re.sub(r"[\r\n]+", " ", str(value))
+
+
+def require_any(fields: Mapping[str, Any], *names: str) -> list[str]:
+    """A problem unless the rule gives at least one of `names` (e.g. text or html)."""
+    if any(name in fields for name in names):
+        return []
+    return [f"{names[0]}: give {' or '.join(names)} (or both)" if len(names) == 2 else
+            f"{names[0]}: give one of {', '.join(names)}"]
 
 
 class Action(ABC):
@@ -63,7 +90,9 @@ class Action(ABC):
     def check_rule_fields(cls, fields: Mapping[str, Any]) -> list[str]:
         """Problems in the rendered-independent shape of a rule's fields (beyond unknown/missing keys,
         which engine/rules checks from `rule_fields`). Messages are `field: what is wrong`."""
-        return []
+        from engine.backoff import policy_problems  # noqa: PLC0415 - engine.backoff imports nothing of actions
+
+        return policy_problems(fields.get("retry"), "retry")
 
     @abstractmethod
     def send(self, rendered: Mapping[str, Any], idempotency_key: str) -> None:

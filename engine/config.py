@@ -16,10 +16,12 @@ from typing import Any, Mapping
 
 from engine.durations import parse_duration
 from engine.errors import ConfigError
-from engine.secrets import Secret, read_secret_file
+from engine.secrets import Secret, find_secrets, read_secret_file
 from engine.yamlsource import LineDict, load_yaml_file
 
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_PATH_KEYS = ("ca_file",)
+"""Destination keys that name a file to use (not a secret to read), resolved against the config folder."""
 _NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
 
@@ -351,6 +353,9 @@ class _Reader:
             out = LineDict()
             out.line, out.key_lines = _line(body), dict(getattr(body, "key_lines", {}))
             for key, value in body.items():
+                if key in _PATH_KEYS and isinstance(value, str):
+                    out[key] = str(self.resolve_path(value))
+                    continue
                 if isinstance(key, str) and key.endswith("_file") and isinstance(value, str):
                     target = key[: -len("_file")]
                     if target in body:
@@ -413,17 +418,4 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
 
 def all_secrets(config: Config) -> list[Secret]:
     """Every secret in the config, for redacting error messages and response snippets."""
-    found = [s for w in config.webhooks for s in w.secrets]
-
-    def walk(value: Any) -> None:
-        if isinstance(value, Secret):
-            found.append(value)
-        elif isinstance(value, dict):
-            for v in value.values():
-                walk(v)
-        elif isinstance(value, list):
-            for v in value:
-                walk(v)
-
-    walk(config.destinations)
-    return found
+    return [s for w in config.webhooks for s in w.secrets] + find_secrets(dict(config.destinations))

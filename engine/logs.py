@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from typing import Any
 
 _RESERVED = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
+_BARE = re.compile(r"[\w\-.:/@+,\[\]]+", re.ASCII)  # printed without quotes
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -20,7 +22,7 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
 
 def _text_value(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
-    if text and all(c.isalnum() or c in "-_.:/@+,[]" for c in text):
+    if _BARE.fullmatch(text):
         return text
     return json.dumps(text, ensure_ascii=False)  # quotes and escapes \r \n \" and control characters
 

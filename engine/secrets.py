@@ -53,6 +53,17 @@ def reveal(value: object) -> object:
     return value
 
 
+def find_secrets(value: object) -> list[Secret]:
+    """Every Secret inside `value` (dicts, lists), for redacting what an action or the config prints."""
+    if isinstance(value, Secret):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in find_secrets(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in find_secrets(v)]
+    return []
+
+
 def redact(text: str, secrets: list[Secret]) -> str:
     """`text` with every secret value replaced by `***` (for error messages and response snippets)."""
     for secret in secrets:

@@ -14,6 +14,8 @@ from typing import Any
 
 import waitress
 
+from actions import ActionSet, build_actions
+from actions.base import ActionContext
 from engine import logs
 from engine.app import create_app
 from engine.config import Config, load_config
@@ -26,6 +28,7 @@ from engine.rules.watch import FolderWatcher
 from engine.runtime import Current
 from engine.store import open_store
 from engine.store.base import Store
+from engine.worker import DeliveryWorker
 
 log = logging.getLogger("idhooks.server")
 
@@ -45,7 +48,10 @@ class Service:
         self.reload_errors: list[str] = []
         self.metrics.reloads.labels("success").inc()
         self.metrics.last_reload.set(self.rules_loaded_at)
-        self.processor = Processor(store, self.rules.get, metrics=self.metrics, clock=clock)
+        self.actions = Current(self.load_actions(config))
+        self.worker = DeliveryWorker(store, self.actions.get, config.delivery, self.metrics, clock=clock)
+        self.processor = Processor(store, self.rules.get, metrics=self.metrics, clock=clock,
+                                   on_jobs=self.worker.notify)
         self.app = create_app(self.config, store, metrics=self.metrics, clock=clock,
                               readiness=self.readiness, on_accepted=self.processor.notify)
         self._stop = threading.Event()
@@ -54,6 +60,11 @@ class Service:
     @staticmethod
     def load_rules(config: Config) -> RuleSet:
         return load_for_config(config)
+
+    @staticmethod
+    def load_actions(config: Config) -> ActionSet:
+        """One action per destination, validated before anything is served or a reload is accepted."""
+        return build_actions(config.destinations, ActionContext(source=str(config.path)))
 
     def readiness(self) -> dict[str, Any]:
         return {"loaded": True, "count": len(self.rules.get().rules),
@@ -64,6 +75,7 @@ class Service:
         try:
             config = load_config(self.config.get().path)
             rules = self.load_rules(config)
+            actions = self.load_actions(config)
         except ConfigError as exc:
             self.reload_errors = exc.problems
             self.metrics.reloads.labels("failure").inc()
@@ -72,6 +84,7 @@ class Service:
             return False
         self.config.set(config)
         self.rules.set(rules)
+        self.actions.set(actions)
         self.rules_loaded_at = self.clock()
         self.reload_errors = []
         self.metrics.reloads.labels("success").inc()
@@ -97,6 +110,7 @@ class Service:
         if resumed:
             log.warning("resuming work leased by a previous process", extra={"leases": resumed})
         self.processor.start()
+        self.worker.start()
         if self.config.get().rules.watch:
             self.watcher.start()
         self.prune()
@@ -106,6 +120,8 @@ class Service:
         self._stop.set()
         self.watcher.stop()
         self.processor.stop()
+        if not self.worker.stop():
+            log.warning("sends still running at shutdown stay leased and are delivered after the restart")
         self.store.close()
 
 

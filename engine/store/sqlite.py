@@ -5,6 +5,13 @@ every event queued meanwhile in one transaction and then wakes each caller. Ever
 after the commit that holds its event, so a 2xx always means durable, while concurrent requests share the
 cost of one fsync. Other writes (claims, acks) use short `BEGIN IMMEDIATE` transactions on per-thread
 connections with a busy timeout.
+
+Only the intake writer commits with `synchronous=FULL` (an fsync per commit): its commit is the promise
+behind a 2xx. Every other write (leases, decisions and jobs, acks, retries) commits with NORMAL: it
+survives a killed process (WAL in the OS cache) and is made durable by the next intake fsync or
+checkpoint; after a power loss it can only be redone (an event re-evaluated into the same job keys, a job
+delivered again with the same Idempotency-Key), never lost. Writers of this process take turns on a lock,
+which hands over at once where SQLite's busy handler would sleep and poll.
 """
 
 from __future__ import annotations
@@ -14,7 +21,6 @@ import queue
 import sqlite3
 import threading
 import uuid
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 from contextlib import contextmanager
@@ -89,6 +95,7 @@ class SQLiteStore(Store):
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot create the folder of {self.path}: {exc.strerror}") from None
+        self._write_lock = threading.Lock()
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
@@ -100,12 +107,12 @@ class SQLiteStore(Store):
         self._writer.start()
 
     # -- connections -------------------------------------------------------------------------------
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, synchronous: str = "NORMAL") -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute(f"PRAGMA synchronous={synchronous}")
             conn.execute("PRAGMA busy_timeout=10000")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the SQLite store {self.path}: {exc}") from None
@@ -126,13 +133,14 @@ class SQLiteStore(Store):
     def _tx(self) -> Iterator[sqlite3.Connection]:
         conn = self._conn
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+            with self._write_lock:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite store {self.path}: {exc}") from None
 
@@ -196,7 +204,7 @@ class SQLiteStore(Store):
         return pending.result  # type: ignore[return-value]
 
     def _write_loop(self) -> None:
-        conn = self._connect()
+        conn = self._connect("FULL")
         while True:
             first = self._queue.get()
             if first is None:
@@ -215,9 +223,10 @@ class SQLiteStore(Store):
 
     def _commit_batch(self, conn: sqlite3.Connection, batch: list[_Pending]) -> None:
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            results = [self._insert(conn, item.event, item.window) for item in batch]
-            conn.execute("COMMIT")
+            with self._write_lock:
+                conn.execute("BEGIN IMMEDIATE")
+                results = [self._insert(conn, item.event, item.window) for item in batch]
+                conn.execute("COMMIT")
         except BaseException as exc:  # noqa: BLE001 - every caller must be woken, whatever happened
             try:
                 conn.execute("ROLLBACK")
@@ -298,17 +307,23 @@ class SQLiteStore(Store):
         skip = sorted(skip_destinations)
         marks = ",".join("?" * len(skip))
         where = f" AND destination NOT IN ({marks})" if skip else ""
-        with self._tx() as conn:
-            rows = conn.execute(
-                f"SELECT * FROM jobs WHERE status = 'pending' AND due_at <= ? AND lease_until <= ?{where} "
-                "ORDER BY due_at, created_at LIMIT ?", (now, now, *skip, limit)).fetchall()
-            conn.executemany("UPDATE jobs SET lease_owner = ?, lease_until = ? WHERE id = ?",
-                             [(owner, now + lease, r["id"]) for r in rows])
-        return [replace(_job_row(r), lease_owner=owner) for r in rows]
+        rows = self._write(
+            "UPDATE jobs SET lease_owner = ?, lease_until = ? WHERE id IN ("
+            f"SELECT id FROM jobs WHERE status = 'pending' AND due_at <= ? AND lease_until <= ?{where} "
+            "ORDER BY due_at, created_at LIMIT ?) RETURNING *", (owner, now + lease, now, now, *skip, limit))
+        return sorted((_job_row(r) for r in rows), key=lambda job: (job.due_at, job.created_at))
+
+    def _write(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+        """One statement as its own transaction: the delivery worker's hot path (claim, ack) costs one
+        statement per write instead of BEGIN/.../COMMIT."""
+        try:
+            with self._write_lock:
+                return self._conn.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite store {self.path}: {exc}") from None
 
     def _update_job(self, sql: str, args: tuple) -> None:
-        with self._tx() as conn:
-            conn.execute(sql, args)
+        self._write(sql, args)
 
     def ack_job(self, job_id: str, now: float) -> None:
         self._update_job("UPDATE jobs SET status = 'done', attempts = attempts + 1, done_at = ?, "

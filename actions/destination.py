@@ -1,0 +1,124 @@
+"""Strict reading of one `destinations.<name>` mapping for an action's `__init__`.
+
+Every problem is collected (unknown keys with a did-you-mean, wrong types, missing keys) and raised
+together as one ConfigError, each as `config.yaml:LINE: destinations.NAME.KEY: what is wrong`.
+Values that came from `${ENV}` or `X_file` are Secrets; `secret_text()` accepts them, the other readers
+take plain values only, so a secret can never end up somewhere that prints it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+from engine.backoff import policy_problems
+from engine.config import suggest
+from engine.errors import ConfigError
+from engine.secrets import Secret
+
+_MISSING = object()
+
+
+class DestinationReader:
+    """Reads typed values out of one destination, remembering every problem."""
+
+    def __init__(self, source: str, name: str, destination: Mapping[str, Any]) -> None:
+        self.source, self.name, self.node = source, name, destination
+        self.problems: list[str] = []
+
+    def add(self, key: str | None, message: str) -> None:
+        line_of = getattr(self.node, "line_of", None)
+        line = line_of(key) if line_of and key is not None else getattr(self.node, "line", 0)
+        where = f"destinations.{self.name}" + (f".{key}" if key else "")
+        self.problems.append(f"{self.source}:{line}: {where}: {message}")
+
+    def check_keys(self, allowed: Mapping[str, Any]) -> None:
+        names = tuple(allowed) + ("type", "retry")
+        for key in self.node:
+            if key not in names:
+                self.add(str(key), f"unknown key{suggest(key, names)}; expected one of: {', '.join(names)}")
+        for problem in policy_problems(self.node.get("retry"), "retry"):
+            key, _, message = problem.partition(": ")
+            self.add(key, message)
+
+    def _get(self, key: str, required: bool) -> Any:
+        value = self.node.get(key, _MISSING)
+        if value is _MISSING and required:
+            self.add(None, f"missing required key '{key}'")
+        return value
+
+    def text(self, key: str, default: str | None = None, *, required: bool = False) -> str | None:
+        value = self._get(key, required)
+        if value is _MISSING:
+            return default
+        if not isinstance(value, str) or not value:
+            self.add(key, "expected a non-empty string" + (" (use ${ENV} or *_file only for secrets)"
+                                                          if isinstance(value, Secret) else ""))
+            return default
+        return value
+
+    def secret_text(self, key: str, *, required: bool = False) -> Secret | str | None:
+        """A string that may be a Secret (from ${ENV} or KEY_file)."""
+        value = self._get(key, required)
+        if value is _MISSING:
+            return None
+        if isinstance(value, Secret) and value.reveal() or isinstance(value, str) and value:
+            return value
+        self.add(key, "expected a non-empty string (or ${ENV} / " + key + "_file)")
+        return None
+
+    def number(self, key: str, default: float, *, minimum: float = 0, whole: bool = False) -> float:
+        value = self._get(key, False)
+        if value is _MISSING:
+            return default
+        ok = isinstance(value, int) if whole else isinstance(value, (int, float))
+        if isinstance(value, bool) or not ok or value < minimum:
+            self.add(key, f"expected a {'whole ' if whole else ''}number >= {minimum:g}, got {value!r}")
+            return default
+        return value
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self._get(key, False)
+        if value is _MISSING:
+            return default
+        if not isinstance(value, bool):
+            self.add(key, f"expected true or false, got {value!r}")
+            return default
+        return value
+
+    def text_list(self, key: str) -> list[str]:
+        value = self._get(key, False)
+        if value is _MISSING:
+            return []
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            self.add(key, "expected a list of strings")
+            return []
+        return list(value)
+
+    def headers(self, key: str) -> dict[str, Secret | str]:
+        """A mapping of header names to values (values may be Secrets)."""
+        value = self._get(key, False)
+        if value is _MISSING:
+            return {}
+        if not isinstance(value, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, (str, Secret)) for k, v in value.items()):
+            self.add(key, "expected a mapping of header names to string values")
+            return {}
+        return dict(value)
+
+    def url(self, key: str, *, required: bool = False, secret: bool = False) -> Any:
+        """An absolute http(s) URL (possibly a Secret, e.g. a Slack webhook URL)."""
+        value = self.secret_text(key, required=required) if secret else self.text(key, required=required)
+        if value is None:
+            return None
+        plain = value.reveal() if isinstance(value, Secret) else value
+        parts = urlsplit(plain)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            self.add(key, "expected an absolute http:// or https:// URL")
+            return None
+        return value
+
+    def done(self) -> None:
+        """Raise the collected problems, if any."""
+        if self.problems:
+            raise ConfigError(self.problems)

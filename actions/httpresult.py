@@ -1,0 +1,110 @@
+"""One place that turns an HTTP exchange into delivered / retryable / permanent, for every HTTP action.
+
+2xx: delivered. 429, 5xx, connection errors and timeouts: retryable, honouring `Retry-After`
+(seconds or an HTTP date). 3xx: permanent, because redirects are never followed (a redirect could lead
+to a host the destination does not allow). Other 4xx: permanent. Error messages and response snippets
+have the destination's secrets replaced by `***`, since they are stored and shown by `idhooks deliveries`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any, Callable, Mapping
+
+import requests
+
+from engine.errors import PermanentError, RetryableError
+from engine.secrets import Secret, redact
+
+SNIPPET_CHARS = 500
+DEFAULT_MAX_RESPONSE_BYTES = 65_536
+
+
+@dataclass(frozen=True)
+class HttpResult:
+    """A finished exchange: status, headers and at most `max_response_bytes` of the body."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+
+def exchange(session: requests.Session, method: str, url: str, *, secrets: list[Secret],
+             timeout: tuple[float, float], max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+             clock: Callable[[], float], **kwargs: Any) -> HttpResult:
+    """Send one request without following redirects and classify the answer; returns only on 2xx."""
+    try:
+        with session.request(method, url, timeout=timeout, allow_redirects=False, stream=True,
+                             **kwargs) as response:
+            result = HttpResult(response.status_code, response.headers, read_capped(response, max_response_bytes))
+    except requests.Timeout as exc:
+        raise RetryableError(redact(f"timed out calling {url}: {type(exc).__name__}", secrets)) from None
+    except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+        raise RetryableError(redact(f"cannot reach {url}: {_reason(exc)}", secrets)) from None
+    except requests.RequestException as exc:
+        raise PermanentError(redact(f"invalid request to {url}: {exc}", secrets)) from None
+    check(result, url, secrets, clock)
+    return result
+
+
+def read_capped(response: requests.Response, limit: int) -> bytes:
+    """At most `limit` bytes of the body, so a huge or endless answer cannot exhaust memory."""
+    chunks, size = [], 0
+    for chunk in response.iter_content(chunk_size=8192):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= limit:
+            break
+    return b"".join(chunks)[:limit]
+
+
+def check(result: HttpResult, url: str, secrets: list[Secret], clock: Callable[[], float]) -> None:
+    """Raise RetryableError / PermanentError unless the status is 2xx."""
+    status = result.status
+    if 200 <= status < 300:
+        return
+    shown = snippet(result.text(), secrets)
+    where = redact(url, secrets)
+    if status == 429 or status >= 500:
+        raise RetryableError(f"{where} answered {status}{_brief(shown)}",
+                             retry_after=retry_after(result.headers.get("Retry-After"), clock()),
+                             response_snippet=shown)
+    if 300 <= status < 400:
+        target = redact(result.headers.get("Location", "?"), secrets)
+        raise PermanentError(f"{where} answered {status} redirect to {target}; redirects are not followed",
+                             response_snippet=shown)
+    raise PermanentError(f"{where} answered {status}{_brief(shown)}", response_snippet=shown)
+
+
+def retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date); None when absent/invalid."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        return max(parsedate_to_datetime(value).timestamp() - now, 0.0)
+    except (TypeError, ValueError):
+        return None
+
+
+def snippet(text: str, secrets: list[Secret]) -> str:
+    """The start of a response body, secrets redacted, for the dead-letter list."""
+    return redact(text, secrets)[:SNIPPET_CHARS]
+
+
+def _brief(shown: str) -> str:
+    first = shown.strip().splitlines()[0][:120] if shown.strip() else ""
+    return f": {first}" if first else ""
+
+
+def _reason(exc: Exception) -> str:
+    """The innermost cause of a connection error (e.g. 'Connection refused'), not urllib3's long chain."""
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return str(getattr(exc, "strerror", None) or exc).split("] ")[-1]

@@ -1,0 +1,160 @@
+"""End-to-end delivery benchmark (issue 4): signed events at a fixed rate through `idhooks serve` (SQLite
+store) to a local HTTP sink via a matching rule with an `http` action. Prints p50/p95/p99 of the time
+from the event's POST to the sink receiving the call, and delivered/sent. Not a test: it prints figures.
+
+Targets on this machine: every event delivered; p50 <= 20 ms, p99 <= 100 ms.
+
+    python bench/e2e.py [--rate 200] [--seconds 20]
+
+The sink runs in this process and correlates calls by their Idempotency-Key (`<jti>:<rule>:<index>`),
+so send and receive times come from one clock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.procs import Proc, free_port, write_bench_config  # noqa: E402
+from engine import catalog  # noqa: E402
+from engine.signature import sign  # noqa: E402
+
+SECRET = "bench-secret-" + uuid.uuid4().hex
+RULE = """
+rules:
+  - id: e2e
+    event: login.loginFailed
+    actions:
+      - http: {to: sink, method: POST, path: /sink, json: {user: "{{ username }}", reason: "e2e"}}
+"""
+
+
+class Sink:
+    """A loopback HTTP target recording when each Idempotency-Key first arrived."""
+
+    def __init__(self) -> None:
+        self.arrived: dict[str, float] = {}
+        self.calls = 0
+        self.lock = threading.Lock()
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server API
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                now = time.perf_counter()
+                key = self.headers.get("Idempotency-Key", "")
+                with sink.lock:
+                    sink.calls += 1
+                    sink.arrived.setdefault(key.split(":")[0], now)
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def make_event() -> tuple[str, bytes]:
+    event = catalog.entries()["login.loginFailed"].sample()
+    event["jti"] = str(uuid.uuid4())
+    event["iat"] = int(time.time() * 1000)
+    next(iter(event["events"].values()))["initiatorType"] = "USER"
+    return event["jti"], json.dumps(event, separators=(", ", ": ")).encode()
+
+
+def send_at_rate(url: str, rate: float, seconds: float) -> tuple[dict[str, float], dict[int, int]]:
+    """POST `rate` events per second for `seconds`; returns jti -> send time and the status counts."""
+    sent: dict[str, float] = {}
+    statuses: dict[int, int] = {}
+    local = threading.local()
+    events = [make_event() for _ in range(int(rate * seconds))]
+
+    def post(jti: str, body: bytes) -> None:
+        if not hasattr(local, "session"):
+            local.session = requests.Session()  # one keep-alive connection per sender thread
+        session = local.session
+        headers = {"Content-Type": "application/json", "X-Hub-Signature": sign(body, SECRET)}
+        started = time.perf_counter()
+        status = session.post(url, data=body, headers=headers, timeout=10).status_code
+        sent[jti] = started
+        statuses[status] = statuses.get(status, 0) + 1
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        for index, (jti, body) in enumerate(events):
+            delay = start + index / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            pool.submit(post, jti, body)
+    return sent, statuses
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc), to tell our cost from the machine's load."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] if ordered else float("nan")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=float, default=200.0, help="events per second (default 200)")
+    parser.add_argument("--seconds", type=float, default=20.0, help="how long to send (default 20)")
+    args = parser.parse_args()
+    sink = Sink()
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="idhooks-e2e-") as folder:
+        extra = f'destinations:\n  sink: {{type: http, base_url: "{sink.url}"}}\n'
+        config = write_bench_config(Path(folder), port, 8, SECRET, rules=RULE, extra=extra)
+        server = Proc(["-m", "engine", "serve", "--config", str(config)], port, cwd=Path(folder))
+        try:
+            sent, statuses = send_at_rate(f"http://127.0.0.1:{port}/webhooks/asgardeo", args.rate, args.seconds)
+            deadline = time.monotonic() + 30
+            while len(sink.arrived) < len(sent) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            serve_cpu = cpu_seconds(server.proc.pid)
+        finally:
+            server.stop()
+            sink.close()
+    latencies = [sink.arrived[jti] - at for jti, at in sent.items() if jti in sink.arrived]
+    print(f"e2e: {args.rate:g} events/s for {args.seconds:g} s; intake statuses {dict(sorted(statuses.items()))}")
+    print(f"delivered {len(latencies)}/{len(sent)} (sink calls {sink.calls}); POST -> sink latency "
+          f"p50 {percentile(latencies, 50) * 1000:.1f} ms  p95 {percentile(latencies, 95) * 1000:.1f} ms  "
+          f"p99 {percentile(latencies, 99) * 1000:.1f} ms  (targets: all delivered, p50 <= 20 ms, p99 <= 100 ms)")
+    print(f"(idhooks serve used {serve_cpu:.1f} s of CPU, {serve_cpu / max(len(sent), 1) * 1000:.2f} ms per event; "
+          f"1-minute load average of the machine: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
+    return 0 if len(latencies) == len(sent) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

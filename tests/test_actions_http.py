@@ -1,0 +1,176 @@
+"""The http action against a real loopback target: URL safety, headers, bodies, result classes."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+
+import pytest
+import requests
+
+from actions import build_actions
+from actions.base import ActionContext
+from actions.http import HttpAction
+from actions.safenet import SafeAdapter, blocked
+from engine.errors import ConfigError, PermanentError, RetryableError
+from engine.secrets import Secret
+from tests.peers import HttpPeer, Response, http_peer, redirect  # noqa: F401 - fixture
+
+KEY = "jti-1:provision-user:0"
+
+
+def http_action(url: str, **extra: object) -> HttpAction:
+    return HttpAction("provisioning", {"type": "http", "base_url": url, **extra}, ActionContext())
+
+
+def test_posts_json_body_with_idempotency_key_and_secret_header(http_peer: HttpPeer) -> None:
+    action = http_action(http_peer.url + "/api", headers={"Authorization": Secret("Bearer s3cr3t-token")})
+    name = 'O\'Brien "the admin"\nline two \u00e9\u4e2d\U0001F600'
+    action.send({"method": "POST", "path": "/users", "query": {"source": "idhooks"},
+                 "json": {"userName": name, "groups": ["a", "b"], "active": True}}, KEY)
+    [request] = http_peer.requests
+    assert (request.method, request.path, request.query) == ("POST", "/api/users", {"source": ["idhooks"]})
+    assert request.headers["Idempotency-Key"] == KEY
+    assert request.headers["Authorization"] == "Bearer s3cr3t-token"
+    assert request.headers["Content-Type"] == "application/json"
+    assert json.loads(request.body) == {"userName": name, "groups": ["a", "b"], "active": True}
+
+
+def test_raw_body_with_content_type(http_peer: HttpPeer) -> None:
+    http_action(http_peer.url).send({"path": "audit", "body": "user=alice\n", "content_type": "text/csv"}, KEY)
+    [request] = http_peer.requests
+    assert (request.path, request.body, request.headers["Content-Type"]) == ("/audit", b"user=alice\n", "text/csv")
+
+
+@pytest.mark.parametrize("path", ["http://evil.example/users", "//evil.example/users", "https://127.0.0.1/x",
+                                  "http://user@127.0.0.1/x"])
+def test_templated_host_change_is_refused(http_peer: HttpPeer, path: str) -> None:
+    with pytest.raises(PermanentError, match="refused URL .*allows only http:// to 127.0.0.1"):
+        http_action(http_peer.url).send({"path": path}, KEY)
+    assert http_peer.requests == []
+
+
+def test_path_text_that_looks_like_a_host_stays_a_path(http_peer: HttpPeer) -> None:
+    http_action(http_peer.url).send({"path": "evil.example/users"}, KEY)
+    assert http_peer.requests[0].path == "/evil.example/users"
+
+
+def test_allowed_hosts_may_be_named_by_a_rule(http_peer: HttpPeer) -> None:
+    action = http_action("http://provisioning.invalid", allowed_hosts=["127.0.0.1"])
+    action.send({"path": f"http://127.0.0.1:{http_peer.port}/users"}, KEY)
+    assert http_peer.requests[0].path == "/users"
+
+
+def test_link_local_and_metadata_addresses_are_refused_even_when_allowed() -> None:
+    action = http_action("http://169.254.169.254", allowed_hosts=["169.254.169.254"])
+    with pytest.raises(PermanentError, match="resolves to 169.254.169.254, a link-local/metadata address"):
+        action.send({"path": "/latest/meta-data/"}, KEY)
+    with pytest.raises(PermanentError, match="resolves to fd00:ec2::254"):
+        http_action("http://[fd00:ec2::254]").send({}, KEY)
+
+
+def test_redirect_is_not_followed(http_peer: HttpPeer) -> None:
+    other = HttpPeer()
+    try:
+        http_peer.script.append(redirect(other.url + "/steal"))
+        with pytest.raises(PermanentError, match=f"answered 302 redirect to {other.url}/steal; redirects are not "
+                                                 "followed"):
+            http_action(http_peer.url).send({"path": "/users"}, KEY)
+        assert other.requests == []
+    finally:
+        other.close()
+
+
+def test_result_classes_and_retry_after(http_peer: HttpPeer) -> None:
+    action = http_action(http_peer.url)
+    http_peer.script += [Response(503, b"busy", {"Retry-After": "7"}), Response(429, b"slow down"),
+                         Response(404, b"no such user")]
+    with pytest.raises(RetryableError, match="answered 503: busy") as retry:
+        action.send({}, KEY)
+    assert retry.value.retry_after == 7
+    with pytest.raises(RetryableError, match="answered 429"):
+        action.send({}, KEY)
+    with pytest.raises(PermanentError, match="answered 404: no such user") as permanent:
+        action.send({}, KEY)
+    assert permanent.value.response_snippet == "no such user"
+
+
+def test_response_snippet_redacts_secrets_and_is_capped(http_peer: HttpPeer) -> None:
+    action = http_action(http_peer.url, headers={"X-Api-Key": Secret("key-0451")}, max_response_bytes=100)
+    http_peer.script.append(Response(400, "bad key key-0451 " + "x" * 5000))
+    with pytest.raises(PermanentError) as failure:
+        action.send({}, KEY)
+    assert failure.value.response_snippet == ("bad key *** " + "x" * 5000)[:95]
+    assert "key-0451" not in str(failure.value)
+
+
+def test_connection_refused_is_retryable() -> None:
+    peer = HttpPeer()
+    url = peer.url
+    peer.close()
+    with pytest.raises(RetryableError, match=f"cannot reach {url}: Connection refused"):
+        http_action(url).send({}, KEY)
+
+
+def test_read_timeout_is_retryable(http_peer: HttpPeer) -> None:
+    http_peer.hold.clear()
+    with pytest.raises(RetryableError, match="timed out calling"):
+        http_action(http_peer.url, timeout=0.2).send({}, KEY)
+
+
+def test_destination_config_is_strict_and_lists_every_problem() -> None:
+    with pytest.raises(ConfigError) as failure:
+        build_actions({"provisioning": {"type": "http", "base_url": "ftp://x", "timout": 3, "verify": "no",
+                                        "retry": {"backoff_max": "soon"}}}, ActionContext(source="config.yaml"))
+    assert failure.value.problems == [
+        "config.yaml:0: destinations.provisioning.timout: unknown key (did you mean 'timeout'?); expected one of: "
+        "base_url, allowed_hosts, headers, timeout, connect_timeout, max_response_bytes, ca_file, proxy, verify, "
+        "type, retry",
+        "config.yaml:0: destinations.provisioning.retry.backoff_max: expected a duration like 30s, 10m, 1h or 7d, "
+        "got 'soon'",
+        "config.yaml:0: destinations.provisioning.base_url: expected an absolute http:// or https:// URL",
+        "config.yaml:0: destinations.provisioning.verify: expected true or false, got 'no'",
+    ]
+
+
+def test_verify_false_logs_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="idhooks.actions"):
+        http_action("https://127.0.0.1:9", verify=False)
+    assert "verify: false - TLS certificates are NOT checked" in caplog.text
+
+
+def test_rule_fields_checks() -> None:
+    assert HttpAction.check_rule_fields({"json": {}, "body": "x", "method": "FETCH", "headers": {"Host": "x"},
+                                         "query": ["a"], "retry": {"retry_for": "2h", "backof": 1}}) == [
+        "retry.backof: unknown key (did you mean 'backoff_max'?); expected one of: retry_for, backoff_initial, "
+        "backoff_max",
+        "body: give json or body, not both",
+        "method: expected one of GET, POST, PUT, PATCH, DELETE, got 'FETCH'",
+        "query: expected a mapping of names to values",
+        "headers.Host: this header is set by idhooks",
+    ]
+
+
+def test_connect_time_check_refuses_a_blocked_peer(http_peer: HttpPeer) -> None:
+    """What DNS rebinding would slip past the resolve check is refused on the connected socket itself
+    (loopback stands in for the metadata range here, since nothing on this machine answers there)."""
+    session = requests.Session()
+    session.mount("http://", SafeAdapter(networks=(ipaddress.ip_network("127.0.0.0/8"),)))
+    action = HttpAction("provisioning", {"type": "http", "base_url": http_peer.url}, ActionContext(session=session))
+    with pytest.raises(PermanentError, match="refused: '127.0.0.1' connected to 127.0.0.1, a link-local/metadata"):
+        action.send({"path": "/users"}, KEY)
+    assert http_peer.requests == []
+
+
+def test_blocked_addresses() -> None:
+    assert [str(blocked(a)) for a in ("169.254.169.254", "::ffff:169.254.169.254", "fe80::1%eth0", "fd00:ec2::254")] \
+        == ["169.254.169.254", "169.254.169.254", "fe80::1", "fd00:ec2::254"]
+    assert blocked("127.0.0.1") is None and blocked("10.0.0.1") is None
+
+
+@pytest.mark.parametrize("path", ["/users/../admin", "/users/%2e%2e/admin", "..", "/a/./b"])
+def test_dot_segments_from_event_data_are_refused(http_peer: HttpPeer, path: str) -> None:
+    with pytest.raises(PermanentError, match="'.' and '..' segments could leave the base path"):
+        http_action(http_peer.url + "/api").send({"path": path}, KEY)
+    assert http_peer.requests == []

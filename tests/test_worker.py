@@ -1,0 +1,231 @@
+"""The delivery worker with a real SQLite store and real loopback targets; time is an injected clock."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from actions import ActionSet, build_actions
+from actions.base import ActionContext
+from engine.config import DeliveryConfig
+from engine.metrics import Metrics
+from engine.secrets import Secret
+from engine.store.base import Job, NewJob
+from engine.store.sqlite import SQLiteStore
+from engine.worker import DeliveryWorker
+from tests.conftest import ROOT
+from tests.peers import HttpPeer, Response, http_peer  # noqa: F401 - fixture
+
+DELIVERY = DeliveryConfig(workers=3, lease=30, retry_for=600, backoff_initial=5, backoff_max=60,
+                          per_destination_concurrency=1, shutdown_grace=5)
+
+
+class Clock:
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SQLiteStore]:
+    db = SQLiteStore(tmp_path / "var" / "idhooks.db")
+    yield db
+    db.close()
+
+
+def actions_for(**urls: str) -> ActionSet:
+    destinations = {name: {"type": "http", "base_url": url, "headers": {"X-Api-Key": Secret("k3y-secret-99")}}
+                    for name, url in urls.items()}
+    return build_actions(destinations, ActionContext())
+
+
+def enqueue(store: SQLiteStore, destination: str, now: float, count: int = 1, **fields: Any) -> list[str]:
+    jobs = [NewJob(key=f"jti-{destination}-{i}:provision:0", destination=destination,
+                   payload={"type": "http", "rule": "provision", "jti": f"jti-{destination}-{i}", "index": 0,
+                            "fields": {"path": "/users", "json": {"n": i}, **fields}, "received_at": now})
+            for i in range(count)]
+    store.complete_event("jti", [], jobs, now)
+    return [job.key for job in jobs]
+
+
+def only_job(store: SQLiteStore) -> Job:
+    [job] = store.list_jobs()
+    return job
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10) -> bool:
+    """Poll `predicate` (bounded) for what another thread makes true."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def worker(store: SQLiteStore, actions: ActionSet, clock: Clock, metrics: Metrics | None = None,
+           delivery: DeliveryConfig = DELIVERY) -> DeliveryWorker:
+    return DeliveryWorker(store, actions, delivery, metrics or Metrics(), clock=clock, rng=lambda: 1.0)
+
+
+def test_fails_first_calls_then_delivered_once_with_the_same_idempotency_key(
+        store: SQLiteStore, http_peer: HttpPeer) -> None:
+    clock, metrics = Clock(), Metrics()
+    http_peer.fail_first(3, status=500, body="boom")
+    [key] = enqueue(store, "provisioning", clock.now)
+    deliver = worker(store, actions_for(provisioning=http_peer.url), clock, metrics)
+    waits = []
+    for _ in range(4):
+        assert deliver.run_once() == 1
+        job = only_job(store)
+        waits.append(job.due_at - clock.now)
+        clock.now = job.due_at
+    assert deliver.run_once() == 0
+    assert [r.headers["Idempotency-Key"] for r in http_peer.requests] == [key] * 4
+    assert waits[:3] == [5, 10, 20]  # backoff doubles (rng=1.0: the jitter's upper bound)
+    assert (job.status, job.attempts) == ("done", 4)
+    text = metrics.render().decode()
+    assert 'idhooks_action_attempts_total{destination="provisioning"} 4.0' in text
+    assert 'idhooks_action_failures_total{class="retryable",destination="provisioning"} 3.0' in text
+    assert 'idhooks_action_successes_total{destination="provisioning"} 1.0' in text
+
+
+def test_retry_after_is_honoured(store: SQLiteStore, http_peer: HttpPeer) -> None:
+    clock = Clock()
+    http_peer.script.append(Response(429, b"slow down", {"Retry-After": "45"}))
+    enqueue(store, "provisioning", clock.now)
+    worker(store, actions_for(provisioning=http_peer.url), clock).run_once()
+    job = only_job(store)
+    assert (job.status, job.due_at, job.last_error) == (
+        "failed", clock.now + 45, f"{http_peer.url}/users answered 429: slow down")
+
+
+def test_permanent_failure_is_dead_lettered_with_redacted_snippet(store: SQLiteStore, http_peer: HttpPeer) -> None:
+    clock, metrics = Clock(), Metrics()
+    http_peer.script.append(Response(400, b"invalid api key k3y-secret-99"))
+    enqueue(store, "provisioning", clock.now)
+    worker(store, actions_for(provisioning=http_peer.url), clock, metrics).run_once()
+    job = only_job(store)
+    assert (job.status, job.attempts) == ("dead", 1)
+    assert job.last_error == f"{http_peer.url}/users answered 400: invalid api key ***"
+    assert job.last_response == "invalid api key ***"
+    assert 'idhooks_dead_letters_total{destination="provisioning"} 1.0' in metrics.render().decode()
+
+
+def test_rule_retry_override_shortens_the_window(store: SQLiteStore, http_peer: HttpPeer) -> None:
+    clock = Clock()
+    http_peer.fail_first(1, status=503)
+    enqueue(store, "provisioning", clock.now, retry={"retry_for": "0s"})
+    worker(store, actions_for(provisioning=http_peer.url), clock).run_once()
+    job = only_job(store)
+    assert (job.status, job.last_error) == ("dead", f"gave up after 1 attempts: {http_peer.url}/users answered 503: ok")
+
+
+def test_destination_removed_by_a_reload_is_dead_lettered(store: SQLiteStore) -> None:
+    clock = Clock()
+    enqueue(store, "gone", clock.now)
+    worker(store, actions_for(), clock).run_once()
+    assert only_job(store).last_error == "no 'http' action for destination 'gone' in the running config"
+
+
+def idhooks(config: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "engine", *args, "--config", str(config)], capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+
+
+def test_target_down_dead_letter_then_deadletters_retry_delivers(store: SQLiteStore, tmp_path: Path) -> None:
+    clock = Clock()
+    down = HttpPeer()
+    url = down.url
+    down.close()
+    [key] = enqueue(store, "provisioning", clock.now)
+    deliver = worker(store, actions_for(provisioning=url), clock)
+    for _ in range(50):
+        if not deliver.run_once():
+            break
+        clock.now = only_job(store).due_at
+    job = only_job(store)
+    assert job.status == "dead"
+    assert job.attempts == 14  # at 0, 5, 15, 35, 75 s, then every 60 s up to 555 s, the last at the 600 s end
+    assert job.last_error == f"gave up after 14 attempts: cannot reach {url}/users: Connection refused"
+
+    config = tmp_path / "config.yaml"
+    config.write_text(f'store: {{url: "sqlite:///{store.path}"}}\n')
+    listed = idhooks(config, "deliveries", "--status", "dead")
+    assert (listed.returncode, listed.stderr) == (0, "")
+    assert f"{job.id}  dead     attempts=14  http->provisioning  key={key}" in listed.stdout
+    assert "last error: gave up after 14 attempts" in listed.stdout
+    missing = idhooks(config, "deadletters", "retry", "nope")
+    assert (missing.returncode, missing.stderr) == (
+        1, "idhooks: no dead letter with id 'nope' (list them: idhooks deliveries --status dead)\n")
+    retried = idhooks(config, "deadletters", "retry", job.id)
+    assert (retried.returncode, retried.stdout) == (0, "queued 1 dead letter for delivery\n")
+
+    back = HttpPeer()
+    try:
+        clock.now += 1
+        worker(store, actions_for(provisioning=back.url), clock).run_once()
+        assert [r.headers["Idempotency-Key"] for r in back.requests] == [key]
+        assert only_job(store).status == "done"
+    finally:
+        back.close()
+
+
+def test_deadletters_drop(store: SQLiteStore, tmp_path: Path) -> None:
+    enqueue(store, "gone", 0)
+    worker(store, actions_for(), Clock()).run_once()
+    config = tmp_path / "config.yaml"
+    config.write_text(f'store: {{url: "sqlite:///{store.path}"}}\n')
+    job_id = only_job(store).id
+    dropped = idhooks(config, "deadletters", "drop", job_id)
+    assert (dropped.returncode, dropped.stdout) == (0, f"dropped dead letter {job_id}\n")
+    assert store.list_jobs() == []
+    assert idhooks(config, "deadletters", "drop", job_id).returncode == 1
+
+
+def test_slow_destination_does_not_block_others(store: SQLiteStore, http_peer: HttpPeer) -> None:
+    fast = HttpPeer()
+    http_peer.hold.clear()  # the slow target holds every request until released
+    enqueue(store, "slow", 0, count=3)
+    enqueue(store, "fast", 0, count=2)
+    deliver = DeliveryWorker(store, actions_for(slow=http_peer.url, fast=fast.url), DELIVERY, Metrics(),
+                             poll_interval=0.05)
+    deliver.start()
+    try:
+        assert wait_until(lambda: {j.status for j in store.list_jobs() if j.destination == "fast"} == {"done"})
+        assert http_peer.requests == []  # still held: one in flight, the other two not claimed
+        http_peer.hold.set()
+        assert len(http_peer.wait_for(3)) == 3
+    finally:
+        assert deliver.stop(grace=5)
+        fast.close()
+
+
+def test_stop_leaves_unfinished_jobs_queued(store: SQLiteStore, http_peer: HttpPeer) -> None:
+    http_peer.hold.clear()
+    enqueue(store, "slow", 0, count=2)
+    deliver = DeliveryWorker(store, actions_for(slow=http_peer.url), DELIVERY, Metrics(), poll_interval=0.05)
+    deliver.start()
+    deliver.notify()
+    assert deliver.stop(grace=0.2) is False  # the held send did not finish within the grace
+    assert sorted(j.status for j in store.list_jobs()) == ["pending", "pending"]
+    http_peer.hold.set()
+
+
+def test_an_action_bug_counts_as_a_retryable_attempt(store: SQLiteStore, http_peer: HttpPeer) -> None:
+    clock = Clock()
+    payload = {"type": "http", "rule": "provision", "jti": "j", "index": 0, "fields": ["not", "a", "mapping"]}
+    store.complete_event("j", [], [NewJob("j:provision:0", "provisioning", payload)], clock.now)
+    worker(store, actions_for(provisioning=http_peer.url), clock).run_once()
+    job = only_job(store)
+    assert (job.status, job.attempts, job.due_at) == ("failed", 1, clock.now + 5)
+    assert job.last_error == "unexpected error in the http action: AttributeError: 'list' object has no attribute 'get'"
+    assert http_peer.requests == []
