@@ -67,11 +67,11 @@ class PrivateRedis:
             self.proc.wait(timeout=10)
 
 
-def redis_config(directory: Path, url: str, group: str, port: int) -> Path:
+def redis_config(directory: Path, url: str, group: str, port: int, extra: str = "") -> Path:
     """tests.conftest.basic_config with the Redis store of deployment `group` and a spool in `directory`."""
     from tests.conftest import basic_config
 
-    config = basic_config(directory, port=port, store_url=url)
+    config = basic_config(directory, port=port, store_url=url, extra=extra)
     text = config.read_text().replace(f'store: {{url: "{url}"}}',
                                       f'store: {{url: "{url}", group: "{group}", spool_dir: spool}}')
     config.write_text(text)
