@@ -10,9 +10,12 @@ from typing import Iterator
 
 import pytest
 
+from engine.errors import StoreError
 from engine.store.base import (ACCEPTED, DUPLICATE, STALE, IncomingEvent, NewJob, QuarantineEntry, Store,
                                SubscriptionRecord)
-from engine.store.sqlite import SQLiteStore
+from engine.store.redis import SCHEMA_VERSION, RedisStore
+from engine.store.sqlite import _MIGRATIONS, SQLiteStore
+from tests.conftest import redis_url
 from tests.redisutil import delete_group, open_redis_store
 
 T0 = 1_700_000_000.0
@@ -50,8 +53,25 @@ def job_for(store: Store, key: str, destination: str = "slack", at: float = T0) 
 
 # -- life cycle ------------------------------------------------------------------------------------
 def test_schema_version_and_writable(store: Store) -> None:
-    assert store.schema_version() == 1
+    newest = SCHEMA_VERSION if isinstance(store, RedisStore) else len(_MIGRATIONS)
+    assert store.schema_version() == newest
     store.check_writable()
+
+
+def test_a_store_written_by_a_newer_idhooks_is_refused(store: Store, tmp_path: Path) -> None:
+    if isinstance(store, RedisStore):
+        store.redis.set(store.prefix + "schema", 99)
+        with pytest.raises(StoreError) as err:
+            RedisStore(redis_url(), group=store.group, spool_dir=tmp_path / "spool")
+        where = f"{store.url} (group {store.group!r})"
+        ours = SCHEMA_VERSION
+    else:
+        with store._tx() as conn:
+            conn.execute("PRAGMA user_version = 99")
+        with pytest.raises(StoreError) as err:
+            SQLiteStore(store.path)
+        where, ours = str(store.path), len(_MIGRATIONS)
+    assert str(err.value) == f"{where} has schema version 99, newer than this idhooks ({ours}): upgrade idhooks"
 
 
 # -- intake and de-duplication ---------------------------------------------------------------------
