@@ -225,7 +225,7 @@ class SQLiteStore(Store):
         try:
             with self._write_lock:
                 conn.execute("BEGIN IMMEDIATE")
-                results = [self._insert(conn, item.event, item.window) for item in batch]
+                results = self._insert_batch(conn, batch)
                 conn.execute("COMMIT")
         except BaseException as exc:  # noqa: BLE001 - every caller must be woken, whatever happened
             try:
@@ -241,20 +241,29 @@ class SQLiteStore(Store):
             item.done.set()
 
     @staticmethod
-    def _insert(conn: sqlite3.Connection, event: IncomingEvent, window: float) -> str:
-        now = event.received_at
-        seen = conn.execute("SELECT seen_at FROM seen_jti WHERE jti = ?", (event.jti,)).fetchone()
-        if seen is not None and seen[0] >= now - window:
-            return DUPLICATE
-        if conn.execute("SELECT 1 FROM events WHERE jti = ?", (event.jti,)).fetchone():
-            conn.execute("INSERT OR REPLACE INTO seen_jti VALUES (?, ?)", (event.jti, now))
-            return DUPLICATE
-        status = STALE if event.iat_ms / 1000.0 < now - window else "pending"
-        conn.execute("INSERT OR REPLACE INTO seen_jti VALUES (?, ?)", (event.jti, now))
-        conn.execute(
-            "INSERT INTO events (jti, webhook, iat_ms, received_at, uris, body, status) VALUES (?,?,?,?,?,?,?)",
-            (event.jti, event.webhook, event.iat_ms, now, json.dumps(list(event.uris)), event.body, status))
-        return STALE if status == STALE else ACCEPTED
+    def _insert_batch(conn: sqlite3.Connection, batch: list[_Pending]) -> list[str]:
+        """Insert a batch with two statements whatever its size. Every SQLite call releases the GIL and
+        must win it back from the request threads, so per-event statements made the writer, not the disk,
+        the bottleneck. A jti that is still stored is a duplicate (retention >= the dedup window)."""
+        jtis = list({item.event.jti for item in batch})
+        existing = {row[0] for row in conn.execute(
+            f"SELECT jti FROM events WHERE jti IN ({','.join('?' * len(jtis))})", jtis)}
+        results: list[str] = []
+        rows: list[tuple] = []
+        for item in batch:
+            event = item.event
+            if event.jti in existing:
+                results.append(DUPLICATE)
+                continue
+            existing.add(event.jti)
+            stale = event.iat_ms / 1000.0 < event.received_at - item.window
+            rows.append((event.jti, event.webhook, event.iat_ms, event.received_at, json.dumps(list(event.uris)),
+                         event.body, STALE if stale else "pending"))
+            results.append(STALE if stale else ACCEPTED)
+        if rows:
+            conn.execute("INSERT INTO events (jti, webhook, iat_ms, received_at, uris, body, status) VALUES "
+                         + ",".join(["(?,?,?,?,?,?,?)"] * len(rows)), [value for row in rows for value in row])
+        return results
 
     # -- events ------------------------------------------------------------------------------------
     def get_event(self, jti: str) -> StoredEvent | None:
@@ -267,33 +276,35 @@ class SQLiteStore(Store):
         return [_event_row(r) for r in rows]
 
     def claim_events(self, owner: str, lease: float, limit: int, now: float) -> list[StoredEvent]:
+        # One statement, so the write lock (which intake waits on) is held as briefly as possible.
         with self._tx() as conn:
             rows = conn.execute(
-                "SELECT * FROM events WHERE status = 'pending' AND lease_until <= ? "
-                "ORDER BY received_at, jti LIMIT ?", (now, limit)).fetchall()
-            conn.executemany("UPDATE events SET lease_owner = ?, lease_until = ? WHERE jti = ?",
-                             [(owner, now + lease, r["jti"]) for r in rows])
-        return [_event_row(r) for r in rows]
+                "UPDATE events SET lease_owner = ?, lease_until = ? WHERE jti IN (SELECT jti FROM events "
+                "WHERE status = 'pending' AND lease_until <= ? ORDER BY received_at, jti LIMIT ?) RETURNING *",
+                (owner, now + lease, now, limit)).fetchall()
+        return sorted((_event_row(r) for r in rows), key=lambda e: (e.received_at, e.jti))
 
     def complete_event(self, jti: str, decisions: list[dict[str, Any]], jobs: list[NewJob], now: float) -> None:
         self.complete_events([(jti, decisions, jobs)], now)
 
     def complete_events(self, items: list[tuple[str, list[dict[str, Any]], list[NewJob]]], now: float) -> None:
-        with self._tx() as conn:
-            conn.executemany(
-                "INSERT OR IGNORE INTO jobs (id, key, destination, payload, status, created_at, due_at) "
-                "VALUES (?, ?, ?, ?, 'pending', ?, ?)",
-                [(uuid.uuid4().hex, j.key, j.destination, json.dumps(j.payload), now, now)
-                 for _, _, jobs in items for j in jobs])
-            conn.executemany("UPDATE events SET status = 'processed', decisions = ?, processed_at = ?, "
-                             "lease_owner = NULL, lease_until = 0 WHERE jti = ?",
-                             [(json.dumps(decisions), now, jti) for jti, decisions, _ in items])
+        jobs = [(uuid.uuid4().hex, j.key, j.destination, json.dumps(j.payload), now, now)
+                for _, _, event_jobs in items for j in event_jobs]
+        decisions = json.dumps({jti: event_decisions for jti, event_decisions, _ in items})
+        with self._tx() as conn:  # a fixed number of statements per batch: see _insert_batch
+            for start in range(0, len(jobs), 1000):  # SQLite allows 32,766 parameters per statement
+                chunk = jobs[start:start + 1000]
+                conn.execute("INSERT OR IGNORE INTO jobs (id, key, destination, payload, status, created_at, due_at) "
+                             "VALUES " + ",".join(["(?, ?, ?, ?, 'pending', ?, ?)"] * len(chunk)),
+                             [value for job in chunk for value in job])
+            conn.execute("UPDATE events SET status = 'processed', decisions = d.value, processed_at = ?, "
+                         "lease_owner = NULL, lease_until = 0 FROM json_each(?) AS d WHERE events.jti = d.key",
+                         (now, decisions))
 
     def prune(self, now: float, retention: float, dedup_window: float) -> int:
         with self._tx() as conn:
             removed = conn.execute("DELETE FROM events WHERE received_at < ? AND status != 'pending'",
                                    (now - retention,)).rowcount
-            conn.execute("DELETE FROM seen_jti WHERE seen_at < ?", (now - dedup_window,))
             conn.execute("DELETE FROM jobs WHERE status = 'done' AND done_at < ?", (now - retention,))
         return removed
 
