@@ -39,12 +39,10 @@ def fill(path: Path, now: float) -> dict[str, str]:
     store = SQLiteStore(path)
     store.ingest(event("recent", at=now - DAY), 7 * DAY)
     store.ingest(event("old-pending", at=now - 60 * DAY), 7 * DAY)
-    for jti, at in (("processed", now - 2 * DAY), ("expired", now - 40 * DAY), ("pruned", now - 3 * DAY)):
+    for jti, at in (("processed", now - 2 * DAY), ("expired", now - 40 * DAY)):
         store.ingest(event(jti, at=at), 7 * DAY)
         store.complete_event(jti, [{"rule": "r"}], [NewJob(f"{jti}:r:{i}", "slack", {"i": i}) for i in range(4)],
                              at)
-    with store._tx() as conn:  # as if pruned by a shorter retention: its de-duplication mark stays
-        conn.execute("DELETE FROM events WHERE jti = 'pruned'")
     ids = {job.key: job.id for job in store.list_jobs()}
     store.ack_job(ids["processed:r:0"], now - DAY)
     store.retry_job(ids["processed:r:1"], now + 60, "HTTP 503", "busy")
@@ -67,15 +65,13 @@ def test_migrate_copies_everything_within_retention(tmp_path: Path, target: Redi
     assert out.splitlines() == [
         f"copied {source} into {redis_available} (group {target.group!r}):",
         "  events                       3 copied       0 already there",
-        "  de-duplication marks         3 copied       0 already there",
-        "  jobs                        12 copied       0 already there",
+        "  jobs                         8 copied       0 already there",
         "  subscriptions                1 copied       0 already there",
         "  quarantine entries           1 copied       0 already there",
     ]
     assert sorted(e.jti for e in target.list_events()) == ["old-pending", "processed", "recent"]
     assert target.get_event("processed").decisions == [{"rule": "r"}]
-    assert target.ingest(event("pruned", at=now), 7 * DAY) == DUPLICATE  # the de-duplication mark came along
-    assert target.ingest(event("recent", at=now), 7 * DAY) == DUPLICATE
+    assert target.ingest(event("recent", at=now), 7 * DAY) == DUPLICATE  # de-duplication came along
     assert target.get_job(ids["processed:r:0"]).status == "done"
     failed = target.get_job(ids["processed:r:1"])
     assert (failed.status, failed.attempts, failed.last_error, failed.due_at) == ("failed", 1, "HTTP 503", now + 60)
@@ -83,8 +79,7 @@ def test_migrate_copies_everything_within_retention(tmp_path: Path, target: Redi
         [(ids["processed:r:2"], "HTTP 404", "no hook")]
     assert [e.jti for e in target.claim_events("w", 30, 10, now)] == ["old-pending", "recent"]
     claimable = {j.key for j in target.claim_jobs("w", 30, 100, now)}
-    assert claimable == {"processed:r:3", "expired:r:0", "expired:r:1", "expired:r:2", "expired:r:3",
-                         "pruned:r:0", "pruned:r:1", "pruned:r:2", "pruned:r:3"}
+    assert claimable == {"processed:r:3", "expired:r:0", "expired:r:1", "expired:r:2", "expired:r:3"}
     assert [s.topic for s in target.list_subscriptions()] == ["acme.login"]
     assert [(q.id, q.body) for q in target.quarantine_list()] == [("q1", b"\x00raw")]
 
@@ -92,8 +87,7 @@ def test_migrate_copies_everything_within_retention(tmp_path: Path, target: Redi
     assert (code, err) == (0, "")
     assert out.splitlines()[1:] == [
         "  events                       0 copied       3 already there",
-        "  de-duplication marks         0 copied       3 already there",
-        "  jobs                         0 copied      12 already there",
+        "  jobs                         0 copied       8 already there",
         "  subscriptions                0 copied       1 already there",
         "  quarantine entries           0 copied       1 already there",
     ]

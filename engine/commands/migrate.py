@@ -14,7 +14,7 @@ from engine.store.redis_records import redact_url
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "migrate", help="copy a SQLite store into Redis (stop every idhooks process first)",
-        description="Copy events within retention, de-duplication marks, pending jobs, dead letters, "
+        description="Copy events within retention (the de-duplication state), pending jobs, dead letters, "
                     "subscriptions and the quarantine from a SQLite store into a Redis store. Stop every "
                     "idhooks process of both stores first. Safe to run again: what Redis already holds is kept.")
     parser.add_argument("--from", dest="source", required=True, metavar="sqlite:///PATH", help="the SQLite store")
@@ -22,7 +22,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="the Redis store (redis://, rediss:// or unix://)")
     parser.add_argument("--group", default="idhooks", help="the deployment's store.group (default: idhooks)")
     parser.add_argument("--retention", default="30d", help="copy events newer than this (default: 30d)")
-    parser.add_argument("--dedup-window", default="7d", help="the store.dedup_window (default: 7d)")
     parser.set_defaults(func=run)
 
 
@@ -44,7 +43,6 @@ def _source_path(url: str) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     retention = _duration(args.retention, "--retention")
-    window = _duration(args.dedup_window, "--dedup-window")
     path = _source_path(args.source)
     if not args.target.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(f"--to: expected redis://HOST:PORT/DB, rediss://... or unix://..., "
@@ -56,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     target = RedisStore(args.target, group=args.group)
     source = SQLiteStore(path)
     try:
-        report = migrate(source, target, now=time.time(), retention=retention, dedup_window=window)
+        report = migrate(source, target, now=time.time(), retention=retention)
     finally:
         source.close()
         target.close()

@@ -2,7 +2,7 @@
 process to a scaled-out deployment without losing events in flight, de-duplication or dead letters.
 
 What is copied: events received within the retention period (and every pending one, whatever its age),
-the de-duplication marks still inside the window, every job (pending, failed, dead and the done ones not
+which are also the de-duplication state (a jti still stored is a duplicate on either backend), every job (pending, failed, dead and the done ones not
 yet pruned) with its status and attempts, the subscription records and the quarantine. Leases are not
 copied: run it with every idhooks process of both stores stopped. Copying is idempotent: what the target
 already holds (same jti, same job key, same quarantine id) is left as it is and counted as skipped.
@@ -37,7 +37,7 @@ class Copied:
 @dataclass
 class MigrationReport:
     kinds: dict[str, Copied] = field(default_factory=lambda: {
-        kind: Copied() for kind in ("events", "de-duplication marks", "jobs", "subscriptions", "quarantine entries")})
+        kind: Copied() for kind in ("events", "jobs", "subscriptions", "quarantine entries")})
 
 
 def _pages(source: SQLiteStore, sql: str, args: tuple) -> Iterator[sqlite3.Row]:
@@ -48,16 +48,12 @@ def _pages(source: SQLiteStore, sql: str, args: tuple) -> Iterator[sqlite3.Row]:
         offset += len(rows)
 
 
-def migrate(source: SQLiteStore, target: RedisStore, *, now: float, retention: float,
-            dedup_window: float) -> MigrationReport:
+def migrate(source: SQLiteStore, target: RedisStore, *, now: float, retention: float) -> MigrationReport:
     report = MigrationReport()
     k = report.kinds
     for row in _pages(source, "SELECT * FROM events WHERE received_at >= ? OR status = 'pending' "
                               "ORDER BY received_at, jti", (now - retention,)):
         k["events"].count(target.import_event(_event_row(row)))
-    for row in _pages(source, "SELECT jti, seen_at FROM seen_jti WHERE seen_at >= ? ORDER BY seen_at, jti",
-                      (now - dedup_window,)):
-        k["de-duplication marks"].count(target.import_seen(row["jti"], row["seen_at"], dedup_window, now))
     for row in _pages(source, "SELECT * FROM jobs ORDER BY created_at, id", ()):
         k["jobs"].count(target.import_job(_job_row(row), done_at=row["done_at"]))
     _copy_subscriptions(source, target, k["subscriptions"])

@@ -288,14 +288,6 @@ class RedisStore(Store):
         """Copy a stored event as it is (status, decisions); False when this deployment already has it."""
         return bool(self._run("IMPORT_EVENT", event.jti, *event_fields(event)))
 
-    def import_seen(self, jti: str, seen_at: float, dedup_window: float, now: float) -> bool:
-        """Copy a de-duplication mark, expiring when it would have; False when expired or already here."""
-        ttl_ms = int((seen_at + dedup_window - now) * 1000)
-        if ttl_ms <= 0:
-            return False
-        with self._guard("copying a de-duplication mark"):
-            return bool(self.redis.set(self.prefix + "jti:" + jti, num(seen_at), px=ttl_ms, nx=True))
-
     def import_job(self, job: Job, done_at: float | None = None) -> bool:
         """Copy a job with its status and attempts, unleased; False when its key already has a job here."""
         return bool(self._run("IMPORT_JOB", job.id, job.key, *job_fields(job, done_at)))
