@@ -172,6 +172,10 @@ def test_redis_down_60s_every_event_acknowledged_then_processed(tmp_path: Path, 
             assert sorted(e.jti for e in store.list_events(limit=10_000)) == sorted(sent)
         finally:
             store.close()
-        assert delivered_keys(http_peer) == Counter({f"{jti}:provision:0": 1 for jti in sent})
+        sent_keys = delivered_keys(http_peer)
+        assert set(sent_keys) == {f"{jti}:provision:0" for jti in sent}
+        # A send in flight when Redis went down could not be recorded: it goes out again after the lease,
+        # with the same Idempotency-Key. At most the sends in flight then (2 per process) are repeated.
+        assert max(sent_keys.values()) <= 2 and sum(sent_keys.values()) - len(sent_keys) <= 4
     finally:
         redis_server.stop()
