@@ -54,6 +54,9 @@ class Metrics:
         self.quarantine_evicted = Counter("idhooks_quarantine_evicted_total",
                                           "Quarantined deliveries dropped because the quarantine was full.",
                                           registry=r)
+        self.stateful_capped = Counter("idhooks_stateful_groups_capped_total",
+                                       "Matching events not counted because their threshold rule already holds "
+                                       "threshold.max_groups groups.", ["rule"], registry=r)
         self.verifications = Counter("idhooks_subscription_verifications_total",
                                      "Hub verification requests by webhook and mode.", ["webhook", "mode"], registry=r)
 

@@ -22,17 +22,19 @@ log = logging.getLogger("idhooks.processor")
 
 
 class Evaluator(Protocol):
-    def evaluate(self, envelope: Any, uri: str, webhook: str) -> list[Any]: ...
+    def evaluate(self, envelope: Any, uri: str, webhook: str, *, now: float) -> list[Any]:
+        """Decisions for one event; `now` is its arrival time (stateful rules count by it)."""
 
 
-def jobs_for(event: StoredEvent, decision: Any) -> list[NewJob]:
+def jobs_for(jti: str, received_at: float, decision: Any) -> list[NewJob]:
     """One job per rendered action of a matched decision. The key is the Idempotency-Key: jti:rule:index,
-    or firing-id:index for a stateful rule's firing (stable across the events of one window)."""
-    prefix = getattr(decision, "firing_id", None) or f"{event.jti}:{decision.rule_id}"
+    or firing-id:index for a stateful rule's firing (stable across the events of one window; a digest's
+    firing has no event and passes its firing id as `jti`)."""
+    prefix = getattr(decision, "firing_id", None) or f"{jti}:{decision.rule_id}"
     jobs = []
     for action in decision.actions:
-        payload = {"type": action.type, "rule": decision.rule_id, "jti": event.jti, "index": action.index,
-                   "fields": action.fields, "received_at": event.received_at}
+        payload = {"type": action.type, "rule": decision.rule_id, "jti": jti, "index": action.index,
+                   "fields": action.fields, "received_at": received_at}
         jobs.append(NewJob(key=f"{prefix}:{action.index}", destination=action.destination or "", payload=payload))
     return jobs
 
@@ -60,10 +62,10 @@ class Processor:
         records: list[dict[str, Any]] = []
         jobs: list[NewJob] = []
         for uri in envelope.uris:
-            for decision in ruleset.evaluate(envelope, uri, event.webhook):
+            for decision in ruleset.evaluate(envelope, uri, event.webhook, now=event.received_at):
                 records.append({**decision.to_json(), "uri": uri})
                 if decision.matched:
-                    jobs.extend(jobs_for(event, decision))
+                    jobs.extend(jobs_for(event.jti, event.received_at, decision))
         return records, jobs
 
     def run_once(self) -> int:

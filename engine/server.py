@@ -26,6 +26,7 @@ from engine.rules.loader import load_for_config
 from engine.rules.ruleset import RuleSet
 from engine.rules.watch import FolderWatcher
 from engine.runtime import Current
+from engine.stateful.evaluator import StatefulRules
 from engine.store import open_store
 from engine.store.base import Store
 from engine.worker import DeliveryWorker
@@ -33,6 +34,7 @@ from engine.worker import DeliveryWorker
 log = logging.getLogger("idhooks.server")
 
 PRUNE_INTERVAL = 3600.0
+DIGEST_TICK = 10.0
 
 
 class Service:
@@ -43,7 +45,7 @@ class Service:
         self.store = store
         self.clock = clock
         self.metrics = Metrics()
-        self.rules = Current(self.load_rules(config))
+        self.rules = Current(self.stateful(self.load_rules(config)))
         self.rules_loaded_at = clock()
         self.reload_errors: list[str] = []
         self.metrics.reloads.labels("success").inc()
@@ -60,6 +62,11 @@ class Service:
     @staticmethod
     def load_rules(config: Config) -> RuleSet:
         return load_for_config(config)
+
+    def stateful(self, ruleset: RuleSet) -> StatefulRules:
+        """The rule set with the store's state for thresholds, suppression and digests."""
+        return StatefulRules(ruleset, self.store, clock=self.clock,
+                             on_capped=lambda rule_id: self.metrics.stateful_capped.labels(rule_id).inc())
 
     @staticmethod
     def load_actions(config: Config) -> ActionSet:
@@ -83,7 +90,7 @@ class Service:
                 log.error("reload failed, keeping the running config and rules", extra={"problem": problem})
             return False
         self.config.set(config)
-        self.rules.set(rules)
+        self.rules.set(self.stateful(rules))
         self.actions.set(actions)
         self.rules_loaded_at = self.clock()
         self.reload_errors = []
@@ -96,12 +103,25 @@ class Service:
         while not self._stop.wait(PRUNE_INTERVAL):
             self.prune()
 
+    def _tick_loop(self) -> None:
+        while not self._stop.wait(DIGEST_TICK):
+            self.tick()
+
+    def tick(self) -> None:
+        """Send the digests whose period is over (every process may tick: job keys make it once)."""
+        try:
+            if self.rules.get().fire_due_digests(self.clock()):
+                self.processor.on_jobs()
+        except IdhooksError as exc:
+            log.error("digest tick failed", extra={"error": str(exc)})
+
     def prune(self) -> None:
         cfg = self.config.get().store
         try:
             removed = self.store.prune(self.clock(), cfg.retention, cfg.dedup_window)
             if removed:
                 log.info("pruned events past retention", extra={"removed": removed})
+            self.store.prune_state(self.clock())
         except IdhooksError as exc:
             log.error("prune failed", extra={"error": str(exc)})
 
@@ -115,6 +135,7 @@ class Service:
             self.watcher.start()
         self.prune()
         threading.Thread(target=self._prune_loop, name="idhooks-prune", daemon=True).start()
+        threading.Thread(target=self._tick_loop, name="idhooks-digests", daemon=True).start()
 
     def stop(self) -> None:
         self._stop.set()

@@ -18,7 +18,8 @@ from engine.envelope import parse_envelope
 from engine.errors import PayloadError
 from engine.rules.loader import load_for_config
 from engine.rules.report import decision_lines, event_type, matched_rules, when
-from engine.rules.ruleset import RuleSet
+from engine.stateful.evaluator import StatefulRules
+from engine.stateful.sequences import scratch_rules
 from engine.store import open_store
 from engine.store.base import StoredEvent
 
@@ -36,15 +37,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def replay_event(ruleset: RuleSet, event: StoredEvent) -> list[dict[str, Any]]:
-    """One entry per URI of the event: what fires now, and how that differs from the stored record."""
+def replay_event(rules: StatefulRules, event: StoredEvent) -> list[dict[str, Any]]:
+    """One entry per URI of the event: what fires now, and how that differs from the stored record.
+    Stateful rules count over the replayed events in a throw-away store, as if they arrived again."""
     try:
         envelope = parse_envelope(event.body)
     except PayloadError as exc:
         return [{"jti": event.jti, "error": str(exc)}]
     results = []
     for uri in envelope.uris:
-        decisions = [d.to_json() for d in ruleset.evaluate(envelope, uri, event.webhook)]
+        decisions = [d.to_json() for d in rules.evaluate(envelope, uri, event.webhook, now=event.received_at)]
         before = set(matched_rules(r for r in event.decisions or [] if r.get("uri", uri) == uri))
         now = set(matched_rules(decisions))
         results.append({"jti": event.jti, "received_at": event.received_at, "type": event_type(uri),
@@ -59,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
     ruleset = load_for_config(config, args.rules)
     with closing(open_store(config.store)) as store:
         events = store.list_events(since=time.time() - args.since, limit=args.limit)
-    results = [r for e in reversed(events) if e.status != "stale" for r in replay_event(ruleset, e)]
+    with scratch_rules(ruleset) as rules:
+        results = [r for e in reversed(events) if e.status != "stale" for r in replay_event(rules, e)]
     if args.json:
         print(json.dumps(results, indent=2, ensure_ascii=False, default=str))
         return 0

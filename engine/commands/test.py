@@ -1,7 +1,7 @@
-"""`idhooks test EVENT.json... [--config PATH] [--json]`: evaluate events offline with the live engine's
-evaluator and print, per candidate rule, matched (with the rendered actions; nothing is sent) or the first
-condition that failed and the value found. With no event, run the rule tests in <rules>/tests/*.yaml and
-report condition coverage; exit 1 if any test fails."""
+"""`idhooks test EVENT.json... [--config PATH] [--json]`: evaluate events offline, in the given order, with
+the live engine's evaluator and print, per candidate rule, matched (with the rendered actions; nothing is
+sent) or the first condition that failed and the value found. With no event, run the rule tests in
+<rules>/tests/*.yaml and report condition coverage; exit 1 if any test fails."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from engine.errors import ConfigError, PayloadError
 from engine.rules.loader import display_path, load_for_config
 from engine.rules.report import decision_lines, event_type
 from engine.rules.ruleset import RuleSet
+from engine.stateful.sequences import scratch_rules
 from engine.rules.testing import TestReport, load_rule_tests, run_rule_tests, test_files
 
 
@@ -68,10 +69,13 @@ def _read_event(path: Path) -> Any:
 
 
 def _evaluate_files(ruleset: RuleSet, files: list[Path], webhook: str, as_json: bool) -> int:
+    """The files are one stream in the given order, each arriving at its own event time (stateful rules
+    count across them with a throw-away store)."""
     envelopes = [(path, _read_event(path)) for path in files]
-    results = [{"file": display_path(path), "jti": env.jti, "uri": uri, "type": event_type(uri),
-                "decisions": [d.to_json() for d in ruleset.evaluate(env, uri, webhook)]}
-               for path, env in envelopes for uri in env.uris]
+    with scratch_rules(ruleset) as rules:
+        results = [{"file": display_path(path), "jti": env.jti, "uri": uri, "type": event_type(uri),
+                    "decisions": [d.to_json() for d in rules.evaluate(env, uri, webhook, now=env.iat_ms / 1000)]}
+                   for path, env in envelopes for uri in env.uris]
     if as_json:
         _print_json(results)
         return 0

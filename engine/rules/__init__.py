@@ -10,3 +10,5 @@ from engine.rules.loader import load_ruleset, register_rule_key
 from engine.rules.ruleset import Decision, RenderedAction, Rule, RuleSet
 
 __all__ = ["Decision", "RenderedAction", "Rule", "RuleSet", "load_ruleset", "register_rule_key"]
+
+from engine.stateful import rulekeys as _stateful_keys  # noqa: E402,F401 - registers threshold/suppress/digest

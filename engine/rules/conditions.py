@@ -175,6 +175,12 @@ def _subject(key: str, value: Any) -> Subject:
     return str(value), _BODY, compiled
 
 
+def subject_lookup(key: str, value: Any) -> Callable[[EvalContext], list[Any]]:
+    """The lookup of a `path` / `claim` / `envelope` subject; also compiles stateful rules' group_by keys."""
+    _, document, find = _subject(key, value)
+    return lambda ctx: find(document(ctx))
+
+
 def _operator_of(node: dict, where: str, allowed_extra: tuple[str, ...], report: Report) -> str | None:
     unknown = [k for k in node if k not in OPERATORS and k not in allowed_extra]
     for key in unknown:

@@ -20,18 +20,30 @@ from engine.rules.actions import compile_action
 from engine.rules.conditions import Report, compile_condition, line_of
 from engine.rules.index import ANY
 from engine.rules.ruleset import Rule, RuleSet
+from engine.rules.templates import extra_names
 from engine.yamlsource import load_yaml_file
 
 RULE_KEYS = ("id", "description", "enabled", "event", "webhooks", "when", "actions")
 RuleKeyParser = Callable[[Any, int, Report], Any]
+RuleCheck = Callable[[dict, Report], None]
 _EXTRA_KEYS: dict[str, RuleKeyParser] = {}
+_EXTRA_NAMES: dict[str, tuple[str, ...]] = {}
+_RULE_CHECKS: list[RuleCheck] = []
 _ID = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 RULE_FILE_SUFFIXES = (".yaml", ".yml")
 
 
-def register_rule_key(name: str, parser: RuleKeyParser) -> None:
-    """Allow `name` as a rule key; `parser(value, line, report)` compiles it into `Rule.extra[name]`."""
+def register_rule_key(name: str, parser: RuleKeyParser, template_names: tuple[str, ...] = ()) -> None:
+    """Allow `name` as a rule key; `parser(value, line, report)` compiles it into `Rule.extra[name]`.
+    The actions of a rule that has the key may also use `template_names` in their templates."""
     _EXTRA_KEYS[name] = parser
+    _EXTRA_NAMES[name] = template_names
+
+
+def register_rule_check(check: RuleCheck) -> None:
+    """Run `check(rule_node, report)` on every rule, for rules that span several registered keys."""
+    if check not in _RULE_CHECKS:
+        _RULE_CHECKS.append(check)
 
 
 def display_path(path: Path) -> str:
@@ -192,11 +204,15 @@ def _read_rule(node: dict, source: str, report: Report, loader: _Loader) -> Rule
         report(line_of(node, "actions") if "actions" in node else line_of(node), "actions",
                "expected a non-empty list of actions, like `- log: {message: ...}`")
         actions = []
-    compiled = [compile_action(item, i, loader.destinations, report) for i, item in enumerate(actions)]
+    names = tuple(dict.fromkeys(name for key in _EXTRA_KEYS if key in node for name in _EXTRA_NAMES[key]))
+    with extra_names(names):
+        compiled = [compile_action(item, i, loader.destinations, report) for i, item in enumerate(actions)]
     rule.actions = [a for a in compiled if a is not None]
     for key, parser in _EXTRA_KEYS.items():
         if key in node:
             rule.extra[key] = parser(node[key], line_of(node, key), report)
+    for check in _RULE_CHECKS:
+        check(node, report)
     return rule
 
 

@@ -35,12 +35,15 @@ class Decision:
     actual: Any = None
     actions: list[RenderedAction] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # templates that failed at render time (rendered '')
+    firing_id: str | None = None  # a stateful rule's firing (rule, group, window): its jobs' key prefix
 
     def to_json(self) -> dict[str, Any]:
         """The decision record stored with the event (plain JSON)."""
         record: dict[str, Any] = {"rule": self.rule_id, "matched": self.matched}
         if self.matched:
             record["actions"] = [a.to_json() for a in self.actions]
+            if self.firing_id:
+                record["firing"] = self.firing_id
         else:
             record["failed"], record["actual"] = self.failed, self.actual
         if self.errors:
@@ -76,10 +79,13 @@ class Rule:
         miss = self.condition.test(ctx) if self.condition is not None else None
         if miss is not None:
             return Decision(self.id, False, miss.failed, miss.actual)
+        return self.render(ctx.template_context(self.info) if self.actions else {})
+
+    def render(self, context: dict[str, Any], firing_id: str | None = None) -> Decision:
+        """The matched decision with every action rendered in `context`."""
         errors: list[str] = []
-        context = ctx.template_context(self.info) if self.actions else {}
         rendered = [RenderedAction(a.index, a.type, a.destination, a.render(context, errors)) for a in self.actions]
-        return Decision(self.id, True, actions=rendered, errors=errors)
+        return Decision(self.id, True, actions=rendered, errors=errors, firing_id=firing_id)
 
 
 class RuleSet:

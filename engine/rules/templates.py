@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Callable
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, Callable, Iterator
 
 from jinja2 import ChainableUndefined, TemplateSyntaxError, meta
 from jinja2.sandbox import SandboxedEnvironment
@@ -51,9 +53,27 @@ _SUBSTITUTION = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)((?:\.[A-Za-z_][A-Za
 _MAPPING_NAMES = ("event", "envelope", "claims", "rule")
 
 
+_EXTRA_NAMES: ContextVar[tuple[str, ...]] = ContextVar("extra_template_names", default=())
+
+
+@contextmanager
+def extra_names(names: tuple[str, ...]) -> Iterator[None]:
+    """Allow `names` besides TEMPLATE_NAMES in templates compiled inside the block (a stateful rule's
+    actions see `count`, `events`, ...; in any other rule these names are typos)."""
+    token = _EXTRA_NAMES.set(names)
+    try:
+        yield
+    finally:
+        _EXTRA_NAMES.reset(token)
+
+
+def _names() -> tuple[str, ...]:
+    return TEMPLATE_NAMES + _EXTRA_NAMES.get()
+
+
 def _unknown_name(name: str) -> ValueError:
-    return ValueError(f"unknown template name '{name}'{suggest(name, TEMPLATE_NAMES)}; "
-                      f"available: {', '.join(TEMPLATE_NAMES)}")
+    names = _names()
+    return ValueError(f"unknown template name '{name}'{suggest(name, names)}; available: {', '.join(names)}")
 
 
 def _substitutions(source: str) -> list[Any] | None:
@@ -74,7 +94,7 @@ def _substitutions(source: str) -> list[Any] | None:
 
 def _direct(parts: list[Any]) -> Render:
     for part in parts:
-        if isinstance(part, tuple) and part[0] not in TEMPLATE_NAMES:
+        if isinstance(part, tuple) and part[0] not in _names():
             raise _unknown_name(part[0])
 
     def render(context: dict[str, Any]) -> str:
@@ -101,7 +121,7 @@ def compile_template(source: str) -> Render:
         tree = _ENV.parse(source)
     except TemplateSyntaxError as exc:
         raise ValueError(f"invalid template (line {exc.lineno} of the template): {exc.message}") from None
-    unknown = sorted(meta.find_undeclared_variables(tree) - set(TEMPLATE_NAMES))
+    unknown = sorted(meta.find_undeclared_variables(tree) - set(_names()))
     if unknown:
         raise _unknown_name(unknown[0])
     template = _ENV.from_string(tree)

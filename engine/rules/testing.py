@@ -11,26 +11,32 @@
           failed-login-alert:
             - {message: "failed login for jane.doe@example.com"}
 
+A test may instead give `sequence:` (events in arrival order with their times), `tick:` and `fires:`
+for stateful rules; see engine/stateful/sequences.py. Every test runs with a fresh throw-away store.
+
 Running them also measures condition coverage: which conditions no test ever made hold, or fail.
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 from engine import catalog
 from engine.config import suggest
+from engine.durations import parse_duration
 from engine.envelope import Envelope, envelope_from_claims
 from engine.errors import ConfigError, PayloadError
 from engine.rules.conditions import Leaf, line_of
 from engine.rules.loader import RULE_FILE_SUFFIXES, display_path
 from engine.rules.ruleset import Decision, RuleSet
+from engine.stateful.sequences import Step, read_step, run_sequence, scratch_rules
 from engine.yamlsource import load_yaml_file
 
-TEST_KEYS = ("name", "event", "file", "set", "webhook", "match", "rendered")
+TEST_KEYS = ("name", "event", "file", "set", "webhook", "match", "rendered", "sequence", "tick", "fires")
 
 
 @dataclass
@@ -42,6 +48,9 @@ class RuleTest:
     webhook: str | None
     match: list[str]
     rendered: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    steps: list[Step] | None = None  # a `sequence:` test
+    tick: float | None = None
+    fires: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -107,8 +116,8 @@ def _base_event(node: dict, base_dir: Path) -> dict[str, Any]:
 def _shape_problems(node: dict) -> list[str]:
     """What is wrong with a test's keys, apart from its event."""
     found = [f"{key}: unknown key{suggest(str(key), TEST_KEYS)}" for key in node if key not in TEST_KEYS]
-    if ("event" in node) == ("file" in node):
-        found.append("give exactly one of event (alias or inline SET) or file")
+    if sum(key in node for key in ("event", "file", "sequence")) != 1:
+        found.append("give exactly one of event (alias or inline SET), file or sequence")
     match = node.get("match")
     if not isinstance(match, list) or not all(isinstance(m, str) for m in match):
         found.append("match: expected a list of rule ids (empty: no rule may match)")
@@ -128,6 +137,21 @@ def _test_event(node: dict, base_dir: Path) -> dict[str, Any]:
     return event
 
 
+def _read_sequence(node: dict, base_dir: Path) -> tuple[list[Step], float | None, dict[str, int]]:
+    """A `sequence:` test's steps, tick and expected firing counts; ValueError naming what is wrong."""
+    steps = node["sequence"]
+    if not isinstance(steps, list) or not steps:
+        raise ValueError("sequence: expected a list of events like {event: login.loginFailed, at: 1m}")
+    fires = node.get("fires") or {}
+    if not isinstance(fires, dict) or not all(isinstance(v, int) and not isinstance(v, bool) for v in fires.values()):
+        raise ValueError("fires: expected rule ids with how many times each fires, like {brute-force-user: 1}")
+    try:
+        tick = parse_duration(node["tick"]) if "tick" in node else None
+    except ValueError as exc:
+        raise ValueError(f"tick: {exc}") from None
+    return [read_step(step, i, lambda n: _test_event(n, base_dir)) for i, step in enumerate(steps)], tick, fires
+
+
 def _read_test(node: Any, index: int, source: str, base_dir: Path, problems: list[str]) -> RuleTest | None:
     if not isinstance(node, dict) or not isinstance(node.get("name"), str):
         problems.append(f"{source}:{line_of(node)}: tests[{index}]: expected a mapping with a name")
@@ -135,16 +159,19 @@ def _read_test(node: Any, index: int, source: str, base_dir: Path, problems: lis
     prefix = f"{source}:{line_of(node)}: test '{node['name']}'"
     found = _shape_problems(node)
     event: dict[str, Any] = {}
-    if "event" in node or "file" in node:
-        try:
+    steps, tick, fires = None, None, {}
+    try:
+        if "sequence" in node:
+            steps, tick, fires = _read_sequence(node, base_dir)
+        elif "event" in node or "file" in node:
             event = _test_event(node, base_dir)
-        except ValueError as exc:
-            found.append(str(exc))
+    except ValueError as exc:
+        found.append(str(exc))
     problems += [f"{prefix}: {text}" for text in found]
     if found:
         return None
     return RuleTest(node["name"], source, line_of(node), event, node.get("webhook"), list(node["match"]),
-                    dict(node.get("rendered") or {}))
+                    dict(node.get("rendered") or {}), steps, tick, dict(fires))
 
 
 def load_rule_tests(files: Sequence[Path]) -> list[RuleTest]:
@@ -185,15 +212,24 @@ def _check_rendered(test: RuleTest, decisions: dict[str, Decision]) -> list[str]
     return failures
 
 
+def _decisions(ruleset: RuleSet, test: RuleTest, webhook: str, seen: dict) -> tuple[dict[str, Decision], Counter]:
+    """(the decision per rule, how often each rule fired), evaluated as the live engine does."""
+    if test.steps is not None:
+        return run_sequence(ruleset, test.steps, test.name, webhook, seen, test.tick)
+    envelope: Envelope = envelope_from_claims(test.event)
+    with scratch_rules(ruleset) as rules:
+        decisions = {d.rule_id: d for uri in envelope.uris
+                     for d in rules.evaluate(envelope, uri, webhook, seen=seen, now=envelope.iat_ms / 1000)}
+    return decisions, Counter(rule_id for rule_id, d in decisions.items() if d.matched)
+
+
 def run_test(ruleset: RuleSet, test: RuleTest, default_webhook: str, seen: dict) -> TestResult:
-    """Evaluate the test's event exactly as the live engine would and compare with the expectations."""
+    """Evaluate the test's event(s) exactly as the live engine would and compare with the expectations."""
     try:
-        envelope: Envelope = envelope_from_claims(test.event)
+        decisions, fired = _decisions(ruleset, test, test.webhook or default_webhook, seen)
     except PayloadError as exc:
         return TestResult(test, [f"event is not a valid Security Event Token: {exc}"])
-    decisions = {d.rule_id: d for uri in envelope.uris
-                 for d in ruleset.evaluate(envelope, uri, test.webhook or default_webhook, seen=seen)}
-    matched = {rule_id for rule_id, d in decisions.items() if d.matched}
+    matched = set(fired)
     failures = []
     known = {r.id for r in ruleset.rules}
     for rule_id in test.match:
@@ -205,6 +241,9 @@ def run_test(ruleset: RuleSet, test: RuleTest, default_webhook: str, seen: dict)
             failures.append(f"expected '{rule_id}' to match, but it did not: {why}")
     for rule_id in sorted(matched - set(test.match)):
         failures.append(f"'{rule_id}' matched, but the test does not expect it")
+    for rule_id, count in test.fires.items():
+        if fired[rule_id] != count:
+            failures.append(f"fires: expected '{rule_id}' to fire {count} time(s), it fired {fired[rule_id]}")
     return TestResult(test, failures + _check_rendered(test, decisions))
 
 

@@ -18,6 +18,9 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.stateful.specs import Threshold
+from engine.stateful.state import DigestBatch, WindowEntry, WindowResult
+
 ACCEPTED = "accepted"
 DUPLICATE = "duplicate"
 STALE = "stale"
@@ -229,3 +232,38 @@ class Store(ABC):
     # -- numbers for metrics -----------------------------------------------------------------------
     @abstractmethod
     def stats(self) -> StoreStats: ...
+
+    # -- stateful rules (engine/stateful; contract documented on engine.stateful.state.StateStore) ----
+    @abstractmethod
+    def window_add(self, rule_id: str, group_key: str, entry: WindowEntry, spec: Threshold,
+                   now: float) -> WindowResult:
+        """Offer a matching event to the threshold window of (rule, group), atomically."""
+
+    @abstractmethod
+    def suppress_try(self, rule_id: str, group_key: str, until: float, now: float, token: str) -> bool:
+        """Atomic test-and-set of a group's suppression: True = this firing may go out."""
+
+    @abstractmethod
+    def digest_add(self, rule_id: str, period_start: float, period_end: float, due_at: float,
+                   jti: str, time: float, item: dict[str, Any], max_items: int) -> bool:
+        """Add a match to a digest period; False when its jti is already there."""
+
+    @abstractmethod
+    def digest_due(self, rule_id: str, now: float) -> list[DigestBatch]:
+        """Digest periods of the rule due at `now`, oldest first; kept until digest_done()."""
+
+    @abstractmethod
+    def digest_done(self, rule_id: str, period_start: float) -> None: ...
+
+    @abstractmethod
+    def prune_state(self, now: float) -> int:
+        """Delete expired windows and suppressions; how many."""
+
+    @abstractmethod
+    def state_size(self) -> int:
+        """Rows or keys held for stateful rules."""
+
+    def enqueue_jobs(self, jobs: list[NewJob], now: float) -> None:
+        """Create jobs that belong to no stored event (a digest's firing); existing keys are skipped.
+        complete_event() with an empty jti (never an event's: envelopes require one) does exactly that."""
+        self.complete_event("", [], jobs, now)

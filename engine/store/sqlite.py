@@ -26,6 +26,8 @@ from typing import Any, Callable, Iterator
 from contextlib import contextmanager
 
 from engine.errors import StoreError
+from engine.store.state_sqlite import MIGRATION as STATE_MIGRATION
+from engine.store.state_sqlite import SQLiteStateMixin
 from engine.store.base import (ACCEPTED, DUPLICATE, STALE, IncomingEvent, Job, NewJob, QuarantineEntry,
                                QuarantineResult, Store, StoredEvent, StoreStats, SubscriptionRecord)
 
@@ -54,6 +56,8 @@ _MIGRATIONS: list[str] = [
         received_at REAL NOT NULL, reason TEXT NOT NULL, headers TEXT NOT NULL, body BLOB NOT NULL,
         size INTEGER NOT NULL);
     """,
+    # 2: stateful rules (thresholds, suppression, digests)
+    STATE_MIGRATION,
 ]
 
 
@@ -85,7 +89,7 @@ class _Pending:
         self.error: BaseException | None = None
 
 
-class SQLiteStore(Store):
+class SQLiteStore(SQLiteStateMixin, Store):
     """The embedded store. `path` is a file; its folder is created when missing."""
 
     def __init__(self, path: str | Path, *, batch_limit: int = 256) -> None:
