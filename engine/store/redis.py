@@ -46,6 +46,7 @@ from engine.store.base import (ACCEPTED, STALE, IncomingEvent, Job, NewJob, Quar
 from engine.store.redis_records import (event_fields, event_from_hash, job_fields, job_from_hash, num,
                                         quarantine_from_hash, redact_url, text)
 from engine.store.spool import Spool
+from engine.store.state_redis import RedisStateMixin
 
 try:
     import redis as redis_lib
@@ -62,7 +63,7 @@ _JOB_LISTS = {None: "jobs:all", "pending": "jobs:pending", "failed": "jobs:faile
               "done": "jobs:done"}
 
 
-class RedisStore(Store):
+class RedisStore(RedisStateMixin, Store):
     """The shared store. `self.redis` is the client and `self.prefix` the deployment's key prefix."""
 
     def __init__(self, url: str, group: str = "idhooks", spool_dir: Path | str | None = None) -> None:
