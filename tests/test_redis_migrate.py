@@ -9,6 +9,8 @@ from typing import Iterator
 import pytest
 
 from engine.cli import main
+from engine.stateful.specs import Threshold
+from engine.stateful.state import DigestBatch, WindowEntry
 from engine.store.base import DUPLICATE, NewJob, QuarantineEntry, SubscriptionRecord
 from engine.store.redis import RedisStore
 from engine.store.sqlite import SQLiteStore
@@ -16,6 +18,7 @@ from tests.redisutil import delete_group, open_redis_store
 from tests.test_store_contract import event
 
 DAY = 86400.0
+BRUTE = Threshold(count=3, within=600)
 
 pytestmark = pytest.mark.redis
 
@@ -50,6 +53,11 @@ def fill(path: Path, now: float) -> dict[str, str]:
     store.record_subscription(SubscriptionRecord("asgardeo", "acme.login", "subscribe", now - 5, now + DAY))
     store.quarantine_add(QuarantineEntry("q1", "asgardeo", now - 7, "bad signature", {"X-Hub-Signature": "x"},
                                          b"\x00raw"), 10, 1000)
+    for i in range(2):  # two of three failures counted in an open window
+        store.window_add("brute", "alice", WindowEntry(f"w{i}", now - 10 + i), BRUTE, now)
+    assert store.suppress_try("quiet", "bob", now + 600, now, "firing-1")
+    for i in range(3):  # a digest period not sent yet, holding two items of three matches
+        store.digest_add("daily", now - 60, now + 60, now + 120, f"d{i}", now - 50 + i, {"n": i}, 2)
     store.close()
     return ids
 
@@ -68,6 +76,7 @@ def test_migrate_copies_everything_within_retention(tmp_path: Path, target: Redi
         "  jobs                         8 copied       0 already there",
         "  subscriptions                1 copied       0 already there",
         "  quarantine entries           1 copied       0 already there",
+        "  rule state                   3 copied       0 already there",
     ]
     assert sorted(e.jti for e in target.list_events()) == ["old-pending", "processed", "recent"]
     assert target.get_event("processed").decisions == [{"rule": "r"}]
@@ -82,6 +91,10 @@ def test_migrate_copies_everything_within_retention(tmp_path: Path, target: Redi
     assert claimable == {"processed:r:3", "expired:r:0", "expired:r:1", "expired:r:2", "expired:r:3"}
     assert [s.topic for s in target.list_subscriptions()] == ["acme.login"]
     assert [(q.id, q.body) for q in target.quarantine_list()] == [("q1", b"\x00raw")]
+    fired = target.window_add("brute", "alice", WindowEntry("w2", now - 5), BRUTE, now)
+    assert (fired.fired, fired.count) == (True, 3)  # the window went on counting where SQLite left it
+    assert target.suppress_try("quiet", "bob", now + 900, now, "firing-2") is False
+    assert target.digest_due("daily", now + 120) == [DigestBatch(now - 60, now + 60, [{"n": 0}, {"n": 1}], 3)]
 
     code, out, err = run_migrate(capsys, *args)
     assert (code, err) == (0, "")
@@ -90,6 +103,7 @@ def test_migrate_copies_everything_within_retention(tmp_path: Path, target: Redi
         "  jobs                         0 copied       8 already there",
         "  subscriptions                0 copied       1 already there",
         "  quarantine entries           0 copied       1 already there",
+        "  rule state                   0 copied       3 already there",
     ]
 
 

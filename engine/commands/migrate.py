@@ -15,7 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "migrate", help="copy a SQLite store into Redis (stop every idhooks process first)",
         description="Copy events within retention (the de-duplication state), pending jobs, dead letters, "
-                    "subscriptions and the quarantine from a SQLite store into a Redis store. Stop every "
+                    "subscriptions, the quarantine and rule state from a SQLite store into a Redis store. Stop every "
                     "idhooks process of both stores first. Safe to run again: what Redis already holds is kept.")
     parser.add_argument("--from", dest="source", required=True, metavar="sqlite:///PATH", help="the SQLite store")
     parser.add_argument("--to", dest="target", required=True, metavar="redis://HOST:PORT/DB",

@@ -2,14 +2,17 @@
 process to a scaled-out deployment without losing events in flight, de-duplication or dead letters.
 
 What is copied: events received within the retention period (and every pending one, whatever its age),
-which are also the de-duplication state (a jti still stored is a duplicate on either backend), every job (pending, failed, dead and the done ones not
-yet pruned) with its status and attempts, the subscription records and the quarantine. Leases are not
-copied: run it with every idhooks process of both stores stopped. Copying is idempotent: what the target
-already holds (same jti, same job key, same quarantine id) is left as it is and counted as skipped.
+which are also the de-duplication state (a jti still stored is a duplicate on either backend); every job
+(pending, failed, dead and the done ones not yet pruned) with its status and attempts; the subscription
+records; the quarantine; and the stateful-rule state (open threshold windows, active suppressions, unsent
+digests). Leases are not copied: run it with every idhooks process of both stores stopped. Copying is
+idempotent: what the target already holds (same jti, job key, quarantine id, window, suppression or digest
+item) is left as it is and counted as skipped.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -37,7 +40,7 @@ class Copied:
 @dataclass
 class MigrationReport:
     kinds: dict[str, Copied] = field(default_factory=lambda: {
-        kind: Copied() for kind in ("events", "jobs", "subscriptions", "quarantine entries")})
+        kind: Copied() for kind in ("events", "jobs", "subscriptions", "quarantine entries", "rule state")})
 
 
 def _pages(source: SQLiteStore, sql: str, args: tuple) -> Iterator[sqlite3.Row]:
@@ -58,6 +61,7 @@ def migrate(source: SQLiteStore, target: RedisStore, *, now: float, retention: f
         k["jobs"].count(target.import_job(_job_row(row), done_at=row["done_at"]))
     _copy_subscriptions(source, target, k["subscriptions"])
     _copy_quarantine(source, target, k["quarantine entries"])
+    _copy_rule_state(source, target, now, k["rule state"])
     return report
 
 
@@ -68,6 +72,23 @@ def _copy_subscriptions(source: Store, target: Store, tally: Copied) -> None:
         if newer:
             target.record_subscription(record)
         tally.count(newer)
+
+
+def _copy_rule_state(source: SQLiteStore, target: RedisStore, now: float, tally: Copied) -> None:
+    """Open threshold windows, active suppressions and unsent digest periods (each counted once)."""
+    for row in _pages(source, "SELECT * FROM state_windows WHERE expires_at > ? ORDER BY rule_id, group_key", (now,)):
+        tally.count(target.import_window(row["rule_id"], row["group_key"], row["state"], row["expires_at"]))
+    for row in _pages(source, "SELECT * FROM state_suppress WHERE until > ? ORDER BY rule_id, group_key", (now,)):
+        tally.count(target.import_suppression(row["rule_id"], row["group_key"], row["until"], row["token"]))
+    for period in _pages(source, "SELECT * FROM state_digest_periods ORDER BY rule_id, period_start", ()):
+        rule, start = period["rule_id"], period["period_start"]
+        added = [target.digest_add(rule, start, period["period_end"], period["due_at"], item["jti"], item["time"],
+                                   json.loads(item["item"]), _NO_CAP)
+                 for item in _pages(source, "SELECT * FROM state_digest_items WHERE rule_id = ? AND period_start = ? "
+                                            "ORDER BY time, jti", (rule, start))]
+        if any(added):
+            target.import_digest_total(rule, start, period["total"])
+        tally.count(any(added))
 
 
 def _copy_quarantine(source: Store, target: Store, tally: Copied) -> None:

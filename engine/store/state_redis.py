@@ -166,6 +166,31 @@ class RedisStateMixin:
             pipe.zrem(periods, _num(period_start))
             pipe.execute()
 
+    # -- migration (idhooks migrate) ---------------------------------------------------------------
+    def import_window(self, rule_id: str, group_key: str, state: str, expires_at: float) -> bool:
+        """Copy a group's window (its JSON state as stored); False when this deployment has one already."""
+        key = f"{self.prefix}st:w:{rule_id}:{group_key}"
+        with self._guard("copying a threshold window"):
+            if not self.redis.set(key, state, nx=True):
+                return False
+            self.redis.zadd(f"{self.prefix}st:wx:{rule_id}", {group_key: expires_at})
+            self.redis.sadd(f"{self.prefix}st:rules", rule_id)
+        return True
+
+    def import_suppression(self, rule_id: str, group_key: str, until: float, token: str) -> bool:
+        """Copy an active suppression; False when this deployment has one for that group already."""
+        member = f"{rule_id}:{group_key}"
+        with self._guard("copying a suppression"):
+            if not self.redis.set(f"{self.prefix}st:s:{member}", f"{_num(until)}\n{token}", nx=True):
+                return False
+            self.redis.zadd(f"{self.prefix}st:sx", {member: until})
+        return True
+
+    def import_digest_total(self, rule_id: str, period_start: float, total: int) -> None:
+        """Set a copied digest period's match count (digest_add() counts only the items it was given)."""
+        with self._guard("copying a digest"):
+            self.redis.hset(self._digest_keys(rule_id, period_start)[1], "total", total)
+
     # -- size --------------------------------------------------------------------------------------
     def prune_state(self, now: float) -> int:
         with self._guard("pruning stateful-rule state"):
