@@ -25,6 +25,7 @@ from typing import Any
 from engine.stateful import window
 from engine.stateful.specs import Threshold
 from engine.stateful.state import CAPPED, DigestBatch, WindowEntry, WindowResult
+from engine.store.redis_records import num as _num
 
 try:
     from redis.exceptions import WatchError
@@ -67,11 +68,6 @@ end
 if ARGV[3] ~= '' and redis.call('ZCARD', KEYS[1]) == 0 then redis.call('SREM', ARGV[3], ARGV[4]) end
 return #members
 """
-
-
-def _num(value: float) -> str:
-    """A float as Redis stores it: repr keeps every digit (Lua's tostring would round epoch times)."""
-    return repr(float(value))
 
 
 class RedisStateMixin:
