@@ -165,7 +165,7 @@ def serve(config_path: Path, host: str | None, port: int | None, log_json: bool 
     signal.signal(signal.SIGTERM, terminate)
     signal.signal(signal.SIGHUP, lambda signum, frame: threading.Thread(target=service.reload, daemon=True).start())
     log.info("idhooks serving", extra={"url": f"http://{server_cfg.host}:{server.effective_port}",
-                                       "store": config.store.url.split("?")[0],
+                                       "store": service.store.url,  # password-free (RedisStore redacts it)
                                        "webhooks": [w.path for w in config.webhooks]})
     try:
         server.run()
