@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from engine.durations import parse_duration
+from engine.durations import format_duration, parse_duration
 from engine.errors import ConfigError
-from engine.secrets import Secret, find_secrets, read_secret_file
+from engine.secrets import Secret, find_secrets, read_secret_file, redact_url
 from engine.yamlsource import LineDict, load_yaml_file
 
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -36,11 +36,15 @@ class ServerConfig:
 
 @dataclass(frozen=True)
 class StoreConfig:
-    url: str = "sqlite:///var/idhooks.db"
+    url: str = field(default="sqlite:///var/idhooks.db", repr=False)  # may hold a Redis password
     group: str = "idhooks"
     dedup_window: float = 7 * 86400.0
     retention: float = 30 * 86400.0
     spool_dir: Path | None = None
+
+    def __repr__(self) -> str:
+        return (f"StoreConfig(url={redact_url(self.url)!r}, group={self.group!r}, dedup_window={self.dedup_window}, "
+                f"retention={self.retention}, spool_dir={self.spool_dir!r})")
 
 
 @dataclass(frozen=True)
@@ -238,12 +242,18 @@ class _Reader:
             self.problems.add(_line(node, "url"), "store.url",
                               f"unsupported store URL {url.split(':')[0]!r}: use sqlite:///PATH or redis://HOST:PORT/DB")
         spool = self.text(node, "spool_dir", "store", None)
+        dedup_window = self.duration(node, "dedup_window", "store", 7 * 86400.0)
+        retention = self.duration(node, "retention", "store", 30 * 86400.0)
+        if retention < dedup_window:
+            self.problems.add(_line(node, "retention"), "store.retention",
+                              f"must be at least store.dedup_window ({format_duration(dedup_window)}): a jti is "
+                              "recognised as a repeat for as long as its event is kept")
         return StoreConfig(
             url=url,
             group=str(self.text(node, "group", "store", "idhooks")),
-            dedup_window=self.duration(node, "dedup_window", "store", 7 * 86400.0),
-            retention=self.duration(node, "retention", "store", 30 * 86400.0),
-            spool_dir=self.resolve_path(spool) if spool else None,
+            dedup_window=dedup_window,
+            retention=retention,
+            spool_dir=self.resolve_path(spool or "var/spool"),
         )
 
     def webhook(self, node: Any, index: int, seen: set[str]) -> WebhookConfig | None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from engine.durations import parse_duration
 from engine.errors import ConfigError
-from engine.store.redis_records import redact_url
+from engine.secrets import redact_url
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -43,8 +43,9 @@ from engine.errors import ConfigError, StoreError
 from engine.store import redis_lua
 from engine.store.base import (ACCEPTED, STALE, IncomingEvent, Job, NewJob, QuarantineEntry, QuarantineResult,
                                Store, StoredEvent, StoreStats, SubscriptionRecord)
+from engine.secrets import redact_url
 from engine.store.redis_records import (event_fields, event_from_hash, job_fields, job_from_hash, num,
-                                        quarantine_from_hash, redact_url, text)
+                                        quarantine_from_hash, text)
 from engine.store.spool import Spool
 from engine.store.state_redis import RedisStateMixin
 

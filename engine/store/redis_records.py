@@ -8,20 +8,8 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from engine.store.base import Job, QuarantineEntry, StoredEvent
-
-
-def redact_url(url: str) -> str:
-    """`url` with any password (in the userinfo or a `password=` parameter) replaced by `***`."""
-    parts = urlsplit(url)
-    netloc, query = parts.netloc, parts.query
-    if parts.password is not None:
-        netloc = f"{parts.username or ''}:***@{netloc.rpartition('@')[2]}"
-    if query:
-        query = urlencode([(k, "***" if k == "password" else v) for k, v in parse_qsl(query)], safe="*")
-    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
 
 
 def num(value: float) -> str:
