@@ -22,10 +22,10 @@ import requests
 from engine import catalog
 from engine.config import suggest
 from engine.errors import ConfigError
+from engine.rules.context import claim_uri
 from engine.secrets import Secret
 from engine.signature import sign
 
-CLAIM_PREFIX = "http://wso2.org/claims/"
 LEASE_SECONDS = 864000
 # format -> (JSON separators, signature header): the hub re-serialises with ", " between members.
 FORMATS = {"hub": ((", ", ":"), "X-Hub-Signature"), "wso2-is": ((",", ":"), "x-wso2-event-signature")}
@@ -185,7 +185,7 @@ def apply_override(body: dict[str, Any], path: str, value: Any) -> None:
 
 
 def _set_claim(body: dict[str, Any], name: str, value: Any) -> None:
-    uri = name if name.startswith(("http://", "https://")) else CLAIM_PREFIX + name
+    uri = claim_uri(name)
     user = body.setdefault("user", {})
     claims = user.setdefault("claims", []) if isinstance(user, dict) else None
     if not isinstance(claims, list):
