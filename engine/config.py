@@ -81,6 +81,14 @@ class DeliveryConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """Where /metrics is served: on the main port (default) or only on `listen`; optionally behind a token."""
+
+    listen: tuple[str, int] | None = None
+    token: Secret | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -90,7 +98,7 @@ class Config:
     quarantine: QuarantineConfig = field(default_factory=QuarantineConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     destinations: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     @property
     def base_dir(self) -> Path:
@@ -330,6 +338,30 @@ class _Reader:
         return QuarantineConfig(max_entries=self.number(node, "max_entries", "quarantine", 1000),
                                 max_bytes=self.number(node, "max_bytes", "quarantine", 50 * 1_048_576))
 
+    def metrics(self, node: Mapping) -> MetricsConfig:
+        _check_keys(node, ("listen", "token", "token_file"), "metrics", self.problems)
+        listen = None
+        if "listen" in node:
+            host, _, port = str(self.text(node, "listen", "metrics", "")).rpartition(":")
+            if not host or not port.isdigit():
+                self.problems.add(_line(node, "listen"), "metrics.listen",
+                                  "expected HOST:PORT, e.g. 127.0.0.1:9100")
+            else:
+                listen = (host.strip("[]"), int(port))
+        if "token" in node and "token_file" in node:
+            self.problems.add(_line(node, "token_file"), "metrics", "give token or token_file, not both")
+        token = self.text(node, "token", "metrics", None, secret=True)
+        if "token_file" in node:
+            token_path = self.resolve_path(str(node["token_file"]))
+            try:
+                token = Secret(read_secret_file(token_path), source=str(token_path))
+            except OSError as exc:
+                self.problems.add(_line(node, "token_file"), "metrics.token_file",
+                                  f"cannot read {token_path}: {exc.strerror or exc}")
+        if token is not None and not token.reveal():
+            self.problems.add(_line(node), "metrics", "the token is empty")
+        return MetricsConfig(listen=listen, token=token)
+
     def delivery(self, node: Mapping) -> DeliveryConfig:
         keys = ("workers", "lease", "retry_for", "backoff_initial", "backoff_max",
                 "per_destination_concurrency", "shutdown_grace")
@@ -387,8 +419,7 @@ class _Reader:
         return self.text(body, key, where, None, secret=True)
 
 
-_TOP_KEYS = ("server", "store", "webhooks", "rules", "quarantine", "delivery", "destinations",
-             "metrics", "admin")
+_TOP_KEYS = ("server", "store", "webhooks", "rules", "quarantine", "delivery", "destinations", "metrics")
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
@@ -419,7 +450,7 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
         quarantine=reader.quarantine(reader.mapping(raw, "quarantine", "")),
         delivery=reader.delivery(reader.mapping(raw, "delivery", "")),
         destinations=reader.destinations(reader.mapping(raw, "destinations", "")),
-        extra={k: raw[k] for k in ("metrics", "admin") if k in raw},
+        metrics=reader.metrics(reader.mapping(raw, "metrics", "")),
     )
     if reader.problems.items:
         raise ConfigError(reader.problems.items)

@@ -17,7 +17,7 @@ import waitress
 from actions import ActionSet, build_actions
 from actions.base import ActionContext
 from engine import logs
-from engine.app import create_app
+from engine.app import create_app, create_metrics_app
 from engine.config import Config, load_config
 from engine.errors import ConfigError, IdhooksError
 from engine.metrics import Metrics
@@ -158,6 +158,14 @@ def serve(config_path: Path, host: str | None, port: int | None, log_json: bool 
     server = waitress.create_server(service.app, host=server_cfg.host, port=server_cfg.port,
                                     threads=server_cfg.threads, ident="idhooks",
                                     max_request_body_size=server_cfg.max_body_bytes, clear_untrusted_proxy_headers=True)
+
+    metrics_cfg = config.metrics
+    if metrics_cfg.listen is not None:
+        metrics_server = waitress.create_server(create_metrics_app(service.metrics, metrics_cfg.token),
+                                                host=metrics_cfg.listen[0], port=metrics_cfg.listen[1],
+                                                threads=2, ident="idhooks-metrics")
+        threading.Thread(target=metrics_server.run, name="idhooks-metrics", daemon=True).start()
+        log.info("metrics served separately", extra={"listen": f"{metrics_cfg.listen[0]}:{metrics_cfg.listen[1]}"})
 
     def terminate(signum: int, frame: Any) -> None:
         raise SystemExit(0)
