@@ -5,7 +5,6 @@ suite) installs."""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import os
 import re
@@ -82,31 +81,16 @@ def test_rule_blocks_have_unique_well_formed_ids(doc: str) -> None:
     assert len(ids) == len(set(ids))
 
 
-needs_validate = pytest.mark.skipif(importlib.util.find_spec("engine.commands.validate") is None,
-                                    reason="`idhooks validate` (the rules engine) is not in this tree yet")
-# What each document's rules use beyond the rules engine (skipped, with the reason, until it is in the tree).
-DOC_NEEDS = {"cookbook.md": ("actions.slack", "actions.email", "actions.http", "engine.stateful"),
-             "config.yaml": ("actions.http",)}
-
-
-def skip_unless_present(doc: str) -> None:
-    missing = [name for name in DOC_NEEDS.get(doc, ()) if importlib.util.find_spec(name) is None]
-    if missing:
-        pytest.skip(f"{doc} needs {', '.join(missing)}, not in this tree yet")
-
-
 def run_validate(config: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "engine", "validate", "--config", str(config)],
                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT), **env},
                           timeout=60)
 
 
-@needs_validate
 @pytest.mark.parametrize("doc", RULE_DOCS)
 def test_rule_blocks_of_the_docs_pass_idhooks_validate(doc: str, tmp_path: Path) -> None:
     """Each doc's complete rule files together (docs may reuse each other's ids), with the cookbook's
     destinations configured."""
-    skip_unless_present(doc)
     rules = tmp_path / "rules"
     rules.mkdir()
     blocks_of_doc = [text for where, text in RULE_BLOCKS if where.startswith(doc + ":")]
@@ -120,10 +104,8 @@ def test_rule_blocks_of_the_docs_pass_idhooks_validate(doc: str, tmp_path: Path)
     assert result.stdout.startswith(f"OK: {config}, ")
 
 
-@needs_validate
 def test_shipped_config_and_rules_pass_idhooks_validate(tmp_path: Path) -> None:
     """`make validate` on a fresh checkout: the sample config.yaml with every rule file under rules/."""
-    skip_unless_present("config.yaml")
     text = (ROOT / "config.yaml").read_text()
     (tmp_path / "config.yaml").write_text(provide_secret_files(text, tmp_path))
     (tmp_path / "rules").symlink_to(ROOT / "rules")

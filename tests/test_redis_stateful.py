@@ -3,7 +3,6 @@ fires exactly once, at the right count: the window is shared and updated atomica
 
 from __future__ import annotations
 
-import importlib.util
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
@@ -14,8 +13,7 @@ from tests.conftest import free_port, sample_event
 from tests.redisutil import delete_group, open_redis_store, redis_config, unique_group
 from tests.test_redis_serve import post, wait_until
 
-pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.skipif(
-    importlib.util.find_spec("engine.stateful") is None, reason="stateful rules are not in this tree yet")]
+pytestmark = [pytest.mark.slow, pytest.mark.redis]
 
 RULE = """rules:
   - id: brute-force-user

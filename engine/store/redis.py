@@ -45,7 +45,7 @@ from engine.store.base import (ACCEPTED, STALE, IncomingEvent, Job, NewJob, Quar
                                Store, StoredEvent, StoreStats, SubscriptionRecord)
 from engine.secrets import redact_url
 from engine.store.redis_records import (event_fields, event_from_hash, job_fields, job_from_hash, num,
-                                        quarantine_from_hash, text)
+                                        quarantine_from_hash)
 from engine.store.spool import Spool
 from engine.store.state_redis import RedisStateMixin
 
