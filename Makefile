@@ -5,6 +5,11 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
 .PHONY: run test test-slow test-all bench validate clean
+.PHONY: install
+
+# The production install (not editable, no test tools). The Dockerfile runs `python -m pip install` with exactly
+# these arguments; tests/test_docs.py checks that they agree and runs the install.
+INSTALL_ARGS := --no-cache-dir '.[redis]'
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +40,9 @@ validate: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/run.py
+
+install:
+	$(PYTHON) -m pip install $(INSTALL_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("ingest.py", "e2e.py", "rules.py", "stateful.py")
+BENCHMARKS = ("ingest.py", "e2e.py", "rules.py", "stateful.py", "redis_scaling.py")
 
 
 def main() -> int:

@@ -7,6 +7,7 @@ to the HTTP response in one place (`_handle_request_error`).
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import time
@@ -19,6 +20,7 @@ from engine.errors import RequestError, StoreError, TooLargeError, UnsupportedMe
 from engine.intake import Intake
 from engine.metrics import Metrics
 from engine.runtime import Current
+from engine.secrets import Secret
 from engine.store.base import Store
 from engine.websub import answer
 
@@ -142,12 +144,26 @@ class Ready:
 
 
 class MetricsEndpoint:
-    def __init__(self, metrics: Metrics) -> None:
-        self.metrics = metrics
+    """Prometheus text format; with a token, only for `Authorization: Bearer <token>`."""
+
+    def __init__(self, metrics: Metrics, token: Secret | None = None) -> None:
+        self.metrics, self.token = metrics, token
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if self.token is not None:
+            given = (req.get_header("Authorization") or "").removeprefix("Bearer ").encode()
+            if not hmac.compare_digest(given, self.token.reveal().encode()):
+                raise falcon.HTTPUnauthorized(title="a bearer token is required for /metrics",
+                                              challenges=['Bearer realm="idhooks metrics"'])
         resp.content_type = "text/plain; version=0.0.4; charset=utf-8"
         resp.data = self.metrics.render()
+
+
+def create_metrics_app(metrics: Metrics, token: Secret | None) -> falcon.App:
+    """The app of `metrics.listen`: /metrics alone, on its own address."""
+    app = falcon.App()
+    app.add_route("/metrics", MetricsEndpoint(metrics, token))
+    return app
 
 
 def create_app(config: Config | Current[Config], store: Store, *, metrics: Metrics | None = None,
@@ -167,6 +183,8 @@ def create_app(config: Config | Current[Config], store: Store, *, metrics: Metri
     app.add_error_handler(StoreError, _handle_store_error)
     app.add_route("/healthz", Health())
     app.add_route("/readyz", Ready(store, readiness or (lambda: {"loaded": True})))
-    app.add_route("/metrics", MetricsEndpoint(metrics))
+    metrics_config = holder.get().metrics
+    if metrics_config.listen is None:  # otherwise only the separate metrics listener serves it
+        app.add_route("/metrics", MetricsEndpoint(metrics, metrics_config.token))
     app.add_sink(WebhookSink(holder, store, intake, metrics, clock, on_accepted), prefix="/")
     return app

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from engine.durations import parse_duration
+from engine.durations import format_duration, parse_duration
 from engine.errors import ConfigError
-from engine.secrets import Secret, find_secrets, read_secret_file
+from engine.secrets import Secret, find_secrets, read_secret_file, redact_url
 from engine.yamlsource import LineDict, load_yaml_file
 
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -36,11 +36,15 @@ class ServerConfig:
 
 @dataclass(frozen=True)
 class StoreConfig:
-    url: str = "sqlite:///var/idhooks.db"
+    url: str = field(default="sqlite:///var/idhooks.db", repr=False)  # may hold a Redis password
     group: str = "idhooks"
     dedup_window: float = 7 * 86400.0
     retention: float = 30 * 86400.0
     spool_dir: Path | None = None
+
+    def __repr__(self) -> str:
+        return (f"StoreConfig(url={redact_url(self.url)!r}, group={self.group!r}, dedup_window={self.dedup_window}, "
+                f"retention={self.retention}, spool_dir={self.spool_dir!r})")
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,14 @@ class DeliveryConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """Where /metrics is served: on the main port (default) or only on `listen`; optionally behind a token."""
+
+    listen: tuple[str, int] | None = None
+    token: Secret | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -86,7 +98,7 @@ class Config:
     quarantine: QuarantineConfig = field(default_factory=QuarantineConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     destinations: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     @property
     def base_dir(self) -> Path:
@@ -238,12 +250,18 @@ class _Reader:
             self.problems.add(_line(node, "url"), "store.url",
                               f"unsupported store URL {url.split(':')[0]!r}: use sqlite:///PATH or redis://HOST:PORT/DB")
         spool = self.text(node, "spool_dir", "store", None)
+        dedup_window = self.duration(node, "dedup_window", "store", 7 * 86400.0)
+        retention = self.duration(node, "retention", "store", 30 * 86400.0)
+        if retention < dedup_window:
+            self.problems.add(_line(node, "retention"), "store.retention",
+                              f"must be at least store.dedup_window ({format_duration(dedup_window)}): a jti is "
+                              "recognised as a repeat for as long as its event is kept")
         return StoreConfig(
             url=url,
             group=str(self.text(node, "group", "store", "idhooks")),
-            dedup_window=self.duration(node, "dedup_window", "store", 7 * 86400.0),
-            retention=self.duration(node, "retention", "store", 30 * 86400.0),
-            spool_dir=self.resolve_path(spool) if spool else None,
+            dedup_window=dedup_window,
+            retention=retention,
+            spool_dir=self.resolve_path(spool or "var/spool"),
         )
 
     def webhook(self, node: Any, index: int, seen: set[str]) -> WebhookConfig | None:
@@ -320,6 +338,30 @@ class _Reader:
         return QuarantineConfig(max_entries=self.number(node, "max_entries", "quarantine", 1000),
                                 max_bytes=self.number(node, "max_bytes", "quarantine", 50 * 1_048_576))
 
+    def metrics(self, node: Mapping) -> MetricsConfig:
+        _check_keys(node, ("listen", "token", "token_file"), "metrics", self.problems)
+        listen = None
+        if "listen" in node:
+            host, _, port = str(self.text(node, "listen", "metrics", "")).rpartition(":")
+            if not host or not port.isdigit():
+                self.problems.add(_line(node, "listen"), "metrics.listen",
+                                  "expected HOST:PORT, e.g. 127.0.0.1:9100")
+            else:
+                listen = (host.strip("[]"), int(port))
+        if "token" in node and "token_file" in node:
+            self.problems.add(_line(node, "token_file"), "metrics", "give token or token_file, not both")
+        token = self.text(node, "token", "metrics", None, secret=True)
+        if "token_file" in node:
+            token_path = self.resolve_path(str(node["token_file"]))
+            try:
+                token = Secret(read_secret_file(token_path), source=str(token_path))
+            except OSError as exc:
+                self.problems.add(_line(node, "token_file"), "metrics.token_file",
+                                  f"cannot read {token_path}: {exc.strerror or exc}")
+        if token is not None and not token.reveal():
+            self.problems.add(_line(node), "metrics", "the token is empty")
+        return MetricsConfig(listen=listen, token=token)
+
     def delivery(self, node: Mapping) -> DeliveryConfig:
         keys = ("workers", "lease", "retry_for", "backoff_initial", "backoff_max",
                 "per_destination_concurrency", "shutdown_grace")
@@ -377,8 +419,7 @@ class _Reader:
         return self.text(body, key, where, None, secret=True)
 
 
-_TOP_KEYS = ("server", "store", "webhooks", "rules", "quarantine", "delivery", "destinations",
-             "metrics", "admin")
+_TOP_KEYS = ("server", "store", "webhooks", "rules", "quarantine", "delivery", "destinations", "metrics")
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
@@ -409,7 +450,7 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
         quarantine=reader.quarantine(reader.mapping(raw, "quarantine", "")),
         delivery=reader.delivery(reader.mapping(raw, "delivery", "")),
         destinations=reader.destinations(reader.mapping(raw, "destinations", "")),
-        extra={k: raw[k] for k in ("metrics", "admin") if k in raw},
+        metrics=reader.metrics(reader.mapping(raw, "metrics", "")),
     )
     if reader.problems.items:
         raise ConfigError(reader.problems.items)

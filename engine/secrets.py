@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 
 class Secret:
@@ -71,3 +72,14 @@ def redact(text: str, secrets: list[Secret]) -> str:
         if value:
             text = text.replace(value, "***")
     return text
+
+
+def redact_url(url: str) -> str:
+    """`url` with any password (in the userinfo or a `password=` parameter) replaced by `***`."""
+    parts = urlsplit(url)
+    netloc, query = parts.netloc, parts.query
+    if parts.password is not None:
+        netloc = f"{parts.username or ''}:***@{netloc.rpartition('@')[2]}"
+    if query:
+        query = urlencode([(k, "***" if k == "password" else v) for k, v in parse_qsl(query)], safe="*")
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")

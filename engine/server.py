@@ -17,7 +17,7 @@ import waitress
 from actions import ActionSet, build_actions
 from actions.base import ActionContext
 from engine import logs
-from engine.app import create_app
+from engine.app import create_app, create_metrics_app
 from engine.config import Config, load_config
 from engine.errors import ConfigError, IdhooksError
 from engine.metrics import Metrics
@@ -159,13 +159,21 @@ def serve(config_path: Path, host: str | None, port: int | None, log_json: bool 
                                     threads=server_cfg.threads, ident="idhooks",
                                     max_request_body_size=server_cfg.max_body_bytes, clear_untrusted_proxy_headers=True)
 
+    metrics_cfg = config.metrics
+    if metrics_cfg.listen is not None:
+        metrics_server = waitress.create_server(create_metrics_app(service.metrics, metrics_cfg.token),
+                                                host=metrics_cfg.listen[0], port=metrics_cfg.listen[1],
+                                                threads=2, ident="idhooks-metrics")
+        threading.Thread(target=metrics_server.run, name="idhooks-metrics", daemon=True).start()
+        log.info("metrics served separately", extra={"listen": f"{metrics_cfg.listen[0]}:{metrics_cfg.listen[1]}"})
+
     def terminate(signum: int, frame: Any) -> None:
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, terminate)
     signal.signal(signal.SIGHUP, lambda signum, frame: threading.Thread(target=service.reload, daemon=True).start())
     log.info("idhooks serving", extra={"url": f"http://{server_cfg.host}:{server.effective_port}",
-                                       "store": config.store.url.split("?")[0],
+                                       "store": service.store.url,  # password-free (RedisStore redacts it)
                                        "webhooks": [w.path for w in config.webhooks]})
     try:
         server.run()

@@ -9,6 +9,7 @@ from typing import Any, Iterator
 import pytest
 
 from engine.stateful.decide import Observation
+from engine.store.redis import RedisStore
 from engine.store.sqlite import SQLiteStore
 
 T0 = 1_700_000_000.0
@@ -23,8 +24,7 @@ def state_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]
         store.close()
         return
     url = request.getfixturevalue("redis_available")
-    redis_module = pytest.importorskip("engine.store.redis", reason="the Redis store has not landed yet")
-    store = redis_module.RedisStore(url, group=f"test-stateful-{uuid.uuid4().hex[:12]}", spool_dir=tmp_path / "spool")
+    store = RedisStore(url, group=f"test-stateful-{uuid.uuid4().hex[:12]}", spool_dir=tmp_path / "spool")
     yield store
     keys = list(store.redis.scan_iter(match=f"{store.prefix}*", count=1000))
     if keys:

@@ -103,6 +103,11 @@ destinations:
     env = {"HOOK_SECRET": SECRET_VALUE, "SLACK_URL": "http://127.0.0.1:9/hooks/T0/B0/" + SECRET_VALUE,
            "API_TOKEN": SECRET_VALUE}
     config = load_config(path, env=env)
+    (tmp_path / "r").mkdir()
+    redis_config = load_config(write_config(tmp_path / "r", config_text().replace(
+        'store: {url: "sqlite:///var/idhooks.db"}', 'store: {url: "redis://:${HOOK_SECRET}@127.0.0.1:6379/0"}')),
+        env=env)
+    assert SECRET_VALUE not in repr(redis_config)
     assert SECRET_VALUE not in repr(config) and SECRET_VALUE not in str(config)
     assert SECRET_VALUE not in f"{config.webhooks[0].secrets[0]}"
 
@@ -143,3 +148,11 @@ def test_log_lines_cannot_be_forged_by_event_data():
         line = formatter.format(record)
         assert "\n" not in line and "\r" not in line
         assert "FAKE ERROR injected" in line
+
+
+def test_retention_shorter_than_the_dedup_window_is_an_error(tmp_path):
+    path = write_config(tmp_path, config_text().replace(
+        'store: {url: "sqlite:///var/idhooks.db"}', 'store: {url: "sqlite:///var/idhooks.db", retention: 1d}'))
+    with pytest.raises(ConfigError) as exc:
+        load_config(path, env={"HOOK_SECRET": "x"})
+    assert "store.retention: must be at least store.dedup_window (7d)" in str(exc.value)

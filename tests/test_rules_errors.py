@@ -167,7 +167,6 @@ def http_rule(to: str, extra: str = "") -> str:
 
 
 def test_a_destination_must_exist_and_have_the_action_s_type(tmp_path):
-    pytest.importorskip("actions.http", reason="the http action type is not in this tree")
     assert problems(tmp_path, http_rule("provisoning"), destinations=DESTINATIONS) == [
         "rules.yaml:6: rule 'provision': actions[0].http.to: unknown destination 'provisoning' (did you mean "
         "'provisioning'?); configured destinations: chat, provisioning"]
@@ -180,14 +179,12 @@ def test_a_destination_must_exist_and_have_the_action_s_type(tmp_path):
 
 
 def test_an_action_class_s_own_field_checks_are_reported(tmp_path):
-    pytest.importorskip("actions.http", reason="the http action type is not in this tree")
     found = problems(tmp_path, http_rule("provisioning", "\n                  body: raw"),
                      destinations=DESTINATIONS)
     assert found == ["rules.yaml:6: rule 'provision': actions[0].http: body: give json or body, not both"]
 
 
 def test_json_fields_render_to_plain_json_with_the_destination(tmp_path):
-    pytest.importorskip("actions.http", reason="the http action type is not in this tree")
     ruleset = load(tmp_path, http_rule("provisioning"), destinations=DESTINATIONS)
     action = decide(ruleset, envelope("registration.registrationSuccess"))["provision"].actions[0]
     assert (action.index, action.type, action.destination) == (0, "http", "provisioning")

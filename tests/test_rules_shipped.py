@@ -9,11 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from tests.conftest import ROOT
 
-pytest.importorskip("actions.http", reason="rules/provisioning.yaml needs the http action type (actions branch)")
 
 
 def project_copy(tmp_path: Path) -> Path:

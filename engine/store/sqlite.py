@@ -22,7 +22,7 @@ import sqlite3
 import threading
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 from contextlib import contextmanager
 
 from engine.errors import StoreError

@@ -25,6 +25,7 @@ from typing import Any
 from engine.stateful import window
 from engine.stateful.specs import Threshold
 from engine.stateful.state import CAPPED, DigestBatch, WindowEntry, WindowResult
+from engine.store.redis_records import num as _num
 
 try:
     from redis.exceptions import WatchError
@@ -67,11 +68,6 @@ end
 if ARGV[3] ~= '' and redis.call('ZCARD', KEYS[1]) == 0 then redis.call('SREM', ARGV[3], ARGV[4]) end
 return #members
 """
-
-
-def _num(value: float) -> str:
-    """A float as Redis stores it: repr keeps every digit (Lua's tostring would round epoch times)."""
-    return repr(float(value))
 
 
 class RedisStateMixin:
@@ -165,6 +161,31 @@ class RedisStateMixin:
             pipe.delete(items_key, meta_key)
             pipe.zrem(periods, _num(period_start))
             pipe.execute()
+
+    # -- migration (idhooks migrate) ---------------------------------------------------------------
+    def import_window(self, rule_id: str, group_key: str, state: str, expires_at: float) -> bool:
+        """Copy a group's window (its JSON state as stored); False when this deployment has one already."""
+        key = f"{self.prefix}st:w:{rule_id}:{group_key}"
+        with self._guard("copying a threshold window"):
+            if not self.redis.set(key, state, nx=True):
+                return False
+            self.redis.zadd(f"{self.prefix}st:wx:{rule_id}", {group_key: expires_at})
+            self.redis.sadd(f"{self.prefix}st:rules", rule_id)
+        return True
+
+    def import_suppression(self, rule_id: str, group_key: str, until: float, token: str) -> bool:
+        """Copy an active suppression; False when this deployment has one for that group already."""
+        member = f"{rule_id}:{group_key}"
+        with self._guard("copying a suppression"):
+            if not self.redis.set(f"{self.prefix}st:s:{member}", f"{_num(until)}\n{token}", nx=True):
+                return False
+            self.redis.zadd(f"{self.prefix}st:sx", {member: until})
+        return True
+
+    def import_digest_total(self, rule_id: str, period_start: float, total: int) -> None:
+        """Set a copied digest period's match count (digest_add() counts only the items it was given)."""
+        with self._guard("copying a digest"):
+            self.redis.hset(self._digest_keys(rule_id, period_start)[1], "total", total)
 
     # -- size --------------------------------------------------------------------------------------
     def prune_state(self, now: float) -> int:

@@ -1,0 +1,313 @@
+"""Redis backend: several idhooks processes (on one or many hosts) share one deployment's state.
+
+Processes with the same Redis URL and `store.group` form one deployment; every key starts with
+`<group>:` (`self.prefix`). Key map (p = prefix):
+
+    p event:<jti>     hash   one stored event          p events          zset  all events by received_at
+    p jti:<jti>       string de-duplication mark        p events:pending  zset  pending events by received_at
+                             (value seen_at, expires    p events:stale    zset  stale events by received_at
+                             after the window)          p events:lease    zset  leased events by lease end
+    p last            hash   webhook -> newest received_at
+    p job:<id>        hash   one delivery job          p jobkey:<key>    string job id (SET NX: one job per key)
+    p jobs:due        zset   claimable jobs by due_at   p jobs:leased     zset  claimed jobs by lease end
+    p jobs:pending|failed|dead|done|all  zset by created_at (listing); p jobs:done_at zset (pruning)
+    p subscriptions   hash   latest record per (webhook, topic, mode)
+    p quarantine      zset   entry ids by arrival; p q:<id> hash; p quarantine:bytes, p quarantine:seq
+    p schema          string schema version
+
+Every multi-step update is one Lua script (engine/store/redis_lua.py), so it is atomic across processes.
+Times are the callers' (`now` arguments), never Redis TIME, so leases behave the same as on SQLite and the
+contract suite (tests/test_store_contract.py) controls time.
+
+Why the delivery queue is sorted sets + Lua rather than Streams (XREADGROUP/XAUTOCLAIM): a stream hands
+out entries strictly in arrival order to whoever reads next, while `claim_jobs` must skip destinations
+the caller is backing off from and hold retries until their due time; and XAUTOCLAIM measures idleness
+on Redis's clock, not the caller's lease. A due-time sorted set plus a lease sorted set, moved by one
+script, gives the same guarantees: each job goes to one worker at a time, a dead worker's jobs are
+claimable again once their lease ends, retries wait in the due-time set, dead letters stay listable.
+
+While Redis cannot be written, `ingest` spools events to a local file (engine/store/spool.py) and
+acknowledges them; they are drained into Redis, in order and de-duplicated, once it answers again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from engine.errors import ConfigError, StoreError
+from engine.store import redis_lua
+from engine.store.base import (ACCEPTED, STALE, IncomingEvent, Job, NewJob, QuarantineEntry, QuarantineResult,
+                               Store, StoredEvent, StoreStats, SubscriptionRecord)
+from engine.secrets import redact_url
+from engine.store.redis_records import (event_fields, event_from_hash, job_fields, job_from_hash, num,
+                                        quarantine_from_hash)
+from engine.store.spool import Spool
+from engine.store.state_redis import RedisStateMixin
+
+try:
+    import redis as redis_lib
+    from redis.backoff import ExponentialBackoff
+    from redis.retry import Retry
+except ImportError:  # pragma: no cover - exercised only without the optional dependency
+    redis_lib = None
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+_BATCH = 500
+_JOB_LISTS = {None: "jobs:all", "pending": "jobs:pending", "failed": "jobs:failed", "dead": "jobs:dead",
+              "done": "jobs:done"}
+
+
+class RedisStore(RedisStateMixin, Store):
+    """The shared store. `self.redis` is the client and `self.prefix` the deployment's key prefix."""
+
+    def __init__(self, url: str, group: str = "idhooks", spool_dir: Path | str | None = None) -> None:
+        if redis_lib is None:
+            raise ConfigError("store.url: the Redis store needs the redis package: pip install 'idhooks[redis]'")
+        self.url = redact_url(url)
+        self.group = group
+        self.prefix = f"{group}:"
+        try:
+            self.redis = redis_lib.Redis.from_url(
+                url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30,
+                retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 1))
+        except ValueError as exc:
+            raise ConfigError(f"store.url: {self.url}: {exc}") from None
+        self._scripts = {name: self.redis.register_script(getattr(redis_lua, name)) for name in (
+            "INGEST", "CLAIM_EVENTS", "COMPLETE_EVENT", "CLAIM_JOBS", "MOVE_JOB", "DELETE_JOB", "PRUNE_EVENTS",
+            "QUARANTINE_ADD", "QUARANTINE_REMOVE", "IMPORT_EVENT", "IMPORT_JOB")}
+        self._check_schema()
+        folder = Path(spool_dir) if spool_dir is not None else Path("var/spool")
+        self.spool = Spool(folder, self._ingest_redis, name=f"{group}-events")
+
+    @contextmanager
+    def _guard(self, what: str) -> Iterator[None]:
+        """Redis failures become StoreError naming the (password-free) URL."""
+        try:
+            yield
+        except redis_lib.RedisError as exc:
+            raise StoreError(f"Redis store {self.url}: {what}: {exc}") from None
+
+    def _run(self, script: str, *args: Any) -> Any:
+        with self._guard(script.lower().replace("_", " ")):
+            return self._scripts[script](args=[self.prefix, *args])
+
+    # -- life cycle --------------------------------------------------------------------------------
+    def _check_schema(self) -> None:
+        with self._guard("reading the schema version"):
+            self.redis.set(self.prefix + "schema", SCHEMA_VERSION, nx=True)
+            version = int(self.redis.get(self.prefix + "schema"))
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{self.url} (group {self.group!r}) has schema version {version}, newer than this "
+                             f"idhooks ({SCHEMA_VERSION}): upgrade idhooks")
+
+    def schema_version(self) -> int:
+        with self._guard("reading the schema version"):
+            return int(self.redis.get(self.prefix + "schema") or 0)
+
+    def close(self) -> None:
+        self.spool.close()
+        self.redis.close()
+
+    def check_writable(self) -> None:
+        """Ready while Redis takes writes, or while the spool can keep events for it."""
+        try:
+            with self._guard("probe write"):
+                self.redis.set(self.prefix + "probe", "1", px=10_000)
+        except StoreError:
+            if not self.spool.writable():
+                raise
+
+    # -- events ------------------------------------------------------------------------------------
+    def ingest(self, event: IncomingEvent, dedup_window: float) -> str:
+        """Into Redis; into the spool (ACCEPTED) while Redis fails or older spooled events still wait,
+        so events reach Redis in the order they arrived. StoreError only when neither can be written."""
+        if not self.spool.active:
+            try:
+                return self._ingest_redis(event, dedup_window)
+            except StoreError as exc:
+                log.warning("%s; spooling events to %s until Redis answers", exc, self.spool.directory)
+        try:
+            self.spool.append(event, dedup_window)
+        except StoreError as exc:
+            raise StoreError(f"could not store event {event.jti!r}: Redis is unreachable and {exc}") from None
+        return ACCEPTED
+
+    def _ingest_redis(self, event: IncomingEvent, dedup_window: float) -> str:
+        now = event.received_at
+        status = STALE if event.iat_ms / 1000.0 < now - dedup_window else "pending"
+        result = self._run("INGEST", event.jti, num(now), num(now - dedup_window),
+                           max(1, int(dedup_window * 1000)), status, event.webhook, num(event.iat_ms),
+                           json.dumps(list(event.uris)), event.body).decode()
+        return ACCEPTED if result == "pending" else result
+
+    def _hashes(self, kind: str, ids: list[bytes]) -> list[tuple[str, dict[bytes, bytes]]]:
+        """(id, hash) of `<prefix><kind>:<id>` for each id that still exists, in one round trip."""
+        with self._guard(f"reading {kind} records"):
+            pipe = self.redis.pipeline(transaction=False)
+            for item in ids:
+                pipe.hgetall(f"{self.prefix}{kind}:{item.decode()}")
+            return [(item.decode(), h) for item, h in zip(ids, pipe.execute()) if h]
+
+    def _events(self, jtis: list[bytes]) -> list[StoredEvent]:
+        return [event_from_hash(jti, h) for jti, h in self._hashes("event", jtis)]
+
+    def get_event(self, jti: str) -> StoredEvent | None:
+        found = self._events([jti.encode()])
+        return found[0] if found else None
+
+    def list_events(self, since: float | None = None, limit: int = 100) -> list[StoredEvent]:
+        low = num(since) if since is not None else "-inf"
+        with self._guard("listing events"):
+            jtis = self.redis.zrevrangebyscore(self.prefix + "events", "+inf", low, start=0, num=limit)
+        return self._events(jtis)
+
+    def claim_events(self, owner: str, lease: float, limit: int, now: float) -> list[StoredEvent]:
+        return self._events(self._run("CLAIM_EVENTS", owner, num(now), num(now + lease), limit))
+
+    def complete_event(self, jti: str, decisions: list[dict[str, Any]], jobs: list[NewJob], now: float) -> None:
+        self.complete_events([(jti, decisions, jobs)], now)
+
+    def complete_events(self, items: list[tuple[str, list[dict[str, Any]], list[NewJob]]], now: float) -> None:
+        """One round trip for the batch; each event's decisions and jobs are still one atomic script."""
+        with self._guard("complete event"):
+            pipe = self.redis.pipeline(transaction=False)
+            for jti, decisions, jobs in items:
+                args: list[Any] = [self.prefix, jti, num(now), json.dumps(decisions)]
+                for job in jobs:
+                    job_id = f"{int(now * 1_000_000):016x}{uuid.uuid4().hex[:16]}"  # sorts by creation
+                    args += [job_id, job.key, job.destination, json.dumps(job.payload)]
+                self._scripts["COMPLETE_EVENT"](args=args, client=pipe)
+            pipe.execute()
+
+    def prune(self, now: float, retention: float, dedup_window: float) -> int:
+        """Events and done jobs past retention. De-duplication marks expire by themselves (and an old mark
+        no longer counts: ingest compares its time with the window)."""
+        removed = kept = 0
+        while True:
+            gone, stay = self._run("PRUNE_EVENTS", num(now - retention), kept, _BATCH)
+            removed, kept = removed + gone, kept + stay
+            if gone + stay < _BATCH:
+                break
+        with self._guard("pruning jobs"):
+            done = self.redis.zrangebyscore(self.prefix + "jobs:done_at", "-inf", f"({num(now - retention)}")
+        for job_id in done:
+            self._run("DELETE_JOB", job_id, "done")
+        return removed
+
+    def last_accepted(self) -> dict[str, float]:
+        with self._guard("reading last accepted"):
+            return {k.decode(): float(v) for k, v in self.redis.hgetall(self.prefix + "last").items()}
+
+    # -- delivery queue ----------------------------------------------------------------------------
+    def _jobs(self, ids: list[bytes]) -> list[Job]:
+        return [job_from_hash(h) for _, h in self._hashes("job", ids)]
+
+    def claim_jobs(self, owner: str, lease: float, limit: int, now: float,
+                   skip_destinations: frozenset[str] = frozenset()) -> list[Job]:
+        return self._jobs(self._run("CLAIM_JOBS", owner, num(now), num(now + lease), limit,
+                                    *sorted(skip_destinations)))
+
+    def _move(self, job_id: str, status: str, *, only_from: str = "", attempts: str = "+1", due_at: str = "",
+              done_at: str = "", **fields: str) -> int:
+        pairs = [item for pair in fields.items() for item in pair]
+        return self._run("MOVE_JOB", job_id, status, only_from, attempts, due_at, done_at, *pairs)
+
+    def ack_job(self, job_id: str, now: float) -> None:
+        self._move(job_id, "done", done_at=num(now))
+
+    def retry_job(self, job_id: str, due_at: float, error: str, response: str = "") -> None:
+        self._move(job_id, "pending", due_at=num(due_at), last_error=error, last_response=response)
+
+    def dead_job(self, job_id: str, error: str, response: str = "") -> None:
+        self._move(job_id, "dead", last_error=error, last_response=response)
+
+    def get_job(self, job_id: str) -> Job | None:
+        found = self._jobs([job_id.encode()])
+        return found[0] if found else None
+
+    def list_jobs(self, status: str | None = None, limit: int = 100) -> list[Job]:
+        if status not in _JOB_LISTS:
+            raise ValueError(f"unknown job status {status!r}: use pending, failed, dead or done")
+        with self._guard("listing jobs"):
+            ids = self.redis.zrevrange(self.prefix + _JOB_LISTS[status], 0, limit - 1)
+        return self._jobs(ids)
+
+    def requeue_dead(self, job_id: str | None, now: float) -> int:
+        if job_id is None:
+            with self._guard("listing dead jobs"):
+                ids = [i.decode() for i in self.redis.zrange(self.prefix + "jobs:dead", 0, -1)]
+        else:
+            ids = [job_id]
+        return sum(self._move(i, "pending", only_from="dead", attempts="0", due_at=num(now)) for i in ids)
+
+    def drop_dead(self, job_id: str) -> bool:
+        return bool(self._run("DELETE_JOB", job_id, "dead"))
+
+    # -- subscriptions -----------------------------------------------------------------------------
+    def record_subscription(self, record: SubscriptionRecord) -> None:
+        field = json.dumps([record.webhook, record.topic, record.mode])
+        value = json.dumps([record.at, record.lease_expires_at, record.reason])
+        with self._guard("recording a subscription"):
+            self.redis.hset(self.prefix + "subscriptions", field, value)
+
+    def list_subscriptions(self) -> list[SubscriptionRecord]:
+        with self._guard("listing subscriptions"):
+            raw = self.redis.hgetall(self.prefix + "subscriptions")
+        records = []
+        for field, value in raw.items():
+            (webhook, topic, mode), (at, lease, reason) = json.loads(field), json.loads(value)
+            records.append(SubscriptionRecord(webhook=webhook, topic=topic, mode=mode, at=at,
+                                              lease_expires_at=lease, reason=reason))
+        return sorted(records, key=lambda r: (r.webhook, r.topic, r.at))
+
+    # -- quarantine --------------------------------------------------------------------------------
+    def quarantine_add(self, entry: QuarantineEntry, max_entries: int, max_bytes: int) -> QuarantineResult:
+        size = len(entry.body)
+        if size > max_bytes or max_entries < 1:
+            return QuarantineResult(stored=False)
+        evicted, evicted_bytes = self._run(
+            "QUARANTINE_ADD", entry.id, entry.webhook, num(entry.received_at), entry.reason,
+            json.dumps(entry.headers), entry.body, size, max_entries, max_bytes)
+        return QuarantineResult(evicted=evicted, evicted_bytes=evicted_bytes)
+
+    def quarantine_list(self) -> list[QuarantineEntry]:
+        with self._guard("listing the quarantine"):
+            ids = self.redis.zrange(self.prefix + "quarantine", 0, -1)
+        return [quarantine_from_hash(entry_id, h) for entry_id, h in self._hashes("q", ids)]
+
+    def quarantine_remove(self, entry_id: str) -> bool:
+        return bool(self._run("QUARANTINE_REMOVE", entry_id))
+
+    # -- migration (idhooks migrate) ---------------------------------------------------------------
+    def import_event(self, event: StoredEvent) -> bool:
+        """Copy a stored event as it is (status, decisions); False when this deployment already has it."""
+        return bool(self._run("IMPORT_EVENT", event.jti, *event_fields(event)))
+
+    def import_job(self, job: Job, done_at: float | None = None) -> bool:
+        """Copy a job with its status and attempts, unleased; False when its key already has a job here."""
+        return bool(self._run("IMPORT_JOB", job.id, job.key, *job_fields(job, done_at)))
+
+    # -- metrics -----------------------------------------------------------------------------------
+    def stats(self) -> StoreStats:
+        names = ("events", "events:pending", "events:stale", "jobs:pending", "jobs:failed", "jobs:dead",
+                 "jobs:done", "quarantine")
+        with self._guard("reading stats"):
+            pipe = self.redis.pipeline(transaction=False)
+            for name in names:
+                pipe.zcard(self.prefix + name)
+            pipe.get(self.prefix + "quarantine:bytes")
+            *counts, qbytes = pipe.execute()
+        events, pending, stale, jpending, failed, dead, done, qcount = counts
+        stats = StoreStats(quarantine_entries=qcount, quarantine_bytes=int(qbytes or 0))
+        by_event = {"pending": pending, "stale": stale, "processed": events - pending - stale}
+        by_job = {"pending": jpending - failed, "failed": failed, "dead": dead, "done": done}
+        stats.events = {k: v for k, v in by_event.items() if v}
+        stats.jobs = {k: v for k, v in by_job.items() if v}
+        return stats

@@ -1,0 +1,318 @@
+"""One contract suite, run against every store backend (SQLite and Redis): what one backend does, the
+other must do too, so a deployment can switch backends (or migrate) without a change in behaviour."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from engine.errors import StoreError
+from engine.store.base import (ACCEPTED, DUPLICATE, STALE, IncomingEvent, NewJob, QuarantineEntry, Store,
+                               SubscriptionRecord)
+from engine.store.redis import SCHEMA_VERSION, RedisStore
+from engine.store.sqlite import _MIGRATIONS, SQLiteStore
+from tests.conftest import redis_url
+from tests.redisutil import delete_group, open_redis_store
+
+T0 = 1_700_000_000.0
+WINDOW = 3600.0
+LEASE = 30.0
+
+
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "sqlite":
+        backend: Store = SQLiteStore(tmp_path / "store.db")
+        yield backend
+        backend.close()
+        return
+    backend = open_redis_store(request.getfixturevalue("redis_available"), tmp_path / "spool")
+    yield backend
+    delete_group(backend)
+    backend.close()
+
+
+def event(jti: str | None = None, at: float = T0, age: float = 0.0, webhook: str = "asgardeo") -> IncomingEvent:
+    """An event received at `at` whose iat is `age` seconds earlier."""
+    return IncomingEvent(jti=jti or uuid.uuid4().hex, webhook=webhook, iat_ms=(at - age) * 1000.0,
+                         received_at=at, uris=("https://schemas.identity.wso2.org/events/login",),
+                         body=b'{"jti": "x", "events": {}}\xe2\x9c\x93')
+
+
+def job_for(store: Store, key: str, destination: str = "slack", at: float = T0) -> str:
+    """Ingest an event, complete it with one job, and return the job's id."""
+    incoming = event(at=at)
+    store.ingest(incoming, WINDOW)
+    store.complete_event(incoming.jti, [], [NewJob(key, destination, {"key": key})], at)
+    return next(j.id for j in store.list_jobs() if j.key == key)
+
+
+# -- life cycle ------------------------------------------------------------------------------------
+def test_schema_version_and_writable(store: Store) -> None:
+    newest = SCHEMA_VERSION if isinstance(store, RedisStore) else len(_MIGRATIONS)
+    assert store.schema_version() == newest
+    store.check_writable()
+
+
+def test_a_store_written_by_a_newer_idhooks_is_refused(store: Store, tmp_path: Path) -> None:
+    if isinstance(store, RedisStore):
+        store.redis.set(store.prefix + "schema", 99)
+        with pytest.raises(StoreError) as err:
+            RedisStore(redis_url(), group=store.group, spool_dir=tmp_path / "spool")
+        where = f"{store.url} (group {store.group!r})"
+        ours = SCHEMA_VERSION
+    else:
+        with store._tx() as conn:
+            conn.execute("PRAGMA user_version = 99")
+        with pytest.raises(StoreError) as err:
+            SQLiteStore(store.path)
+        where, ours = str(store.path), len(_MIGRATIONS)
+    assert str(err.value) == f"{where} has schema version 99, newer than this idhooks ({ours}): upgrade idhooks"
+
+
+# -- intake and de-duplication ---------------------------------------------------------------------
+def test_ingest_stores_the_exact_event(store: Store) -> None:
+    incoming = event(jti="jti-1", age=2.5)
+    assert store.ingest(incoming, WINDOW) == ACCEPTED
+    stored = store.get_event("jti-1")
+    assert stored is not None
+    assert (stored.webhook, stored.iat_ms, stored.received_at) == ("asgardeo", (T0 - 2.5) * 1000.0, T0)
+    assert stored.uris == incoming.uris and stored.body == incoming.body
+    assert (stored.status, stored.decisions, stored.processed_at) == ("pending", None, None)
+    assert store.get_event("missing") is None
+
+
+def test_duplicate_within_window_and_while_stored(store: Store) -> None:
+    assert store.ingest(event("j", at=T0), WINDOW) == ACCEPTED
+    assert store.ingest(event("j", at=T0 + 10), WINDOW) == DUPLICATE
+    assert store.ingest(event("j", at=T0 + 2 * WINDOW), WINDOW) == DUPLICATE  # still stored: still a duplicate
+    assert store.get_event("j").received_at == T0
+    assert store.stats().events == {"pending": 1}
+
+
+def test_jti_accepted_again_once_pruned(store: Store) -> None:
+    store.ingest(event("j", at=T0), WINDOW)
+    store.complete_event("j", [], [], T0)
+    assert store.prune(now=T0 + 100 * WINDOW, retention=10 * WINDOW, dedup_window=WINDOW) == 1
+    later = T0 + 100 * WINDOW
+    assert store.ingest(event("j", at=later), WINDOW) == ACCEPTED
+    assert store.get_event("j").received_at == later
+
+
+def test_concurrent_duplicates_store_one(store: Store) -> None:
+    results: list[str] = []
+    barrier = threading.Barrier(12)
+
+    def send() -> None:
+        barrier.wait()
+        results.append(store.ingest(event("racing"), WINDOW))
+
+    threads = [threading.Thread(target=send) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == [ACCEPTED] + [DUPLICATE] * 11
+    assert len(store.list_events()) == 1
+
+
+def test_stale_event_stored_but_never_claimed(store: Store) -> None:
+    assert store.ingest(event("old", age=WINDOW + 1), WINDOW) == STALE
+    assert store.get_event("old").status == "stale"
+    assert store.claim_events("w1", LEASE, 10, T0 + 1) == []
+    assert store.stats().events == {"stale": 1}
+
+
+def test_list_events_newest_first_since_and_limit(store: Store) -> None:
+    for i in range(5):
+        store.ingest(event(f"e{i}", at=T0 + i), WINDOW)
+    assert [e.jti for e in store.list_events()] == ["e4", "e3", "e2", "e1", "e0"]
+    assert [e.jti for e in store.list_events(since=T0 + 3)] == ["e4", "e3"]
+    assert [e.jti for e in store.list_events(limit=2)] == ["e4", "e3"]
+
+
+def test_last_accepted_per_webhook(store: Store) -> None:
+    store.ingest(event(at=T0 + 5, webhook="a"), WINDOW)
+    store.ingest(event(at=T0 + 1, webhook="a"), WINDOW)
+    store.ingest(event(at=T0 + 3, webhook="b"), WINDOW)
+    assert store.last_accepted() == {"a": T0 + 5, "b": T0 + 3}
+
+
+# -- event claims ----------------------------------------------------------------------------------
+def test_claim_events_oldest_first_with_lease(store: Store) -> None:
+    for i in (2, 0, 1):
+        store.ingest(event(f"e{i}", at=T0 + i), WINDOW)
+    now = T0 + 10
+    assert [e.jti for e in store.claim_events("w1", LEASE, 2, now)] == ["e0", "e1"]
+    assert [e.jti for e in store.claim_events("w2", LEASE, 10, now + 1)] == ["e2"]
+    assert store.claim_events("w2", LEASE, 10, now + LEASE - 1) == []
+    # w1 died: once its lease ends, its events are claimable again
+    assert [e.jti for e in store.claim_events("w2", LEASE, 10, now + LEASE)] == ["e0", "e1"]
+
+
+def test_complete_event_records_decisions_and_jobs_once(store: Store) -> None:
+    store.ingest(event("e"), WINDOW)
+    store.claim_events("w1", LEASE, 10, T0)
+    decisions = [{"rule": "r1", "matched": True}]
+    jobs = [NewJob("e:r1:0", "slack", {"text": "hi"}), NewJob("e:r1:1", "mail", {"to": "sec"})]
+    store.complete_event("e", decisions, jobs, T0 + 1)
+    store.complete_event("e", decisions, jobs, T0 + 2)  # re-run after a crash: no doubled delivery
+    stored = store.get_event("e")
+    assert (stored.status, stored.decisions, stored.processed_at) in [("processed", decisions, T0 + 1),
+                                                                      ("processed", decisions, T0 + 2)]
+    assert sorted((j.key, j.destination, j.payload["text" if j.destination == "slack" else "to"])
+                  for j in store.list_jobs()) == [("e:r1:0", "slack", "hi"), ("e:r1:1", "mail", "sec")]
+    assert store.claim_events("w2", LEASE, 10, T0 + 2 * LEASE) == []
+
+
+# -- the delivery queue ----------------------------------------------------------------------------
+def test_claim_jobs_due_leased_and_reclaimed(store: Store) -> None:
+    first = job_for(store, "k1", at=T0)
+    second = job_for(store, "k2", at=T0 + 1)
+    assert store.claim_jobs("w1", LEASE, 10, T0 - 1) == []  # not due yet
+    claimed = store.claim_jobs("w1", LEASE, 1, T0 + 2)
+    assert [(j.id, j.lease_owner, j.attempts) for j in claimed] == [(first, "w1", 0)]
+    assert [j.id for j in store.claim_jobs("w2", LEASE, 10, T0 + 3)] == [second]
+    assert store.claim_jobs("w3", LEASE, 10, T0 + 2 + LEASE - 1) == []
+    assert [j.id for j in store.claim_jobs("w3", LEASE, 10, T0 + 2 + LEASE)] == [first]
+
+
+def test_concurrent_claims_hand_each_job_out_once(store: Store) -> None:
+    store.ingest(event("e"), WINDOW)
+    store.complete_event("e", [], [NewJob(f"k{i}", "slack", {}) for i in range(40)], T0)
+    ids = {j.id for j in store.list_jobs()}
+    claimed: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def worker(name: str) -> None:
+        barrier.wait()
+        while batch := store.claim_jobs(name, LEASE, 3, T0 + 1):
+            claimed.extend(j.id for j in batch)
+
+    threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(claimed) == sorted(ids)
+
+
+def test_claim_jobs_skips_destinations(store: Store) -> None:
+    job_for(store, "k1", destination="slack")
+    mail = job_for(store, "k2", destination="mail")
+    assert [j.id for j in store.claim_jobs("w1", LEASE, 10, T0 + 1, frozenset({"slack"}))] == [mail]
+    assert [j.destination for j in store.claim_jobs("w1", LEASE, 10, T0 + 1)] == ["slack"]
+
+
+def test_ack_retry_and_dead_letters(store: Store) -> None:
+    done, retried, dead = (job_for(store, k) for k in ("done", "retried", "dead"))
+    store.claim_jobs("w1", LEASE, 10, T0)
+    store.ack_job(done, T0 + 1)
+    store.retry_job(retried, T0 + 100, "HTTP 503", "busy")
+    store.dead_job(dead, "HTTP 404", "no such hook")
+    assert (store.get_job(done).status, store.get_job(done).attempts) == ("done", 1)
+    job = store.get_job(retried)
+    assert (job.status, job.attempts, job.due_at, job.last_error, job.last_response, job.lease_owner) == \
+        ("failed", 1, T0 + 100, "HTTP 503", "busy", "")
+    assert store.claim_jobs("w1", LEASE, 10, T0 + 99) == []
+    assert [j.id for j in store.claim_jobs("w1", LEASE, 10, T0 + 100)] == [retried]
+    job = store.get_job(dead)
+    assert (job.status, job.attempts, job.last_error, job.last_response) == ("dead", 1, "HTTP 404", "no such hook")
+    assert [j.id for j in store.list_jobs("dead")] == [dead]
+    assert [j.id for j in store.list_jobs("done")] == [done]
+    assert [j.id for j in store.list_jobs("failed")] == [retried]
+    assert [j.id for j in store.list_jobs("pending")] == [retried]
+    assert store.get_job("nope") is None
+
+
+def test_requeue_and_drop_dead(store: Store) -> None:
+    a, b, c, alive = (job_for(store, k, at=T0 + i) for i, k in enumerate(("a", "b", "c", "alive")))
+    for job_id in (a, b, c):
+        store.dead_job(job_id, "gone")
+    assert store.requeue_dead(a, T0 + 50) == 1
+    assert store.requeue_dead(alive, T0 + 50) == 0
+    job = store.get_job(a)
+    assert (job.status, job.attempts, job.due_at) == ("pending", 0, T0 + 50)
+    assert store.drop_dead(b) is True
+    assert store.drop_dead(b) is False
+    assert store.drop_dead(alive) is False
+    assert store.get_job(b) is None
+    assert store.requeue_dead(None, T0 + 60) == 1
+    assert store.list_jobs("dead") == []
+    assert sorted(j.id for j in store.claim_jobs("w", LEASE, 10, T0 + 60)) == sorted([a, c, alive])
+
+
+def test_list_jobs_newest_first_and_rejects_unknown_status(store: Store) -> None:
+    ids = [job_for(store, f"k{i}", at=T0 + i) for i in range(3)]
+    assert [j.id for j in store.list_jobs()] == ids[::-1]
+    assert [j.id for j in store.list_jobs(limit=2)] == ids[:0:-1]
+    with pytest.raises(ValueError) as err:
+        store.list_jobs("stuck")
+    assert str(err.value) == "unknown job status 'stuck': use pending, failed, dead or done"
+
+
+# -- subscriptions ---------------------------------------------------------------------------------
+def test_subscriptions_keep_the_latest_per_mode(store: Store) -> None:
+    store.record_subscription(SubscriptionRecord("b", "t.login", "subscribe", T0, T0 + 864000))
+    store.record_subscription(SubscriptionRecord("a", "t.login", "subscribe", T0, T0 + 10))
+    store.record_subscription(SubscriptionRecord("a", "t.login", "subscribe", T0 + 5, T0 + 15))
+    store.record_subscription(SubscriptionRecord("a", "t.login", "denied", T0 + 6, None, "not allowed"))
+    assert store.list_subscriptions() == [
+        SubscriptionRecord("a", "t.login", "subscribe", T0 + 5, T0 + 15),
+        SubscriptionRecord("a", "t.login", "denied", T0 + 6, None, "not allowed"),
+        SubscriptionRecord("b", "t.login", "subscribe", T0, T0 + 864000),
+    ]
+
+
+# -- quarantine ------------------------------------------------------------------------------------
+def entry(entry_id: str, size: int) -> QuarantineEntry:
+    return QuarantineEntry(id=entry_id, webhook="asgardeo", received_at=T0, reason="bad signature",
+                           headers={"X-Hub-Signature": "sha256=00"}, body=b"x" * size)
+
+
+def test_quarantine_caps_evict_the_oldest(store: Store) -> None:
+    for i in range(3):
+        assert store.quarantine_add(entry(f"q{i}", 10), max_entries=3, max_bytes=100).evicted == 0
+    result = store.quarantine_add(entry("q3", 10), max_entries=3, max_bytes=100)
+    assert (result.evicted, result.evicted_bytes, result.stored) == (1, 10, True)
+    result = store.quarantine_add(entry("q4", 85), max_entries=3, max_bytes=100)
+    assert (result.evicted, result.evicted_bytes) == (2, 20)
+    assert [e.id for e in store.quarantine_list()] == ["q3", "q4"]
+    assert store.quarantine_list()[0] == entry("q3", 10)
+    assert store.quarantine_add(entry("huge", 101), max_entries=3, max_bytes=100).stored is False
+    stats = store.stats()
+    assert (stats.quarantine_entries, stats.quarantine_bytes) == (2, 95)
+    assert store.quarantine_remove("q3") is True
+    assert store.quarantine_remove("q3") is False
+    assert [e.id for e in store.quarantine_list()] == ["q4"]
+    assert store.stats().quarantine_bytes == 85
+
+
+# -- housekeeping ----------------------------------------------------------------------------------
+def test_prune_keeps_pending_events_and_live_jobs(store: Store) -> None:
+    store.ingest(event("old-pending", at=T0), WINDOW)
+    store.ingest(event("old-done", at=T0), WINDOW)
+    store.complete_event("old-done", [], [], T0)
+    store.ingest(event("new", at=T0 + 50), WINDOW)
+    store.complete_event("new", [], [], T0 + 50)
+    acked, live = job_for(store, "acked", at=T0), job_for(store, "live", at=T0)
+    store.ack_job(acked, T0 + 1)
+    assert store.prune(now=T0 + 60, retention=20, dedup_window=WINDOW) == 3  # old-done + the jobs' events
+    assert sorted(e.jti for e in store.list_events()) == sorted(["old-pending", "new"])
+    assert store.get_job(acked) is None and store.get_job(live) is not None
+
+
+def test_stats_count_by_status(store: Store) -> None:
+    store.ingest(event("pending"), WINDOW)
+    store.ingest(event("stale", age=2 * WINDOW), WINDOW)
+    failed, dead = job_for(store, "failed"), job_for(store, "dead")
+    job_for(store, "pending")
+    store.retry_job(failed, T0 + 5, "timeout")
+    store.dead_job(dead, "HTTP 400")
+    stats = store.stats()
+    assert stats.events == {"pending": 1, "stale": 1, "processed": 3}
+    assert stats.jobs == {"pending": 1, "failed": 1, "dead": 1}
