@@ -6,6 +6,7 @@ condition and the value found there, which is what `idhooks test` and the decisi
 from __future__ import annotations
 
 import json
+import weakref
 from operator import attrgetter
 from typing import Any, Callable, Iterator
 
@@ -103,8 +104,10 @@ class Leaf(Condition):
 
     def _compile(self, key: str) -> Test:
         """The leaf's test. Values are looked up once per event and subject (`key`), however many rules
-        read them: rules of one event type mostly test the same few fields."""
-        document, find, holds, label, leaf = self._document, self._find, self.holds, self.label, self
+        read them: rules of one event type mostly test the same few fields. The closure holds the leaf
+        (coverage's key) by weak reference: a cycle would keep every replaced rule set alive until a full
+        garbage collection."""
+        document, find, holds, label, leaf = self._document, self._find, self.holds, self.label, weakref.ref(self)
 
         def lookup(ctx: EvalContext) -> list[Any]:
             found = ctx.found.get(key)
@@ -118,7 +121,7 @@ class Leaf(Condition):
                 found = ctx.found[key] = find(document(ctx))
             held = holds(found)
             if ctx.seen is not None:
-                ctx.seen.setdefault(leaf, set()).add(held)
+                ctx.seen.setdefault(leaf(), set()).add(held)
             if held:
                 return None
             return label, (found[0] if len(found) == 1 else found or None)  # _actual(), inlined
