@@ -4,8 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-slow test-all bench validate clean
-.PHONY: install
+.PHONY: run test test-fast test-slow bench validate install clean
 
 # The production install (not editable, no test tools). The Dockerfile runs `python -m pip install` with exactly
 # these arguments; tests/test_docs.py checks that they agree and runs the install.
@@ -27,13 +26,15 @@ run: $(STAMP) var/webhook-secret
 	@echo "Webhook secret: var/webhook-secret (show it for the Asgardeo console with: cat var/webhook-secret)"
 	$(VENV)/bin/idhooks serve --config config.yaml
 
+# The whole suite: fast tests and the slower real-process / Redis outage / soak runs (~3 minutes).
 test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow" -q
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow -q
-
-test-all: test test-slow
 
 validate: $(STAMP)
 	$(VENV)/bin/idhooks validate --config config.yaml
