@@ -58,6 +58,8 @@ _MIGRATIONS: list[str] = [
     """,
     # 2: stateful rules (thresholds, suppression, digests)
     STATE_MIGRATION,
+    # 3: de-duplication is the stored event itself (retention >= the dedup window), so the marks table goes
+    "DROP TABLE seen_jti",
 ]
 
 
