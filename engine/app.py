@@ -88,9 +88,8 @@ class WebhookSink:
                                                        "hub.lease_seconds", "hub.reason")}
         self.metrics.verifications.labels(webhook.name, params["hub.mode"][:20] or "none").inc()
         result = answer(webhook, params, self.store, self.clock())
-        if result.mode == "subscribe" and params["hub.lease_seconds"].isdigit():
-            self.metrics.subscription_expiry.labels(webhook.name, params["hub.topic"]).set(
-                self.clock() + int(params["hub.lease_seconds"]))
+        if result.lease_expires_at is not None:
+            self.metrics.subscription_expiry.labels(webhook.name, params["hub.topic"]).set(result.lease_expires_at)
         resp.status = 200
         resp.content_type = "text/plain"
         resp.data = result.body.encode("utf-8")

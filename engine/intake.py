@@ -48,12 +48,17 @@ class Intake:
     def receive(self, webhook: WebhookConfig, headers: Mapping[str, str], body: bytes) -> IntakeResult:
         """Verify, parse and store one delivery. Raises SignatureError/PayloadError/StoreError."""
         try:
-            verify(body, find_signature(headers), webhook.secrets)
+            envelope = self.verified_envelope(webhook, headers, body)
         except SignatureError as exc:
             self._quarantine(webhook, headers, body, str(exc))
             raise
-        envelope = parse_envelope(body)
         return self.store_envelope(webhook.name, envelope, body)
+
+    @staticmethod
+    def verified_envelope(webhook: WebhookConfig, headers: Mapping[str, str], body: bytes) -> Envelope:
+        """Verify first, parse second (also used by `quarantine reverify`, which must not re-quarantine)."""
+        verify(body, find_signature(headers), webhook.secrets)
+        return parse_envelope(body)
 
     def store_envelope(self, webhook: str, envelope: Envelope, body: bytes) -> IntakeResult:
         """Store an already verified envelope (also used by `quarantine reverify`)."""

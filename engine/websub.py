@@ -27,6 +27,7 @@ class TopicNotAgreed(RequestError):
 class VerificationAnswer:
     body: str  # the challenge to echo, or "" for notices
     mode: str
+    lease_expires_at: float | None = None
 
 
 def _lease(value: str | None) -> int | None:
@@ -59,7 +60,7 @@ def answer(webhook: WebhookConfig, params: Mapping[str, str], store: Store, now:
                                                                             "topic": topic})
         raise TopicNotAgreed("topic not agreed to")
     lease = _lease(params.get("hub.lease_seconds")) if mode == "subscribe" else None
-    store.record_subscription(SubscriptionRecord(webhook.name, topic, mode, now,
-                                                 now + lease if lease else None, ""))
+    expires = now + lease if lease else None
+    store.record_subscription(SubscriptionRecord(webhook.name, topic, mode, now, expires, ""))
     log.info("verified %s", mode, extra={"webhook": webhook.name, "topic": topic, "lease_seconds": lease})
-    return VerificationAnswer(challenge, mode)
+    return VerificationAnswer(challenge, mode, expires)

@@ -13,8 +13,6 @@ from engine.config import load_config
 from engine.errors import RequestError
 from engine.intake import Intake
 from engine.metrics import Metrics
-from engine.signature import find_signature, verify
-from engine.envelope import parse_envelope
 from engine.store import open_store
 from engine.store.base import QuarantineEntry, Store
 
@@ -51,8 +49,7 @@ def _reverify_one(entry: QuarantineEntry, config, intake: Intake) -> str:
     if webhook is None:
         return f"{entry.id}: webhook {entry.webhook!r} is no longer configured; kept"
     try:
-        verify(entry.body, find_signature(entry.headers), webhook.secrets)
-        envelope = parse_envelope(entry.body)
+        envelope = intake.verified_envelope(webhook, entry.headers, entry.body)
     except RequestError as exc:
         return f"{entry.id}: still refused ({exc}); kept"
     result = intake.store_envelope(webhook.name, envelope, entry.body)
