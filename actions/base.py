@@ -23,6 +23,8 @@ from typing import Any, Callable, ClassVar, Mapping
 
 import requests
 
+from actions.destination import DestinationReader
+
 
 @dataclass(frozen=True)
 class Field:
@@ -83,8 +85,14 @@ class Action(ABC):
                  context: ActionContext) -> None:
         """Validate the destination (raise engine.errors.ConfigError listing every problem)."""
         self.destination_name = destination_name
-        self.destination = dict(destination or {})
+        self.destination: Mapping[str, Any] = destination if destination is not None else {}  # keeps YAML lines
         self.context = context
+
+    def destination_reader(self) -> DestinationReader:
+        """A strict reader of this action's destination: unknown keys are already reported."""
+        read = DestinationReader(self.context.source, self.destination_name or "", self.destination)
+        read.check_keys(self.destination_fields)
+        return read
 
     @classmethod
     def check_rule_fields(cls, fields: Mapping[str, Any]) -> list[str]:

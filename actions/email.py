@@ -18,7 +18,6 @@ from email.utils import formatdate, getaddresses
 from typing import Any, Mapping
 
 from actions.base import RETRY_FIELD, Action, ActionContext, Field, fold_line, require_any
-from actions.destination import DestinationReader
 from engine.errors import PermanentError, RetryableError
 from engine.secrets import find_secrets, redact, reveal
 
@@ -48,8 +47,7 @@ class EmailAction(Action):
     def __init__(self, destination_name: str | None, destination: Mapping[str, Any] | None,
                  context: ActionContext) -> None:
         super().__init__(destination_name, destination, context)
-        read = DestinationReader(context.source, destination_name or "", destination or {})
-        read.check_keys(self.destination_fields)
+        read = self.destination_reader()
         self.host = read.text("host", required=True)
         self.port = int(read.number("port", 25, minimum=1, whole=True))
         self.starttls, self.tls = read.boolean("starttls", False), read.boolean("tls", False)

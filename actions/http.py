@@ -21,7 +21,6 @@ from urllib.parse import unquote, urlsplit
 import urllib3
 
 from actions.base import RETRY_FIELD, Action, ActionContext, Field, fold_line
-from actions.destination import DestinationReader
 from actions.httpresult import DEFAULT_MAX_RESPONSE_BYTES, exchange
 from actions.safenet import blocked, make_safe
 from engine.errors import PermanentError, RetryableError
@@ -59,8 +58,7 @@ class HttpAction(Action):
     def __init__(self, destination_name: str | None, destination: Mapping[str, Any] | None,
                  context: ActionContext) -> None:
         super().__init__(destination_name, destination, context)
-        read = DestinationReader(context.source, destination_name or "", destination or {})
-        read.check_keys(self.destination_fields)
+        read = self.destination_reader()
         base = urlsplit(read.url("base_url", required=True) or "http://invalid.invalid")
         self.scheme, self.netloc, self.base_path = base.scheme, base.netloc, base.path.rstrip("/")
         self.hosts = {(base.hostname or "").lower()} | {h.lower() for h in read.text_list("allowed_hosts")}

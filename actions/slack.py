@@ -14,7 +14,6 @@ import json
 from typing import Any, Mapping
 
 from actions.base import RETRY_FIELD, Action, ActionContext, Field, require_any
-from actions.destination import DestinationReader
 from actions.httpresult import HttpResult, exchange, snippet
 from engine.errors import PermanentError, RetryableError
 from engine.secrets import find_secrets, reveal
@@ -51,8 +50,7 @@ class SlackAction(Action):
     def __init__(self, destination_name: str | None, destination: Mapping[str, Any] | None,
                  context: ActionContext) -> None:
         super().__init__(destination_name, destination, context)
-        read = DestinationReader(context.source, destination_name or "", destination or {})
-        read.check_keys(self.destination_fields)
+        read = self.destination_reader()
         self.webhook_url = read.url("webhook_url", secret=True)
         self.token = read.secret_text("token")
         self.channel = read.text("channel")
