@@ -1,10 +1,13 @@
-"""End-to-end delivery benchmark (issue 4): signed events at a fixed rate through `idhooks serve` (SQLite
-store) to a local HTTP sink via a matching rule with an `http` action. Prints p50/p95/p99 of the time
-from the event's POST to the sink receiving the call, and delivered/sent. Not a test: it prints figures.
+"""End-to-end delivery benchmark (issues 4 and 6): signed events at a fixed rate through `idhooks serve` to a
+local HTTP sink via a matching rule with an `http` action. Prints p50/p95/p99 of the time from the event's
+POST to the sink receiving the call, delivered/sent and repeated sends. Not a test: it prints figures.
 
 Targets on this machine: every event delivered; p50 <= 20 ms, p99 <= 100 ms.
 
-    python bench/e2e.py [--rate 200] [--seconds 20]
+    python bench/e2e.py [--rate 200] [--seconds 20]                  one process, SQLite store
+    python bench/e2e.py --redis redis://127.0.0.1:6379/15 --processes 2
+                                    two processes of one deployment (a unique group) sharing the Redis
+                                    delivery queue; events are sent to them in turn
 
 The sink runs in this process and correlates calls by their Idempotency-Key (`<jti>:<rule>:<index>`),
 so send and receive times come from one clock.
@@ -32,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.procs import Proc, free_port, write_bench_config  # noqa: E402
 from engine import catalog  # noqa: E402
 from engine.signature import sign  # noqa: E402
+from engine.store.redis import RedisStore  # noqa: E402
 
 SECRET = "bench-secret-" + uuid.uuid4().hex
 RULE = """
@@ -88,14 +92,15 @@ def make_event() -> tuple[str, bytes]:
     return event["jti"], json.dumps(event, separators=(", ", ": ")).encode()
 
 
-def send_at_rate(url: str, rate: float, seconds: float) -> tuple[dict[str, float], dict[int, int]]:
-    """POST `rate` events per second for `seconds`; returns jti -> send time and the status counts."""
+def send_at_rate(urls: list[str], rate: float, seconds: float) -> tuple[dict[str, float], dict[int, int]]:
+    """POST `rate` events per second for `seconds`, to the URLs in turn; returns jti -> send time and the
+    status counts."""
     sent: dict[str, float] = {}
     statuses: dict[int, int] = {}
     local = threading.local()
     events = [make_event() for _ in range(int(rate * seconds))]
 
-    def post(jti: str, body: bytes) -> None:
+    def post(url: str, jti: str, body: bytes) -> None:
         if not hasattr(local, "session"):
             local.session = requests.Session()  # one keep-alive connection per sender thread
         session = local.session
@@ -111,7 +116,7 @@ def send_at_rate(url: str, rate: float, seconds: float) -> tuple[dict[str, float
             delay = start + index / rate - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
-            pool.submit(post, jti, body)
+            pool.submit(post, urls[index % len(urls)], jti, body)
     return sent, statuses
 
 
@@ -126,35 +131,72 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] if ordered else float("nan")
 
 
+def start_servers(folder: Path, sink: Sink, processes: int, redis: str | None, group: str) -> list[Proc]:
+    """`processes` servers, each in its own working folder; with `redis`, one deployment `group`."""
+    servers = []
+    extra = f'destinations:\n  sink: {{type: http, base_url: "{sink.url}"}}\n'
+    for index in range(processes):
+        workdir = folder / f"p{index}"
+        workdir.mkdir()
+        port = free_port()
+        config = write_bench_config(workdir, port, 8, SECRET, redis, rules=RULE, extra=extra)
+        if redis:
+            config.write_text(config.read_text().replace(
+                f'store: {{url: "{redis}"}}', f'store: {{url: "{redis}", group: "{group}", spool_dir: spool}}'))
+        servers.append(Proc(["-m", "engine", "serve", "--config", str(config)], port, cwd=workdir))
+    return servers
+
+
+def forget_group(redis: str, group: str, folder: Path) -> None:
+    """Delete the benchmark deployment's keys from the shared Redis."""
+    store = RedisStore(redis, group=group, spool_dir=folder / "cleanup")
+    try:
+        keys = list(store.redis.scan_iter(match=store.prefix + "*", count=1000))
+        if keys:
+            store.redis.delete(*keys)
+    finally:
+        store.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=float, default=200.0, help="events per second (default 200)")
     parser.add_argument("--seconds", type=float, default=20.0, help="how long to send (default 20)")
+    parser.add_argument("--redis", help="a Redis URL: the processes share it (default: one process on SQLite)")
+    parser.add_argument("--processes", type=int, default=1, help="idhooks serve processes (more than 1 needs "
+                                                                 "--redis)")
     args = parser.parse_args()
+    if args.processes > 1 and not args.redis:
+        parser.error("--processes above 1 needs --redis: several processes share one Redis store")
     sink = Sink()
-    port = free_port()
+    group = f"bench-e2e-{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory(prefix="idhooks-e2e-") as folder:
-        extra = f'destinations:\n  sink: {{type: http, base_url: "{sink.url}"}}\n'
-        config = write_bench_config(Path(folder), port, 8, SECRET, rules=RULE, extra=extra)
-        server = Proc(["-m", "engine", "serve", "--config", str(config)], port, cwd=Path(folder))
+        servers: list[Proc] = []
         try:
-            sent, statuses = send_at_rate(f"http://127.0.0.1:{port}/webhooks/asgardeo", args.rate, args.seconds)
+            servers = start_servers(Path(folder), sink, args.processes, args.redis, group)
+            urls = [f"http://127.0.0.1:{server.port}/webhooks/asgardeo" for server in servers]
+            sent, statuses = send_at_rate(urls, args.rate, args.seconds)
             deadline = time.monotonic() + 30
             while len(sink.arrived) < len(sent) and time.monotonic() < deadline:
                 time.sleep(0.05)
-            serve_cpu = cpu_seconds(server.proc.pid)
+            serve_cpu = sum(cpu_seconds(server.proc.pid) for server in servers)
         finally:
-            server.stop()
+            for server in servers:
+                server.stop()
             sink.close()
+            if args.redis:
+                forget_group(args.redis, group, Path(folder))
     latencies = [sink.arrived[jti] - at for jti, at in sent.items() if jti in sink.arrived]
-    print(f"e2e: {args.rate:g} events/s for {args.seconds:g} s; intake statuses {dict(sorted(statuses.items()))}")
-    print(f"delivered {len(latencies)}/{len(sent)} (sink calls {sink.calls}); POST -> sink latency "
-          f"p50 {percentile(latencies, 50) * 1000:.1f} ms  p95 {percentile(latencies, 95) * 1000:.1f} ms  "
+    where = (f"{args.processes} process{'es' if args.processes > 1 else ''} on Redis" if args.redis
+             else "1 process on SQLite")
+    print(f"e2e ({where}): {args.rate:g} events/s for {args.seconds:g} s; intake statuses "
+          f"{dict(sorted(statuses.items()))}")
+    print(f"delivered {len(latencies)}/{len(sent)}, repeated sends {sink.calls - len(sink.arrived)}; POST -> sink "
+          f"latency p50 {percentile(latencies, 50) * 1000:.1f} ms  p95 {percentile(latencies, 95) * 1000:.1f} ms  "
           f"p99 {percentile(latencies, 99) * 1000:.1f} ms  (targets: all delivered, p50 <= 20 ms, p99 <= 100 ms)")
     print(f"(idhooks serve used {serve_cpu:.1f} s of CPU, {serve_cpu / max(len(sent), 1) * 1000:.2f} ms per event; "
           f"1-minute load average of the machine: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
     return 0 if len(latencies) == len(sent) else 1
-
 
 if __name__ == "__main__":
     sys.exit(main())

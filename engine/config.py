@@ -41,10 +41,14 @@ class StoreConfig:
     dedup_window: float = 7 * 86400.0
     retention: float = 30 * 86400.0
     spool_dir: Path | None = None
+    ca_file: Path | None = None  # rediss:// only: the CA that signed Redis's certificate
+    cert_file: Path | None = None  # rediss:// only: this client's certificate, when Redis asks for one
+    key_file: Path | None = None
 
     def __repr__(self) -> str:
         return (f"StoreConfig(url={redact_url(self.url)!r}, group={self.group!r}, dedup_window={self.dedup_window}, "
-                f"retention={self.retention}, spool_dir={self.spool_dir!r})")
+                f"retention={self.retention}, spool_dir={self.spool_dir!r}, ca_file={self.ca_file!r}, "
+                f"cert_file={self.cert_file!r}, key_file={self.key_file!r})")
 
 
 @dataclass(frozen=True)
@@ -242,7 +246,8 @@ class _Reader:
         )
 
     def store(self, node: Mapping) -> StoreConfig:
-        _check_keys(node, ("url", "group", "dedup_window", "retention", "spool_dir"), "store", self.problems)
+        _check_keys(node, ("url", "group", "dedup_window", "retention", "spool_dir", "ca_file", "cert_file",
+                           "key_file"), "store", self.problems)
         url = str(self.text(node, "url", "store", "sqlite:///var/idhooks.db"))
         if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
             url = "sqlite:///" + str(self.resolve_path(url[len("sqlite:///"):]))
@@ -256,13 +261,38 @@ class _Reader:
             self.problems.add(_line(node, "retention"), "store.retention",
                               f"must be at least store.dedup_window ({format_duration(dedup_window)}): a jti is "
                               "recognised as a repeat for as long as its event is kept")
+        tls = self.store_tls_files(node, url)
         return StoreConfig(
             url=url,
             group=str(self.text(node, "group", "store", "idhooks")),
             dedup_window=dedup_window,
             retention=retention,
             spool_dir=self.resolve_path(spool or "var/spool"),
+            **tls,
         )
+
+    def store_tls_files(self, node: Mapping, url: str) -> dict[str, Path]:
+        """`ca_file`, `cert_file` and `key_file` for a rediss:// store: files that exist, the last two together."""
+        files: dict[str, Path] = {}
+        for key in ("ca_file", "cert_file", "key_file"):
+            value = self.text(node, key, "store", None)
+            if value is None:
+                continue
+            if not url.startswith("rediss://"):
+                self.problems.add(_line(node, key), f"store.{key}",
+                                  "only used with a TLS store URL: write rediss://HOST:PORT/DB")
+                continue
+            path = self.resolve_path(str(value))
+            if not path.is_file():
+                self.problems.add(_line(node, key), f"store.{key}", f"no such file: {path}")
+                continue
+            files[key] = path
+        if ("cert_file" in node) != ("key_file" in node):
+            given, missing = ("cert_file", "key_file") if "cert_file" in node else ("key_file", "cert_file")
+            self.problems.add(_line(node, given), f"store.{missing}",
+                              f"store.{given} needs store.{missing}: a client certificate and its private key go "
+                              "together")
+        return files
 
     def webhook(self, node: Any, index: int, seen: set[str]) -> WebhookConfig | None:
         where = f"webhooks[{index}]"

@@ -153,3 +153,14 @@ def redis_available() -> str:
             pytest.fail(f"Redis is required in CI but {redis_url()} does not answer: {exc}")
         pytest.skip(f"no Redis server answers at {redis_url()}: {exc}")
     return redis_url()
+
+
+@pytest.fixture(scope="session")
+def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A TLS-only redis-server of this test session's own that requires a client certificate (rediss://)."""
+    from tests.redisutil import PrivateRedis
+
+    server = PrivateRedis(tmp_path_factory.mktemp("tls-redis"), free_port(), tls=True)
+    server.start()
+    yield server
+    server.stop()

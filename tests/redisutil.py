@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -18,8 +19,18 @@ def unique_group() -> str:
     return f"idhooks-test-{uuid.uuid4().hex[:12]}"
 
 
-def open_redis_store(url: str, spool_dir: Path, group: str | None = None) -> RedisStore:
-    return RedisStore(url, group=group or unique_group(), spool_dir=spool_dir)
+def open_redis_store(url: str, spool_dir: Path, group: str | None = None, **tls: Path) -> RedisStore:
+    """A store of a new deployment (or of `group`). `store.reopen(spool_dir)` opens the same deployment again
+    the same way (TLS files included), as another process would."""
+    group = group or unique_group()
+    store = RedisStore(url, group=group, spool_dir=spool_dir, **tls)
+    store.reopen = lambda spool: RedisStore(url, group=group, spool_dir=spool, **tls)  # type: ignore[attr-defined]
+    return store
+
+
+def tls_files(server: PrivateRedis) -> dict[str, Path]:
+    """store.ca_file, cert_file and key_file for a TLS PrivateRedis."""
+    return {"ca_file": server.cert, "cert_file": server.cert, "key_file": server.key}
 
 
 def delete_group(store: RedisStore) -> None:
@@ -34,22 +45,47 @@ class PrivateRedis:
     without touching the shared test server. AOF with `appendfsync always`, as in a deployment that must
     lose nothing, so a restart keeps what was written."""
 
-    def __init__(self, directory: Path, port: int, password: str | None = None) -> None:
-        self.directory, self.port, self.password = directory, port, password
-        self.url = f"redis://{f':{password}@' if password else ''}127.0.0.1:{port}/0"
+    def __init__(self, directory: Path, port: int, password: str | None = None, tls: bool = False) -> None:
+        """With `tls`, the server takes only TLS connections and requires a client certificate; `self.cert`
+        and `self.key` are a self-signed certificate for 127.0.0.1 that is the CA, the server's certificate
+        and the client's."""
+        self.directory, self.port, self.password, self.tls = directory, port, password, tls
+        scheme = "rediss" if tls else "redis"
+        self.url = f"{scheme}://{f':{password}@' if password else ''}127.0.0.1:{port}/0"
+        self.cert, self.key = directory / "tls" / "cert.pem", directory / "tls" / "key.pem"
         self.proc: subprocess.Popen[bytes] | None = None
+
+    def _make_certificate(self) -> None:
+        openssl = shutil.which("openssl")
+        if openssl is None:
+            pytest.fail("the TLS Redis test needs the openssl command (Debian package openssl) to make a certificate")
+        self.cert.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+                        "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(self.key), "-out", str(self.cert)],
+                       check=True, capture_output=True)
 
     def start(self) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
+            if os.environ.get("IDHOOKS_REQUIRE_REDIS") or os.environ.get("CI"):
+                pytest.fail("redis-server is required in CI but is not installed")
             pytest.skip("redis-server is not installed")
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen([binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+        listen = ["--port", str(self.port)]
+        if self.tls:
+            if not self.cert.exists():
+                self._make_certificate()
+            listen = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(self.cert),
+                      "--tls-key-file", str(self.key), "--tls-ca-cert-file", str(self.cert), "--tls-auth-clients", "yes"]
+        self.proc = subprocess.Popen([binary, *listen, "--bind", "127.0.0.1", "--save", "",
                                       "--appendonly", "yes",
                                       "--appendfsync", "always",
                                       *(["--requirepass", self.password] if self.password else []), "--dir", str(self.directory)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port, password=self.password, socket_connect_timeout=0.2)
+        tls = {"ssl": True, "ssl_ca_certs": str(self.cert), "ssl_certfile": str(self.cert),
+               "ssl_keyfile": str(self.key)} if self.tls else {}
+        client = redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_connect_timeout=0.2,
+                             **tls)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
@@ -67,12 +103,15 @@ class PrivateRedis:
             self.proc.wait(timeout=10)
 
 
-def redis_config(directory: Path, url: str, group: str, port: int, extra: str = "") -> Path:
-    """tests.conftest.basic_config with the Redis store of deployment `group` and a spool in `directory`."""
+def redis_config(directory: Path, url: str, group: str, port: int, extra: str = "",
+                 store_extra: dict[str, str] | None = None) -> Path:
+    """tests.conftest.basic_config with the Redis store of deployment `group` and a spool in `directory`;
+    `store_extra` adds store settings."""
     from tests.conftest import basic_config
 
     config = basic_config(directory, port=port, store_url=url, extra=extra)
+    more = "".join(f', {key}: "{value}"' for key, value in (store_extra or {}).items())
     text = config.read_text().replace(f'store: {{url: "{url}"}}',
-                                      f'store: {{url: "{url}", group: "{group}", spool_dir: spool}}')
+                                      f'store: {{url: "{url}", group: "{group}", spool_dir: spool{more}}}')
     config.write_text(text)
     return config

@@ -43,12 +43,12 @@ def wait_until(check: Callable[[], Any], expected: Any, timeout: float) -> Any:
 
 
 def start_server(folder: Path, serve: Callable[..., Any], url: str, group: str, target: str,
-                 delivery: str = "{}") -> Any:
+                 delivery: str = "{}", store_extra: dict[str, str] | None = None) -> Any:
     """One process of deployment `group` in its own working folder, with a rule that sends every failed
-    login to `target`."""
+    login to `target`; `store_extra` adds store settings (the TLS files)."""
     folder.mkdir()
     port = free_port()
-    config = redis_config(folder, url, group, port, extra=f"""
+    config = redis_config(folder, url, group, port, store_extra=store_extra, extra=f"""
 destinations:
   target: {{type: http, base_url: "{target}", timeout: 30}}
 delivery: {delivery}

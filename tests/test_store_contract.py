@@ -4,6 +4,7 @@ other must do too, so a deployment can switch backends (or migrate) without a ch
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Iterator
@@ -15,22 +16,27 @@ from engine.store.base import (ACCEPTED, DUPLICATE, STALE, IncomingEvent, NewJob
                                SubscriptionRecord)
 from engine.store.redis import SCHEMA_VERSION, RedisStore
 from engine.store.sqlite import _MIGRATIONS, SQLiteStore
-from tests.conftest import redis_url
-from tests.redisutil import delete_group, open_redis_store
+from tests.redisutil import delete_group, open_redis_store, tls_files
 
 T0 = 1_700_000_000.0
 WINDOW = 3600.0
 LEASE = 30.0
 
 
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis),
+                        pytest.param("rediss", marks=pytest.mark.redis)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """Each backend: SQLite, Redis, and Redis over TLS (rediss://, with a client certificate)."""
     if request.param == "sqlite":
         backend: Store = SQLiteStore(tmp_path / "store.db")
         yield backend
         backend.close()
         return
-    backend = open_redis_store(request.getfixturevalue("redis_available"), tmp_path / "spool")
+    if request.param == "redis":
+        backend = open_redis_store(request.getfixturevalue("redis_available"), tmp_path / "spool")
+    else:
+        server = request.getfixturevalue("tls_redis")
+        backend = open_redis_store(server.url, tmp_path / "spool", **tls_files(server))
     yield backend
     delete_group(backend)
     backend.close()
@@ -62,7 +68,7 @@ def test_a_store_written_by_a_newer_idhooks_is_refused(store: Store, tmp_path: P
     if isinstance(store, RedisStore):
         store.redis.set(store.prefix + "schema", 99)
         with pytest.raises(StoreError) as err:
-            RedisStore(redis_url(), group=store.group, spool_dir=tmp_path / "spool")
+            store.reopen(tmp_path / "spool")
         where = f"{store.url} (group {store.group!r})"
         ours = SCHEMA_VERSION
     else:
@@ -170,15 +176,34 @@ def test_complete_event_records_decisions_and_jobs_once(store: Store) -> None:
 
 
 # -- the delivery queue ----------------------------------------------------------------------------
-def test_claim_jobs_due_leased_and_reclaimed(store: Store) -> None:
+def test_claim_jobs_when_due_oldest_first_and_held_by_one_worker(store: Store) -> None:
     first = job_for(store, "k1", at=T0)
     second = job_for(store, "k2", at=T0 + 1)
     assert store.claim_jobs("w1", LEASE, 10, T0 - 1) == []  # not due yet
     claimed = store.claim_jobs("w1", LEASE, 1, T0 + 2)
     assert [(j.id, j.lease_owner, j.attempts) for j in claimed] == [(first, "w1", 0)]
     assert [j.id for j in store.claim_jobs("w2", LEASE, 10, T0 + 3)] == [second]
-    assert store.claim_jobs("w3", LEASE, 10, T0 + 2 + LEASE - 1) == []
-    assert [j.id for j in store.claim_jobs("w3", LEASE, 10, T0 + 2 + LEASE)] == [first]
+    assert store.claim_jobs("w3", LEASE, 10, T0 + 4) == []  # both are held
+
+
+def test_a_dead_workers_jobs_are_reclaimed_once_the_lease_ends(store: Store) -> None:
+    """On the wall clock: Redis measures leases with its own clock (the stream entry's idle time), SQLite with
+    the caller's `now`; a real short lease makes both mean the same."""
+    lease = 1.0
+    job = job_for(store, "k1", at=time.time())
+    assert [j.id for j in store.claim_jobs("w1", lease, 10, time.time())] == [job]
+    held_from = time.time()  # the lease started before this
+    during = store.claim_jobs("w2", lease, 10, time.time())
+    if time.time() < held_from + lease:  # (a machine stalled for the whole lease proves nothing here)
+        assert during == []
+    time.sleep(max(0.0, held_from + lease + 0.1 - time.time()))
+    # w1 died holding it: w2 takes it over, and only one worker gets it
+    assert [(j.id, j.lease_owner) for j in store.claim_jobs("w2", lease, 10, time.time())] == [(job, "w2")]
+    assert store.claim_jobs("w3", lease, 10, time.time()) == [] or time.time() >= held_from + 2 * lease
+    store.ack_job(job, time.time())
+    assert store.get_job(job).status == "done"
+    time.sleep(lease + 0.1)
+    assert store.claim_jobs("w3", lease, 10, time.time()) == []  # an acknowledged job is never handed out again
 
 
 def test_concurrent_claims_hand_each_job_out_once(store: Store) -> None:

@@ -21,6 +21,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--to", dest="target", required=True, metavar="redis://HOST:PORT/DB",
                         help="the Redis store (redis://, rediss:// or unix://)")
     parser.add_argument("--group", default="idhooks", help="the deployment's store.group (default: idhooks)")
+    parser.add_argument("--ca-file", type=Path, help="rediss:// only: the CA that signed Redis's certificate "
+                                                     "(store.ca_file)")
+    parser.add_argument("--cert-file", type=Path, help="rediss:// only: a client certificate (store.cert_file)")
+    parser.add_argument("--key-file", type=Path, help="rediss:// only: its private key (store.key_file)")
     parser.add_argument("--retention", default="30d", help="copy events newer than this (default: 30d)")
     parser.set_defaults(func=run)
 
@@ -51,7 +55,12 @@ def run(args: argparse.Namespace) -> int:
     from engine.store.redis import RedisStore  # noqa: PLC0415
     from engine.store.sqlite import SQLiteStore  # noqa: PLC0415
 
-    target = RedisStore(args.target, group=args.group)
+    for option, tls_file in (("--ca-file", args.ca_file), ("--cert-file", args.cert_file),
+                             ("--key-file", args.key_file)):
+        if tls_file is not None and not tls_file.is_file():
+            raise ConfigError(f"{option}: no such file: {tls_file}")
+    target = RedisStore(args.target, group=args.group, ca_file=args.ca_file, cert_file=args.cert_file,
+                        key_file=args.key_file)
     source = SQLiteStore(path)
     try:
         report = migrate(source, target, now=time.time(), retention=retention)

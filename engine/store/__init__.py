@@ -17,5 +17,6 @@ def open_store(config: StoreConfig) -> Store:
     if url.startswith(("redis://", "rediss://", "unix://")):
         from engine.store.redis import RedisStore  # noqa: PLC0415 - optional dependency
 
-        return RedisStore(url, group=config.group, spool_dir=config.spool_dir)
+        return RedisStore(url, group=config.group, spool_dir=config.spool_dir, ca_file=config.ca_file,
+                          cert_file=config.cert_file, key_file=config.key_file)
     raise ConfigError(f"store.url: unsupported store URL {url!r}: use sqlite:///PATH or redis://HOST:PORT/DB")

@@ -9,22 +9,27 @@ Processes with the same Redis URL and `store.group` form one deployment; every k
                              after the window)          p events:lease    zset  leased events by lease end
     p last            hash   webhook -> newest received_at
     p job:<id>        hash   one delivery job          p jobkey:<key>    string job id (SET NX: one job per key)
-    p jobs:due        zset   claimable jobs by due_at   p jobs:leased     zset  claimed jobs by lease end
+    p jobs:scheduled  zset   queued jobs by due_at (new jobs, retries, re-queued dead letters)
+    p jobs:stream:<destination>  stream  jobs due now, read through the consumer group named `store.group`
+    p jobs:destinations  set  destinations that have a stream; p jobs:turn  counter (fair turns)
     p jobs:pending|failed|dead|done|all  zset by created_at (listing); p jobs:done_at zset (pruning)
     p subscriptions   hash   latest record per (webhook, topic, mode)
     p quarantine      zset   entry ids by arrival; p q:<id> hash; p quarantine:bytes, p quarantine:seq
-    p schema          string schema version
+    p schema          string schema version (2: the delivery queue on streams)
 
 Every multi-step update is one Lua script (engine/store/redis_lua.py), so it is atomic across processes.
-Times are the callers' (`now` arguments), never Redis TIME, so leases behave the same as on SQLite and the
-contract suite (tests/test_store_contract.py) controls time.
+Times are the callers' (`now` arguments), so due times, event leases and retention behave as on SQLite and
+the contract suite (tests/test_store_contract.py) controls them, with one exception below.
 
-Why the delivery queue is sorted sets + Lua rather than Streams (XREADGROUP/XAUTOCLAIM): a stream hands
-out entries strictly in arrival order to whoever reads next, while `claim_jobs` must skip destinations
-the caller is backing off from and hold retries until their due time; and XAUTOCLAIM measures idleness
-on Redis's clock, not the caller's lease. A due-time sorted set plus a lease sorted set, moved by one
-script, gives the same guarantees: each job goes to one worker at a time, a dead worker's jobs are
-claimable again once their lease ends, retries wait in the due-time set, dead letters stay listable.
+The delivery queue is one Redis stream per destination with one consumer group per deployment; every
+worker is a consumer. A claim first moves due jobs from the due-time sorted set into their destination's
+stream, then reads each destination's stream in turn (skipping the destinations the caller is backing off
+from, which is why there is a stream per destination rather than one): XAUTOCLAIM takes over entries that
+another consumer has held for longer than the lease (it died), XREADGROUP reads new ones. A claimed entry
+stays in the group's pending list until ack, retry or dead letter acknowledges (XACK) and deletes it in the
+same script that records the outcome; a retry goes back to the due-time set, a dead letter to `jobs:dead`.
+The lease is the one time measured by Redis's own clock (XAUTOCLAIM's idle time): every host of a
+deployment then agrees on when a lease has ended, whatever their clocks say.
 
 While Redis cannot be written, `ingest` spools events to a local file (engine/store/spool.py) and
 acknowledges them; they are drained into Redis, in order and de-duplicated, once it answers again.
@@ -58,8 +63,9 @@ except ImportError:  # pragma: no cover - exercised only without the optional de
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _BATCH = 500
+_IDLE_CONSUMER_MS = 3_600_000  # a consumer with nothing pending, idle this long, belonged to a stopped worker
 _JOB_LISTS = {None: "jobs:all", "pending": "jobs:pending", "failed": "jobs:failed", "dead": "jobs:dead",
               "done": "jobs:done"}
 
@@ -67,21 +73,29 @@ _JOB_LISTS = {None: "jobs:all", "pending": "jobs:pending", "failed": "jobs:faile
 class RedisStore(RedisStateMixin, Store):
     """The shared store. `self.redis` is the client and `self.prefix` the deployment's key prefix."""
 
-    def __init__(self, url: str, group: str = "idhooks", spool_dir: Path | str | None = None) -> None:
+    def __init__(self, url: str, group: str = "idhooks", spool_dir: Path | str | None = None, *,
+                 ca_file: Path | None = None, cert_file: Path | None = None, key_file: Path | None = None) -> None:
+        """`ca_file`, `cert_file` and `key_file` apply to rediss:// (TLS, the server's certificate always
+        verified); without `ca_file` the system's CA bundle is used."""
         if redis_lib is None:
             raise ConfigError("store.url: the Redis store needs the redis package: pip install 'idhooks[redis]'")
         self.url = redact_url(url)
         self.group = group
         self.prefix = f"{group}:"
+        tls = {name: str(path) for name, path in (("ssl_ca_certs", ca_file), ("ssl_certfile", cert_file),
+                                                  ("ssl_keyfile", key_file)) if path is not None}
+        if tls and not url.startswith("rediss://"):
+            raise ConfigError(f"store: a CA file or client certificate needs a TLS URL (rediss://), got {self.url}")
         try:
             self.redis = redis_lib.Redis.from_url(
                 url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30,
-                retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 1))
+                retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 1), **tls)
         except ValueError as exc:
             raise ConfigError(f"store.url: {self.url}: {exc}") from None
         self._scripts = {name: self.redis.register_script(getattr(redis_lua, name)) for name in (
             "INGEST", "CLAIM_EVENTS", "COMPLETE_EVENT", "CLAIM_JOBS", "MOVE_JOB", "DELETE_JOB", "PRUNE_EVENTS",
-            "QUARANTINE_ADD", "QUARANTINE_REMOVE", "IMPORT_EVENT", "IMPORT_JOB")}
+            "QUARANTINE_ADD", "QUARANTINE_REMOVE", "IMPORT_EVENT", "IMPORT_JOB", "UPGRADE_1_TO_2",
+            "FORGET_CONSUMERS")}
         self._check_schema()
         folder = Path(spool_dir) if spool_dir is not None else Path("var/spool")
         self.spool = Spool(folder, self._ingest_redis, name=f"{group}-events")
@@ -106,6 +120,10 @@ class RedisStore(RedisStateMixin, Store):
         if version > SCHEMA_VERSION:
             raise StoreError(f"{self.url} (group {self.group!r}) has schema version {version}, newer than this "
                              f"idhooks ({SCHEMA_VERSION}): upgrade idhooks")
+        if version == 1:  # one script, so two processes starting at once upgrade it once
+            self._run("UPGRADE_1_TO_2")
+            log.info("upgraded the Redis store %s (group %r) to schema 2: the delivery queue is on streams",
+                     self.url, self.group)
 
     def schema_version(self) -> int:
         with self._guard("reading the schema version"):
@@ -198,7 +216,8 @@ class RedisStore(RedisStateMixin, Store):
         with self._guard("pruning jobs"):
             done = self.redis.zrangebyscore(self.prefix + "jobs:done_at", "-inf", f"({num(now - retention)}")
         for job_id in done:
-            self._run("DELETE_JOB", job_id, "done")
+            self._run("DELETE_JOB", self.group, job_id, "done")
+        self._run("FORGET_CONSUMERS", self.group, _IDLE_CONSUMER_MS)
         return removed
 
     def last_accepted(self) -> dict[str, float]:
@@ -211,13 +230,16 @@ class RedisStore(RedisStateMixin, Store):
 
     def claim_jobs(self, owner: str, lease: float, limit: int, now: float,
                    skip_destinations: frozenset[str] = frozenset()) -> list[Job]:
-        return self._jobs(self._run("CLAIM_JOBS", owner, num(now), num(now + lease), limit,
+        """`now` decides which retries are due; the lease is measured by Redis's clock (XAUTOCLAIM's idle
+        time), one clock for every host of the deployment, so hosts whose clocks differ never take over a
+        job early."""
+        return self._jobs(self._run("CLAIM_JOBS", self.group, owner, num(now), max(1, int(lease * 1000)), limit,
                                     *sorted(skip_destinations)))
 
     def _move(self, job_id: str, status: str, *, only_from: str = "", attempts: str = "+1", due_at: str = "",
               done_at: str = "", **fields: str) -> int:
         pairs = [item for pair in fields.items() for item in pair]
-        return self._run("MOVE_JOB", job_id, status, only_from, attempts, due_at, done_at, *pairs)
+        return self._run("MOVE_JOB", self.group, job_id, status, only_from, attempts, due_at, done_at, *pairs)
 
     def ack_job(self, job_id: str, now: float) -> None:
         self._move(job_id, "done", done_at=num(now))
@@ -248,7 +270,7 @@ class RedisStore(RedisStateMixin, Store):
         return sum(self._move(i, "pending", only_from="dead", attempts="0", due_at=num(now)) for i in ids)
 
     def drop_dead(self, job_id: str) -> bool:
-        return bool(self._run("DELETE_JOB", job_id, "dead"))
+        return bool(self._run("DELETE_JOB", self.group, job_id, "dead"))
 
     # -- subscriptions -----------------------------------------------------------------------------
     def record_subscription(self, record: SubscriptionRecord) -> None:

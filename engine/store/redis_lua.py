@@ -24,10 +24,26 @@ local function index_job(p, id)
   redis.call('ZADD', p .. 'jobs:all', created, id)
   redis.call('ZADD', p .. 'jobs:' .. status, created, id)
   if status == 'pending' then
-    redis.call('ZADD', p .. 'jobs:due', redis.call('HGET', key, 'due_at'), id)
+    redis.call('ZADD', p .. 'jobs:scheduled', redis.call('HGET', key, 'due_at'), id)
     if tonumber(redis.call('HGET', key, 'attempts')) > 0 then redis.call('ZADD', p .. 'jobs:failed', created, id) end
   elseif status == 'done' then
     redis.call('ZADD', p .. 'jobs:done_at', redis.call('HGET', key, 'done_at'), id)
+  end
+end
+"""
+
+_JOB_UNQUEUE = """
+-- Take a job out of the queue: its due-time entry, and its stream entry (acknowledged for the consumer
+-- group, then deleted) when a worker holds it or it waits to be read.
+local function unqueue_job(p, group, id)
+  local key = p .. 'job:' .. id
+  redis.call('ZREM', p .. 'jobs:scheduled', id)
+  local entry = redis.call('HGET', key, 'entry')
+  if entry and entry ~= '' then
+    local stream = p .. 'jobs:stream:' .. redis.call('HGET', key, 'destination')
+    redis.call('XACK', stream, group, entry)
+    redis.call('XDEL', stream, entry)
+    redis.call('HSET', key, 'entry', '')
   end
 end
 """
@@ -89,64 +105,88 @@ end
 """
 
 CLAIM_JOBS = """
-local p, owner, now, lease_until, limit = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
+-- ARGV: prefix, consumer group, owner (the consumer), now, lease in ms, limit, then destinations to skip.
+-- 1. Jobs whose due time has come move from the due-time set into their destination's stream (oldest due
+--    first), so a stream holds only jobs that may be sent now.
+-- 2. Each destination's stream, in turn from a rotating start so no destination starves the others:
+--    entries another consumer has held for longer than the lease (it died) are taken over with XAUTOCLAIM,
+--    then new entries are read with XREADGROUP. Both leave the entry pending for this consumer until
+--    ack/retry/dead acknowledges it, so a job is held by one worker at a time.
+local p, group, owner, now, idle, limit = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
 local skip = {}
-for i = 6, #ARGV do skip[ARGV[i]] = true end
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', p .. 'jobs:leased', '-inf', ARGV[3])) do
-  local due = redis.call('HGET', p .. 'job:' .. id, 'due_at')
-  if due then redis.call('ZADD', p .. 'jobs:due', due, id) end
-  redis.call('ZREM', p .. 'jobs:leased', id)
+for i = 7, #ARGV do skip[ARGV[i]] = true end
+local ready = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', p .. 'jobs:scheduled', '-inf', now, 'LIMIT', 0, 1000)) do
+  redis.call('ZREM', p .. 'jobs:scheduled', id)
+  local key = p .. 'job:' .. id
+  local destination = redis.call('HGET', key, 'destination')
+  if destination then
+    local stream = p .. 'jobs:stream:' .. destination
+    if not ready[destination] then
+      redis.call('SADD', p .. 'jobs:destinations', destination)
+      redis.pcall('XGROUP', 'CREATE', stream, group, '0', 'MKSTREAM')  -- BUSYGROUP once it exists
+      ready[destination] = true
+    end
+    redis.call('HSET', key, 'entry', redis.call('XADD', stream, '*', 'job', id))
+  end
 end
-local out, offset = {}, 0
-while #out < limit do
-  local batch = redis.call('ZRANGEBYSCORE', p .. 'jobs:due', '-inf', ARGV[3], 'LIMIT', offset, 100)
-  if #batch == 0 then break end
-  for _, id in ipairs(batch) do
-    local destination = redis.call('HGET', p .. 'job:' .. id, 'destination')
-    if destination and not skip[destination] then
-      out[#out + 1] = id
-      if #out >= limit then break end
+local destinations = redis.call('SMEMBERS', p .. 'jobs:destinations')
+table.sort(destinations)
+local out, count = {}, #destinations
+local start = count > 0 and redis.call('INCR', p .. 'jobs:turn') % count or 0
+for k = 0, count - 1 do
+  if #out >= limit then break end
+  local destination = destinations[(start + k) % count + 1]
+  if not skip[destination] then
+    local stream = p .. 'jobs:stream:' .. destination
+    local taken = redis.pcall('XAUTOCLAIM', stream, group, owner, idle, '0-0', 'COUNT', limit - #out)
+    if taken.err then  -- the stream or its group is gone (keys deleted by hand): forget the destination
+      redis.call('SREM', p .. 'jobs:destinations', destination)
+    else
+      for _, entry in ipairs(taken[2]) do out[#out + 1] = entry[2][2] end
+      for _, gone in ipairs(taken[3] or {}) do redis.call('XACK', stream, group, gone) end
+      if #out < limit then
+        local read = redis.call('XREADGROUP', 'GROUP', group, owner, 'COUNT', limit - #out, 'STREAMS', stream, '>')
+        if read then
+          for _, entry in ipairs(read[1][2]) do out[#out + 1] = entry[2][2] end
+        end
+      end
     end
   end
-  offset = offset + #batch
 end
-for _, id in ipairs(out) do
-  redis.call('ZREM', p .. 'jobs:due', id)
-  redis.call('ZADD', p .. 'jobs:leased', lease_until, id)
-  redis.call('HSET', p .. 'job:' .. id, 'lease_owner', owner, 'lease_until', lease_until)
-end
+for _, id in ipairs(out) do redis.call('HSET', p .. 'job:' .. id, 'lease_owner', owner) end
 return out
 """
 
-MOVE_JOB = _JOB_INDEX + """
--- ARGV: prefix, id, new status (pending|dead|done), required current status or '', attempts ('+1' or '0'),
---       due_at or '', done_at or '', then field/value pairs to set
-local p, id, status = ARGV[1], ARGV[2], ARGV[3]
+MOVE_JOB = _JOB_INDEX + _JOB_UNQUEUE + """
+-- ARGV: prefix, consumer group, id, new status (pending|dead|done), required current status or '',
+--       attempts ('+1' or '0'), due_at or '', done_at or '', then field/value pairs to set
+local p, group, id, status = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local key = p .. 'job:' .. id
 local current = redis.call('HGET', key, 'status')
-if not current or (ARGV[4] ~= '' and current ~= ARGV[4]) then return 0 end
-for _, set in ipairs({'jobs:due', 'jobs:leased', 'jobs:pending', 'jobs:failed', 'jobs:dead', 'jobs:done',
-                      'jobs:done_at'}) do
+if not current or (ARGV[5] ~= '' and current ~= ARGV[5]) then return 0 end
+unqueue_job(p, group, id)
+for _, set in ipairs({'jobs:pending', 'jobs:failed', 'jobs:dead', 'jobs:done', 'jobs:done_at'}) do
   redis.call('ZREM', p .. set, id)
 end
-redis.call('HSET', key, 'status', status, 'lease_owner', '', 'lease_until', '0')
-if ARGV[5] == '+1' then redis.call('HINCRBY', key, 'attempts', 1) else redis.call('HSET', key, 'attempts', 0) end
-if ARGV[6] ~= '' then redis.call('HSET', key, 'due_at', ARGV[6]) end
-if ARGV[7] ~= '' then redis.call('HSET', key, 'done_at', ARGV[7]) end
-for i = 8, #ARGV, 2 do redis.call('HSET', key, ARGV[i], ARGV[i + 1]) end
+redis.call('HSET', key, 'status', status, 'lease_owner', '')
+if ARGV[6] == '+1' then redis.call('HINCRBY', key, 'attempts', 1) else redis.call('HSET', key, 'attempts', 0) end
+if ARGV[7] ~= '' then redis.call('HSET', key, 'due_at', ARGV[7]) end
+if ARGV[8] ~= '' then redis.call('HSET', key, 'done_at', ARGV[8]) end
+for i = 9, #ARGV, 2 do redis.call('HSET', key, ARGV[i], ARGV[i + 1]) end
 index_job(p, id)
 return 1
 """
 
-DELETE_JOB = """
--- ARGV: prefix, id, required current status or ''
-local p, id = ARGV[1], ARGV[2]
+DELETE_JOB = _JOB_UNQUEUE + """
+-- ARGV: prefix, consumer group, id, required current status or ''
+local p, group, id = ARGV[1], ARGV[2], ARGV[3]
 local key = p .. 'job:' .. id
 local current = redis.call('HGET', key, 'status')
-if not current or (ARGV[3] ~= '' and current ~= ARGV[3]) then return 0 end
+if not current or (ARGV[4] ~= '' and current ~= ARGV[4]) then return 0 end
+unqueue_job(p, group, id)
 redis.call('DEL', p .. 'jobkey:' .. redis.call('HGET', key, 'key'), key)
-for _, set in ipairs({'jobs:due', 'jobs:leased', 'jobs:pending', 'jobs:failed', 'jobs:dead', 'jobs:done',
-                      'jobs:done_at', 'jobs:all'}) do
+for _, set in ipairs({'jobs:pending', 'jobs:failed', 'jobs:dead', 'jobs:done', 'jobs:done_at', 'jobs:all'}) do
   redis.call('ZREM', p .. set, id)
 end
 return 1
@@ -218,4 +258,45 @@ if not redis.call('SET', p .. 'jobkey:' .. ARGV[3], id, 'NX') then return 0 end
 for i = 4, #ARGV, 2 do redis.call('HSET', p .. 'job:' .. id, ARGV[i], ARGV[i + 1]) end
 index_job(p, id)
 return 1
+"""
+
+UPGRADE_1_TO_2 = """
+-- Schema 2 moved the delivery queue onto streams. Jobs that schema 1 held as due or leased go back to the
+-- due-time set with their due time; the next claim puts them into their destination's stream.
+local p = ARGV[1]
+for _, set in ipairs({'jobs:due', 'jobs:leased'}) do
+  for _, id in ipairs(redis.call('ZRANGE', p .. set, 0, -1)) do
+    local due = redis.call('HGET', p .. 'job:' .. id, 'due_at')
+    if due then
+      redis.call('ZADD', p .. 'jobs:scheduled', due, id)
+      redis.call('HDEL', p .. 'job:' .. id, 'lease_until')
+    end
+  end
+  redis.call('DEL', p .. set)
+end
+redis.call('SET', p .. 'schema', 2)
+return 1
+"""
+
+FORGET_CONSUMERS = """
+-- ARGV: prefix, consumer group, idle ms. Deletes the group's consumers that hold no entries and have been
+-- idle that long (workers of stopped processes), in one script: a consumer deleted while holding entries
+-- would take them out of the pending list, so the check and the delete must not be split.
+local p, group, idle = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local forgotten = 0
+for _, destination in ipairs(redis.call('SMEMBERS', p .. 'jobs:destinations')) do
+  local stream = p .. 'jobs:stream:' .. destination
+  local consumers = redis.pcall('XINFO', 'CONSUMERS', stream, group)
+  if not consumers.err then
+    for _, fields in ipairs(consumers) do
+      local info = {}
+      for i = 1, #fields, 2 do info[fields[i]] = fields[i + 1] end
+      if info['pending'] == 0 and info['idle'] >= idle then
+        redis.call('XGROUP', 'DELCONSUMER', stream, group, info['name'])
+        forgotten = forgotten + 1
+      end
+    end
+  end
+end
+return forgotten
 """
