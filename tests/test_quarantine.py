@@ -1,27 +1,49 @@
-"""Refused deliveries are quarantined (bounded) and can be re-verified after the secret is fixed."""
+"""Refused deliveries are quarantined (bounded) and can be re-verified after the secret is fixed; the same on
+the SQLite and the Redis store."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Callable, Iterator
 
 import falcon.testing
+import pytest
 
 from engine.app import create_app
 from engine.cli import main
 from engine.config import load_config
-from engine.store.sqlite import SQLiteStore
+from engine.store import open_store
 from tests.conftest import SECRET, basic_config, sample_event, signed
+from tests.redisutil import delete_group, open_redis_store, redis_config, unique_group
+
+
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def config_for(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[str], Path]]:
+    """Writes a config (with `extra` settings) on each store backend."""
+    group = unique_group()
+    url = request.getfixturevalue("redis_available") if request.param == "redis" else ""
+
+    def write(extra: str = "") -> Path:
+        if request.param == "sqlite":
+            return basic_config(tmp_path, extra=extra)
+        return redis_config(tmp_path, url, group, 8080, extra=extra)
+
+    yield write
+    if request.param == "redis":
+        store = open_redis_store(url, tmp_path / "cleanup", group)
+        delete_group(store)
+        store.close()
 
 
 def make_client(config_path: Path):
     config = load_config(config_path)
-    store = SQLiteStore(config.store.url[len("sqlite:///"):])
+    store = open_store(config.store)
     return falcon.testing.TestClient(create_app(config, store)), store
 
 
-def test_a_wrong_secret_costs_no_event_once_fixed_and_reverified(tmp_path, capsys):
-    config_path = basic_config(tmp_path)
+def test_a_wrong_secret_costs_no_event_once_fixed_and_reverified(tmp_path, capsys, config_for):
+    config_path = config_for()
     (tmp_path / "secret").write_text("typo-in-the-secret")
     client, store = make_client(config_path)
     events = [sample_event() for _ in range(3)]
@@ -41,7 +63,7 @@ def test_a_wrong_secret_costs_no_event_once_fixed_and_reverified(tmp_path, capsy
     out = capsys.readouterr().out
     assert "3 of 4 ingested" in out and "still refused" in out
 
-    store = SQLiteStore(tmp_path / "var" / "idhooks.db")
+    store = open_store(load_config(config_path).store)
     assert sorted(e.jti for e in store.list_events()) == sorted(e["jti"] for e in events)
     assert all(e.status == "pending" for e in store.list_events())  # they will be processed like any event
     assert len(store.quarantine_list()) == 1
@@ -51,8 +73,8 @@ def test_a_wrong_secret_costs_no_event_once_fixed_and_reverified(tmp_path, capsy
     assert main(["quarantine", "drop", entry_id, "--config", str(config_path)]) == 1
 
 
-def test_the_quarantine_is_bounded_and_evictions_are_counted_and_logged(tmp_path, caplog):
-    config_path = basic_config(tmp_path, extra="quarantine: {max_entries: 3, max_bytes: 1000000}")
+def test_the_quarantine_is_bounded_and_evictions_are_counted_and_logged(caplog, config_for):
+    config_path = config_for("quarantine: {max_entries: 3, max_bytes: 1000000}")
     client, store = make_client(config_path)
     caplog.set_level(logging.WARNING, logger="idhooks")
     bodies = []

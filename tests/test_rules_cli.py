@@ -1,11 +1,12 @@
 """`idhooks validate`, `idhooks test`, `idhooks replay` and `idhooks events` through engine.cli.main, on
-real files and a real SQLite store."""
+real files and a real store (the stored-event commands on SQLite and on Redis)."""
 
 from __future__ import annotations
 
 import json
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -16,6 +17,7 @@ from engine.rules.loader import load_for_config
 from engine.store import open_store
 from engine.store.base import IncomingEvent
 from tests.conftest import basic_config, sample_event
+from tests.redisutil import delete_group, open_redis_store, redis_config, unique_group
 from tests.rules_support import write_rules
 
 RULES = """
@@ -42,6 +44,21 @@ def project(tmp_path: Path) -> Path:
     config = basic_config(tmp_path)
     write_rules(tmp_path / "rules", RULES)
     return config
+
+
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def stored_project(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
+    """`project` on each store backend: the commands that read stored events work the same on both."""
+    if request.param == "sqlite":
+        yield request.getfixturevalue("project")
+        return
+    url, group = request.getfixturevalue("redis_available"), unique_group()
+    config = redis_config(tmp_path, url, group, port=8080)
+    write_rules(tmp_path / "rules", RULES)
+    yield config
+    store = open_redis_store(url, tmp_path / "cleanup", group)
+    delete_group(store)
+    store.close()
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -190,7 +207,8 @@ def store_events(config_path: Path, decide_with_rules: bool) -> list[dict]:
     return events
 
 
-def test_events_list_and_show_print_the_decision_records(project, capsys):
+def test_events_list_and_show_print_the_decision_records(stored_project, capsys):
+    project = stored_project
     events = store_events(project, decide_with_rules=True)
     code, out, _ = run(capsys, "events", "list", "--since", "1h", "--config", str(project))
     lines = out.splitlines()
@@ -212,12 +230,14 @@ def test_events_list_and_show_print_the_decision_records(project, capsys):
     assert json.loads(out)["decisions"][0]["rule"] == "portal-failures"
 
 
-def test_events_show_unknown_jti_exits_1(project, capsys):
+def test_events_show_unknown_jti_exits_1(stored_project, capsys):
+    project = stored_project
     assert run(capsys, "events", "show", "nope", "--config", str(project)) == (
         1, "", "idhooks: no stored event with jti 'nope' (see `idhooks events list`)\n")
 
 
-def test_replay_backtests_edited_rules_without_side_effects(project, capsys):
+def test_replay_backtests_edited_rules_without_side_effects(stored_project, capsys):
+    project = stored_project
     events = store_events(project, decide_with_rules=True)
     edited = project.parent / "edited"
     write_rules(edited, RULES.replace("equals: Console", "in: [Console, Customer Portal]"))

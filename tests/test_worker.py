@@ -1,4 +1,5 @@
-"""The delivery worker with a real SQLite store and real loopback targets; time is an injected clock."""
+"""The delivery worker with each real store (SQLite, and Redis with its stream queue) and real loopback targets;
+time is an injected clock. The `deliveries` and `deadletters` commands are run against both stores."""
 
 from __future__ import annotations
 
@@ -16,11 +17,12 @@ from actions.base import ActionContext
 from engine.config import DeliveryConfig
 from engine.metrics import Metrics
 from engine.secrets import Secret
-from engine.store.base import Job, NewJob
+from engine.store.base import Job, NewJob, Store
 from engine.store.sqlite import SQLiteStore
 from engine.worker import DeliveryWorker
-from tests.conftest import ROOT
+from tests.conftest import ROOT, redis_url
 from tests.peers import HttpPeer, Response, http_peer  # noqa: F401 - fixture
+from tests.redisutil import delete_group, open_redis_store
 
 DELIVERY = DeliveryConfig(workers=3, lease=30, retry_for=600, backoff_initial=5, backoff_max=60,
                           per_destination_concurrency=1, shutdown_grace=5)
@@ -34,11 +36,27 @@ class Clock:
         return self.now
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLiteStore]:
-    db = SQLiteStore(tmp_path / "var" / "idhooks.db")
-    yield db
-    db.close()
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "sqlite":
+        db: Store = SQLiteStore(tmp_path / "var" / "idhooks.db")
+        yield db
+        db.close()
+        return
+    shared = open_redis_store(request.getfixturevalue("redis_available"), tmp_path / "spool")
+    yield shared
+    delete_group(shared)
+    shared.close()
+
+
+def store_config(store: Store, tmp_path: Path) -> Path:
+    """A config.yaml that opens `store`, for running commands against it."""
+    config = tmp_path / "config.yaml"
+    if isinstance(store, SQLiteStore):
+        config.write_text(f'store: {{url: "sqlite:///{store.path}"}}\n')
+    else:
+        config.write_text(f'store: {{url: "{redis_url()}", group: "{store.group}", spool_dir: spool}}\n')
+    return config
 
 
 def actions_for(**urls: str) -> ActionSet:
@@ -47,7 +65,7 @@ def actions_for(**urls: str) -> ActionSet:
     return build_actions(destinations, ActionContext())
 
 
-def enqueue(store: SQLiteStore, destination: str, now: float, count: int = 1, **fields: Any) -> list[str]:
+def enqueue(store: Store, destination: str, now: float, count: int = 1, **fields: Any) -> list[str]:
     jobs = [NewJob(key=f"jti-{destination}-{i}:provision:0", destination=destination,
                    payload={"type": "http", "rule": "provision", "jti": f"jti-{destination}-{i}", "index": 0,
                             "fields": {"path": "/users", "json": {"n": i}, **fields}, "received_at": now})
@@ -56,7 +74,7 @@ def enqueue(store: SQLiteStore, destination: str, now: float, count: int = 1, **
     return [job.key for job in jobs]
 
 
-def only_job(store: SQLiteStore) -> Job:
+def only_job(store: Store) -> Job:
     [job] = store.list_jobs()
     return job
 
@@ -71,13 +89,13 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10) -> bool:
     return True
 
 
-def worker(store: SQLiteStore, actions: ActionSet, clock: Clock, metrics: Metrics | None = None,
+def worker(store: Store, actions: ActionSet, clock: Clock, metrics: Metrics | None = None,
            delivery: DeliveryConfig = DELIVERY) -> DeliveryWorker:
     return DeliveryWorker(store, actions, delivery, metrics or Metrics(), clock=clock, rng=lambda: 1.0)
 
 
 def test_fails_first_calls_then_delivered_once_with_the_same_idempotency_key(
-        store: SQLiteStore, http_peer: HttpPeer) -> None:
+        store: Store, http_peer: HttpPeer) -> None:
     clock, metrics = Clock(), Metrics()
     http_peer.fail_first(3, status=500, body="boom")
     [key] = enqueue(store, "provisioning", clock.now)
@@ -98,7 +116,7 @@ def test_fails_first_calls_then_delivered_once_with_the_same_idempotency_key(
     assert 'idhooks_action_successes_total{destination="provisioning"} 1.0' in text
 
 
-def test_retry_after_is_honoured(store: SQLiteStore, http_peer: HttpPeer) -> None:
+def test_retry_after_is_honoured(store: Store, http_peer: HttpPeer) -> None:
     clock = Clock()
     http_peer.script.append(Response(429, b"slow down", {"Retry-After": "45"}))
     enqueue(store, "provisioning", clock.now)
@@ -108,7 +126,7 @@ def test_retry_after_is_honoured(store: SQLiteStore, http_peer: HttpPeer) -> Non
         "failed", clock.now + 45, f"{http_peer.url}/users answered 429: slow down")
 
 
-def test_permanent_failure_is_dead_lettered_with_redacted_snippet(store: SQLiteStore, http_peer: HttpPeer) -> None:
+def test_permanent_failure_is_dead_lettered_with_redacted_snippet(store: Store, http_peer: HttpPeer) -> None:
     clock, metrics = Clock(), Metrics()
     http_peer.script.append(Response(400, b"invalid api key k3y-secret-99"))
     enqueue(store, "provisioning", clock.now)
@@ -120,7 +138,7 @@ def test_permanent_failure_is_dead_lettered_with_redacted_snippet(store: SQLiteS
     assert 'idhooks_dead_letters_total{destination="provisioning"} 1.0' in metrics.render().decode()
 
 
-def test_rule_retry_override_shortens_the_window(store: SQLiteStore, http_peer: HttpPeer) -> None:
+def test_rule_retry_override_shortens_the_window(store: Store, http_peer: HttpPeer) -> None:
     clock = Clock()
     http_peer.fail_first(1, status=503)
     enqueue(store, "provisioning", clock.now, retry={"retry_for": "0s"})
@@ -129,7 +147,7 @@ def test_rule_retry_override_shortens_the_window(store: SQLiteStore, http_peer: 
     assert (job.status, job.last_error) == ("dead", f"gave up after 1 attempts: {http_peer.url}/users answered 503: ok")
 
 
-def test_destination_removed_by_a_reload_is_dead_lettered(store: SQLiteStore) -> None:
+def test_destination_removed_by_a_reload_is_dead_lettered(store: Store) -> None:
     clock = Clock()
     enqueue(store, "gone", clock.now)
     worker(store, actions_for(), clock).run_once()
@@ -141,7 +159,7 @@ def idhooks(config: Path, *args: str) -> subprocess.CompletedProcess:
                           text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
 
 
-def test_target_down_dead_letter_then_deadletters_retry_delivers(store: SQLiteStore, tmp_path: Path) -> None:
+def test_target_down_dead_letter_then_deadletters_retry_delivers(store: Store, tmp_path: Path) -> None:
     clock = Clock()
     down = HttpPeer()
     url = down.url
@@ -157,8 +175,7 @@ def test_target_down_dead_letter_then_deadletters_retry_delivers(store: SQLiteSt
     assert job.attempts == 14  # at 0, 5, 15, 35, 75 s, then every 60 s up to 555 s, the last at the 600 s end
     assert job.last_error == f"gave up after 14 attempts: cannot reach {url}/users: Connection refused"
 
-    config = tmp_path / "config.yaml"
-    config.write_text(f'store: {{url: "sqlite:///{store.path}"}}\n')
+    config = store_config(store, tmp_path)
     listed = idhooks(config, "deliveries", "--status", "dead")
     assert (listed.returncode, listed.stderr) == (0, "")
     assert f"{job.id}  dead     attempts=14  http->provisioning  key={key}" in listed.stdout
@@ -179,11 +196,10 @@ def test_target_down_dead_letter_then_deadletters_retry_delivers(store: SQLiteSt
         back.close()
 
 
-def test_deadletters_drop(store: SQLiteStore, tmp_path: Path) -> None:
+def test_deadletters_drop(store: Store, tmp_path: Path) -> None:
     enqueue(store, "gone", 0)
     worker(store, actions_for(), Clock()).run_once()
-    config = tmp_path / "config.yaml"
-    config.write_text(f'store: {{url: "sqlite:///{store.path}"}}\n')
+    config = store_config(store, tmp_path)
     job_id = only_job(store).id
     dropped = idhooks(config, "deadletters", "drop", job_id)
     assert (dropped.returncode, dropped.stdout) == (0, f"dropped dead letter {job_id}\n")
@@ -191,7 +207,7 @@ def test_deadletters_drop(store: SQLiteStore, tmp_path: Path) -> None:
     assert idhooks(config, "deadletters", "drop", job_id).returncode == 1
 
 
-def test_slow_destination_does_not_block_others(store: SQLiteStore, http_peer: HttpPeer) -> None:
+def test_slow_destination_does_not_block_others(store: Store, http_peer: HttpPeer) -> None:
     fast = HttpPeer()
     http_peer.hold.clear()  # the slow target holds every request until released
     enqueue(store, "slow", 0, count=3)
@@ -209,7 +225,7 @@ def test_slow_destination_does_not_block_others(store: SQLiteStore, http_peer: H
         fast.close()
 
 
-def test_stop_leaves_unfinished_jobs_queued(store: SQLiteStore, http_peer: HttpPeer) -> None:
+def test_stop_leaves_unfinished_jobs_queued(store: Store, http_peer: HttpPeer) -> None:
     http_peer.hold.clear()
     enqueue(store, "slow", 0, count=2)
     deliver = DeliveryWorker(store, actions_for(slow=http_peer.url), DELIVERY, Metrics(), poll_interval=0.05)
@@ -220,7 +236,7 @@ def test_stop_leaves_unfinished_jobs_queued(store: SQLiteStore, http_peer: HttpP
     http_peer.hold.set()
 
 
-def test_an_action_bug_counts_as_a_retryable_attempt(store: SQLiteStore, http_peer: HttpPeer) -> None:
+def test_an_action_bug_counts_as_a_retryable_attempt(store: Store, http_peer: HttpPeer) -> None:
     clock = Clock()
     payload = {"type": "http", "rule": "provision", "jti": "j", "index": 0, "fields": ["not", "a", "mapping"]}
     store.complete_event("j", [], [NewJob("j:provision:0", "provisioning", payload)], clock.now)
