@@ -127,3 +127,10 @@ def test_a_schema_1_queue_is_upgraded_in_place(redis_available: str, tmp_path: P
     finally:
         delete_group(first)
         first.close()
+
+
+def test_an_entry_whose_job_was_deleted_by_hand_is_dropped(store: RedisStore) -> None:
+    ids = jobs(store, ("k1", "slack"), ("k2", "slack"))
+    store.redis.delete(f"{store.prefix}job:{ids['k1']}")  # an operator's DEL, or a half-restored backup
+    assert [j.key for j in store.claim_jobs("w", LEASE, 10, T0 + 1)] == ["k2"]
+    assert pending_for(store, "slack") == [(ids["k2"], "w")]

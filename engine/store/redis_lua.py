@@ -133,6 +133,15 @@ end
 local destinations = redis.call('SMEMBERS', p .. 'jobs:destinations')
 table.sort(destinations)
 local out, count = {}, #destinations
+local function take(stream, entry)  -- an entry whose job was deleted by hand is dropped, not handed out
+  local id = entry[2][2]
+  if redis.call('EXISTS', p .. 'job:' .. id) == 1 then
+    out[#out + 1] = id
+  else
+    redis.call('XACK', stream, group, entry[1])
+    redis.call('XDEL', stream, entry[1])
+  end
+end
 local start = count > 0 and redis.call('INCR', p .. 'jobs:turn') % count or 0
 for k = 0, count - 1 do
   if #out >= limit then break end
@@ -143,12 +152,12 @@ for k = 0, count - 1 do
     if taken.err then  -- the stream or its group is gone (keys deleted by hand): forget the destination
       redis.call('SREM', p .. 'jobs:destinations', destination)
     else
-      for _, entry in ipairs(taken[2]) do out[#out + 1] = entry[2][2] end
+      for _, entry in ipairs(taken[2]) do take(stream, entry) end
       for _, gone in ipairs(taken[3] or {}) do redis.call('XACK', stream, group, gone) end
       if #out < limit then
         local read = redis.call('XREADGROUP', 'GROUP', group, owner, 'COUNT', limit - #out, 'STREAMS', stream, '>')
         if read then
-          for _, entry in ipairs(read[1][2]) do out[#out + 1] = entry[2][2] end
+          for _, entry in ipairs(read[1][2]) do take(stream, entry) end
         end
       end
     end
