@@ -9,8 +9,8 @@ Targets on this machine: every event delivered; p50 <= 20 ms, p99 <= 100 ms.
                                     two processes of one deployment (a unique group) sharing the Redis
                                     delivery queue; events are sent to them in turn
 
-The sink runs in this process and correlates calls by their Idempotency-Key (`<jti>:<rule>:<index>`),
-so send and receive times come from one clock.
+The sink (bench/sink.py) runs in this process and correlates calls by their Idempotency-Key
+(`<jti>:<rule>:<index>`), so send and receive times come from one clock.
 """
 
 from __future__ import annotations
@@ -24,15 +24,14 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.procs import Proc, free_port, write_bench_config  # noqa: E402
+from bench.sink import Sink  # noqa: E402
 from engine import catalog  # noqa: E402
 from engine.signature import sign  # noqa: E402
 from engine.store.redis import RedisStore  # noqa: E402
@@ -45,43 +44,6 @@ rules:
     actions:
       - http: {to: sink, method: POST, path: /sink, json: {user: "{{ username }}", reason: "e2e"}}
 """
-
-
-class Sink:
-    """A loopback HTTP target recording when each Idempotency-Key first arrived."""
-
-    def __init__(self) -> None:
-        self.arrived: dict[str, float] = {}
-        self.calls = 0
-        self.lock = threading.Lock()
-        sink = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True
-
-            def do_POST(self) -> None:  # noqa: N802 - http.server API
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                now = time.perf_counter()
-                key = self.headers.get("Idempotency-Key", "")
-                with sink.lock:
-                    sink.calls += 1
-                    sink.arrived.setdefault(key.split(":")[0], now)
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def make_event() -> tuple[str, bytes]:
@@ -176,9 +138,7 @@ def main() -> int:
             servers = start_servers(Path(folder), sink, args.processes, args.redis, group)
             urls = [f"http://127.0.0.1:{server.port}/webhooks/asgardeo" for server in servers]
             sent, statuses = send_at_rate(urls, args.rate, args.seconds)
-            deadline = time.monotonic() + 30
-            while len(sink.arrived) < len(sent) and time.monotonic() < deadline:
-                time.sleep(0.05)
+            sink.wait_for(len(sent), 30)
             serve_cpu = sum(cpu_seconds(server.proc.pid) for server in servers)
         finally:
             for server in servers:
@@ -186,12 +146,13 @@ def main() -> int:
             sink.close()
             if args.redis:
                 forget_group(args.redis, group, Path(folder))
-    latencies = [sink.arrived[jti] - at for jti, at in sent.items() if jti in sink.arrived]
+    arrived = {key.split(":")[0]: at for key, at in sink.first.items()}
+    latencies = [arrived[jti] - at for jti, at in sent.items() if jti in arrived]
     where = (f"{args.processes} process{'es' if args.processes > 1 else ''} on Redis" if args.redis
              else "1 process on SQLite")
     print(f"e2e ({where}): {args.rate:g} events/s for {args.seconds:g} s; intake statuses "
           f"{dict(sorted(statuses.items()))}")
-    print(f"delivered {len(latencies)}/{len(sent)}, repeated sends {sink.calls - len(sink.arrived)}; POST -> sink "
+    print(f"delivered {len(latencies)}/{len(sent)}, repeated sends {sum(sink.calls.values()) - len(sink.calls)}; POST -> sink "
           f"latency p50 {percentile(latencies, 50) * 1000:.1f} ms  p95 {percentile(latencies, 95) * 1000:.1f} ms  "
           f"p99 {percentile(latencies, 99) * 1000:.1f} ms  (targets: all delivered, p50 <= 20 ms, p99 <= 100 ms)")
     print(f"(idhooks serve used {serve_cpu:.1f} s of CPU, {serve_cpu / max(len(sent), 1) * 1000:.2f} ms per event; "

@@ -16,62 +16,21 @@ import tempfile
 import threading
 import time
 import uuid
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.procs import Proc, free_port, write_bench_config  # noqa: E402
+from bench.sink import Sink  # noqa: E402
 from engine.store.base import NewJob, Store  # noqa: E402
 from engine.store.redis import RedisStore  # noqa: E402
 from engine.store.sqlite import SQLiteStore  # noqa: E402
 
 DESTINATIONS = ("d0", "d1", "d2", "d3")
 WORKERS = 8
-
-
-class Sink:
-    """A loopback HTTP target counting each Idempotency-Key it receives."""
-
-    def __init__(self) -> None:
-        self.keys: Counter[str] = Counter()
-        self.lock = threading.Lock()
-        sink = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:  # noqa: N802 - http.server API
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                with sink.lock:
-                    sink.keys[self.headers.get("Idempotency-Key", "")] += 1
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
-
-    def wait_for(self, count: int, timeout: float = 120) -> float:
-        """Wait until `count` distinct keys arrived; the time it happened (perf_counter)."""
-        deadline = time.monotonic() + timeout
-        while len(self.keys) < count and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return time.perf_counter()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def new_jobs(count: int) -> list[NewJob]:
@@ -115,7 +74,7 @@ def drain(sink: Sink, folder: Path, count: int, processes: int, redis: str | Non
     extra += f"delivery: {{workers: {WORKERS}, per_destination_concurrency: {WORKERS}}}\n"
     servers = []
     store: Store | None = None
-    sink.keys.clear()
+    sink.reset()
     try:
         for index in range(processes):
             workdir = folder / f"{'redis' if redis else 'sqlite'}-{processes}-{index}"
@@ -132,7 +91,8 @@ def drain(sink: Sink, folder: Path, count: int, processes: int, redis: str | Non
         jobs = new_jobs(count)
         started = time.perf_counter()
         store.enqueue_jobs(jobs, time.time())
-        ended = sink.wait_for(count)
+        sink.wait_for(count, 120)
+        ended = max(sink.first.values(), default=started)
     finally:
         for server in servers:
             server.stop()
@@ -142,8 +102,8 @@ def drain(sink: Sink, folder: Path, count: int, processes: int, redis: str | Non
                 if keys:
                     store.redis.delete(*keys)
             store.close()
-    arrived = sum(1 for job in jobs if sink.keys[job.key])
-    repeated = sum(sink.keys[job.key] for job in jobs) - arrived
+    arrived = sum(1 for job in jobs if sink.calls[job.key])
+    repeated = sum(sink.calls[job.key] for job in jobs) - arrived
     return arrived / (ended - started), arrived, repeated
 
 

@@ -164,3 +164,14 @@ def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def redis_store(redis_available: str, tmp_path: Path) -> Iterator[Any]:
+    """A RedisStore of a new deployment (its own group) on the test Redis; its keys are deleted afterwards."""
+    from tests.redisutil import delete_group, open_redis_store
+
+    store = open_redis_store(redis_available, tmp_path / "redis-spool")
+    yield store
+    delete_group(store)
+    store.close()

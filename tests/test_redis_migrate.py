@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -14,7 +13,6 @@ from engine.stateful.state import DigestBatch, WindowEntry
 from engine.store.base import DUPLICATE, NewJob, QuarantineEntry, SubscriptionRecord
 from engine.store.redis import RedisStore
 from engine.store.sqlite import SQLiteStore
-from tests.redisutil import delete_group, open_redis_store
 from tests.test_store_contract import event
 
 DAY = 86400.0
@@ -30,11 +28,8 @@ def run_migrate(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, st
 
 
 @pytest.fixture
-def target(redis_available: str, tmp_path: Path) -> Iterator[RedisStore]:
-    store = open_redis_store(redis_available, tmp_path / "spool")
-    yield store
-    delete_group(store)
-    store.close()
+def target(redis_store: RedisStore) -> RedisStore:
+    return redis_store
 
 
 def fill(path: Path, now: float) -> dict[str, str]:

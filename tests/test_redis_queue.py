@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -21,11 +20,8 @@ pytestmark = pytest.mark.redis
 
 
 @pytest.fixture
-def store(redis_available: str, tmp_path: Path) -> Iterator[RedisStore]:
-    backend = open_redis_store(redis_available, tmp_path / "spool")
-    yield backend
-    delete_group(backend)
-    backend.close()
+def store(redis_store: RedisStore) -> RedisStore:
+    return redis_store
 
 
 def jobs(store: RedisStore, *specs: tuple[str, str], at: float = T0) -> dict[str, str]:

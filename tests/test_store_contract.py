@@ -33,10 +33,10 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         backend.close()
         return
     if request.param == "redis":
-        backend = open_redis_store(request.getfixturevalue("redis_available"), tmp_path / "spool")
-    else:
-        server = request.getfixturevalue("tls_redis")
-        backend = open_redis_store(server.url, tmp_path / "spool", **tls_files(server))
+        yield request.getfixturevalue("redis_store")
+        return
+    server = request.getfixturevalue("tls_redis")
+    backend = open_redis_store(server.url, tmp_path / "spool", **tls_files(server))
     yield backend
     delete_group(backend)
     backend.close()

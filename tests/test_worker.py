@@ -22,7 +22,6 @@ from engine.store.sqlite import SQLiteStore
 from engine.worker import DeliveryWorker
 from tests.conftest import ROOT, redis_url
 from tests.peers import HttpPeer, Response, http_peer  # noqa: F401 - fixture
-from tests.redisutil import delete_group, open_redis_store
 
 DELIVERY = DeliveryConfig(workers=3, lease=30, retry_for=600, backoff_initial=5, backoff_max=60,
                           per_destination_concurrency=1, shutdown_grace=5)
@@ -43,10 +42,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         yield db
         db.close()
         return
-    shared = open_redis_store(request.getfixturevalue("redis_available"), tmp_path / "spool")
-    yield shared
-    delete_group(shared)
-    shared.close()
+    yield request.getfixturevalue("redis_store")
 
 
 def store_config(store: Store, tmp_path: Path) -> Path:
