@@ -204,7 +204,7 @@ class DeliveryWorker:
         self.metrics.action_failures.labels(destination, kind).inc()
         due = None
         if isinstance(exc, RetryableError):
-            due = self._policy(job, actions).next_due(job.attempts + 1, job.created_at, self.clock(), self.rng,
+            due = self._policy(job, actions).next_due(job.attempts + 1, job.retry_window_start, self.clock(), self.rng,
                                                       exc.retry_after)
         if due is not None:
             log.warning("delivery failed, will retry", extra={

@@ -45,6 +45,8 @@ def fill(path: Path, now: float) -> dict[str, str]:
     store.ack_job(ids["processed:r:0"], now - DAY)
     store.retry_job(ids["processed:r:1"], now + 60, "HTTP 503", "busy")
     store.dead_job(ids["processed:r:2"], "HTTP 404", "no hook")
+    store.dead_job(ids["processed:r:3"], "HTTP 503")
+    store.requeue_dead(ids["processed:r:3"], now - 10)  # re-queued by an operator: a fresh retry window
     store.record_subscription(SubscriptionRecord("asgardeo", "acme.login", "subscribe", now - 5, now + DAY))
     store.quarantine_add(QuarantineEntry("q1", "asgardeo", now - 7, "bad signature", {"X-Hub-Signature": "x"},
                                          b"\x00raw"), 10, 1000)
@@ -82,6 +84,7 @@ def test_migrate_copies_everything_within_retention(tmp_path: Path, target: Redi
     assert [(j.id, j.last_error, j.last_response) for j in target.list_jobs("dead")] == \
         [(ids["processed:r:2"], "HTTP 404", "no hook")]
     assert [e.jti for e in target.claim_events("w", 30, 10, now)] == ["old-pending", "recent"]
+    assert target.get_job(ids["processed:r:3"]).retry_window_start == now - 10
     claimable = {j.key for j in target.claim_jobs("w", 30, 100, now)}
     assert claimable == {"processed:r:3", "expired:r:0", "expired:r:1", "expired:r:2", "expired:r:3"}
     assert [s.topic for s in target.list_subscriptions()] == ["acme.login"]

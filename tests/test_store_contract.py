@@ -262,6 +262,8 @@ def test_requeue_and_drop_dead(store: Store) -> None:
     assert store.requeue_dead(alive, T0 + 50) == 0
     job = store.get_job(a)
     assert (job.status, job.attempts, job.due_at) == ("pending", 0, T0 + 50)
+    assert (job.created_at, job.retry_window_start) == (T0, T0 + 50)  # a full retry window again
+    assert store.get_job(alive).retry_window_start == T0 + 3  # never re-queued: from its creation
     assert store.drop_dead(b) is True
     assert store.drop_dead(b) is False
     assert store.drop_dead(alive) is False

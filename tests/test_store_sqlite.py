@@ -36,10 +36,14 @@ def test_an_older_schema_upgrades_itself_at_start_and_keeps_its_data(tmp_path):
         conn.execute("PRAGMA user_version = 1")
         conn.execute("INSERT INTO events (jti, webhook, iat_ms, received_at, uris, body, status) "
                      "VALUES ('old-jti', 'asgardeo', 1, 2, '[]', x'7b7d', 'processed')")
+        conn.execute("INSERT INTO jobs (id, key, destination, payload, status, attempts, created_at, due_at) "
+                     "VALUES ('old-job', 'old-jti:r:0', 'slack', '{}', 'pending', 2, 5, 50)")
     store = SQLiteStore(path)
     try:
         assert store.schema_version() == len(sqlite_store._MIGRATIONS)
         assert store.get_event("old-jti").status == "processed"
+        job = store.get_job("old-job")
+        assert (job.status, job.attempts, job.retry_window_start) == ("failed", 2, 5)  # from its creation
     finally:
         store.close()
 

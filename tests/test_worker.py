@@ -192,6 +192,30 @@ def test_target_down_dead_letter_then_deadletters_retry_delivers(store: Store, t
         back.close()
 
 
+def test_a_retried_dead_letter_gets_a_full_retry_window_again(store: Store) -> None:
+    clock = Clock()
+    down = HttpPeer()
+    url = down.url
+    down.close()
+    enqueue(store, "provisioning", clock.now)
+    deliver = worker(store, actions_for(provisioning=url), clock)
+
+    def attempts_until_dead() -> int:
+        for _ in range(50):
+            if not deliver.run_once():
+                break
+            clock.now = only_job(store).due_at
+        job = only_job(store)
+        assert job.status == "dead"
+        return job.attempts
+
+    assert attempts_until_dead() == 14
+    clock.now += 3600  # an hour later the operator re-queues it, but the target is still down
+    assert store.requeue_dead(only_job(store).id, clock.now) == 1
+    assert attempts_until_dead() == 14  # the same backoff schedule again, not one attempt
+    assert only_job(store).last_error.startswith("gave up after 14 attempts: cannot reach")
+
+
 def test_deadletters_drop(store: Store, tmp_path: Path) -> None:
     enqueue(store, "gone", 0)
     worker(store, actions_for(), Clock()).run_once()

@@ -77,6 +77,13 @@ class Job:
     last_error: str = ""
     last_response: str = ""
     lease_owner: str = ""
+    window_start: float | None = None  # when the retry window began: created_at, or the last re-queue
+
+    @property
+    def retry_window_start(self) -> float:
+        """The retry window counts from the job's creation, or from the last `deadletters retry`, which
+        gives a re-queued dead letter a full set of attempts again."""
+        return self.window_start if self.window_start is not None else self.created_at
 
 
 @dataclass(frozen=True)

@@ -267,7 +267,8 @@ class RedisStore(RedisStateMixin, Store):
                 ids = [i.decode() for i in self.redis.zrange(self.prefix + "jobs:dead", 0, -1)]
         else:
             ids = [job_id]
-        return sum(self._move(i, "pending", only_from="dead", attempts="0", due_at=num(now)) for i in ids)
+        return sum(self._move(i, "pending", only_from="dead", attempts="0", due_at=num(now), window_start=num(now))
+                   for i in ids)
 
     def drop_dead(self, job_id: str) -> bool:
         return bool(self._run("DELETE_JOB", self.group, job_id, "dead"))

@@ -37,7 +37,8 @@ def job_from_hash(h: dict[bytes, bytes]) -> Job:
                payload=json.loads(h[b"payload"]), status="failed" if status == "pending" and attempts else status,
                attempts=attempts, created_at=float(h[b"created_at"]), due_at=float(h[b"due_at"]),
                last_error=text(h.get(b"last_error")), last_response=text(h.get(b"last_response")),
-               lease_owner=text(h.get(b"lease_owner")))
+               lease_owner=text(h.get(b"lease_owner")),
+               window_start=float(h[b"window_start"]) if h.get(b"window_start") else None)
 
 
 def quarantine_from_hash(entry_id: str, h: dict[bytes, bytes]) -> QuarantineEntry:
@@ -65,4 +66,6 @@ def job_fields(job: Job, done_at: float | None) -> list[Any]:
                          "last_error", job.last_error, "last_response", job.last_response, "lease_owner", ""]
     if done_at is not None:
         fields += ["done_at", num(done_at)]
+    if job.window_start is not None:
+        fields += ["window_start", num(job.window_start)]
     return fields

@@ -60,6 +60,8 @@ _MIGRATIONS: list[str] = [
     STATE_MIGRATION,
     # 3: de-duplication is the stored event itself (retention >= the dedup window), so the marks table goes
     "DROP TABLE seen_jti",
+    # 4: a re-queued dead letter's retry window starts again (NULL: at created_at)
+    "ALTER TABLE jobs ADD COLUMN window_start REAL",
 ]
 
 
@@ -78,7 +80,7 @@ def _job_row(row: sqlite3.Row) -> Job:
     return Job(id=row["id"], key=row["key"], destination=row["destination"],
                payload=json.loads(row["payload"]), status=status, attempts=row["attempts"],
                created_at=row["created_at"], due_at=row["due_at"], last_error=row["last_error"],
-               last_response=row["last_response"], lease_owner=row["lease_owner"])
+               last_response=row["last_response"], lease_owner=row["lease_owner"], window_start=row["window_start"])
 
 
 class _Pending:
@@ -372,8 +374,8 @@ class SQLiteStore(SQLiteStateMixin, Store):
     def requeue_dead(self, job_id: str | None, now: float) -> int:
         where, args = ("status = 'dead' AND id = ?", (job_id,)) if job_id else ("status = 'dead'", ())
         with self._tx() as conn:
-            return conn.execute(f"UPDATE jobs SET status = 'pending', due_at = ?, attempts = 0 WHERE {where}",
-                                (now, *args)).rowcount
+            return conn.execute(f"UPDATE jobs SET status = 'pending', due_at = ?, window_start = ?, attempts = 0 "
+                                f"WHERE {where}", (now, now, *args)).rowcount
 
     def drop_dead(self, job_id: str) -> bool:
         with self._tx() as conn:
