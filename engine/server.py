@@ -36,6 +36,19 @@ log = logging.getLogger("idhooks.server")
 PRUNE_INTERVAL = 3600.0
 DIGEST_TICK = 10.0
 
+RESTART_SETTINGS = {"server": ("host", "port", "threads", "log_format"),
+                    "store": ("url", "group", "dedup_window", "spool_dir", "ca_file", "cert_file", "key_file"),
+                    "quarantine": ("max_entries", "max_bytes"),
+                    "metrics": ("listen", "token")}
+"""Settings a reload cannot apply (the listening sockets, the open store, the intake's limits); every other
+setting, the rules and the destinations apply at once."""
+
+
+def settings_needing_restart(before: Config, after: Config) -> list[str]:
+    """The dotted names of RESTART_SETTINGS that differ between two configs."""
+    return [f"{section}.{name}" for section, names in RESTART_SETTINGS.items() for name in names
+            if getattr(getattr(before, section), name) != getattr(getattr(after, section), name)]
+
 
 class Service:
     """Everything `idhooks serve` runs, with start/stop and reload; testable without waitress."""
@@ -89,9 +102,16 @@ class Service:
             for problem in exc.problems:
                 log.error("reload failed, keeping the running config and rules", extra={"problem": problem})
             return False
+        previous = self.config.get()
         self.config.set(config)
         self.rules.set(self.stateful(rules))
         self.actions.set(actions)
+        if config.delivery != previous.delivery:
+            self.worker.apply(config.delivery)
+            log.info("delivery settings changed", extra={"workers": config.delivery.workers,
+                                                         "lease": config.delivery.lease})
+        for setting in settings_needing_restart(previous, config):
+            log.warning("changed setting takes effect at the next restart", extra={"setting": setting})
         self.rules_loaded_at = self.clock()
         self.reload_errors = []
         self.metrics.reloads.labels("success").inc()

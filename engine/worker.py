@@ -54,16 +54,36 @@ class DeliveryWorker:
         self._wake = threading.Condition()
         self._generation = 0
         self._stopping = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._threads: dict[int, threading.Thread] = {}
 
     # -- life cycle ------------------------------------------------------------------------------
     def start(self) -> None:
         """Start `delivery.workers` threads."""
         self._stopping.clear()
+        self._start_missing_threads()
+
+    def _start_missing_threads(self) -> None:
         for index in range(self.delivery.workers):
-            thread = threading.Thread(target=self._loop, name=f"delivery-{index}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+            running = self._threads.get(index)
+            if running is None or not running.is_alive():
+                thread = threading.Thread(target=self._loop, args=(index,), name=f"delivery-{index}", daemon=True)
+                thread.start()
+                self._threads[index] = thread
+
+    def apply(self, delivery: DeliveryConfig) -> None:
+        """Take reloaded `delivery:` settings without a restart. The lease, retry policy, per-destination
+        limit and shutdown grace apply from the next claim or attempt; a larger `workers` starts threads, a
+        smaller one lets the extra threads finish their batch and exit."""
+        with self._claim_lock:
+            self.delivery = delivery
+            self.policy = RetryPolicy.from_delivery(delivery)
+            if self._threads and not self._stopping.is_set():
+                self._start_missing_threads()
+        self.notify()  # idle threads above the new count wake up and exit
+
+    def thread_count(self) -> int:
+        """Delivery threads running now."""
+        return sum(thread.is_alive() for thread in self._threads.values())
 
     def notify(self) -> None:
         """New jobs exist: wake idle workers now instead of at the next poll."""
@@ -78,11 +98,10 @@ class DeliveryWorker:
         self._stopping.set()
         self.notify()
         deadline = time.monotonic() + (self.delivery.shutdown_grace if grace is None else grace)
-        for thread in self._threads:
+        for thread in self._threads.values():
             thread.join(max(deadline - time.monotonic(), 0))
-        finished = not any(t.is_alive() for t in self._threads)
-        self._threads = [t for t in self._threads if t.is_alive()]
-        return finished
+        self._threads = {index: t for index, t in self._threads.items() if t.is_alive()}
+        return not self._threads
 
     def run_once(self, limit: int = 100) -> int:
         """Deliver, one after the other in this thread, what is due now (at most `limit` attempts); how
@@ -96,8 +115,8 @@ class DeliveryWorker:
         return attempts
 
     # -- claiming --------------------------------------------------------------------------------
-    def _loop(self) -> None:
-        while not self._stopping.is_set():
+    def _loop(self, index: int) -> None:
+        while not self._stopping.is_set() and index < self.delivery.workers:
             with self._wake:
                 generation = self._generation
             try:

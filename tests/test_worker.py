@@ -216,6 +216,29 @@ def test_a_retried_dead_letter_gets_a_full_retry_window_again(store: Store) -> N
     assert only_job(store).last_error.startswith("gave up after 14 attempts: cannot reach")
 
 
+def test_reloaded_delivery_settings_apply_without_a_restart(store: Store, http_peer: HttpPeer) -> None:
+    clock = Clock()
+    one = DeliveryConfig(workers=1, lease=30, retry_for=600, backoff_initial=5, backoff_max=60)
+    deliver = DeliveryWorker(store, actions_for(target=http_peer.url), one, Metrics(), clock=clock,
+                             rng=lambda: 1.0, poll_interval=0.05)
+    deliver.start()
+    try:
+        assert deliver.thread_count() == 1
+        deliver.apply(DeliveryConfig(workers=3, retry_for=600, backoff_initial=5, backoff_max=60))
+        assert deliver.thread_count() == 3
+        deliver.apply(one)
+        assert wait_until(lambda: deliver.thread_count() == 1)
+        # the new retry policy applies to the next failure
+        deliver.apply(DeliveryConfig(workers=1, retry_for=600, backoff_initial=20, backoff_max=60))
+        http_peer.fail_first(1, status=503)
+        enqueue(store, "target", clock.now)
+        deliver.notify()
+        assert wait_until(lambda: only_job(store).status == "failed")
+        assert only_job(store).due_at == clock.now + 20
+    finally:
+        assert deliver.stop(grace=5)
+
+
 def test_deadletters_drop(store: Store, tmp_path: Path) -> None:
     enqueue(store, "gone", 0)
     worker(store, actions_for(), Clock()).run_once()

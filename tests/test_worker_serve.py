@@ -4,12 +4,14 @@ the new destinations are wrong, and an event travels the whole path to a target.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import falcon.testing
+import pytest
 
 from engine.config import load_config
 from engine.server import Service
@@ -43,6 +45,26 @@ def test_reload_with_a_bad_destination_keeps_the_running_actions(tmp_path: Path)
                                                  "expected one of: base_url, allowed_hosts, headers, timeout, "
                                                  "connect_timeout, max_response_bytes, ca_file, proxy, verify, "
                                                  "type, retry")
+    finally:
+        store.close()
+
+
+def test_reload_applies_delivery_settings_and_names_those_needing_a_restart(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    config_path = basic_config(tmp_path, extra="delivery: {workers: 2, lease: 30s}\n")
+    store = SQLiteStore(tmp_path / "var" / "idhooks.db")
+    service = Service(load_config(config_path), store)
+    try:
+        text = config_path.read_text()
+        text = text.replace("workers: 2, lease: 30s", "workers: 5, lease: 2m")
+        text = text.replace('store: {url: "sqlite:///var/idhooks.db"}',
+                            'store: {url: "sqlite:///var/other.db", retention: 60d}')
+        config_path.write_text(text)
+        caplog.set_level(logging.INFO, logger="idhooks")
+        assert service.reload() is True
+        assert (service.worker.delivery.workers, service.worker.delivery.lease) == (5, 120.0)
+        restart = [r.setting for r in caplog.records if r.getMessage().startswith("changed setting")]
+        assert restart == ["store.url"]  # retention applies at the next prune, without a restart
     finally:
         store.close()
 
