@@ -148,6 +148,8 @@ for k = 0, count - 1 do
   local destination = destinations[(start + k) % count + 1]
   if not skip[destination] then
     local stream = p .. 'jobs:stream:' .. destination
+    -- From the start of the pending list each time: XAUTOCLAIM looks at up to 10 x COUNT entries, so a dead
+    -- worker's entries are found once the older ones live workers hold (at most a batch each) are done.
     local taken = redis.pcall('XAUTOCLAIM', stream, group, owner, idle, '0-0', 'COUNT', limit - #out)
     if taken.err then  -- the stream or its group is gone (keys deleted by hand): forget the destination
       redis.call('SREM', p .. 'jobs:destinations', destination)
