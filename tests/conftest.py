@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -175,3 +176,20 @@ def redis_store(redis_available: str, tmp_path: Path) -> Iterator[Any]:
     yield store
     delete_group(store)
     store.close()
+
+
+def provide_secret_files(text: str, folder: Path) -> str:
+    """Create the files a config text's `*_file:` keys read, inside `folder`; absolute paths
+    (/run/secrets/...) are redirected there too. Returns the config text to use."""
+    for name in re.findall(r"_file:\s*([\w./-]+)", text):
+        target = folder / name.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text("value-from-file\n")
+        if name.startswith("/"):
+            text = text.replace(name, str(target))
+    return text
+
+
+def env_names(text: str) -> set[str]:
+    """The ${VAR} names a config text reads."""
+    return set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", text))

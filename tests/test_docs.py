@@ -21,7 +21,7 @@ from engine import config as config_module
 from engine.cli import build_parser
 from engine.metrics import Metrics
 from engine.store.sqlite import SQLiteStore
-from tests.conftest import ROOT
+from tests.conftest import ROOT, env_names, provide_secret_files
 
 DOCS = ROOT / "docs"
 FENCE = re.compile(r"^```(\w+)\n(.*?)^```", re.S | re.M)
@@ -99,7 +99,7 @@ def test_rule_blocks_of_the_docs_pass_idhooks_validate(doc: str, tmp_path: Path)
     destinations = next(text for where, text in CONFIG_BLOCKS if where.startswith("cookbook.md"))
     config = tmp_path / "config.yaml"
     config.write_text("webhooks: [{name: asgardeo, secret: x}]\nrules: {paths: [rules/]}\n" + destinations)
-    result = run_validate(config, {name: "x" for name in _env_names(destinations)})
+    result = run_validate(config, {name: "x" for name in env_names(destinations)})
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.startswith(f"OK: {config}, ")
 
@@ -109,31 +109,15 @@ def test_shipped_config_and_rules_pass_idhooks_validate(tmp_path: Path) -> None:
     text = (ROOT / "config.yaml").read_text()
     (tmp_path / "config.yaml").write_text(provide_secret_files(text, tmp_path))
     (tmp_path / "rules").symlink_to(ROOT / "rules")
-    result = run_validate(tmp_path / "config.yaml", {name: "x" for name in _env_names(text)})
+    result = run_validate(tmp_path / "config.yaml", {name: "x" for name in env_names(text)})
     assert result.returncode == 0, result.stdout + result.stderr
-
-
-def provide_secret_files(text: str, folder: Path) -> str:
-    """Create the files an example's `*_file:` keys read, inside `folder`; absolute paths (/run/secrets/...)
-    are redirected there too. Returns the config text to use."""
-    for name in re.findall(r"_file:\s*([\w./-]+)", text):
-        target = folder / name.lstrip("/")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text("value-from-file\n")
-        if name.startswith("/"):
-            text = text.replace(name, str(target))
-    return text
-
-
-def _env_names(text: str) -> set[str]:
-    return set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", text))
 
 
 @pytest.mark.parametrize("where, text", CONFIG_BLOCKS, ids=[w for w, _ in CONFIG_BLOCKS])
 def test_config_blocks_load(where: str, text: str, tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     path.write_text(provide_secret_files(text, tmp_path))
-    env = {name: "value-of-" + name for name in _env_names(text)}
+    env = {name: "value-of-" + name for name in env_names(text)}
     loaded = config_module.load_config(path, env=env)
     shown = repr(loaded)
     assert all(secret.reveal() not in shown for secret in config_module.all_secrets(loaded))
