@@ -17,6 +17,7 @@ from typing import Any, Mapping
 from engine.durations import format_duration, parse_duration
 from engine.errors import ConfigError
 from engine.secrets import Secret, find_secrets, read_secret_file, redact_url
+from engine.storeurl import REDIS_SCHEMES, TLS_SCHEMES
 from engine.yamlsource import LineDict, load_yaml_file
 
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -251,9 +252,10 @@ class _Reader:
         url = str(self.text(node, "url", "store", "sqlite:///var/idhooks.db"))
         if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
             url = "sqlite:///" + str(self.resolve_path(url[len("sqlite:///"):]))
-        elif not url.startswith(("sqlite:///", "redis://", "rediss://", "unix://")):
+        elif not url.startswith(("sqlite:///", *REDIS_SCHEMES)):
             self.problems.add(_line(node, "url"), "store.url",
-                              f"unsupported store URL {url.split(':')[0]!r}: use sqlite:///PATH or redis://HOST:PORT/DB")
+                              f"unsupported store URL {url.split(':')[0]!r}: use sqlite:///PATH, redis://HOST:PORT/DB "
+                              "or redis+sentinel://HOST:26379/MASTER_NAME")
         spool = self.text(node, "spool_dir", "store", None)
         dedup_window = self.duration(node, "dedup_window", "store", 7 * 86400.0)
         retention = self.duration(node, "retention", "store", 30 * 86400.0)
@@ -278,7 +280,7 @@ class _Reader:
             value = self.text(node, key, "store", None)
             if value is None:
                 continue
-            if not url.startswith("rediss://"):
+            if not url.startswith(TLS_SCHEMES):
                 self.problems.add(_line(node, key), f"store.{key}",
                                   "only used with a TLS store URL: write rediss://HOST:PORT/DB")
                 continue

@@ -45,11 +45,13 @@ class PrivateRedis:
     without touching the shared test server. AOF with `appendfsync always`, as in a deployment that must
     lose nothing, so a restart keeps what was written."""
 
-    def __init__(self, directory: Path, port: int, password: str | None = None, tls: bool = False) -> None:
+    def __init__(self, directory: Path, port: int, password: str | None = None, tls: bool = False,
+                 replica_of: int | None = None) -> None:
         """With `tls`, the server takes only TLS connections and requires a client certificate; `self.cert`
         and `self.key` are a self-signed certificate for 127.0.0.1 that is the CA, the server's certificate
-        and the client's."""
+        and the client's. With `replica_of` (a port), it replicates that loopback server."""
         self.directory, self.port, self.password, self.tls = directory, port, password, tls
+        self.replica_of = replica_of
         scheme = "rediss" if tls else "redis"
         self.url = f"{scheme}://{f':{password}@' if password else ''}127.0.0.1:{port}/0"
         self.cert, self.key = directory / "tls" / "cert.pem", directory / "tls" / "key.pem"
@@ -77,15 +79,14 @@ class PrivateRedis:
                 self._make_certificate()
             listen = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(self.cert),
                       "--tls-key-file", str(self.key), "--tls-ca-cert-file", str(self.cert), "--tls-auth-clients", "yes"]
+        if self.replica_of is not None:
+            listen += ["--replicaof", "127.0.0.1", str(self.replica_of)]
         self.proc = subprocess.Popen([binary, *listen, "--bind", "127.0.0.1", "--save", "",
                                       "--appendonly", "yes",
                                       "--appendfsync", "always",
                                       *(["--requirepass", self.password] if self.password else []), "--dir", str(self.directory)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        tls = {"ssl": True, "ssl_ca_certs": str(self.cert), "ssl_certfile": str(self.cert),
-               "ssl_keyfile": str(self.key)} if self.tls else {}
-        client = redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_connect_timeout=0.2,
-                             **tls)
+        client = self.client()
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
@@ -96,6 +97,60 @@ class PrivateRedis:
             finally:
                 client.close()
         raise RuntimeError(f"redis-server on port {self.port} did not start")
+
+    def client(self) -> redis.Redis:
+        """A client of this server (TLS and password included)."""
+        tls = {"ssl": True, "ssl_ca_certs": str(self.cert), "ssl_certfile": str(self.cert),
+               "ssl_keyfile": str(self.key)} if self.tls else {}
+        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_connect_timeout=0.2,
+                           **tls)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+class PrivateSentinel:
+    """A Redis Sentinel of our own watching one loopback primary as `master`; it fails over within a few
+    seconds of the primary dying (quorum 1, down after 1 s)."""
+
+    def __init__(self, directory: Path, port: int, primary_port: int, master: str = "idhooks-test") -> None:
+        self.directory, self.port, self.master = directory, port, master
+        self.primary_port = primary_port
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.5, decode_responses=True)
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            if os.environ.get("IDHOOKS_REQUIRE_REDIS") or os.environ.get("CI"):
+                pytest.fail("redis-server is required in CI but is not installed")
+            pytest.skip("redis-server is not installed")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        config = self.directory / "sentinel.conf"  # Sentinel rewrites it as it learns
+        config.write_text(f"port {self.port}\nbind 127.0.0.1\ndir {self.directory}\n"
+                          f"sentinel monitor {self.master} 127.0.0.1 {self.primary_port} 1\n"
+                          f"sentinel down-after-milliseconds {self.master} 1000\n"
+                          f"sentinel failover-timeout {self.master} 5000\n")
+        self.proc = subprocess.Popen([binary, str(config), "--sentinel"], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                self.client.ping()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError(f"redis sentinel on port {self.port} did not start")
+
+    def primary(self) -> int:
+        """The port of the primary Sentinel names now."""
+        return int(self.client.sentinel_get_master_addr_by_name(self.master)[1])
+
+    def replicas(self) -> int:
+        """How many replicas Sentinel has found (it learns them from the primary's INFO, every ~10 s)."""
+        return len(self.client.sentinel_slaves(self.master))
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -110,7 +110,8 @@ def test_migrate_copies_everything_within_retention(tmp_path: Path, target: Redi
     ("redis://127.0.0.1:6379/15", "redis://127.0.0.1:6379/15",
      "--from: expected sqlite:///PATH (migrate copies a SQLite store into Redis), got 'redis://127.0.0.1:6379/15'"),
     ("sqlite:///{tmp}/idhooks.db", "http://:s3cret@127.0.0.1/0",
-     "--to: expected redis://HOST:PORT/DB, rediss://... or unix://..., got 'http://:***@127.0.0.1/0'"),
+     "--to: expected redis://HOST:PORT/DB, rediss://..., unix://... or redis+sentinel://HOST:26379/MASTER_NAME, "
+     "got 'http://:***@127.0.0.1/0'"),
 ])
 def test_migrate_refuses_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str], source: str, to: str,
                                        message: str) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from engine.durations import parse_duration
 from engine.errors import ConfigError
 from engine.secrets import redact_url
+from engine.storeurl import REDIS_SCHEMES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "idhooks process of both stores first. Safe to run again: what Redis already holds is kept.")
     parser.add_argument("--from", dest="source", required=True, metavar="sqlite:///PATH", help="the SQLite store")
     parser.add_argument("--to", dest="target", required=True, metavar="redis://HOST:PORT/DB",
-                        help="the Redis store (redis://, rediss:// or unix://)")
+                        help="the Redis store (redis://, rediss://, unix:// or redis+sentinel://)")
     parser.add_argument("--group", default="idhooks", help="the deployment's store.group (default: idhooks)")
     parser.add_argument("--ca-file", type=Path, help="rediss:// only: the CA that signed Redis's certificate "
                                                      "(store.ca_file)")
@@ -48,9 +49,9 @@ def _source_path(url: str) -> Path:
 def run(args: argparse.Namespace) -> int:
     retention = _duration(args.retention, "--retention")
     path = _source_path(args.source)
-    if not args.target.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError(f"--to: expected redis://HOST:PORT/DB, rediss://... or unix://..., "
-                          f"got {redact_url(args.target)!r}")
+    if not args.target.startswith(REDIS_SCHEMES):
+        raise ConfigError(f"--to: expected redis://HOST:PORT/DB, rediss://..., unix://... or "
+                          f"redis+sentinel://HOST:26379/MASTER_NAME, got {redact_url(args.target)!r}")
     from engine.store.migration import migrate  # noqa: PLC0415 - imports the optional redis package
     from engine.store.redis import RedisStore  # noqa: PLC0415
     from engine.store.sqlite import SQLiteStore  # noqa: PLC0415

@@ -1,10 +1,12 @@
-"""Store backends chosen by URL: `sqlite:///path` (default) or `redis://host:port/db` / `rediss://`."""
+"""Store backends chosen by URL: `sqlite:///path` (default), or Redis: `redis://host:port/db`, `rediss://`,
+`unix://` or through Sentinel `redis+sentinel://host:26379/master` (engine/store/redis_connect.py)."""
 
 from __future__ import annotations
 
 from engine.config import StoreConfig
 from engine.errors import ConfigError
 from engine.store.base import Store
+from engine.storeurl import REDIS_SCHEMES
 
 
 def open_store(config: StoreConfig) -> Store:
@@ -14,7 +16,7 @@ def open_store(config: StoreConfig) -> Store:
         from engine.store.sqlite import SQLiteStore
 
         return SQLiteStore(url[len("sqlite:///"):])
-    if url.startswith(("redis://", "rediss://", "unix://")):
+    if url.startswith(REDIS_SCHEMES):
         from engine.store.redis import RedisStore  # noqa: PLC0415 - optional dependency
 
         return RedisStore(url, group=config.group, spool_dir=config.spool_dir, ca_file=config.ca_file,

@@ -44,11 +44,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from engine.errors import ConfigError, StoreError
+from engine.errors import StoreError
 from engine.store import redis_lua
 from engine.store.base import (ACCEPTED, STALE, IncomingEvent, Job, NewJob, QuarantineEntry, QuarantineResult,
                                Store, StoredEvent, StoreStats, SubscriptionRecord)
 from engine.secrets import redact_url
+from engine.store.redis_connect import connect
 from engine.store.redis_records import (event_fields, event_from_hash, job_fields, job_from_hash, num,
                                         quarantine_from_hash)
 from engine.store.spool import Spool
@@ -56,8 +57,6 @@ from engine.store.state_redis import RedisStateMixin
 
 try:
     import redis as redis_lib
-    from redis.backoff import ExponentialBackoff
-    from redis.retry import Retry
 except ImportError:  # pragma: no cover - exercised only without the optional dependency
     redis_lib = None
 
@@ -75,23 +74,13 @@ class RedisStore(RedisStateMixin, Store):
 
     def __init__(self, url: str, group: str = "idhooks", spool_dir: Path | str | None = None, *,
                  ca_file: Path | None = None, cert_file: Path | None = None, key_file: Path | None = None) -> None:
-        """`ca_file`, `cert_file` and `key_file` apply to rediss:// (TLS, the server's certificate always
-        verified); without `ca_file` the system's CA bundle is used."""
-        if redis_lib is None:
-            raise ConfigError("store.url: the Redis store needs the redis package: pip install 'idhooks[redis]'")
+        """`url` is one server or a Sentinel-managed primary (engine/store/redis_connect.py). `ca_file`,
+        `cert_file` and `key_file` apply to TLS URLs (the server's certificate always verified); without
+        `ca_file` the system's CA bundle is used."""
         self.url = redact_url(url)
         self.group = group
         self.prefix = f"{group}:"
-        tls = {name: str(path) for name, path in (("ssl_ca_certs", ca_file), ("ssl_certfile", cert_file),
-                                                  ("ssl_keyfile", key_file)) if path is not None}
-        if tls and not url.startswith("rediss://"):
-            raise ConfigError(f"store: a CA file or client certificate needs a TLS URL (rediss://), got {self.url}")
-        try:
-            self.redis = redis_lib.Redis.from_url(
-                url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30,
-                retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 1), **tls)
-        except ValueError as exc:
-            raise ConfigError(f"store.url: {self.url}: {exc}") from None
+        self.redis = connect(url, ca_file=ca_file, cert_file=cert_file, key_file=key_file)
         self._scripts = {name: self.redis.register_script(getattr(redis_lua, name)) for name in (
             "INGEST", "CLAIM_EVENTS", "COMPLETE_EVENT", "CLAIM_JOBS", "MOVE_JOB", "DELETE_JOB", "PRUNE_EVENTS",
             "QUARANTINE_ADD", "QUARANTINE_REMOVE", "IMPORT_EVENT", "IMPORT_JOB", "UPGRADE_1_TO_2",
