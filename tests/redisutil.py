@@ -40,6 +40,16 @@ def delete_group(store: RedisStore) -> None:
         store.redis.delete(*keys)
 
 
+def redis_server_binary() -> str:
+    """The redis-server program; skips the test without it, fails in CI (IDHOOKS_REQUIRE_REDIS)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if os.environ.get("IDHOOKS_REQUIRE_REDIS") or os.environ.get("CI"):
+            pytest.fail("redis-server is required in CI but is not installed")
+        pytest.skip("redis-server is not installed")
+    return binary
+
+
 class PrivateRedis:
     """A redis-server of our own on a free loopback port, which a test may stop and start again (an outage)
     without touching the shared test server. AOF with `appendfsync always`, as in a deployment that must
@@ -67,11 +77,7 @@ class PrivateRedis:
                        check=True, capture_output=True)
 
     def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            if os.environ.get("IDHOOKS_REQUIRE_REDIS") or os.environ.get("CI"):
-                pytest.fail("redis-server is required in CI but is not installed")
-            pytest.skip("redis-server is not installed")
+        binary = redis_server_binary()
         self.directory.mkdir(parents=True, exist_ok=True)
         listen = ["--port", str(self.port)]
         if self.tls:
@@ -122,11 +128,7 @@ class PrivateSentinel:
         self.client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.5, decode_responses=True)
 
     def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            if os.environ.get("IDHOOKS_REQUIRE_REDIS") or os.environ.get("CI"):
-                pytest.fail("redis-server is required in CI but is not installed")
-            pytest.skip("redis-server is not installed")
+        binary = redis_server_binary()
         self.directory.mkdir(parents=True, exist_ok=True)
         config = self.directory / "sentinel.conf"  # Sentinel rewrites it as it learns
         config.write_text(f"port {self.port}\nbind 127.0.0.1\ndir {self.directory}\n"

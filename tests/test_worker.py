@@ -150,6 +150,24 @@ def test_destination_removed_by_a_reload_is_dead_lettered(store: Store) -> None:
     assert only_job(store).last_error == "no 'http' action for destination 'gone' in the running config"
 
 
+def closed_port_url() -> str:
+    """The URL of a loopback port nothing listens on any more (connection refused)."""
+    down = HttpPeer()
+    down.close()
+    return down.url
+
+
+def attempts_until_dead(deliver: DeliveryWorker, store: Store, clock: Clock) -> int:
+    """Run the only job's attempts, each at its due time, until it is dead-lettered; how many there were."""
+    for _ in range(50):
+        if not deliver.run_once():
+            break
+        clock.now = only_job(store).due_at
+    job = only_job(store)
+    assert job.status == "dead"
+    return job.attempts
+
+
 def idhooks(config: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "engine", *args, "--config", str(config)], capture_output=True,
                           text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
@@ -157,18 +175,12 @@ def idhooks(config: Path, *args: str) -> subprocess.CompletedProcess:
 
 def test_target_down_dead_letter_then_deadletters_retry_delivers(store: Store, tmp_path: Path) -> None:
     clock = Clock()
-    down = HttpPeer()
-    url = down.url
-    down.close()
+    url = closed_port_url()
     [key] = enqueue(store, "provisioning", clock.now)
     deliver = worker(store, actions_for(provisioning=url), clock)
-    for _ in range(50):
-        if not deliver.run_once():
-            break
-        clock.now = only_job(store).due_at
+    # at 0, 5, 15, 35, 75 s, then every 60 s up to 555 s, the last at the 600 s end
+    assert attempts_until_dead(deliver, store, clock) == 14
     job = only_job(store)
-    assert job.status == "dead"
-    assert job.attempts == 14  # at 0, 5, 15, 35, 75 s, then every 60 s up to 555 s, the last at the 600 s end
     assert job.last_error == f"gave up after 14 attempts: cannot reach {url}/users: Connection refused"
 
     config = store_config(store, tmp_path)
@@ -194,25 +206,12 @@ def test_target_down_dead_letter_then_deadletters_retry_delivers(store: Store, t
 
 def test_a_retried_dead_letter_gets_a_full_retry_window_again(store: Store) -> None:
     clock = Clock()
-    down = HttpPeer()
-    url = down.url
-    down.close()
     enqueue(store, "provisioning", clock.now)
-    deliver = worker(store, actions_for(provisioning=url), clock)
-
-    def attempts_until_dead() -> int:
-        for _ in range(50):
-            if not deliver.run_once():
-                break
-            clock.now = only_job(store).due_at
-        job = only_job(store)
-        assert job.status == "dead"
-        return job.attempts
-
-    assert attempts_until_dead() == 14
+    deliver = worker(store, actions_for(provisioning=closed_port_url()), clock)
+    assert attempts_until_dead(deliver, store, clock) == 14
     clock.now += 3600  # an hour later the operator re-queues it, but the target is still down
     assert store.requeue_dead(only_job(store).id, clock.now) == 1
-    assert attempts_until_dead() == 14  # the same backoff schedule again, not one attempt
+    assert attempts_until_dead(deliver, store, clock) == 14  # the same backoff schedule again, not one attempt
     assert only_job(store).last_error.startswith("gave up after 14 attempts: cannot reach")
 
 
