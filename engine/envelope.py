@@ -15,6 +15,7 @@ from typing import Any
 from engine.errors import PayloadError
 
 EVENT_URI_PREFIX = "https://schemas.identity.wso2.org/events/"
+_IAT_END_MS = 253_402_300_800_000  # 10000-01-01T00:00:00Z: the first instant a datetime cannot hold
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,8 @@ def envelope_from_claims(data: dict[str, Any]) -> Envelope:
     iat = data.get("iat")
     if isinstance(iat, bool) or not isinstance(iat, (int, float)) or not math.isfinite(iat):
         raise PayloadError("missing or non-numeric 'iat': expected epoch milliseconds as a number")
+    if not 0 <= iat < _IAT_END_MS:  # rules and templates turn it into a date
+        raise PayloadError(f"'iat' {iat!r} is not a time: expected epoch milliseconds from 1970 to 9999")
     events = data.get("events")
     if not isinstance(events, dict) or not events:
         raise PayloadError("missing 'events': expected an object mapping event URIs to event bodies")

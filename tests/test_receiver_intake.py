@@ -180,6 +180,8 @@ BAD_PAYLOADS = [
     (b'{"jti": 7, "iat": 1, "events": {"u": {}}}', "missing or empty 'jti'"),
     (b'{"jti": "a", "iat": "1767604498120", "events": {"u": {}}}', "non-numeric 'iat'"),
     (b'{"jti": "a", "iat": true, "events": {"u": {}}}', "non-numeric 'iat'"),
+    (b'{"jti": "a", "iat": 253402300800000, "events": {"u": {}}}', "'iat' 253402300800000 is not a time"),
+    (b'{"jti": "a", "iat": -1, "events": {"u": {}}}', "'iat' -1 is not a time"),
     (b'{"jti": "a", "iat": 1, "events": []}', "missing 'events'"),
     (b'{"jti": "a", "iat": 1, "events": {"u": "x"}}', "expected an object as the event body"),
     (b"[" * 10000 + b"]" * 10000, "nested too deeply"),
