@@ -10,7 +10,7 @@ from functools import lru_cache
 from typing import Any, Mapping
 
 from actions.base import Action, ActionContext
-from engine.config import suggest
+from engine.config.settings import suggest
 from engine.errors import ConfigError, PermanentError
 from engine.secrets import Secret, find_secrets
 

@@ -3,7 +3,7 @@
 
 Two halves, both strict:
 - rule side (`rule_fields`): the keys a rule may give under `- <name>: {...}`; every string leaf is a
-  Jinja template compiled at load (engine/rules) and rendered per event into a plain dict, stored in the job.
+  Jinja template compiled at load (engine/match) and rendered per event into a plain dict, stored in the job.
 - destination side (`destination_fields`): the keys of `destinations.<dest>` in config.yaml with
   `type: <destination_type>`; secrets arrive as engine.secrets.Secret and are revealed only when sending.
 
@@ -57,7 +57,7 @@ class ActionContext:
 
 
 RETRY_FIELD = Field("value", help="override the retry policy: {retry_for, backoff_initial, backoff_max}")
-"""Every action accepts `retry:` (rule side and destination side); engine/backoff.py reads it."""
+"""Every action accepts `retry:` (rule side and destination side); engine/deliver/backoff.py reads it."""
 
 
 def fold_line(value: object) -> str:
@@ -97,8 +97,8 @@ class Action(ABC):
     @classmethod
     def check_rule_fields(cls, fields: Mapping[str, Any]) -> list[str]:
         """Problems in the rendered-independent shape of a rule's fields (beyond unknown/missing keys,
-        which engine/rules checks from `rule_fields`). Messages are `field: what is wrong`."""
-        from engine.backoff import policy_problems  # noqa: PLC0415 - engine.backoff imports nothing of actions
+        which engine/match checks from `rule_fields`). Messages are `field: what is wrong`."""
+        from engine.deliver.backoff import policy_problems  # noqa: PLC0415 - engine.deliver.backoff imports nothing of actions
 
         return policy_problems(fields.get("retry"), "retry")
 

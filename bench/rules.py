@@ -21,8 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine import catalog  # noqa: E402
-from engine.envelope import envelope_from_claims  # noqa: E402
-from engine.rules import RuleSet, load_ruleset  # noqa: E402
+from engine.verify.envelope import envelope_from_claims  # noqa: E402
+from engine.match import RuleSet, load_ruleset  # noqa: E402
 
 MEASURED = "login.loginFailed"
 ITEM = "\n        - "  # a new item of `all:` / `any:` in the generated YAML

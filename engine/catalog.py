@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from engine.envelope import EVENT_URI_PREFIX
+from engine.verify.envelope import EVENT_URI_PREFIX
 
 CATALOG_DIR = Path(__file__).parent / "catalog"
 

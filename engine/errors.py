@@ -13,7 +13,7 @@
         └── PermanentError                never retry (other 4xx, invalid payload, auth failure)
 
 Every error's `str()` is its message, written for the person who must fix it. The HTTP layer maps
-`RequestError.status` in one place (engine/app.py); nothing else turns an exception into a status.
+`RequestError.status` in one place (engine/receive/app.py); nothing else turns an exception into a status.
 """
 
 from __future__ import annotations

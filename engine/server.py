@@ -17,19 +17,19 @@ import waitress
 from actions import ActionSet, build_actions
 from actions.base import ActionContext
 from engine import logs
-from engine.app import create_app, create_metrics_app
-from engine.config import Config, load_config
+from engine.receive.app import create_app, create_metrics_app
+from engine.config.settings import Config, load_config
 from engine.errors import ConfigError, IdhooksError
 from engine.metrics import Metrics
-from engine.processor import Processor
-from engine.rules.loader import load_for_config
-from engine.rules.ruleset import RuleSet
-from engine.rules.watch import FolderWatcher
+from engine.match.processor import Processor
+from engine.match.loader import load_for_config
+from engine.match.ruleset import RuleSet
+from engine.match.watch import FolderWatcher
 from engine.runtime import Current
-from engine.stateful.evaluator import StatefulRules
+from engine.match.stateful.evaluator import StatefulRules
 from engine.store import open_store
 from engine.store.base import Store
-from engine.worker import DeliveryWorker
+from engine.deliver.worker import DeliveryWorker
 
 log = logging.getLogger("idhooks.server")
 

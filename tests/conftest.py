@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from engine import catalog
-from engine.signature import sign
+from engine.verify.signature import sign
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "test-webhook-secret-3f9c"

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from engine.envelope import Envelope, envelope_from_claims
+from engine.verify.envelope import Envelope, envelope_from_claims
 from engine.errors import ConfigError
-from engine.rules import Decision, RuleSet, load_ruleset
+from engine.match import Decision, RuleSet, load_ruleset
 from tests.conftest import sample_event
 
 

@@ -8,7 +8,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from engine.stateful.decide import Observation
+from engine.match.stateful.decide import Observation
 from engine.store.redis import RedisStore
 from engine.store.sqlite import SQLiteStore
 

@@ -10,7 +10,7 @@ import pytest
 from actions import build_actions
 from actions.base import ActionContext
 from actions.email import EmailAction
-from engine.config import load_config
+from engine.config.settings import load_config
 from engine.errors import ConfigError, PermanentError, RetryableError
 from engine.secrets import Secret
 from tests.conftest import free_port

@@ -9,9 +9,9 @@ from pathlib import Path
 import falcon.testing
 import pytest
 
-from engine.app import create_app
+from engine.receive.app import create_app
 from engine.cli import main
-from engine.config import load_config
+from engine.config.settings import load_config
 from engine.errors import ConfigError
 from engine.logs import JsonFormatter, TextFormatter
 from engine.store.sqlite import SQLiteStore

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine import config as config_module
+from engine.config import settings as config_module
 from engine.cli import build_parser
 from engine.metrics import Metrics
 from engine.store.sqlite import SQLiteStore

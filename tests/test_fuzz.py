@@ -18,14 +18,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine import catalog
-from engine.app import create_app
-from engine.config import load_config
-from engine.envelope import parse_envelope
+from engine.receive.app import create_app
+from engine.config.settings import load_config
+from engine.verify.envelope import parse_envelope
 from engine.errors import PayloadError
 from engine.metrics import Metrics
-from engine.processor import Processor
-from engine.rules.loader import load_for_config
-from engine.stateful.evaluator import StatefulRules
+from engine.match.processor import Processor
+from engine.match.loader import load_for_config
+from engine.match.stateful.evaluator import StatefulRules
 from engine.store.base import StoredEvent
 from engine.store.sqlite import SQLiteStore
 from tests.conftest import ROOT, basic_config, env_names, provide_secret_files, signed

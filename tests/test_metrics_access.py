@@ -6,8 +6,8 @@ import falcon.testing
 import pytest
 import requests
 
-from engine.app import create_app
-from engine.config import load_config
+from engine.receive.app import create_app
+from engine.config.settings import load_config
 from engine.errors import ConfigError
 from engine.store.sqlite import SQLiteStore
 from tests.conftest import basic_config, free_port, sample_event, signed

@@ -10,9 +10,9 @@ from typing import Callable, Iterator
 import falcon.testing
 import pytest
 
-from engine.app import create_app
+from engine.receive.app import create_app
 from engine.cli import main
-from engine.config import load_config
+from engine.config.settings import load_config
 from engine.store import open_store
 from tests.conftest import SECRET, basic_config, sample_event, signed
 from tests.redisutil import delete_group, open_redis_store, redis_config, unique_group

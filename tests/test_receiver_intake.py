@@ -11,8 +11,8 @@ import falcon.testing
 import pytest
 
 from engine import catalog
-from engine.app import create_app
-from engine.config import load_config
+from engine.receive.app import create_app
+from engine.config.settings import load_config
 from engine.store.sqlite import SQLiteStore
 from tests.conftest import SECRET, basic_config, sample_event, signed, write_config
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import falcon.testing
 import pytest
 
-from engine.app import create_app
+from engine.receive.app import create_app
 from engine.cli import main
-from engine.config import load_config
+from engine.config.settings import load_config
 from engine.store.sqlite import SQLiteStore
 from tests.conftest import basic_config
 

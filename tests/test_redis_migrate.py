@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from engine.cli import main
-from engine.stateful.specs import Threshold
-from engine.stateful.state import DigestBatch, WindowEntry
+from engine.match.stateful.specs import Threshold
+from engine.match.stateful.state import DigestBatch, WindowEntry
 from engine.store.base import DUPLICATE, NewJob, QuarantineEntry, SubscriptionRecord
 from engine.store.redis import RedisStore
 from engine.store.sqlite import SQLiteStore

@@ -11,7 +11,7 @@ from typing import Any, Callable
 import pytest
 
 from engine.cli import main
-from engine.config import load_config
+from engine.config.settings import load_config
 from engine.errors import ConfigError, StoreError
 from engine.store import open_store
 from engine.store.redis import RedisStore

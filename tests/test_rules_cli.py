@@ -11,9 +11,9 @@ from typing import Iterator
 import pytest
 
 from engine.cli import main
-from engine.config import load_config
-from engine.envelope import parse_envelope
-from engine.rules.loader import load_for_config
+from engine.config.settings import load_config
+from engine.verify.envelope import parse_envelope
+from engine.match.loader import load_for_config
 from engine.store import open_store
 from engine.store.base import IncomingEvent
 from tests.conftest import basic_config, sample_event

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from engine.catalog import alias_to_uri
-from engine.envelope import envelope_from_claims
+from engine.verify.envelope import envelope_from_claims
 from tests.conftest import sample_event
 from tests.rules_support import decide, envelope, load, rule_with
 

@@ -7,7 +7,7 @@ import pytest
 
 from actions import registry
 from engine.errors import ConfigError
-from engine.rules import load_ruleset
+from engine.match import load_ruleset
 from tests.rules_support import decide, envelope, load, problems, rule_with, write_rules
 
 ACTION_TYPES = ", ".join(sorted(registry()))

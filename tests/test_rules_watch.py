@@ -7,7 +7,7 @@ import os
 import threading
 from pathlib import Path
 
-from engine.rules.watch import FolderWatcher
+from engine.match.watch import FolderWatcher
 
 
 def watcher(paths: list[Path]) -> tuple[FolderWatcher, list[int]]:

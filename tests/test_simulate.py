@@ -22,11 +22,12 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from engine import catalog, simulate
+from engine import catalog
+from engine.offline import simulate
 from engine.cli import main
 from engine.errors import ConfigError, SignatureError
 from engine.secrets import Secret
-from engine.signature import verify
+from engine.verify.signature import verify
 from tests.conftest import SECRET, basic_config, free_port
 
 TOPIC = "acme.b5e0d3c2.schema.wso2.v1.event.login"

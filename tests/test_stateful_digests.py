@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from engine.stateful.decide import Firing, evaluate, fire_due_digests
-from engine.stateful.specs import Digest, StatefulSpec
+from engine.match.stateful.decide import Firing, evaluate, fire_due_digests
+from engine.match.stateful.specs import Digest, StatefulSpec
 from tests.stateful_fixtures import T0, seen, state_store  # noqa: F401 - fixture
 
 HOURLY = Digest(every=3600, max_items=3, late=60)

@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from engine.config import load_config
+from engine.config.settings import load_config
 from engine.metrics import Metrics
-from engine.processor import Processor
+from engine.match.processor import Processor
 from engine.server import Service
-from engine.stateful.evaluator import StatefulRules
+from engine.match.stateful.evaluator import StatefulRules
 from engine.store.base import IncomingEvent
 from engine.store.sqlite import SQLiteStore
 from tests.conftest import ROOT, basic_config, sample_event

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from engine.stateful.specs import Digest, StatefulSpec, Suppress, Threshold, parse_stateful
-from engine.yamlsource import load_yaml_text
+from engine.match.stateful.specs import Digest, StatefulSpec, Suppress, Threshold, parse_stateful
+from engine.config.yamlsource import load_yaml_text
 
 
 def parse(text: str) -> tuple[StatefulSpec | None, list[tuple[int, str]]]:

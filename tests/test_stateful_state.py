@@ -7,9 +7,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from engine.stateful.decide import evaluate
-from engine.stateful.specs import StatefulSpec, Suppress, Threshold
-from engine.stateful.state import CAPPED
+from engine.match.stateful.decide import evaluate
+from engine.match.stateful.specs import StatefulSpec, Suppress, Threshold
+from engine.match.stateful.state import CAPPED
 from engine.store.sqlite import SQLiteStore
 from tests.stateful_fixtures import T0, seen, state_store  # noqa: F401 - fixture
 

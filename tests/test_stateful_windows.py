@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.stateful.decide import Outcome, evaluate
-from engine.stateful.specs import StatefulSpec, Suppress, Threshold
+from engine.match.stateful.decide import Outcome, evaluate
+from engine.match.stateful.specs import StatefulSpec, Suppress, Threshold
 from tests.stateful_fixtures import T0, seen, state_store  # noqa: F401 - fixture
 
 BRUTE = StatefulSpec(threshold=Threshold(count=5, within=600, group_by=("claims.username",)))

@@ -14,12 +14,12 @@ import pytest
 
 from actions import ActionSet, build_actions
 from actions.base import ActionContext
-from engine.config import DeliveryConfig
+from engine.config.settings import DeliveryConfig
 from engine.metrics import Metrics
 from engine.secrets import Secret
 from engine.store.base import Job, NewJob, Store
 from engine.store.sqlite import SQLiteStore
-from engine.worker import DeliveryWorker
+from engine.deliver.worker import DeliveryWorker
 from tests.conftest import ROOT, redis_url
 from tests.peers import HttpPeer, Response, http_peer  # noqa: F401 - fixture
 

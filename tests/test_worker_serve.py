@@ -13,7 +13,7 @@ from pathlib import Path
 import falcon.testing
 import pytest
 
-from engine.config import load_config
+from engine.config.settings import load_config
 from engine.server import Service
 from engine.store.sqlite import SQLiteStore
 from tests.conftest import ROOT, basic_config, sample_event, signed

@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-from engine.config import StoreConfig
+from engine.config.settings import StoreConfig
 from engine.errors import ConfigError
 from engine.store.base import Store
-from engine.storeurl import REDIS_SCHEMES
+from engine.config.storeurl import REDIS_SCHEMES
 
 
 def open_store(config: StoreConfig) -> Store:

@@ -18,8 +18,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.stateful.specs import Threshold
-from engine.stateful.state import DigestBatch, WindowEntry, WindowResult
+from engine.match.stateful.specs import Threshold
+from engine.match.stateful.state import DigestBatch, WindowEntry, WindowResult
 
 ACCEPTED = "accepted"
 DUPLICATE = "duplicate"
@@ -240,7 +240,7 @@ class Store(ABC):
     @abstractmethod
     def stats(self) -> StoreStats: ...
 
-    # -- stateful rules (engine/stateful; contract documented on engine.stateful.state.StateStore) ----
+    # -- stateful rules (engine/match/stateful; contract documented on engine.match.stateful.state.StateStore) ----
     @abstractmethod
     def window_add(self, rule_id: str, group_key: str, entry: WindowEntry, spec: Threshold,
                    now: float) -> WindowResult:

@@ -14,7 +14,7 @@ from urllib.parse import unquote, urlsplit
 
 from engine.errors import ConfigError
 from engine.secrets import redact_url
-from engine.storeurl import SENTINEL_SCHEMES, TLS_SCHEMES
+from engine.config.storeurl import SENTINEL_SCHEMES, TLS_SCHEMES
 
 try:
     import redis as redis_lib

@@ -2,7 +2,7 @@
 
 Key map (p = the deployment's prefix; rule ids are [a-z0-9-], so ':' separates safely):
 
-    p st:w:<rule>:<group>     string  a group's window state (JSON, engine/stateful/window.py)
+    p st:w:<rule>:<group>     string  a group's window state (JSON, engine/match/stateful/window.py)
     p st:wx:<rule>            zset    group -> when its window expires (the max_groups count and pruning)
     p st:rules                set     rules that hold windows (pruning visits them)
     p st:s:<rule>:<group>     string  "<until>\\n<token>" of an active suppression
@@ -22,9 +22,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from engine.stateful import window
-from engine.stateful.specs import Threshold
-from engine.stateful.state import CAPPED, DigestBatch, WindowEntry, WindowResult
+from engine.match.stateful import window
+from engine.match.stateful.specs import Threshold
+from engine.match.stateful.state import CAPPED, DigestBatch, WindowEntry, WindowResult
 from engine.store.redis_records import num as _num
 
 try:
@@ -71,7 +71,7 @@ return #members
 
 
 class RedisStateMixin:
-    """engine.stateful.state.StateStore for RedisStore."""
+    """engine.match.stateful.state.StateStore for RedisStore."""
 
     redis: Any
     prefix: str

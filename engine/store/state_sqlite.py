@@ -11,9 +11,9 @@ import json
 import sqlite3
 from typing import Any
 
-from engine.stateful import window
-from engine.stateful.specs import Threshold
-from engine.stateful.state import CAPPED, DigestBatch, WindowEntry, WindowResult
+from engine.match.stateful import window
+from engine.match.stateful.specs import Threshold
+from engine.match.stateful.state import CAPPED, DigestBatch, WindowEntry, WindowResult
 
 MIGRATION = """
     CREATE TABLE state_windows (
@@ -37,7 +37,7 @@ _TABLES = ("state_windows", "state_groups", "state_suppress", "state_digest_peri
 
 
 class SQLiteStateMixin:
-    """engine.stateful.state.StateStore for SQLiteStore."""
+    """engine.match.stateful.state.StateStore for SQLiteStore."""
 
     _tx: Any
     _read: Any

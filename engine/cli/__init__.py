@@ -1,0 +1,46 @@
+"""`idhooks` command line. Each subcommand is one module in engine/cli/commands/ with a
+`register(subparsers)` function that adds its parser and sets `func(args) -> int` (the exit code)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+from engine import __version__
+from engine.cli import commands
+from engine.errors import ConfigError, StoreError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="idhooks", description="Automation engine for Asgardeo / WSO2 Identity Server webhook events.")
+    parser.add_argument("--version", action="version", version=f"idhooks {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{commands.__name__}.{info.name}").register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"idhooks: configuration error:\n{exc}", file=sys.stderr)
+        return 1
+    except StoreError as exc:
+        print(f"idhooks: store error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `idhooks catalog | head`: the reader left, nothing more to say
+        sys.stderr.close()
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,23 @@
+"""`idhooks serve [--config PATH] [--host H] [--port P] [--log-json]`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from engine.cli.commands import add_config_option
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("serve", help="receive webhook events and run the rules")
+    add_config_option(parser)
+    parser.add_argument("--host", help="bind address (default: server.host)")
+    parser.add_argument("--port", type=int, help="port (default: server.port)")
+    parser.add_argument("--log-json", action="store_true", help="log one JSON object per line")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from engine.server import serve
+
+    return serve(Path(args.config), args.host, args.port, args.log_json)

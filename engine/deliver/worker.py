@@ -1,0 +1,247 @@
+"""The delivery worker: claims due jobs from the store and sends them with the running actions.
+
+At-least-once: a job is claimed with a lease and acknowledged only after the send succeeded, so a crash
+mid-send leaves it to be claimed again when the lease expires; the job key travels as the
+Idempotency-Key so the target can make that once in effect.
+
+A slow or dead destination cannot starve the others: each destination has at most
+`delivery.per_destination_concurrency` sends in flight in this process, and claims skip destinations at
+their limit. Workers sleep on a condition that `notify()` (called when jobs are created) wakes at once,
+and otherwise poll every `poll_interval` seconds for retries that became due.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+import uuid
+from collections import Counter
+from typing import Callable
+
+from actions import ActionSet
+from engine.deliver.backoff import RetryPolicy
+from engine.config.settings import DeliveryConfig
+from engine.errors import DeliveryError, PermanentError, RetryableError
+from engine.metrics import Metrics
+from engine.secrets import redact
+from engine.store.base import Job, Store
+
+log = logging.getLogger("idhooks.worker")
+
+BATCH = 16
+"""At most this many jobs of one destination per claim, when it has a backlog."""
+BACKLOG_AGE = 0.05
+"""A claimed job due longer ago than this (seconds) means the destination has a backlog."""
+
+
+class DeliveryWorker:
+    """Worker threads delivering the store's jobs. `actions` is an ActionSet or a callable returning the
+    current one (config reloads swap it)."""
+
+    def __init__(self, store: Store, actions: ActionSet | Callable[[], ActionSet], delivery: DeliveryConfig,
+                 metrics: Metrics, clock: Callable[[], float] = time.time,
+                 rng: Callable[[], float] = random.random, owner: str | None = None,
+                 poll_interval: float = 0.25) -> None:
+        self.store, self.delivery, self.metrics = store, delivery, metrics
+        self._actions = actions if callable(actions) else (lambda: actions)
+        self.clock, self.rng, self.poll_interval = clock, rng, poll_interval
+        self.owner = owner or f"worker-{uuid.uuid4().hex[:12]}"
+        self.policy = RetryPolicy.from_delivery(delivery)
+        self._in_flight: Counter[str] = Counter()
+        self._claim_lock = threading.Lock()  # guards _in_flight and makes check-then-claim atomic
+        self._wake = threading.Condition()
+        self._generation = 0
+        self._stopping = threading.Event()
+        self._threads: dict[int, threading.Thread] = {}
+
+    # -- life cycle ------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start `delivery.workers` threads."""
+        self._stopping.clear()
+        self._start_missing_threads()
+
+    def _start_missing_threads(self) -> None:
+        for index in range(self.delivery.workers):
+            running = self._threads.get(index)
+            if running is None or not running.is_alive():
+                thread = threading.Thread(target=self._loop, args=(index,), name=f"delivery-{index}", daemon=True)
+                thread.start()
+                self._threads[index] = thread
+
+    def apply(self, delivery: DeliveryConfig) -> None:
+        """Take reloaded `delivery:` settings without a restart. The lease, retry policy, per-destination
+        limit and shutdown grace apply from the next claim or attempt; a larger `workers` starts threads, a
+        smaller one lets the extra threads finish their batch and exit."""
+        with self._claim_lock:
+            self.delivery = delivery
+            self.policy = RetryPolicy.from_delivery(delivery)
+            if self._threads and not self._stopping.is_set():
+                self._start_missing_threads()
+        self.notify()  # idle threads above the new count wake up and exit
+
+    def thread_count(self) -> int:
+        """Delivery threads running now."""
+        return sum(thread.is_alive() for thread in self._threads.values())
+
+    def notify(self) -> None:
+        """New jobs exist: wake idle workers now instead of at the next poll."""
+        with self._wake:
+            self._generation += 1
+            self._wake.notify_all()
+
+    def stop(self, grace: float | None = None) -> bool:
+        """Stop claiming; wait up to `grace` seconds (default delivery.shutdown_grace) for in-flight sends.
+        Returns False when some send was still running: its job stays leased and is claimed again once
+        the lease expires, so nothing is lost."""
+        self._stopping.set()
+        self.notify()
+        deadline = time.monotonic() + (self.delivery.shutdown_grace if grace is None else grace)
+        for thread in self._threads.values():
+            thread.join(max(deadline - time.monotonic(), 0))
+        self._threads = {index: t for index, t in self._threads.items() if t.is_alive()}
+        return not self._threads
+
+    def run_once(self, limit: int = 100) -> int:
+        """Deliver, one after the other in this thread, what is due now (at most `limit` attempts); how
+        many attempts were made. For tests (with an injected clock) and one-shot commands."""
+        attempts = 0
+        while attempts < limit:
+            jobs = self._claim()
+            if not jobs:
+                break
+            attempts += self._deliver_batch(jobs)
+        return attempts
+
+    # -- claiming --------------------------------------------------------------------------------
+    def _loop(self, index: int) -> None:
+        while not self._stopping.is_set() and index < self.delivery.workers:
+            with self._wake:
+                generation = self._generation
+            try:
+                jobs = self._claim()
+            except Exception:  # noqa: BLE001 - a store hiccup must not kill the worker thread
+                log.exception("claiming delivery jobs failed, retrying", extra={"after": self.poll_interval})
+                jobs = []
+            if jobs:
+                self._deliver_batch(jobs)
+                continue
+            with self._wake:
+                if self._generation == generation and not self._stopping.is_set():
+                    self._wake.wait(self.poll_interval)
+
+    def _claim(self) -> list[Job]:
+        """Claim due jobs of one destination below its concurrency limit (one slot in flight): one job, and
+        when that job had to wait (a backlog) up to BATCH-1 more of the same destination, so a busy queue
+        costs one claim transaction per batch instead of one per job."""
+        cap = self.delivery.per_destination_concurrency
+        with self._claim_lock:
+            now = self.clock()
+            full = frozenset(d for d, n in self._in_flight.items() if n >= cap)
+            jobs = self.store.claim_jobs(self.owner, self.delivery.lease, 1, now, skip_destinations=full)
+            if not jobs:
+                return []
+            destination = jobs[0].destination
+            if now - jobs[0].due_at > BACKLOG_AGE:
+                others = self._actions().destination_names() - {destination}
+                jobs += self.store.claim_jobs(self.owner, self.delivery.lease, BATCH - 1, now,
+                                              skip_destinations=frozenset(others))
+            self._in_flight[destination] += 1
+        return jobs
+
+    def _deliver_batch(self, jobs: list[Job]) -> int:
+        """Send claimed jobs in order; stop early (the rest stay leased and are claimed again when the
+        lease expires) on shutdown or when half the lease is used up. How many were attempted."""
+        started = time.monotonic()
+        attempted = 0
+        try:
+            for job in jobs:
+                if attempted and (self._stopping.is_set()
+                                  or time.monotonic() - started > self.delivery.lease / 2):
+                    break
+                self._attempt(job)
+                attempted += 1
+        finally:
+            self._release(jobs[0].destination)
+        return attempted
+
+    def _release(self, destination: str) -> None:
+        """Free the destination's slot; when it was full, wake one idle worker for its waiting jobs."""
+        with self._claim_lock:
+            was_full = self._in_flight[destination] >= self.delivery.per_destination_concurrency
+            self._in_flight[destination] -= 1
+            if self._in_flight[destination] <= 0:
+                del self._in_flight[destination]
+        if was_full:
+            with self._wake:
+                self._generation += 1
+                self._wake.notify()
+
+    def _attempt(self, job: Job) -> None:
+        try:
+            self.deliver(job)
+        except Exception:  # noqa: BLE001 - the store failed: the job keeps its lease, retried when it expires
+            log.exception("could not record a delivery attempt", extra={"key": job.key})
+
+    # -- one attempt -----------------------------------------------------------------------------
+    def deliver(self, job: Job) -> None:
+        """One attempt: ack on success, schedule a retry or dead-letter on failure."""
+        destination = job.destination or job.payload.get("type", "")
+        self.metrics.action_attempts.labels(destination).inc()
+        actions = self._actions()
+        try:
+            self._send(job, actions)
+        except DeliveryError as exc:
+            self._failed(job, destination, exc, actions)
+            return
+        now = self.clock()
+        self.store.ack_job(job.id, now)
+        self.metrics.action_successes.labels(destination).inc()
+        received = job.payload.get("received_at")
+        if isinstance(received, (int, float)):
+            self.metrics.delivery_latency.labels(destination).observe(max(now - received, 0.0))
+
+    @staticmethod
+    def _send(job: Job, actions: ActionSet) -> None:
+        """Send with the job's action; an unexpected exception from a plugin counts as a retryable attempt
+        (backoff, then the dead-letter list) instead of leaving the job to loop on lease expiry."""
+        action = actions.get(job.payload.get("type", ""), job.destination)
+        try:
+            action.send(job.payload.get("fields", {}), job.key)
+        except DeliveryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a plugin bug must not wedge the queue
+            log.exception("action raised an unexpected error", extra={"key": job.key})
+            raise RetryableError(f"unexpected error in the {action.name} action: {type(exc).__name__}: {exc}") \
+                from None
+
+    def _failed(self, job: Job, destination: str, exc: DeliveryError, actions: ActionSet) -> None:
+        error = redact(str(exc), actions.secrets)
+        response = redact(exc.response_snippet, actions.secrets)
+        kind = "retryable" if isinstance(exc, RetryableError) else "permanent"
+        self.metrics.action_failures.labels(destination, kind).inc()
+        due = None
+        if isinstance(exc, RetryableError):
+            due = self._policy(job, actions).next_due(job.attempts + 1, job.retry_window_start, self.clock(), self.rng,
+                                                      exc.retry_after)
+        if due is not None:
+            log.warning("delivery failed, will retry", extra={
+                "key": job.key, "destination": destination, "attempt": job.attempts + 1,
+                "retry_in": round(due - self.clock(), 3), "error": error})
+            self.store.retry_job(job.id, due, error, response)
+            return
+        reason = error if isinstance(exc, PermanentError) else f"gave up after {job.attempts + 1} attempts: {error}"
+        log.error("delivery dead-lettered", extra={"key": job.key, "destination": destination, "error": reason})
+        self.store.dead_job(job.id, reason, response)
+        self.metrics.dead_letters.labels(destination).inc()
+
+    def _policy(self, job: Job, actions: ActionSet) -> RetryPolicy:
+        """delivery defaults, then the destination's `retry:`, then the rule's `retry:`."""
+        try:
+            destination = actions.get(job.payload.get("type", ""), job.destination).destination
+        except PermanentError:
+            destination = {}
+        fields = job.payload.get("fields")
+        rule_retry = fields.get("retry") if isinstance(fields, dict) else None
+        return self.policy.override(destination.get("retry")).override(rule_retry)

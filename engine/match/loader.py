@@ -1,0 +1,234 @@
+"""Rule files -> a compiled RuleSet. Every problem of every file is collected, then raised at once as one
+ConfigError whose lines read `file:line: rule 'id': field.path: what was wrong (did you mean 'x'?)`.
+
+Extending the schema: a rule's keys are validated in one place (`_read_rule`). Another module adds a key
+with `register_rule_key(name, parser)`; the parser gets the raw value and a `report(line, where, message)`
+and returns the compiled value, stored in `Rule.extra[name]`. Unregistered keys stay errors.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable, Collection, Mapping, Sequence
+
+from engine import catalog
+from engine.config.settings import Config, suggest
+from engine.errors import ConfigError
+from engine.match.rule_actions import compile_action
+from engine.match.conditions import Report, compile_condition, line_of
+from engine.match.index import ANY
+from engine.match.ruleset import Rule, RuleSet
+from engine.match.templates import extra_names
+from engine.config.yamlsource import load_yaml_file
+
+RULE_KEYS = ("id", "description", "enabled", "event", "webhooks", "when", "actions")
+RuleKeyParser = Callable[[Any, int, Report], Any]
+RuleCheck = Callable[[dict, Report], None]
+_EXTRA_KEYS: dict[str, RuleKeyParser] = {}
+_EXTRA_NAMES: dict[str, tuple[str, ...]] = {}
+_RULE_CHECKS: list[RuleCheck] = []
+_ID = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+RULE_FILE_SUFFIXES = (".yaml", ".yml")
+
+
+def register_rule_key(name: str, parser: RuleKeyParser, template_names: tuple[str, ...] = ()) -> None:
+    """Allow `name` as a rule key; `parser(value, line, report)` compiles it into `Rule.extra[name]`.
+    The actions of a rule that has the key may also use `template_names` in their templates."""
+    _EXTRA_KEYS[name] = parser
+    _EXTRA_NAMES[name] = template_names
+
+
+def register_rule_check(check: RuleCheck) -> None:
+    """Run `check(rule_node, report)` on every rule, for rules that span several registered keys."""
+    if check not in _RULE_CHECKS:
+        _RULE_CHECKS.append(check)
+
+
+def display_path(path: Path) -> str:
+    """`path` relative to the current folder when inside it (as people type it), else absolute."""
+    absolute = Path(os.path.abspath(path))
+    return str(absolute.relative_to(Path.cwd())) if absolute.is_relative_to(Path.cwd()) else str(path)
+
+
+def rule_files(paths: Sequence[Path], problems: list[str]) -> list[Path]:
+    """The rule files in `paths`: a folder means its *.yaml/*.yml files (not subfolders: rules/tests/
+    holds rule tests), a file means itself."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found += sorted(p for p in path.iterdir() if p.suffix in RULE_FILE_SUFFIXES and p.is_file())
+        elif path.is_file():
+            found.append(path)
+        else:
+            problems.append(f"{display_path(path)}: no such rule file or folder")
+    return found
+
+
+class _Loader:
+    def __init__(self, destinations: Mapping[str, Mapping[str, Any]], webhooks: Collection[str]) -> None:
+        self.destinations = destinations
+        self.webhooks = frozenset(webhooks)
+        self.problems: list[str] = []
+        self.first_seen: dict[str, str] = {}
+
+    def load_file(self, path: Path) -> list[Rule]:
+        source = display_path(path)
+        try:
+            raw = load_yaml_file(path, source)
+        except ConfigError as exc:
+            self.problems += exc.problems
+            return []
+        if raw is None:
+            return []
+        if not isinstance(raw, dict) or not isinstance(raw.get("rules", []), list):
+            self.problems.append(f"{source}:{line_of(raw)}: expected a mapping with `rules:` (a list of rules)")
+            return []
+        for key in raw:
+            if key != "rules":
+                self.problems.append(f"{source}:{line_of(raw, key)}: {key}: unknown key{suggest(str(key), ['rules'])}; "
+                                     "a rule file holds only `rules:`")
+        items = raw.get("rules") or []
+        rules = [self.read_rule(node, i, source, line_of(items, i)) for i, node in enumerate(items)]
+        return [r for r in rules if r is not None]
+
+    def read_rule(self, node: Any, index: int, source: str, line: int) -> Rule | None:
+        if not isinstance(node, dict):
+            self.problems.append(f"{source}:{line}: rules[{index}]: expected a mapping with id, event and actions")
+            return None
+        rule_id = node.get("id")
+        label = f"rule '{rule_id}'" if isinstance(rule_id, str) and rule_id else f"rules[{index}]"
+        found: list[tuple[int, str]] = []
+
+        def report(line: int, where: str, message: str) -> None:
+            found.append((line, f"{source}:{line}: {label}: {where}: {message}"))
+
+        rule = _read_rule(node, source, report, self)
+        self.problems += [text for _, text in sorted(found, key=lambda item: item[0])]
+        return None if found else rule
+
+
+def _check_id(node: dict, source: str, report: Report, loader: _Loader) -> str:
+    rule_id = node.get("id")
+    if "id" not in node:
+        report(line_of(node), "id", "missing: every rule needs a unique id of lowercase letters, digits and '-'")
+        return ""
+    if not isinstance(rule_id, str) or not _ID.match(rule_id):
+        report(line_of(node, "id"), "id", f"expected lowercase letters, digits and '-', got {rule_id!r}")
+        return ""
+    where = f"{source}:{line_of(node, 'id')}"
+    if rule_id in loader.first_seen:
+        report(line_of(node, "id"), "id", f"duplicate rule id (first defined at {loader.first_seen[rule_id]})")
+    else:
+        loader.first_seen[rule_id] = where
+    return rule_id
+
+
+def _selector(value: Any) -> tuple[str, str]:
+    """One `event:` entry -> an index key; ValueError with a suggestion when unknown."""
+    aliases = list(catalog.entries())
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"expected an event alias like login.loginFailed, got {value!r}")
+    if value == ANY:
+        return "any", ANY
+    if "://" in value:
+        return "uri", value
+    channels = sorted({a.split(".", 1)[0] for a in aliases})
+    if value.endswith(".*"):
+        channel = value[:-2]
+        if channel not in channels:
+            raise ValueError(f"unknown channel '{channel}'{suggest(channel, channels)}; "
+                             f"channels: {', '.join(channels)}")
+        return "channel", channel
+    if value not in aliases:
+        raise ValueError(f"unknown event '{value}'{suggest(value, aliases)}; `idhooks catalog` lists the aliases")
+    return "uri", catalog.alias_to_uri(value)
+
+
+def _events(node: dict, report: Report) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    if "event" not in node:
+        report(line_of(node), "event", "missing: give an alias like login.loginFailed, a channel wildcard like "
+                                       "login.*, '*', a full event URI, or a list of these")
+        return (), ()
+    raw = node["event"]
+    values = raw if isinstance(raw, list) else [raw]
+    selectors = []
+    for i, value in enumerate(values):
+        where = f"event[{i}]" if isinstance(raw, list) else "event"
+        try:
+            selectors.append(_selector(value))
+        except ValueError as exc:
+            report(line_of(node, "event"), where, str(exc))
+    return tuple(str(v) for v in values), tuple(selectors)
+
+
+def _webhooks(node: dict, report: Report, known: frozenset[str]) -> frozenset[str] | None:
+    if "webhooks" not in node:
+        return None
+    value = node["webhooks"]
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        report(line_of(node, "webhooks"), "webhooks", "expected a list of webhook names from config.yaml")
+        return None
+    for name in value:
+        if name not in known:
+            report(line_of(node, "webhooks"), "webhooks", f"unknown webhook '{name}'{suggest(name, sorted(known))}; "
+                                                          f"configured webhooks: {', '.join(sorted(known)) or 'none'}")
+    return frozenset(value)
+
+
+def _flag(node: dict, key: str, kind: type, default: Any, report: Report) -> Any:
+    value = node.get(key, default)
+    if not isinstance(value, kind):
+        report(line_of(node, key), key, f"expected {'true or false' if kind is bool else 'text'}, got {value!r}")
+        return default
+    return value
+
+
+def _read_rule(node: dict, source: str, report: Report, loader: _Loader) -> Rule:
+    """Every rule key is read here (and only here), including keys registered by other modules."""
+    allowed = RULE_KEYS + tuple(_EXTRA_KEYS)
+    for key in node:
+        if key not in allowed:
+            report(line_of(node, key), str(key), f"unknown rule key{suggest(str(key), allowed)}; "
+                                                 f"expected one of: {', '.join(allowed)}")
+    rule = Rule(id=_check_id(node, source, report, loader), source=source, line=line_of(node))
+    rule.description = _flag(node, "description", str, "", report)
+    rule.enabled = _flag(node, "enabled", bool, True, report)
+    rule.events, rule.selectors = _events(node, report)
+    rule.webhooks = _webhooks(node, report, loader.webhooks)
+    if node.get("when") is not None:
+        rule.condition = compile_condition(node["when"], "when", report)
+    actions = node.get("actions")
+    if not isinstance(actions, list) or not actions:
+        report(line_of(node, "actions") if "actions" in node else line_of(node), "actions",
+               "expected a non-empty list of actions, like `- log: {message: ...}`")
+        actions = []
+    names = tuple(dict.fromkeys(name for key in _EXTRA_KEYS if key in node for name in _EXTRA_NAMES[key]))
+    with extra_names(names):
+        compiled = [compile_action(item, i, loader.destinations, report) for i, item in enumerate(actions)]
+    rule.actions = [a for a in compiled if a is not None]
+    for key, parser in _EXTRA_KEYS.items():
+        if key in node:
+            rule.extra[key] = parser(node[key], line_of(node, key), report)
+    for check in _RULE_CHECKS:
+        check(node, report)
+    return rule
+
+
+def load_ruleset(paths: Sequence[Path], *, destinations: Mapping[str, Mapping[str, Any]],
+                 webhooks: Collection[str] = ()) -> RuleSet:
+    """Compile every rule file in `paths`; ConfigError listing every problem of every file."""
+    loader = _Loader(destinations, webhooks)
+    files = rule_files(paths, loader.problems)
+    rules = [rule for path in files for rule in loader.load_file(path)]
+    if loader.problems:
+        raise ConfigError(loader.problems)
+    return RuleSet(rules, tuple(display_path(p) for p in files))
+
+
+def load_for_config(config: Config, paths: Sequence[Path] | None = None) -> RuleSet:
+    """The rule set of `config` (or of `paths` instead of its rules.paths), checked against its
+    destinations and webhooks."""
+    return load_ruleset(list(paths) if paths else list(config.rules.paths), destinations=config.destinations,
+                        webhooks=[w.name for w in config.webhooks])

@@ -1,0 +1,81 @@
+"""StatefulRules: a loaded RuleSet plus the store's state, the one evaluator behind the live processor,
+`idhooks test` (with a throw-away store) and `idhooks replay`.
+
+A plain rule's decision passes through unchanged. A matched stateful rule's decision is replaced by the
+state's verdict: a miss that says why (`threshold: count 3 of 5 within 10m`), or a firing rendered with the
+extra template names and carrying its stable firing id (the jobs' key and Idempotency-Key).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable
+
+from engine.verify.envelope import Envelope
+from engine.match.processor import jobs_for
+from engine.match.context import EvalContext
+from engine.match.ruleset import Decision
+from engine.match.stateful.decide import Firing, evaluate, fire_due_digests
+from engine.match.stateful.rulekeys import StatefulRule
+from engine.match.stateful.state import CAPPED, StateStore
+
+log = logging.getLogger("idhooks.stateful")
+
+
+class StatefulRules:
+    """Evaluate events with `ruleset` and the state in `store`. `on_capped(rule_id)` is called whenever
+    a rule's group cap refuses a new group (the server counts it in a metric)."""
+
+    def __init__(self, ruleset: Any, store: StateStore, *, clock: Callable[[], float] = time.time,
+                 on_capped: Callable[[str], None] = lambda rule_id: None) -> None:
+        self.ruleset, self.store, self.clock, self.on_capped = ruleset, store, clock, on_capped
+        self.rules = getattr(ruleset, "rules", [])
+        found = (StatefulRule.of(rule) for rule in self.rules if rule.enabled)
+        self.stateful = {entry.rule.id: entry for entry in found if entry is not None}
+        self.digests = {rule_id: entry.spec.digest for rule_id, entry in self.stateful.items() if entry.spec.digest}
+        self._warned: set[str] = set()
+
+    def evaluate(self, envelope: Envelope, uri: str, webhook: str, *, seen: dict | None = None,
+                 now: float | None = None) -> list[Decision]:
+        """One decision per candidate rule; `now` is the event's arrival time (default: the clock)."""
+        ctx = EvalContext(envelope, uri, webhook, seen)
+        decisions = self.ruleset.decide(ctx)
+        if not self.stateful:
+            return decisions
+        at = self.clock() if now is None else now
+        return [self._decide(d, ctx, at) if d.matched and d.rule_id in self.stateful else d for d in decisions]
+
+    def _decide(self, decision: Decision, ctx: EvalContext, now: float) -> Decision:
+        entry = self.stateful[decision.rule_id]
+        key = "digest" if entry.spec.digest else "threshold" if entry.spec.threshold else "suppress"
+        seen = entry.observe(ctx)
+        if isinstance(seen, str):
+            return Decision(decision.rule_id, False, f"{key}: {seen}", None)
+        outcome = evaluate(self.store, decision.rule_id, entry.spec, seen, now)
+        if outcome.status == CAPPED:
+            self._capped(decision.rule_id)
+        if outcome.firing is None:
+            return Decision(decision.rule_id, False, f"{key}: {outcome.reason}", None)
+        context = {**ctx.template_context(entry.rule.info), **outcome.firing.context}
+        return entry.rule.render(context, outcome.firing.id)
+
+    def _capped(self, rule_id: str) -> None:
+        self.on_capped(rule_id)
+        if rule_id not in self._warned:
+            self._warned.add(rule_id)
+            log.warning("threshold.max_groups reached: new groups are not counted until old windows expire",
+                        extra={"rule": rule_id})
+
+    def fire_due_digests(self, now: float, send: Callable[[Decision], None] | None = None) -> int:
+        """The periodic tick: every due digest period's actions are enqueued (or handed to `send`, for
+        the offline tester); how many periods fired."""
+        def fire(rule_id: str, firing: Firing) -> None:
+            rule = self.stateful[rule_id].rule
+            decision = rule.render({"rule": rule.info, **firing.context}, firing.id)
+            if send is not None:
+                send(decision)
+            else:
+                self.store.enqueue_jobs(jobs_for(firing.id or rule_id, now, decision), now)
+
+        return fire_due_digests(self.store, self.digests, now, fire)

@@ -1,0 +1,142 @@
+"""The stateful keys in the rules engine: `threshold`, `suppress` and `digest` registered with the rule
+loader, their group_by / distinct paths compiled to lookups at load, like every other path of a rule.
+
+Key paths: `claims.X` (a claim by short name or URI), `envelope.X` (the SET envelope: iss, jti, rci),
+`$...` (JSONPath on the event body) or a bare dotted body path such as `initiatorIpAddress` or `user.id`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from engine.match.conditions import Report, subject_lookup
+from engine.match.context import EvalContext
+from engine.match.loader import register_rule_check, register_rule_key
+from engine.match.ruleset import Rule
+from engine.match.stateful.decide import Observation
+from engine.match.stateful.specs import (STATEFUL_KEYS, Digest, StatefulSpec, Suppress, Threshold, check_combination,
+                                   parse_digest, parse_suppress, parse_threshold)
+
+THRESHOLD_NAMES = ("count", "window", "group", "first_seen", "last_seen", "events")
+DIGEST_NAMES = ("events", "period", "count")
+
+Lookup = Callable[[EvalContext], list[Any]]
+
+
+def compile_key(expression: str) -> Lookup:
+    """The lookup of one group_by / distinct path; ValueError naming what is wrong."""
+    if expression.startswith("claims."):
+        return subject_lookup("claim", expression[len("claims."):])
+    if expression.startswith("envelope."):
+        return subject_lookup("envelope", "$." + expression[len("envelope."):])
+    return subject_lookup("path", expression if expression.startswith("$") else "$." + expression)
+
+
+def _compile(path: str, where: str, line: int, report: Report) -> Lookup | None:
+    try:
+        return compile_key(path)
+    except ValueError as exc:
+        report(line, where, str(exc))
+        return None
+
+
+def _compile_group(paths: tuple[str, ...], where: str, line: int, report: Report) -> tuple[Lookup, ...]:
+    lookups = [_compile(path, f"{where}[{index}]", line, report) for index, path in enumerate(paths)]
+    return tuple(lookup for lookup in lookups if lookup is not None)
+
+
+@dataclass(frozen=True)
+class CompiledThreshold:
+    spec: Threshold
+    group: tuple[Lookup, ...]
+    distinct: Lookup | None
+
+
+@dataclass(frozen=True)
+class CompiledSuppress:
+    spec: Suppress
+    group: tuple[Lookup, ...] | None
+
+
+def _threshold(value: Any, line: int, report: Report) -> CompiledThreshold | None:
+    spec = parse_threshold(value, line, report)
+    if spec is None:
+        return None
+    distinct = _compile(spec.distinct, "threshold.distinct", line, report) if spec.distinct else None
+    return CompiledThreshold(spec, _compile_group(spec.group_by, "threshold.group_by", line, report), distinct)
+
+
+def _suppress(value: Any, line: int, report: Report) -> CompiledSuppress | None:
+    spec = parse_suppress(value, line, report)
+    if spec is None:
+        return None
+    group = None if spec.group_by is None else _compile_group(spec.group_by, "suppress.group_by", line, report)
+    return CompiledSuppress(spec, group)
+
+
+def _combination(node: dict, report: Report) -> None:
+    line_of = getattr(node, "line_of", None)
+    check_combination([key for key in STATEFUL_KEYS if key in node], line_of("digest") if line_of else 0, report)
+
+
+def install() -> None:
+    """Register the keys with the rule loader (idempotent; runs when this module is imported, which
+    engine/match/__init__.py does, so every rule loader knows the keys)."""
+    register_rule_key("threshold", _threshold, THRESHOLD_NAMES)
+    register_rule_key("suppress", _suppress, THRESHOLD_NAMES)
+    register_rule_key("digest", parse_digest, DIGEST_NAMES)
+    register_rule_check(_combination)
+
+
+def _first(lookup: Lookup, ctx: EvalContext) -> Any:
+    found = lookup(ctx)
+    return found[0] if found else None
+
+
+@dataclass(frozen=True)
+class StatefulRule:
+    """A loaded rule's stateful keys, ready to turn a matching event into an Observation."""
+
+    rule: Rule
+    spec: StatefulSpec
+    group: tuple[Lookup, ...] = ()
+    suppress_group: tuple[Lookup, ...] = ()
+    distinct: Lookup | None = None
+
+    @classmethod
+    def of(cls, rule: Rule) -> StatefulRule | None:
+        threshold: CompiledThreshold | None = rule.extra.get("threshold")
+        suppress: CompiledSuppress | None = rule.extra.get("suppress")
+        digest: Digest | None = rule.extra.get("digest")
+        if threshold is None and suppress is None and digest is None:
+            return None
+        group = threshold.group if threshold else ()
+        return cls(rule, StatefulSpec(threshold.spec if threshold else None, suppress.spec if suppress else None,
+                                      digest),
+                   group, suppress.group if suppress and suppress.group is not None else group,
+                   threshold.distinct if threshold else None)
+
+    def observe(self, ctx: EvalContext) -> Observation | str:
+        """What the state needs of this event, or why it cannot count (a group_by value is missing)."""
+        group = tuple(_first(lookup, ctx) for lookup in self.group)
+        suppress_group = tuple(_first(lookup, ctx) for lookup in self.suppress_group)
+        threshold_paths = self.spec.threshold.group_by if self.spec.threshold else ()
+        for paths, values in ((threshold_paths, group), (self.spec.group_by, suppress_group)):
+            for path, value in zip(paths, values):
+                if value is None:
+                    return f"not counted: {path} is missing in this event"
+        return Observation(jti=ctx.envelope.jti, time=ctx.envelope.iat_ms / 1000, group=group,
+                           suppress_group=suppress_group, item=_item(ctx),
+                           distinct=_first(self.distinct, ctx) if self.distinct else None)
+
+
+def _item(ctx: EvalContext) -> dict[str, Any]:
+    """One event as a firing's `events` lists it (plain JSON: it is kept in the store)."""
+    context = ctx.template_context({})
+    return {"jti": ctx.envelope.jti, "type": context["type"], "username": context["username"],
+            "user_id": context["user_id"], "ip": context["ip"], "occurred_at": context["occurred_at"].isoformat(),
+            "event": ctx.body}
+
+
+install()

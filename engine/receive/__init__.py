@@ -1,0 +1,1 @@
+"""Receive: the HTTP app, WebSub verification of intent and event intake (verify, parse, store, acknowledge)."""

@@ -1,0 +1,189 @@
+"""The Falcon app: webhook intake and WebSub verification, health, readiness and metrics.
+
+`create_app()` does no I/O: its collaborators (config holder, store, metrics, clock) are arguments, so tests
+build apps around a tmp SQLite file and a fake clock. Every refusal is a RequestError whose `status` is mapped
+to the HTTP response in one place (`_handle_request_error`).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+from typing import Any, Callable
+
+import falcon
+
+from engine.config.settings import Config, WebhookConfig
+from engine.errors import RequestError, StoreError, TooLargeError, UnsupportedMediaError
+from engine.receive.intake import Intake
+from engine.metrics import Metrics
+from engine.runtime import Current
+from engine.secrets import Secret
+from engine.store.base import Store
+from engine.receive.websub import answer
+
+log = logging.getLogger("idhooks.http")
+
+_OUTCOMES = {401: "bad_signature", 400: "bad_payload", 413: "too_large", 415: "unsupported_media",
+             503: "store_error"}
+
+
+def _json(resp: falcon.Response, status: int, data: dict[str, Any]) -> None:
+    resp.status = status
+    resp.content_type = falcon.MEDIA_JSON
+    resp.text = json.dumps(data)
+
+
+def _handle_request_error(req: falcon.Request, resp: falcon.Response, ex: RequestError, params: dict) -> None:
+    _json(resp, ex.status, {"error": str(ex)})
+
+
+def _handle_store_error(req: falcon.Request, resp: falcon.Response, ex: StoreError, params: dict) -> None:
+    # 503 makes the hub retry (for ~20 s): right for a short store fault, and never a lost event.
+    log.error("store unavailable", extra={"path": req.path, "error": str(ex)})
+    _json(resp, 503, {"error": "the event store is unavailable; retry later"})
+
+
+def read_body(req: falcon.Request, limit: int) -> bytes:
+    """The raw body, refusing more than `limit` bytes without reading it all."""
+    if req.content_length is not None and req.content_length > limit:
+        raise TooLargeError(f"body of {req.content_length} bytes exceeds max_body_bytes ({limit})")
+    body = req.bounded_stream.read(limit + 1)
+    if len(body) > limit:
+        raise TooLargeError(f"body exceeds max_body_bytes ({limit})")
+    return body
+
+
+def check_json_media(req: falcon.Request) -> None:
+    media = (req.content_type or "").split(";", 1)[0].strip().lower()
+    if media != "application/json":
+        raise UnsupportedMediaError("expected Content-Type: application/json")
+
+
+class WebhookSink:
+    """Every configured webhook path: GET = WebSub verification, POST = signed events. Looked up in the
+    current config on each request, so a config reload can add, move or remove webhooks."""
+
+    def __init__(self, config: Current[Config], store: Store, intake: Intake, metrics: Metrics,
+                 clock: Callable[[], float], on_accepted: Callable[[], None]) -> None:
+        self.config, self.store, self.intake, self.metrics = config, store, intake, metrics
+        self.clock, self.on_accepted = clock, on_accepted
+
+    def __call__(self, req: falcon.Request, resp: falcon.Response, **_: Any) -> None:
+        webhook = next((w for w in self.config.get().webhooks if w.path == req.path.rstrip("/") or
+                        w.path == req.path), None)
+        if webhook is None:
+            raise falcon.HTTPNotFound()
+        if req.method == "GET":
+            self.verify(webhook, req, resp)
+        elif req.method == "POST":
+            self.receive(webhook, req, resp)
+        else:
+            raise falcon.HTTPMethodNotAllowed(["GET", "POST"])
+
+    def verify(self, webhook: WebhookConfig, req: falcon.Request, resp: falcon.Response) -> None:
+        params = {k: req.get_param(k) or "" for k in ("hub.mode", "hub.topic", "hub.challenge",
+                                                       "hub.lease_seconds", "hub.reason")}
+        self.metrics.verifications.labels(webhook.name, params["hub.mode"][:20] or "none").inc()
+        result = answer(webhook, params, self.store, self.clock())
+        if result.lease_expires_at is not None:
+            self.metrics.subscription_expiry.labels(webhook.name, params["hub.topic"]).set(result.lease_expires_at)
+        resp.status = 200
+        resp.content_type = "text/plain"
+        resp.data = result.body.encode("utf-8")
+
+    def receive(self, webhook: WebhookConfig, req: falcon.Request, resp: falcon.Response) -> None:
+        started = time.perf_counter()
+        fields: dict[str, Any] = {"webhook": webhook.name}
+        try:
+            body = read_body(req, self.config.get().server.max_body_bytes)
+            check_json_media(req)
+            result = self.intake.receive(webhook, req.headers, body)
+        except (RequestError, StoreError) as exc:
+            status = exc.status if isinstance(exc, RequestError) else 503
+            fields.update(outcome=_OUTCOMES.get(status, "refused"), status=status, reason=str(exc))
+            self.metrics.deliveries.labels(webhook.name, fields["outcome"]).inc()
+            raise
+        finally:
+            fields["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
+            if "outcome" in fields:
+                log.warning("delivery refused", extra=fields)
+        self.metrics.deliveries.labels(webhook.name, result.outcome).inc()
+        self.metrics.request_latency.labels(webhook.name).observe(time.perf_counter() - started)
+        log.info("delivery %s", result.outcome, extra={**fields, "outcome": result.outcome,
+                                                       "jti": result.envelope.jti, "types": result.types,
+                                                       "status": 202})
+        if result.outcome == "accepted":
+            self.on_accepted()
+        _json(resp, 202, {"status": result.outcome, "jti": result.envelope.jti})
+
+
+class Health:
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        _json(resp, 200, {"status": "alive"})
+
+
+class Ready:
+    """Ready when the store takes writes and a rule set is loaded; shows reload errors either way."""
+
+    def __init__(self, store: Store, readiness: Callable[[], dict[str, Any]]) -> None:
+        self.store, self.readiness = store, readiness
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        details: dict[str, Any] = {"rules": self.readiness()}
+        try:
+            self.store.check_writable()
+            details["store"] = "ok"
+        except StoreError as exc:
+            details["store"] = f"error: {exc}"
+        ready = details["store"] == "ok" and details["rules"].get("loaded", False)
+        _json(resp, 200 if ready else 503, {"status": "ready" if ready else "not ready", **details})
+
+
+class MetricsEndpoint:
+    """Prometheus text format; with a token, only for `Authorization: Bearer <token>`."""
+
+    def __init__(self, metrics: Metrics, token: Secret | None = None) -> None:
+        self.metrics, self.token = metrics, token
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if self.token is not None:
+            given = (req.get_header("Authorization") or "").removeprefix("Bearer ").encode()
+            if not hmac.compare_digest(given, self.token.reveal().encode()):
+                raise falcon.HTTPUnauthorized(title="a bearer token is required for /metrics",
+                                              challenges=['Bearer realm="idhooks metrics"'])
+        resp.content_type = "text/plain; version=0.0.4; charset=utf-8"
+        resp.data = self.metrics.render()
+
+
+def create_metrics_app(metrics: Metrics, token: Secret | None) -> falcon.App:
+    """The app of `metrics.listen`: /metrics alone, on its own address."""
+    app = falcon.App()
+    app.add_route("/metrics", MetricsEndpoint(metrics, token))
+    return app
+
+
+def create_app(config: Config | Current[Config], store: Store, *, metrics: Metrics | None = None,
+               clock: Callable[[], float] = time.time,
+               readiness: Callable[[], dict[str, Any]] | None = None,
+               on_accepted: Callable[[], None] = lambda: None) -> falcon.App:
+    """The WSGI app. Registers the store's gauges on `metrics`. `readiness()` describes the rule set ({"loaded": bool, ...}); `on_accepted()` wakes
+    the processor after a new event is stored."""
+    holder = config if isinstance(config, Current) else Current(config)
+    metrics = metrics or Metrics()
+    metrics.watch_store(store.stats, store.last_accepted)
+    intake = Intake(store, quarantine=holder.get().quarantine, dedup_window=holder.get().store.dedup_window,
+                    metrics=metrics, clock=clock)
+    app = falcon.App(media_type=falcon.MEDIA_JSON)
+    app.req_options.strip_url_path_trailing_slash = False
+    app.add_error_handler(RequestError, _handle_request_error)
+    app.add_error_handler(StoreError, _handle_store_error)
+    app.add_route("/healthz", Health())
+    app.add_route("/readyz", Ready(store, readiness or (lambda: {"loaded": True})))
+    metrics_config = holder.get().metrics
+    if metrics_config.listen is None:  # otherwise only the separate metrics listener serves it
+        app.add_route("/metrics", MetricsEndpoint(metrics, metrics_config.token))
+    app.add_sink(WebhookSink(holder, store, intake, metrics, clock, on_accepted), prefix="/")
+    return app
