@@ -24,6 +24,7 @@ from typing import Any, Callable, ClassVar, Mapping
 import requests
 
 from actions.destination import DestinationReader
+from engine.config.retry import policy_problems
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,8 @@ class ActionContext:
 
 
 RETRY_FIELD = Field("value", help="override the retry policy: {retry_for, backoff_initial, backoff_max}")
-"""Every action accepts `retry:` (rule side and destination side); engine/deliver/backoff.py reads it."""
+"""Every action accepts `retry:` (rule side and destination side), checked by engine/config/retry.py; the
+rule's value becomes the job's `retry` field (engine/match/jobs.py) and the worker applies both."""
 
 
 def fold_line(value: object) -> str:
@@ -98,8 +100,6 @@ class Action(ABC):
     def check_rule_fields(cls, fields: Mapping[str, Any]) -> list[str]:
         """Problems in the rendered-independent shape of a rule's fields (beyond unknown/missing keys,
         which engine/match checks from `rule_fields`). Messages are `field: what is wrong`."""
-        from engine.deliver.backoff import policy_problems  # noqa: PLC0415 - engine.deliver.backoff imports nothing of actions
-
         return policy_problems(fields.get("retry"), "retry")
 
     @abstractmethod
