@@ -18,11 +18,14 @@ Formats:
   an email, or any other HTML body.
 - PATH_SEGMENT: percent-encoding of everything outside RFC 3986 unreserved characters, `/` included, so a
   value is exactly one path segment: it cannot add a segment, a query, a fragment or a scheme/host.
-  A lone surrogate (not encodable) becomes `?` before encoding, i.e. `%3F`.
+
+Every rendered text is also made valid Unicode (`valid_text`: a lone surrogate, which no channel can
+encode, becomes U+FFFD), so UTF-8 mail, JSON and percent-encoding never fail on event data.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Callable
 from urllib.parse import quote
@@ -38,6 +41,14 @@ class Escape:
     apply: Callable[[str], str]
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def valid_text(value: str) -> str:
+    """`value` with every lone surrogate replaced by U+FFFD (cheap when there is none)."""
+    return _LONE_SURROGATE.sub("\ufffd", value) if _LONE_SURROGATE.search(value) else value
+
+
 def slack_text(value: str) -> str:
     """Slack's three control characters as entities (`&` first, so an entity in the value stays text)."""
     return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
@@ -50,7 +61,7 @@ def html_text(value: str) -> str:
 
 def path_segment(value: str) -> str:
     """`value` percent-encoded as one path segment (`/`, `?`, `#`, `%`, `\\` and `:` included)."""
-    return quote(value, safe="", errors="replace")
+    return quote(valid_text(value), safe="")
 
 
 SLACK = Escape("slack", slack_text)

@@ -121,8 +121,12 @@ class HttpAction(Action):
         """The full URL for a rendered path; refuses any scheme, host or port the destination does not allow."""
         if any(c in path for c in "\\\r\n\t ") or any(ord(c) < 32 for c in path):
             raise PermanentError(f"refused path {path!r}: it contains whitespace, control characters or '\\'")
-        if any(_is_dot_segment(segment) for segment in urlsplit(path).path.split("/")):
+        segments = urlsplit(path).path.split("/")
+        if any(_is_dot_segment(segment) for segment in segments):
             raise PermanentError(f"refused path {path!r}: '.' and '..' segments could leave the base path")
+        if "" in segments[1:-1] and not _ABSOLUTE.match(path):
+            raise PermanentError(f"refused path {path!r}: an empty segment (an event value that was empty?) could "
+                                 "name another resource")
         if _ABSOLUTE.match(path):
             url = path if "://" in path else f"{self.scheme}:{path}"
         else:
@@ -177,7 +181,7 @@ class HttpAction(Action):
 def _header_value(value: Any) -> bytes:
     """One header line's value from rendered (event) text: CR/LF folded, outer blanks stripped, UTF-8
     bytes (http.client would refuse non-Latin-1 text), so any event value is sent inertly."""
-    return fold_line(value).strip(" \t").encode("utf-8", errors="replace")
+    return fold_line(value).strip().encode("utf-8", errors="replace")
 
 
 def _origin(parts: Any, entry: str | None = None) -> tuple[str, int]:

@@ -6,20 +6,15 @@ every destination resolved, so rendering does no parsing.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from actions import registry
 from actions.base import Action, Field
-from actions.escaping import Escape
+from actions.escaping import Escape, valid_text
 from engine.config.settings import suggest
 from engine.match.conditions import Report, line_of
 from engine.match.templates import compile_template
-
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-"""Rendered text is always valid Unicode (a lone surrogate from event data becomes U+FFFD), so every
-channel can encode it: UTF-8 mail, JSON, percent-encoded URLs, the stored job."""
 
 Renderer = Callable[[dict[str, Any], list[str]], Any]
 """render(template_context, errors) -> plain JSON value; a failing template adds to `errors`, renders ''."""
@@ -50,7 +45,7 @@ def _text(source: Any, where: str, escape: Escape | None) -> Renderer:
         except Exception as exc:  # noqa: BLE001 - a template failing on odd data must not stop the event
             errors.append(f"{where}: template failed: {type(exc).__name__}: {exc}")
             return ""
-        return _LONE_SURROGATE.sub("\ufffd", text) if _LONE_SURROGATE.search(text) else text
+        return valid_text(text)  # every channel (UTF-8 mail, JSON, the stored job) can encode it
 
     return render
 
