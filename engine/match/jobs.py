@@ -14,7 +14,9 @@ def jobs_for(jti: str, received_at: float, decision: Decision) -> list[NewJob]:
     """One job per rendered action of a matched decision. The key is the Idempotency-Key: jti:rule:index,
     or firing-id:index for a stateful rule's firing (stable across the events of one window; a digest's
     firing has no event and passes its firing id as `jti`). The rule's `retry:` override leaves the
-    message and becomes the job's own `retry` field."""
+    message and becomes the job's own `retry` field. A shadow decision (`mode: shadow`) queues none."""
+    if decision.shadow:
+        return []
     prefix = decision.firing_id or f"{jti}:{decision.rule_id}"
     jobs = []
     for action in decision.actions:

@@ -54,7 +54,13 @@ class Processor:
                 records.append({**decision.to_json(), "uri": uri})
                 if decision.matched:
                     jobs.extend(jobs_for(event.jti, event.received_at, decision))
+                    self.count_shadowed(decision)
         return records, jobs
+
+    def count_shadowed(self, decision: Any) -> None:
+        """idhooks_actions_shadowed_total: the actions a shadow rule would have sent."""
+        if decision.shadow and decision.actions:
+            self.metrics.actions_shadowed.labels(decision.rule_id).inc(len(decision.actions))
 
     def run_once(self) -> int:
         """Evaluate every pending event that is due now; how many were processed."""
