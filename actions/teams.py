@@ -6,9 +6,12 @@ Contract (Teams "Post to a channel when a webhook request is received" workflow)
 the workflow rejects), 401/403/404 (a revoked or wrong URL) are permanent; 429 and 5xx retry, honouring
 Retry-After. The webhook URL carries its own signature and is a secret.
 
-Card text is Markdown in Teams; the rendered title, text and facts are sent as plain text: Markdown and
-HTML characters are backslash-escaped so event data cannot add links, mentions or formatting. `link` must
-be an absolute http(s) URL (an Action.OpenUrl button), otherwise the send is refused.
+Card text is Markdown in Teams. The rule's literal text is trusted (deliberate **bold** or links belong
+there); every value a template interpolates is escaped for Teams Markdown at that point (TEAMS_MARKDOWN,
+applied by the template layer, see actions/escaping.py): Markdown characters and list markers are
+backslash-escaped, so event data cannot add links, mentions or formatting. Control characters are dropped
+and each text is cut to a size Teams accepts. `link` must be an absolute http(s) URL (an Action.OpenUrl
+button), otherwise the send is refused.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 from actions.base import RETRY_FIELD, Action, ActionContext, Field, clean_text, json_bytes, require_any
+from actions.escaping import Escape
 from actions.httpresult import exchange
 from actions.safenet import make_safe
 from engine.errors import PermanentError
@@ -30,10 +34,17 @@ _LIST_MARKER = re.compile(r"^(\s*)([-+]|\d+\.)(?=\s)", re.MULTILINE)
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
+def markdown_text(value: str) -> str:
+    """Event text as literal Teams Markdown: Markdown/HTML characters and list markers backslash-escaped."""
+    return _LIST_MARKER.sub(_escape_marker, _MARKDOWN.sub(r"\\\1", value))
+
+
+TEAMS_MARKDOWN = Escape("teams-markdown", markdown_text)
+
+
 def plain(value: object, limit: int = TEXT_CHARS) -> str:
-    """`value` as literal card text: Markdown/HTML characters escaped, control characters dropped."""
-    text = _CONTROL.sub("", clean_text(value))[:limit]
-    return _LIST_MARKER.sub(_escape_marker, _MARKDOWN.sub(r"\\\1", text))
+    """Rendered card text without control characters, cut to `limit`."""
+    return _CONTROL.sub("", clean_text(value))[:limit]
 
 
 def _escape_marker(match: re.Match[str]) -> str:
@@ -47,9 +58,9 @@ class TeamsAction(Action):
     destination_type = "teams"
     rule_fields = {
         "to": Field("destination", required=True, help="a destination of type teams"),
-        "title": Field("text", help="bold first line of the card"),
-        "text": Field("text", help="the message"),
-        "facts": Field("json", help="a mapping of names to values, shown as a table"),
+        "title": Field("text", help="bold first line of the card", escape=TEAMS_MARKDOWN),
+        "text": Field("text", help="the message", escape=TEAMS_MARKDOWN),
+        "facts": Field("json", help="a mapping of names to values, shown as a table", escape=TEAMS_MARKDOWN),
         "link": Field("text", help="an http(s) URL for an 'Open' button"),
         "retry": RETRY_FIELD,
     }

@@ -4,6 +4,7 @@ a Teams Workflows webhook, including event text chosen by an attacker and peers 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -16,6 +17,7 @@ from actions.teams import TeamsAction
 from engine.errors import ConfigError, PermanentError, RetryableError
 from engine.secrets import Secret
 from tests.peers import Response
+from tests.rules_support import decide, envelope, load
 from tests.service_peers import OpsgeniePeer, PagerDutyPeer, TeamsPeer
 
 KEY = "jti-1:failed-login:0"
@@ -193,12 +195,23 @@ def test_teams_posts_an_adaptive_card(teams_peer: TeamsPeer) -> None:
     assert card["actions"][0]["url"] == "https://console.example.com/users/1"
 
 
-def test_teams_event_markdown_stays_text(teams_peer: TeamsPeer) -> None:
-    teams(teams_peer).send({"text": "[click](http://evil.example) **x** <at>all</at>\n- item",
-                            "facts": {"who": "*y*"}}, KEY)
+def test_teams_event_markdown_stays_text_while_the_rules_own_markdown_works(teams_peer: TeamsPeer,
+                                                                          tmp_path: Path) -> None:
+    ruleset = load(tmp_path, """
+        rules:
+          - id: to-teams
+            event: login.loginFailed
+            actions:
+              - teams: {to: chat, title: "**Login failed**", text: "by {{ event.note }}", facts: {who: "{{ event.who }}"}}
+        """, destinations={"chat": {"type": "teams"}})
+    env = envelope(note="[click](http://evil.example) **x** <at>all</at>\n- item", who="*y*\x00")
+    [rendered] = decide(ruleset, env)["to-teams"].actions
+    teams(teams_peer).send(rendered.fields, KEY)
     card = teams_peer.requests[0].json()["attachments"][0]["content"]
-    assert card["body"][0]["text"] == "\\[click\\]\\(http://evil.example\\) \\*\\*x\\*\\* \\<at\\>all\\</at\\>\n\\- item"
-    assert card["body"][1]["facts"][0]["value"] == "\\*y\\*"
+    assert card["body"][0]["text"] == "**Login failed**"
+    assert card["body"][1]["text"] == ("by \\[click\\]\\(http://evil.example\\) \\*\\*x\\*\\* "
+                                       "\\<at\\>all\\</at\\>\n\\- item")
+    assert card["body"][2]["facts"][0]["value"] == "\\*y\\*"
 
 
 def test_teams_link_must_be_http(teams_peer: TeamsPeer) -> None:
