@@ -38,9 +38,9 @@ class Secret:
 
 
 def read_secret_file(path: Path) -> str:
-    """The file's content without the trailing newline editors add; raises OSError if unreadable."""
-    text = Path(path).read_text(encoding="utf-8")
-    return text[:-1] if text.endswith("\n") else text
+    """The file's content without the trailing whitespace editors add (a newline, CRLF from Windows editors,
+    spaces); raises OSError if unreadable. A file of only whitespace gives '' (which config loading refuses)."""
+    return Path(path).read_text(encoding="utf-8").rstrip()
 
 
 def reveal(value: object) -> object:
