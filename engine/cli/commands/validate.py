@@ -1,11 +1,13 @@
-"""`idhooks validate [--config PATH] [RULES_PATH...]`: check config.yaml, the rule files and the rule tests
-without starting a server. Exit 0 when valid, 1 with every problem listed (file:line: ...)."""
+"""`idhooks validate [--config PATH] [RULES_PATH...]`: check config.yaml (its destinations included, as
+`serve` builds them), the rule files and the rule tests without starting a server. Exit 0 when valid, 1 with every problem listed (file:line: ...)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from actions import build_actions
+from actions.base import ActionContext
 from engine.cli.commands import add_config_option
 from engine.config.settings import load_config
 from engine.match.loader import load_for_config
@@ -23,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    build_actions(config.destinations, ActionContext(source=str(config.path)))
     paths = args.rules or list(config.rules.paths)
     ruleset = load_for_config(config, paths)
     tests = load_rule_tests(test_files(paths))
