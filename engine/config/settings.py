@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 from engine.config.durations import format_duration, parse_duration
 from engine.errors import ConfigError
-from engine.secrets import Secret, find_secrets, read_secret_file, redact_url
+from engine.secrets import Secret, find_secrets, read_secret_file, redact_url, url_credentials
 from engine.config.storeurl import REDIS_SCHEMES, TLS_SCHEMES
 from engine.config.yamlsource import LineDict, load_yaml_file
 
@@ -519,17 +519,21 @@ class _Reader:
                 out[key] = self.destination_values(value, f"{where}.{key}") if isinstance(value, (dict, list)) \
                     else self.destination_scalar(body, key, where)
             return out
-        return [self.destination_values(v, f"{where}[{i}]") for i, v in enumerate(body)]
+        return [self.destination_values(v, f"{where}[{i}]") if isinstance(v, (dict, list))
+                else self.destination_scalar({i: v}, i, where) for i, v in enumerate(body)]
 
     def destination_scalar(self, body: Mapping, key: Any, where: str) -> Any:
-        """A `${ENV}` value as a Secret; an inline credential (a Slack webhook URL, a token, a password)
-        is a Secret too, so it is never logged, stored or shown whichever way it was written."""
+        """A `${ENV}` value as a Secret; an inline credential (a Slack webhook URL, a token, a password, a
+        URL with a userinfo or a query) is a Secret too, so it is never logged, stored or shown whichever
+        way it was written."""
         value = body[key]
         if not isinstance(value, str):
             return value
         if "${" in value:
             return self.text(body, key, where, None, secret=True)
-        return Secret(value, source=f"{where}.{key}") if key in CREDENTIAL_KEYS else value
+        if key in CREDENTIAL_KEYS or url_credentials(value):
+            return Secret(value, source=f"{where}.{key}")
+        return value
 
 
 CREDENTIAL_KEYS = frozenset({"webhook_url", "token", "password"})
