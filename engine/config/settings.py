@@ -504,7 +504,8 @@ class _Reader:
                 out[key] = self.destination_values(value, f"{where}.{key}") if isinstance(value, (dict, list)) \
                     else self.destination_scalar(body, key, where)
             return out
-        return [self.destination_values(v, f"{where}[{i}]") for i, v in enumerate(body)]
+        return [self.destination_values(v, f"{where}[{i}]") if isinstance(v, (dict, list))
+                else self.destination_scalar({i: v}, i, where) for i, v in enumerate(body)]
 
     def destination_scalar(self, body: Mapping, key: Any, where: str) -> Any:
         """A `${ENV}` value as a Secret; an inline credential (a Slack webhook URL, a token, a password, a
