@@ -39,6 +39,7 @@ class ServerConfig:
     channel_timeout: float = 30.0
     cleanup_interval: float = 10.0
     max_request_header_size: int = 65_536
+    processes: int | str = 1  # `auto`: one per CPU core (engine/processes.py)
 
 
 @dataclass(frozen=True)
@@ -265,7 +266,8 @@ class _Reader:
     # -- sections --------------------------------------------------------------------------------
     def server(self, node: Mapping) -> ServerConfig:
         _check_keys(node, ("host", "port", "max_body_bytes", "threads", "log_format", "connection_limit",
-                           "channel_timeout", "cleanup_interval", "max_request_header_size"), "server", self.problems)
+                           "channel_timeout", "cleanup_interval", "max_request_header_size", "processes"), "server",
+                    self.problems)
         d = ServerConfig()
         log_format = self.text(node, "log_format", "server", "text")
         if log_format not in ("text", "json"):
@@ -282,7 +284,19 @@ class _Reader:
             cleanup_interval=self.positive_duration(node, "cleanup_interval", "server", d.cleanup_interval),
             max_request_header_size=self.number(node, "max_request_header_size", "server",
                                                 d.max_request_header_size, minimum=1024),
+            processes=self.processes(node),
         )
+
+    def processes(self, node: Mapping) -> int | str:
+        """`server.processes`: a whole number of at least 1, or `auto` (one per CPU core)."""
+        value = self.text(node, "processes", "server", 1)
+        if isinstance(value, str) and value.isdigit():  # from ${VAR}
+            value = int(value)
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            return value
+        self.problems.add(_line(node, "processes"), "server.processes",
+                          f"expected a whole number >= 1 or 'auto', got {value!r}")
+        return 1
 
     def store(self, node: Mapping) -> StoreConfig:
         _check_keys(node, ("url", "group", "dedup_window", "retention", "spool_dir", "ca_file", "cert_file",
