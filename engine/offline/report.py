@@ -27,7 +27,9 @@ def decision_lines(records: Iterable[dict[str, Any]], indent: str = "  ") -> lis
     """One block per decision record (Decision.to_json()): matched with rendered actions, or the miss."""
     lines = []
     for record in records:
-        if record.get("matched"):
+        if "rule" not in record:  # an event whose evaluation or recording failed
+            lines.append(f"{indent}ERROR {record.get('error', record)}")
+        elif record.get("matched"):
             lines.append(f"{indent}MATCH {record['rule']}")
             for action in record.get("actions", []):
                 target = f" -> {action['destination']}" if action.get("destination") else ""
