@@ -70,7 +70,10 @@ class EmailAction(Action):
         return super().check_rule_fields(fields) + require_any(fields, "text", "html")
 
     def send(self, rendered: Mapping[str, Any], idempotency_key: str) -> None:
-        message = self.build_message(rendered, idempotency_key)
+        try:
+            message = self.build_message(rendered, idempotency_key)
+        except UnicodeError as exc:  # e.g. a lone surrogate from event data: no retry can encode it
+            raise PermanentError(f"cannot encode the message: {exc}") from None
         try:
             self._deliver(message)
         except smtplib.SMTPAuthenticationError as exc:
@@ -82,6 +85,8 @@ class EmailAction(Action):
         except smtplib.SMTPResponseException as exc:
             error = PermanentError if exc.smtp_code >= 500 else RetryableError
             raise error(self._describe(f"server answered {exc.smtp_code}", exc)) from None
+        except UnicodeError as exc:
+            raise PermanentError(self._describe("cannot encode the message", exc)) from None
         except (smtplib.SMTPException, OSError) as exc:
             raise RetryableError(self._describe("cannot talk to the server", exc)) from None
 

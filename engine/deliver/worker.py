@@ -205,12 +205,15 @@ class DeliveryWorker:
     @staticmethod
     def _send(job: Job, actions: ActionSet) -> None:
         """Send with the job's action; an unexpected exception from a plugin counts as a retryable attempt
-        (backoff, then the dead-letter list) instead of leaving the job to loop on lease expiry."""
+        (backoff, then the dead-letter list) instead of leaving the job to loop on lease expiry, except a
+        UnicodeError (a lone surrogate in event data), which no retry can fix: permanent."""
         action = actions.get(job.payload.get("type", ""), job.destination)
         try:
             action.send(job.payload.get("fields", {}), job.key)
         except DeliveryError:
             raise
+        except UnicodeError as exc:  # text from the event that no channel can encode: retrying cannot help
+            raise PermanentError(f"the {action.name} action cannot encode the message: {exc}") from None
         except Exception as exc:  # noqa: BLE001 - a plugin bug must not wedge the queue
             log.exception("action raised an unexpected error", extra={"key": job.key})
             raise RetryableError(f"unexpected error in the {action.name} action: {type(exc).__name__}: {exc}") \

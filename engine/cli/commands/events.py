@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    config = load_config(args.config, offline=True)
     with closing(open_store(config.store)) as store:
         return _list(store, args) if args.events_command == "list" else _show(store, args)
 
