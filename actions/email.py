@@ -18,6 +18,7 @@ from email.utils import formatdate, getaddresses
 from typing import Any, Mapping
 
 from actions.base import RETRY_FIELD, Action, ActionContext, Field, fold_line, require_any
+from actions.deadline import deadline, watch
 from engine.errors import PermanentError, RetryableError
 from engine.secrets import find_secrets, redact, reveal
 
@@ -41,7 +42,7 @@ class EmailAction(Action):
         "from": Field("value", required=True, help="the sender address"),
         "recipients": Field("value", help="default recipients"),
         "ca_file": Field("value", help="CA bundle for a private CA"),
-        "timeout": Field("value", help="seconds (default 10)"),
+        "timeout": Field("value", help="seconds for the whole SMTP conversation (default 10)"),
     }
 
     def __init__(self, destination_name: str | None, destination: Mapping[str, Any] | None,
@@ -124,23 +125,51 @@ class EmailAction(Action):
         return found
 
     def _deliver(self, message: EmailMessage) -> None:
-        with self._connect() as smtp:
-            if self.starttls:
-                smtp.starttls(context=ssl.create_default_context(cafile=self.ca_file))
-            if self.username is not None:
-                smtp.login(str(reveal(self.username)), str(reveal(self.password)))
-            smtp.send_message(message)
+        """The whole SMTP conversation runs under one deadline of `timeout` seconds (actions/deadline.py):
+        smtplib's timeout bounds each read, so a server answering one byte at a time would never end."""
+        with deadline(self.timeout) as limit:
+            try:
+                with self._connect(limit.remaining()) as smtp:
+                    watch(smtp.sock)
+                    if self.starttls:
+                        smtp.starttls(context=ssl.create_default_context(cafile=self.ca_file))
+                        watch(smtp.sock)
+                    if self.username is not None:
+                        smtp.login(str(reveal(self.username)), str(reveal(self.password)))
+                    smtp.send_message(message)
+            except (smtplib.SMTPException, OSError):
+                if limit.expired or limit.remaining() <= 0:
+                    raise RetryableError(self._describe(f"deadline exceeded: the conversation took more than "
+                                                        f"{self.timeout:g} s", TimeoutError("timed out"))) from None
+                raise
 
-    def _connect(self) -> smtplib.SMTP:
+    def _connect(self, timeout: float) -> smtplib.SMTP:
         if self.context.smtp_factory is not None:
-            return self.context.smtp_factory(self.host, self.port, timeout=self.timeout)
+            return self.context.smtp_factory(self.host, self.port, timeout=timeout)
         if self.tls:
-            return smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout,
-                                    context=ssl.create_default_context(cafile=self.ca_file))
-        return smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+            return _WatchedSMTPSSL(self.host, self.port, timeout=timeout,
+                                   context=ssl.create_default_context(cafile=self.ca_file))
+        return _WatchedSMTP(self.host, self.port, timeout=timeout)
 
     def _describe(self, what: str, exc: Exception) -> str:
         return redact(f"SMTP {self.host}:{self.port}: {what}: {exc}", self.secrets)
+
+
+class _WatchedSMTP(smtplib.SMTP):
+    """smtplib.SMTP whose socket is under the attempt's deadline from the moment it connects (the
+    constructor already reads the greeting, which a slow server could drip)."""
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> Any:
+        sock = super()._get_socket(host, port, timeout)
+        watch(sock)
+        return sock
+
+
+class _WatchedSMTPSSL(smtplib.SMTP_SSL):
+    def _get_socket(self, host: str, port: int, timeout: float) -> Any:
+        sock = super()._get_socket(host, port, timeout)
+        watch(sock)
+        return sock
 
 
 def _valid(address: str) -> bool:

@@ -26,22 +26,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load_config(args.config, offline=True)
+    secret_problems = _secret_problems(args.config)
+    try:
+        config = load_config(args.config, offline=True)
+    except ConfigError as exc:  # list every problem, the secrets' too
+        raise ConfigError(exc.problems + secret_problems) from None
     paths = args.rules or list(config.rules.paths)
     ruleset = load_for_config(config, paths)
     tests = load_rule_tests(test_files(paths))
     print(f"OK: {args.config}, {len(ruleset.rules)} rules in {len(ruleset.sources)} files, "
           f"{len(tests)} rule tests")
-    for note in _secret_notes(args.config):
+    for note in secret_problems:
         print(f"note: {note} (only `idhooks serve` needs it; `make run` creates var/webhook-secret)",
               file=sys.stderr)
     return 0
 
 
-def _secret_notes(config_path: Path) -> list[str]:
-    """Problems reading the webhook secrets, which serve (not the offline commands) would report."""
-    try:
-        load_config(config_path)
-    except ConfigError as exc:
-        return exc.problems
-    return []
+def _secret_problems(config_path: Path) -> list[str]:
+    """Problems only `serve` would report: reading the webhook secrets (a fresh clone has none yet)."""
+    def problems(**kwargs: bool) -> list[str]:
+        try:
+            load_config(config_path, **kwargs)
+        except ConfigError as exc:
+            return exc.problems
+        return []
+
+    offline = problems(offline=True)
+    return [problem for problem in problems() if problem not in offline]
