@@ -27,6 +27,9 @@ def decision_lines(records: Iterable[dict[str, Any]], indent: str = "  ") -> lis
     """One block per decision record (Decision.to_json()): matched with rendered actions, or the miss."""
     lines = []
     for record in records:
+        if "warning" in record:
+            lines.append(f"{indent}warning: {record['warning']}")
+            continue
         if "rule" not in record:  # an event whose evaluation or recording failed
             lines.append(f"{indent}ERROR {record.get('error', record)}")
             continue
