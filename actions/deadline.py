@@ -35,6 +35,12 @@ class Deadline:
     def remaining(self) -> float:
         return max(self.expires - time.monotonic(), 0.0)
 
+    @property
+    def passed(self) -> bool:
+        """The deadline has passed (whether or not the watchdog has run yet): a failing read then means
+        the attempt was cut off, by this deadline or an enclosing one, which ends at the same time or earlier."""
+        return self.expired or time.monotonic() >= self.expires
+
     def watch(self, sock: socket.socket | None) -> None:
         """Shut `sock` down when the deadline passes (at once if it already has)."""
         if sock is None:

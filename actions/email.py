@@ -141,7 +141,7 @@ class EmailAction(Action):
                         smtp.login(str(reveal(self.username)), str(reveal(self.password)))
                     smtp.send_message(message)
             except (smtplib.SMTPException, OSError):
-                if limit.expired or limit.remaining() <= 0:
+                if limit.passed:
                     raise RetryableError(self._describe(f"deadline exceeded: the conversation took more than "
                                                         f"{self.timeout:g} s", TimeoutError("timed out"))) from None
                 raise

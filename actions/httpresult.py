@@ -49,9 +49,9 @@ def exchange(session: requests.Session, method: str, url: str, *, secrets: list[
                 result = HttpResult(response.status_code, response.headers,
                                     read_capped(response, max_response_bytes, limit))
         except (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
-            if limit.expired or isinstance(exc, requests.ReadTimeout):  # the read timeout is what remained
-                raise RetryableError(redact(f"deadline exceeded calling {url}: no complete answer within "
-                                            f"{budget:.3g} s (connect, send and response)", secrets)) from None
+            if limit.passed or isinstance(exc, requests.ReadTimeout):  # the read timeout is what remained
+                raise RetryableError(redact(f"timed out calling {url}: deadline exceeded, no complete answer "
+                                            f"within {round(budget, 1):g} s (connect, send and response)", secrets)) from None
             if isinstance(exc, requests.Timeout):
                 raise RetryableError(redact(f"timed out calling {url}: {type(exc).__name__}", secrets)) from None
             raise RetryableError(redact(f"cannot reach {url}: {_reason(exc)}", secrets)) from None
@@ -66,7 +66,7 @@ def read_capped(response: requests.Response, limit: int, until: Deadline | None 
     with a ConnectionError when `until` passes (its watchdog also cuts a read that is blocked)."""
     chunks, size = [], 0
     for chunk in response.iter_content(chunk_size=8192):
-        if until is not None and until.expired:
+        if until is not None and until.passed:
             raise requests.ConnectionError("deadline exceeded while reading the answer")
         chunks.append(chunk)
         size += len(chunk)

@@ -6,7 +6,8 @@ evaluated into jobs exactly once in effect (job keys are unique: a re-evaluation
 
 One event never blocks another: a batch is recorded in one transaction, and when that fails the events are
 recorded one by one, so only the event at fault is held back. An event whose evaluation or recording fails
-is retried after a growing delay (`RETRY_DELAYS`) and then marked 'failed' with the reason (`idhooks events
+is retried after a growing delay (`RETRY_DELAYS`) and then marked 'failed' with the reason (at once when
+its stored body no longer parses: an old database may hold what intake now refuses) (`idhooks events
 list --status failed`, metric idhooks_event_failures_total). Decisions and job payloads are made valid
 JSON before they are recorded (NaN/Infinity from an event become strings), so no event can poison a batch.
 """
@@ -21,7 +22,7 @@ import uuid
 from typing import Any, Callable, Protocol
 
 from engine.verify.envelope import parse_envelope
-from engine.errors import IdhooksError
+from engine.errors import IdhooksError, PayloadError
 from engine.metrics import Metrics
 from engine.store.base import NewJob, Store, StoredEvent
 
@@ -115,17 +116,19 @@ class Processor:
             if not events:
                 return done
             results: list[tuple[str, list[dict[str, Any]], list[NewJob]]] = []
-            failures: list[tuple[StoredEvent, str]] = []
+            failures: list[tuple[StoredEvent, str, bool]] = []  # (event, reason, permanent)
             for event in events:
                 try:
                     results.append((event.jti, *self.evaluate(event)))
+                except PayloadError as exc:  # stored before intake refused such bodies: it never will parse
+                    failures.append((event, f"evaluation failed: {_describe(exc)}", True))
                 except Exception as exc:  # noqa: BLE001 - a rule or plugin bug must not wedge the queue
-                    failures.append((event, f"evaluation failed: {_describe(exc)}"))
+                    failures.append((event, f"evaluation failed: {_describe(exc)}", False))
             recorded, refused = self._record(results)
             by_jti = {event.jti: event for event in events}
-            failures += [(by_jti[jti], reason) for jti, reason in refused]
-            for event, reason in failures:
-                self._fail(event, reason)
+            failures += [(by_jti[jti], reason, False) for jti, reason in refused]
+            for event, reason, permanent in failures:
+                self._fail(event, reason, permanent)
             for jti, _, jobs in recorded:
                 self._report(jti, jobs)
             done += len(events)
@@ -150,11 +153,11 @@ class Processor:
                 refused.append((item[0], f"recording failed: {_describe(exc)}"))
         return recorded, refused
 
-    def _fail(self, event: StoredEvent, reason: str) -> None:
-        """Retry the event later, or give it up once RETRY_DELAYS are used up."""
+    def _fail(self, event: StoredEvent, reason: str, permanent: bool) -> None:
+        """Retry the event later, or give it up once RETRY_DELAYS are used up (at once when `permanent`)."""
         attempt = event.attempts + 1
         now = self.clock()
-        retry_at = now + RETRY_DELAYS[attempt - 1] if attempt <= len(RETRY_DELAYS) else None
+        retry_at = now + RETRY_DELAYS[attempt - 1] if attempt <= len(RETRY_DELAYS) and not permanent else None
         self.store.fail_event(event.jti, reason, now, retry_at)
         outcome = "retry" if retry_at is not None else "failed"
         self.metrics.event_failures.labels(outcome).inc()

@@ -108,8 +108,8 @@ def header_drip() -> Iterator[DripPeer]:
 
 def test_http_attempt_is_cut_at_its_deadline(body_drip: DripPeer) -> None:
     action = HttpAction("slow", {"type": "http", "base_url": body_drip.url, "timeout": 2}, ActionContext())
-    with pytest.raises(RetryableError, match=r"deadline exceeded calling http://127.0.0.1:\d+/hook: no complete "
-                                             r"answer within 2 s \(connect, send and response\)"):
+    with pytest.raises(RetryableError, match=r"timed out calling http://127.0.0.1:\d+/hook: deadline exceeded, no "
+                                             r"complete answer within 2 s \(connect, send and response\)"):
         action.send({"path": "/hook", "json": {"a": 1}}, "k")
     wait_closed(body_drip)
     assert body_drip.sent[0] < 100  # abandoned, not read to the end
