@@ -40,9 +40,8 @@ def test_the_worker_dead_letters_it_at_the_first_attempt(tmp_path: Path, smtp: S
                             ActionContext())
     delivery = DeliveryConfig(workers=1, lease=30, retry_for=86_400, backoff_initial=5, backoff_max=60,
                               per_destination_concurrency=1, shutdown_grace=5)
-    store.complete_event("", [], [NewJob("jti:r:0", "mail", {"type": "email", "rule": "r", "jti": "jti", "index": 0,
-                                                            "fields": {"subject": f"hi {LONE}", "text": "x"},
-                                                            "received_at": NOW})], NOW)
+    store.enqueue_jobs([NewJob("jti:r:0", "mail", "email", {"subject": f"hi {LONE}", "text": "x"}, rule="r",
+                               jti="jti", received_at=NOW)], NOW)
     worker = DeliveryWorker(store, actions, delivery, Metrics(), clock=lambda: NOW)
     assert worker.run_once() == 1
     [job] = store.list_jobs()

@@ -18,6 +18,7 @@ from engine.cli import main
 from engine.match.processor import RETRY_DELAYS, Processor, finite
 from engine.match.stateful.evaluator import StatefulRules
 from engine.metrics import Metrics
+from engine.runtime import Current
 from engine.store.base import IncomingEvent
 from engine.store.sqlite import SQLiteStore
 from tests.conftest import basic_config, sample_event, signed
@@ -67,7 +68,7 @@ def processor_for(tmp_path: Path, store: SQLiteStore, clock=lambda: T0, rules=No
     write_rules(folder, RULES)
     ruleset = rules or StatefulRules(load_ruleset([folder], destinations={}, webhooks=["asgardeo"]), store)
     metrics = Metrics()
-    return Processor(store, lambda: ruleset, metrics=metrics, clock=clock), metrics
+    return Processor(store, Current(ruleset), metrics=metrics, clock=clock), metrics
 
 
 def test_an_event_that_no_longer_parses_is_failed_alone_and_its_batch_processed(tmp_path, store):

@@ -167,9 +167,8 @@ def test_two_workers_never_send_one_job_at_once_to_a_slow_drip_target(tmp_path: 
         for owner in ("worker-a", "worker-b"):
             actions = build_actions({"slow": {"type": "http", "base_url": peer.url, "timeout": 60}}, ActionContext())
             workers.append(DeliveryWorker(store, actions, delivery, Metrics(), owner=owner, poll_interval=0.1))
-        store.complete_event("", [], [NewJob("j:r:0", "slow", {"type": "http", "rule": "r", "jti": "j", "index": 0,
-                                                              "fields": {"path": "/x"}, "received_at": time.time()})],
-                             time.time())
+        store.enqueue_jobs([NewJob("j:r:0", "slow", "http", {"path": "/x"}, rule="r", jti="j",
+                                   received_at=time.time())], time.time())
         for worker in workers:
             worker.start()
         deadline = time.monotonic() + 60
