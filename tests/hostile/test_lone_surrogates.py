@@ -16,6 +16,7 @@ from engine.config.settings import DeliveryConfig
 from engine.deliver.worker import DeliveryWorker
 from engine.errors import PermanentError
 from engine.metrics import Metrics
+from engine.runtime import Current
 from engine.store.base import IncomingEvent, NewJob
 from engine.store.sqlite import SQLiteStore
 from tests.conftest import basic_config, sample_event
@@ -42,7 +43,7 @@ def test_the_worker_dead_letters_it_at_the_first_attempt(tmp_path: Path, smtp: S
                               per_destination_concurrency=1, shutdown_grace=5)
     store.enqueue_jobs([NewJob("jti:r:0", "mail", "email", {"subject": f"hi {LONE}", "text": "x"}, rule="r",
                                jti="jti", received_at=NOW)], NOW)
-    worker = DeliveryWorker(store, actions, delivery, Metrics(), clock=lambda: NOW)
+    worker = DeliveryWorker(store, Current(actions), delivery, Metrics(), clock=lambda: NOW)
     assert worker.run_once() == 1
     [job] = store.list_jobs()
     assert (job.status, job.attempts) == ("dead", 1)

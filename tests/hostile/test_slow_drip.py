@@ -22,6 +22,7 @@ from engine.config.settings import DeliveryConfig
 from engine.deliver.worker import DeliveryWorker
 from engine.errors import RetryableError
 from engine.metrics import Metrics
+from engine.runtime import Current
 from engine.store.base import NewJob
 from engine.store.sqlite import SQLiteStore
 
@@ -166,7 +167,8 @@ def test_two_workers_never_send_one_job_at_once_to_a_slow_drip_target(tmp_path: 
     try:
         for owner in ("worker-a", "worker-b"):
             actions = build_actions({"slow": {"type": "http", "base_url": peer.url, "timeout": 60}}, ActionContext())
-            workers.append(DeliveryWorker(store, actions, delivery, Metrics(), owner=owner, poll_interval=0.1))
+            workers.append(DeliveryWorker(store, Current(actions), delivery, Metrics(), owner=owner,
+                                          poll_interval=0.1))
         store.enqueue_jobs([NewJob("j:r:0", "slow", "http", {"path": "/x"}, rule="r", jti="j",
                                    received_at=time.time())], time.time())
         for worker in workers:
