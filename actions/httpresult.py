@@ -36,10 +36,11 @@ class HttpResult:
 
 def exchange(session: requests.Session, method: str, url: str, *, secrets: list[Secret],
              timeout: tuple[float, float], max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
-             clock: Callable[[], float], **kwargs: Any) -> HttpResult:
-    """Send one request without following redirects and classify the answer; returns only on 2xx.
-    `timeout` is (connect, total): the total bounds the whole exchange, connect + send + the whole
-    answer (actions/deadline.py), also when the delivery worker's lease leaves less."""
+             clock: Callable[[], float], success_statuses: frozenset[int] = frozenset(), **kwargs: Any) -> HttpResult:
+    """Send one request without following redirects and classify the answer; returns only on 2xx (or a
+    status in `success_statuses`, e.g. 409 for a create whose first 201 was lost). `timeout` is (connect,
+    total): the total bounds the whole exchange, connect + send + the whole answer (actions/deadline.py),
+    also when the delivery worker's lease leaves less."""
     connect, total = timeout
     with deadline(total) as limit:
         budget = limit.remaining()
@@ -50,14 +51,15 @@ def exchange(session: requests.Session, method: str, url: str, *, secrets: list[
                                     read_capped(response, max_response_bytes, limit))
         except (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
             if limit.passed or isinstance(exc, requests.ReadTimeout):  # the read timeout is what remained
-                raise RetryableError(redact(f"timed out calling {url}: deadline exceeded, no complete answer "
-                                            f"within {round(budget, 1):g} s (connect, send and response)", secrets)) from None
+                raise RetryableError(redact(f"timed out calling {url}: deadline exceeded, no complete answer within "
+                                            f"{round(budget, 1):g} s (connect, send and response)", secrets)) from None
             if isinstance(exc, requests.Timeout):
                 raise RetryableError(redact(f"timed out calling {url}: {type(exc).__name__}", secrets)) from None
             raise RetryableError(redact(f"cannot reach {url}: {_reason(exc)}", secrets)) from None
         except requests.RequestException as exc:
             raise PermanentError(redact(f"invalid request to {url}: {exc}", secrets)) from None
-    check(result, url, secrets, clock)
+    if result.status not in success_statuses:
+        check(result, url, secrets, clock)
     return result
 
 
