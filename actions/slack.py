@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
-from actions.base import RETRY_FIELD, Action, ActionContext, Field, require_any
+from actions.base import RETRY_FIELD, Action, ActionContext, Field, host_of, require_any
 from actions.escaping import SLACK
 from actions.httpresult import HttpResult, exchange, snippet
 from actions.safenet import make_safe
@@ -52,6 +52,7 @@ class SlackAction(Action):
                                       "(default 10)"),
         "connect_timeout": Field("value", help="connect timeout in seconds (default 5)"),
     }
+    test_fields = {"text": "idhooks test: {{ type }} for {{ username }} from {{ ip }}"}
 
     def __init__(self, destination_name: str | None, destination: Mapping[str, Any] | None,
                  context: ActionContext) -> None:
@@ -67,6 +68,9 @@ class SlackAction(Action):
         read.done()
         self.secrets = read.secrets()
         make_safe(context.session)  # the attempt's deadline covers Slack calls too
+
+    def target(self) -> str:
+        return host_of(self.webhook_url if self.webhook_url is not None else self.api_url)
 
     @classmethod
     def check_rule_fields(cls, fields: Mapping[str, Any]) -> list[str]:
