@@ -10,7 +10,8 @@ Outbound safety, because event data fills the request:
 - redirects are never followed; link-local / cloud metadata addresses (169.254.0.0/16, fe80::/10,
   fd00:ec2::254) are refused after resolving the host, whatever the allow-list says, and again at connect
   time (actions/safenet.py) so DNS rebinding cannot slip past the first check;
-- connect/read timeouts and a response size cap always apply; `verify: false` logs a warning at load.
+- a connect timeout, a total deadline for the whole attempt (a slow-drip answer is cut off; see
+  actions/deadline.py) and a response size cap always apply; `verify: false` logs a warning at load.
 Every request carries `Idempotency-Key: <jti>:<rule id>:<action index>` so the target can deduplicate
 the retries that at-least-once delivery implies.
 """
@@ -26,6 +27,7 @@ import urllib3
 
 from actions.base import RETRY_FIELD, Action, ActionContext, Field, fold_line
 from actions.escaping import PATH_SEGMENT
+from actions.capture import capture_problems, captured_values
 from actions.httpresult import DEFAULT_MAX_RESPONSE_BYTES, exchange
 from actions.safenet import blocked, make_safe
 from engine.errors import PermanentError, RetryableError
@@ -49,18 +51,23 @@ class HttpAction(Action):
         "json": Field("json", help="a JSON body: a YAML structure whose string leaves are templates"),
         "body": Field("text", help="a raw body for non-JSON payloads"),
         "content_type": Field("text", help="Content-Type of a raw body (default text/plain; charset=utf-8)"),
+        "success_statuses": Field("value", help="statuses that also count as delivered, e.g. [201, 409]"),
+        "capture": Field("value", help="{name: JSONPath} of values to keep from a JSON answer (needs ordered_by)"),
         "retry": RETRY_FIELD,
     }
     destination_fields = {
         "base_url": Field("value", required=True),
         "allowed_hosts": Field("value", help="other origins a rule's absolute path may call: host or host:port"),
         "headers": Field("value", help="sent with every request; values may be ${ENV} secrets"),
-        "timeout": Field("value", help="read timeout in seconds (default 10)"),
+        "timeout": Field("value", help="seconds for the whole attempt: connect, send and the whole answer "
+                                      "(default 10)"),
         "connect_timeout": Field("value", help="connect timeout in seconds (default 5)"),
         "max_response_bytes": Field("value", help=f"response size cap (default {DEFAULT_MAX_RESPONSE_BYTES})"),
         "ca_file": Field("value", help="CA bundle for a private CA"), "proxy": Field("value"),
         "verify": Field("value", help="verify TLS certificates (default true)"),
     }
+    test_fields = {"method": "POST",
+                   "json": {"test": True, "type": "{{ type }}", "user_id": "{{ user_id }}", "username": "{{ username }}"}}
 
     def __init__(self, destination_name: str | None, destination: Mapping[str, Any] | None,
                  context: ActionContext) -> None:
@@ -108,18 +115,24 @@ class HttpAction(Action):
         if isinstance(headers, Mapping):
             problems += [f"headers.{k}: this header is set by idhooks" for k in headers
                          if str(k).lower() in _FORBIDDEN_HEADERS]
-        return problems
+        statuses = fields.get("success_statuses", [])
+        if not isinstance(statuses, list) or not all(type(s) is int and 100 <= s <= 599 for s in statuses):
+            problems.append(f"success_statuses: expected a list of HTTP statuses (100-599), got {statuses!r}")
+        return problems + capture_problems(fields)
 
-    def send(self, rendered: Mapping[str, Any], idempotency_key: str) -> None:
+    def send(self, rendered: Mapping[str, Any], idempotency_key: str) -> dict[str, Any] | None:
         method = str(rendered.get("method") or "POST").upper()
         if method not in METHODS:
             raise PermanentError(f"method {method!r} is not one of {', '.join(METHODS)}")
         url = self.url_for(str(rendered.get("path") or ""))
         self.check_address(urlsplit(url))
-        exchange(self.context.session, method, url, secrets=self.secrets, timeout=self.timeout,
-                 max_response_bytes=self.max_response_bytes, clock=self.context.clock,
-                 params=rendered.get("query") or None, headers=self._headers(rendered, idempotency_key),
-                 verify=self.verify, proxies=self.proxies, **self._body(rendered))
+        result = exchange(self.context.session, method, url, secrets=self.secrets, timeout=self.timeout,
+                          max_response_bytes=self.max_response_bytes, clock=self.context.clock,
+                          success_statuses=frozenset(rendered.get("success_statuses") or ()),
+                          params=rendered.get("query") or None, headers=self._headers(rendered, idempotency_key),
+                          verify=self.verify, proxies=self.proxies, **self._body(rendered))
+        capture = rendered.get("capture")
+        return captured_values(capture, result.body) if capture else None
 
     def url_for(self, path: str) -> str:
         """The full URL for a rendered path; refuses any scheme, host or port the destination does not allow."""

@@ -14,12 +14,12 @@ from __future__ import annotations
 from typing import Any, Mapping
 from urllib.parse import quote
 
-from actions.base import (RETRY_FIELD, Action, ActionContext, Field, check_choice, clean_text, fold_line,
+from actions.base import (RETRY_FIELD, Action, ActionContext, Field, check_choice, clean_text, fold_line, host_of,
                           json_bytes)
 from actions.httpresult import exchange
 from actions.safenet import make_safe
 from engine.errors import PermanentError
-from engine.secrets import find_secrets, reveal
+from engine.secrets import reveal
 
 ALERTS_URL = "https://api.opsgenie.com/v2/alerts"
 PRIORITIES = ("p1", "p2", "p3", "p4", "p5")
@@ -46,6 +46,7 @@ class OpsgenieAction(Action):
         "timeout": Field("value", help="read timeout in seconds (default 10)"),
         "connect_timeout": Field("value", help="connect timeout in seconds (default 5)"),
     }
+    test_fields = {"message": "idhooks test: {{ type }} for {{ username }}", "priority": "P5"}
 
     def __init__(self, destination_name: str | None, destination: Mapping[str, Any] | None,
                  context: ActionContext) -> None:
@@ -55,8 +56,11 @@ class OpsgenieAction(Action):
         self.url = str(read.url("url") or ALERTS_URL).rstrip("/")
         self.timeout = (read.number("connect_timeout", 5.0, minimum=0.001), read.number("timeout", 10.0, minimum=0.001))
         read.done()
-        self.secrets = find_secrets(self.destination)
+        self.secrets = read.secrets()
         make_safe(context.session)
+
+    def target(self) -> str:
+        return host_of(self.url)
 
     @classmethod
     def check_rule_fields(cls, fields: Mapping[str, Any]) -> list[str]:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from actions.base import (RETRY_FIELD, Action, ActionContext, Field, check_choice, clean_json, clean_text,
+from actions.base import (RETRY_FIELD, Action, ActionContext, Field, check_choice, clean_json, clean_text, host_of,
                           json_bytes)
 from actions.httpresult import exchange
 from actions.safenet import make_safe
 from engine.errors import PermanentError
-from engine.secrets import find_secrets, reveal
+from engine.secrets import reveal
 
 EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 SEVERITIES = ("critical", "error", "warning", "info")
@@ -46,6 +46,7 @@ class PagerDutyAction(Action):
         "timeout": Field("value", help="read timeout in seconds (default 10)"),
         "connect_timeout": Field("value", help="connect timeout in seconds (default 5)"),
     }
+    test_fields = {"summary": "idhooks test: {{ type }} for {{ username }}", "severity": "info"}
 
     def __init__(self, destination_name: str | None, destination: Mapping[str, Any] | None,
                  context: ActionContext) -> None:
@@ -55,8 +56,11 @@ class PagerDutyAction(Action):
         self.url = read.url("url") or EVENTS_URL
         self.timeout = (read.number("connect_timeout", 5.0, minimum=0.001), read.number("timeout", 10.0, minimum=0.001))
         read.done()
-        self.secrets = find_secrets(self.destination)
+        self.secrets = read.secrets()
         make_safe(context.session)
+
+    def target(self) -> str:
+        return host_of(self.url)
 
     @classmethod
     def check_rule_fields(cls, fields: Mapping[str, Any]) -> list[str]:

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from actions.base import EVENT_RECORD, RETRY_FIELD, Action, ActionContext, Field, clean_json, clean_text, json_bytes
 from actions.httpresult import exchange
 from actions.safenet import make_safe
-from engine.secrets import find_secrets, reveal
+from engine.secrets import reveal
 
 EVENT_PATH = "/services/collector/event"
 
@@ -42,6 +42,7 @@ class SplunkHecAction(Action):
         "timeout": Field("value", help="read timeout in seconds (default 10)"),
         "connect_timeout": Field("value", help="connect timeout in seconds (default 5)"),
     }
+    test_fields = {"fields": {"idhooks_test": "true"}}
 
     def __init__(self, destination_name: str | None, destination: Mapping[str, Any] | None,
                  context: ActionContext) -> None:
@@ -55,7 +56,7 @@ class SplunkHecAction(Action):
         self.verify: bool | str = read.text("ca_file") or True
         self.timeout = (read.number("connect_timeout", 5.0, minimum=0.001), read.number("timeout", 10.0, minimum=0.001))
         read.done()
-        self.secrets = find_secrets(self.destination)
+        self.secrets = read.secrets()
         make_safe(context.session)
 
     @classmethod

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
 
@@ -127,6 +128,35 @@ def test_list_events_newest_first_since_and_limit(store: Store) -> None:
     assert [e.jti for e in store.list_events()] == ["e4", "e3", "e2", "e1", "e0"]
     assert [e.jti for e in store.list_events(since=T0 + 3)] == ["e4", "e3"]
     assert [e.jti for e in store.list_events(limit=2)] == ["e4", "e3"]
+
+
+def test_failed_event_is_retried_later_then_given_up_and_listed_by_status(store: Store) -> None:
+    for i in range(3):
+        store.ingest(event(f"e{i}", at=T0 + i), WINDOW)
+    [first, *_] = store.claim_events("w1", LEASE, 10, T0 + 5)
+    store.fail_event(first.jti, "evaluation failed: boom", T0 + 5, retry_at=T0 + 60)
+    store.complete_events([("e1", [], []), ("e2", [], [])], T0 + 5)
+    assert store.claim_events("w1", LEASE, 10, T0 + 59) == []  # not before its retry time
+    [again] = store.claim_events("w1", LEASE, 10, T0 + 60)
+    assert (again.jti, again.attempts, again.status) == ("e0", 1, "pending")
+    store.fail_event("e0", "recording failed: \ud800", T0 + 61, retry_at=None)
+    failed = store.get_event("e0")
+    assert (failed.status, failed.attempts) == ("failed", 2)
+    assert failed.decisions == [{"error": "recording failed: \ud800"}]
+    assert store.claim_events("w1", LEASE, 10, T0 + 1000) == []
+    assert [e.jti for e in store.list_events(status="failed")] == ["e0"]
+    assert [e.jti for e in store.list_events(status="processed")] == ["e2", "e1"]
+    assert store.list_events(status="pending") == []
+    assert store.stats().events == {"processed": 2, "failed": 1}
+
+
+def test_decisions_and_payloads_must_be_valid_json(store: Store) -> None:
+    store.ingest(event("nan"), WINDOW)
+    with pytest.raises(StoreError, match="not valid JSON"):
+        store.complete_events([("nan", [{"actual": float("inf")}], [])], T0)
+    with pytest.raises(StoreError, match="not valid JSON"):
+        store.complete_events([("nan", [], [NewJob("k", "d", "http", {"n": float("nan")})])], T0)
+    assert store.get_event("nan").status == "pending"
 
 
 def test_last_accepted_per_webhook(store: Store) -> None:
@@ -328,6 +358,25 @@ def test_quarantine_caps_evict_the_oldest(store: Store) -> None:
     assert store.quarantine_remove("q3") is False
     assert [e.id for e in store.quarantine_list()] == ["q4"]
     assert store.stats().quarantine_bytes == 85
+
+
+def test_a_full_quarantine_evicts_from_the_source_holding_the_most(store: Store) -> None:
+    def sent(entry_id: str, source: str) -> QuarantineEntry:
+        return replace(entry(entry_id, 10), source=source)
+
+    store.quarantine_add(sent("genuine", "192.0.2.1"), max_entries=4, max_bytes=1000)
+    store.quarantine_add(sent("other", "192.0.2.2"), max_entries=4, max_bytes=1000)
+    evicted = sum(store.quarantine_add(sent(f"flood{i}", "198.51.100.9"), max_entries=4, max_bytes=1000).evicted
+                  for i in range(30))
+    assert evicted == 28
+    assert [(e.id, e.source) for e in store.quarantine_list()] == [
+        ("genuine", "192.0.2.1"), ("other", "192.0.2.2"), ("flood28", "198.51.100.9"), ("flood29", "198.51.100.9")]
+    store.quarantine_add(sent("third", "192.0.2.3"), max_entries=4, max_bytes=1000)
+    assert [e.id for e in store.quarantine_list()] == ["genuine", "other", "flood29", "third"]
+    assert store.quarantine_remove("flood29") is True
+    store.quarantine_add(sent("fourth", "192.0.2.4"), max_entries=4, max_bytes=1000)
+    store.quarantine_add(sent("fifth", "192.0.2.5"), max_entries=4, max_bytes=1000)  # a tie: the oldest goes
+    assert [e.id for e in store.quarantine_list()] == ["other", "third", "fourth", "fifth"]
 
 
 # -- housekeeping ----------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ inject YAML). Values expanded inside `webhooks[].secret(s)` and `destinations` b
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
@@ -48,6 +49,8 @@ class ServerConfig:
     channel_timeout: float = setting(30.0, kind="duration", above_zero=True)
     cleanup_interval: float = setting(10.0, kind="duration", above_zero=True)
     max_request_header_size: int = setting(65_536, minimum=1024)
+    trusted_proxy: str | None = None  # the front proxy's address: X-Forwarded-For from it names the client
+    processes: int | str = 1  # `auto`: one per CPU core (engine/processes.py)
 
 
 @dataclass(frozen=True)
@@ -178,9 +181,10 @@ def expand_env(value: str, env: Mapping[str, str]) -> tuple[str, bool]:
 class _Reader:
     """Turns the raw YAML tree into dataclasses, collecting problems instead of stopping at the first."""
 
-    def __init__(self, path: Path, env: Mapping[str, str]) -> None:
+    def __init__(self, path: Path, env: Mapping[str, str], read_secrets: bool = True) -> None:
         self.path = path
         self.env = env
+        self.read_secrets = read_secrets
         self.problems = _Problems(str(path))
 
     def reader(self, node: Any, where: str) -> Reader:
@@ -210,11 +214,33 @@ class _Reader:
 
     # -- sections --------------------------------------------------------------------------------
     def server(self, read: Reader) -> ServerConfig:
-        values = read_settings(ServerConfig, read)
+        values = read_settings(ServerConfig, read, extra_keys=("trusted_proxy", "processes"))
         if values["log_format"] not in ("text", "json"):
             read.add("log_format", "expected 'text' or 'json'")
             values["log_format"] = "text"
-        return ServerConfig(**values)
+        return ServerConfig(**values, trusted_proxy=self.trusted_proxy(read), processes=self.processes(read))
+
+    @staticmethod
+    def trusted_proxy(read: Reader) -> str | None:
+        value = read.value("trusted_proxy")
+        if value is None:
+            return None
+        try:
+            return str(ipaddress.ip_address(str(value)))
+        except ValueError:
+            read.add("trusted_proxy", f"expected the IP address of the reverse proxy (e.g. 127.0.0.1), got {value!r}")
+            return None
+
+    @staticmethod
+    def processes(read: Reader) -> int | str:
+        """`server.processes`: a whole number of at least 1, or `auto` (one per CPU core)."""
+        value = read.value("processes", 1)
+        if isinstance(value, str) and value.isdigit():  # from ${VAR}
+            value = int(value)
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            return value
+        read.add("processes", f"expected a whole number >= 1 or 'auto', got {value!r}")
+        return 1
 
     def store(self, read: Reader) -> StoreConfig:
         values = read_settings(StoreConfig, read, extra_keys=("spool_dir", "ca_file", "cert_file", "key_file"))
@@ -283,6 +309,8 @@ class _Reader:
                            "or secrets: [new, old]")
             return []
         key = given[0]
+        if not self.read_secrets:  # an offline command: the webhook secret is only needed to receive
+            return []
         if key == "secret_file":
             file_path = self.resolve_path(str(read.value(key, "")))
             try:
@@ -406,13 +434,15 @@ _TOP_KEYS = tuple(f.name for f in dataclasses.fields(Config) if f.name != "path"
 """config.yaml's sections: the fields of Config."""
 
 
-def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
-    """Read and validate config.yaml; raises ConfigError listing every problem found."""
+def load_config(path: str | Path, env: Mapping[str, str] | None = None, *, offline: bool = False) -> Config:
+    """Read and validate config.yaml; raises ConfigError listing every problem found. `offline` (commands
+    that receive nothing: validate, test, replay, events, ...) skips reading the webhook secrets, so they
+    work on a fresh clone without var/webhook-secret; their webhooks then have no secrets."""
     path = Path(path).resolve()
     env = os.environ if env is None else env
     raw = load_yaml_file(path)
     raw = LineDict() if raw is None else raw
-    reader = _Reader(path, env)
+    reader = _Reader(path, env, read_secrets=not offline)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}:1: expected a mapping with server, store, webhooks and rules")
     top = reader.reader(raw, "")

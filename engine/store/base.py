@@ -8,6 +8,8 @@ passed in by the caller (the app's clock), so tests control time without sleepin
 Event life cycle:  ingest() -> status 'pending' -> claim_events() (leased) -> complete_event() -> 'processed'
                    (an event whose iat is older than the de-duplication window is stored as 'stale' and never
                    evaluated). A lease that expires (the process died) makes the event claimable again.
+                   An event whose evaluation or recording fails: fail_event() -> 'pending' again later
+                   (attempts+1), and after the last attempt 'failed' with the reason as its decision record.
 Job life cycle:    complete_event() (an event's jobs) or enqueue_jobs() (a digest's) creates jobs
                    'pending' -> claim_jobs() (leased) -> ack_job() 'done'
                    | retry_job() 'pending' with a later due_at | dead_job() 'dead' -> requeue_dead() 'pending'.
@@ -15,15 +17,31 @@ Job life cycle:    complete_event() (an event's jobs) or enqueue_jobs() (a diges
 
 from __future__ import annotations
 
+import json
 from abc import abstractmethod
 from dataclasses import dataclass, field
+import hashlib
 from typing import Any, Mapping
 
+from engine.errors import StoreError
 from engine.store.state import StateStore
 
 ACCEPTED = "accepted"
 DUPLICATE = "duplicate"
 STALE = "stale"
+
+EVENT_STATUSES = ("pending", "processed", "stale", "failed")
+"""What `Store.list_events(status=...)` and `idhooks events list --status` take."""
+
+
+def strict_json(value: Any, what: str) -> str:
+    """`value` as standard JSON, refusing NaN/Infinity (Python's json writes them, SQLite's json functions
+    and most readers reject them): the last line of defence, so a stored record is always valid JSON."""
+    try:
+        return json.dumps(value, allow_nan=False)
+    except (ValueError, TypeError) as exc:
+        raise StoreError(f"refused to store {what}: not valid JSON ({exc})") from None
+
 
 @dataclass(frozen=True)
 class IncomingEvent:
@@ -45,9 +63,10 @@ class StoredEvent:
     received_at: float
     uris: tuple[str, ...]
     body: bytes
-    status: str  # pending | processed | stale
+    status: str  # pending | processed | stale | failed
     decisions: list[dict[str, Any]] | None = None
     processed_at: float | None = None
+    attempts: int = 0  # failed evaluations or recordings so far (fail_event)
 
 
 @dataclass(frozen=True)
@@ -69,6 +88,19 @@ class NewJob:
     index: int = 0                      # the action's position in the rule's `actions:`
     retry: Mapping[str, Any] | None = None  # the rule's `retry:` override of the retry policy
     received_at: float | None = None    # when the event arrived (delivery latency is measured from it)
+    ordered_by: str = ""                # the rendered `ordered_by:` key ('' = not ordered)
+    captured_nonce: str = ""            # set when the message holds `captured` placeholders (filled at send)
+
+    @property
+    def order_key(self) -> str:
+        """The ordering scope, (destination, ordered_by) hashed to a bounded size: jobs with the same one are
+        delivered in event order (received_at, then creation), one at a time; '' when unordered."""
+        return _digest(f"{self.destination}\0{self.ordered_by}") if self.ordered_by else ""
+
+    @property
+    def capture_ref(self) -> str:
+        """Where values captured for this job's `ordered_by` key are stored (shared by every destination)."""
+        return capture_ref(self.ordered_by) if self.ordered_by else ""
 
     def to_json(self) -> dict[str, Any]:
         """The stored payload (every backend keeps this JSON next to key and destination)."""
@@ -76,6 +108,10 @@ class NewJob:
                                    "fields": self.message, "received_at": self.received_at}
         if self.retry is not None:
             payload["retry"] = self.retry
+        if self.ordered_by:
+            payload["ordered_by"] = self.ordered_by
+        if self.captured_nonce:
+            payload["captured_nonce"] = self.captured_nonce
         return payload
 
     @staticmethod
@@ -90,7 +126,18 @@ class NewJob:
         received = payload.get("received_at")
         return {"action": str(payload.get("type", "")), "message": message, "rule": str(payload.get("rule", "")),
                 "jti": str(payload.get("jti", "")), "index": payload.get("index", 0), "retry": retry,
-                "received_at": received if isinstance(received, (int, float)) else None}
+                "received_at": received if isinstance(received, (int, float)) else None,
+                "ordered_by": str(payload.get("ordered_by", "")),
+                "captured_nonce": str(payload.get("captured_nonce", ""))}
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def capture_ref(ordered_by: str) -> str:
+    """The store key of the values captured for one `ordered_by` value (hashed: any length, fixed size)."""
+    return _digest(ordered_by)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,7 +174,8 @@ class SubscriptionRecord:
 
 @dataclass(frozen=True)
 class QuarantineEntry:
-    """A refused delivery's raw bytes, kept so a fixed secret can re-verify and ingest it."""
+    """A refused delivery's raw bytes, kept so a fixed secret can re-verify and ingest it. `source` is the
+    sender's address: a full quarantine evicts from the source holding the most entries."""
 
     id: str
     webhook: str
@@ -135,6 +183,7 @@ class QuarantineEntry:
     reason: str
     headers: dict[str, str]
     body: bytes
+    source: str = ""
 
 
 @dataclass
@@ -187,8 +236,9 @@ class Store(StateStore):
     def get_event(self, jti: str) -> StoredEvent | None: ...
 
     @abstractmethod
-    def list_events(self, since: float | None = None, limit: int = 100) -> list[StoredEvent]:
-        """Newest first; `since` compares with received_at."""
+    def list_events(self, since: float | None = None, limit: int = 100,
+                    status: str | None = None) -> list[StoredEvent]:
+        """Newest first; `since` compares with received_at; `status` one of EVENT_STATUSES or None for all."""
 
     @abstractmethod
     def claim_events(self, owner: str, lease: float, limit: int, now: float) -> list[StoredEvent]:
@@ -198,6 +248,12 @@ class Store(StateStore):
     def complete_event(self, jti: str, decisions: list[dict[str, Any]], jobs: list[NewJob], now: float) -> None:
         """In one transaction: record the rule decisions, create the jobs (existing keys are skipped) and
         mark the event processed."""
+
+    @abstractmethod
+    def fail_event(self, jti: str, error: str, now: float, retry_at: float | None) -> None:
+        """Evaluating or recording the event failed: attempts+1, lease released. With `retry_at` it is
+        claimable again from then (the events behind it go on meanwhile); with None it is given up:
+        status 'failed', its decision record `[{"error": error}]`."""
 
     def complete_events(self, items: list[tuple[str, list[dict[str, Any]], list[NewJob]]], now: float) -> None:
         """complete_event() for several events; backends override it to share one transaction."""
@@ -239,6 +295,17 @@ class Store(StateStore):
     @abstractmethod
     def get_job(self, job_id: str) -> Job | None: ...
 
+    # -- captured values (http `capture:`, read by `{{ captured.NAME }}`) ----------------------------------
+    @abstractmethod
+    def capture_set(self, ref: str, values: Mapping[str, Any], now: float) -> None:
+        """Merge `values` (plain JSON) into what is captured under `ref` (NewJob.capture_ref)."""
+
+    @abstractmethod
+    def captures(self, ref: str) -> dict[str, Any]:
+        """Everything captured under `ref` ({} when nothing). Captures are kept while the key has events:
+        complete_event() notes the key's newest event time and prune() drops the captures of a key whose
+        newest event is past retention."""
+
     @abstractmethod
     def list_jobs(self, status: str | None = None, limit: int = 100) -> list[Job]:
         """Jobs by status ('pending' | 'failed' | 'dead' | 'done' | None for all), newest first."""
@@ -265,8 +332,10 @@ class Store(StateStore):
     # -- quarantine --------------------------------------------------------------------------------
     @abstractmethod
     def quarantine_add(self, entry: QuarantineEntry, max_entries: int, max_bytes: int) -> QuarantineResult:
-        """Keep the entry; evict the oldest while over either cap. An entry bigger than max_bytes alone
-        is not stored (stored=False)."""
+        """Keep the entry; while over either cap, evict the oldest entry of the source that holds the most
+        entries (the oldest of all on a tie), so a flood of refused requests from one sender evicts its own
+        entries, not a genuine delivery signed with a wrong secret. An entry bigger than max_bytes alone is
+        not stored (stored=False)."""
 
     @abstractmethod
     def quarantine_list(self) -> list[QuarantineEntry]:

@@ -7,14 +7,19 @@ Processes with the same Redis URL and `store.group` form one deployment; every k
     p jti:<jti>       string de-duplication mark        p events:pending  zset  pending events by received_at
                              (value seen_at, expires    p events:stale    zset  stale events by received_at
                              after the window)          p events:lease    zset  leased events by lease end
+                                                        p events:failed   zset  given-up events by received_at
     p last            hash   webhook -> newest received_at
     p job:<id>        hash   one delivery job          p jobkey:<key>    string job id (SET NX: one job per key)
     p jobs:scheduled  zset   queued jobs by due_at (new jobs, retries, re-queued dead letters)
     p jobs:stream:<destination>  stream  jobs due now, read through the consumer group named `store.group`
     p jobs:destinations  set  destinations that have a stream; p jobs:turn  counter (fair turns)
+    p order:<order_key>  zset  pending jobs of one `ordered_by` key and destination, by their event's arrival;
+                             only the first is scheduled (p order:seq: counter breaking ties)
+    p captured:<ref>  hash   values `capture:` kept for one key  p captures:last  zset  ref by newest event
     p jobs:pending|failed|dead|done|all  zset by created_at (listing); p jobs:done_at zset (pruning)
     p subscriptions   hash   latest record per (webhook, topic, mode)
-    p quarantine      zset   entry ids by arrival; p q:<id> hash; p quarantine:bytes, p quarantine:seq
+    p quarantine      zset   entry ids by arrival; p q:<id> hash; p quarantine:bytes, p quarantine:seq;
+                             p quarantine:src:<source> zset ids by arrival; p quarantine:sources zset counts
     p schema          string schema version (2: the delivery queue on streams)
 
 Every multi-step update is one Lua script (engine/store/redis_lua.py), so it is atomic across processes.
@@ -42,12 +47,12 @@ import logging
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 from engine.errors import StoreError
 from engine.store import redis_lua
 from engine.store.base import (ACCEPTED, STALE, IncomingEvent, Job, NewJob, QuarantineEntry, QuarantineResult,
-                               Store, StoredEvent, StoreStats, SubscriptionRecord)
+                               Store, StoredEvent, StoreStats, SubscriptionRecord, strict_json)
 from engine.secrets import redact_url
 from engine.store.redis_connect import connect
 from engine.store.redis_records import (event_fields, event_from_hash, job_fields, job_from_hash, num,
@@ -70,12 +75,14 @@ _JOB_LISTS = {None: "jobs:all", "pending": "jobs:pending", "failed": "jobs:faile
 
 
 def _job_args(jobs: list[NewJob], now: float) -> list[Any]:
-    """The job values of COMPLETE_EVENT / ENQUEUE_JOBS: id, key, destination, payload per job. Ids sort by
-    creation time."""
+    """The job values of COMPLETE_EVENT / ENQUEUE_JOBS: id, key, destination, payload, order key, its event's
+    arrival, capture ref per job. Ids sort by creation time."""
     args: list[Any] = []
     for job in jobs:
         job_id = f"{int(now * 1_000_000):016x}{uuid.uuid4().hex[:16]}"
-        args += [job_id, job.key, job.destination, json.dumps(job.to_json())]
+        arrival = num(job.received_at if job.received_at is not None else now)
+        args += [job_id, job.key, job.destination, strict_json(job.to_json(), f"job {job.key!r}"), job.order_key, arrival,
+                 job.capture_ref]
     return args
 
 
@@ -92,8 +99,9 @@ class RedisStore(RedisStateMixin, Store):
         self.prefix = f"{group}:"
         self.redis = connect(url, ca_file=ca_file, cert_file=cert_file, key_file=key_file)
         self._scripts = {name: self.redis.register_script(getattr(redis_lua, name)) for name in (
-            "INGEST", "CLAIM_EVENTS", "COMPLETE_EVENT", "ENQUEUE_JOBS", "CLAIM_JOBS", "MOVE_JOB", "DELETE_JOB",
-            "PRUNE_EVENTS", "QUARANTINE_ADD", "QUARANTINE_REMOVE", "IMPORT_EVENT", "IMPORT_JOB", "UPGRADE_1_TO_2",
+            "INGEST", "CLAIM_EVENTS", "COMPLETE_EVENT", "FAIL_EVENT", "ENQUEUE_JOBS", "CLAIM_JOBS", "MOVE_JOB",
+            "DELETE_JOB", "PRUNE_EVENTS", "QUARANTINE_ADD", "QUARANTINE_REMOVE", "IMPORT_EVENT", "IMPORT_JOB",
+            "UPGRADE_1_TO_2",
             "FORGET_CONSUMERS")}
         self._check_schema()
         folder = Path(spool_dir) if spool_dir is not None else Path("var/spool")
@@ -179,11 +187,26 @@ class RedisStore(RedisStateMixin, Store):
         found = self._events([jti.encode()])
         return found[0] if found else None
 
-    def list_events(self, since: float | None = None, limit: int = 100) -> list[StoredEvent]:
+    def list_events(self, since: float | None = None, limit: int = 100,
+                    status: str | None = None) -> list[StoredEvent]:
+        """pending, stale and failed events have their own index; processed ones are the rest, read in pages."""
         low = num(since) if since is not None else "-inf"
-        with self._guard("listing events"):
-            jtis = self.redis.zrevrangebyscore(self.prefix + "events", "+inf", low, start=0, num=limit)
-        return self._events(jtis)
+        index = f"events:{status}" if status in ("pending", "stale", "failed") else "events"
+        found: list[StoredEvent] = []
+        offset = 0
+        while len(found) < limit:
+            with self._guard("listing events"):
+                jtis = self.redis.zrevrangebyscore(self.prefix + index, "+inf", low, start=offset,
+                                                   num=limit if status != "processed" else max(limit, _BATCH))
+            if not jtis:
+                break
+            offset += len(jtis)
+            found += [e for e in self._events(jtis) if status in (None, e.status)]
+        return found[:limit]
+
+    def fail_event(self, jti: str, error: str, now: float, retry_at: float | None) -> None:
+        self._run("FAIL_EVENT", jti, num(now), "" if retry_at is None else num(retry_at),
+                  strict_json([{"error": error}], "a failure"))
 
     def claim_events(self, owner: str, lease: float, limit: int, now: float) -> list[StoredEvent]:
         return self._events(self._run("CLAIM_EVENTS", owner, num(now), num(now + lease), limit))
@@ -196,7 +219,7 @@ class RedisStore(RedisStateMixin, Store):
         with self._guard("complete event"):
             pipe = self.redis.pipeline(transaction=False)
             for jti, decisions, jobs in items:
-                args: list[Any] = [self.prefix, jti, num(now), json.dumps(decisions)]
+                args: list[Any] = [self.prefix, jti, num(now), strict_json(decisions, "decisions")]
                 self._scripts["COMPLETE_EVENT"](args=args + _job_args(jobs, now), client=pipe)
             pipe.execute()
 
@@ -217,6 +240,7 @@ class RedisStore(RedisStateMixin, Store):
             done = self.redis.zrangebyscore(self.prefix + "jobs:done_at", "-inf", f"({num(now - retention)}")
         for job_id in done:
             self._run("DELETE_JOB", self.group, job_id, "done")
+        self._prune_captures(now - retention)
         self._run("FORGET_CONSUMERS", self.group, _IDLE_CONSUMER_MS)
         return removed
 
@@ -249,6 +273,29 @@ class RedisStore(RedisStateMixin, Store):
 
     def dead_job(self, job_id: str, error: str, response: str = "") -> None:
         self._move(job_id, "dead", last_error=error, last_response=response)
+
+    def capture_set(self, ref: str, values: Mapping[str, Any], now: float) -> None:
+        with self._guard("storing captured values"):
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.hset(self.prefix + "captured:" + ref, mapping={k: json.dumps(v) for k, v in values.items()})
+            pipe.zadd(self.prefix + "captures:last", {ref: now}, nx=True)
+            pipe.execute()
+
+    def captures(self, ref: str) -> dict[str, Any]:
+        with self._guard("reading captured values"):
+            stored = self.redis.hgetall(self.prefix + "captured:" + ref)
+        return {k.decode(): json.loads(v) for k, v in stored.items()}
+
+    def _prune_captures(self, cutoff: float) -> None:
+        """Captures of keys whose newest event is older than `cutoff` (see Store.captures)."""
+        with self._guard("pruning captured values"):
+            refs = self.redis.zrangebyscore(self.prefix + "captures:last", "-inf", f"({num(cutoff)}")
+            for start in range(0, len(refs), _BATCH):
+                chunk = refs[start:start + _BATCH]
+                pipe = self.redis.pipeline(transaction=True)
+                pipe.delete(*(self.prefix + "captured:" + r.decode() for r in chunk))
+                pipe.zrem(self.prefix + "captures:last", *chunk)
+                pipe.execute()
 
     def get_job(self, job_id: str) -> Job | None:
         found = self._jobs([job_id.encode()])
@@ -301,7 +348,7 @@ class RedisStore(RedisStateMixin, Store):
             return QuarantineResult(stored=False)
         evicted, evicted_bytes = self._run(
             "QUARANTINE_ADD", entry.id, entry.webhook, num(entry.received_at), entry.reason,
-            json.dumps(entry.headers), entry.body, size, max_entries, max_bytes)
+            json.dumps(entry.headers), entry.body, size, max_entries, max_bytes, entry.source)
         return QuarantineResult(evicted=evicted, evicted_bytes=evicted_bytes)
 
     def quarantine_list(self) -> list[QuarantineEntry]:
@@ -323,7 +370,7 @@ class RedisStore(RedisStateMixin, Store):
 
     # -- metrics -----------------------------------------------------------------------------------
     def stats(self) -> StoreStats:
-        names = ("events", "events:pending", "events:stale", "jobs:pending", "jobs:failed", "jobs:dead",
+        names = ("events", "events:pending", "events:stale", "events:failed", "jobs:pending", "jobs:failed", "jobs:dead",
                  "jobs:done", "quarantine")
         with self._guard("reading stats"):
             pipe = self.redis.pipeline(transaction=False)
@@ -331,9 +378,10 @@ class RedisStore(RedisStateMixin, Store):
                 pipe.zcard(self.prefix + name)
             pipe.get(self.prefix + "quarantine:bytes")
             *counts, qbytes = pipe.execute()
-        events, pending, stale, jpending, failed, dead, done, qcount = counts
+        events, pending, stale, efailed, jpending, failed, dead, done, qcount = counts
         stats = StoreStats(quarantine_entries=qcount, quarantine_bytes=int(qbytes or 0))
-        by_event = {"pending": pending, "stale": stale, "processed": events - pending - stale}
+        by_event = {"pending": pending, "stale": stale, "failed": efailed,
+                    "processed": events - pending - stale - efailed}
         by_job = {"pending": jpending - failed, "failed": failed, "dead": dead, "done": done}
         stats.events = {k: v for k, v in by_event.items() if v}
         stats.jobs = {k: v for k, v in by_job.items() if v}

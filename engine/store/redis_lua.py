@@ -11,23 +11,52 @@ _EVENT_INDEX = """
 local function index_event(p, jti, at, status, webhook)
   redis.call('ZADD', p .. 'events', at, jti)
   if status == 'pending' then redis.call('ZADD', p .. 'events:pending', at, jti)
-  elseif status == 'stale' then redis.call('ZADD', p .. 'events:stale', at, jti) end
+  elseif status == 'stale' then redis.call('ZADD', p .. 'events:stale', at, jti)
+  elseif status == 'failed' then redis.call('ZADD', p .. 'events:failed', at, jti) end
   local last = redis.call('HGET', p .. 'last', webhook)
   if not last or tonumber(last) < tonumber(at) then redis.call('HSET', p .. 'last', webhook, at) end
 end
 """
 
 _JOB_INDEX = """
+-- An ordered job (`ordered_by:`) is a member of its order chain, the sorted set `order:<order_key>` scored by
+-- its event's arrival (ties: creation order, the member's 16-digit prefix). Only the chain's first member is
+-- scheduled; when it stops being pending (done or dead) it leaves the chain and the next one is scheduled.
 local function index_job(p, id)
   local key = p .. 'job:' .. id
   local status, created = redis.call('HGET', key, 'status'), redis.call('HGET', key, 'created_at')
+  local order = redis.call('HGET', key, 'order_key')
+  local chain = (order and order ~= '') and (p .. 'order:' .. order) or nil
+  local member = chain and redis.call('HGET', key, 'order_member')
   redis.call('ZADD', p .. 'jobs:all', created, id)
   redis.call('ZADD', p .. 'jobs:' .. status, created, id)
   if status == 'pending' then
-    redis.call('ZADD', p .. 'jobs:scheduled', redis.call('HGET', key, 'due_at'), id)
+    local first = true
+    if chain then
+      redis.call('ZADD', chain, redis.call('HGET', key, 'order_at'), member)
+      local head = redis.call('ZRANGE', chain, 0, 1)
+      first = head[1] == member
+      if first and head[2] then  -- an earlier event's job arrived late: the one it displaces waits again,
+        local displaced = string.sub(head[2], 17)  -- unless a worker already has it
+        if (redis.call('HGET', p .. 'job:' .. displaced, 'entry') or '') == '' then
+          redis.call('ZREM', p .. 'jobs:scheduled', displaced)
+        end
+      end
+    end
+    if first then redis.call('ZADD', p .. 'jobs:scheduled', redis.call('HGET', key, 'due_at'), id) end
     if tonumber(redis.call('HGET', key, 'attempts')) > 0 then redis.call('ZADD', p .. 'jobs:failed', created, id) end
-  elseif status == 'done' then
-    redis.call('ZADD', p .. 'jobs:done_at', redis.call('HGET', key, 'done_at'), id)
+  else
+    if chain and redis.call('ZREM', chain, member) == 1 then
+      local next_member = redis.call('ZRANGE', chain, 0, 0)[1]
+      if next_member then
+        local next_id = string.sub(next_member, 17)
+        local next_key = p .. 'job:' .. next_id
+        if redis.call('HGET', next_key, 'status') == 'pending' and (redis.call('HGET', next_key, 'entry') or '') == '' then
+          redis.call('ZADD', p .. 'jobs:scheduled', redis.call('HGET', next_key, 'due_at'), next_id)
+        end
+      end
+    end
+    if status == 'done' then redis.call('ZADD', p .. 'jobs:done_at', redis.call('HGET', key, 'done_at'), id) end
   end
 end
 """
@@ -85,16 +114,25 @@ return out
 """
 
 _CREATE_JOBS = _JOB_INDEX + """
--- Jobs from ARGV[first] on, four values each (id, key, destination, payload), pending and due now; a key
--- already queued is skipped (its jobkey mark is set once).
+-- Jobs from ARGV[first] on, seven values each (id, key, destination, payload, order key or '', its event's
+-- arrival, capture ref or ''), pending and due now; a key already queued is skipped (its jobkey mark is set
+-- once). An ordered job notes its event's arrival as the newest of its key's captures (kept that long).
 local function create_jobs(p, now, first)
-  for i = first, #ARGV, 4 do
-    local id, key = ARGV[i], ARGV[i + 1]
+  for i = first, #ARGV, 7 do
+    local id, key, order, at, ref = ARGV[i], ARGV[i + 1], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
     if redis.call('SET', p .. 'jobkey:' .. key, id, 'NX') then
       redis.call('HSET', p .. 'job:' .. id, 'id', id, 'key', key, 'destination', ARGV[i + 2],
                  'payload', ARGV[i + 3], 'status', 'pending', 'attempts', 0, 'created_at', now, 'due_at', now,
                  'last_error', '', 'last_response', '', 'lease_owner', '')
+      if order ~= '' then
+        local member = string.format('%016d', redis.call('INCR', p .. 'order:seq')) .. id
+        redis.call('HSET', p .. 'job:' .. id, 'order_key', order, 'order_at', at, 'order_member', member)
+      end
       index_job(p, id)
+    end
+    if ref ~= '' then
+      local last = redis.call('ZSCORE', p .. 'captures:last', ref)
+      if not last or tonumber(last) < tonumber(at) then redis.call('ZADD', p .. 'captures:last', at, ref) end
     end
   end
 end
@@ -110,6 +148,24 @@ if redis.call('EXISTS', event_key) == 1 then
   redis.call('ZREM', p .. 'events:pending', jti)
   redis.call('ZREM', p .. 'events:lease', jti)
 end
+"""
+
+FAIL_EVENT = """
+-- ARGV: prefix, jti, now, retry_at ('' = give up), decisions. Only a pending event changes.
+local p, jti, now, retry_at = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local key = p .. 'event:' .. jti
+if redis.call('HGET', key, 'status') ~= 'pending' then return 0 end
+redis.call('HINCRBY', key, 'attempts', 1)
+redis.call('HSET', key, 'lease_owner', '')
+if retry_at ~= '' then
+  redis.call('ZADD', p .. 'events:lease', retry_at, jti)  -- the lease end doubles as "not before"
+  return 1
+end
+redis.call('HSET', key, 'status', 'failed', 'decisions', ARGV[5], 'processed_at', now)
+redis.call('ZREM', p .. 'events:pending', jti)
+redis.call('ZREM', p .. 'events:lease', jti)
+redis.call('ZADD', p .. 'events:failed', redis.call('ZSCORE', p .. 'events', jti) or now, jti)
+return 1
 """
 
 ENQUEUE_JOBS = _CREATE_JOBS + """
@@ -226,40 +282,65 @@ for _, jti in ipairs(ids) do
     redis.call('DEL', p .. 'event:' .. jti)
     redis.call('ZREM', p .. 'events', jti)
     redis.call('ZREM', p .. 'events:stale', jti)
+    redis.call('ZREM', p .. 'events:failed', jti)
     removed = removed + 1
   end
 end
 return {removed, #ids - removed}
 """
 
-QUARANTINE_ADD = """
--- ARGV: prefix, id, webhook, received_at, reason, headers, body, size, max_entries, max_bytes
-local p, id = ARGV[1], ARGV[2]
+_QUARANTINE_DROP = """
+-- p quarantine:src:<source> zset: a source's entry ids by arrival; p quarantine:sources zset: source -> entries
+local function quarantine_drop(p, id)
+  local h = redis.call('HMGET', p .. 'q:' .. id, 'size', 'source')
+  if not h[1] then return nil end
+  redis.call('DEL', p .. 'q:' .. id)
+  redis.call('ZREM', p .. 'quarantine', id)
+  local source = h[2] or ''
+  if redis.call('ZREM', p .. 'quarantine:src:' .. source, id) == 1 then
+    if redis.call('ZINCRBY', p .. 'quarantine:sources', -1, source) + 0 <= 0 then
+      redis.call('ZREM', p .. 'quarantine:sources', source)
+    end
+  end
+  redis.call('DECRBY', p .. 'quarantine:bytes', h[1])
+  return tonumber(h[1])
+end
+"""
+
+QUARANTINE_ADD = _QUARANTINE_DROP + """
+-- ARGV: prefix, id, webhook, received_at, reason, headers, body, size, max_entries, max_bytes, source
+local p, id, source = ARGV[1], ARGV[2], ARGV[11]
 local entry_key = p .. 'q:' .. id
 if redis.call('EXISTS', entry_key) == 1 then return redis.error_reply('quarantine entry ' .. id .. ' exists') end
 redis.call('HSET', entry_key, 'webhook', ARGV[3], 'received_at', ARGV[4], 'reason', ARGV[5], 'headers', ARGV[6],
-           'body', ARGV[7], 'size', ARGV[8])
-redis.call('ZADD', p .. 'quarantine', redis.call('INCR', p .. 'quarantine:seq'), id)
+           'body', ARGV[7], 'size', ARGV[8], 'source', source)
+local seq = redis.call('INCR', p .. 'quarantine:seq')
+redis.call('ZADD', p .. 'quarantine', seq, id)
+redis.call('ZADD', p .. 'quarantine:src:' .. source, seq, id)
+redis.call('ZINCRBY', p .. 'quarantine:sources', 1, source)
 local total = redis.call('INCRBY', p .. 'quarantine:bytes', ARGV[8])
 local evicted, evicted_bytes = 0, 0
 while redis.call('ZCARD', p .. 'quarantine') > tonumber(ARGV[9]) or total > tonumber(ARGV[10]) do
-  local oldest = redis.call('ZRANGE', p .. 'quarantine', 0, 0)[1]
-  local size = tonumber(redis.call('HGET', p .. 'q:' .. oldest, 'size'))
-  redis.call('DEL', p .. 'q:' .. oldest)
-  redis.call('ZREM', p .. 'quarantine', oldest)
-  total = redis.call('DECRBY', p .. 'quarantine:bytes', size)
+  -- the source holding the most entries (the one whose oldest entry is oldest on a tie) gives up its oldest
+  local top = redis.call('ZREVRANGE', p .. 'quarantine:sources', 0, 0, 'WITHSCORES')
+  local victim, best = nil, nil
+  if top[1] then
+    for _, s in ipairs(redis.call('ZRANGEBYSCORE', p .. 'quarantine:sources', top[2], top[2])) do
+      local first = redis.call('ZRANGE', p .. 'quarantine:src:' .. s, 0, 0, 'WITHSCORES')
+      if first[1] and (best == nil or tonumber(first[2]) < best) then victim, best = first[1], tonumber(first[2]) end
+    end
+  end
+  victim = victim or redis.call('ZRANGE', p .. 'quarantine', 0, 0)[1]  -- entries from before sources were kept
+  local size = quarantine_drop(p, victim)
+  total = tonumber(redis.call('GET', p .. 'quarantine:bytes'))
   evicted, evicted_bytes = evicted + 1, evicted_bytes + size
 end
 return {evicted, evicted_bytes}
 """
 
-QUARANTINE_REMOVE = """
+QUARANTINE_REMOVE = _QUARANTINE_DROP + """
 local p, id = ARGV[1], ARGV[2]
-local size = redis.call('HGET', p .. 'q:' .. id, 'size')
-if not size then return 0 end
-redis.call('DEL', p .. 'q:' .. id)
-redis.call('ZREM', p .. 'quarantine', id)
-redis.call('DECRBY', p .. 'quarantine:bytes', size)
+if quarantine_drop(p, id) == nil then return 0 end
 return 1
 """
 

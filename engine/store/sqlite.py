@@ -22,14 +22,14 @@ import sqlite3
 import threading
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 from contextlib import contextmanager
 
 from engine.errors import StoreError
 from engine.store.state_sqlite import MIGRATION as STATE_MIGRATION
 from engine.store.state_sqlite import SQLiteStateMixin
 from engine.store.base import (ACCEPTED, DUPLICATE, STALE, IncomingEvent, Job, NewJob, QuarantineEntry,
-                               QuarantineResult, Store, StoredEvent, StoreStats, SubscriptionRecord)
+                               QuarantineResult, Store, StoredEvent, StoreStats, SubscriptionRecord, strict_json)
 
 _MIGRATIONS: list[str] = [
     # 1: the first schema
@@ -62,6 +62,19 @@ _MIGRATIONS: list[str] = [
     "DROP TABLE seen_jti",
     # 4: a re-queued dead letter's retry window starts again (NULL: at created_at)
     "ALTER TABLE jobs ADD COLUMN window_start REAL",
+    # 5: a full quarantine evicts from the source (sender address) holding the most entries
+    "ALTER TABLE quarantine ADD COLUMN source TEXT NOT NULL DEFAULT ''; "
+    "CREATE INDEX quarantine_source ON quarantine(source, seq)",
+    # 6: ordered delivery (`ordered_by:`: jobs of one order key go one at a time, in event order) and the
+    #    values `capture:` keeps per key, with the time of the key's newest event (pruned with it)
+    """
+    ALTER TABLE jobs ADD COLUMN order_key TEXT NOT NULL DEFAULT '';
+    ALTER TABLE jobs ADD COLUMN order_at REAL NOT NULL DEFAULT 0;
+    CREATE INDEX jobs_order ON jobs(order_key, status, order_at) WHERE order_key != '';
+    CREATE TABLE captures (ref TEXT PRIMARY KEY, captured TEXT NOT NULL DEFAULT '{}', last_event_at REAL NOT NULL)
+    """,
+    # 7: an event whose evaluation or recording failed is retried a bounded number of times, then 'failed'
+    "ALTER TABLE events ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
 ]
 
 
@@ -70,7 +83,7 @@ def _event_row(row: sqlite3.Row) -> StoredEvent:
                        received_at=row["received_at"], uris=tuple(json.loads(row["uris"])),
                        body=bytes(row["body"]), status=row["status"],
                        decisions=json.loads(row["decisions"]) if row["decisions"] else None,
-                       processed_at=row["processed_at"])
+                       processed_at=row["processed_at"], attempts=row["attempts"])
 
 
 def _job_row(row: sqlite3.Row) -> Job:
@@ -84,13 +97,30 @@ def _job_row(row: sqlite3.Row) -> Job:
 
 
 def _insert_jobs(conn: sqlite3.Connection, jobs: list[NewJob], now: float) -> None:
-    """Insert pending jobs, due now; a key already queued is skipped (INSERT OR IGNORE on the unique key)."""
-    rows = [(uuid.uuid4().hex, j.key, j.destination, json.dumps(j.to_json()), now, now) for j in jobs]
-    for start in range(0, len(rows), 1000):  # SQLite allows 32,766 parameters per statement
-        chunk = rows[start:start + 1000]
-        conn.execute("INSERT OR IGNORE INTO jobs (id, key, destination, payload, status, created_at, due_at) "
-                     "VALUES " + ",".join(["(?, ?, ?, ?, 'pending', ?, ?)"] * len(chunk)),
+    """Insert pending jobs, due now; a key already queued is skipped (INSERT OR IGNORE on the unique key).
+    An ordered job is placed by its event's arrival (order_at), then by insertion (rowid)."""
+    rows = [(uuid.uuid4().hex, j.key, j.destination, strict_json(j.to_json(), f"job {j.key!r}"), now, now, j.order_key,
+             j.received_at if j.received_at is not None else now) for j in jobs]
+    for start in range(0, len(rows), 500):  # SQLite allows 32,766 parameters per statement
+        chunk = rows[start:start + 500]
+        conn.execute("INSERT OR IGNORE INTO jobs (id, key, destination, payload, status, created_at, due_at, "
+                     "order_key, order_at) VALUES " + ",".join(["(?, ?, ?, ?, 'pending', ?, ?, ?, ?)"] * len(chunk)),
                      [value for row in chunk for value in row])
+    touched: dict[str, float] = {}
+    for job in jobs:
+        if job.ordered_by:
+            at = job.received_at if job.received_at is not None else now
+            touched[job.capture_ref] = max(at, touched.get(job.capture_ref, at))
+    if touched:
+        conn.executemany("INSERT INTO captures (ref, last_event_at) VALUES (?, ?) ON CONFLICT(ref) DO UPDATE "
+                         "SET last_event_at = max(last_event_at, excluded.last_event_at)", list(touched.items()))
+
+
+_FIRST_OF_ITS_ORDER = (
+    "(j.order_key = '' OR NOT EXISTS (SELECT 1 FROM jobs AS e WHERE e.order_key = j.order_key "
+    "AND e.status = 'pending' AND (e.order_at < j.order_at OR (e.order_at = j.order_at AND e.rowid < j.rowid))))")
+"""An ordered job is claimable only when no earlier job of its order key is still pending (queued, leased or
+failed and waiting for a retry): delivered or dead letters no longer hold it back."""
 
 
 class _Pending:
@@ -291,9 +321,11 @@ class SQLiteStore(SQLiteStateMixin, Store):
         rows = self._read("SELECT * FROM events WHERE jti = ?", (jti,))
         return _event_row(rows[0]) if rows else None
 
-    def list_events(self, since: float | None = None, limit: int = 100) -> list[StoredEvent]:
-        rows = self._read("SELECT * FROM events WHERE received_at >= ? ORDER BY received_at DESC, jti LIMIT ?",
-                          (since if since is not None else float("-inf"), limit))
+    def list_events(self, since: float | None = None, limit: int = 100,
+                    status: str | None = None) -> list[StoredEvent]:
+        where, args = ("", ()) if status is None else (" AND status = ?", (status,))
+        rows = self._read(f"SELECT * FROM events WHERE received_at >= ?{where} ORDER BY received_at DESC, jti "
+                          "LIMIT ?", (since if since is not None else float("-inf"), *args, limit))
         return [_event_row(r) for r in rows]
 
     def claim_events(self, owner: str, lease: float, limit: int, now: float) -> list[StoredEvent]:
@@ -309,7 +341,7 @@ class SQLiteStore(SQLiteStateMixin, Store):
         self.complete_events([(jti, decisions, jobs)], now)
 
     def complete_events(self, items: list[tuple[str, list[dict[str, Any]], list[NewJob]]], now: float) -> None:
-        decisions = json.dumps({jti: event_decisions for jti, event_decisions, _ in items})
+        decisions = strict_json({jti: event_decisions for jti, event_decisions, _ in items}, "decisions")
         with self._tx() as conn:  # a fixed number of statements per batch: see _insert_batch
             _insert_jobs(conn, [job for _, _, event_jobs in items for job in event_jobs], now)
             conn.execute("UPDATE events SET status = 'processed', decisions = d.value, processed_at = ?, "
@@ -320,11 +352,21 @@ class SQLiteStore(SQLiteStateMixin, Store):
         with self._tx() as conn:
             _insert_jobs(conn, jobs, now)
 
+    def fail_event(self, jti: str, error: str, now: float, retry_at: float | None) -> None:
+        if retry_at is not None:  # the lease end doubles as "not before": claims skip it until then
+            self._write("UPDATE events SET attempts = attempts + 1, lease_owner = NULL, lease_until = ? "
+                        "WHERE jti = ? AND status = 'pending'", (retry_at, jti))
+            return
+        self._write("UPDATE events SET attempts = attempts + 1, status = 'failed', decisions = ?, processed_at = ?, "
+                    "lease_owner = NULL, lease_until = 0 WHERE jti = ? AND status = 'pending'",
+                    (strict_json([{"error": error}], "a failure"), now, jti))
+
     def prune(self, now: float, retention: float, dedup_window: float) -> int:
         with self._tx() as conn:
             removed = conn.execute("DELETE FROM events WHERE received_at < ? AND status != 'pending'",
                                    (now - retention,)).rowcount
             conn.execute("DELETE FROM jobs WHERE status = 'done' AND done_at < ?", (now - retention,))
+            conn.execute("DELETE FROM captures WHERE last_event_at < ?", (now - retention,))
         return removed
 
     def last_accepted(self) -> dict[str, float]:
@@ -339,8 +381,9 @@ class SQLiteStore(SQLiteStateMixin, Store):
         where = f" AND destination NOT IN ({marks})" if skip else ""
         rows = self._write(
             "UPDATE jobs SET lease_owner = ?, lease_until = ? WHERE id IN ("
-            f"SELECT id FROM jobs WHERE status = 'pending' AND due_at <= ? AND lease_until <= ?{where} "
-            "ORDER BY due_at, created_at LIMIT ?) RETURNING *", (owner, now + lease, now, now, *skip, limit))
+            f"SELECT id FROM jobs AS j WHERE status = 'pending' AND due_at <= ? AND lease_until <= ?{where} "
+            f"AND {_FIRST_OF_ITS_ORDER} ORDER BY due_at, created_at LIMIT ?) RETURNING *",
+            (owner, now + lease, now, now, *skip, limit))
         return sorted((_job_row(r) for r in rows), key=lambda job: (job.due_at, job.created_at))
 
     def _write(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
@@ -367,6 +410,17 @@ class SQLiteStore(SQLiteStateMixin, Store):
         self._update_job("UPDATE jobs SET status = 'dead', attempts = attempts + 1, last_error = ?, "
                          "last_response = ?, lease_owner = '', lease_until = 0 WHERE id = ?",
                          (error, response, job_id))
+
+    def capture_set(self, ref: str, values: Mapping[str, Any], now: float) -> None:
+        with self._tx() as conn:
+            row = conn.execute("SELECT captured FROM captures WHERE ref = ?", (ref,)).fetchone()
+            merged = {**(json.loads(row[0]) if row else {}), **values}
+            conn.execute("INSERT INTO captures (ref, captured, last_event_at) VALUES (?, ?, ?) ON CONFLICT(ref) "
+                         "DO UPDATE SET captured = excluded.captured", (ref, json.dumps(merged), now))
+
+    def captures(self, ref: str) -> dict[str, Any]:
+        rows = self._read("SELECT captured FROM captures WHERE ref = ?", (ref,))
+        return json.loads(rows[0][0]) if rows else {}
 
     def get_job(self, job_id: str) -> Job | None:
         rows = self._read("SELECT * FROM jobs WHERE id = ?", (job_id,))
@@ -415,14 +469,16 @@ class SQLiteStore(SQLiteStateMixin, Store):
             return QuarantineResult(stored=False)
         result = QuarantineResult()
         with self._tx() as conn:
-            conn.execute("INSERT INTO quarantine (id, webhook, received_at, reason, headers, body, size) "
-                         "VALUES (?,?,?,?,?,?,?)", (entry.id, entry.webhook, entry.received_at, entry.reason,
-                                                   json.dumps(entry.headers), entry.body, size))
+            conn.execute("INSERT INTO quarantine (id, webhook, received_at, reason, headers, body, size, source) "
+                         "VALUES (?,?,?,?,?,?,?,?)", (entry.id, entry.webhook, entry.received_at, entry.reason,
+                                                     json.dumps(entry.headers), entry.body, size, entry.source))
             while True:
                 count, total = conn.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM quarantine").fetchone()
                 if count <= max_entries and total <= max_bytes:
                     break
-                seq, old_size = conn.execute("SELECT seq, size FROM quarantine ORDER BY seq LIMIT 1").fetchone()
+                seq, old_size = conn.execute(
+                    "SELECT seq, size FROM quarantine WHERE source = (SELECT source FROM quarantine GROUP BY source "
+                    "ORDER BY COUNT(*) DESC, MIN(seq) LIMIT 1) ORDER BY seq LIMIT 1").fetchone()
                 conn.execute("DELETE FROM quarantine WHERE seq = ?", (seq,))
                 result.evicted += 1
                 result.evicted_bytes += old_size
@@ -431,7 +487,8 @@ class SQLiteStore(SQLiteStateMixin, Store):
     def quarantine_list(self) -> list[QuarantineEntry]:
         rows = self._read("SELECT * FROM quarantine ORDER BY seq")
         return [QuarantineEntry(id=r["id"], webhook=r["webhook"], received_at=r["received_at"], reason=r["reason"],
-                                headers=json.loads(r["headers"]), body=bytes(r["body"])) for r in rows]
+                                headers=json.loads(r["headers"]), body=bytes(r["body"]), source=r["source"])
+                for r in rows]
 
     def quarantine_remove(self, entry_id: str) -> bool:
         with self._tx() as conn:
