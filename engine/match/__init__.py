@@ -12,3 +12,4 @@ from engine.match.ruleset import Decision, RenderedAction, Rule, RuleSet
 __all__ = ["Decision", "RenderedAction", "Rule", "RuleSet", "load_ruleset", "register_rule_key"]
 
 from engine.match.stateful import rulekeys as _stateful_keys  # noqa: E402,F401 - registers threshold/suppress/digest
+from engine.match.stateful import memorykeys as _memory_keys  # noqa: E402,F401 - registers sequence/new_value/absence

@@ -19,6 +19,12 @@ class Indexed(Protocol):
     selectors: tuple[tuple[str, str], ...]  # ("uri", URI) | ("channel", name) | ("any", "*")
 
 
+def selector_keys(uri: str) -> list[tuple[str, str]]:
+    """The selectors that match `uri`: its own, its channel's and `*`."""
+    alias = uri_to_alias(uri)
+    return [("uri", uri), ("any", ANY)] + ([("channel", alias.split(".", 1)[0])] if alias else [])
+
+
 class RuleIndex:
     def __init__(self, rules: Sequence[Indexed]) -> None:
         self._order = {id(rule): position for position, rule in enumerate(rules)}
@@ -38,7 +44,6 @@ class RuleIndex:
         return found
 
     def _compute(self, uri: str) -> tuple[Indexed, ...]:
-        alias = uri_to_alias(uri)
-        keys = [("uri", uri), ("any", ANY)] + ([("channel", alias.split(".", 1)[0])] if alias else [])
+        keys = selector_keys(uri)
         unique = {id(rule): rule for key in keys for rule in self._by_key.get(key, ())}
         return tuple(sorted(unique.values(), key=lambda rule: self._order[id(rule)]))

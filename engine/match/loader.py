@@ -30,16 +30,22 @@ RuleKeyParser = Callable[[Any, int, Report], Any]
 RuleCheck = Callable[[dict, Report], None]
 _EXTRA_KEYS: dict[str, RuleKeyParser] = {}
 _EXTRA_NAMES: dict[str, tuple[str, ...]] = {}
+_EVENT_KEYS: set[str] = set()
 _RULE_CHECKS: list[RuleCheck] = []
 _ID = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 RULE_FILE_SUFFIXES = (".yaml", ".yml")
 
 
-def register_rule_key(name: str, parser: RuleKeyParser, template_names: tuple[str, ...] = ()) -> None:
+def register_rule_key(name: str, parser: RuleKeyParser, template_names: tuple[str, ...] = (),
+                      supplies_events: bool = False) -> None:
     """Allow `name` as a rule key; `parser(value, line, report)` compiles it into `Rule.extra[name]`.
-    The actions of a rule that has the key may also use `template_names` in their templates."""
+    The actions of a rule that has the key may also use `template_names` in their templates. A compiled
+    value with `selectors` (and `events`) adds event types the rule is evaluated for (an absence rule's
+    expected event); with `supplies_events` a rule with the key needs no `event:` (a sequence's steps)."""
     _EXTRA_KEYS[name] = parser
     _EXTRA_NAMES[name] = template_names
+    if supplies_events:
+        _EVENT_KEYS.add(name)
 
 
 def register_rule_check(check: RuleCheck) -> None:
@@ -127,7 +133,7 @@ def _check_id(node: dict, source: str, report: Report, loader: _Loader) -> str:
     return rule_id
 
 
-def _selector(value: Any) -> tuple[str, str]:
+def parse_selector(value: Any) -> tuple[str, str]:
     """One `event:` entry -> an index key; ValueError with a suggestion when unknown."""
     aliases = list(catalog.entries())
     if not isinstance(value, str) or not value:
@@ -149,6 +155,8 @@ def _selector(value: Any) -> tuple[str, str]:
 
 
 def _events(node: dict, report: Report) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    if "event" not in node and any(key in node for key in _EVENT_KEYS):
+        return (), ()
     if "event" not in node:
         report(line_of(node), "event", "missing: give an alias like login.loginFailed, a channel wildcard like "
                                        "login.*, '*', a full event URI, or a list of these")
@@ -159,7 +167,7 @@ def _events(node: dict, report: Report) -> tuple[tuple[str, ...], tuple[tuple[st
     for i, value in enumerate(values):
         where = f"event[{i}]" if isinstance(raw, list) else "event"
         try:
-            selectors.append(_selector(value))
+            selectors.append(parse_selector(value))
         except ValueError as exc:
             report(line_of(node, "event"), where, str(exc))
     return tuple(str(v) for v in values), tuple(selectors)
@@ -223,9 +231,20 @@ def _read_rule(node: dict, source: str, report: Report, loader: _Loader) -> Rule
     for key, parser in _EXTRA_KEYS.items():
         if key in node:
             rule.extra[key] = parser(node[key], line_of(node, key), report)
+            _add_events(rule, rule.extra[key])
     for check in _RULE_CHECKS:
         check(node, report)
     return rule
+
+
+def _add_events(rule: Rule, compiled: Any) -> None:
+    """Event types a key's compiled value adds to the rule's (a sequence's steps, an absence's expect)."""
+    if getattr(compiled, "selectors", ()) and rule.own_selectors is None:
+        rule.own_selectors = rule.selectors
+    for event, selector in zip(getattr(compiled, "events", ()), getattr(compiled, "selectors", ())):
+        if selector not in rule.selectors:
+            rule.events += (event,)
+            rule.selectors += (selector,)
 
 
 def load_ruleset(paths: Sequence[Path], *, destinations: Mapping[str, Mapping[str, Any]],

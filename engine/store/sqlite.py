@@ -28,6 +28,8 @@ from contextlib import contextmanager
 from engine.errors import StoreError
 from engine.store.state_sqlite import MIGRATION as STATE_MIGRATION
 from engine.store.state_sqlite import SQLiteStateMixin
+from engine.store.detections_sqlite import MIGRATION as DETECTIONS_MIGRATION
+from engine.store.detections_sqlite import SQLiteDetectionMixin
 from engine.store.base import (ACCEPTED, DUPLICATE, STALE, IncomingEvent, Job, NewJob, QuarantineEntry,
                                QuarantineResult, Store, StoredEvent, StoreStats, SubscriptionRecord)
 
@@ -62,6 +64,8 @@ _MIGRATIONS: list[str] = [
     "DROP TABLE seen_jti",
     # 4: a re-queued dead letter's retry window starts again (NULL: at created_at)
     "ALTER TABLE jobs ADD COLUMN window_start REAL",
+    # 5: sequence, new_value and absence rules
+    DETECTIONS_MIGRATION,
 ]
 
 
@@ -93,7 +97,7 @@ class _Pending:
         self.error: BaseException | None = None
 
 
-class SQLiteStore(SQLiteStateMixin, Store):
+class SQLiteStore(SQLiteStateMixin, SQLiteDetectionMixin, Store):
     """The embedded store. `path` is a file; its folder is created when missing."""
 
     def __init__(self, path: str | Path, *, batch_limit: int = 256) -> None:
