@@ -6,6 +6,16 @@ Two halves, both strict:
   Jinja template compiled at load (engine/match) and rendered per event into a plain dict, stored in the job.
 - destination side (`destination_fields`): the keys of `destinations.<dest>` in config.yaml with
   `type: <destination_type>`; secrets arrive as engine.secrets.Secret and are revealed only when sending.
+  Set `self.secrets = read.secrets()` after reading: it adds the credential parts of every URL read
+  (userinfo, query), and the worker redacts `secrets` from every stored error and log line.
+
+Output is escaped for its channel where event data enters the template, never after rendering: a field
+whose text is read by a parser on the other side (Slack mrkdwn, HTML, a URL path) declares the format with
+`Field(..., escape=SLACK | HTML | PATH_SEGMENT)` from actions/escaping.py (one function per format; add a
+format there when a new channel needs one, e.g. a markup a chat or incident tool interprets). Every value a
+template interpolates is then escaped for that format, while the rule's literal text (a deliberate
+`<!channel>`, an HTML tag, a fixed path) is trusted. Plain text fields (email text, subjects, JSON bodies,
+which the JSON encoder makes safe) need no escape; header-like values use `fold_line()`.
 
 `send()` delivers one rendered action and signals failure by exception type only:
 RetryableError (connection errors, timeouts, 429, 5xx; `retry_after` honours Retry-After) or
@@ -14,7 +24,9 @@ PermanentError (other 4xx, rejected payload, bad credentials).
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import re
 import time
 from abc import ABC, abstractmethod
@@ -24,17 +36,28 @@ from typing import Any, Callable, ClassVar, Mapping
 import requests
 
 from actions.destination import DestinationReader
+from actions.escaping import Escape, valid_text
+from engine.config.retry import policy_problems
+from engine.secrets import Secret, find_secrets
 
 
 @dataclass(frozen=True)
 class Field:
     """One allowed key. `kind`: 'text' (a template), 'json' (a YAML structure whose string leaves are
     templates), 'list' (a list of templates), 'destination' (the name of a configured destination),
-    'value' (a plain YAML value, not templated)."""
+    'value' (a plain YAML value, not templated). `escape`: the channel format every interpolated value is
+    escaped for (actions/escaping.py), None for plain text."""
 
     kind: str = "text"
     required: bool = False
     help: str = ""
+    escape: Escape | None = None
+    default: Any = None  # compiled like a value the rule gave, when the rule gives none (EVENT_RECORD: see below)
+
+
+EVENT_RECORD = "{{ __event_record__ }}"
+"""A Field default that renders to a structure, not text: the event with what idhooks derived from it (type,
+user, IP, claims, geo) and the rule that matched. Splunk and NATS send it when a rule names no payload."""
 
 
 def outbound_session() -> requests.Session:
@@ -57,12 +80,53 @@ class ActionContext:
 
 
 RETRY_FIELD = Field("value", help="override the retry policy: {retry_for, backoff_initial, backoff_max}")
-"""Every action accepts `retry:` (rule side and destination side); engine/deliver/backoff.py reads it."""
+"""Every action accepts `retry:` (rule side and destination side), checked by engine/config/retry.py; the
+rule's value becomes the job's `retry` field (engine/match/jobs.py) and the worker applies both."""
+
+
+def clean_text(value: object) -> str:
+    """`value` as text that encodes to UTF-8: lone surrogates (valid in JSON escapes, invalid in UTF-8)
+    become U+FFFD instead of failing the send."""
+    return valid_text(str(value))
+
+
+def clean_json(value: Any) -> Any:
+    """`value` with every string (keys included) passed through clean_text: safe to encode anywhere."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, dict):
+        return {clean_text(k): clean_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean_json(v) for v in value]
+    return value
+
+
+def json_bytes(value: Any) -> bytes:
+    """Strict JSON (NaN/Infinity become null) in UTF-8, whatever strings the event carried."""
+    return json.dumps(_finite(clean_json(value)), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def fold_line(value: object) -> str:
     """`value` as one line: CR/LF runs become one space, so event data can never start a new header."""
     return re.sub(r"[\r\n]+", " ", str(value))
+
+
+def check_choice(fields: Mapping[str, Any], key: str, allowed: tuple[str, ...]) -> list[str]:
+    """A problem when a literal (untemplated) rule value is not one of `allowed` (checked again at send)."""
+    value = fields.get(key)
+    if isinstance(value, str) and "{" not in value and value.strip().lower() not in allowed:
+        return [f"{key}: expected one of {', '.join(allowed)}, got {value!r}"]
+    return []
 
 
 def require_any(fields: Mapping[str, Any], *names: str) -> list[str]:
@@ -80,6 +144,9 @@ class Action(ABC):
     destination_type: ClassVar[str | None] = None  # None: needs no destination (e.g. log)
     rule_fields: ClassVar[Mapping[str, Field]] = {}
     destination_fields: ClassVar[Mapping[str, Field]] = {}
+    destination_templates: ClassVar[tuple[str, ...]] = ()
+    """Destination keys that are templates (e.g. a NATS subject): engine/match compiles them with the rule's
+    actions and renders them per event into the job's fields under the same name."""
 
     def __init__(self, destination_name: str | None, destination: Mapping[str, Any] | None,
                  context: ActionContext) -> None:
@@ -87,6 +154,7 @@ class Action(ABC):
         self.destination_name = destination_name
         self.destination: Mapping[str, Any] = destination if destination is not None else {}  # keeps YAML lines
         self.context = context
+        self.secrets: list[Secret] = find_secrets(self.destination)  # an action sets read.secrets() when it reads
 
     def destination_reader(self) -> DestinationReader:
         """A strict reader of this action's destination: unknown keys are already reported."""
@@ -98,8 +166,6 @@ class Action(ABC):
     def check_rule_fields(cls, fields: Mapping[str, Any]) -> list[str]:
         """Problems in the rendered-independent shape of a rule's fields (beyond unknown/missing keys,
         which engine/match checks from `rule_fields`). Messages are `field: what is wrong`."""
-        from engine.deliver.backoff import policy_problems  # noqa: PLC0415 - engine.deliver.backoff imports nothing of actions
-
         return policy_problems(fields.get("retry"), "retry")
 
     @abstractmethod

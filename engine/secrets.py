@@ -38,9 +38,9 @@ class Secret:
 
 
 def read_secret_file(path: Path) -> str:
-    """The file's content without the trailing newline editors add; raises OSError if unreadable."""
-    text = Path(path).read_text(encoding="utf-8")
-    return text[:-1] if text.endswith("\n") else text
+    """The file's content without the trailing whitespace editors add (a newline, CRLF from Windows editors,
+    spaces); raises OSError if unreadable. A file of only whitespace gives '' (which config loading refuses)."""
+    return Path(path).read_text(encoding="utf-8").rstrip()
 
 
 def reveal(value: object) -> object:
@@ -72,6 +72,28 @@ def redact(text: str, secrets: list[Secret]) -> str:
         if value:
             text = text.replace(value, "***")
     return text
+
+
+def url_credentials(url: str, source: str = "", *, whole: bool = False) -> list[Secret]:
+    """Secrets for the parts of a URL that can carry a credential: the userinfo (`user:password@`), the
+    password alone, the whole query and each query value, so a message quoting the URL shows `***`. With
+    `whole` (a URL that is itself the credential, like a Slack webhook URL) also its path, which is what
+    urllib3's errors quote."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return [Secret(url, source=source)] if whole else []
+    found = [url] if whole else []
+    if whole and len(parts.path) >= 8:
+        found += [parts.path + (f"?{parts.query}" if parts.query else ""), parts.path]
+    if "@" in parts.netloc:
+        found.append(parts.netloc.rpartition("@")[0])
+    if parts.password:
+        found.append(parts.password)
+    if parts.query:
+        found.append(parts.query)
+        found += [value for _, value in parse_qsl(parts.query) if len(value) >= 4]
+    return [Secret(value, source=source) for value in dict.fromkeys(found) if value]
 
 
 def redact_url(url: str) -> str:

@@ -14,6 +14,7 @@ from engine.match.loader import load_for_config
 from engine.match.processor import Processor
 from engine.match.stateful.evaluator import StatefulRules
 from engine.metrics import Metrics
+from engine.runtime import Current
 from engine.server import Service
 from engine.store import open_store
 from engine.store.base import IncomingEvent
@@ -54,7 +55,7 @@ def test_an_absence_timer_fires_once_from_the_tick_and_an_expected_event_cancels
     clock = [T0]
     rules = StatefulRules(load(tmp_path / "rules", ABSENCE), store,
                           on_shadowed=lambda d: metrics.actions_shadowed.labels(d.rule_id).inc(len(d.actions)))
-    processor = Processor(store, lambda: rules, metrics=metrics, clock=lambda: clock[0])
+    processor = Processor(store, Current(rules), metrics=metrics, clock=lambda: clock[0])
     _ingest(store, "registration.registrationSuccess", "reg-1", T0, user={"id": "u1", "claims": [
         {"uri": USER, "value": "ann"}]})
     _ingest(store, "registration.registrationSuccess", "reg-2", T0 + 1, user={"id": "u2", "claims": [
@@ -69,7 +70,7 @@ def test_an_absence_timer_fires_once_from_the_tick_and_an_expected_event_cancels
     assert rules.tick(T0 + 86400) == 2          # ann's live and shadow timers (the shadow one sends nothing)
     assert rules.tick(T0 + 86400 + 3600) == 0   # each timer fires once
     [job] = store.list_jobs()
-    assert job.payload["fields"]["message"] == \
+    assert job.message["message"] == \
         "ann registered 1d ago and never signed in (expired 2027-01-16T08:00:00+00:00)"
     assert job.key.startswith("registered-never-signed-in:") and job.key.endswith(":absence:0")
     assert metrics.registry.get_sample_value("idhooks_actions_shadowed_total", {"rule": "quiet-absence"}) == 1
@@ -81,7 +82,7 @@ def test_a_timer_claimed_by_a_process_that_died_is_fired_by_another_with_the_sam
     rules = StatefulRules(load(tmp_path / "rules", ABSENCE), store)
     env_store = store
     _ingest(env_store, "registration.registrationSuccess", "reg-1", T0, user={"id": "u1"})
-    Processor(store, lambda: rules, metrics=Metrics(), clock=lambda: T0).run_once()
+    Processor(store, Current(rules), metrics=Metrics(), clock=lambda: T0).run_once()
     died = store.timers_claim(T0 + 86400, 60, 10)   # a process claimed both timers, then was killed
     assert len(died) == 2
     assert rules.tick(T0 + 86430) == 0              # still its lease
@@ -172,7 +173,7 @@ def test_the_service_tick_fires_timers_and_counts_bounds(tmp_path: Path) -> None
     service.processor.run_once()
     clock[0] = T0 + 86400
     service.tick()
-    assert [job.payload["rule"] for job in service.store.list_jobs()] == ["registered-never-signed-in"]
+    assert [job.rule for job in service.store.list_jobs()] == ["registered-never-signed-in"]
     assert service.metrics.registry.get_sample_value("idhooks_actions_shadowed_total",
                                                      {"rule": "quiet-absence"}) == 1
     service.store.close()

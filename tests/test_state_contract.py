@@ -1,4 +1,4 @@
-"""The DetectionStateStore contract (engine/match/stateful/state.py) on every backend: sequences, new
+"""The DetectionStateStore contract (engine/store/state.py) on every backend: sequences, new
 values and absence timers, including a restart of the store in the middle of a sequence and of a timer.
 
 A new backend joins by adding a parameter to `opener` that returns a function opening a fresh handle on
@@ -12,9 +12,8 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from engine.match.stateful.memorykeys import CompiledNewValue
-from engine.match.stateful.sequence import SequenceEvent, SequenceLimits
-from engine.match.stateful.state import (ADVANCED, CAPPED, COMPLETED, DUPLICATE, IGNORED, KNOWN, LEARNING, NEW,
+from engine.store.state import NewValueLimits, SequenceEvent, SequenceLimits
+from engine.store.state import (ADVANCED, CAPPED, COMPLETED, DUPLICATE, IGNORED, KNOWN, LEARNING, NEW,
                                          REPLAYED, RESET, RUNNING, STARTED)
 from engine.store.redis import RedisStore
 from engine.store.sqlite import SQLiteStore
@@ -102,8 +101,7 @@ def test_a_restart_in_the_middle_of_a_sequence_keeps_it(opener) -> None:
 
 
 # -- new values --------------------------------------------------------------------------------------------------
-SPEC = CompiledNewValue("geo.country", lambda ctx: [], (), (), lookback=90 * 86400.0, learn_for=14 * 86400.0,
-                        max_values=3, max_groups=2)
+SPEC = NewValueLimits(lookback=90 * 86400.0, learn_for=14 * 86400.0, max_values=3, max_groups=2)
 DAY = 86400.0
 
 
@@ -126,8 +124,7 @@ def test_new_values_learn_then_alert_then_know(opener) -> None:
 
 def test_a_value_outside_the_lookback_is_new_again(opener) -> None:
     store = opener()
-    spec = CompiledNewValue("x", lambda ctx: [], (), (), lookback=10 * DAY, learn_for=0.0, max_values=10,
-                            max_groups=10)
+    spec = NewValueLimits(lookback=10 * DAY, learn_for=0.0, max_values=10, max_groups=10)
     assert seen(store, "NL", 0, spec=spec).status == NEW
     assert seen(store, "BE", 8, spec=spec).status == NEW
     assert seen(store, "NL", 12, spec=spec).status == NEW  # NL was last seen 12 days ago
@@ -136,8 +133,7 @@ def test_a_value_outside_the_lookback_is_new_again(opener) -> None:
 
 def test_values_per_group_and_groups_per_rule_are_bounded(opener) -> None:
     store = opener()
-    spec = CompiledNewValue("x", lambda ctx: [], (), (), lookback=90 * DAY, learn_for=0.0, max_values=3,
-                            max_groups=2)
+    spec = NewValueLimits(lookback=90 * DAY, learn_for=0.0, max_values=3, max_groups=2)
     for day, value in enumerate(["a", "b", "c"]):
         assert seen(store, value, day, spec=spec).evicted == 0
     assert seen(store, "d", 3, spec=spec).evicted == 1  # "a" (seen longest ago) makes room

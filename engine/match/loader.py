@@ -1,9 +1,10 @@
 """Rule files -> a compiled RuleSet. Every problem of every file is collected, then raised at once as one
 ConfigError whose lines read `file:line: rule 'id': field.path: what was wrong (did you mean 'x'?)`.
 
-Extending the schema: a rule's keys are validated in one place (`_read_rule`). Another module adds a key
-with `register_rule_key(name, parser)`; the parser gets the raw value and a `report(line, where, message)`
-and returns the compiled value, stored in `Rule.extra[name]`. Unregistered keys stay errors.
+Extending the schema: a rule's keys are validated in one place (`_read_rule`). Extra keys come from the
+rule-key extensions passed to `load_ruleset(..., extensions=...)` (engine/match/extension.py; the default
+list is engine/match/extensions.py); each parser's compiled value is stored in `Rule.extra[name]`. Keys of
+no extension stay errors.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Callable, Collection, Mapping, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 from engine import catalog
 from engine.config.settings import Config, suggest
@@ -19,39 +20,17 @@ from engine.errors import ConfigError
 from engine.match.enrich import Enricher
 from engine.match.rule_actions import compile_action
 from engine.match.conditions import Report, compile_condition, line_of
-from engine.match.index import ANY
+from engine.match.extension import RuleExtension
+from engine.match.extensions import RULE_EXTENSIONS
+from engine.match.index import parse_selector
 from engine.match.ruleset import Rule, RuleSet
 from engine.match.templates import extra_names
 from engine.config.yamlsource import load_yaml_file
 
 RULE_KEYS = ("id", "description", "enabled", "mode", "event", "webhooks", "when", "actions")
 MODES = ("live", "shadow")
-RuleKeyParser = Callable[[Any, int, Report], Any]
-RuleCheck = Callable[[dict, Report], None]
-_EXTRA_KEYS: dict[str, RuleKeyParser] = {}
-_EXTRA_NAMES: dict[str, tuple[str, ...]] = {}
-_EVENT_KEYS: set[str] = set()
-_RULE_CHECKS: list[RuleCheck] = []
 _ID = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 RULE_FILE_SUFFIXES = (".yaml", ".yml")
-
-
-def register_rule_key(name: str, parser: RuleKeyParser, template_names: tuple[str, ...] = (),
-                      supplies_events: bool = False) -> None:
-    """Allow `name` as a rule key; `parser(value, line, report)` compiles it into `Rule.extra[name]`.
-    The actions of a rule that has the key may also use `template_names` in their templates. A compiled
-    value with `selectors` (and `events`) adds event types the rule is evaluated for (an absence rule's
-    expected event); with `supplies_events` a rule with the key needs no `event:` (a sequence's steps)."""
-    _EXTRA_KEYS[name] = parser
-    _EXTRA_NAMES[name] = template_names
-    if supplies_events:
-        _EVENT_KEYS.add(name)
-
-
-def register_rule_check(check: RuleCheck) -> None:
-    """Run `check(rule_node, report)` on every rule, for rules that span several registered keys."""
-    if check not in _RULE_CHECKS:
-        _RULE_CHECKS.append(check)
 
 
 def display_path(path: Path) -> str:
@@ -75,9 +54,12 @@ def rule_files(paths: Sequence[Path], problems: list[str]) -> list[Path]:
 
 
 class _Loader:
-    def __init__(self, destinations: Mapping[str, Mapping[str, Any]], webhooks: Collection[str]) -> None:
+    def __init__(self, destinations: Mapping[str, Mapping[str, Any]], webhooks: Collection[str],
+                 extensions: Sequence[RuleExtension]) -> None:
         self.destinations = destinations
         self.webhooks = frozenset(webhooks)
+        self.keys = {key.name: key for extension in extensions for key in extension.keys}
+        self.checks = [extension.check for extension in extensions if extension.check is not None]
         self.problems: list[str] = []
         self.first_seen: dict[str, str] = {}
 
@@ -133,29 +115,8 @@ def _check_id(node: dict, source: str, report: Report, loader: _Loader) -> str:
     return rule_id
 
 
-def parse_selector(value: Any) -> tuple[str, str]:
-    """One `event:` entry -> an index key; ValueError with a suggestion when unknown."""
-    aliases = list(catalog.entries())
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"expected an event alias like login.loginFailed, got {value!r}")
-    if value == ANY:
-        return "any", ANY
-    if "://" in value:
-        return "uri", value
-    channels = sorted({a.split(".", 1)[0] for a in aliases})
-    if value.endswith(".*"):
-        channel = value[:-2]
-        if channel not in channels:
-            raise ValueError(f"unknown channel '{channel}'{suggest(channel, channels)}; "
-                             f"channels: {', '.join(channels)}")
-        return "channel", channel
-    if value not in aliases:
-        raise ValueError(f"unknown event '{value}'{suggest(value, aliases)}; `idhooks catalog` lists the aliases")
-    return "uri", catalog.alias_to_uri(value)
-
-
-def _events(node: dict, report: Report) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
-    if "event" not in node and any(key in node for key in _EVENT_KEYS):
+def _events(node: dict, report: Report, loader: _Loader) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    if "event" not in node and any(key.supplies_events and key.name in node for key in loader.keys.values()):
         return (), ()
     if "event" not in node:
         report(line_of(node), "event", "missing: give an alias like login.loginFailed, a channel wildcard like "
@@ -205,8 +166,8 @@ def _mode(node: dict, report: Report) -> str:
 
 
 def _read_rule(node: dict, source: str, report: Report, loader: _Loader) -> Rule:
-    """Every rule key is read here (and only here), including keys registered by other modules."""
-    allowed = RULE_KEYS + tuple(_EXTRA_KEYS)
+    """Every rule key is read here (and only here), including the keys of rule-key extensions."""
+    allowed = RULE_KEYS + tuple(loader.keys)
     for key in node:
         if key not in allowed:
             report(line_of(node, key), str(key), f"unknown rule key{suggest(str(key), allowed)}; "
@@ -215,7 +176,7 @@ def _read_rule(node: dict, source: str, report: Report, loader: _Loader) -> Rule
     rule.description = _flag(node, "description", str, "", report)
     rule.enabled = _flag(node, "enabled", bool, True, report)
     rule.mode = _mode(node, report)
-    rule.events, rule.selectors = _events(node, report)
+    rule.events, rule.selectors = _events(node, report, loader)
     rule.webhooks = _webhooks(node, report, loader.webhooks)
     if node.get("when") is not None:
         rule.condition = compile_condition(node["when"], "when", report)
@@ -224,15 +185,16 @@ def _read_rule(node: dict, source: str, report: Report, loader: _Loader) -> Rule
         report(line_of(node, "actions") if "actions" in node else line_of(node), "actions",
                "expected a non-empty list of actions, like `- log: {message: ...}`")
         actions = []
-    names = tuple(dict.fromkeys(name for key in _EXTRA_KEYS if key in node for name in _EXTRA_NAMES[key]))
+    names = tuple(dict.fromkeys(name for key in loader.keys.values() if key.name in node
+                                for name in key.template_names))
     with extra_names(names):
         compiled = [compile_action(item, i, loader.destinations, report) for i, item in enumerate(actions)]
     rule.actions = [a for a in compiled if a is not None]
-    for key, parser in _EXTRA_KEYS.items():
-        if key in node:
-            rule.extra[key] = parser(node[key], line_of(node, key), report)
-            _add_events(rule, rule.extra[key])
-    for check in _RULE_CHECKS:
+    for name, key in loader.keys.items():
+        if name in node:
+            rule.extra[name] = key.parse(node[name], line_of(node, name), report)
+            _add_events(rule, rule.extra[name])
+    for check in loader.checks:
         check(node, report)
     return rule
 
@@ -248,10 +210,11 @@ def _add_events(rule: Rule, compiled: Any) -> None:
 
 
 def load_ruleset(paths: Sequence[Path], *, destinations: Mapping[str, Mapping[str, Any]],
-                 webhooks: Collection[str] = (), enricher: Enricher | None = None) -> RuleSet:
-    """Compile every rule file in `paths`; ConfigError listing every problem of every file. `enricher`
-    gives the `geo.*` names (None: the bundled data)."""
-    loader = _Loader(destinations, webhooks)
+                 webhooks: Collection[str] = (), enricher: Enricher | None = None,
+                 extensions: Sequence[RuleExtension] = RULE_EXTENSIONS) -> RuleSet:
+    """Compile every rule file in `paths` with the rule keys of `extensions` added; ConfigError listing
+    every problem of every file. `enricher` gives the `geo.*` names (None: the bundled data)."""
+    loader = _Loader(destinations, webhooks, extensions)
     files = rule_files(paths, loader.problems)
     rules = [rule for path in files for rule in loader.load_file(path)]
     if loader.problems:

@@ -1,5 +1,6 @@
 """A rule's `actions:` compiled against the action registry (actions/): every key checked against the
-class's `rule_fields`, every template compiled, every destination resolved, so rendering does no parsing.
+class's `rule_fields`, every template compiled (with the field's channel escape, see actions/escaping.py),
+every destination resolved, so rendering does no parsing.
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from actions import registry
-from actions.base import Action, Field
+from actions.base import EVENT_RECORD, Action, Field
+from actions.escaping import Escape, valid_text
 from engine.config.settings import suggest
 from engine.match.conditions import Report, line_of
 from engine.match.templates import compile_template
@@ -32,37 +34,54 @@ class CompiledAction:
         return rendered
 
 
-def _text(source: Any, where: str) -> Renderer:
+def _text(source: Any, where: str, escape: Escape | None) -> Renderer:
     if source is None or isinstance(source, (dict, list)):
         raise ValueError("expected text (a template string)")
-    template = compile_template(source if isinstance(source, str) else json.dumps(source))
+    template = compile_template(source if isinstance(source, str) else json.dumps(source), escape)
 
     def render(context: dict[str, Any], errors: list[str]) -> str:
         try:
-            return template(context)
+            text = template(context)
         except Exception as exc:  # noqa: BLE001 - a template failing on odd data must not stop the event
             errors.append(f"{where}: template failed: {type(exc).__name__}: {exc}")
             return ""
+        return valid_text(text)  # every channel (UTF-8 mail, JSON, the stored job) can encode it
 
     return render
 
 
-def _json(value: Any, where: str) -> Renderer:
+def _json(value: Any, where: str, escape: Escape | None) -> Renderer:
     """A YAML structure whose string leaves are templates; the result is always plain JSON."""
     if isinstance(value, dict):
-        parts = {str(k): _json(v, f"{where}.{k}") for k, v in value.items()}
+        parts = {str(k): _json(v, f"{where}.{k}", escape) for k, v in value.items()}
         return lambda context, errors: {k: r(context, errors) for k, r in parts.items()}
     if isinstance(value, list):
-        items = [_json(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        items = [_json(v, f"{where}[{i}]", escape) for i, v in enumerate(value)]
         return lambda context, errors: [r(context, errors) for r in items]
     if isinstance(value, str):
-        return _text(value, where)
+        return _text(value, where, escape)
     return lambda context, errors: value
 
 
-def _list(value: Any, where: str) -> Renderer:
+_RECORD_NAMES = ("type", "uri", "user_id", "username", "ip", "claims", "geo")
+
+
+def _event_record(context: dict[str, Any], errors: list[str]) -> dict[str, Any]:
+    """The EVENT_RECORD default: the event, what idhooks derived from it (enrichment included), and the rule
+    that matched."""
+    record: dict[str, Any] = {name: context[name] for name in _RECORD_NAMES if name in context}
+    record["event"] = context.get("event")
+    occurred = context.get("occurred_at")
+    if occurred is not None:
+        record["occurred_at"] = occurred.isoformat() if hasattr(occurred, "isoformat") else str(occurred)
+    rule = context.get("rule") or {}
+    record["decision"] = {"rule": rule.get("id"), "matched": True}
+    return record
+
+
+def _list(value: Any, where: str, escape: Escape | None) -> Renderer:
     items = value if isinstance(value, list) else [value]
-    renders = [_text(v, f"{where}[{i}]") for i, v in enumerate(items)]
+    renders = [_text(v, f"{where}[{i}]", escape) for i, v in enumerate(items)]
     return lambda context, errors: [r(context, errors) for r in renders]
 
 
@@ -82,14 +101,16 @@ def _destination(value: Any, cls: type[Action], destinations: Mapping[str, Mappi
 
 def _field(spec: Field, value: Any, where: str, cls: type[Action],
            destinations: Mapping[str, Mapping[str, Any]]) -> Renderer:
+    if value is EVENT_RECORD or value == EVENT_RECORD:
+        return _event_record
     if spec.kind == "destination":
         return _destination(value, cls, destinations)
     if spec.kind == "json":
-        return _json(value, where)
+        return _json(value, where, spec.escape)
     if spec.kind == "list":
-        return _list(value, where)
+        return _list(value, where, spec.escape)
     if spec.kind == "text":
-        return _text(value, where)
+        return _text(value, where, spec.escape)
     return lambda context, errors: value
 
 
@@ -143,4 +164,26 @@ def _compile_fields(cls: type[Action], fields: dict, index: int, where: str,
         return None
     destination = next((fields[k] for k, s in cls.rule_fields.items() if s.kind == "destination" and k in fields),
                        None)
+    for key, spec in cls.rule_fields.items():
+        if key not in fields and spec.default is not None:
+            renderers[key] = _field(spec, spec.default, f"{where}.{key}", cls, destinations)
+    try:
+        renderers.update(_destination_templates(cls, destinations.get(destination or "") or {}, renderers))
+    except ValueError as exc:
+        report(line_of(fields), where, f"destination '{destination}': {exc}")
+        return None
     return CompiledAction(index, cls.name, destination, renderers)
+
+
+def _destination_templates(cls: type[Action], destination: Mapping[str, Any],
+                           given: Mapping[str, Renderer]) -> dict[str, Renderer]:
+    """Renderers for the destination keys the action type declares templated (unless the rule set them)."""
+    found = {}
+    for key in cls.destination_templates:
+        value = destination.get(key)
+        if isinstance(value, str) and key not in given:
+            try:
+                found[key] = _text(value, key, None)
+            except ValueError as exc:
+                raise ValueError(f"{key}: {exc}") from None
+    return found

@@ -1,6 +1,6 @@
 """Rule tests over time: `sequence:` in rules/tests/*.yaml lists events in arrival order, each with its
 event time, and runs them through the same evaluator as the live engine (StatefulRules) with a fresh
-throw-away store, so thresholds, distinct counts, suppression and digests are tested offline.
+throw-away store passed in by the caller, so thresholds, distinct counts, suppression and digests are tested offline.
 
     - name: five failed logins within ten minutes alert once
       sequence:
@@ -21,11 +21,9 @@ their `at` from the first event.
 from __future__ import annotations
 
 import copy
-import tempfile
 from collections import Counter
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from engine.config.settings import suggest
@@ -33,7 +31,7 @@ from engine.config.durations import parse_duration
 from engine.verify.envelope import envelope_from_claims
 from engine.match.ruleset import Decision
 from engine.match.stateful.evaluator import StatefulRules
-from engine.store.sqlite import SQLiteStore
+from engine.store.base import Store
 
 STEP_KEYS = ("event", "file", "set", "at", "late", "repeat", "every", "jti", "advance")
 
@@ -49,16 +47,16 @@ class Step:
     advance: float | None = None  # a clock step instead of an event
 
 
+ScratchStore = Callable[[], AbstractContextManager[Store]]
+"""Opens a fresh, empty store that is thrown away afterwards; the CLI passes engine.store.scratch_store."""
+
+
 @contextmanager
-def scratch_rules(ruleset: Any, enricher: Any = None) -> Iterator[StatefulRules]:
+def scratch_rules(ruleset: Any, scratch: ScratchStore, enricher: Any = None) -> Iterator[StatefulRules]:
     """The live evaluator over a fresh store that is thrown away afterwards (nothing is sent);
     `enricher` replaces the rule set's IP enrichment (a rule test's `geo:`)."""
-    with tempfile.TemporaryDirectory(prefix="idhooks-test-") as folder:
-        store = SQLiteStore(Path(folder) / "state.db")
-        try:
-            yield StatefulRules(ruleset, store, enricher=enricher)
-        finally:
-            store.close()
+    with scratch() as store:
+        yield StatefulRules(ruleset, store, enricher=enricher)
 
 
 def _duration(node: dict, key: str, default: float) -> float:
@@ -100,8 +98,7 @@ def read_step(node: Any, index: int, read_event: Callable[[dict], dict[str, Any]
 
 def _events(steps: list[Step], name: str) -> Iterator[tuple[dict[str, Any] | None, float]]:
     """(event, arrival time) in order, with event times and jtis filled in; (None, time) for an advance."""
-    first = next((step for step in steps if step.advance is None), None)
-    start = float(first.event.get("iat", 0)) / 1000 if first else 0.0
+    start = _start(steps)
     clock = start
     for index, step in enumerate(steps):
         if step.advance is not None:
@@ -117,8 +114,15 @@ def _events(steps: list[Step], name: str) -> Iterator[tuple[dict[str, Any] | Non
             yield event, time + step.late
 
 
+def _start(steps: list[Step]) -> float:
+    """The first event's own time, which `at` offsets count from."""
+    first = next((step for step in steps if step.advance is None), None)
+    return float(first.event.get("iat", 0)) / 1000 if first else 0.0
+
+
 def run_sequence(ruleset: Any, steps: list[Step], name: str, webhook: str, seen: dict,
-                 tick: float | None, enricher: Any = None) -> tuple[dict[str, Decision], Counter]:
+                 tick: float | None, scratch: ScratchStore,
+                 enricher: Any = None) -> tuple[dict[str, Decision], Counter]:
     """(the last decision per rule, preferring its last firing; how often each rule fired)."""
     last: dict[str, Decision] = {}
     fired: Counter = Counter()
@@ -129,7 +133,7 @@ def run_sequence(ruleset: Any, steps: list[Step], name: str, webhook: str, seen:
         if decision.matched or not last.get(decision.rule_id, decision).matched:
             last[decision.rule_id] = decision
 
-    with scratch_rules(ruleset, enricher) as rules:
+    with scratch_rules(ruleset, scratch, enricher) as rules:
         for event, arrival in _events(steps, name):
             if event is None:
                 rules.tick(arrival, send=record)
@@ -139,6 +143,5 @@ def run_sequence(ruleset: Any, steps: list[Step], name: str, webhook: str, seen:
                 for decision in rules.evaluate(envelope, uri, webhook, seen=seen, now=arrival):
                     record(decision)
         if tick is not None:
-            first = next((step for step in steps if step.advance is None), steps[0])
-            rules.tick(float(first.event.get("iat", 0)) / 1000 + tick, send=record)
+            rules.tick(_start(steps) + tick, send=record)
     return last, fired

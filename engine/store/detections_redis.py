@@ -1,9 +1,9 @@
 """State of `sequence`, `new_value` and `absence` rules in Redis: a mixin for RedisStore (which provides
-`redis`, `prefix`, `_guard` and `_state_script`), implementing engine.match.stateful.state.DetectionStateStore.
+`redis`, `prefix`, `_guard` and `_state_script`), implementing engine.store.state.DetectionStateStore.
 
 Key map (p = the deployment's prefix):
 
-    p st:q:<rule>:<group>     string  a group's sequence state (JSON, engine/match/stateful/sequence.py)
+    p st:q:<rule>:<group>     string  a group's sequence state (JSON, engine/store/sequence.py)
     p st:qx:<rule>            zset    group -> when its sequence state expires (max_groups count, pruning)
     p st:qrules               set     rules that hold sequences
     p st:ng:<rule>:<group>    hash    a new_value group: since, last, jti (of its last NEW verdict)
@@ -25,8 +25,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from engine.match.stateful import sequence
-from engine.match.stateful.state import CAPPED, NewValueResult, SequenceResult, Timer
+from engine.store import sequence
+from engine.store.state import (CAPPED, NewValueLimits, NewValueResult, SequenceEvent, SequenceLimits, SequenceResult,
+                                Timer)
 from engine.store.redis_records import num as _num
 from engine.store.state_redis import PRUNE_INDEX
 
@@ -138,8 +139,8 @@ class RedisDetectionMixin:
     _state_script: Any
 
     # -- sequences ---------------------------------------------------------------------------------
-    def sequence_offer(self, rule_id: str, group_key: str, event: sequence.SequenceEvent,
-                       spec: sequence.SequenceLimits, now: float) -> SequenceResult:
+    def sequence_offer(self, rule_id: str, group_key: str, event: SequenceEvent,
+                       spec: SequenceLimits, now: float) -> SequenceResult:
         key, index = f"{self.prefix}st:q:{rule_id}:{group_key}", f"{self.prefix}st:qx:{rule_id}"
         with self._guard("updating a sequence"), self.redis.pipeline() as pipe:
             while True:
@@ -177,7 +178,7 @@ class RedisDetectionMixin:
 
     # -- new values --------------------------------------------------------------------------------
     def new_value_seen(self, rule_id: str, group_key: str, value: str, jti: str, time: float,
-                       spec: Any, now: float) -> NewValueResult:
+                       spec: NewValueLimits, now: float) -> NewValueResult:
         p = self.prefix
         with self._guard("checking a new value"):
             status, since, evicted = self._state_script(NEW_VALUE)(

@@ -1,5 +1,5 @@
 """State of `sequence`, `new_value` and `absence` rules in SQLite: a mixin for SQLiteStore (which provides
-`_tx()` and `_read()`), implementing engine.match.stateful.state.DetectionStateStore.
+`_tx()` and `_read()`), implementing engine.store.state.DetectionStateStore.
 
 Every operation is one `BEGIN IMMEDIATE` transaction, so processes sharing the file never interleave.
 `state_counts` keeps the number of groups / timers per rule and kind, so a cap costs one indexed read.
@@ -13,9 +13,9 @@ import json
 import sqlite3
 from typing import Any
 
-from engine.match.stateful import sequence
-from engine.match.stateful.state import (CAPPED, KNOWN, LEARNING, NEW, REPLAYED, RUNNING, STARTED,
-                                         NewValueResult, SequenceResult, Timer)
+from engine.store import sequence
+from engine.store.state import (CAPPED, KNOWN, LEARNING, NEW, REPLAYED, RUNNING, STARTED, NewValueLimits,
+                                NewValueResult, SequenceEvent, SequenceLimits, SequenceResult, Timer)
 
 MIGRATION = """
     CREATE TABLE state_sequences (
@@ -58,8 +58,8 @@ class SQLiteDetectionMixin:
     _read: Any
 
     # -- sequences ---------------------------------------------------------------------------------
-    def sequence_offer(self, rule_id: str, group_key: str, event: sequence.SequenceEvent,
-                       spec: sequence.SequenceLimits, now: float) -> SequenceResult:
+    def sequence_offer(self, rule_id: str, group_key: str, event: SequenceEvent,
+                       spec: SequenceLimits, now: float) -> SequenceResult:
         max_groups = spec.max_groups
         with self._tx() as conn:
             row = conn.execute("SELECT state FROM state_sequences WHERE rule_id = ? AND group_key = ?",
@@ -84,7 +84,7 @@ class SQLiteDetectionMixin:
 
     # -- new values --------------------------------------------------------------------------------
     def new_value_seen(self, rule_id: str, group_key: str, value: str, jti: str, time: float,
-                       spec: Any, now: float) -> NewValueResult:
+                       spec: NewValueLimits, now: float) -> NewValueResult:
         with self._tx() as conn:
             group = conn.execute("SELECT id, since, last, new_jti FROM state_nv_groups WHERE rule_id = ? AND "
                                  "group_key = ?", (rule_id, group_key)).fetchone()

@@ -11,10 +11,9 @@ import json
 import sqlite3
 from typing import Any
 
-from engine.match.stateful import window
+from engine.store import window
+from engine.store.state import CAPPED, DigestBatch, Threshold, WindowEntry, WindowResult
 from engine.store.detections_sqlite import TABLES as DETECTION_TABLES
-from engine.match.stateful.specs import Threshold
-from engine.match.stateful.state import CAPPED, DigestBatch, WindowEntry, WindowResult
 
 MIGRATION = """
     CREATE TABLE state_windows (

@@ -37,10 +37,10 @@ def _list(store: Store) -> int:
     if not entries:
         print("The quarantine is empty.")
         return 0
-    print(f"{'ID':<17} {'WEBHOOK':<14} {'RECEIVED':<21} {'BYTES':>8}  REASON")
+    print(f"{'ID':<17} {'WEBHOOK':<14} {'RECEIVED':<21} {'SOURCE':<16} {'BYTES':>8}  REASON")
     for e in entries:
         at = datetime.fromtimestamp(e.received_at, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
-        print(f"{e.id:<17} {e.webhook:<14} {at:<21} {len(e.body):>8}  {e.reason}")
+        print(f"{e.id:<17} {e.webhook:<14} {at:<21} {e.source or '-':<16} {len(e.body):>8}  {e.reason}")
     return 0
 
 
@@ -53,6 +53,8 @@ def _reverify_one(entry: QuarantineEntry, config, intake: Intake) -> str:
     except RequestError as exc:
         return f"{entry.id}: still refused ({exc}); kept"
     result = intake.store_envelope(webhook.name, envelope, entry.body)
+    if result.outcome == "conflict":
+        return f"{entry.id}: verified, but event {envelope.jti} is stored with different content; kept"
     intake.store.quarantine_remove(entry.id)
     return f"{entry.id}: verified, event {envelope.jti} {result.outcome}"
 

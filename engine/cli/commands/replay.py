@@ -21,7 +21,7 @@ from engine.match.loader import load_for_config
 from engine.offline.report import decision_lines, event_type, matched_rules, when
 from engine.match.stateful.evaluator import StatefulRules
 from engine.offline.sequences import scratch_rules
-from engine.store import open_store
+from engine.store import open_store, scratch_store
 from engine.store.base import StoredEvent
 
 
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     ruleset = load_for_config(config, args.rules)
     with closing(open_store(config.store)) as store:
         events = store.list_events(since=time.time() - args.since, limit=args.limit)
-    with scratch_rules(ruleset) as rules:
+    with scratch_rules(ruleset, scratch_store) as rules:
         results = []
         for event in (e for e in reversed(events) if e.status != "stale"):
             results += timer_results(rules, event.received_at)

@@ -26,10 +26,9 @@ from engine.match.ruleset import Decision, Rule
 from engine.match.stateful.decide import Firing, Outcome, _utc, firing_id, group_key, suppress_firing
 from engine.match.stateful.memorykeys import CompiledAbsence, CompiledNewValue, CompiledSequence
 from engine.match.stateful.rulekeys import CompiledSuppress, Lookup, _item
-from engine.match.stateful.sequence import SequenceEvent, SequenceLimits
 from engine.match.stateful.specs import Suppress
-from engine.match.stateful.state import (ADVANCED, CAPPED, COMPLETED, DUPLICATE, IGNORED, KNOWN, LEARNING,
-                                         REPLAYED, RESET, RUNNING, STARTED, Timer)
+from engine.store.state import (CAPPED, COMPLETED, DUPLICATE, IGNORED, KNOWN, LEARNING, REPLAYED, RESET, RUNNING,
+                                STARTED, NewValueLimits, SequenceEvent, SequenceLimits, Timer)
 from engine.verify.envelope import envelope_from_claims
 
 log = logging.getLogger("idhooks.stateful")
@@ -139,7 +138,8 @@ def decide_new_value(store: Any, entry: MemoryRule, ctx: EvalContext, now: float
     group, suppress_group = groups
     value, time, jti = found[0], ctx.envelope.iat_ms / 1000, ctx.envelope.jti
     text = bounded(_value_text(value))
-    result = store.new_value_seen(entry.rule.id, bounded(group_key(group)), text, jti, time, spec, now)
+    limits = NewValueLimits(spec.lookback, spec.learn_for, spec.max_values, spec.max_groups)
+    result = store.new_value_seen(entry.rule.id, bounded(group_key(group)), text, jti, time, limits, now)
     shown = json.dumps(value, default=str)[:80]
     if result.status == CAPPED:
         return Outcome(None, "not counted: the rule holds new_value.max_groups groups", CAPPED)

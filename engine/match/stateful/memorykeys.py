@@ -1,5 +1,6 @@
-"""The rule keys `sequence`, `new_value` and `absence` (issue 17): parsed, checked and compiled at load,
-registered with the rule loader like `threshold` (rulekeys.py), with the same key paths (`claims.X`,
+"""The rule keys `sequence`, `new_value` and `absence` (issue 17): parsed, checked and compiled at load, a
+rule-key extension (MEMORY, listed in engine/match/extensions.py) like `threshold` (rulekeys.py), with the
+same key paths (`claims.X`,
 `envelope.X`, `geo.X`, `$...`, bare body paths) and the same error format.
 
     sequence:  {group_by, within, steps: [{event, when, count}], reset_on: {event, when}, max_groups}
@@ -14,8 +15,8 @@ from typing import Any, Mapping
 
 from engine.match.conditions import Condition, Report, compile_condition
 from engine.match.context import EvalContext
-from engine.match.index import selector_keys
-from engine.match.loader import parse_selector, register_rule_check, register_rule_key
+from engine.match.index import parse_selector, selector_keys
+from engine.match.extension import RuleExtension, RuleKey
 from engine.match.stateful.rulekeys import Lookup, _compile, _compile_group
 from engine.match.stateful.specs import MAX_COUNT, _line, _Parser
 
@@ -203,12 +204,7 @@ def _combination(node: Mapping[str, Any], report: Report) -> None:
         report(line_of("event"), "event", "a sequence rule takes its events from sequence.steps; remove `event`")
 
 
-def install() -> None:
-    """Register the keys with the rule loader (idempotent; engine/match/__init__.py imports this module)."""
-    register_rule_key("sequence", parse_sequence, SEQUENCE_NAMES, supplies_events=True)
-    register_rule_key("new_value", parse_new_value, NEW_VALUE_NAMES)
-    register_rule_key("absence", parse_absence, ABSENCE_NAMES)
-    register_rule_check(_combination)
-
-
-install()
+MEMORY = RuleExtension("detections", (RuleKey("sequence", parse_sequence, SEQUENCE_NAMES, supplies_events=True),
+                                       RuleKey("new_value", parse_new_value, NEW_VALUE_NAMES),
+                                       RuleKey("absence", parse_absence, ABSENCE_NAMES)), _combination)
+"""The keys sequence, new_value and absence, passed to the rule loader (engine/match/extensions.py)."""

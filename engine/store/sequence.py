@@ -1,5 +1,6 @@
 """The sequence of one (rule, group): pure functions over a small JSON-able state, shared by every backend
 (each loads the state, calls `offer()` and writes the result back in one atomic step), like window.py.
+The rules engine (engine/match/stateful/detect.py) builds the SequenceEvent; this module only keeps count.
 
 Semantics (docs/rules.md, "sequence"):
 - Steps complete in order. A step completes when `count` events matched it; the event that completes a
@@ -16,32 +17,15 @@ Semantics (docs/rules.md, "sequence"):
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
 from typing import Any
 
-from engine.match.stateful.state import (ADVANCED, COMPLETED, DUPLICATE, IGNORED, REPLAYED, RESET, STARTED,
-                                         SequenceResult)
+from engine.store.state import (ADVANCED, COMPLETED, DUPLICATE, IGNORED, REPLAYED, RESET, STARTED, SequenceEvent,
+                                SequenceLimits, SequenceResult)
 
 ITEMS_KEPT = 10
 """Events each step shows to templates (`steps[i].events`, the newest)."""
 JTIS_KEPT = 200
 """Recent jtis of a group's sequence, so a repeated event never counts twice (bounded)."""
-
-
-@dataclass(frozen=True)
-class SequenceEvent:
-    jti: str
-    time: float
-    matches: tuple[int, ...]                # indexes of the steps this event matches
-    reset: bool = False                     # it matches reset_on
-    item: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class SequenceLimits:
-    counts: tuple[int, ...]                 # each step's count
-    within: float
-    max_groups: int = 10**9                 # groups (with a sequence under way) the rule may hold
 
 
 State = dict[str, Any]

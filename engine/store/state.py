@@ -1,4 +1,6 @@
-"""What the stateful decisions need from the store, and the values that cross that boundary.
+"""The state contract of stateful rules (thresholds, suppression, digests): the operations every store
+backend implements and the values that cross that boundary. Declared here, in the store layer, so the
+store never imports the rules engine; engine/match/stateful builds on these types.
 
 Every value is JSON-able and every time is a float of epoch seconds passed in by the caller, so tests
 drive time with an injected clock. Each operation is atomic in its backend: two processes sharing a store
@@ -7,10 +9,13 @@ never lose a count, never both pass a suppression and never both own one window'
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from engine.match.stateful.specs import Threshold
+DEFAULT_LATE = 60.0
+"""How late (arrival minus event time) an event may be and still count; the hub retries within ~20 s."""
+DEFAULT_MAX_GROUPS = 100_000
 
 COUNTED = "counted"
 DUPLICATE = "duplicate"    # this jti is already in the window
@@ -18,6 +23,19 @@ LATE = "late"              # older than the late allowance: no window may change
 CONSUMED = "consumed"      # at or before the end of a window that already fired
 CAPPED = "capped"          # a new group, but the rule already holds max_groups groups
 REPLAYED = "replayed"      # the event that fired the window, evaluated again (after a crash): same firing
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """Fire when `count` events (or distinct values of `distinct`) of one group fall within `within` s.
+    Parsed from a rule's `threshold:` key by engine/match/stateful/specs.py."""
+
+    count: int
+    within: float
+    group_by: tuple[str, ...] = ()
+    distinct: str | None = None
+    late: float = DEFAULT_LATE
+    max_groups: int = DEFAULT_MAX_GROUPS
 
 
 @dataclass(frozen=True)
@@ -57,33 +75,41 @@ class DigestBatch:
     total: int
 
 
-class StateStore(Protocol):
-    """The state operations, implemented by engine/store/state_sqlite.py and engine/store/state_redis.py."""
+class StateStore(ABC):
+    """The state operations; engine.store.base.Store inherits them, implemented by engine/store/state_sqlite.py
+    and engine/store/state_redis.py (mixins) and checked by tests/test_stateful_state.py for every backend."""
 
+    @abstractmethod
     def window_add(self, rule_id: str, group_key: str, entry: WindowEntry, spec: Threshold,
                    now: float) -> WindowResult:
         """Offer `entry` to the window of (rule, group) and return the window after it, atomically.
         A new group when the rule already has `spec.max_groups` groups is CAPPED (nothing stored) after
         expired groups of the rule were pruned."""
 
+    @abstractmethod
     def suppress_try(self, rule_id: str, group_key: str, until: float, now: float, token: str) -> bool:
         """Atomic test-and-set: True (and suppressed until `until`) when no suppression of the group is
         active at `now`, or when the active one was set by the same `token` (a firing evaluated again)."""
 
+    @abstractmethod
     def digest_add(self, rule_id: str, period_start: float, period_end: float, due_at: float,
                    jti: str, time: float, item: dict[str, Any], max_items: int) -> bool:
         """Add a match to a digest period; False when this jti is already in it."""
 
+    @abstractmethod
     def digest_due(self, rule_id: str, now: float) -> list[DigestBatch]:
         """Periods of the rule whose due_at <= now, oldest first. They stay until digest_done(), so a
         crash between reading and enqueueing re-sends the same period (its job key makes it a no-op)."""
 
+    @abstractmethod
     def digest_done(self, rule_id: str, period_start: float) -> None:
         """Forget a period whose firing was enqueued."""
 
+    @abstractmethod
     def prune_state(self, now: float) -> int:
         """Delete expired windows and suppressions; how many were removed."""
 
+    @abstractmethod
     def state_size(self) -> int:
         """Rows (SQLite) or keys (Redis) held for stateful rules, to show that pruning shrinks it."""
 
@@ -135,34 +161,77 @@ class Timer:
     payload: dict[str, Any]
 
 
-class DetectionStateStore(Protocol):
-    """The state of `sequence`, `new_value` and `absence` rules: a small contract every backend implements
-    (engine/store/state_sqlite.py, engine/store/state_redis.py) and tests/test_state_contract.py checks on
-    each. Every operation is atomic across processes sharing the store."""
+@dataclass(frozen=True)
+class SequenceEvent:
+    """One event offered to a group's sequence (engine/store/sequence.py)."""
 
-    def sequence_offer(self, rule_id: str, group_key: str, event: Any, spec: Any, now: float) -> SequenceResult:
-        """Offer an event (engine/match/stateful/sequence.py: SequenceEvent) to the group's sequence and
+    jti: str
+    time: float
+    matches: tuple[int, ...]                # indexes of the steps this event matches
+    reset: bool = False                     # it matches reset_on
+    item: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SequenceLimits:
+    """A sequence rule's shape as the state needs it."""
+
+    counts: tuple[int, ...]                 # each step's count
+    within: float
+    max_groups: int = 10**9                 # groups (with a sequence under way) the rule may hold
+
+
+@dataclass(frozen=True)
+class NewValueLimits:
+    """A new_value rule's settings as the state needs them (engine/match/stateful/memorykeys.py)."""
+
+    lookback: float
+    learn_for: float = 0.0
+    max_values: int = 1000
+    max_groups: int = 100_000
+
+
+class DetectionStateStore(ABC):
+    """The state of `sequence`, `new_value` and `absence` rules: a small contract every backend implements
+    (engine/store/detections_sqlite.py, engine/store/detections_redis.py; engine.store.base.Store inherits
+    it) and tests/test_state_contract.py checks on each. Every operation is atomic across processes sharing
+    the store."""
+
+    @abstractmethod
+    def sequence_offer(self, rule_id: str, group_key: str, event: SequenceEvent, spec: SequenceLimits,
+                       now: float) -> SequenceResult:
+        """Offer an event (engine/store/sequence.py: SequenceEvent) to the group's sequence and
         store the result, atomically. A new group when the rule holds spec.max_groups is CAPPED."""
 
+    @abstractmethod
     def new_value_seen(self, rule_id: str, group_key: str, value: str, jti: str, time: float,
-                       spec: Any, now: float) -> NewValueResult:
+                       spec: NewValueLimits, now: float) -> NewValueResult:
         """Record `value` for the group at event time `time` and say whether it is NEW (not seen within
         spec.lookback and the group older than spec.learn_for), KNOWN, LEARNING or CAPPED (a new group
         beyond spec.max_groups: nothing stored). The same jti offered again right after its NEW verdict is
         REPLAYED (a crash between the verdict and the jobs). A group keeps at most spec.max_values values:
         the ones seen longest ago make room."""
 
+    @abstractmethod
     def timer_start(self, rule_id: str, group_key: str, due_at: float, started: float,
                     payload: dict[str, Any], max_timers: int) -> str:
         """Start the group's timer: STARTED, RUNNING (one is running: unchanged) or CAPPED (the rule holds
         max_timers timers: nothing stored)."""
 
+    @abstractmethod
     def timer_cancel(self, rule_id: str, group_key: str) -> bool:
         """Stop the group's timer (its expected event arrived); False when none was running."""
 
+    @abstractmethod
     def timers_claim(self, now: float, lease: float, limit: int) -> list[Timer]:
         """Hand out due timers (due_at <= now) to this caller alone for `lease` seconds: a timer whose
         claimer dies becomes due again after the lease. Oldest first."""
 
+    @abstractmethod
     def timer_done(self, timer: Timer) -> None:
         """Forget a claimed timer after its firing was enqueued (unless it was restarted meanwhile)."""
+
+    @abstractmethod
+    def prune_detections(self, now: float) -> int:
+        """Delete timed-out sequences and new_value groups with nothing within their lookback (prune_state
+        calls it); how many were removed."""
