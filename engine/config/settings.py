@@ -383,7 +383,7 @@ class _Reader:
         result: dict[str, dict[str, Any]] = {}
         for name, body in read.node.items():
             if not isinstance(body, dict) or "type" not in body:
-                read.add(name, "expected a mapping with a 'type' (slack, email, http)")
+                read.add(name, "expected a mapping with a 'type' (slack, email, http, ...: see docs/actions.md)")
                 continue
             result[str(name)] = self.destination_values(body, f"destinations.{name}")
         return result

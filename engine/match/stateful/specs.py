@@ -61,14 +61,16 @@ class StatefulSpec:
 
 STATEFUL_KEYS = ("threshold", "suppress", "digest")
 
-def _reader(key: str, value: Any, line: int, report: Report, allowed: tuple[str, ...]) -> Reader:
+def key_reader(key: str, value: Any, line: int, report: Report, allowed: tuple[str, ...]) -> Reader:
+    """The schema reader of one stateful rule key's mapping (problems of the mapping itself at `line`)."""
     reader = Reader(value, key, report, line=line)
     if reader.expect_mapping(f"with keys {', '.join(allowed)}"):
         reader.check_keys(allowed)
     return reader
 
 
-def _paths(reader: Reader, name: str) -> tuple[str, ...] | None:
+def key_paths(reader: Reader, name: str) -> tuple[str, ...] | None:
+    """A group_by-like key: one path or a list of paths (None when absent or wrong)."""
     paths = reader.text_list(name, single=True, what="a path or a list of paths like [claims.username]")
     if paths is not None and not paths:
         reader.add(name, f"expected a path or a list of paths like [claims.username], got {reader.node[name]!r}")
@@ -78,30 +80,30 @@ def _paths(reader: Reader, name: str) -> tuple[str, ...] | None:
 
 def parse_threshold(value: Any, line: int, report: Report) -> Threshold | None:
     """The `threshold` key; None (after reporting) when it is unusable."""
-    read = _reader("threshold", value, line, report, _THRESHOLD_KEYS)
+    read = key_reader("threshold", value, line, report, _THRESHOLD_KEYS)
     if not read.ok:
         return None
-    distinct = _paths(read, "distinct")
+    distinct = key_paths(read, "distinct")
     if distinct is not None and len(distinct) != 1:
         read.add("distinct", f"expected one path like claims.username, got {read.node['distinct']!r}")
     return Threshold(count=read.integer("count", 1, minimum=1, maximum=MAX_COUNT, required=True),
                      within=read.duration("within", 1.0, minimum=0.001, required=True),
-                     group_by=_paths(read, "group_by") or (), distinct=distinct[0] if distinct else None,
+                     group_by=key_paths(read, "group_by") or (), distinct=distinct[0] if distinct else None,
                      late=read.duration("late", DEFAULT_LATE, minimum=0),
                      max_groups=read.integer("max_groups", DEFAULT_MAX_GROUPS, minimum=1, maximum=10_000_000))
 
 
 def parse_suppress(value: Any, line: int, report: Report) -> Suppress | None:
     """The `suppress` key; None (after reporting) when it is unusable."""
-    read = _reader("suppress", value, line, report, _SUPPRESS_KEYS)
+    read = key_reader("suppress", value, line, report, _SUPPRESS_KEYS)
     if not read.ok:
         return None
-    return Suppress(for_=read.duration("for", 1.0, minimum=0.001, required=True), group_by=_paths(read, "group_by"))
+    return Suppress(for_=read.duration("for", 1.0, minimum=0.001, required=True), group_by=key_paths(read, "group_by"))
 
 
 def parse_digest(value: Any, line: int, report: Report) -> Digest | None:
     """The `digest` key; None (after reporting) when it is unusable."""
-    read = _reader("digest", value, line, report, _DIGEST_KEYS)
+    read = key_reader("digest", value, line, report, _DIGEST_KEYS)
     if not read.ok:
         return None
     return Digest(every=read.duration("every", 1.0, minimum=1, required=True),
