@@ -30,11 +30,11 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.procs import Proc, free_port, write_bench_config  # noqa: E402
-from bench.sink import Sink  # noqa: E402
-from engine import catalog  # noqa: E402
-from engine.verify.signature import sign  # noqa: E402
-from engine.store.redis import RedisStore  # noqa: E402
+from bench.procs import Proc, free_port, write_bench_config
+from bench.sink import Sink
+from engine import catalog
+from engine.verify.signature import sign
+from engine.store.redis import RedisStore
 
 SECRET = "bench-secret-" + uuid.uuid4().hex
 RULE = """

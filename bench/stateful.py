@@ -19,8 +19,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.match.stateful.decide import Observation, evaluate  # noqa: E402
-from engine.match.stateful.specs import StatefulSpec, Threshold  # noqa: E402
+from engine.match.stateful.decide import Observation, evaluate
+from engine.match.stateful.specs import StatefulSpec, Threshold
 
 T0 = 1_700_000_000.0
 SPEC = StatefulSpec(threshold=Threshold(count=5, within=600, group_by=("claims.username",)))

@@ -5,7 +5,6 @@ failures (a failing call holds its key back until it succeeds), while different 
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import textwrap
@@ -13,7 +12,7 @@ import threading
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import pytest
 
