@@ -93,6 +93,28 @@ class MetricsConfig:
     token: Secret | None = None
 
 
+API_ROLES = ("viewer", "operator")
+
+
+@dataclass(frozen=True)
+class ApiToken:
+    """One bearer token of the API and console: `viewer` reads, `operator` also retries, drops, reverifies."""
+
+    name: str
+    token: Secret
+    role: str = "viewer"
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """The JSON API and console: off unless a token is configured; on the main port or only on `listen`;
+    `mask` names the fields shown masked to viewers."""
+
+    listen: tuple[str, int] | None = None
+    tokens: tuple[ApiToken, ...] = ()
+    mask: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class Config:
     path: Path
@@ -104,6 +126,7 @@ class Config:
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     destinations: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
 
     @property
     def base_dir(self) -> Path:
@@ -372,27 +395,73 @@ class _Reader:
 
     def metrics(self, node: Mapping) -> MetricsConfig:
         _check_keys(node, ("listen", "token", "token_file"), "metrics", self.problems)
-        listen = None
-        if "listen" in node:
-            host, _, port = str(self.text(node, "listen", "metrics", "")).rpartition(":")
-            if not host or not port.isdigit():
-                self.problems.add(_line(node, "listen"), "metrics.listen",
-                                  "expected HOST:PORT, e.g. 127.0.0.1:9100")
-            else:
-                listen = (host.strip("[]"), int(port))
+        return MetricsConfig(listen=self.listen(node, "metrics", "9100"), token=self.token(node, "metrics"))
+
+    def listen(self, node: Mapping, where: str, example_port: str) -> tuple[str, int] | None:
+        if "listen" not in node:
+            return None
+        host, _, port = str(self.text(node, "listen", where, "")).rpartition(":")
+        if not host or not port.isdigit():
+            self.problems.add(_line(node, "listen"), f"{where}.listen",
+                              f"expected HOST:PORT, e.g. 127.0.0.1:{example_port}")
+            return None
+        return (host.strip("[]"), int(port))
+
+    def token(self, node: Mapping, where: str) -> Secret | None:
+        """`token: ${ENV}` or `token_file: PATH` of a node (never both, never empty)."""
         if "token" in node and "token_file" in node:
-            self.problems.add(_line(node, "token_file"), "metrics", "give token or token_file, not both")
-        token = self.text(node, "token", "metrics", None, secret=True)
+            self.problems.add(_line(node, "token_file"), where, "give token or token_file, not both")
+        token = self.text(node, "token", where, None, secret=True)
         if "token_file" in node:
             token_path = self.resolve_path(str(node["token_file"]))
             try:
                 token = Secret(read_secret_file(token_path), source=str(token_path))
-            except OSError as exc:
-                self.problems.add(_line(node, "token_file"), "metrics.token_file",
-                                  f"cannot read {token_path}: {exc.strerror or exc}")
-        if token is not None and not token.reveal():
-            self.problems.add(_line(node), "metrics", "the token is empty")
-        return MetricsConfig(listen=listen, token=token)
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                self.problems.add(_line(node, "token_file"), f"{where}.token_file",
+                                  f"cannot read {token_path}: {reason}")
+        if token is not None and not token.reveal().strip():
+            self.problems.add(_line(node), where, "the token is empty")
+        return token
+
+    def api(self, node: Mapping) -> ApiConfig:
+        _check_keys(node, ("listen", "tokens", "mask"), "api", self.problems)
+        tokens_raw = node.get("tokens") or []
+        if not isinstance(tokens_raw, list):
+            self.problems.add(_line(node, "tokens"), "api.tokens", "expected a list of {name, token_file, role}")
+            tokens_raw = []
+        tokens = [self.api_token(item, i) for i, item in enumerate(tokens_raw)]
+        names = [t.name for t in tokens if t]
+        for dup in sorted({n for n in names if names.count(n) > 1}):
+            self.problems.add(_line(node, "tokens"), "api.tokens", f"two tokens are named {dup!r}")
+        mask = node.get("mask") or []
+        if not isinstance(mask, list) or not all(isinstance(m, str) and m for m in mask):
+            self.problems.add(_line(node, "mask"), "api.mask",
+                              "expected a list of field paths, e.g. [claims.emailaddress, claims.mobile]")
+            mask = []
+        return ApiConfig(listen=self.listen(node, "api", "8081"), tokens=tuple(t for t in tokens if t),
+                         mask=tuple(mask))
+
+    def api_token(self, node: Any, index: int) -> ApiToken | None:
+        where = f"api.tokens[{index}]"
+        if not isinstance(node, dict):
+            self.problems.add(0, where, "expected a mapping with name, token_file (or token) and role")
+            return None
+        _check_keys(node, ("name", "token", "token_file", "role"), where, self.problems)
+        name = node.get("name")
+        if not isinstance(name, str) or not _NAME_PATTERN.match(name):
+            self.problems.add(_line(node, "name"), f"{where}.name",
+                              "expected a name of lowercase letters, digits, - and _, e.g. ops-team")
+        role = node.get("role", "viewer")
+        if role not in API_ROLES:
+            self.problems.add(_line(node, "role"), f"{where}.role",
+                              f"expected viewer or operator{suggest(str(role), API_ROLES)}")
+        token = self.token(node, where)
+        if "token" not in node and "token_file" not in node:
+            self.problems.add(_line(node), where, "give token_file: PATH or token: ${ENV_VAR}")
+        if token is None or not isinstance(name, str) or role not in API_ROLES:
+            return None
+        return ApiToken(name=name, token=token, role=role)
 
     def delivery(self, node: Mapping) -> DeliveryConfig:
         keys = ("workers", "lease", "retry_for", "backoff_initial", "backoff_max",
@@ -451,7 +520,7 @@ class _Reader:
         return self.text(body, key, where, None, secret=True)
 
 
-_TOP_KEYS = ("server", "store", "webhooks", "rules", "quarantine", "delivery", "destinations", "metrics")
+_TOP_KEYS = ("server", "store", "webhooks", "rules", "quarantine", "delivery", "destinations", "metrics", "api")
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
@@ -483,6 +552,7 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
         delivery=reader.delivery(reader.mapping(raw, "delivery", "")),
         destinations=reader.destinations(reader.mapping(raw, "destinations", "")),
         metrics=reader.metrics(reader.mapping(raw, "metrics", "")),
+        api=reader.api(reader.mapping(raw, "api", "")),
     )
     if reader.problems.items:
         raise ConfigError(reader.problems.items)
@@ -491,4 +561,5 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
 
 def all_secrets(config: Config) -> list[Secret]:
     """Every secret in the config, for redacting error messages and response snippets."""
-    return [s for w in config.webhooks for s in w.secrets] + find_secrets(dict(config.destinations))
+    return [s for w in config.webhooks for s in w.secrets] + find_secrets(dict(config.destinations)) + \
+        [t.token for t in config.api.tokens]

@@ -80,6 +80,10 @@ class _Loader:
         except ConfigError as exc:
             self.problems += exc.problems
             return []
+        return self.load_raw(raw, source)
+
+    def load_raw(self, raw: Any, source: str) -> list[Rule]:
+        """The rules of one parsed rule file (`rules: [...]`) named `source` in errors."""
         if raw is None:
             return []
         if not isinstance(raw, dict) or not isinstance(raw.get("rules", []), list):
@@ -225,6 +229,16 @@ def load_ruleset(paths: Sequence[Path], *, destinations: Mapping[str, Mapping[st
     if loader.problems:
         raise ConfigError(loader.problems)
     return RuleSet(rules, tuple(display_path(p) for p in files))
+
+
+def load_ruleset_text(raw: Any, source: str, *, destinations: Mapping[str, Mapping[str, Any]],
+                      webhooks: Collection[str] = ()) -> RuleSet:
+    """Compile one rule file already parsed from text (the playground's textarea); ConfigError as above."""
+    loader = _Loader(destinations, webhooks)
+    rules = loader.load_raw(raw, source)
+    if loader.problems:
+        raise ConfigError(loader.problems)
+    return RuleSet(rules, (source,))
 
 
 def load_for_config(config: Config, paths: Sequence[Path] | None = None) -> RuleSet:

@@ -13,7 +13,8 @@ from contextlib import closing
 from engine.cli.commands import add_config_option
 from engine.config.settings import load_config
 from engine.config.durations import parse_duration
-from engine.offline.report import decision_lines, event_type, matched_rules, when
+from engine.offline.report import decision_lines, event_type, when
+from engine.ops.events import EventQuery, list_events
 from engine.store import open_store
 from engine.store.base import Store, StoredEvent
 
@@ -43,15 +44,14 @@ def run(args: argparse.Namespace) -> int:
 
 def _list(store: Store, args: argparse.Namespace) -> int:
     since = time.time() - args.since if args.since is not None else None
-    events = store.list_events(since=since, limit=args.limit)
-    if not events:
+    items = list_events(store, EventQuery(since=since), args.limit).items
+    if not items:
         print("No events stored" + (" in that period." if since is not None else "."))
         return 0
     print(f"{'RECEIVED':<21} {'JTI':<38} {'WEBHOOK':<12} {'TYPE':<34} {'STATUS':<10} MATCHED")
-    for e in events:
-        types = ",".join(event_type(u) for u in e.uris)
-        matched = ",".join(matched_rules(e.decisions)) or "-"
-        print(f"{when(e.received_at):<21} {e.jti:<38} {e.webhook:<12} {types:<34} {e.status:<10} {matched}")
+    for e in items:
+        print(f"{when(e['received_at']):<21} {e['jti']:<38} {e['webhook']:<12} {','.join(e['types']):<34} "
+              f"{e['status']:<10} {','.join(e['matched']) or '-'}")
     return 0
 
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import asdict
 from datetime import datetime, timezone
 
 from engine.cli.commands import add_config_option
 from engine.config.settings import load_config
 from engine.config.durations import format_duration
+from engine.ops.subscriptions import subscription_report
 from engine.store import open_store
 
 
@@ -32,20 +32,13 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     store = open_store(config.store)
     try:
-        records = store.list_subscriptions()
-        last = store.last_accepted()
+        report = subscription_report(config, store, time.time())
     finally:
         store.close()
-    now = time.time()
-    silent = []
-    for webhook in config.webhooks:
-        seen = last.get(webhook.name)
-        if seen is None or now - seen > webhook.silence_after:
-            silent.append({"webhook": webhook.name, "last_accepted": seen,
-                           "silence_after": webhook.silence_after})
+    records = report["subscriptions"]
+    silent = report["silent"]
     if args.json:
-        print(json.dumps({"subscriptions": [asdict(r) for r in records],
-                          "last_accepted": last, "silent": silent}, default=str, indent=2))
+        print(json.dumps({k: report[k] for k in ("subscriptions", "last_accepted", "silent")}, default=str, indent=2))
         return 0
     if not records:
         print("No verification requests recorded yet. Activate the webhook in the Asgardeo console, or run "
@@ -53,8 +46,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"{'WEBHOOK':<16} {'TOPIC':<56} {'MODE':<12} {'AT':<21} {'LEASE EXPIRES':<21} REASON")
         for r in records:
-            print(f"{r.webhook:<16} {r.topic:<56} {r.mode:<12} {_when(r.at):<21} "
-                  f"{_when(r.lease_expires_at):<21} {r.reason}")
+            print(f"{r['webhook']:<16} {r['topic']:<56} {r['mode']:<12} {_when(r['at']):<21} "
+                  f"{_when(r['lease_expires_at']):<21} {r['reason']}")
     for item in silent:
         since = "never" if item["last_accepted"] is None else _when(item["last_accepted"])
         print(f"WARNING: webhook {item['webhook']!r} has accepted no event for over "

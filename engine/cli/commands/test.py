@@ -15,9 +15,9 @@ from engine.config.settings import Config, load_config
 from engine.verify.envelope import envelope_from_claims
 from engine.errors import ConfigError, PayloadError
 from engine.match.loader import display_path, load_for_config
-from engine.offline.report import decision_lines, event_type
+from engine.offline.report import decision_lines
+from engine.ops.tryrules import evaluate_envelopes
 from engine.match.ruleset import RuleSet
-from engine.offline.sequences import scratch_rules
 from engine.offline.ruletests import TestReport, load_rule_tests, run_rule_tests, test_files
 
 
@@ -71,11 +71,7 @@ def _read_event(path: Path) -> Any:
 def _evaluate_files(ruleset: RuleSet, files: list[Path], webhook: str, as_json: bool) -> int:
     """The files are one stream in the given order, each arriving at its own event time (stateful rules
     count across them with a throw-away store)."""
-    envelopes = [(path, _read_event(path)) for path in files]
-    with scratch_rules(ruleset) as rules:
-        results = [{"file": display_path(path), "jti": env.jti, "uri": uri, "type": event_type(uri),
-                    "decisions": [d.to_json() for d in rules.evaluate(env, uri, webhook, now=env.iat_ms / 1000)]}
-                   for path, env in envelopes for uri in env.uris]
+    results = evaluate_envelopes(ruleset, [(display_path(path), _read_event(path)) for path in files], webhook)
     if as_json:
         _print_json(results)
         return 0

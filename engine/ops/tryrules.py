@@ -1,0 +1,134 @@
+"""Trying rules without side effects: `idhooks test EVENT.json --json` and the rule playground (POST
+/api/v1/rules/test, the console's playground) evaluate with the live engine's evaluator over a throw-away
+state store, so nothing is stored or sent and both answer with the same JSON.
+
+Rule text from a browser is hostile until compiled: it is bounded in size and in YAML nodes (an alias bomb
+expands to millions of nodes from a few lines), and a run has a deadline and a cap on concurrent runs."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable, Iterable, TypeVar
+
+import yaml
+
+from engine import catalog
+from engine.config.settings import Config, suggest
+from engine.config.yamlsource import load_yaml_text
+from engine.errors import BusyError, ConfigError, InvalidInputError, PayloadError
+from engine.match.loader import load_ruleset_text
+from engine.match.ruleset import RuleSet
+from engine.offline.report import event_type
+from engine.offline.sequences import scratch_rules
+from engine.verify.envelope import Envelope, envelope_from_claims
+
+MAX_RULES_CHARS = 64 * 1024
+MAX_YAML_NODES = 20_000
+DEADLINE = 5.0
+CONCURRENT_RUNS = 2
+PLAYGROUND_SOURCE = "playground.yaml"
+T = TypeVar("T")
+
+_runs = threading.BoundedSemaphore(CONCURRENT_RUNS)
+
+
+def evaluate_envelopes(ruleset: Any, labelled: Iterable[tuple[str, Envelope]], webhook: str) -> list[dict[str, Any]]:
+    """One result per (event, URI): {file, jti, uri, type, decisions}. The events are one stream in the
+    given order, each at its own event time (stateful rules count across them with a throw-away store)."""
+    with scratch_rules(ruleset) as rules:
+        return [{"file": label, "jti": env.jti, "uri": uri, "type": event_type(uri),
+                 "decisions": [d.to_json() for d in rules.evaluate(env, uri, webhook, now=env.iat_ms / 1000)]}
+                for label, env in labelled for uri in env.uris]
+
+
+def _count_nodes(node: yaml.Node, seen: dict[int, int], budget: int) -> int:
+    """Nodes `node` expands to, aliases counted each time they are used; stops counting past `budget`."""
+    if id(node) in seen:
+        return seen[id(node)]
+    total = 1
+    children: list[yaml.Node] = []
+    if isinstance(node, yaml.SequenceNode):
+        children = node.value
+    elif isinstance(node, yaml.MappingNode):
+        children = [n for pair in node.value for n in pair]
+    for child in children:
+        total += _count_nodes(child, seen, budget)
+        if total > budget:
+            break
+    seen[id(node)] = total
+    return total
+
+
+def parse_rules_text(text: str, config: Config) -> RuleSet:
+    """Compile the rule file in `text` against the config's destinations and webhooks."""
+    if len(text) > MAX_RULES_CHARS:
+        raise InvalidInputError(f"rules: {len(text)} characters; the playground takes at most {MAX_RULES_CHARS}")
+    try:
+        root = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        if root is not None and _count_nodes(root, {}, MAX_YAML_NODES) > MAX_YAML_NODES:
+            raise InvalidInputError(f"rules: the YAML expands to more than {MAX_YAML_NODES} values (anchors and "
+                                    "aliases count each time they are used)")
+        raw = load_yaml_text(text, PLAYGROUND_SOURCE)
+        return load_ruleset_text(raw, PLAYGROUND_SOURCE, destinations=config.destinations,
+                                 webhooks=[w.name for w in config.webhooks])
+    except (yaml.YAMLError, ConfigError) as exc:
+        problems = exc.problems if isinstance(exc, ConfigError) else [f"{PLAYGROUND_SOURCE}: invalid YAML: {exc}"]
+        raise InvalidInputError("\n".join(problems)) from None
+    except RecursionError:
+        raise InvalidInputError("rules: nested too deeply") from None
+
+
+def playground_envelope(event: Any = None, alias: str | None = None) -> tuple[str, Envelope]:
+    """(label, envelope) of a pasted event (a SET as a JSON object) or of a catalog sample."""
+    if (event is None) == (alias is None):
+        raise InvalidInputError("give exactly one of `event` (a Security Event Token) or `catalog` (an alias)")
+    if alias is not None:
+        entries = catalog.entries()
+        if not isinstance(alias, str) or alias not in entries:
+            hint = suggest(alias, list(entries)) if isinstance(alias, str) else ""
+            raise InvalidInputError(f"catalog: unknown event type {str(alias)[:100]!r}{hint}; see idhooks catalog")
+        return f"catalog:{alias}", envelope_from_claims(entries[alias].sample())
+    if not isinstance(event, dict):
+        raise InvalidInputError("event: expected a JSON object (a Security Event Token)")
+    try:
+        return "event", envelope_from_claims(event)
+    except PayloadError as exc:
+        raise InvalidInputError(f"event: {exc}") from None
+
+
+def try_rules(config: Config, live: Callable[[], RuleSet], *, event: Any = None, alias: str | None = None,
+              rules: str | None = None, webhook: str | None = None) -> list[dict[str, Any]]:
+    """What `idhooks test --json` prints for one event: the pasted `rules` (or the live rule set when None),
+    evaluated within DEADLINE seconds; nothing is stored or sent."""
+    label, envelope = playground_envelope(event, alias)
+    if webhook is None:
+        webhook = config.webhooks[0].name if config.webhooks else ""
+    elif config.webhook(webhook) is None:
+        raise InvalidInputError(f"webhook: no webhook named {webhook[:100]!r} is configured")
+    return bounded_run(lambda: evaluate_envelopes(parse_rules_text(rules, config) if rules is not None
+                                                  else live(), [(label, envelope)], webhook))
+
+
+def bounded_run(work: Callable[[], T]) -> T:
+    """Run `work` on a daemon thread with DEADLINE; at most CONCURRENT_RUNS at once. A run past its deadline
+    is abandoned (its thread finishes on its own) and its slot stays taken until it does."""
+    if not _runs.acquire(timeout=DEADLINE):
+        raise BusyError("the rule playground is busy with other runs; try again in a few seconds")
+    outcome: dict[str, Any] = {}
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller, who re-raises it
+            outcome["error"] = exc
+        finally:
+            _runs.release()
+            done.set()
+
+    threading.Thread(target=run, name="idhooks-playground", daemon=True).start()
+    if not done.wait(DEADLINE):
+        raise InvalidInputError(f"the rules took longer than {DEADLINE:g} s to evaluate this event")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
