@@ -10,9 +10,11 @@ from typing import Any
 
 import falcon
 
-from engine.api.deps import API_PREFIX, OFF_MESSAGE, ApiDeps
+from engine.api.deps import API_PREFIX, CONSOLE_PREFIX, OFF_MESSAGE, ApiDeps
 from engine.api.openapi import document
 from engine.api.resources import ROUTES, send
+from engine.console.app import mount_console
+from engine.console.pages import error_page
 from engine.errors import RequestError
 
 log = logging.getLogger("idhooks.api")
@@ -48,6 +50,9 @@ class NotFound:
 def _handle_request_error(req: falcon.Request, resp: falcon.Response, ex: RequestError, params: dict) -> None:
     if req.path.startswith(API_PREFIX):
         send(resp, api_error(ex.status, str(ex)), ex.status)
+    elif req.path.startswith(CONSOLE_PREFIX):
+        error_page(req, resp, ex)
+        return
     else:  # the intake's format, unchanged
         send(resp, {"error": str(ex)}, ex.status)
     if ex.status == 401:
@@ -64,7 +69,7 @@ def _serialize_http_error(req: falcon.Request, resp: falcon.Response, ex: falcon
 
 
 def mount(app: falcon.App, deps: ApiDeps) -> None:
-    """Add /api/v1 to `app`. With no token configured they answer 404 and one log line says
+    """Add /api/v1 and /console to `app`. With no token configured they answer 404 and one log line says
     how to turn them on."""
     if not deps.config.get().api.tokens:
         log.info(OFF_MESSAGE)
@@ -74,6 +79,7 @@ def mount(app: falcon.App, deps: ApiDeps) -> None:
         app.add_route(API_PREFIX + path, resource(deps))
     app.add_route(API_PREFIX + "/openapi.json", OpenApi(deps))
     app.add_sink(NotFound(deps), prefix=API_PREFIX + "/")
+    mount_console(app, deps)
 
 
 def create_api_app(deps: ApiDeps) -> falcon.App:

@@ -64,6 +64,7 @@ SCHEMAS: dict[str, Any] = {
         "silent": {"type": "boolean"}})}, silent={"type": "array", "items": {"type": "object"}}),
     "Rule": _object({"id": STRING, "source": {"type": "string", "description": "file:line"},
                      "kind": {"enum": ["match", "threshold", "suppress", "digest"]}, "enabled": {"type": "boolean"},
+                     "mode": {"enum": ["live", "shadow"]},
                      "description": STRING, "events": {"type": "array", "items": STRING},
                      "actions": {"type": "array", "items": _object({"type": STRING, "destination": MAYBE_STRING})}}),
     "RulePage": _page("Rule", loaded_at=MAYBE_TIME, last_reload_error=MAYBE_STRING),

@@ -9,9 +9,11 @@ from engine.match.stateful.specs import STATEFUL_KEYS
 
 
 def rule_json(rule: Rule) -> dict[str, Any]:
-    """id, file:line, kind (match, or the stateful key: threshold, suppress, digest), events and actions."""
+    """id, file:line, kind (match, or the stateful key: threshold, suppress, digest), mode (live or shadow),
+    events and actions."""
     kind = next((key for key in STATEFUL_KEYS if key in rule.extra), "match")
     return {"id": rule.id, "source": f"{rule.source}:{rule.line}", "kind": kind, "enabled": rule.enabled,
+            "mode": getattr(rule, "mode", "live"),
             "description": rule.description, "events": list(rule.events),
             "actions": [{"type": a.type, "destination": a.destination} for a in rule.actions]}
 
