@@ -53,6 +53,9 @@ def _reverify_one(entry: QuarantineEntry, config: Config, intake: Intake) -> Rev
     except RequestError as exc:
         return Reverified(entry.id, False, f"still refused ({exc}); kept")
     result = intake.store_envelope(webhook.name, envelope, entry.body)
+    if result.outcome == "conflict":
+        return Reverified(entry.id, False, f"verified, but event {envelope.jti} is stored with different "
+                                           "content; kept", envelope.jti)
     intake.store.quarantine_remove(entry.id)
     return Reverified(entry.id, True, f"verified, event {envelope.jti} {result.outcome}", envelope.jti)
 
