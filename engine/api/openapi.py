@@ -61,14 +61,18 @@ SCHEMAS: dict[str, Any] = {
                              "lease_expires_at": MAYBE_TIME, "reason": STRING}),
     "SubscriptionPage": _page("Subscription", webhooks={"type": "array", "items": _object({
         "webhook": STRING, "path": STRING, "last_event_at": MAYBE_TIME, "lease_expires_at": MAYBE_TIME,
-        "silent": {"type": "boolean"}})}, silent={"type": "array", "items": {"type": "object"}}),
+        "silent": {"type": "boolean"}})}, silent={"type": "array", "items": {"type": "object"}},
+        after_unsubscribe={"type": "array", "items": {"type": "object"},
+                           "description": "events accepted after every topic of a webhook was unsubscribed"},
+        warnings={"type": "array", "items": STRING}),
     "Rule": _object({"id": STRING, "source": {"type": "string", "description": "file:line"},
                      "kind": {"enum": ["match", "threshold", "suppress", "digest"]}, "enabled": {"type": "boolean"},
                      "mode": {"enum": ["live", "shadow"]},
                      "description": STRING, "events": {"type": "array", "items": STRING},
                      "actions": {"type": "array", "items": _object({"type": STRING, "destination": MAYBE_STRING})}}),
     "RulePage": _page("Rule", loaded_at=MAYBE_TIME, last_reload_error=MAYBE_STRING),
-    "RuleTestRequest": {"type": "object", "additionalProperties": False, "properties": {
+    "RuleTestRequest": {"type": "object", "additionalProperties": False,
+                        "oneOf": [{"required": ["event"]}, {"required": ["catalog"]}], "properties": {
         "event": {"type": "object", "description": "a Security Event Token (give this or catalog)"},
         "catalog": {"type": "string", "description": "a catalog alias such as login.loginFailed"},
         "rules": {"type": "string", "description": "a rule file's YAML; the loaded rules when absent"},

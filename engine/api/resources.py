@@ -129,8 +129,8 @@ class Subscriptions(Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         self.caller(req)
         report = subscription_report(self.deps.config.get(), self.deps.store, self.deps.clock())
-        send(resp, {"items": report["subscriptions"], "next": None, "webhooks": report["webhooks"],
-                    "silent": report["silent"]})
+        send(resp, {"items": report["subscriptions"], "next": None,
+                    **{k: report[k] for k in ("webhooks", "silent", "after_unsubscribe", "warnings")}})
 
 
 class Rules(Resource):

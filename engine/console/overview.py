@@ -43,8 +43,9 @@ def overview(deps: ApiDeps) -> dict[str, Any]:
     recent = list_events(deps.store, EventQuery(since=now - WINDOW), 500).items
     stats = deps.store.stats()
     readiness = deps.readiness()
-    return {"types": per_minute(recent, now), "recent": len(recent), "capped": len(recent) == 500,
+    report = subscription_report(deps.config.get(), deps.store, now)
+    return {"types": per_minute(recent, now), "warnings": report["warnings"], "recent": len(recent), "capped": len(recent) == 500,
             "refusals": refusals(deps), "jobs": stats.jobs, "quarantine": stats.quarantine_entries,
-            "webhooks": subscription_report(deps.config.get(), deps.store, now)["webhooks"],
+            "webhooks": report["webhooks"],
             "rules": {"count": len(deps.rules().rules), "loaded_at": readiness.get("loaded_at"),
                       "errors": readiness.get("errors") or []}}
