@@ -71,8 +71,8 @@ class Service:
         self.metrics.reloads.labels("success").inc()
         self.metrics.last_reload.set(self.rules_loaded_at)
         self.actions = Current(self.load_actions(config))
-        self.worker = DeliveryWorker(store, self.actions.get, config.delivery, self.metrics, clock=clock)
-        self.processor = Processor(store, self.rules.get, metrics=self.metrics, clock=clock,
+        self.worker = DeliveryWorker(store, self.actions, config.delivery, self.metrics, clock=clock)
+        self.processor = Processor(store, self.rules, metrics=self.metrics, clock=clock,
                                    on_jobs=self.worker.notify)
         self.app = create_app(self.config, store, metrics=self.metrics, clock=clock,
                               readiness=self.readiness, on_accepted=self.processor.notify)

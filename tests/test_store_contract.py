@@ -16,30 +16,18 @@ from engine.store.base import (ACCEPTED, DUPLICATE, STALE, IncomingEvent, NewJob
                                SubscriptionRecord)
 from engine.store.redis import SCHEMA_VERSION, RedisStore
 from engine.store.sqlite import _MIGRATIONS, SQLiteStore
-from tests.redisutil import delete_group, open_redis_store, tls_files
+from tests.store_backends import backend_params, open_backend
 
 T0 = 1_700_000_000.0
 WINDOW = 3600.0
 LEASE = 30.0
 
 
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis),
-                        pytest.param("rediss", marks=pytest.mark.redis)])
+@pytest.fixture(params=backend_params(variants=True))
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    """Each backend: SQLite, Redis, and Redis over TLS (rediss://, with a client certificate)."""
-    if request.param == "sqlite":
-        backend: Store = SQLiteStore(tmp_path / "store.db")
+    """Each backend of tests/store_backends.py: SQLite, Redis, and Redis over TLS (rediss://)."""
+    with open_backend(request.param, request, tmp_path) as backend:
         yield backend
-        backend.close()
-        return
-    if request.param == "redis":
-        yield request.getfixturevalue("redis_store")
-        return
-    server = request.getfixturevalue("tls_redis")
-    backend = open_redis_store(server.url, tmp_path / "spool", **tls_files(server))
-    yield backend
-    delete_group(backend)
-    backend.close()
 
 
 def event(jti: str | None = None, at: float = T0, age: float = 0.0, webhook: str = "asgardeo") -> IncomingEvent:
@@ -53,7 +41,7 @@ def job_for(store: Store, key: str, destination: str = "slack", at: float = T0) 
     """Ingest an event, complete it with one job, and return the job's id."""
     incoming = event(at=at)
     store.ingest(incoming, WINDOW)
-    store.complete_event(incoming.jti, [], [NewJob(key, destination, {"key": key})], at)
+    store.complete_event(incoming.jti, [], [NewJob(key, destination, "http", {"key": key})], at)
     return next(j.id for j in store.list_jobs() if j.key == key)
 
 
@@ -164,15 +152,30 @@ def test_complete_event_records_decisions_and_jobs_once(store: Store) -> None:
     store.ingest(event("e"), WINDOW)
     store.claim_events("w1", LEASE, 10, T0)
     decisions = [{"rule": "r1", "matched": True}]
-    jobs = [NewJob("e:r1:0", "slack", {"text": "hi"}), NewJob("e:r1:1", "mail", {"to": "sec"})]
+    jobs = [NewJob("e:r1:0", "slack", "slack", {"text": "hi"}), NewJob("e:r1:1", "mail", "email", {"to": "sec"})]
     store.complete_event("e", decisions, jobs, T0 + 1)
     store.complete_event("e", decisions, jobs, T0 + 2)  # re-run after a crash: no doubled delivery
     stored = store.get_event("e")
     assert (stored.status, stored.decisions, stored.processed_at) in [("processed", decisions, T0 + 1),
                                                                       ("processed", decisions, T0 + 2)]
-    assert sorted((j.key, j.destination, j.payload["text" if j.destination == "slack" else "to"])
+    assert sorted((j.key, j.destination, j.message["text" if j.destination == "slack" else "to"])
                   for j in store.list_jobs()) == [("e:r1:0", "slack", "hi"), ("e:r1:1", "mail", "sec")]
     assert store.claim_events("w2", LEASE, 10, T0 + 2 * LEASE) == []
+
+
+def test_enqueue_jobs_queues_jobs_of_no_event_once_with_every_typed_field(store: Store) -> None:
+    """A digest's firing: no event to complete; firing the same period again after a crash adds nothing."""
+    job = NewJob("rule:digest:1700000000:0", "ops", "slack", {"text": "3 sign-ups"}, rule="rule",
+                 jti="rule:digest:1700000000", index=0, retry={"retry_for": "1h"}, received_at=T0)
+    store.enqueue_jobs([job], T0)
+    store.enqueue_jobs([job], T0 + 5)
+    [stored] = store.list_jobs()
+    assert (stored.key, stored.destination, stored.action, stored.message, stored.rule, stored.jti, stored.index,
+            stored.retry, stored.received_at) == (job.key, "ops", "slack", {"text": "3 sign-ups"}, "rule",
+                                                  "rule:digest:1700000000", 0, {"retry_for": "1h"}, T0)
+    assert (stored.status, stored.created_at, stored.due_at) == ("pending", T0, T0)
+    assert [j.key for j in store.claim_jobs("w1", LEASE, 10, T0)] == [job.key]
+    assert store.list_events() == []
 
 
 # -- the delivery queue ----------------------------------------------------------------------------
@@ -208,7 +211,7 @@ def test_a_dead_workers_jobs_are_reclaimed_once_the_lease_ends(store: Store) -> 
 
 def test_concurrent_claims_hand_each_job_out_once(store: Store) -> None:
     store.ingest(event("e"), WINDOW)
-    store.complete_event("e", [], [NewJob(f"k{i}", "slack", {}) for i in range(40)], T0)
+    store.complete_event("e", [], [NewJob(f"k{i}", "slack", "slack", {}) for i in range(40)], T0)
     ids = {j.id for j in store.list_jobs()}
     claimed: list[str] = []
     barrier = threading.Barrier(8)

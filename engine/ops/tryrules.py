@@ -18,6 +18,7 @@ from engine.match.loader import load_ruleset_text
 from engine.match.ruleset import RuleSet
 from engine.offline.report import event_type
 from engine.offline.sequences import scratch_rules
+from engine.store import scratch_store
 from engine.verify.envelope import Envelope, envelope_from_claims
 
 MAX_RULES_CHARS = 64 * 1024
@@ -32,7 +33,7 @@ _runs = threading.BoundedSemaphore(CONCURRENT_RUNS)
 def evaluate_envelopes(ruleset: Any, labelled: Iterable[tuple[str, Envelope]], webhook: str) -> list[dict[str, Any]]:
     """One result per (event, URI): {file, jti, uri, type, decisions}. The events are one stream in the
     given order, each at its own event time (stateful rules count across them with a throw-away store)."""
-    with scratch_rules(ruleset) as rules:
+    with scratch_rules(ruleset, scratch_store) as rules:
         return [{"file": label, "jti": env.jti, "uri": uri, "type": event_type(uri),
                  "decisions": [d.to_json() for d in rules.evaluate(env, uri, webhook, now=env.iat_ms / 1000)]}
                 for label, env in labelled for uri in env.uris]

@@ -3,6 +3,11 @@
 
 from __future__ import annotations
 
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
 from engine.config.settings import StoreConfig
 from engine.errors import ConfigError
 from engine.store.base import Store
@@ -22,3 +27,17 @@ def open_store(config: StoreConfig) -> Store:
         return RedisStore(url, group=config.group, spool_dir=config.spool_dir, ca_file=config.ca_file,
                           cert_file=config.cert_file, key_file=config.key_file)
     raise ConfigError(f"store.url: unsupported store URL {url!r}: use sqlite:///PATH or redis://HOST:PORT/DB")
+
+
+@contextmanager
+def scratch_store() -> Iterator[Store]:
+    """A fresh SQLite store in a temporary folder, deleted afterwards: `idhooks test`, rule tests and
+    `idhooks replay` count thresholds and digests in it without touching the deployment's store."""
+    from engine.store.sqlite import SQLiteStore
+
+    with tempfile.TemporaryDirectory(prefix="idhooks-test-") as folder:
+        store = SQLiteStore(Path(folder) / "state.db")
+        try:
+            yield store
+        finally:
+            store.close()

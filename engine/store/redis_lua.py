@@ -84,17 +84,25 @@ end
 return out
 """
 
-COMPLETE_EVENT = _JOB_INDEX + """
-local p, jti, now = ARGV[1], ARGV[2], ARGV[3]
-for i = 5, #ARGV, 4 do
-  local id, key = ARGV[i], ARGV[i + 1]
-  if redis.call('SET', p .. 'jobkey:' .. key, id, 'NX') then
-    redis.call('HSET', p .. 'job:' .. id, 'id', id, 'key', key, 'destination', ARGV[i + 2],
-               'payload', ARGV[i + 3], 'status', 'pending', 'attempts', 0, 'created_at', now, 'due_at', now,
-               'last_error', '', 'last_response', '', 'lease_owner', '')
-    index_job(p, id)
+_CREATE_JOBS = _JOB_INDEX + """
+-- Jobs from ARGV[first] on, four values each (id, key, destination, payload), pending and due now; a key
+-- already queued is skipped (its jobkey mark is set once).
+local function create_jobs(p, now, first)
+  for i = first, #ARGV, 4 do
+    local id, key = ARGV[i], ARGV[i + 1]
+    if redis.call('SET', p .. 'jobkey:' .. key, id, 'NX') then
+      redis.call('HSET', p .. 'job:' .. id, 'id', id, 'key', key, 'destination', ARGV[i + 2],
+                 'payload', ARGV[i + 3], 'status', 'pending', 'attempts', 0, 'created_at', now, 'due_at', now,
+                 'last_error', '', 'last_response', '', 'lease_owner', '')
+      index_job(p, id)
+    end
   end
 end
+"""
+
+COMPLETE_EVENT = _CREATE_JOBS + """
+local p, jti, now = ARGV[1], ARGV[2], ARGV[3]
+create_jobs(p, now, 5)
 local event_key = p .. 'event:' .. jti
 if redis.call('EXISTS', event_key) == 1 then
   redis.call('HSET', event_key, 'status', 'processed', 'decisions', ARGV[4], 'processed_at', now,
@@ -102,6 +110,10 @@ if redis.call('EXISTS', event_key) == 1 then
   redis.call('ZREM', p .. 'events:pending', jti)
   redis.call('ZREM', p .. 'events:lease', jti)
 end
+"""
+
+ENQUEUE_JOBS = _CREATE_JOBS + """
+create_jobs(ARGV[1], ARGV[2], 3)
 """
 
 CLAIM_JOBS = """

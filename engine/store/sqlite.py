@@ -90,9 +90,19 @@ def _job_row(row: sqlite3.Row) -> Job:
     if status == "pending" and row["attempts"] > 0:
         status = "failed"
     return Job(id=row["id"], key=row["key"], destination=row["destination"],
-               payload=json.loads(row["payload"]), status=status, attempts=row["attempts"],
+               **NewJob.fields_from_json(json.loads(row["payload"])), status=status, attempts=row["attempts"],
                created_at=row["created_at"], due_at=row["due_at"], last_error=row["last_error"],
                last_response=row["last_response"], lease_owner=row["lease_owner"], window_start=row["window_start"])
+
+
+def _insert_jobs(conn: sqlite3.Connection, jobs: list[NewJob], now: float) -> None:
+    """Insert pending jobs, due now; a key already queued is skipped (INSERT OR IGNORE on the unique key)."""
+    rows = [(uuid.uuid4().hex, j.key, j.destination, json.dumps(j.to_json()), now, now) for j in jobs]
+    for start in range(0, len(rows), 1000):  # SQLite allows 32,766 parameters per statement
+        chunk = rows[start:start + 1000]
+        conn.execute("INSERT OR IGNORE INTO jobs (id, key, destination, payload, status, created_at, due_at) "
+                     "VALUES " + ",".join(["(?, ?, ?, ?, 'pending', ?, ?)"] * len(chunk)),
+                     [value for row in chunk for value in row])
 
 
 class _Pending:
@@ -321,18 +331,16 @@ class SQLiteStore(SQLiteStateMixin, Store):
         self.complete_events([(jti, decisions, jobs)], now)
 
     def complete_events(self, items: list[tuple[str, list[dict[str, Any]], list[NewJob]]], now: float) -> None:
-        jobs = [(uuid.uuid4().hex, j.key, j.destination, json.dumps(j.payload), now, now)
-                for _, _, event_jobs in items for j in event_jobs]
         decisions = json.dumps({jti: event_decisions for jti, event_decisions, _ in items})
         with self._tx() as conn:  # a fixed number of statements per batch: see _insert_batch
-            for start in range(0, len(jobs), 1000):  # SQLite allows 32,766 parameters per statement
-                chunk = jobs[start:start + 1000]
-                conn.execute("INSERT OR IGNORE INTO jobs (id, key, destination, payload, status, created_at, due_at) "
-                             "VALUES " + ",".join(["(?, ?, ?, ?, 'pending', ?, ?)"] * len(chunk)),
-                             [value for job in chunk for value in job])
+            _insert_jobs(conn, [job for _, _, event_jobs in items for job in event_jobs], now)
             conn.execute("UPDATE events SET status = 'processed', decisions = d.value, processed_at = ?, "
                          "lease_owner = NULL, lease_until = 0 FROM json_each(?) AS d WHERE events.jti = d.key",
                          (now, decisions))
+
+    def enqueue_jobs(self, jobs: list[NewJob], now: float) -> None:
+        with self._tx() as conn:
+            _insert_jobs(conn, jobs, now)
 
     def prune(self, now: float, retention: float, dedup_window: float) -> int:
         with self._tx() as conn:

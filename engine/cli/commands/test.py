@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     tests = load_rule_tests(test_files(paths))
     if not tests and not args.json:
         print("no rule tests found (they live in tests/*.yaml inside each rules folder)")
-    report = run_rule_tests(ruleset, tests, webhook)
+    report = run_rule_tests(ruleset, tests, webhook, scratch_store)
     if args.json:
         _print_json(_report_json(report))
     else:
