@@ -91,8 +91,8 @@ class Deployment:
 
     def dead_letter(self, destination: str = "target") -> str:
         store = self.service.store
-        store.enqueue_jobs([NewJob(key=f"manual:{destination}:0", destination=destination,
-                                   payload={"type": "http", "rule": "r", "jti": "", "index": 0, "fields": {}})], 1.0)
+        store.enqueue_jobs([NewJob(key=f"manual:{destination}:0", destination=destination, action="http",
+                                   message={}, rule="r")], 1.0)
         job = store.list_jobs("pending", 1)[0]
         store.dead_job(job.id, "HTTP 500 from the target")
         return job.id

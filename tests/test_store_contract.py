@@ -373,9 +373,9 @@ def test_events_before_pages_newest_first_with_ties_in_jti_order(store: Store) -
 
 def test_jobs_before_filters_by_status_and_destination_and_jobs_for_event(store: Store) -> None:
     store.ingest(event("ev-1"), WINDOW)
-    store.complete_event("ev-1", [], [NewJob("ev-1:r:0", "slack", {"type": "slack", "jti": "ev-1"}),
-                                      NewJob("ev-1:r:1", "mail", {"type": "email", "jti": "ev-1"})], T0)
-    store.enqueue_jobs([NewJob("other:0", "slack", {"type": "slack", "jti": "ev-10"})], T0 + 1)
+    store.complete_event("ev-1", [], [NewJob("ev-1:r:0", "slack", "slack", {}, jti="ev-1"),
+                                      NewJob("ev-1:r:1", "mail", "email", {}, jti="ev-1")], T0)
+    store.enqueue_jobs([NewJob("other:0", "slack", "slack", {}, jti="ev-10")], T0 + 1)
     assert sorted(j.key for j in store.jobs_for_event("ev-1")) == ["ev-1:r:0", "ev-1:r:1"]
     assert [j.key for j in store.jobs_before(None, "slack", None, 10)] == ["other:0", "ev-1:r:0"]
     first = store.jobs_before("pending", None, None, 1)

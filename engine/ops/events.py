@@ -149,8 +149,8 @@ def _one(store: Store, query: EventQuery, mask: tuple[str, ...], position: tuple
 
 def job_json(job: Job) -> dict[str, Any]:
     """A delivery job as the CLI's `deliveries --json` prints it (and the API answers it)."""
-    return {"id": job.id, "key": job.key, "status": _job_status(job), "type": job.payload.get("type", ""),
-            "rule": job.payload.get("rule"), "jti": job.payload.get("jti") or None,
+    return {"id": job.id, "key": job.key, "status": _job_status(job), "type": job.action,
+            "rule": job.rule or None, "jti": job.jti or None,
             "destination": job.destination, "attempts": job.attempts, "created_at": job.created_at,
             "due_at": job.due_at, "last_error": job.last_error, "last_response": job.last_response}
 

@@ -45,8 +45,7 @@ def parse_rules_text(text: str, config: Config) -> RuleSet:
         raise InvalidInputError(f"rules: {len(text)} characters; the playground takes at most {MAX_RULES_CHARS}")
     try:  # load_yaml_text refuses alias bombs and deep nests before building anything
         raw = load_yaml_text(text, PLAYGROUND_SOURCE)
-        return load_ruleset_text(raw, PLAYGROUND_SOURCE, destinations=config.destinations,
-                                 webhooks=[w.name for w in config.webhooks])
+        return load_ruleset_text(raw, PLAYGROUND_SOURCE, config)
     except ConfigError as exc:
         raise InvalidInputError("\n".join(exc.problems)) from None
 

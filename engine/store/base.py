@@ -280,8 +280,8 @@ class Store(StateStore):
         return sorted(jobs, key=job_order)[:limit]
 
     def jobs_for_event(self, jti: str) -> list[Job]:
-        """The delivery jobs an event's matched rules created (their payload names the event)."""
-        return [j for j in self.list_jobs(None, SCAN_CAP) if j.payload.get("jti") == jti]
+        """The delivery jobs an event's matched rules created (each job names its event)."""
+        return [j for j in self.list_jobs(None, SCAN_CAP) if j.jti == jti]
 
     @abstractmethod
     def requeue_dead(self, job_id: str | None, now: float) -> int:

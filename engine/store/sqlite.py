@@ -417,7 +417,7 @@ class SQLiteStore(SQLiteStateMixin, Store):
     def jobs_for_event(self, jti: str) -> list[Job]:
         # Keys are jti:rule:index, so the UNIQUE index on key answers this range query.
         rows = self._read("SELECT * FROM jobs WHERE key >= ? AND key < ? ORDER BY key", (jti + ":", jti + ";"))
-        return [j for j in map(_job_row, rows) if j.payload.get("jti") == jti]
+        return [j for j in map(_job_row, rows) if j.jti == jti]
 
     def requeue_dead(self, job_id: str | None, now: float) -> int:
         where, args = ("status = 'dead' AND id = ?", (job_id,)) if job_id else ("status = 'dead'", ())

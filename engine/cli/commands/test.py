@@ -18,6 +18,7 @@ from engine.match.loader import display_path, load_for_config
 from engine.offline.report import decision_lines
 from engine.ops.tryrules import evaluate_envelopes
 from engine.match.ruleset import RuleSet
+from engine.store import scratch_store
 from engine.offline.ruletests import TestReport, load_rule_tests, run_rule_tests, test_files
 
 
