@@ -42,7 +42,7 @@ FILE_HEADROOM = 256  # open files besides client connections: store, logs, outbo
 DIGEST_TICK = 10.0
 
 RESTART_SETTINGS = {"server": ("host", "port", "threads", "log_format", "connection_limit", "channel_timeout",
-                               "cleanup_interval", "max_request_header_size"),
+                               "cleanup_interval", "max_request_header_size", "trusted_proxy"),
                     "store": ("url", "group", "dedup_window", "spool_dir", "ca_file", "cert_file", "key_file"),
                     "quarantine": ("max_entries", "max_bytes"),
                     "metrics": ("listen", "token"),
@@ -180,11 +180,15 @@ class Service:
 
 
 def client_limits(server: ServerConfig) -> dict[str, Any]:
-    """waitress's limits on idle and slow clients (docs/configuration.md, server). poll() instead of select(),
-    which cannot watch more than 1024 sockets."""
-    return {"connection_limit": server.connection_limit, "channel_timeout": server.channel_timeout,
-            "cleanup_interval": server.cleanup_interval, "max_request_header_size": server.max_request_header_size,
-            "asyncore_use_poll": True}
+    """waitress's limits on idle and slow clients and its trusted proxy (docs/configuration.md, server).
+    poll() instead of select(), which cannot watch more than 1024 sockets."""
+    limits = {"connection_limit": server.connection_limit, "channel_timeout": server.channel_timeout,
+              "cleanup_interval": server.cleanup_interval, "max_request_header_size": server.max_request_header_size,
+              "asyncore_use_poll": True}
+    if server.trusted_proxy:  # the client address (kept with quarantined deliveries) comes from X-Forwarded-For
+        limits.update(trusted_proxy=server.trusted_proxy, trusted_proxy_headers={"x-forwarded-for"},
+                      trusted_proxy_count=1)
+    return limits
 
 
 def allow_open_files(connections: int) -> None:

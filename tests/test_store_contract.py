@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
 
@@ -328,6 +329,25 @@ def test_quarantine_caps_evict_the_oldest(store: Store) -> None:
     assert store.quarantine_remove("q3") is False
     assert [e.id for e in store.quarantine_list()] == ["q4"]
     assert store.stats().quarantine_bytes == 85
+
+
+def test_a_full_quarantine_evicts_from_the_source_holding_the_most(store: Store) -> None:
+    def sent(entry_id: str, source: str) -> QuarantineEntry:
+        return replace(entry(entry_id, 10), source=source)
+
+    store.quarantine_add(sent("genuine", "192.0.2.1"), max_entries=4, max_bytes=1000)
+    store.quarantine_add(sent("other", "192.0.2.2"), max_entries=4, max_bytes=1000)
+    evicted = sum(store.quarantine_add(sent(f"flood{i}", "198.51.100.9"), max_entries=4, max_bytes=1000).evicted
+                  for i in range(30))
+    assert evicted == 28
+    assert [(e.id, e.source) for e in store.quarantine_list()] == [
+        ("genuine", "192.0.2.1"), ("other", "192.0.2.2"), ("flood28", "198.51.100.9"), ("flood29", "198.51.100.9")]
+    store.quarantine_add(sent("third", "192.0.2.3"), max_entries=4, max_bytes=1000)
+    assert [e.id for e in store.quarantine_list()] == ["genuine", "other", "flood29", "third"]
+    assert store.quarantine_remove("flood29") is True
+    store.quarantine_add(sent("fourth", "192.0.2.4"), max_entries=4, max_bytes=1000)
+    store.quarantine_add(sent("fifth", "192.0.2.5"), max_entries=4, max_bytes=1000)  # a tie: the oldest goes
+    assert [e.id for e in store.quarantine_list()] == ["other", "third", "fourth", "fifth"]
 
 
 # -- housekeeping ----------------------------------------------------------------------------------

@@ -131,7 +131,8 @@ class SubscriptionRecord:
 
 @dataclass(frozen=True)
 class QuarantineEntry:
-    """A refused delivery's raw bytes, kept so a fixed secret can re-verify and ingest it."""
+    """A refused delivery's raw bytes, kept so a fixed secret can re-verify and ingest it. `source` is the
+    sender's address: a full quarantine evicts from the source holding the most entries."""
 
     id: str
     webhook: str
@@ -139,6 +140,7 @@ class QuarantineEntry:
     reason: str
     headers: dict[str, str]
     body: bytes
+    source: str = ""
 
 
 @dataclass
@@ -305,8 +307,10 @@ class Store(StateStore):
     # -- quarantine --------------------------------------------------------------------------------
     @abstractmethod
     def quarantine_add(self, entry: QuarantineEntry, max_entries: int, max_bytes: int) -> QuarantineResult:
-        """Keep the entry; evict the oldest while over either cap. An entry bigger than max_bytes alone
-        is not stored (stored=False)."""
+        """Keep the entry; while over either cap, evict the oldest entry of the source that holds the most
+        entries (the oldest of all on a tie), so a flood of refused requests from one sender evicts its own
+        entries, not a genuine delivery signed with a wrong secret. An entry bigger than max_bytes alone is
+        not stored (stored=False)."""
 
     @abstractmethod
     def quarantine_list(self) -> list[QuarantineEntry]:

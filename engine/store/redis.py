@@ -14,7 +14,8 @@ Processes with the same Redis URL and `store.group` form one deployment; every k
     p jobs:destinations  set  destinations that have a stream; p jobs:turn  counter (fair turns)
     p jobs:pending|failed|dead|done|all  zset by created_at (listing); p jobs:done_at zset (pruning)
     p subscriptions   hash   latest record per (webhook, topic, mode)
-    p quarantine      zset   entry ids by arrival; p q:<id> hash; p quarantine:bytes, p quarantine:seq
+    p quarantine      zset   entry ids by arrival; p q:<id> hash; p quarantine:bytes, p quarantine:seq;
+                             p quarantine:src:<source> zset ids by arrival; p quarantine:sources zset counts
     p schema          string schema version (2: the delivery queue on streams)
 
 Every multi-step update is one Lua script (engine/store/redis_lua.py), so it is atomic across processes.
@@ -314,7 +315,7 @@ class RedisStore(RedisStateMixin, Store):
             return QuarantineResult(stored=False)
         evicted, evicted_bytes = self._run(
             "QUARANTINE_ADD", entry.id, entry.webhook, num(entry.received_at), entry.reason,
-            json.dumps(entry.headers), entry.body, size, max_entries, max_bytes)
+            json.dumps(entry.headers), entry.body, size, max_entries, max_bytes, entry.source)
         return QuarantineResult(evicted=evicted, evicted_bytes=evicted_bytes)
 
     def quarantine_list(self) -> list[QuarantineEntry]:

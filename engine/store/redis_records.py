@@ -43,7 +43,8 @@ def job_from_hash(h: dict[bytes, bytes]) -> Job:
 
 def quarantine_from_hash(entry_id: str, h: dict[bytes, bytes]) -> QuarantineEntry:
     return QuarantineEntry(id=entry_id, webhook=text(h[b"webhook"]), received_at=float(h[b"received_at"]),
-                           reason=text(h[b"reason"]), headers=json.loads(h[b"headers"]), body=h[b"body"])
+                           reason=text(h[b"reason"]), headers=json.loads(h[b"headers"]), body=h[b"body"],
+                           source=text(h.get(b"source", b"")))
 
 
 def event_fields(event: StoredEvent) -> list[Any]:

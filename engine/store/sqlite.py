@@ -62,6 +62,9 @@ _MIGRATIONS: list[str] = [
     "DROP TABLE seen_jti",
     # 4: a re-queued dead letter's retry window starts again (NULL: at created_at)
     "ALTER TABLE jobs ADD COLUMN window_start REAL",
+    # 5: a full quarantine evicts from the source (sender address) holding the most entries
+    "ALTER TABLE quarantine ADD COLUMN source TEXT NOT NULL DEFAULT ''; "
+    "CREATE INDEX quarantine_source ON quarantine(source, seq)",
 ]
 
 
@@ -452,14 +455,16 @@ class SQLiteStore(SQLiteStateMixin, Store):
             return QuarantineResult(stored=False)
         result = QuarantineResult()
         with self._tx() as conn:
-            conn.execute("INSERT INTO quarantine (id, webhook, received_at, reason, headers, body, size) "
-                         "VALUES (?,?,?,?,?,?,?)", (entry.id, entry.webhook, entry.received_at, entry.reason,
-                                                   json.dumps(entry.headers), entry.body, size))
+            conn.execute("INSERT INTO quarantine (id, webhook, received_at, reason, headers, body, size, source) "
+                         "VALUES (?,?,?,?,?,?,?,?)", (entry.id, entry.webhook, entry.received_at, entry.reason,
+                                                     json.dumps(entry.headers), entry.body, size, entry.source))
             while True:
                 count, total = conn.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM quarantine").fetchone()
                 if count <= max_entries and total <= max_bytes:
                     break
-                seq, old_size = conn.execute("SELECT seq, size FROM quarantine ORDER BY seq LIMIT 1").fetchone()
+                seq, old_size = conn.execute(
+                    "SELECT seq, size FROM quarantine WHERE source = (SELECT source FROM quarantine GROUP BY source "
+                    "ORDER BY COUNT(*) DESC, MIN(seq) LIMIT 1) ORDER BY seq LIMIT 1").fetchone()
                 conn.execute("DELETE FROM quarantine WHERE seq = ?", (seq,))
                 result.evicted += 1
                 result.evicted_bytes += old_size
@@ -468,7 +473,8 @@ class SQLiteStore(SQLiteStateMixin, Store):
     def quarantine_list(self) -> list[QuarantineEntry]:
         rows = self._read("SELECT * FROM quarantine ORDER BY seq")
         return [QuarantineEntry(id=r["id"], webhook=r["webhook"], received_at=r["received_at"], reason=r["reason"],
-                                headers=json.loads(r["headers"]), body=bytes(r["body"])) for r in rows]
+                                headers=json.loads(r["headers"]), body=bytes(r["body"]), source=r["source"])
+                for r in rows]
 
     def quarantine_remove(self, entry_id: str) -> bool:
         with self._tx() as conn:
