@@ -12,8 +12,12 @@ from pathlib import Path
 import pytest
 
 from engine.cli import main
-from tests.api_support import (OPERATOR_TOKEN, VIEWER_TOKEN, XSS_NAME, Deployment, deployment, login_event)
+from tests.api_support import (API_CONFIG, OPERATOR_TOKEN, VIEWER_TOKEN, XSS_NAME, Deployment, deployment,
+                               login_event)
 from tests.conftest import sample_event, signed
+
+
+API_CONFIG_WITH_LISTEN = API_CONFIG + "  listen: 127.0.0.1:8081\n"
 
 
 @pytest.fixture
@@ -313,3 +317,40 @@ def test_rules_test_body_is_bounded(api):
 def test_method_not_allowed_is_json_too(api):
     result = api.client.simulate_delete("/api/v1/events", headers={"Authorization": f"Bearer {VIEWER_TOKEN}"})
     assert result.status_code == 405 and set(result.json) == {"error", "detail"}
+
+
+def test_api_listen_serves_the_api_and_console_only_on_their_own_address(tmp_path):
+    import falcon.testing
+
+    from engine.api.app import create_api_app
+
+    d = deployment(tmp_path, extra=API_CONFIG_WITH_LISTEN)
+    assert d.service.config.get().api.listen == ("127.0.0.1", 8081)
+    assert d.get("/api/v1/events").status_code == 404  # the main port: the webhook sink's 404
+    assert d.client.simulate_get("/console/login").status_code == 404
+    own = falcon.testing.TestClient(create_api_app(d.service.api))
+    assert own.simulate_get("/api/v1/events", headers={"Authorization": f"Bearer {VIEWER_TOKEN}"}).status_code == 200
+    assert own.simulate_get("/console/login").status_code == 200
+    d.service.store.close()
+
+
+@pytest.mark.parametrize("api_yaml, expected", [
+    ("api: {tokens: [{name: a, role: viewer}]}", "give token_file: PATH or token: ${ENV_VAR}"),
+    ("api: {tokens: [{name: a, token: x, role: admin}]}", "expected viewer or operator"),
+    ("api: {tokens: [{name: A B, token: x}]}", "expected a name of lowercase letters"),
+    ("api: {tokens: [{name: a, token: x}, {name: a, token: y}]}", "two tokens are named 'a'"),
+    ("api: {tokens: [{name: a, token: '  '}]}", "the token is empty"),
+    ("api: {tokens: [{name: a, token_file: missing-file}]}", "cannot read"),
+    ("api: {tokens: [{name: a, token: x, token_file: f}]}", "give token or token_file, not both"),
+    ("api: {mask: claims.emailaddress}", "expected a list of field paths"),
+    ("api: {listen: nowhere}", "expected HOST:PORT"),
+    ("api: {tokenz: []}", "did you mean 'tokens'"),
+])
+def test_bad_api_config_is_a_clear_error(tmp_path, api_yaml, expected):
+    from engine.config.settings import load_config
+    from engine.errors import ConfigError
+    from tests.conftest import basic_config
+
+    with pytest.raises(ConfigError) as err:
+        load_config(basic_config(tmp_path, extra=api_yaml))
+    assert expected in str(err.value)
