@@ -46,6 +46,8 @@ class EmailAction(Action):
         "ca_file": Field("value", help="CA bundle for a private CA"),
         "timeout": Field("value", help="seconds (default 10)"),
     }
+    test_fields = {"subject": "idhooks test: {{ type }}",
+                   "text": "A test notification from idhooks: {{ type }} for {{ username }}."}
 
     def __init__(self, destination_name: str | None, destination: Mapping[str, Any] | None,
                  context: ActionContext) -> None:

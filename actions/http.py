@@ -64,6 +64,8 @@ class HttpAction(Action):
         "ca_file": Field("value", help="CA bundle for a private CA"), "proxy": Field("value"),
         "verify": Field("value", help="verify TLS certificates (default true)"),
     }
+    test_fields = {"method": "POST",
+                   "json": {"test": True, "type": "{{ type }}", "user_id": "{{ user_id }}", "username": "{{ username }}"}}
 
     def __init__(self, destination_name: str | None, destination: Mapping[str, Any] | None,
                  context: ActionContext) -> None:

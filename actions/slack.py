@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
-from actions.base import RETRY_FIELD, Action, ActionContext, Field, require_any
+from actions.base import RETRY_FIELD, Action, ActionContext, Field, host_of, require_any
 from actions.escaping import SLACK
 from actions.httpresult import HttpResult, exchange, snippet
 from engine.errors import PermanentError, RetryableError
@@ -50,6 +50,7 @@ class SlackAction(Action):
         "timeout": Field("value", help="read timeout in seconds (default 10)"),
         "connect_timeout": Field("value", help="connect timeout in seconds (default 5)"),
     }
+    test_fields = {"text": "idhooks test: {{ type }} for {{ username }} from {{ ip }}"}
 
     def __init__(self, destination_name: str | None, destination: Mapping[str, Any] | None,
                  context: ActionContext) -> None:
@@ -64,6 +65,9 @@ class SlackAction(Action):
             read.add(None, "give exactly one of webhook_url (incoming webhook) or token (bot, chat.postMessage)")
         read.done()
         self.secrets = read.secrets()
+
+    def target(self) -> str:
+        return host_of(self.webhook_url if self.webhook_url is not None else self.api_url)
 
     @classmethod
     def check_rule_fields(cls, fields: Mapping[str, Any]) -> list[str]:

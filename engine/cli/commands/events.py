@@ -16,7 +16,7 @@ from engine.config.durations import parse_duration
 from engine.offline.report import decision_lines, event_type, when
 from engine.ops.events import EventQuery, list_events
 from engine.store import open_store
-from engine.store.base import Store, StoredEvent
+from engine.store.base import Store, StoredEvent, capture_ref
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -60,8 +60,9 @@ def _show(store: Store, args: argparse.Namespace) -> int:
     if event is None:
         print(f"idhooks: no stored event with jti {args.jti!r} (see `idhooks events list`)", file=sys.stderr)
         return 1
+    captured = captured_for(store, event)
     if args.json:
-        print(json.dumps(_as_json(event), indent=2, ensure_ascii=False, default=str))
+        print(json.dumps({**_as_json(event), "captured": captured}, indent=2, ensure_ascii=False, default=str))
         return 0
     print(f"jti:       {event.jti}\nwebhook:   {event.webhook}\nreceived:  {when(event.received_at)}\n"
           f"occurred:  {when(event.iat_ms / 1000)}\ntypes:     {', '.join(event_type(u) for u in event.uris)}\n"
@@ -72,7 +73,17 @@ def _show(store: Store, args: argparse.Namespace) -> int:
     else:
         print("decisions:" if event.decisions else "decisions: no rule handles this event type")
         print("\n".join(decision_lines(event.decisions)))
+    for key, values in captured.items():
+        shown = ", ".join(f"{name} = {json.dumps(value, ensure_ascii=False)}" for name, value in values.items())
+        print(f"captured for ordered_by {key!r}: {shown or 'nothing yet'}")
     return 0
+
+
+def captured_for(store: Store, event: StoredEvent) -> dict[str, dict]:
+    """ordered_by key -> the values captured under it, for every key the event's matched actions name."""
+    keys = {str(action.get("fields", {}).get("ordered_by") or "") for decision in event.decisions or []
+            for action in decision.get("actions", []) if isinstance(action, dict)} - {""}
+    return {key: store.captures(capture_ref(key)) for key in sorted(keys)}
 
 
 def _as_json(event: StoredEvent) -> dict:
