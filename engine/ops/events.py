@@ -11,14 +11,13 @@ from engine.catalog import uri_to_alias
 from engine.match.context import claim_uri, collect_claims
 from engine.ops import cursor
 from engine.ops.masking import masked_values, redact
-from engine.store.base import Job, Store, StoredEvent
+from engine.store.base import EVENT_STATUSES, Job, Store, StoredEvent
 
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 50
 SCAN_BUDGET = 5000
 """Events examined per request at most; a filtered listing that finds fewer than `limit` within the budget
 returns what it found and a cursor that resumes the scan."""
-EVENT_STATUSES = ("pending", "processed", "stale")
 
 
 @dataclass(frozen=True)
