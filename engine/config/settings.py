@@ -549,6 +549,10 @@ class _Reader:
         if role not in API_ROLES:
             self.problems.add(_line(node, "role"), f"{where}.role",
                               f"expected viewer or operator{suggest(str(role), API_ROLES)}")
+        if not self.read_secrets:  # an offline command: tokens are only needed to serve the API
+            if "token" in node and "token_file" in node:
+                self.problems.add(_line(node, "token_file"), where, "give token or token_file, not both")
+            return None
         token = self.token(node, where)
         if "token" not in node and "token_file" not in node:
             self.problems.add(_line(node), where, "give token_file: PATH or token: ${ENV_VAR}")
