@@ -11,6 +11,7 @@ import threading
 from typing import Any, Callable, Iterable, TypeVar
 
 from engine import catalog
+from engine.config.durations import format_duration
 from engine.config.settings import Config, suggest
 from engine.config.yamlsource import load_yaml_text
 from engine.errors import BusyError, ConfigError, InvalidInputError, PayloadError
@@ -30,13 +31,23 @@ T = TypeVar("T")
 _runs = threading.BoundedSemaphore(CONCURRENT_RUNS)
 
 
-def evaluate_envelopes(ruleset: Any, labelled: Iterable[tuple[str, Envelope]], webhook: str) -> list[dict[str, Any]]:
+def evaluate_envelopes(ruleset: Any, labelled: Iterable[tuple[str, Envelope]], webhook: str,
+                       advance: float | None = None) -> list[dict[str, Any]]:
     """One result per (event, URI): {file, jti, uri, type, decisions}. The events are one stream in the
-    given order, each at its own event time (stateful rules count across them with a throw-away store)."""
+    given order, each at its own event time (stateful rules count across them with a throw-away store);
+    `advance` then runs the periodic tick that much after the last event (timers and digests due)."""
+    labelled = list(labelled)
     with scratch_rules(ruleset, scratch_store) as rules:
-        return [{"file": label, "jti": env.jti, "uri": uri, "type": event_type(uri),
-                 "decisions": [d.to_json() for d in rules.evaluate(env, uri, webhook, now=env.iat_ms / 1000)]}
-                for label, env in labelled for uri in env.uris]
+        results = [{"file": label, "jti": env.jti, "uri": uri, "type": event_type(uri),
+                    "decisions": [d.to_json() for d in rules.evaluate(env, uri, webhook, now=env.iat_ms / 1000)]}
+                   for label, env in labelled for uri in env.uris]
+        if advance is not None and labelled:
+            fired: list[dict[str, Any]] = []
+            rules.tick(max(env.iat_ms for _, env in labelled) / 1000 + advance,
+                       send=lambda decision: fired.append(decision.to_json()))
+            results.append({"file": f"(clock advanced {format_duration(advance)})", "jti": "-", "uri": "",
+                            "type": "timers and digests due", "decisions": fired})
+    return results
 
 
 def parse_rules_text(text: str, config: Config) -> RuleSet:
