@@ -26,7 +26,8 @@ import threading
 from pathlib import Path
 from typing import Any, Mapping
 
-from actions.base import EVENT_RECORD, RETRY_FIELD, Action, ActionContext, Field, clean_text, json_bytes
+from actions.base import (EVENT_RECORD, RETRY_FIELD, Action, ActionContext, Field, clean_text, host_of,
+                          json_bytes)
 from engine.errors import ConfigError, PermanentError, RetryableError
 from engine.secrets import Secret, redact, reveal
 
@@ -140,9 +141,18 @@ class NatsAction(Action):
         except (nats.errors.AuthorizationError, nats.errors.MaxPayloadError, nats.errors.BadSubjectError,
                 nats.errors.NoRespondersError) as exc:
             raise PermanentError(redact(f"nats {subject!r}: {type(exc).__name__}: {exc}", self.secrets)) from None
+        except ssl.SSLCertVerificationError as exc:
+            await self._forget()
+            raise PermanentError(f"nats {self.where()}: TLS certificate not trusted: {exc.verify_message} "
+                                 "(check ca_file)") from None
         except (nats.errors.Error, OSError, asyncio.TimeoutError) as exc:
             await self._forget()
-            raise RetryableError(redact(f"nats {self.where()}: {type(exc).__name__}: {exc}", self.secrets)) from None
+            # nats-py reports a refused login at connect as a plain Error carrying the server's message
+            error = PermanentError if "authorization violation" in str(exc).lower() else RetryableError
+            raise error(redact(f"nats {self.where()}: {type(exc).__name__}: {exc}", self.secrets)) from None
+
+    def target(self) -> str:
+        return ", ".join(host_of(str(reveal(s)).replace("tls://", "nats://")) for s in self.servers)
 
     def where(self) -> str:
         """The servers without any user:password they carry."""
