@@ -147,8 +147,11 @@ def test_a_running_server_never_logs_stores_or_shows_a_credential(tmp_path: Path
         time.sleep(0.2)
     assert len(jobs) == 5 and all(job["last_error"] for job in jobs), jobs
     assert "cannot reach ***" in {job["destination"]: job["last_error"] for job in jobs}["security-slack"]
-    shown = [run(config, *command) for command in (["deliveries"], ["deliveries", "--json"], ["events", "list"],
-                                                   ["events", "show", event["jti"], "--json"], ["validate"])]
+    shown = [run(config, *command) for command in (
+        ["deliveries"], ["deliveries", "--json"], ["events", "list"], ["events", "show", event["jti"], "--json"],
+        ["validate"], ["destinations", "list"], ["destinations", "test", "security-slack"],
+        ["destinations", "test", "hook"], ["destinations", "test", "proxied"])]
+    assert "cannot reach ***" in shown[6]  # `destinations test` sent for real, and names no credential
     server.stop()
     assert_no_secret(server.log(), "the server log")
     for output in shown:
