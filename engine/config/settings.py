@@ -547,7 +547,7 @@ class _Reader:
             return value
         if "${" in value:
             return self.text(body, key, where, None, secret=True)
-        if key in CREDENTIAL_KEYS or url_credentials(value):
+        if key in CREDENTIAL_KEYS or "://" in value and url_credentials(value):
             return Secret(value, source=f"{where}.{key}")
         return value
 
