@@ -510,7 +510,7 @@ class _Reader:
         for name, body in node.items():
             where = f"destinations.{name}"
             if not isinstance(body, dict) or "type" not in body:
-                self.problems.add(_line(node, name), where, "expected a mapping with a 'type' (slack, email, http)")
+                self.problems.add(_line(node, name), where, "expected a mapping with a 'type' (slack, email, http, ...: see docs/actions.md)")
                 continue
             result[str(name)] = self.destination_values(body, where)
         return result

@@ -49,6 +49,24 @@ class CapturePlaceholders(dict):
         return self[name]
 
 
+def shown_captured(fields: dict[str, Any]) -> dict[str, Any]:
+    """`fields` of a rendered action for display: placeholders as `{{ captured.NAME }}`, no nonce."""
+    nonce = fields[CAPTURE_NONCE_FIELD]
+    pattern = re.compile(f"{nonce}([0-9a-f]*){nonce}")
+
+    def show(value: Any) -> Any:
+        if isinstance(value, str):
+            return pattern.sub(lambda m: "{{ captured.%s }}" % bytes.fromhex(m.group(1)).decode("utf-8", "replace"),
+                               value)
+        if isinstance(value, dict):
+            return {k: show(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [show(v) for v in value]
+        return value
+
+    return {k: show(v) for k, v in fields.items() if k != CAPTURE_NONCE_FIELD}
+
+
 def new_nonce() -> str:
     return "".join(secrets.choice("GHJKLMNPQRSTUVWXYZ") for _ in range(24))
 
