@@ -491,7 +491,7 @@ class _Reader:
             return value
         if "${" in value:
             return self.secret(self.reader(body, where), key)
-        if key in CREDENTIAL_KEYS or url_credentials(value):
+        if key in CREDENTIAL_KEYS or "://" in value and url_credentials(value):
             return Secret(value, source=f"{where}.{key}")
         return value
 

@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    config = load_config(args.config, offline=True)
     store = open_store(config.store)
     try:
         report = subscription_report(config, store, time.time())
