@@ -218,6 +218,7 @@ def fire_due_timers(store: Any, entries: Mapping[str, MemoryRule], now: float, l
             else:
                 decision = timer_decision(store, entry, timer, enricher)
                 if decision is not None:
+                    log.info("absence timer expired: firing", extra={"rule": timer.rule_id, "firing": decision.firing_id})
                     send(decision)
                     fired += 1
             store.timer_done(timer)
