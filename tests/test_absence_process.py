@@ -1,6 +1,6 @@
 """Absence timers across real `idhooks serve` processes sharing one store (SQLite file or Redis): a timer
 started by a process that is then killed with SIGKILL is fired by the survivor, and when two processes tick
-over the same due timers each timer fires exactly once."""
+over the same due timers each timer fires exactly once; a sequence goes on after its process was killed."""
 
 from __future__ import annotations
 
@@ -90,3 +90,31 @@ def test_two_processes_ticking_over_the_same_timers_fire_each_once(project: Path
     assert _stats(project)[1] == expected
     delivered = {user: len(re.findall(rf"NEVER SIGNED IN {user}\b", logs)) for user in users}
     assert delivered == {user: 1 for user in users}, logs
+
+
+SEQUENCE = """
+rules:
+  - id: takeover-after-failures
+    sequence:
+      group_by: [claims.username]
+      within: 15m
+      steps: [{event: login.loginFailed, count: 2}, {event: login.loginSuccess}]
+    actions:
+      - log: {message: "TAKEOVER {{ group[0] }} after {{ steps[0].count }} failures"}
+"""
+
+
+@pytest.mark.slow
+def test_a_restart_in_the_middle_of_a_sequence_continues_it(project: Path, serve) -> None:
+    (project.parent / "rules" / "absence.yaml").write_text(SEQUENCE)
+    port = free_port()
+    first = serve(project, port)
+    for _ in range(2):
+        body, headers = signed(sample_event("login.loginFailed"))
+        assert requests.post(first.url + "/webhooks/asgardeo", data=body, headers=headers, timeout=10).status_code == 202
+    _until(lambda: _stats(project)[0] == 2, 20, first.log)
+    first.kill9()
+    second = serve(project, port)
+    body, headers = signed(sample_event("login.loginSuccess"))
+    assert requests.post(second.url + "/webhooks/asgardeo", data=body, headers=headers, timeout=10).status_code == 202
+    _until(lambda: _stats(project)[1] == ["TAKEOVER jane.doe@example.com after 2 failures"], 20, second.log)
