@@ -147,10 +147,12 @@ def timer_figures(store: Any, folder: Path, timers: int) -> dict[str, float]:
 def detections(kind: str, folder: Path, redis_url: str, pairs: int, timers: int) -> bool:
     store = open_store(kind, folder, redis_url)
     try:
-        nv = new_value_figures(store, kind, pairs)
-        print(f"new_value ({kind}): {nv['pairs']:,} (group, value) pairs: {nv['bytes_per_pair']:.0f} bytes per pair "
-              f"({'file growth' if kind == 'sqlite' else 'used_memory growth'}; bulk-loaded in {nv['load_s']:.1f} s); "
-              f"{nv['check_us']:.0f} µs per new_value check through the store at that size")
+        nv = new_value_figures(store, kind, pairs) if pairs else None
+        if nv:
+            print(f"new_value ({kind}): {nv['pairs']:,} (group, value) pairs: {nv['bytes_per_pair']:.0f} bytes per "
+                  f"pair ({'file growth' if kind == 'sqlite' else 'used_memory growth'}; bulk-loaded in "
+                  f"{nv['load_s']:.1f} s); "
+                  f"{nv['check_us']:.0f} µs per new_value check through the store at that size")
         tf = timer_figures(store, folder, timers)
         print(f"absence ({kind}): {tf['timers']:,} timers expiring at once: fired in {tf['fire_s']:.1f} s "
               f"({tf['timers'] / tf['fire_s']:,.0f} timers/s, {tf['fire_cpu_s']:.1f} s CPU; starting them took "

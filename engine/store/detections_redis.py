@@ -217,11 +217,13 @@ class RedisDetectionMixin:
             timers.append(Timer(rule_id, group_key, float(due), float(started), json.loads(payload)))
         return timers
 
-    def timer_done(self, timer: Timer) -> None:
-        with self._guard("forgetting a fired absence timer"):
-            self._state_script(TIMER_STOP)(keys=self._timer_keys(timer.rule_id, timer.group_key),
-                                           args=[f"{timer.rule_id}\n{timer.group_key}", timer.rule_id,
-                                                 _num(timer.due_at)])
+    def timers_done(self, timers: list[Timer]) -> None:
+        script = self._state_script(TIMER_STOP)
+        with self._guard("forgetting fired absence timers"), self.redis.pipeline(transaction=False) as pipe:
+            for timer in timers:
+                script(keys=self._timer_keys(timer.rule_id, timer.group_key),
+                       args=[f"{timer.rule_id}\n{timer.group_key}", timer.rule_id, _num(timer.due_at)], client=pipe)
+            pipe.execute()
 
     # -- migration (idhooks migrate) ---------------------------------------------------------------
     def import_sequence(self, rule_id: str, group_key: str, state: str, expires_at: float) -> bool:
