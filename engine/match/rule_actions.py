@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 from actions import registry
 from actions.base import COMMON_FIELDS, EVENT_RECORD, Action, Field
 from actions.escaping import Escape, valid_text
-from engine.config.settings import suggest
+from engine.config.schema import suggest
 from engine.match.conditions import Report, line_of
 from engine.match.templates import compile_template, extra_names
 
