@@ -11,7 +11,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REDIS = "redis://127.0.0.1:6379/15"
-BENCHMARKS = (("ingest.py",), ("e2e.py",), ("e2e.py", "--redis", REDIS, "--processes", "2"), ("rules.py",),
+BENCHMARKS = (("ingest.py",), ("e2e.py",), ("e2e.py", "--saturate"), ("e2e.py", "--redis", REDIS, "--processes", "2"), ("rules.py",),
               ("stateful.py",), ("redis_scaling.py", "--redis", REDIS), ("queue_drain.py", "--redis", REDIS))
 
 

@@ -18,6 +18,9 @@ import waitress
 from actions import ActionSet, build_actions
 from actions.base import ActionContext
 from engine import logs, processes
+from engine.api.app import create_api_app, mount
+from engine.api.deps import ApiDeps
+from engine.api.resources import MAX_BODY_BYTES
 from engine.receive.app import create_app, create_metrics_app
 from engine.config.settings import Config, ServerConfig, load_config
 from engine.errors import ConfigError, IdhooksError
@@ -37,12 +40,14 @@ log = logging.getLogger("idhooks.server")
 PRUNE_INTERVAL = 3600.0
 FILE_HEADROOM = 256  # open files besides client connections: store, logs, outbound connections
 DIGEST_TICK = 10.0
+"""Seconds between ticks for digests and absence timers (a timer fires at most this late)."""
 
 RESTART_SETTINGS = {"server": ("host", "port", "threads", "log_format", "connection_limit", "channel_timeout",
                                "cleanup_interval", "max_request_header_size", "trusted_proxy", "processes"),
                     "store": ("url", "group", "dedup_window", "spool_dir", "ca_file", "cert_file", "key_file"),
                     "quarantine": ("max_entries", "max_bytes"),
-                    "metrics": ("listen", "token")}
+                    "metrics": ("listen", "token"),
+                    "api": ("listen",)}
 """Settings a reload cannot apply (the listening sockets, the open store, the intake's limits); every other
 setting, the rules and the destinations apply at once."""
 
@@ -72,6 +77,9 @@ class Service:
                                    on_jobs=self.worker.notify)
         self.app = create_app(self.config, store, metrics=self.metrics, clock=clock,
                               readiness=self.readiness, on_accepted=self.processor.notify)
+        self.api = ApiDeps(self.config, store, lambda: self.rules.get().ruleset, self.readiness, self.metrics, clock)
+        if config.api.listen is None:  # otherwise only the separate API listener serves it
+            mount(self.app, self.api)
         self._stop = threading.Event()
         self.watcher = FolderWatcher(config.rules.paths, config.rules.watch_interval, self.reload)
 
@@ -82,7 +90,9 @@ class Service:
     def stateful(self, ruleset: RuleSet) -> StatefulRules:
         """The rule set with the store's state for thresholds, suppression and digests."""
         return StatefulRules(ruleset, self.store, clock=self.clock,
-                             on_capped=lambda rule_id: self.metrics.stateful_capped.labels(rule_id).inc())
+                             on_capped=lambda rule_id: self.metrics.stateful_capped.labels(rule_id).inc(),
+                             on_bounded=lambda rule_id, bound: self.metrics.state_capped.labels(rule_id, bound).inc(),
+                             on_shadowed=lambda d: self.metrics.actions_shadowed.labels(d.rule_id).inc(len(d.actions)))
 
     @staticmethod
     def load_actions(config: Config) -> ActionSet:
@@ -131,12 +141,13 @@ class Service:
             self.tick()
 
     def tick(self) -> None:
-        """Send the digests whose period is over (every process may tick: job keys make it once)."""
+        """Send the digests whose period is over and fire expired absence timers (every process ticks:
+        timers are claimed by one process each, and job keys make every firing once)."""
         try:
-            if self.rules.get().fire_due_digests(self.clock()):
+            if self.rules.get().tick(self.clock()):
                 self.processor.on_jobs()
         except IdhooksError as exc:
-            log.error("digest tick failed", extra={"error": str(exc)})
+            log.error("digest and timer tick failed", extra={"error": str(exc)})
 
     def prune(self) -> None:
         cfg = self.config.get().store
@@ -234,6 +245,14 @@ def serve(config_path: Path, host: str | None, port: int | None, log_json: bool 
                                                 **listen_on(*metrics_cfg.listen, processes.METRICS_FD_ENV))
         threading.Thread(target=metrics_server.run, name="idhooks-metrics", daemon=True).start()
         log.info("metrics served separately", extra={"listen": f"{metrics_cfg.listen[0]}:{metrics_cfg.listen[1]}"})
+
+    api_cfg = config.api
+    if api_cfg.listen is not None:
+        api_server = waitress.create_server(create_api_app(service.api), threads=4, ident="idhooks-api",
+                                            max_request_body_size=MAX_BODY_BYTES,
+                                            **listen_on(*api_cfg.listen, processes.API_FD_ENV))
+        threading.Thread(target=api_server.run, name="idhooks-api", daemon=True).start()
+        log.info("API and console served separately", extra={"listen": f"{api_cfg.listen[0]}:{api_cfg.listen[1]}"})
 
     def terminate(signum: int, frame: Any) -> None:
         raise SystemExit(0)

@@ -76,7 +76,8 @@ def test_rule_blocks_have_unique_well_formed_ids(doc: str) -> None:
         if where.startswith(doc + ":"):
             for rule in yaml.safe_load(text)["rules"]:
                 assert RULE_ID.match(rule["id"]), f"{where}: rule id {rule['id']!r}"
-                assert rule.get("event") and rule.get("actions"), f"{where}: rule {rule['id']} needs event and actions"
+                assert (rule.get("event") or rule.get("sequence")) and rule.get("actions"), \
+                    f"{where}: rule {rule['id']} needs event (or sequence steps) and actions"
                 ids.append(rule["id"])
     assert len(ids) == len(set(ids))
 
@@ -99,7 +100,9 @@ def test_rule_blocks_of_the_docs_pass_idhooks_validate(doc: str, tmp_path: Path)
     destinations = next(text for where, text in CONFIG_BLOCKS if where.startswith("cookbook.md"))
     config = tmp_path / "config.yaml"
     config.write_text("webhooks: [{name: asgardeo, secret: x}]\nrules: {paths: [rules/]}\n" + destinations)
-    result = run_validate(config, {name: "x" for name in env_names(destinations)})
+    # validate builds the destinations as serve does: a URL variable needs a URL
+    env = {name: "https://hooks.example.com/x" if name.endswith("URL") else "x" for name in env_names(destinations)}
+    result = run_validate(config, env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.startswith(f"OK: {config}, ")
 
@@ -127,7 +130,7 @@ def test_configuration_doc_names_every_config_key() -> None:
     text = (DOCS / "configuration.md").read_text()
     sections = (config_module.ServerConfig, config_module.StoreConfig, config_module.WebhookConfig,
                 config_module.RulesConfig, config_module.QuarantineConfig, config_module.DeliveryConfig,
-                config_module.EnrichConfig)
+                config_module.EnrichConfig, config_module.ApiConfig, config_module.ApiToken)
     keys = {f.name for cls in sections for f in dataclasses.fields(cls)} - {"secrets"}
     keys |= {"secret", "secret_file", "secrets", *config_module._TOP_KEYS}
     missing = sorted(key for key in keys if f"`{key}`" not in text)

@@ -15,14 +15,15 @@ from pathlib import Path
 from typing import Any, Collection, Mapping, Sequence
 
 from engine import catalog
-from engine.config.settings import Config, suggest
+from engine.config.schema import Reader, suggest
+from engine.config.settings import Config
 from engine.errors import ConfigError
 from engine.match.enrich import Enricher
 from engine.match.rule_actions import compile_action
 from engine.match.conditions import Report, compile_condition, line_of
 from engine.match.extension import RuleExtension
 from engine.match.extensions import RULE_EXTENSIONS
-from engine.match.index import ANY
+from engine.match.index import parse_selector
 from engine.match.ruleset import Rule, RuleSet
 from engine.match.templates import extra_names
 from engine.config.yamlsource import load_yaml_file
@@ -70,6 +71,10 @@ class _Loader:
         except ConfigError as exc:
             self.problems += exc.problems
             return []
+        return self.load_raw(raw, source)
+
+    def load_raw(self, raw: Any, source: str) -> list[Rule]:
+        """The rules of one parsed rule file (`rules: [...]`) named `source` in errors."""
         if raw is None:
             return []
         if not isinstance(raw, dict) or not isinstance(raw.get("rules", []), list):
@@ -115,28 +120,9 @@ def _check_id(node: dict, source: str, report: Report, loader: _Loader) -> str:
     return rule_id
 
 
-def _selector(value: Any) -> tuple[str, str]:
-    """One `event:` entry -> an index key; ValueError with a suggestion when unknown."""
-    aliases = list(catalog.entries())
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"expected an event alias like login.loginFailed, got {value!r}")
-    if value == ANY:
-        return "any", ANY
-    if "://" in value:
-        return "uri", value
-    channels = sorted({a.split(".", 1)[0] for a in aliases})
-    if value.endswith(".*"):
-        channel = value[:-2]
-        if channel not in channels:
-            raise ValueError(f"unknown channel '{channel}'{suggest(channel, channels)}; "
-                             f"channels: {', '.join(channels)}")
-        return "channel", channel
-    if value not in aliases:
-        raise ValueError(f"unknown event '{value}'{suggest(value, aliases)}; `idhooks catalog` lists the aliases")
-    return "uri", catalog.alias_to_uri(value)
-
-
-def _events(node: dict, report: Report) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+def _events(node: dict, report: Report, loader: _Loader) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    if "event" not in node and any(key.supplies_events and key.name in node for key in loader.keys.values()):
+        return (), ()
     if "event" not in node:
         report(line_of(node), "event", "missing: give an alias like login.loginFailed, a channel wildcard like "
                                        "login.*, '*', a full event URI, or a list of these")
@@ -147,7 +133,7 @@ def _events(node: dict, report: Report) -> tuple[tuple[str, ...], tuple[tuple[st
     for i, value in enumerate(values):
         where = f"event[{i}]" if isinstance(raw, list) else "event"
         try:
-            selectors.append(_selector(value))
+            selectors.append(parse_selector(value))
         except ValueError as exc:
             report(line_of(node, "event"), where, str(exc))
     return tuple(str(v) for v in values), tuple(selectors)
@@ -167,14 +153,6 @@ def _webhooks(node: dict, report: Report, known: frozenset[str]) -> frozenset[st
     return frozenset(value)
 
 
-def _flag(node: dict, key: str, kind: type, default: Any, report: Report) -> Any:
-    value = node.get(key, default)
-    if not isinstance(value, kind):
-        report(line_of(node, key), key, f"expected {'true or false' if kind is bool else 'text'}, got {value!r}")
-        return default
-    return value
-
-
 def _mode(node: dict, report: Report) -> str:
     value = node.get("mode", "live")
     if value not in MODES:
@@ -192,10 +170,11 @@ def _read_rule(node: dict, source: str, report: Report, loader: _Loader) -> Rule
             report(line_of(node, key), str(key), f"unknown rule key{suggest(str(key), allowed)}; "
                                                  f"expected one of: {', '.join(allowed)}")
     rule = Rule(id=_check_id(node, source, report, loader), source=source, line=line_of(node))
-    rule.description = _flag(node, "description", str, "", report)
-    rule.enabled = _flag(node, "enabled", bool, True, report)
+    flags = Reader(node, "", report)
+    rule.description = flags.text("description", "")
+    rule.enabled = flags.boolean("enabled", True)
     rule.mode = _mode(node, report)
-    rule.events, rule.selectors = _events(node, report)
+    rule.events, rule.selectors = _events(node, report, loader)
     rule.webhooks = _webhooks(node, report, loader.webhooks)
     if node.get("when") is not None:
         rule.condition = compile_condition(node["when"], "when", report)
@@ -212,9 +191,20 @@ def _read_rule(node: dict, source: str, report: Report, loader: _Loader) -> Rule
     for name, key in loader.keys.items():
         if name in node:
             rule.extra[name] = key.parse(node[name], line_of(node, name), report)
+            _add_events(rule, rule.extra[name])
     for check in loader.checks:
         check(node, report)
     return rule
+
+
+def _add_events(rule: Rule, compiled: Any) -> None:
+    """Event types a key's compiled value adds to the rule's (a sequence's steps, an absence's expect)."""
+    if getattr(compiled, "selectors", ()) and rule.own_selectors is None:
+        rule.own_selectors = rule.selectors
+    for event, selector in zip(getattr(compiled, "events", ()), getattr(compiled, "selectors", ())):
+        if selector not in rule.selectors:
+            rule.events += (event,)
+            rule.selectors += (selector,)
 
 
 def load_ruleset(paths: Sequence[Path], *, destinations: Mapping[str, Mapping[str, Any]],
@@ -230,14 +220,28 @@ def load_ruleset(paths: Sequence[Path], *, destinations: Mapping[str, Mapping[st
     return RuleSet(rules, tuple(display_path(p) for p in files), enricher)
 
 
+def load_ruleset_text(raw: Any, source: str, config: Config) -> RuleSet:
+    """Compile one rule file already parsed from text (the playground's textarea) as `config` would load
+    it (its destinations, webhooks and enrichment data); ConfigError as above."""
+    loader = _Loader(config.destinations, [w.name for w in config.webhooks], RULE_EXTENSIONS)
+    rules = loader.load_raw(raw, source)
+    if loader.problems:
+        raise ConfigError(loader.problems)
+    return RuleSet(rules, (source,), config_enricher(config))
+
+
+def config_enricher(config: Config) -> Enricher | None:
+    """The enrichment data `config` names (None: the bundled data)."""
+    if not (config.enrich.geoip_file or config.enrich.asn_file):
+        return None
+    try:
+        return Enricher(config.enrich.geoip_file, config.enrich.asn_file)
+    except ConfigError as exc:
+        raise ConfigError([f"{config.path}: {problem}" for problem in exc.problems]) from None
+
+
 def load_for_config(config: Config, paths: Sequence[Path] | None = None) -> RuleSet:
     """The rule set of `config` (or of `paths` instead of its rules.paths), checked against its
     destinations and webhooks."""
-    enricher = None
-    if config.enrich.geoip_file or config.enrich.asn_file:
-        try:
-            enricher = Enricher(config.enrich.geoip_file, config.enrich.asn_file)
-        except ConfigError as exc:
-            raise ConfigError([f"{config.path}: {problem}" for problem in exc.problems]) from None
     return load_ruleset(list(paths) if paths else list(config.rules.paths), destinations=config.destinations,
-                        webhooks=[w.name for w in config.webhooks], enricher=enricher)
+                        webhooks=[w.name for w in config.webhooks], enricher=config_enricher(config))

@@ -28,6 +28,8 @@ from contextlib import contextmanager
 from engine.errors import StoreError
 from engine.store.state_sqlite import MIGRATION as STATE_MIGRATION
 from engine.store.state_sqlite import SQLiteStateMixin
+from engine.store.detections_sqlite import MIGRATION as DETECTIONS_MIGRATION
+from engine.store.detections_sqlite import SQLiteDetectionMixin
 from engine.store.base import (ACCEPTED, DUPLICATE, STALE, IncomingEvent, Job, NewJob, QuarantineEntry,
                                QuarantineResult, Store, StoredEvent, StoreStats, SubscriptionRecord, strict_json)
 
@@ -75,7 +77,21 @@ _MIGRATIONS: list[str] = [
     """,
     # 7: an event whose evaluation or recording failed is retried a bounded number of times, then 'failed'
     "ALTER TABLE events ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
+    # 8: sequence, new_value and absence rules
+    DETECTIONS_MIGRATION,
 ]
+
+
+_JOB_FILTERS = {None: "1", "pending": "status = 'pending'", "failed": "status = 'pending' AND attempts > 0",
+                "dead": "status = 'dead'", "done": "status = 'done'"}
+
+
+def _low(since: float | None) -> float:
+    return since if since is not None else float("-inf")
+
+
+def _high(until: float | None) -> float:
+    return until if until is not None else float("inf")
 
 
 def _event_row(row: sqlite3.Row) -> StoredEvent:
@@ -133,7 +149,7 @@ class _Pending:
         self.error: BaseException | None = None
 
 
-class SQLiteStore(SQLiteStateMixin, Store):
+class SQLiteStore(SQLiteStateMixin, SQLiteDetectionMixin, Store):
     """The embedded store. `path` is a file; its folder is created when missing."""
 
     def __init__(self, path: str | Path, *, batch_limit: int = 256) -> None:
@@ -328,6 +344,16 @@ class SQLiteStore(SQLiteStateMixin, Store):
                           "LIMIT ?", (since if since is not None else float("-inf"), *args, limit))
         return [_event_row(r) for r in rows]
 
+    def events_before(self, before: tuple[float, str] | None, since: float | None, until: float | None,
+                      limit: int) -> list[StoredEvent]:
+        where, args = ["received_at >= ?", "received_at <= ?"], [_low(since), _high(until)]
+        if before is not None:
+            where.append("(received_at < ? OR (received_at = ? AND jti > ?))")
+            args += [before[0], before[0], before[1]]
+        rows = self._read(f"SELECT * FROM events WHERE {' AND '.join(where)} ORDER BY received_at DESC, jti LIMIT ?",
+                          (*args, limit))
+        return [_event_row(r) for r in rows]
+
     def claim_events(self, owner: str, lease: float, limit: int, now: float) -> list[StoredEvent]:
         # One statement, so the write lock (which intake waits on) is held as briefly as possible.
         with self._tx() as conn:
@@ -427,14 +453,29 @@ class SQLiteStore(SQLiteStateMixin, Store):
         return _job_row(rows[0]) if rows else None
 
     def list_jobs(self, status: str | None = None, limit: int = 100) -> list[Job]:
-        filters = {None: ("1", ()), "pending": ("status = 'pending'", ()),
-                   "failed": ("status = 'pending' AND attempts > 0", ()),
-                   "dead": ("status = 'dead'", ()), "done": ("status = 'done'", ())}
-        if status not in filters:
+        if status not in _JOB_FILTERS:
             raise ValueError(f"unknown job status {status!r}: use pending, failed, dead or done")
-        where, args = filters[status]
-        rows = self._read(f"SELECT * FROM jobs WHERE {where} ORDER BY created_at DESC, id LIMIT ?", (*args, limit))
+        rows = self._read(f"SELECT * FROM jobs WHERE {_JOB_FILTERS[status]} ORDER BY created_at DESC, id LIMIT ?",
+                          (limit,))
         return [_job_row(r) for r in rows]
+
+    def jobs_before(self, status: str | None, destination: str | None, before: tuple[float, str] | None,
+                    limit: int) -> list[Job]:
+        where, args = [_JOB_FILTERS[status]], []
+        if destination is not None:
+            where.append("destination = ?")
+            args.append(destination)
+        if before is not None:
+            where.append("(created_at < ? OR (created_at = ? AND id > ?))")
+            args += [before[0], before[0], before[1]]
+        rows = self._read(f"SELECT * FROM jobs WHERE {' AND '.join(where)} ORDER BY created_at DESC, id LIMIT ?",
+                          (*args, limit))
+        return [_job_row(r) for r in rows]
+
+    def jobs_for_event(self, jti: str) -> list[Job]:
+        # Keys are jti:rule:index, so the UNIQUE index on key answers this range query.
+        rows = self._read("SELECT * FROM jobs WHERE key >= ? AND key < ? ORDER BY key", (jti + ":", jti + ";"))
+        return [j for j in map(_job_row, rows) if j.jti == jti]
 
     def requeue_dead(self, job_id: str | None, now: float) -> int:
         where, args = ("status = 'dead' AND id = ?", (job_id,)) if job_id else ("status = 'dead'", ())
