@@ -48,6 +48,7 @@ api:
 
 
 def api_config(folder: Path, extra: str = API_CONFIG, rules: str = RULE, port: int = 8080) -> Path:
+    """A config with the two tokens (files beside it) and `rules` as rules/logins.yaml."""
     (folder / "viewer-token").write_text(VIEWER_TOKEN + "\n")
     (folder / "operator-token").write_text(OPERATOR_TOKEN + "\n")
     path = basic_config(folder, extra=extra, port=port)
@@ -98,7 +99,7 @@ class Deployment:
         return job.id
 
 
-def deployment(folder: Path, extra: str = API_CONFIG) -> Deployment:
-    config = load_config(api_config(folder, extra))
+def deployment(folder: Path, extra: str = API_CONFIG, rules: str = RULE) -> Deployment:
+    config = load_config(api_config(folder, extra, rules))
     service = Service(config, open_store(config.store))
     return Deployment(service, falcon.testing.TestClient(service.app))

@@ -10,7 +10,7 @@ from urllib.parse import quote, urlencode
 import pytest
 
 from engine.console import session as sessions
-from tests.api_support import OPERATOR_TOKEN, VIEWER_TOKEN, XSS_NAME, Deployment, deployment, login_event
+from tests.api_support import RULE, OPERATOR_TOKEN, VIEWER_TOKEN, XSS_NAME, Deployment, deployment, login_event
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
@@ -149,3 +149,44 @@ def test_the_console_is_off_without_tokens(tmp_path):
     d = deployment(tmp_path, extra="")
     assert d.client.simulate_get("/console/login").status_code == 404
     d.service.store.close()
+
+
+def test_a_shadow_rule_shows_what_it_would_send(tmp_path):
+    shadow = RULE + """  - id: shadow-alert
+    mode: shadow
+    event: login.loginFailed
+    actions:
+      - log: {message: "would alert on {{ username }}"}
+"""
+    d = deployment(tmp_path, rules=shadow)
+    jti = d.send(login_event("jane@example.com"))
+    html = d.client.simulate_get(f"/console/events/{jti}", headers=log_in(d, OPERATOR_TOKEN)).text
+    assert "shadow-alert</strong> matched <em class=\"shadow\">shadow: would send, nothing queued</em>" in html
+    assert "would alert on jane@example.com" in html
+    assert [j["rule"] for j in d.get(f"/api/v1/events/{jti}", token=OPERATOR_TOKEN).json["jobs"]] == \
+        ["failed-login-alert"]
+    d.service.store.close()
+
+
+HOSTILE_VALUES = ["<script>alert(1)</script>", "x" * 5000, "%ED%A0%80", "%00", "a%0D%0Ab", "../../etc/passwd",
+                  "9" * 200, "-1", "WyJOYU4iLCJ4Il0"]
+
+
+@pytest.mark.parametrize("path, names", [
+    ("/console/events", ("type", "user", "ip", "jti", "status", "since", "until", "limit", "cursor")),
+    ("/console/deliveries", ("status", "destination", "cursor", "done", "id")),
+    ("/console/users/someone", ("since", "cursor")),
+])
+def test_hostile_query_values_never_break_a_page(console, path, names):
+    headers = log_in(console, VIEWER_TOKEN)
+    for name in names:
+        for value in HOSTILE_VALUES:
+            result = console.client.simulate_get(path, query_string=f"{name}={value}", headers=headers)
+            assert result.status_code in (200, 422), (name, value, result.status_code)
+            assert "<script>alert(1)</script>" not in result.text
+
+
+@pytest.mark.parametrize("token", ["x" * 5000, "%ED%A0%80", "<b>", "%00"])
+def test_hostile_login_tokens_are_refused(console, token):
+    result = console.client.simulate_post("/console/login", body="token=" + token, headers=FORM)
+    assert result.status_code in (401, 422) and "set-cookie" not in result.headers
