@@ -5,3 +5,12 @@ SENTINEL_SCHEMES = ("redis+sentinel://", "rediss+sentinel://")
 """A replicated Redis whose current primary Sentinel names."""
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://", *SENTINEL_SCHEMES)
 TLS_SCHEMES = ("rediss://", "rediss+sentinel://")
+
+STORE_BACKENDS: dict[tuple[str, ...], str] = {
+    ("sqlite:///",): "engine.store.sqlite",
+    REDIS_SCHEMES: "engine.store.redis",
+}
+"""URL prefixes -> the module of the store backend for them (its `open_backend(StoreConfig) -> Store`,
+imported only when used). Adding a backend is one module plus one line here."""
+
+STORE_SCHEMES = tuple(prefix for prefixes in STORE_BACKENDS for prefix in prefixes)
