@@ -306,11 +306,12 @@ def delivered(flaky: Target, slow: Target) -> dict[str, Counter[str]]:
 
 
 def wait_for_delivery(traffic: Traffic, flaky: Target, slow: Target, timeout: float) -> float:
-    """Seconds until every genuine event's job arrived (bounded by `timeout`)."""
+    """Seconds until every accepted event's job (genuine or hostile) arrived (bounded by `timeout`)."""
     started = time.monotonic()
+    wanted = {**traffic.expected, **traffic.accepted_hostile}
     while time.monotonic() - started < timeout:
         by_target = delivered(flaky, slow)
-        if all(by_target[rule][key] for key, rule in traffic.expected.items()):
+        if all(by_target[rule][key] for key, rule in wanted.items()):
             break
         time.sleep(0.5)
     return time.monotonic() - started
