@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from engine.cli import main
-from engine.store.state import DigestBatch, Threshold, WindowEntry
+from engine.store.state import DigestBatch, NewValueLimits, SequenceEvent, SequenceLimits, Threshold, WindowEntry
 from engine.store.base import DUPLICATE, NewJob, QuarantineEntry, SubscriptionRecord
 from engine.store.redis import RedisStore
 from engine.store.sqlite import SQLiteStore
@@ -18,6 +18,8 @@ DAY = 86400.0
 BRUTE = Threshold(count=3, within=600)
 
 pytestmark = pytest.mark.redis
+TAKEOVER = SequenceLimits(counts=(1, 1), within=900.0)
+COUNTRIES = NewValueLimits(lookback=30 * 86400.0)
 
 
 def run_migrate(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -54,6 +56,9 @@ def fill(path: Path, now: float) -> dict[str, str]:
     assert store.suppress_try("quiet", "bob", now + 600, now, "firing-1")
     for i in range(3):  # a digest period not sent yet, holding two items of three matches
         store.digest_add("daily", now - 60, now + 60, now + 120, f"d{i}", now - 50 + i, {"n": i}, 2)
+    store.sequence_offer("takeover", "carol", SequenceEvent("s0", now - 5, (0,)), TAKEOVER, now)  # step 1 of 2
+    store.new_value_seen("new-country", "dave", "NL", "n0", now - 5, COUNTRIES, now)
+    store.timer_start("never-signed-in", "erin", now + 3600, now, {"set": {}}, 10)
     store.close()
     return ids
 
@@ -72,7 +77,7 @@ def test_migrate_copies_everything_within_retention(tmp_path: Path, target: Redi
         "  jobs                         8 copied       0 already there",
         "  subscriptions                1 copied       0 already there",
         "  quarantine entries           1 copied       0 already there",
-        "  rule state                   3 copied       0 already there",
+        "  rule state                   6 copied       0 already there",
     ]
     assert sorted(e.jti for e in target.list_events()) == ["old-pending", "processed", "recent"]
     assert target.get_event("processed").decisions == [{"rule": "r"}]
@@ -92,6 +97,10 @@ def test_migrate_copies_everything_within_retention(tmp_path: Path, target: Redi
     assert (fired.fired, fired.count) == (True, 3)  # the window went on counting where SQLite left it
     assert target.suppress_try("quiet", "bob", now + 900, now, "firing-2") is False
     assert target.digest_due("daily", now + 120) == [DigestBatch(now - 60, now + 60, [{"n": 0}, {"n": 1}], 3)]
+    assert target.sequence_offer("takeover", "carol", SequenceEvent("s1", now - 4, (1,)), TAKEOVER, now).status \
+        == "completed"                                     # the sequence went on where SQLite left it
+    assert target.new_value_seen("new-country", "dave", "NL", "n1", now - 4, COUNTRIES, now).status == "known"
+    assert [t.group_key for t in target.timers_claim(now + 3600, 60, 10)] == ["erin"]
 
     code, out, err = run_migrate(capsys, *args)
     assert (code, err) == (0, "")
@@ -100,7 +109,7 @@ def test_migrate_copies_everything_within_retention(tmp_path: Path, target: Redi
         "  jobs                         0 copied       8 already there",
         "  subscriptions                0 copied       1 already there",
         "  quarantine entries           0 copied       1 already there",
-        "  rule state                   0 copied       3 already there",
+        "  rule state                   0 copied       6 already there",
     ]
 
 
@@ -116,5 +125,6 @@ def test_migrate_refuses_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFix
                                        message: str) -> None:
     SQLiteStore(tmp_path / "idhooks.db").close()
     code, out, err = run_migrate(capsys, "--from", source.format(tmp=tmp_path), "--to", to, "--group", "never")
-    assert (code, out) == (1, "")
-    assert err == f"idhooks: configuration error:\n{message.format(tmp=tmp_path)}\n"
+    assert (code, out) == (2, "")  # a usage error: the usage line, then the problem (issue 11)
+    assert err.startswith("usage: idhooks migrate ")
+    assert err.endswith(f"\nidhooks migrate: error: {message.format(tmp=tmp_path)}\n")

@@ -5,7 +5,7 @@ What is copied: events received within the retention period (and every pending o
 which are also the de-duplication state (a jti still stored is a duplicate on either backend); every job
 (pending, failed, dead and the done ones not yet pruned) with its status and attempts; the subscription
 records; the quarantine; and the stateful-rule state (open threshold windows, active suppressions, unsent
-digests). Leases are not copied: run it with every idhooks process of both stores stopped. Copying is
+digests, sequences under way, new_value groups and their values, running absence timers). Leases are not copied: run it with every idhooks process of both stores stopped. Copying is
 idempotent: what the target already holds (same jti, job key, quarantine id, window, suppression or digest
 item) is left as it is and counted as skipped.
 """
@@ -20,6 +20,7 @@ from typing import Iterator
 from engine.store.base import Store
 from engine.store.redis import RedisStore
 from engine.store.sqlite import SQLiteStore, _event_row, _job_row
+from engine.store.state import STARTED
 
 _PAGE = 1000
 _NO_CAP = 2**53
@@ -62,6 +63,7 @@ def migrate(source: SQLiteStore, target: RedisStore, *, now: float, retention: f
     _copy_subscriptions(source, target, k["subscriptions"])
     _copy_quarantine(source, target, k["quarantine entries"])
     _copy_rule_state(source, target, now, k["rule state"])
+    _copy_detection_state(source, target, now, k["rule state"])
     return report
 
 
@@ -89,6 +91,22 @@ def _copy_rule_state(source: SQLiteStore, target: RedisStore, now: float, tally:
         if any(added):
             target.import_digest_total(rule, start, period["total"])
         tally.count(any(added))
+
+
+def _copy_detection_state(source: SQLiteStore, target: RedisStore, now: float, tally: Copied) -> None:
+    """Sequences under way, new_value groups with their values, and running absence timers."""
+    for row in _pages(source, "SELECT * FROM state_sequences WHERE expires_at > ? ORDER BY rule_id, group_key",
+                      (now,)):
+        tally.count(target.import_sequence(row["rule_id"], row["group_key"], row["state"], row["expires_at"]))
+    for group in _pages(source, "SELECT * FROM state_nv_groups WHERE expires_at > ? ORDER BY id", (now,)):
+        values = {row["value"]: row["until"] for row in
+                  _pages(source, "SELECT value, until FROM state_nv_values WHERE gid = ? ORDER BY value", (group["id"],))}
+        tally.count(target.import_new_value_group(group["rule_id"], group["group_key"], group["since"], group["last"],
+                                                  group["expires_at"], group["new_jti"], values))
+    for row in _pages(source, "SELECT * FROM state_timers ORDER BY rule_id, group_key", ()):
+        started = target.timer_start(row["rule_id"], row["group_key"], row["due_at"], row["started"],
+                                     json.loads(row["payload"]), _NO_CAP)
+        tally.count(started == STARTED)
 
 
 def _copy_quarantine(source: Store, target: Store, tally: Copied) -> None:
