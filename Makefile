@@ -13,7 +13,7 @@ INSTALL_ARGS := --no-cache-dir '.[redis]'
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,redis]'
+	$(PY) -m pip install --quiet -e '.[test,redis,postgres]'
 	touch $(STAMP)
 
 var/webhook-secret:

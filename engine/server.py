@@ -37,7 +37,8 @@ PRUNE_INTERVAL = 3600.0
 DIGEST_TICK = 10.0
 
 RESTART_SETTINGS = {"server": ("host", "port", "threads", "log_format"),
-                    "store": ("url", "group", "dedup_window", "spool_dir", "ca_file", "cert_file", "key_file"),
+                    "store": ("url", "group", "dedup_window", "spool_dir", "ca_file", "cert_file", "key_file",
+                              "password"),
                     "quarantine": ("max_entries", "max_bytes"),
                     "metrics": ("listen", "token")}
 """Settings a reload cannot apply (the listening sockets, the open store, the intake's limits); every other
@@ -150,6 +151,7 @@ class Service:
         if resumed:
             log.warning("resuming work leased by a previous process", extra={"leases": resumed})
         self.processor.start()
+        self.store.on_new_jobs(self.worker.notify)  # other processes' new jobs wake this one's workers
         self.worker.start()
         if self.config.get().rules.watch:
             self.watcher.start()

@@ -1,4 +1,4 @@
-"""The `state_store` fixture: every stateful test runs against SQLite and, when a server answers, Redis."""
+"""The `state_store` fixture: every stateful test runs against every backend (tests/backends.py)."""
 
 from __future__ import annotations
 
@@ -9,27 +9,15 @@ from typing import Any, Iterator
 import pytest
 
 from engine.match.stateful.decide import Observation
-from engine.store.redis import RedisStore
-from engine.store.sqlite import SQLiteStore
+from tests.backends import BACKENDS, open_backend
 
 T0 = 1_700_000_000.0
 """An arbitrary epoch second; every test passes its own times (no wall clock)."""
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=BACKENDS)
 def state_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
-    if request.param == "sqlite":
-        store = SQLiteStore(tmp_path / "state.db")
-        yield store
-        store.close()
-        return
-    url = request.getfixturevalue("redis_available")
-    store = RedisStore(url, group=f"test-stateful-{uuid.uuid4().hex[:12]}", spool_dir=tmp_path / "spool")
-    yield store
-    keys = list(store.redis.scan_iter(match=f"{store.prefix}*", count=1000))
-    if keys:
-        store.redis.delete(*keys)
-    store.close()
+    yield from open_backend(request, request.param, tmp_path)
 
 
 def seen(time: float, *, group: tuple = ("alice",), distinct: Any = None, jti: str | None = None) -> Observation:

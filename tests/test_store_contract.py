@@ -1,5 +1,5 @@
-"""One contract suite, run against every store backend (SQLite and Redis): what one backend does, the
-other must do too, so a deployment can switch backends (or migrate) without a change in behaviour."""
+"""One contract suite, run against every store backend (SQLite, Redis and PostgreSQL: tests/backends.py): what
+one backend does, the others must do too, so a deployment can switch backends (or migrate) without a change in behaviour."""
 
 from __future__ import annotations
 
@@ -14,8 +14,11 @@ import pytest
 from engine.errors import StoreError
 from engine.store.base import (ACCEPTED, DUPLICATE, STALE, IncomingEvent, NewJob, QuarantineEntry, Store,
                                SubscriptionRecord)
+from engine.store.postgres import PostgresStore
+from engine.store.postgres_schema import MIGRATIONS as POSTGRES_MIGRATIONS
 from engine.store.redis import SCHEMA_VERSION, RedisStore
 from engine.store.sqlite import _MIGRATIONS, SQLiteStore
+from tests.backends import BACKENDS, open_backend
 from tests.redisutil import delete_group, open_redis_store, tls_files
 
 T0 = 1_700_000_000.0
@@ -23,17 +26,11 @@ WINDOW = 3600.0
 LEASE = 30.0
 
 
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis),
-                        pytest.param("rediss", marks=pytest.mark.redis)])
+@pytest.fixture(params=[*BACKENDS, pytest.param("rediss", marks=pytest.mark.redis)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    """Each backend: SQLite, Redis, and Redis over TLS (rediss://, with a client certificate)."""
-    if request.param == "sqlite":
-        backend: Store = SQLiteStore(tmp_path / "store.db")
-        yield backend
-        backend.close()
-        return
-    if request.param == "redis":
-        yield request.getfixturevalue("redis_store")
+    """Each backend (tests/backends.py), and Redis over TLS (rediss://, with a client certificate)."""
+    if request.param != "rediss":
+        yield from open_backend(request, request.param, tmp_path)
         return
     server = request.getfixturevalue("tls_redis")
     backend = open_redis_store(server.url, tmp_path / "spool", **tls_files(server))
@@ -59,7 +56,7 @@ def job_for(store: Store, key: str, destination: str = "slack", at: float = T0) 
 
 # -- life cycle ------------------------------------------------------------------------------------
 def test_schema_version_and_writable(store: Store) -> None:
-    newest = SCHEMA_VERSION if isinstance(store, RedisStore) else len(_MIGRATIONS)
+    newest = {RedisStore: SCHEMA_VERSION, PostgresStore: len(POSTGRES_MIGRATIONS)}.get(type(store), len(_MIGRATIONS))
     assert store.schema_version() == newest
     store.check_writable()
 
@@ -71,6 +68,12 @@ def test_a_store_written_by_a_newer_idhooks_is_refused(store: Store, tmp_path: P
             store.reopen(tmp_path / "spool")
         where = f"{store.url} (group {store.group!r})"
         ours = SCHEMA_VERSION
+    elif isinstance(store, PostgresStore):
+        with store._tx("test") as cur:
+            cur.execute("UPDATE idhooks_meta SET version = 99")
+        with pytest.raises(StoreError) as err:
+            store.reopen(tmp_path / "spool")
+        where, ours = f"{store.url} (group {store.group!r})", len(POSTGRES_MIGRATIONS)
     else:
         with store._tx() as conn:
             conn.execute("PRAGMA user_version = 99")

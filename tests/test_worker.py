@@ -1,4 +1,4 @@
-"""The delivery worker with each real store (SQLite, and Redis with its stream queue) and real loopback targets;
+"""The delivery worker with each real store (SQLite, Redis with its stream queue, PostgreSQL) and real loopback targets;
 time is an injected clock. The `deliveries` and `deadletters` commands are run against both stores."""
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ from engine.config.settings import DeliveryConfig
 from engine.metrics import Metrics
 from engine.secrets import Secret
 from engine.store.base import Job, NewJob, Store
+from engine.store.redis import RedisStore
 from engine.store.sqlite import SQLiteStore
 from engine.deliver.worker import DeliveryWorker
+from tests.backends import BACKENDS, open_backend
 from tests.conftest import ROOT, redis_url
 from tests.peers import HttpPeer, Response, http_peer  # noqa: F401 - fixture
 
@@ -35,14 +37,9 @@ class Clock:
         return self.now
 
 
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=BACKENDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        db: Store = SQLiteStore(tmp_path / "var" / "idhooks.db")
-        yield db
-        db.close()
-        return
-    yield request.getfixturevalue("redis_store")
+    yield from open_backend(request, request.param, tmp_path)
 
 
 def store_config(store: Store, tmp_path: Path) -> Path:
@@ -51,7 +48,8 @@ def store_config(store: Store, tmp_path: Path) -> Path:
     if isinstance(store, SQLiteStore):
         config.write_text(f'store: {{url: "sqlite:///{store.path}"}}\n')
     else:
-        config.write_text(f'store: {{url: "{redis_url()}", group: "{store.group}", spool_dir: spool}}\n')
+        url = redis_url() if isinstance(store, RedisStore) else store._raw_url
+        config.write_text(f'store: {{url: "{url}", group: "{store.group}", spool_dir: spool}}\n')
     return config
 
 

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 from engine.config.durations import format_duration, parse_duration
 from engine.errors import ConfigError
 from engine.secrets import Secret, find_secrets, read_secret_file, redact_url
-from engine.config.storeurl import REDIS_SCHEMES, TLS_SCHEMES
+from engine.config.storeurl import POSTGRES_SCHEMES, REDIS_SCHEMES, TLS_SCHEMES
 from engine.config.yamlsource import LineDict, load_yaml_file
 
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -42,14 +42,15 @@ class StoreConfig:
     dedup_window: float = 7 * 86400.0
     retention: float = 30 * 86400.0
     spool_dir: Path | None = None
-    ca_file: Path | None = None  # rediss:// only: the CA that signed Redis's certificate
-    cert_file: Path | None = None  # rediss:// only: this client's certificate, when Redis asks for one
+    ca_file: Path | None = None  # rediss:// or PostgreSQL: the CA that signed the server's certificate
+    cert_file: Path | None = None  # rediss:// or PostgreSQL: this client's certificate, when the server asks for one
     key_file: Path | None = None
+    password: Secret | None = None  # PostgreSQL: from store.password_file (else in the URL, e.g. via ${ENV})
 
     def __repr__(self) -> str:
         return (f"StoreConfig(url={redact_url(self.url)!r}, group={self.group!r}, dedup_window={self.dedup_window}, "
                 f"retention={self.retention}, spool_dir={self.spool_dir!r}, ca_file={self.ca_file!r}, "
-                f"cert_file={self.cert_file!r}, key_file={self.key_file!r})")
+                f"cert_file={self.cert_file!r}, key_file={self.key_file!r}, password={self.password!r})")
 
 
 @dataclass(frozen=True)
@@ -248,14 +249,14 @@ class _Reader:
 
     def store(self, node: Mapping) -> StoreConfig:
         _check_keys(node, ("url", "group", "dedup_window", "retention", "spool_dir", "ca_file", "cert_file",
-                           "key_file"), "store", self.problems)
+                           "key_file", "password_file"), "store", self.problems)
         url = str(self.text(node, "url", "store", "sqlite:///var/idhooks.db"))
         if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
             url = "sqlite:///" + str(self.resolve_path(url[len("sqlite:///"):]))
-        elif not url.startswith(("sqlite:///", *REDIS_SCHEMES)):
+        elif not url.startswith(("sqlite:///", *REDIS_SCHEMES, *POSTGRES_SCHEMES)):
             self.problems.add(_line(node, "url"), "store.url",
-                              f"unsupported store URL {url.split(':')[0]!r}: use sqlite:///PATH, redis://HOST:PORT/DB "
-                              "or redis+sentinel://HOST:26379/MASTER_NAME")
+                              f"unsupported store URL {url.split(':')[0]!r}: use sqlite:///PATH, redis://HOST:PORT/DB, "
+                              "redis+sentinel://HOST:26379/MASTER_NAME or postgresql://HOST:5432/DBNAME")
         spool = self.text(node, "spool_dir", "store", None)
         dedup_window = self.duration(node, "dedup_window", "store", 7 * 86400.0)
         retention = self.duration(node, "retention", "store", 30 * 86400.0)
@@ -264,25 +265,47 @@ class _Reader:
                               f"must be at least store.dedup_window ({format_duration(dedup_window)}): a jti is "
                               "recognised as a repeat for as long as its event is kept")
         tls = self.store_tls_files(node, url)
+        password = self.store_password(node, url)
         return StoreConfig(
             url=url,
             group=str(self.text(node, "group", "store", "idhooks")),
             dedup_window=dedup_window,
             retention=retention,
             spool_dir=self.resolve_path(spool or "var/spool"),
+            password=password,
             **tls,
         )
 
+    def store_password(self, node: Mapping, url: str) -> Secret | None:
+        """`store.password_file` of a PostgreSQL store, as a Secret (never shown)."""
+        value = self.text(node, "password_file", "store", None)
+        if value is None:
+            return None
+        if not url.startswith(POSTGRES_SCHEMES):
+            self.problems.add(_line(node, "password_file"), "store.password_file",
+                              "only used with a PostgreSQL store (a Redis password goes in the URL: "
+                              "redis://:${REDIS_PASSWORD}@HOST:6379/0)")
+            return None
+        path = self.resolve_path(str(value))
+        try:
+            return Secret(read_secret_file(path), source=str(value))
+        except OSError as exc:
+            self.problems.add(_line(node, "password_file"), "store.password_file", f"cannot read {path}: {exc.strerror}")
+        except UnicodeDecodeError:
+            self.problems.add(_line(node, "password_file"), "store.password_file", f"{path} is not UTF-8 text")
+        return None
+
     def store_tls_files(self, node: Mapping, url: str) -> dict[str, Path]:
-        """`ca_file`, `cert_file` and `key_file` for a rediss:// store: files that exist, the last two together."""
+        """`ca_file`, `cert_file` and `key_file` for a rediss:// or PostgreSQL store: files that exist, the last
+        two together."""
         files: dict[str, Path] = {}
         for key in ("ca_file", "cert_file", "key_file"):
             value = self.text(node, key, "store", None)
             if value is None:
                 continue
-            if not url.startswith(TLS_SCHEMES):
+            if not url.startswith((*TLS_SCHEMES, *POSTGRES_SCHEMES)):
                 self.problems.add(_line(node, key), f"store.{key}",
-                                  "only used with a TLS store URL: write rediss://HOST:PORT/DB")
+                                  "only used with a TLS store URL: write rediss://HOST:PORT/DB (or use PostgreSQL)")
                 continue
             path = self.resolve_path(str(value))
             if not path.is_file():

@@ -131,6 +131,11 @@ class RedisStore(RedisStateMixin, Store):
             if not self.spool.writable():
                 raise
 
+    def degraded(self) -> str:
+        if self.spool.active:
+            return f"Redis unreachable or catching up: events are spooled to {self.spool.directory}"
+        return ""
+
     # -- events ------------------------------------------------------------------------------------
     def ingest(self, event: IncomingEvent, dedup_window: float) -> str:
         """Into Redis; into the spool (ACCEPTED) while Redis fails or older spooled events still wait,
