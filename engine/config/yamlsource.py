@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from engine.config.yamlbounds import MAX_FILE_BYTES, check_bounds
 from engine.errors import ConfigError
 
 
@@ -71,21 +72,37 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _constr
 
 
 def load_yaml_text(text: str, source: str) -> Any:
-    """Parse YAML text; a syntax error becomes a ConfigError naming `source:line`."""
+    """Parse YAML text; a syntax error, or a document beyond the bounds of engine/config/yamlbounds.py (an
+    alias bomb, a deep nest, a huge text), becomes a ConfigError naming `source:line`."""
+    if len(text) > MAX_FILE_BYTES:
+        raise ConfigError(f"{source}: {len(text):,} characters, more than the {MAX_FILE_BYTES:,} a YAML file "
+                          "may have: split it into several files")
+    loader = _Loader(text)
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+        node = loader.get_single_node()
+        problem = check_bounds(node) if node is not None else None
+        if problem is not None:
+            raise ConfigError(f"{source}:{problem}")
+        return loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 0
         raise ConfigError(f"{source}:{line}: invalid YAML: {exc.problem or exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: invalid YAML: {exc}") from None
+    finally:
+        loader.dispose()
 
 
 def load_yaml_file(path: Path, display: str | None = None) -> Any:
-    """Read and parse a YAML file; unreadable files are ConfigErrors too."""
+    """Read and parse a YAML file; unreadable or oversized files are ConfigErrors too (the size is checked
+    before reading, so a huge file costs no memory)."""
     source = display or str(path)
     try:
+        size = Path(path).stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ConfigError(f"{source}: {size:,} bytes, more than the {MAX_FILE_BYTES:,} a YAML file may have: "
+                              "split it into several files")
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{source}: cannot read: {exc}") from None

@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from typing import Any, Callable
 
+from engine.match.regex import compile_search
+
 Predicate = Callable[[Any], bool]
 
 STRING_OPERATORS = ("equals", "not_equals", "in", "not_in", "contains", "not_contains", "starts_with",
@@ -99,13 +101,11 @@ def _affix(operand: Any, fold: bool, method: str) -> Predicate:
 
 
 def _matches(operand: Any, fold: bool) -> Predicate:
+    """RE2, not `re`: linear time whatever the event holds (engine/match/regex.py)."""
     if not isinstance(operand, str):
         raise ValueError("expected a regular expression string")
-    try:
-        pattern = re.compile(operand, re.IGNORECASE if fold else 0)
-    except re.error as exc:
-        raise ValueError(f"invalid regular expression: {exc}") from None
-    return lambda value: isinstance(value, str) and pattern.search(value) is not None
+    search = compile_search(operand, fold)
+    return lambda value: isinstance(value, str) and search(value)
 
 
 def _number(value: Any) -> float | None:
