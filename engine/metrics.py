@@ -57,6 +57,13 @@ class Metrics:
         self.stateful_capped = Counter("idhooks_stateful_groups_capped_total",
                                        "Matching events not counted because their threshold rule already holds "
                                        "threshold.max_groups groups.", ["rule"], registry=r)
+        self.actions_shadowed = Counter("idhooks_actions_shadowed_total",
+                                        "Actions a `mode: shadow` rule rendered and recorded as would-send instead "
+                                        "of sending, by rule id.", ["rule"], registry=r)
+        self.state_capped = Counter("idhooks_state_capped_total",
+                                    "Values or groups a sequence, new_value or absence rule did not keep because "
+                                    "it reached its bound (max_groups, max_values, max_timers), by rule and bound.",
+                                    ["rule", "bound"], registry=r)
         self.verifications = Counter("idhooks_subscription_verifications_total",
                                      "Hub verification requests by webhook and mode.", ["webhook", "mode"], registry=r)
 

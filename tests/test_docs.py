@@ -126,7 +126,8 @@ def test_config_blocks_load(where: str, text: str, tmp_path: Path) -> None:
 def test_configuration_doc_names_every_config_key() -> None:
     text = (DOCS / "configuration.md").read_text()
     sections = (config_module.ServerConfig, config_module.StoreConfig, config_module.WebhookConfig,
-                config_module.RulesConfig, config_module.QuarantineConfig, config_module.DeliveryConfig)
+                config_module.RulesConfig, config_module.QuarantineConfig, config_module.DeliveryConfig,
+                config_module.EnrichConfig)
     keys = {f.name for cls in sections for f in dataclasses.fields(cls)} - {"secrets"}
     keys |= {"secret", "secret_file", "secrets", *config_module._TOP_KEYS}
     missing = sorted(key for key in keys if f"`{key}`" not in text)

@@ -70,6 +70,14 @@ class RulesConfig:
 
 
 @dataclass(frozen=True)
+class EnrichConfig:
+    """Operator-supplied MaxMind / DB-IP files for IP enrichment; None: the bundled country data."""
+
+    geoip_file: Path | None = None
+    asn_file: Path | None = None
+
+
+@dataclass(frozen=True)
 class QuarantineConfig:
     max_entries: int = 1000
     max_bytes: int = 50 * 1_048_576
@@ -105,6 +113,7 @@ class Config:
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     destinations: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    enrich: EnrichConfig = field(default_factory=EnrichConfig)
 
     @property
     def base_dir(self) -> Path:
@@ -388,6 +397,22 @@ class _Reader:
                            watch=self.boolean(node, "watch", "rules", True),
                            watch_interval=self.duration(node, "watch_interval", "rules", 1.0))
 
+    def enrich(self, node: Mapping) -> EnrichConfig:
+        _check_keys(node, ("geoip_file", "asn_file"), "enrich", self.problems)
+        files: dict[str, Path | None] = {}
+        for key in ("geoip_file", "asn_file"):
+            value = self.text(node, key, "enrich")
+            files[key] = None
+            if value is None:
+                continue
+            if not isinstance(value, str) or not value.strip():
+                self.problems.add(_line(node, key), f"enrich.{key}", f"expected the path of a .mmdb file, got {value!r}")
+            elif not self.resolve_path(value).is_file():
+                self.problems.add(_line(node, key), f"enrich.{key}", f"no such file: {self.resolve_path(value)}")
+            else:
+                files[key] = self.resolve_path(value)
+        return EnrichConfig(**files)
+
     def quarantine(self, node: Mapping) -> QuarantineConfig:
         _check_keys(node, ("max_entries", "max_bytes"), "quarantine", self.problems)
         return QuarantineConfig(max_entries=self.number(node, "max_entries", "quarantine", 1000),
@@ -474,7 +499,7 @@ class _Reader:
         return self.text(body, key, where, None, secret=True)
 
 
-_TOP_KEYS = ("server", "store", "webhooks", "rules", "quarantine", "delivery", "destinations", "metrics")
+_TOP_KEYS = ("server", "store", "webhooks", "rules", "quarantine", "delivery", "destinations", "metrics", "enrich")
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
@@ -506,6 +531,7 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
         delivery=reader.delivery(reader.mapping(raw, "delivery", "")),
         destinations=reader.destinations(reader.mapping(raw, "destinations", "")),
         metrics=reader.metrics(reader.mapping(raw, "metrics", "")),
+        enrich=reader.enrich(reader.mapping(raw, "enrich", "")),
     )
     if reader.problems.items:
         raise ConfigError(reader.problems.items)

@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterator
 
 from engine.config.settings import suggest
 from engine.match.context import EvalContext, claim_uri
+from engine.match.enrich import GEO_FIELDS
 from engine.match.operators import NEGATED, OPERATORS, ORDER_OPERATORS, Predicate, exact_strings, predicate
 from engine.match.paths import compile_path
 from engine.config.yamlsource import LineDict, LineList
@@ -210,6 +211,16 @@ def line_of(node: Any, key: Any = None) -> int:
 
 
 _BODY = attrgetter("body")
+GEO_PREFIX = "geo."
+
+
+def geo_lookup(name: str) -> Callable[[dict[str, Any]], list[Any]]:
+    """The lookup of an enrichment name (`geo.country`) in EvalContext.geo; an empty value is missing."""
+    field = name[len(GEO_PREFIX):]
+    if field not in GEO_FIELDS:
+        raise ValueError(f"unknown enrichment '{name}'{suggest(name, [GEO_PREFIX + f for f in GEO_FIELDS])}; "
+                         f"expected one of: {', '.join(GEO_PREFIX + f for f in GEO_FIELDS)}")
+    return lambda geo: [] if geo.get(field) in (None, "") else [geo[field]]
 
 
 def _subject(key: str, value: Any) -> Subject:
@@ -219,6 +230,8 @@ def _subject(key: str, value: Any) -> Subject:
             raise ValueError("expected a claim name like username or a claim URI")
         uri = claim_uri(value)
         return f"claim {value}", attrgetter("claims"), lambda claims: [] if claims.get(uri) is None else [claims[uri]]
+    if key == "path" and isinstance(value, str) and value.startswith(GEO_PREFIX):
+        return value, attrgetter("geo"), geo_lookup(value)
     compiled = compile_path(value)
     if key == "envelope":
         return f"envelope {value}", attrgetter("envelope.claims"), compiled

@@ -10,13 +10,14 @@ from datetime import datetime, timezone
 from typing import Any
 
 from engine.catalog import uri_to_alias
+from engine.match.enrich import Enricher, bundled
 from engine.verify.envelope import Envelope
 
 WSO2_CLAIM_PREFIX = "http://wso2.org/claims/"
 _CLAIM_LISTS = ("claims", "addedClaims", "updatedClaims")
 
 TEMPLATE_NAMES = ("event", "envelope", "uri", "type", "rule", "claims", "user_id", "username", "ip",
-                  "occurred_at")
+                  "occurred_at", "geo")
 """Every name a template may use; any other name is a load error."""
 
 
@@ -44,9 +45,10 @@ class EvalContext:
     """One event as the evaluator sees it. `seen` (leaf -> outcomes) is set only when measuring coverage;
     `found` holds the values conditions looked up in this event (subject -> values), shared by every rule."""
 
-    __slots__ = ("envelope", "uri", "body", "webhook", "seen", "found", "_claims", "_template")
+    __slots__ = ("envelope", "uri", "body", "webhook", "seen", "found", "enricher", "_claims", "_template", "_geo")
 
-    def __init__(self, envelope: Envelope, uri: str, webhook: str, seen: dict | None = None) -> None:
+    def __init__(self, envelope: Envelope, uri: str, webhook: str, seen: dict | None = None,
+                 enricher: Enricher | None = None) -> None:
         self.envelope = envelope
         self.uri = uri
         body = envelope.events.get(uri)
@@ -54,14 +56,23 @@ class EvalContext:
         self.webhook = webhook
         self.seen = seen
         self.found: dict[str, list[Any]] = {}
+        self.enricher = enricher
         self._claims: dict[str, Any] | None = None
         self._template: dict[str, Any] | None = None
+        self._geo: dict[str, Any] | None = None
 
     @property
     def claims(self) -> dict[str, Any]:
         if self._claims is None:
             self._claims = collect_claims(self.body)
         return self._claims
+
+    @property
+    def geo(self) -> dict[str, Any]:
+        """The IP enrichment of `initiatorIpAddress` (engine/match/enrich.py), looked up once per event."""
+        if self._geo is None:
+            self._geo = (self.enricher or bundled()).geo(self.body.get("initiatorIpAddress"))
+        return self._geo
 
     def template_context(self, rule: dict[str, Any]) -> dict[str, Any]:
         """The names templates render with; the event-wide part is built once, `rule` per rule."""
@@ -84,4 +95,5 @@ class EvalContext:
             "username": short.get("username", ""),
             "ip": self.body.get("initiatorIpAddress", ""),
             "occurred_at": datetime.fromtimestamp(self.envelope.iat_ms / 1000, tz=timezone.utc),
+            "geo": self.geo,
         }

@@ -16,6 +16,7 @@ from typing import Any, Callable, Collection, Mapping, Sequence
 from engine import catalog
 from engine.config.settings import Config, suggest
 from engine.errors import ConfigError
+from engine.match.enrich import Enricher
 from engine.match.rule_actions import compile_action
 from engine.match.conditions import Report, compile_condition, line_of
 from engine.match.index import ANY
@@ -23,7 +24,8 @@ from engine.match.ruleset import Rule, RuleSet
 from engine.match.templates import extra_names
 from engine.config.yamlsource import load_yaml_file
 
-RULE_KEYS = ("id", "description", "enabled", "event", "webhooks", "when", "actions")
+RULE_KEYS = ("id", "description", "enabled", "mode", "event", "webhooks", "when", "actions")
+MODES = ("live", "shadow")
 RuleKeyParser = Callable[[Any, int, Report], Any]
 RuleCheck = Callable[[dict, Report], None]
 _EXTRA_KEYS: dict[str, RuleKeyParser] = {}
@@ -185,6 +187,15 @@ def _flag(node: dict, key: str, kind: type, default: Any, report: Report) -> Any
     return value
 
 
+def _mode(node: dict, report: Report) -> str:
+    value = node.get("mode", "live")
+    if value not in MODES:
+        report(line_of(node, "mode"), "mode", f"expected one of: {', '.join(MODES)}, got {value!r}"
+                                              f"{suggest(value, MODES) if isinstance(value, str) else ''}")
+        return "live"
+    return value
+
+
 def _read_rule(node: dict, source: str, report: Report, loader: _Loader) -> Rule:
     """Every rule key is read here (and only here), including keys registered by other modules."""
     allowed = RULE_KEYS + tuple(_EXTRA_KEYS)
@@ -195,6 +206,7 @@ def _read_rule(node: dict, source: str, report: Report, loader: _Loader) -> Rule
     rule = Rule(id=_check_id(node, source, report, loader), source=source, line=line_of(node))
     rule.description = _flag(node, "description", str, "", report)
     rule.enabled = _flag(node, "enabled", bool, True, report)
+    rule.mode = _mode(node, report)
     rule.events, rule.selectors = _events(node, report)
     rule.webhooks = _webhooks(node, report, loader.webhooks)
     if node.get("when") is not None:
@@ -217,18 +229,25 @@ def _read_rule(node: dict, source: str, report: Report, loader: _Loader) -> Rule
 
 
 def load_ruleset(paths: Sequence[Path], *, destinations: Mapping[str, Mapping[str, Any]],
-                 webhooks: Collection[str] = ()) -> RuleSet:
-    """Compile every rule file in `paths`; ConfigError listing every problem of every file."""
+                 webhooks: Collection[str] = (), enricher: Enricher | None = None) -> RuleSet:
+    """Compile every rule file in `paths`; ConfigError listing every problem of every file. `enricher`
+    gives the `geo.*` names (None: the bundled data)."""
     loader = _Loader(destinations, webhooks)
     files = rule_files(paths, loader.problems)
     rules = [rule for path in files for rule in loader.load_file(path)]
     if loader.problems:
         raise ConfigError(loader.problems)
-    return RuleSet(rules, tuple(display_path(p) for p in files))
+    return RuleSet(rules, tuple(display_path(p) for p in files), enricher)
 
 
 def load_for_config(config: Config, paths: Sequence[Path] | None = None) -> RuleSet:
     """The rule set of `config` (or of `paths` instead of its rules.paths), checked against its
     destinations and webhooks."""
+    enricher = None
+    if config.enrich.geoip_file or config.enrich.asn_file:
+        try:
+            enricher = Enricher(config.enrich.geoip_file, config.enrich.asn_file)
+        except ConfigError as exc:
+            raise ConfigError([f"{config.path}: {problem}" for problem in exc.problems]) from None
     return load_ruleset(list(paths) if paths else list(config.rules.paths), destinations=config.destinations,
-                        webhooks=[w.name for w in config.webhooks])
+                        webhooks=[w.name for w in config.webhooks], enricher=enricher)

@@ -29,7 +29,9 @@ class Evaluator(Protocol):
 def jobs_for(jti: str, received_at: float, decision: Any) -> list[NewJob]:
     """One job per rendered action of a matched decision. The key is the Idempotency-Key: jti:rule:index,
     or firing-id:index for a stateful rule's firing (stable across the events of one window; a digest's
-    firing has no event and passes its firing id as `jti`)."""
+    firing has no event and passes its firing id as `jti`). A shadow decision (`mode: shadow`) queues none."""
+    if getattr(decision, "shadow", False):
+        return []
     prefix = getattr(decision, "firing_id", None) or f"{jti}:{decision.rule_id}"
     jobs = []
     for action in decision.actions:
@@ -68,7 +70,13 @@ class Processor:
                 records.append({**decision.to_json(), "uri": uri})
                 if decision.matched:
                     jobs.extend(jobs_for(event.jti, event.received_at, decision))
+                    self.count_shadowed(decision)
         return records, jobs
+
+    def count_shadowed(self, decision: Any) -> None:
+        """idhooks_actions_shadowed_total: the actions a shadow rule would have sent."""
+        if decision.shadow and decision.actions:
+            self.metrics.actions_shadowed.labels(decision.rule_id).inc(len(decision.actions))
 
     def run_once(self) -> int:
         """Evaluate every pending event that is due now; how many were processed."""

@@ -13,6 +13,7 @@ from engine.verify.envelope import Envelope
 from engine.match.rule_actions import CompiledAction
 from engine.match.conditions import Condition, Leaf
 from engine.match.context import EvalContext
+from engine.match.enrich import Enricher
 from engine.match.index import RuleIndex
 
 
@@ -36,6 +37,7 @@ class Decision:
     actions: Sequence[RenderedAction] = ()  # tuples by default: most decisions are misses, built per event
     errors: Sequence[str] = ()  # templates that failed at render time (rendered '')
     firing_id: str | None = None  # a stateful rule's firing (rule, group, window): its jobs' key prefix
+    shadow: bool = False  # `mode: shadow`: the actions are rendered and recorded as "would send", never queued
 
     def to_json(self) -> dict[str, Any]:
         """The decision record stored with the event (plain JSON)."""
@@ -44,6 +46,8 @@ class Decision:
             record["actions"] = [a.to_json() for a in self.actions]
             if self.firing_id:
                 record["firing"] = self.firing_id
+            if self.shadow:
+                record["shadow"] = True
         else:
             record["failed"], record["actual"] = self.failed, self.actual
         if self.errors:
@@ -58,6 +62,7 @@ class Rule:
     line: int
     description: str = ""
     enabled: bool = True
+    mode: str = "live"  # or "shadow": evaluate and record what would be sent, send nothing
     events: tuple[str, ...] = ()  # as written, for listings
     selectors: tuple[tuple[str, str], ...] = ()
     webhooks: frozenset[str] | None = None
@@ -87,15 +92,16 @@ class Rule:
         rendered = []
         for a in self.actions:  # a loop, not a comprehension: one frame less per match
             rendered.append(RenderedAction(a.index, a.type, a.destination, a.render(context, errors)))
-        return Decision(self.id, True, None, None, rendered, errors, firing_id)
+        return Decision(self.id, True, None, None, rendered, errors, firing_id, self.mode == "shadow")
 
 
 class RuleSet:
     """Every loaded rule, indexed by event URI. Disabled rules are kept (for listings) but never evaluated."""
 
-    def __init__(self, rules: list[Rule], sources: tuple[str, ...] = ()) -> None:
+    def __init__(self, rules: list[Rule], sources: tuple[str, ...] = (), enricher: Enricher | None = None) -> None:
         self.rules = rules
         self.sources = sources
+        self.enricher = enricher  # None: the bundled IP data (engine/match/enrich.py)
         self._index = RuleIndex([r for r in rules if r.enabled])
 
     def candidates(self, uri: str) -> tuple[Rule, ...]:
@@ -103,7 +109,7 @@ class RuleSet:
 
     def evaluate(self, envelope: Envelope, uri: str, webhook: str, *, seen: dict | None = None) -> list[Decision]:
         """One decision per candidate rule for `uri`. `seen` collects condition outcomes for coverage."""
-        return self.decide(EvalContext(envelope, uri, webhook, seen))
+        return self.decide(EvalContext(envelope, uri, webhook, seen, self.enricher))
 
     def decide(self, ctx: EvalContext) -> list[Decision]:
         """One decision per candidate rule for the event in `ctx` (which callers may reuse afterwards:

@@ -50,7 +50,7 @@ _ENV.filters["tojson"] = _tojson
 
 _SUBSTITUTION = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)((?:\.[A-Za-z_][A-Za-z0-9_]*|\[\d+\]|\['[^'\]]*'\]"
                            r"|\[\"[^\"\]]*\"\])*)\s*\}\}")
-_MAPPING_NAMES = ("event", "envelope", "claims", "rule")
+_MAPPING_NAMES = ("event", "envelope", "claims", "rule", "geo")
 
 
 _EXTRA_NAMES: ContextVar[tuple[str, ...]] = ContextVar("extra_template_names", default=())

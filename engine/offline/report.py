@@ -27,11 +27,15 @@ def decision_lines(records: Iterable[dict[str, Any]], indent: str = "  ") -> lis
     """One block per decision record (Decision.to_json()): matched with rendered actions, or the miss."""
     lines = []
     for record in records:
+        if record.get("matched") and record.get("shadow"):
+            lines.append(f"{indent}MATCH {record['rule']} (shadow: would send, nothing sent)")
         if record.get("matched"):
-            lines.append(f"{indent}MATCH {record['rule']}")
+            if not record.get("shadow"):
+                lines.append(f"{indent}MATCH {record['rule']}")
             for action in record.get("actions", []):
                 target = f" -> {action['destination']}" if action.get("destination") else ""
-                lines.append(f"{indent}  action {action['index']} {action['type']}{target}")
+                verb = "would send" if record.get("shadow") else "action"
+                lines.append(f"{indent}  {verb} {action['index']} {action['type']}{target}")
                 lines += [f"{indent}    {k}: {short(v)}" for k, v in action.get("fields", {}).items()]
         else:
             lines.append(f"{indent}miss  {record['rule']}: {record.get('failed')} "

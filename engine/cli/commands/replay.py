@@ -84,7 +84,7 @@ def _print_result(result: dict[str, Any]) -> None:
         return
     print(f"{when(result['received_at'])}  {result['jti']}  {result['type']}")
     for line in decision_lines(result["fired"]):
-        rule = line.strip().removeprefix("MATCH ")
+        rule = line.split()[1] if line.lstrip().startswith("MATCH") else ""
         print(line + ("  (new)" if line.lstrip().startswith("MATCH") and rule in result["new"] else ""))
     for rule in result["no_longer"]:
         print(f"  no longer matches: {rule}")

@@ -39,7 +39,7 @@ class StatefulRules:
     def evaluate(self, envelope: Envelope, uri: str, webhook: str, *, seen: dict | None = None,
                  now: float | None = None) -> list[Decision]:
         """One decision per candidate rule; `now` is the event's arrival time (default: the clock)."""
-        ctx = EvalContext(envelope, uri, webhook, seen)
+        ctx = EvalContext(envelope, uri, webhook, seen, getattr(self.ruleset, "enricher", None))
         decisions = self.ruleset.decide(ctx)
         if not self.stateful:
             return decisions

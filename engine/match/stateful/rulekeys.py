@@ -2,7 +2,8 @@
 loader, their group_by / distinct paths compiled to lookups at load, like every other path of a rule.
 
 Key paths: `claims.X` (a claim by short name or URI), `envelope.X` (the SET envelope: iss, jti, rci),
-`$...` (JSONPath on the event body) or a bare dotted body path such as `initiatorIpAddress` or `user.id`.
+`geo.X` (IP enrichment: country, country_name, asn, as_org), `$...` (JSONPath on the event body) or a
+bare dotted body path such as `initiatorIpAddress` or `user.id`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ def compile_key(expression: str) -> Lookup:
         return subject_lookup("claim", expression[len("claims."):])
     if expression.startswith("envelope."):
         return subject_lookup("envelope", "$." + expression[len("envelope."):])
+    if expression.startswith("geo."):
+        return subject_lookup("path", expression)
     return subject_lookup("path", expression if expression.startswith("$") else "$." + expression)
 
 
