@@ -92,13 +92,15 @@ class PrivateCluster:
     """A PostgreSQL cluster of our own (initdb) on a free loopback port, trust authentication, fsync on. With
     `tls`, it takes only TLS connections from TCP (`hostssl` lines, ssl=on) with a server certificate for
     127.0.0.1 signed by a CA this class makes (`self.ca`); `self.other_ca` is an unrelated CA for testing
-    refusal. PostgreSQL refuses to run as root, so as root the cluster runs as the `postgres` user."""
+    refusal. The role `certuser` must log in with a client certificate (`self.client_cert`, `self.client_key`,
+CN=certuser, a `hostssl ... cert` line). PostgreSQL refuses to run as root, so as root the cluster runs as the `postgres` user."""
 
     def __init__(self, port: int, tls: bool = False) -> None:
         self.port, self.tls = port, tls
         self.root = Path(tempfile.mkdtemp(prefix="idhooks-pg-"))  # not under pytest's 0700 folders: the
         self.data = self.root / "data"                               # postgres user must reach it
         self.ca, self.other_ca = self.root / "ca.pem", self.root / "other-ca.pem"
+        self.client_cert, self.client_key = self.root / "client.pem", self.root / "client.key"
         self.url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
         self._user = "postgres" if os.geteuid() == 0 else None
 
@@ -122,6 +124,11 @@ class PrivateCluster:
         (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
         ssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
             "-extfile", "ext.cnf", "-out", "server.pem")
+        ssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=certuser", "-keyout", "client.key", "-out",
+            "client.csr")
+        ssl("x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
+            "-out", "client.pem")
+        (d / "client.key").chmod(0o600)
 
     def start(self) -> None:
         initdb, pg_ctl = binaries()
@@ -131,18 +138,24 @@ class PrivateCluster:
             self._run(initdb, "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
             if self.tls:
                 self._make_certificates()
-                for name in ("server.pem", "server.key"):
+                for name in ("server.pem", "server.key", "ca.pem"):
                     shutil.copy(self.root / name, self.data / name)
                     if self._user:
                         shutil.chown(self.data / name, self._user, self._user)
                 (self.data / "server.key").chmod(0o600)
                 (self.data / "pg_hba.conf").write_text(
-                    "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostssl all all ::1/128 trust\n")
+                    "local all all trust\nhostssl all certuser 127.0.0.1/32 cert\nhostssl all all 127.0.0.1/32 trust\n"
+                    "hostssl all all ::1/128 trust\n")
             with open(self.data / "postgresql.conf", "a") as conf:
                 conf.write(f"\nport = {self.port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = "
                            f"'{self.root}'\nfsync = on\nmax_connections = 60\n")
                 if self.tls:
-                    conf.write("ssl = on\nssl_cert_file = 'server.pem'\nssl_key_file = 'server.key'\n")
+                    conf.write("ssl = on\nssl_cert_file = 'server.pem'\nssl_key_file = 'server.key'\n"
+                               "ssl_ca_file = 'ca.pem'\n")
+            self._run(pg_ctl, "-D", str(self.data), "-l", str(self.root / "log"), "-w", "-t", "60", "start")
+            self._run("psql", "-h", str(self.root), "-p", str(self.port), "-U", "postgres", "-c",
+                      "CREATE ROLE certuser LOGIN SUPERUSER")
+            return
         self._run(pg_ctl, "-D", str(self.data), "-l", str(self.root / "log"), "-w", "-t", "60", "start")
 
     def stop(self, mode: str = "fast") -> None:

@@ -64,7 +64,7 @@ def check_schema_name(group: str) -> str:
 def open_pool(url: str, schema: str, *, password: Secret | None = None, max_size: int = 16,
               **tls: Path | None) -> "ConnectionPool":
     """An open pool of autocommit connections whose search_path is `schema`. Raises StoreError (naming the
-    password-free URL) when the first connection cannot be made within POOL_TIMEOUT."""
+    password-free URL and libpq's reason) when no connection can be made."""
     if psycopg is None:
         raise StoreError("store.url is a PostgreSQL URL but the psycopg package is not installed: "
                          "pip install 'idhooks[postgres]'")
@@ -76,6 +76,10 @@ def open_pool(url: str, schema: str, *, password: Secret | None = None, max_size
         conn.execute(set_path)
         conn.execute(timeout)
 
+    try:  # one connection first: its error says what is wrong (the pool's would only say it timed out)
+        psycopg.connect(url, **kwargs).close()
+    except psycopg.Error as exc:
+        raise StoreError(f"PostgreSQL store {redact_url(url)}: cannot connect: {clean_error(exc, password)}") from None
     pool = ConnectionPool(url, kwargs={**kwargs, "autocommit": True}, min_size=1, max_size=max_size,
                           timeout=POOL_TIMEOUT, configure=configure, check=ConnectionPool.check_connection,
                           open=False, name="idhooks-store")

@@ -60,9 +60,9 @@ def envelope_from_claims(data: dict[str, Any]) -> Envelope:
         raise PayloadError("missing or empty 'jti': a Security Event Token needs a unique string jti")
     if len(jti) > 256:
         raise PayloadError("'jti' is longer than 256 characters")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F or 0xD800 <= ord(c) <= 0xDFFF for c in jti):
-        # it is a key in every store, a job's Idempotency-Key header and a log field: text only
-        raise PayloadError("'jti' contains a control character or an unpaired surrogate")
+    if any(c == "\x00" or "\ud800" <= c <= "\udfff" for c in jti):
+        # it is a key in every store: PostgreSQL text cannot hold NUL, and no UTF-8 encodes a lone surrogate
+        raise PayloadError("'jti' contains a NUL character or an unpaired surrogate")
     iat = data.get("iat")
     if isinstance(iat, bool) or not isinstance(iat, (int, float)) or not math.isfinite(iat):
         raise PayloadError("missing or non-numeric 'iat': expected epoch milliseconds as a number")
