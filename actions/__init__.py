@@ -12,7 +12,7 @@ from typing import Any, Mapping
 from actions.base import Action, ActionContext
 from engine.config.settings import suggest
 from engine.errors import ConfigError, PermanentError
-from engine.secrets import Secret, find_secrets
+from engine.secrets import Secret
 
 
 @lru_cache(maxsize=1)
@@ -35,7 +35,7 @@ class ActionSet:
 
     def __init__(self, instances: Mapping[tuple[str, str], Action]) -> None:
         self._instances = dict(instances)
-        self.secrets: list[Secret] = [s for a in self._instances.values() for s in find_secrets(a.destination)]
+        self.secrets: list[Secret] = [s for a in self._instances.values() for s in a.secrets]
 
     def get(self, type_name: str, destination: str | None) -> Action:
         """The action for a job; PermanentError when the running config has no such destination."""

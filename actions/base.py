@@ -6,6 +6,16 @@ Two halves, both strict:
   Jinja template compiled at load (engine/match) and rendered per event into a plain dict, stored in the job.
 - destination side (`destination_fields`): the keys of `destinations.<dest>` in config.yaml with
   `type: <destination_type>`; secrets arrive as engine.secrets.Secret and are revealed only when sending.
+  Set `self.secrets = read.secrets()` after reading: it adds the credential parts of every URL read
+  (userinfo, query), and the worker redacts `secrets` from every stored error and log line.
+
+Output is escaped for its channel where event data enters the template, never after rendering: a field
+whose text is read by a parser on the other side (Slack mrkdwn, HTML, a URL path) declares the format with
+`Field(..., escape=SLACK | HTML | PATH_SEGMENT)` from actions/escaping.py (one function per format; add a
+format there when a new channel needs one, e.g. a markup a chat or incident tool interprets). Every value a
+template interpolates is then escaped for that format, while the rule's literal text (a deliberate
+`<!channel>`, an HTML tag, a fixed path) is trusted. Plain text fields (email text, subjects, JSON bodies,
+which the JSON encoder makes safe) need no escape; header-like values use `fold_line()`.
 
 `send()` delivers one rendered action and signals failure by exception type only:
 RetryableError (connection errors, timeouts, 429, 5xx; `retry_after` honours Retry-After) or
@@ -24,17 +34,21 @@ from typing import Any, Callable, ClassVar, Mapping
 import requests
 
 from actions.destination import DestinationReader
+from actions.escaping import Escape
+from engine.secrets import Secret, find_secrets
 
 
 @dataclass(frozen=True)
 class Field:
     """One allowed key. `kind`: 'text' (a template), 'json' (a YAML structure whose string leaves are
     templates), 'list' (a list of templates), 'destination' (the name of a configured destination),
-    'value' (a plain YAML value, not templated)."""
+    'value' (a plain YAML value, not templated). `escape`: the channel format every interpolated value is
+    escaped for (actions/escaping.py), None for plain text."""
 
     kind: str = "text"
     required: bool = False
     help: str = ""
+    escape: Escape | None = None
 
 
 def outbound_session() -> requests.Session:
@@ -87,6 +101,7 @@ class Action(ABC):
         self.destination_name = destination_name
         self.destination: Mapping[str, Any] = destination if destination is not None else {}  # keeps YAML lines
         self.context = context
+        self.secrets: list[Secret] = find_secrets(self.destination)  # an action sets read.secrets() when it reads
 
     def destination_reader(self) -> DestinationReader:
         """A strict reader of this action's destination: unknown keys are already reported."""

@@ -2,8 +2,11 @@
 
 Every problem is collected (unknown keys with a did-you-mean, wrong types, missing keys) and raised
 together as one ConfigError, each as `config.yaml:LINE: destinations.NAME.KEY: what is wrong`.
-Values that came from `${ENV}` or `X_file` are Secrets; `secret_text()` accepts them, the other readers
-take plain values only, so a secret can never end up somewhere that prints it.
+Values that came from `${ENV}` or `X_file` are Secrets, and so are inline credentials (engine/config/
+settings.py makes `webhook_url`, `token` and `password` Secrets whatever their form); `secret_text()`
+accepts them, the other readers take plain values only, so a secret can never end up somewhere that
+prints it. A plain URL with a userinfo or a query (a proxy `user:pass@`, a `?token=`) adds those parts to
+`secrets()`, which every action redacts from what it reports.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from urllib.parse import urlsplit
 from engine.deliver.backoff import policy_problems
 from engine.config.settings import suggest
 from engine.errors import ConfigError
-from engine.secrets import Secret
+from engine.secrets import Secret, find_secrets, url_credentials
 
 _MISSING = object()
 
@@ -25,6 +28,7 @@ class DestinationReader:
     def __init__(self, source: str, name: str, destination: Mapping[str, Any]) -> None:
         self.source, self.name, self.node = source, name, destination
         self.problems: list[str] = []
+        self._url_secrets: list[Secret] = []
 
     def add(self, key: str | None, message: str) -> None:
         line_of = getattr(self.node, "line_of", None)
@@ -112,11 +116,20 @@ class DestinationReader:
         if value is None:
             return None
         plain = value.reveal() if isinstance(value, Secret) else value
-        parts = urlsplit(plain)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        self._url_secrets += url_credentials(plain, source=f"destinations.{self.name}.{key}")
+        try:
+            parts = urlsplit(plain)
+            valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+        except ValueError:  # e.g. an unbalanced '[' in the host
+            valid = False
+        if not valid:
             self.add(key, "expected an absolute http:// or https:// URL")
             return None
         return value
+
+    def secrets(self) -> list[Secret]:
+        """Every secret of this destination: its Secret values and the credential parts of its URLs."""
+        return find_secrets(self.node) + self._url_secrets
 
     def done(self) -> None:
         """Raise the collected problems, if any."""

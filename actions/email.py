@@ -1,7 +1,8 @@
 """`email`: send a text and/or HTML mail through an SMTP server (optionally STARTTLS and AUTH).
 
 Templated headers (subject, recipients) have CR/LF folded to spaces before they reach the message, so
-event data can never inject a header. The Message-ID is derived from the idempotency key, so a retried
+event data can never inject a header. In the `html` body every event value is HTML-escaped (the rule's
+own markup is kept); the `text` body is plain text and stays as rendered. The Message-ID is derived from the idempotency key, so a retried
 send carries the same Message-ID and mail systems can recognise the duplicate.
 SMTP replies map to the two failure classes: 4xx and network errors retry, 5xx and a refused login are
 permanent.
@@ -18,8 +19,9 @@ from email.utils import formatdate, getaddresses
 from typing import Any, Mapping
 
 from actions.base import RETRY_FIELD, Action, ActionContext, Field, fold_line, require_any
+from actions.escaping import HTML
 from engine.errors import PermanentError, RetryableError
-from engine.secrets import find_secrets, redact, reveal
+from engine.secrets import redact, reveal
 
 
 class EmailAction(Action):
@@ -30,7 +32,8 @@ class EmailAction(Action):
         "recipients": Field("list", help="addresses (default: the destination's recipients)"),
         "subject": Field("text", required=True),
         "text": Field("text", help="plain-text body"),
-        "html": Field("text", help="HTML body (sent as an alternative part)"),
+        "html": Field("text", help="HTML body (sent as an alternative part); event values are HTML-escaped",
+                      escape=HTML),
         "retry": RETRY_FIELD,
     }
     destination_fields = {
@@ -63,7 +66,7 @@ class EmailAction(Action):
         if self.sender and "@" not in self.sender:
             read.add("from", f"expected an email address, got {self.sender!r}")
         read.done()
-        self.secrets = find_secrets(self.destination)
+        self.secrets = read.secrets()
 
     @classmethod
     def check_rule_fields(cls, fields: Mapping[str, Any]) -> list[str]:

@@ -1,8 +1,12 @@
 """`http`: call an HTTP API (e.g. provision a new user elsewhere) with a templated path, query and body.
 
 Outbound safety, because event data fills the request:
-- the scheme and host come from the destination's `base_url`; a rendered path may only name another host
-  when it is listed in `allowed_hosts` (and keeps the scheme), otherwise the call is refused;
+- event values in `path` are percent-encoded as one path segment where they enter the template
+  (actions/escaping.py), so they cannot add a segment, a query or a fragment; `query` values go out
+  encoded as query values; a path with a segment that decodes (even repeatedly) to `.` or `..` is refused;
+- the scheme, host and port come from the destination's `base_url`; an absolute URL in a rule's path may
+  only name another origin listed in `allowed_hosts` (`host` for the scheme's default port, or
+  `host:port`, same scheme), otherwise the call is refused;
 - redirects are never followed; link-local / cloud metadata addresses (169.254.0.0/16, fe80::/10,
   fd00:ec2::254) are refused after resolving the host, whatever the allow-list says, and again at connect
   time (actions/safenet.py) so DNS rebinding cannot slip past the first check;
@@ -21,10 +25,11 @@ from urllib.parse import unquote, urlsplit
 import urllib3
 
 from actions.base import RETRY_FIELD, Action, ActionContext, Field, fold_line
+from actions.escaping import PATH_SEGMENT
 from actions.httpresult import DEFAULT_MAX_RESPONSE_BYTES, exchange
 from actions.safenet import blocked, make_safe
 from engine.errors import PermanentError, RetryableError
-from engine.secrets import find_secrets, reveal
+from engine.secrets import reveal
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 _FORBIDDEN_HEADERS = ("host", "content-length", "idempotency-key", "transfer-encoding")
@@ -37,7 +42,8 @@ class HttpAction(Action):
     rule_fields = {
         "to": Field("destination", required=True, help="a destination of type http"),
         "method": Field("text", help="GET, POST, PUT, PATCH or DELETE (default POST)"),
-        "path": Field("text", help="appended to the destination's base_url"),
+        "path": Field("text", help="appended to the destination's base_url; each event value is one segment",
+                      escape=PATH_SEGMENT),
         "query": Field("json", help="query parameters"),
         "headers": Field("json", help="extra headers (the destination's headers win)"),
         "json": Field("json", help="a JSON body: a YAML structure whose string leaves are templates"),
@@ -46,7 +52,8 @@ class HttpAction(Action):
         "retry": RETRY_FIELD,
     }
     destination_fields = {
-        "base_url": Field("value", required=True), "allowed_hosts": Field("value"),
+        "base_url": Field("value", required=True),
+        "allowed_hosts": Field("value", help="other origins a rule's absolute path may call: host or host:port"),
         "headers": Field("value", help="sent with every request; values may be ${ENV} secrets"),
         "timeout": Field("value", help="read timeout in seconds (default 10)"),
         "connect_timeout": Field("value", help="connect timeout in seconds (default 5)"),
@@ -61,7 +68,12 @@ class HttpAction(Action):
         read = self.destination_reader()
         base = urlsplit(read.url("base_url", required=True) or "http://invalid.invalid")
         self.scheme, self.netloc, self.base_path = base.scheme, base.netloc, base.path.rstrip("/")
-        self.hosts = {(base.hostname or "").lower()} | {h.lower() for h in read.text_list("allowed_hosts")}
+        self.origins = {_origin(base)}
+        for entry in read.text_list("allowed_hosts"):
+            try:
+                self.origins.add(_origin(urlsplit(f"{self.scheme}://{entry}"), entry))
+            except ValueError as exc:
+                read.add("allowed_hosts", str(exc))
         self.headers = read.headers("headers")
         self.timeout = (read.number("connect_timeout", 5.0, minimum=0.001), read.number("timeout", 10.0, minimum=0.001))
         self.max_response_bytes = int(read.number("max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES,
@@ -70,7 +82,7 @@ class HttpAction(Action):
         self.proxies = {"http": proxy, "https": proxy} if proxy else None
         self.verify: bool | str = read.text("ca_file") or read.boolean("verify", True)
         read.done()
-        self.secrets = find_secrets(self.destination)
+        self.secrets = read.secrets()
         make_safe(context.session)
         if self.verify is False:
             context.logger.warning("destination %r: verify: false - TLS certificates are NOT checked; anyone on "
@@ -106,22 +118,30 @@ class HttpAction(Action):
                  verify=self.verify, proxies=self.proxies, **self._body(rendered))
 
     def url_for(self, path: str) -> str:
-        """The full URL for a rendered path; refuses any scheme or host the destination does not allow."""
+        """The full URL for a rendered path; refuses any scheme, host or port the destination does not allow."""
         if any(c in path for c in "\\\r\n\t ") or any(ord(c) < 32 for c in path):
             raise PermanentError(f"refused path {path!r}: it contains whitespace, control characters or '\\'")
-        if any(unquote(segment) in (".", "..") for segment in urlsplit(path).path.split("/")):
+        segments = urlsplit(path).path.split("/")
+        if any(_is_dot_segment(segment) for segment in segments):
             raise PermanentError(f"refused path {path!r}: '.' and '..' segments could leave the base path")
+        if "" in segments[1:-1] and not _ABSOLUTE.match(path):
+            raise PermanentError(f"refused path {path!r}: an empty segment (an event value that was empty?) could "
+                                 "name another resource")
         if _ABSOLUTE.match(path):
             url = path if "://" in path else f"{self.scheme}:{path}"
         else:
             url = f"{self.scheme}://{self.netloc}{self.base_path}/{path.lstrip('/')}" if path else \
                 f"{self.scheme}://{self.netloc}{self.base_path}"
         parts = urlsplit(url)
-        host = (parts.hostname or "").lower()
-        if parts.scheme != self.scheme or host not in self.hosts or parts.username or parts.password:
+        try:
+            origin = _origin(parts)
+        except ValueError:
+            origin = None
+        if parts.scheme != self.scheme or origin not in self.origins or parts.username or parts.password:
+            allowed = ", ".join(sorted(f"{host}:{port}" for host, port in self.origins))
             raise PermanentError(f"refused URL {url!r}: the destination {self.destination_name!r} allows only "
-                                 f"{self.scheme}:// to {', '.join(sorted(self.hosts))} (add the host to "
-                                 "allowed_hosts if it is meant to be called)")
+                                 f"{self.scheme}:// to {allowed} (add the host:port to allowed_hosts if it is "
+                                 "meant to be called)")
         return url
 
     def check_address(self, parts: Any) -> None:
@@ -139,13 +159,14 @@ class HttpAction(Action):
                 raise PermanentError(f"refused: {parts.hostname!r} resolves to {address}, a link-local/metadata "
                                      "address idhooks never calls")
 
-    def _headers(self, rendered: Mapping[str, Any], idempotency_key: str) -> dict[str, str]:
+    def _headers(self, rendered: Mapping[str, Any], idempotency_key: str) -> dict[str, str | bytes]:
         extra = rendered.get("headers") or {}
-        headers = {str(k): fold_line(v) for k, v in extra.items() if str(k).lower() not in _FORBIDDEN_HEADERS}
+        headers: dict[str, str | bytes] = {str(k): _header_value(v) for k, v in extra.items()
+                                           if str(k).lower() not in _FORBIDDEN_HEADERS}
         if "json" not in rendered and rendered.get("body") is not None:
-            headers["Content-Type"] = fold_line(rendered.get("content_type") or "text/plain; charset=utf-8")
+            headers["Content-Type"] = _header_value(rendered.get("content_type") or "text/plain; charset=utf-8")
         headers.update({k: str(reveal(v)) for k, v in self.headers.items()})
-        headers["Idempotency-Key"] = idempotency_key
+        headers["Idempotency-Key"] = _header_value(idempotency_key)
         return headers
 
     @staticmethod
@@ -153,5 +174,37 @@ class HttpAction(Action):
         if "json" in rendered:
             return {"json": rendered["json"]}
         if rendered.get("body") is not None:
-            return {"data": str(rendered["body"]).encode("utf-8")}
+            return {"data": str(rendered["body"]).encode("utf-8", errors="replace")}
         return {}
+
+
+def _header_value(value: Any) -> bytes:
+    """One header line's value from rendered (event) text: CR/LF folded, outer blanks stripped, UTF-8
+    bytes (http.client would refuse non-Latin-1 text), so any event value is sent inertly."""
+    return fold_line(value).strip().encode("utf-8", errors="replace")
+
+
+def _origin(parts: Any, entry: str | None = None) -> tuple[str, int]:
+    """(host, port) of a split URL, the scheme's default port when none is given; ValueError (naming
+    `entry`) when it is not just a host or host:port."""
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if entry is not None and (not parts.hostname or port == -1 or parts.path or parts.query or parts.fragment
+                              or "@" in parts.netloc):
+        raise ValueError(f"expected host or host:port, got {entry!r}")
+    if port == -1:
+        raise ValueError(f"invalid port in {parts.netloc!r}")
+    return (parts.hostname or "").lower(), port or (443 if parts.scheme == "https" else 80)
+
+
+def _is_dot_segment(segment: str) -> bool:
+    """Whether `segment`, percent-decoded as often as a chain of servers might, names '.' or '..' (alone
+    or as a part split by '/' or '\\')."""
+    for _ in range(8):
+        decoded = unquote(segment)
+        if decoded == segment:
+            break
+        segment = decoded
+    return any(part in (".", "..") for part in re.split(r"[/\\]", segment))

@@ -6,6 +6,8 @@ Two contracts (https://api.slack.com/messaging/webhooks, https://api.slack.com/m
 - Web API: mostly HTTP 200 with `{"ok": false, "error": "..."}`; a few errors are transient
   (`ratelimited`, `internal_error`, ...), every other one is permanent (`channel_not_found`,
   `invalid_auth`, `not_in_channel`, ...).
+Event values in `text`, `blocks` and `attachments` are escaped (`&`, `<`, `>`) where they enter the
+template, so a mention or link can only come from the rule's own text (actions/escaping.py).
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ import json
 from typing import Any, Mapping
 
 from actions.base import RETRY_FIELD, Action, ActionContext, Field, require_any
+from actions.escaping import SLACK
 from actions.httpresult import HttpResult, exchange, snippet
 from engine.errors import PermanentError, RetryableError
-from engine.secrets import find_secrets, reveal
+from engine.secrets import reveal
 
 API_URL = "https://slack.com/api"
 TRANSIENT_API_ERRORS = frozenset({"ratelimited", "internal_error", "fatal_error", "service_unavailable",
@@ -29,9 +32,10 @@ class SlackAction(Action):
     destination_type = "slack"
     rule_fields = {
         "to": Field("destination", required=True, help="a destination of type slack"),
-        "text": Field("text", help="the message text (also the notification fallback when blocks are given)"),
-        "blocks": Field("json", help="Block Kit blocks"),
-        "attachments": Field("json", help="legacy attachments"),
+        "text": Field("text", help="the message text (also the notification fallback when blocks are given)",
+                      escape=SLACK),
+        "blocks": Field("json", help="Block Kit blocks", escape=SLACK),
+        "attachments": Field("json", help="legacy attachments", escape=SLACK),
         "channel": Field("text", help="channel for a bot token (overrides the destination's)"),
         "thread_ts": Field("text", help="reply in this thread"),
         "username": Field("text"),
@@ -59,7 +63,7 @@ class SlackAction(Action):
         if (self.webhook_url is None) == (self.token is None):
             read.add(None, "give exactly one of webhook_url (incoming webhook) or token (bot, chat.postMessage)")
         read.done()
-        self.secrets = find_secrets(self.destination)
+        self.secrets = read.secrets()
 
     @classmethod
     def check_rule_fields(cls, fields: Mapping[str, Any]) -> list[str]:

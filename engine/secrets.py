@@ -66,12 +66,39 @@ def find_secrets(value: object) -> list[Secret]:
 
 
 def redact(text: str, secrets: list[Secret]) -> str:
-    """`text` with every secret value replaced by `***` (for error messages and response snippets)."""
+    """`text` with every secret value replaced by `***` (for error messages and response snippets). A
+    secret URL is also redacted when only its path and query are quoted (as urllib3's errors do)."""
     for secret in secrets:
-        value = secret.reveal()
-        if value:
+        for value in _shown_forms(secret.reveal()):
             text = text.replace(value, "***")
     return text
+
+
+def _shown_forms(value: str) -> list[str]:
+    """The ways a secret may appear in a message, longest first."""
+    if not value:
+        return []
+    forms = [value]
+    if value.startswith(("http://", "https://")):
+        parts = urlsplit(value)
+        tail = parts.path + (f"?{parts.query}" if parts.query else "")
+        forms += [form for form in (tail, parts.path) if len(form) >= 8]
+    return forms
+
+
+def url_credentials(url: str, source: str = "") -> list[Secret]:
+    """Secrets for the parts of a URL that can carry a credential: the userinfo (`user:password@`), the
+    password alone, the whole query and each query value, so a message quoting the URL shows `***`."""
+    parts = urlsplit(url)
+    found = []
+    if "@" in parts.netloc:
+        found.append(parts.netloc.rpartition("@")[0])
+    if parts.password:
+        found.append(parts.password)
+    if parts.query:
+        found.append(parts.query)
+        found += [value for _, value in parse_qsl(parts.query) if len(value) >= 4]
+    return [Secret(value, source=source) for value in dict.fromkeys(found) if value]
 
 
 def redact_url(url: str) -> str:

@@ -57,9 +57,27 @@ def test_path_text_that_looks_like_a_host_stays_a_path(http_peer: HttpPeer) -> N
 
 
 def test_allowed_hosts_may_be_named_by_a_rule(http_peer: HttpPeer) -> None:
-    action = http_action("http://provisioning.invalid", allowed_hosts=["127.0.0.1"])
+    action = http_action("http://provisioning.invalid", allowed_hosts=[f"127.0.0.1:{http_peer.port}"])
     action.send({"path": f"http://127.0.0.1:{http_peer.port}/users"}, KEY)
     assert http_peer.requests[0].path == "/users"
+
+
+def test_an_allowed_host_without_a_port_allows_only_the_default_port(http_peer: HttpPeer) -> None:
+    action = http_action(http_peer.url, allowed_hosts=["localhost"])
+    with pytest.raises(PermanentError, match=r"refused URL 'http://localhost:6379/': .* allows only http:// to "
+                                             rf"127\.0\.0\.1:{http_peer.port}, localhost:80 "):
+        action.send({"path": "http://localhost:6379/"}, KEY)
+    with pytest.raises(PermanentError, match="refused URL 'http://127.0.0.1:6379/x'"):
+        action.send({"path": "http://127.0.0.1:6379/x"}, KEY)  # the base URL's host, another port
+    assert http_peer.requests == []
+
+
+def test_allowed_hosts_entries_must_be_host_or_host_port() -> None:
+    with pytest.raises(ConfigError) as failure:
+        http_action("http://127.0.0.1", allowed_hosts=["a.example:99999", "b.example/x", "u@c.example"])
+    assert [p.split(": ", 2)[2] for p in failure.value.problems] == [
+        "expected host or host:port, got 'a.example:99999'", "expected host or host:port, got 'b.example/x'",
+        "expected host or host:port, got 'u@c.example'"]
 
 
 def test_link_local_and_metadata_addresses_are_refused_even_when_allowed() -> None:

@@ -493,11 +493,18 @@ class _Reader:
         return [self.destination_values(v, f"{where}[{i}]") for i, v in enumerate(body)]
 
     def destination_scalar(self, body: Mapping, key: Any, where: str) -> Any:
+        """A `${ENV}` value as a Secret; an inline credential (a Slack webhook URL, a token, a password)
+        is a Secret too, so it is never logged, stored or shown whichever way it was written."""
         value = body[key]
-        if not isinstance(value, str) or "${" not in value:
+        if not isinstance(value, str):
             return value
-        return self.text(body, key, where, None, secret=True)
+        if "${" in value:
+            return self.text(body, key, where, None, secret=True)
+        return Secret(value, source=f"{where}.{key}") if key in CREDENTIAL_KEYS else value
 
+
+CREDENTIAL_KEYS = frozenset({"webhook_url", "token", "password"})
+"""Destination keys whose value is a credential even when written inline in config.yaml."""
 
 _TOP_KEYS = ("server", "store", "webhooks", "rules", "quarantine", "delivery", "destinations", "metrics", "enrich")
 

@@ -1,5 +1,6 @@
 """A rule's `actions:` compiled against the action registry (actions/): every key checked against the
-class's `rule_fields`, every template compiled, every destination resolved, so rendering does no parsing.
+class's `rule_fields`, every template compiled (with the field's channel escape, see actions/escaping.py),
+every destination resolved, so rendering does no parsing.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import Any, Callable, Mapping
 
 from actions import registry
 from actions.base import Action, Field
+from actions.escaping import Escape, valid_text
 from engine.config.settings import suggest
 from engine.match.conditions import Report, line_of
 from engine.match.templates import compile_template
@@ -32,37 +34,38 @@ class CompiledAction:
         return rendered
 
 
-def _text(source: Any, where: str) -> Renderer:
+def _text(source: Any, where: str, escape: Escape | None) -> Renderer:
     if source is None or isinstance(source, (dict, list)):
         raise ValueError("expected text (a template string)")
-    template = compile_template(source if isinstance(source, str) else json.dumps(source))
+    template = compile_template(source if isinstance(source, str) else json.dumps(source), escape)
 
     def render(context: dict[str, Any], errors: list[str]) -> str:
         try:
-            return template(context)
+            text = template(context)
         except Exception as exc:  # noqa: BLE001 - a template failing on odd data must not stop the event
             errors.append(f"{where}: template failed: {type(exc).__name__}: {exc}")
             return ""
+        return valid_text(text)  # every channel (UTF-8 mail, JSON, the stored job) can encode it
 
     return render
 
 
-def _json(value: Any, where: str) -> Renderer:
+def _json(value: Any, where: str, escape: Escape | None) -> Renderer:
     """A YAML structure whose string leaves are templates; the result is always plain JSON."""
     if isinstance(value, dict):
-        parts = {str(k): _json(v, f"{where}.{k}") for k, v in value.items()}
+        parts = {str(k): _json(v, f"{where}.{k}", escape) for k, v in value.items()}
         return lambda context, errors: {k: r(context, errors) for k, r in parts.items()}
     if isinstance(value, list):
-        items = [_json(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        items = [_json(v, f"{where}[{i}]", escape) for i, v in enumerate(value)]
         return lambda context, errors: [r(context, errors) for r in items]
     if isinstance(value, str):
-        return _text(value, where)
+        return _text(value, where, escape)
     return lambda context, errors: value
 
 
-def _list(value: Any, where: str) -> Renderer:
+def _list(value: Any, where: str, escape: Escape | None) -> Renderer:
     items = value if isinstance(value, list) else [value]
-    renders = [_text(v, f"{where}[{i}]") for i, v in enumerate(items)]
+    renders = [_text(v, f"{where}[{i}]", escape) for i, v in enumerate(items)]
     return lambda context, errors: [r(context, errors) for r in renders]
 
 
@@ -85,11 +88,11 @@ def _field(spec: Field, value: Any, where: str, cls: type[Action],
     if spec.kind == "destination":
         return _destination(value, cls, destinations)
     if spec.kind == "json":
-        return _json(value, where)
+        return _json(value, where, spec.escape)
     if spec.kind == "list":
-        return _list(value, where)
+        return _list(value, where, spec.escape)
     if spec.kind == "text":
-        return _text(value, where)
+        return _text(value, where, spec.escape)
     return lambda context, errors: value
 
 

@@ -5,6 +5,8 @@ Two different "missing" cases, on purpose:
 - a field this particular event lacks (`{{ event.user.id }}` on a role event) renders '' or the
   template's `default(...)`: every field is optional on the wire, so it must never fail an action.
 Event values are passed as data and never parsed as templates, so `{{` inside an event is just text.
+A field sent on a channel with its own syntax (Slack mrkdwn, HTML, a URL path) is compiled with that
+channel's `Escape` (actions/escaping.py): every interpolated value is escaped, the literal text is not.
 
 Most action templates are text with plain substitutions (`{{ claims.username }}`, `{{ event.a[0].b }}`).
 Those skip Jinja entirely: Jinja spends about 1 ms compiling each template, which made loading 10,000
@@ -22,7 +24,9 @@ from typing import Any, Callable, Iterator
 
 from jinja2 import ChainableUndefined, TemplateSyntaxError, meta
 from jinja2.sandbox import SandboxedEnvironment
+from markupsafe import Markup
 
+from actions.escaping import Escape
 from engine.config.settings import suggest
 from engine.match.context import TEMPLATE_NAMES
 from engine.match.paths import MISSING, plain_steps, step_into
@@ -45,8 +49,21 @@ class _Environment(SandboxedEnvironment):
         return super().getattr(obj, attribute)
 
 
-_ENV = _Environment(undefined=ChainableUndefined, autoescape=False, keep_trailing_newline=True)
-_ENV.filters["tojson"] = _tojson
+def _environment(escape: Escape | None) -> _Environment:
+    """A sandbox whose `{{ ... }}` outputs pass through `escape` (Jinja's finalize sees exactly the
+    interpolated values, never the template's literal text); a value marked `| safe` is left as it is."""
+    def finalize(value: Any) -> Any:
+        if escape is None or isinstance(value, Markup):
+            return value
+        return escape.apply(str(value))
+
+    environment = _Environment(undefined=ChainableUndefined, autoescape=False, keep_trailing_newline=True,
+                               finalize=finalize)
+    environment.filters["tojson"] = _tojson
+    return environment
+
+
+_ENVS: dict[Escape | None, _Environment] = {}
 
 _SUBSTITUTION = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)((?:\.[A-Za-z_][A-Za-z0-9_]*|\[\d+\]|\['[^'\]]*'\]"
                            r"|\[\"[^\"\]]*\"\])*)\s*\}\}")
@@ -92,13 +109,15 @@ def _substitutions(source: str) -> list[Any] | None:
     return None if any(isinstance(p, str) and "{{" in p for p in parts) else parts
 
 
-def _direct(parts: list[Any]) -> Render:
-    """`parts` alternate text and lookups, starting and ending with text (see _substitutions)."""
+def _direct(parts: list[Any], escape: Escape | None) -> Render:
+    """`parts` alternate text and lookups, starting and ending with text (see _substitutions); each
+    looked-up value passes through `escape`."""
     for part in parts:
         if isinstance(part, tuple) and part[0] not in _names():
             raise _unknown_name(part[0])
     head = parts[0]
     rest = tuple((name, tuple(steps), text) for (name, steps), text in zip(parts[1::2], parts[2::2]))
+    convert: Callable[[Any], str] = str if escape is None else (lambda value: escape.apply(str(value)))
 
     def render(context: dict[str, Any]) -> str:
         out = head
@@ -108,23 +127,25 @@ def _direct(parts: list[Any]) -> Render:
                 if value is MISSING:
                     break
                 value = step_into(value, step)
-            out += ("" if value is MISSING else str(value)) + text
+            out += ("" if value is MISSING else convert(value)) + text
         return out
 
     return render
 
 
-def compile_template(source: str) -> Render:
-    """A render function for `source`; ValueError naming the problem (syntax, unknown name) otherwise."""
+def compile_template(source: str, escape: Escape | None = None) -> Render:
+    """A render function for `source` whose interpolated values are escaped with `escape` (None: as they
+    are); ValueError naming the problem (syntax, unknown name) otherwise."""
     parts = _substitutions(source)
     if parts is not None:
-        return _direct(parts)
+        return _direct(parts, escape)
+    environment = _ENVS.get(escape) or _ENVS.setdefault(escape, _environment(escape))
     try:
-        tree = _ENV.parse(source)
+        tree = environment.parse(source)
     except TemplateSyntaxError as exc:
         raise ValueError(f"invalid template (line {exc.lineno} of the template): {exc.message}") from None
     unknown = sorted(meta.find_undeclared_variables(tree) - set(_names()))
     if unknown:
         raise _unknown_name(unknown[0])
-    template = _ENV.from_string(tree)
+    template = environment.from_string(tree)
     return template.render
