@@ -40,6 +40,7 @@ from engine.store.base import (ACCEPTED, DUPLICATE, STALE, IncomingEvent, Job, N
 from engine.store.postgres_connect import check_schema_name, clean_error, listen_connection, open_pool
 from engine.store.postgres_schema import MIGRATIONS
 from engine.store.spool import Spool
+from engine.store.postgres_transfer import PostgresTransferMixin
 from engine.store.state_postgres import PostgresStateMixin
 
 try:
@@ -78,7 +79,7 @@ def _job(row: dict[str, Any]) -> Job:
                window_start=row["window_start"])
 
 
-class PostgresStore(PostgresStateMixin, Store):
+class PostgresStore(PostgresStateMixin, PostgresTransferMixin, Store):
     """The PostgreSQL store of deployment `group` at `url` (postgresql:// or postgres://)."""
 
     def __init__(self, url: str, group: str = "idhooks", spool_dir: Path | str | None = None, *,

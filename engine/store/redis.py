@@ -54,6 +54,7 @@ from engine.store.redis_records import (event_fields, event_from_hash, job_field
                                         quarantine_from_hash)
 from engine.store.spool import Spool
 from engine.store.state_redis import RedisStateMixin
+from engine.store.redis_transfer import RedisTransferMixin
 
 try:
     import redis as redis_lib
@@ -69,7 +70,7 @@ _JOB_LISTS = {None: "jobs:all", "pending": "jobs:pending", "failed": "jobs:faile
               "done": "jobs:done"}
 
 
-class RedisStore(RedisStateMixin, Store):
+class RedisStore(RedisStateMixin, RedisTransferMixin, Store):
     """The shared store. `self.redis` is the client and `self.prefix` the deployment's key prefix."""
 
     def __init__(self, url: str, group: str = "idhooks", spool_dir: Path | str | None = None, *,

@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from engine.errors import StoreError
 from engine.store.state_sqlite import MIGRATION as STATE_MIGRATION
 from engine.store.state_sqlite import SQLiteStateMixin
+from engine.store.sqlite_transfer import SQLiteTransferMixin
 from engine.store.base import (ACCEPTED, DUPLICATE, STALE, IncomingEvent, Job, NewJob, QuarantineEntry,
                                QuarantineResult, Store, StoredEvent, StoreStats, SubscriptionRecord)
 
@@ -93,7 +94,7 @@ class _Pending:
         self.error: BaseException | None = None
 
 
-class SQLiteStore(SQLiteStateMixin, Store):
+class SQLiteStore(SQLiteStateMixin, SQLiteTransferMixin, Store):
     """The embedded store. `path` is a file; its folder is created when missing."""
 
     def __init__(self, path: str | Path, *, batch_limit: int = 256) -> None:

@@ -1,24 +1,28 @@
-"""`idhooks migrate`: a SQLite deployment's state arrives in Redis intact, and a second run changes nothing."""
+"""`idhooks migrate` between any two backends (SQLite, Redis, PostgreSQL): the source deployment's state arrives
+intact, rule state included, and a second run changes nothing."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
+from typing import Any, Iterator
 
 import pytest
 
 from engine.cli import main
 from engine.match.stateful.specs import Threshold
 from engine.match.stateful.state import DigestBatch, WindowEntry
-from engine.store.base import DUPLICATE, NewJob, QuarantineEntry, SubscriptionRecord
-from engine.store.redis import RedisStore
+from engine.store.base import DUPLICATE, NewJob, QuarantineEntry, Store, SubscriptionRecord
 from engine.store.sqlite import SQLiteStore
 from tests.test_store_contract import event
 
 DAY = 86400.0
 BRUTE = Threshold(count=3, within=600)
 
-pytestmark = pytest.mark.redis
+NAMES = ("sqlite", "redis", "postgres")
+MARKS = {"sqlite": [], "redis": [pytest.mark.redis], "postgres": [pytest.mark.postgres]}
+PAIRS = [pytest.param(a, b, marks=MARKS[a] + MARKS[b], id=f"{a}-to-{b}") for a, b in itertools.permutations(NAMES, 2)]
 
 
 def run_migrate(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -27,14 +31,65 @@ def run_migrate(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, st
     return code, out.out, out.err
 
 
+class Side:
+    """One end of a migration: a deployment of backend `name` (its URL and group) and how to open it."""
+
+    def __init__(self, request: pytest.FixtureRequest, name: str, folder: Path) -> None:
+        self.name, self.folder = name, folder
+        if name == "sqlite":
+            self.url, self.group = f"sqlite:///{folder}/idhooks.db", "idhooks"
+        elif name == "redis":
+            from tests.redisutil import unique_group
+
+            self.url, self.group = request.getfixturevalue("redis_available"), unique_group()
+        else:
+            from tests.pgutil import unique_group as pg_group
+
+            self.url, self.group = request.getfixturevalue("postgres_available"), pg_group()
+        self.opened: list[Store] = []
+
+    def open(self) -> Any:
+        if self.name == "sqlite":
+            store: Store = SQLiteStore(self.folder / "idhooks.db")
+        elif self.name == "redis":
+            from tests.redisutil import open_redis_store
+
+            store = open_redis_store(self.url, self.folder / "spool", self.group)
+        else:
+            from tests.pgutil import open_postgres_store
+
+            store = open_postgres_store(self.url, self.folder / "spool", self.group)
+        self.opened.append(store)
+        return store
+
+    def clean(self) -> None:
+        for store in self.opened:
+            store.close()
+        if self.name != "sqlite" and self.opened:
+            from tests.pgutil import drop_group
+            from tests.redisutil import delete_group
+
+            store = self.open()
+            (delete_group if self.name == "redis" else drop_group)(store)
+            store.close()
+
+
 @pytest.fixture
-def target(redis_store: RedisStore) -> RedisStore:
-    return redis_store
+def sides(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    made: list[Side] = []
+
+    def make(name: str, role: str) -> Side:
+        (tmp_path / role).mkdir()
+        made.append(Side(request, name, tmp_path / role))
+        return made[-1]
+
+    yield make
+    for side in made:
+        side.clean()
 
 
-def fill(path: Path, now: float) -> dict[str, str]:
-    """A SQLite store with something of every kind; the ids of its jobs by what happened to them."""
-    store = SQLiteStore(path)
+def fill(store: Store, now: float) -> dict[str, str]:
+    """A store with something of every kind; the ids of its jobs by what happened to them."""
     store.ingest(event("recent", at=now - DAY), 7 * DAY)
     store.ingest(event("old-pending", at=now - 60 * DAY), 7 * DAY)
     for jti, at in (("processed", now - 2 * DAY), ("expired", now - 40 * DAY)):
@@ -55,20 +110,25 @@ def fill(path: Path, now: float) -> dict[str, str]:
     assert store.suppress_try("quiet", "bob", now + 600, now, "firing-1")
     for i in range(3):  # a digest period not sent yet, holding two items of three matches
         store.digest_add("daily", now - 60, now + 60, now + 120, f"d{i}", now - 50 + i, {"n": i}, 2)
-    store.close()
     return ids
 
 
-def test_migrate_copies_everything_within_retention(tmp_path: Path, target: RedisStore, redis_available: str,
+@pytest.mark.parametrize(("source_name", "target_name"), PAIRS)
+def test_migrate_copies_everything_within_retention(sides: Any, source_name: str, target_name: str,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     now = time.time()
-    ids = fill(tmp_path / "idhooks.db", now)
-    source = f"sqlite:///{tmp_path}/idhooks.db"
-    args = ("--from", source, "--to", redis_available, "--group", target.group)
+    source_side, target_side = sides(source_name, "source"), sides(target_name, "target")
+    source = source_side.open()
+    ids = fill(source, now)
+    source.close()
+    args = ("--from", source_side.url, "--from-group", source_side.group, "--to", target_side.url,
+            "--group", target_side.group)
     code, out, err = run_migrate(capsys, *args)
     assert (code, err) == (0, "")
+    where = "" if target_name == "sqlite" else f" (group {target_side.group!r})"
+    target = target_side.open()
     assert out.splitlines() == [
-        f"copied {source} into {redis_available} (group {target.group!r}):",
+        f"copied {source_side.url} into {target.url}{where}:",
         "  events                       3 copied       0 already there",
         "  jobs                         8 copied       0 already there",
         "  subscriptions                1 copied       0 already there",
@@ -107,15 +167,26 @@ def test_migrate_copies_everything_within_retention(tmp_path: Path, target: Redi
 
 @pytest.mark.parametrize(("source", "to", "message"), [
     ("sqlite:///{tmp}/missing.db", "redis://127.0.0.1:6379/15", "--from: no SQLite store at {tmp}/missing.db"),
-    ("redis://127.0.0.1:6379/15", "redis://127.0.0.1:6379/15",
-     "--from: expected sqlite:///PATH (migrate copies a SQLite store into Redis), got 'redis://127.0.0.1:6379/15'"),
+    ("sqlite:///{tmp}/idhooks.db", "sqlite:///{tmp}/idhooks.db",
+     "--to: the same store as --from (give another URL, or another --group)"),
     ("sqlite:///{tmp}/idhooks.db", "http://:s3cret@127.0.0.1/0",
-     "--to: expected redis://HOST:PORT/DB, rediss://..., unix://... or redis+sentinel://HOST:26379/MASTER_NAME, "
-     "got 'http://:***@127.0.0.1/0'"),
+     "--to: expected sqlite:///PATH, redis://HOST:PORT/DB (rediss://, unix://, redis+sentinel://) or "
+     "postgresql://HOST:5432/DBNAME, got 'http://:***@127.0.0.1/0'"),
+    ("mysql://u:s3cret@h/db", "sqlite:///{tmp}/idhooks.db",
+     "--from: expected sqlite:///PATH, redis://HOST:PORT/DB (rediss://, unix://, redis+sentinel://) or "
+     "postgresql://HOST:5432/DBNAME, got 'mysql://u:***@h/db'"),
 ])
 def test_migrate_refuses_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str], source: str, to: str,
                                        message: str) -> None:
     SQLiteStore(tmp_path / "idhooks.db").close()
-    code, out, err = run_migrate(capsys, "--from", source.format(tmp=tmp_path), "--to", to, "--group", "never")
+    code, out, err = run_migrate(capsys, "--from", source.format(tmp=tmp_path), "--to", to.format(tmp=tmp_path))
     assert (code, out) == (1, "")
     assert err == f"idhooks: configuration error:\n{message.format(tmp=tmp_path)}\n"
+
+
+def test_a_password_file_is_for_postgresql_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    SQLiteStore(tmp_path / "idhooks.db").close()
+    (tmp_path / "pw").write_text("x")
+    code, _, err = run_migrate(capsys, "--from", f"sqlite:///{tmp_path}/idhooks.db", "--to", "redis://127.0.0.1/0",
+                               "--password-file", str(tmp_path / "pw"))
+    assert (code, err) == (1, "idhooks: configuration error:\n--password-file: only used with a PostgreSQL store\n")

@@ -1,0 +1,87 @@
+"""`idhooks migrate` for SQLiteStore (engine/store/transfer.py): a mixin using its `_read()` and `_tx()`."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any, Iterator
+
+from engine.store.base import Job, StoredEvent
+from engine.store.transfer import PAGE, DigestPeriod, SuppressionRecord, WindowRecord
+
+
+class SQLiteTransferMixin:
+    _read: Any
+    _tx: Any
+
+    def _pages(self, sql: str, args: tuple) -> Iterator[sqlite3.Row]:
+        """Rows of `sql` (which must end in ORDER BY ...) a page at a time."""
+        offset = 0
+        while rows := self._read(f"{sql} LIMIT ? OFFSET ?", (*args, PAGE, offset)):
+            yield from rows
+            offset += len(rows)
+
+    def export_events(self, since: float) -> Iterator[StoredEvent]:
+        from engine.store.sqlite import _event_row  # noqa: PLC0415 - sqlite.py imports this module
+
+        for row in self._pages("SELECT * FROM events WHERE received_at >= ? OR status = 'pending' "
+                               "ORDER BY received_at, jti", (since,)):
+            yield _event_row(row)
+
+    def export_jobs(self) -> Iterator[tuple[Job, float | None]]:
+        from engine.store.sqlite import _job_row  # noqa: PLC0415
+
+        for row in self._pages("SELECT * FROM jobs ORDER BY created_at, id", ()):
+            yield _job_row(row), row["done_at"]
+
+    def export_windows(self, now: float) -> Iterator[WindowRecord]:
+        for row in self._pages("SELECT * FROM state_windows WHERE expires_at > ? ORDER BY rule_id, group_key", (now,)):
+            yield WindowRecord(row["rule_id"], row["group_key"], row["state"], row["expires_at"])
+
+    def export_suppressions(self, now: float) -> Iterator[SuppressionRecord]:
+        for row in self._pages("SELECT * FROM state_suppress WHERE until > ? ORDER BY rule_id, group_key", (now,)):
+            yield SuppressionRecord(row["rule_id"], row["group_key"], row["until"], row["token"])
+
+    def export_digests(self) -> Iterator[DigestPeriod]:
+        for p in self._pages("SELECT * FROM state_digest_periods ORDER BY rule_id, period_start", ()):
+            items = [(r["jti"], r["time"], json.loads(r["item"])) for r in self._pages(
+                "SELECT * FROM state_digest_items WHERE rule_id = ? AND period_start = ? ORDER BY time, jti",
+                (p["rule_id"], p["period_start"]))]
+            yield DigestPeriod(p["rule_id"], p["period_start"], p["period_end"], p["due_at"], p["total"], items)
+
+    def import_event(self, event: StoredEvent) -> bool:
+        with self._tx() as conn:
+            return conn.execute(
+                "INSERT OR IGNORE INTO events (jti, webhook, iat_ms, received_at, uris, body, status, decisions, "
+                "processed_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                (event.jti, event.webhook, event.iat_ms, event.received_at, json.dumps(list(event.uris)), event.body,
+                 event.status, json.dumps(event.decisions) if event.decisions is not None else None,
+                 event.processed_at)).rowcount > 0
+
+    def import_job(self, job: Job, done_at: float | None = None) -> bool:
+        with self._tx() as conn:
+            return conn.execute(
+                "INSERT OR IGNORE INTO jobs (id, key, destination, payload, status, attempts, created_at, due_at, "
+                "last_error, last_response, done_at, window_start) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (job.id, job.key, job.destination, json.dumps(job.payload),
+                 "pending" if job.status == "failed" else job.status, job.attempts, job.created_at, job.due_at,
+                 job.last_error, job.last_response, done_at, job.window_start)).rowcount > 0
+
+    def import_window(self, rule_id: str, group_key: str, state: str, expires_at: float) -> bool:
+        with self._tx() as conn:
+            if not conn.execute("INSERT OR IGNORE INTO state_windows VALUES (?, ?, ?, ?)",
+                                (rule_id, group_key, state, expires_at)).rowcount:
+                return False
+            conn.execute("INSERT INTO state_groups VALUES (?, 1) ON CONFLICT(rule_id) DO UPDATE SET groups = groups + 1",
+                         (rule_id,))
+        return True
+
+    def import_suppression(self, rule_id: str, group_key: str, until: float, token: str) -> bool:
+        with self._tx() as conn:
+            return conn.execute("INSERT OR IGNORE INTO state_suppress VALUES (?, ?, ?, ?)",
+                                (rule_id, group_key, until, token)).rowcount > 0
+
+    def import_digest_total(self, rule_id: str, period_start: float, total: int) -> None:
+        with self._tx() as conn:
+            conn.execute("UPDATE state_digest_periods SET total = ? WHERE rule_id = ? AND period_start = ?",
+                         (total, rule_id, period_start))
