@@ -4,6 +4,9 @@ password never shown, hostile names, and bounded retention batches."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -18,7 +21,7 @@ from engine.store.base import ACCEPTED, DUPLICATE, NewJob
 from engine.store.postgres import PostgresStore
 from engine.store.postgres_schema import MIGRATIONS
 from engine.secrets import Secret
-from tests.conftest import basic_config, free_port
+from tests.conftest import ROOT, basic_config, free_port
 from tests.pgutil import drop_group, open_postgres_store, unique_group
 from tests.test_store_contract import LEASE, T0, WINDOW, event
 
@@ -191,3 +194,14 @@ def test_hostile_values_are_stored_exactly(postgres_store: PostgresStore) -> Non
     postgres_store.complete_event(stored.jti, [{"why": "\x00\ud800"}], [NewJob("k\n\r", "d", {"v": float("nan")})], T0)
     assert postgres_store.get_event(stored.jti).decisions == [{"why": "\x00\ud800"}]
     assert postgres_store.list_jobs()[0].key == "k\n\r"
+
+
+def test_missing_psycopg_package_says_how_to_install(tmp_path: Path) -> None:
+    code = ("import sys; sys.modules['psycopg'] = None; sys.modules['psycopg_pool'] = None\n"  # no 'postgres' extra
+            "from engine.store.postgres import PostgresStore\n"
+            "try:\n    PostgresStore('postgresql://127.0.0.1/x')\n"
+            "except Exception as exc:\n    print(type(exc).__name__, exc)\n")
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                         capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    assert out.stdout.strip() == ("ConfigError store.url: the PostgreSQL store needs the psycopg and psycopg-pool "
+                                  "packages: pip install 'idhooks[postgres]'")

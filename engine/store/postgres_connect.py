@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from engine.errors import StoreError
+from engine.errors import ConfigError, StoreError
 from engine.secrets import Secret, redact, redact_url
 
 try:
@@ -66,8 +66,8 @@ def open_pool(url: str, schema: str, *, password: Secret | None = None, max_size
     """An open pool of autocommit connections whose search_path is `schema`. Raises StoreError (naming the
     password-free URL and libpq's reason) when no connection can be made."""
     if psycopg is None:
-        raise StoreError("store.url is a PostgreSQL URL but the psycopg package is not installed: "
-                         "pip install 'idhooks[postgres]'")
+        raise ConfigError("store.url: the PostgreSQL store needs the psycopg and psycopg-pool packages: "
+                          "pip install 'idhooks[postgres]'")
     kwargs = connection_kwargs(url, password=password, **tls)
     set_path = sql.SQL("SET search_path TO {}, public").format(sql.Identifier(schema))
     timeout = sql.SQL("SET statement_timeout = {}").format(sql.Literal(STATEMENT_TIMEOUT_MS))
