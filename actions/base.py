@@ -24,7 +24,9 @@ PermanentError (other 4xx, rejected payload, bad credentials).
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import re
 import time
 from abc import ABC, abstractmethod
@@ -34,7 +36,7 @@ from typing import Any, Callable, ClassVar, Mapping
 import requests
 
 from actions.destination import DestinationReader
-from actions.escaping import Escape
+from actions.escaping import Escape, valid_text
 from engine.secrets import Secret, find_secrets
 
 
@@ -49,6 +51,12 @@ class Field:
     required: bool = False
     help: str = ""
     escape: Escape | None = None
+    default: Any = None  # compiled like a value the rule gave, when the rule gives none (EVENT_RECORD: see below)
+
+
+EVENT_RECORD = "{{ __event_record__ }}"
+"""A Field default that renders to a structure, not text: the event with what idhooks derived from it (type,
+user, IP, claims, geo) and the rule that matched. Splunk and NATS send it when a rule names no payload."""
 
 
 def outbound_session() -> requests.Session:
@@ -74,9 +82,49 @@ RETRY_FIELD = Field("value", help="override the retry policy: {retry_for, backof
 """Every action accepts `retry:` (rule side and destination side); engine/deliver/backoff.py reads it."""
 
 
+def clean_text(value: object) -> str:
+    """`value` as text that encodes to UTF-8: lone surrogates (valid in JSON escapes, invalid in UTF-8)
+    become U+FFFD instead of failing the send."""
+    return valid_text(str(value))
+
+
+def clean_json(value: Any) -> Any:
+    """`value` with every string (keys included) passed through clean_text: safe to encode anywhere."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, dict):
+        return {clean_text(k): clean_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean_json(v) for v in value]
+    return value
+
+
+def json_bytes(value: Any) -> bytes:
+    """Strict JSON (NaN/Infinity become null) in UTF-8, whatever strings the event carried."""
+    return json.dumps(_finite(clean_json(value)), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
 def fold_line(value: object) -> str:
     """`value` as one line: CR/LF runs become one space, so event data can never start a new header."""
     return re.sub(r"[\r\n]+", " ", str(value))
+
+
+def check_choice(fields: Mapping[str, Any], key: str, allowed: tuple[str, ...]) -> list[str]:
+    """A problem when a literal (untemplated) rule value is not one of `allowed` (checked again at send)."""
+    value = fields.get(key)
+    if isinstance(value, str) and "{" not in value and value.strip().lower() not in allowed:
+        return [f"{key}: expected one of {', '.join(allowed)}, got {value!r}"]
+    return []
 
 
 def require_any(fields: Mapping[str, Any], *names: str) -> list[str]:
@@ -94,6 +142,9 @@ class Action(ABC):
     destination_type: ClassVar[str | None] = None  # None: needs no destination (e.g. log)
     rule_fields: ClassVar[Mapping[str, Field]] = {}
     destination_fields: ClassVar[Mapping[str, Field]] = {}
+    destination_templates: ClassVar[tuple[str, ...]] = ()
+    """Destination keys that are templates (e.g. a NATS subject): engine/match compiles them with the rule's
+    actions and renders them per event into the job's fields under the same name."""
 
     def __init__(self, destination_name: str | None, destination: Mapping[str, Any] | None,
                  context: ActionContext) -> None:

@@ -111,12 +111,14 @@ class DestinationReader:
         return dict(value)
 
     def url(self, key: str, *, required: bool = False, secret: bool = False) -> Any:
-        """An absolute http(s) URL (possibly a Secret, e.g. a Slack webhook URL)."""
-        value = self.secret_text(key, required=required) if secret else self.text(key, required=required)
+        """An absolute http(s) URL. With `secret` (the URL itself is a credential, e.g. a Slack webhook
+        URL) the value is returned as it was given (possibly a Secret, revealed only to send); otherwise
+        as text to build calls from. Either way its credential parts join `secrets()`."""
+        value = self.secret_text(key, required=required)
         if value is None:
             return None
         plain = value.reveal() if isinstance(value, Secret) else value
-        self._url_secrets += url_credentials(plain, source=f"destinations.{self.name}.{key}")
+        self._url_secrets += url_credentials(plain, source=f"destinations.{self.name}.{key}", whole=secret)
         try:
             parts = urlsplit(plain)
             valid = parts.scheme in ("http", "https") and bool(parts.hostname)
@@ -125,7 +127,7 @@ class DestinationReader:
         if not valid:
             self.add(key, "expected an absolute http:// or https:// URL")
             return None
-        return value
+        return value if secret else plain
 
     def secrets(self) -> list[Secret]:
         """Every secret of this destination: its Secret values and the credential parts of its URLs."""

@@ -29,7 +29,7 @@ from actions.escaping import PATH_SEGMENT
 from actions.httpresult import DEFAULT_MAX_RESPONSE_BYTES, exchange
 from actions.safenet import blocked, make_safe
 from engine.errors import PermanentError, RetryableError
-from engine.secrets import reveal
+from engine.secrets import redact, reveal
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 _FORBIDDEN_HEADERS = ("host", "content-length", "idempotency-key", "transfer-encoding")
@@ -67,7 +67,11 @@ class HttpAction(Action):
         super().__init__(destination_name, destination, context)
         read = self.destination_reader()
         base = urlsplit(read.url("base_url", required=True) or "http://invalid.invalid")
+        if "@" in base.netloc:
+            read.add("base_url", "a user:password@ in the URL is never sent; give credentials as a header "
+                                 "(headers: {Authorization: \"Basic ${ENV}\"})")
         self.scheme, self.netloc, self.base_path = base.scheme, base.netloc, base.path.rstrip("/")
+        self.base_query = base.query  # e.g. a `?token=` of a webhook-style target (a secret: see read.secrets())
         self.origins = {_origin(base)}
         for entry in read.text_list("allowed_hosts"):
             try:
@@ -132,6 +136,8 @@ class HttpAction(Action):
         else:
             url = f"{self.scheme}://{self.netloc}{self.base_path}/{path.lstrip('/')}" if path else \
                 f"{self.scheme}://{self.netloc}{self.base_path}"
+            if self.base_query:  # only to the base_url's own origin, never to another allowed host
+                url += ("&" if "?" in url else "?") + self.base_query
         parts = urlsplit(url)
         try:
             origin = _origin(parts)
@@ -139,9 +145,9 @@ class HttpAction(Action):
             origin = None
         if parts.scheme != self.scheme or origin not in self.origins or parts.username or parts.password:
             allowed = ", ".join(sorted(f"{host}:{port}" for host, port in self.origins))
-            raise PermanentError(f"refused URL {url!r}: the destination {self.destination_name!r} allows only "
-                                 f"{self.scheme}:// to {allowed} (add the host:port to allowed_hosts if it is "
-                                 "meant to be called)")
+            raise PermanentError(redact(f"refused URL {url!r}: the destination {self.destination_name!r} allows "
+                                        f"only {self.scheme}:// to {allowed} (add the host:port to allowed_hosts "
+                                        "if it is meant to be called)", self.secrets))
         return url
 
     def check_address(self, parts: Any) -> None:

@@ -1,5 +1,9 @@
 """Prometheus metrics, one registry per running app (so tests can build several apps side by side).
 
+Every label value comes from a closed set (config names, known outcomes and modes, 'other'), never from a
+caller, so no request can add series; the lease-expiry series come from the store's bounded subscription
+records (engine/store/subscriptions.py), so they survive a restart.
+
 Names follow Prometheus conventions: counters end in `_total`, durations in `_seconds`, timestamps are
 `_timestamp_seconds`. Store-derived gauges (queue depth, quarantine size, last accepted event) are read
 from the store at scrape time by `StoreCollector`, so every process of a deployment reports the same truth.
@@ -13,6 +17,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from engine.store.base import SubscriptionRecord
+from engine.store.subscriptions import leases
+
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
 
 
@@ -24,7 +31,7 @@ class Metrics:
         r = self.registry
         self.deliveries = Counter("idhooks_deliveries_received_total",
                                   "Webhook deliveries received, by webhook and outcome "
-                                  "(accepted, duplicate, stale, bad_signature, bad_payload, too_large, "
+                                  "(accepted, duplicate, conflict, stale, bad_signature, bad_payload, too_large, "
                                   "unsupported_media, store_error).", ["webhook", "outcome"], registry=r)
         self.events = Counter("idhooks_events_total", "Accepted events by event type alias (or 'unknown').",
                               ["type"], registry=r)
@@ -48,9 +55,15 @@ class Metrics:
         self.last_reload = Gauge("idhooks_rules_last_good_load_timestamp_seconds",
                                  "When the running rule set was loaded.", registry=r)
         self.rules_loaded = Gauge("idhooks_rules_loaded", "Rules in the running rule set.", registry=r)
-        self.subscription_expiry = Gauge("idhooks_subscription_lease_expiry_timestamp_seconds",
-                                         "When the hub's subscription lease for a topic ends.",
-                                         ["webhook", "topic"], registry=r)
+        self.subscription_evicted = Counter("idhooks_subscription_records_evicted_total",
+                                            "Subscription records dropped to stay within "
+                                            "subscriptions.max_records.", ["webhook"], registry=r)
+        self.after_unsubscribe = Counter("idhooks_events_after_unsubscribe_total",
+                                         "Events accepted for a webhook whose every topic was unsubscribed.",
+                                         ["webhook"], registry=r)
+        self.iat_seconds = Counter("idhooks_iat_in_seconds_total",
+                                   "Events whose iat looked like epoch seconds instead of milliseconds.",
+                                   ["webhook"], registry=r)
         self.quarantine_evicted = Counter("idhooks_quarantine_evicted_total",
                                           "Quarantined deliveries dropped because the quarantine was full.",
                                           registry=r)
@@ -67,19 +80,22 @@ class Metrics:
         self.verifications = Counter("idhooks_subscription_verifications_total",
                                      "Hub verification requests by webhook and mode.", ["webhook", "mode"], registry=r)
 
-    def watch_store(self, stats: Callable[[], object], last_accepted: Callable[[], dict[str, float]]) -> None:
+    def watch_store(self, stats: Callable[[], object], last_accepted: Callable[[], dict[str, float]],
+                    records: Callable[[], list[SubscriptionRecord]] = list) -> None:
         """Expose store-derived gauges, read at scrape time."""
-        self.registry.register(StoreCollector(stats, last_accepted))
+        self.registry.register(StoreCollector(stats, last_accepted, records))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
 
 class StoreCollector(Collector):
-    """Queue depth by state, quarantine size and last accepted event per webhook, read from the store."""
+    """Queue depth by state, quarantine size, last accepted event per webhook and lease expiry per topic,
+    read from the store."""
 
-    def __init__(self, stats: Callable[[], object], last_accepted: Callable[[], dict[str, float]]) -> None:
-        self._stats, self._last_accepted = stats, last_accepted
+    def __init__(self, stats: Callable[[], object], last_accepted: Callable[[], dict[str, float]],
+                 records: Callable[[], list[SubscriptionRecord]] = list) -> None:
+        self._stats, self._last_accepted, self._records = stats, last_accepted, records
 
     def describe(self) -> Iterable:
         return []
@@ -88,6 +104,7 @@ class StoreCollector(Collector):
         try:
             stats = self._stats()
             last = self._last_accepted()
+            records = self._records()
         except Exception:  # noqa: BLE001 - a scrape must not fail because the store is briefly down
             return
         depth = GaugeMetricFamily("idhooks_queue_depth", "Delivery jobs by state.", labels=["state"])
@@ -107,3 +124,9 @@ class StoreCollector(Collector):
         for webhook, at in sorted(last.items()):
             family.add_metric([webhook], at)
         yield family
+        expiry = GaugeMetricFamily("idhooks_subscription_lease_expiry_timestamp_seconds",
+                                   "When the lease of a subscribed topic ends (the subscription must be renewed "
+                                   "before then).", labels=["webhook", "topic"])
+        for lease in leases(records):
+            expiry.add_metric([lease.webhook, lease.topic], lease.expires_at)
+        yield expiry

@@ -38,9 +38,9 @@ class Secret:
 
 
 def read_secret_file(path: Path) -> str:
-    """The file's content without the trailing newline editors add; raises OSError if unreadable."""
-    text = Path(path).read_text(encoding="utf-8")
-    return text[:-1] if text.endswith("\n") else text
+    """The file's content without the trailing whitespace editors add (a newline, CRLF from Windows editors,
+    spaces); raises OSError if unreadable. A file of only whitespace gives '' (which config loading refuses)."""
+    return Path(path).read_text(encoding="utf-8").rstrip()
 
 
 def reveal(value: object) -> object:
@@ -66,31 +66,26 @@ def find_secrets(value: object) -> list[Secret]:
 
 
 def redact(text: str, secrets: list[Secret]) -> str:
-    """`text` with every secret value replaced by `***` (for error messages and response snippets). A
-    secret URL is also redacted when only its path and query are quoted (as urllib3's errors do)."""
+    """`text` with every secret value replaced by `***` (for error messages and response snippets)."""
     for secret in secrets:
-        for value in _shown_forms(secret.reveal()):
+        value = secret.reveal()
+        if value:
             text = text.replace(value, "***")
     return text
 
 
-def _shown_forms(value: str) -> list[str]:
-    """The ways a secret may appear in a message, longest first."""
-    if not value:
-        return []
-    forms = [value]
-    if value.startswith(("http://", "https://")):
-        parts = urlsplit(value)
-        tail = parts.path + (f"?{parts.query}" if parts.query else "")
-        forms += [form for form in (tail, parts.path) if len(form) >= 8]
-    return forms
-
-
-def url_credentials(url: str, source: str = "") -> list[Secret]:
+def url_credentials(url: str, source: str = "", *, whole: bool = False) -> list[Secret]:
     """Secrets for the parts of a URL that can carry a credential: the userinfo (`user:password@`), the
-    password alone, the whole query and each query value, so a message quoting the URL shows `***`."""
-    parts = urlsplit(url)
-    found = []
+    password alone, the whole query and each query value, so a message quoting the URL shows `***`. With
+    `whole` (a URL that is itself the credential, like a Slack webhook URL) also its path, which is what
+    urllib3's errors quote."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return [Secret(url, source=source)] if whole else []
+    found = [url] if whole else []
+    if whole and len(parts.path) >= 8:
+        found += [parts.path + (f"?{parts.query}" if parts.query else ""), parts.path]
     if "@" in parts.netloc:
         found.append(parts.netloc.rpartition("@")[0])
     if parts.password:

@@ -5,6 +5,7 @@ the last good config and rule set running and shows the errors in /readyz."""
 from __future__ import annotations
 
 import logging
+import resource
 import signal
 import threading
 import time
@@ -18,7 +19,7 @@ from actions import ActionSet, build_actions
 from actions.base import ActionContext
 from engine import logs
 from engine.receive.app import create_app, create_metrics_app
-from engine.config.settings import Config, load_config
+from engine.config.settings import Config, ServerConfig, load_config
 from engine.errors import ConfigError, IdhooksError
 from engine.metrics import Metrics
 from engine.match.processor import Processor
@@ -27,16 +28,18 @@ from engine.match.ruleset import RuleSet
 from engine.match.watch import FolderWatcher
 from engine.runtime import Current
 from engine.match.stateful.evaluator import StatefulRules
-from engine.store import open_store
+from engine.store import open_store, subscriptions
 from engine.store.base import Store
 from engine.deliver.worker import DeliveryWorker
 
 log = logging.getLogger("idhooks.server")
 
 PRUNE_INTERVAL = 3600.0
+FILE_HEADROOM = 256  # open files besides client connections: store, logs, outbound connections
 DIGEST_TICK = 10.0
 
-RESTART_SETTINGS = {"server": ("host", "port", "threads", "log_format"),
+RESTART_SETTINGS = {"server": ("host", "port", "threads", "log_format", "connection_limit", "channel_timeout",
+                               "cleanup_interval", "max_request_header_size"),
                     "store": ("url", "group", "dedup_window", "spool_dir", "ca_file", "cert_file", "key_file",
                               "password"),
                     "quarantine": ("max_entries", "max_bytes"),
@@ -143,6 +146,9 @@ class Service:
             if removed:
                 log.info("pruned events past retention", extra={"removed": removed})
             self.store.prune_state(self.clock())
+            forgotten = subscriptions.prune(self.store, self.clock(), cfg.retention)
+            if forgotten:
+                log.info("pruned subscription records past retention", extra={"removed": forgotten})
         except IdhooksError as exc:
             log.error("prune failed", extra={"error": str(exc)})
 
@@ -168,6 +174,28 @@ class Service:
         self.store.close()
 
 
+def client_limits(server: ServerConfig) -> dict[str, Any]:
+    """waitress's limits on idle and slow clients (docs/configuration.md, server). poll() instead of select(),
+    which cannot watch more than 1024 sockets."""
+    return {"connection_limit": server.connection_limit, "channel_timeout": server.channel_timeout,
+            "cleanup_interval": server.cleanup_interval, "max_request_header_size": server.max_request_header_size,
+            "asyncore_use_poll": True}
+
+
+def allow_open_files(connections: int) -> None:
+    """Raise the soft limit on open files towards the hard one so that `connections` sockets fit (plus the
+    store's files and outbound connections); warn when they cannot."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections + FILE_HEADROOM
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        log.warning("server.connection_limit needs more open files than this process may have",
+                    extra={"connection_limit": connections, "open_files_limit": soft})
+
+
 def serve(config_path: Path, host: str | None, port: int | None, log_json: bool = False) -> int:
     config = load_config(config_path)
     server_cfg = replace(config.server, host=host or config.server.host,
@@ -177,9 +205,11 @@ def serve(config_path: Path, host: str | None, port: int | None, log_json: bool 
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # "Task queue depth is N" under load is noise
     service = Service(config, open_store(config.store))
     service.start()
+    allow_open_files(server_cfg.connection_limit)
     server = waitress.create_server(service.app, host=server_cfg.host, port=server_cfg.port,
                                     threads=server_cfg.threads, ident="idhooks",
-                                    max_request_body_size=server_cfg.max_body_bytes, clear_untrusted_proxy_headers=True)
+                                    max_request_body_size=server_cfg.max_body_bytes, clear_untrusted_proxy_headers=True,
+                                    **client_limits(server_cfg))
 
     metrics_cfg = config.metrics
     if metrics_cfg.listen is not None:

@@ -102,7 +102,7 @@ def test_rule_errors_are_all_reported_in_line_order_with_ids_and_suggestions(tmp
         "of: id, description, enabled, mode, event, webhooks, when, actions, threshold, suppress, digest",
         "rules.yaml:13: rule 'ok-rule': actions: expected a non-empty list of actions, like `- log: {message: ...}`",
         "rules.yaml:14: rules[3]: id: missing: every rule needs a unique id of lowercase letters, digits and '-'",
-        f"rules.yaml:16: rules[3]: actions[0]: unknown action type 'pager'; action types: {ACTION_TYPES}",
+        f"rules.yaml:16: rules[3]: actions[0]: unknown action type 'pager' (did you mean 'pagerduty'?); action types: {ACTION_TYPES}",
         "rules.yaml:17: rules[3]: actions[1].log.mesage: unknown field (did you mean 'message'?); log takes: message",
         "rules.yaml:17: rules[3]: actions[1].log.message: missing required field (the line to log)",
         "rules.yaml:18: rules[3]: actions[2].log.message: unknown template name 'evnt' (did you mean 'event'?); "

@@ -298,6 +298,14 @@ def test_subscriptions_keep_the_latest_per_mode(store: Store) -> None:
     ]
 
 
+def test_a_subscription_record_can_be_removed_alone(store: Store) -> None:
+    store.record_subscription(SubscriptionRecord("a", "t.login", "subscribe", T0, T0 + 10))
+    store.record_subscription(SubscriptionRecord("a", "t.login", "denied", T0 + 6, None, "not allowed"))
+    assert store.remove_subscription("a", "t.login", "denied") is True
+    assert store.remove_subscription("a", "t.login", "denied") is False
+    assert store.list_subscriptions() == [SubscriptionRecord("a", "t.login", "subscribe", T0, T0 + 10)]
+
+
 # -- quarantine ------------------------------------------------------------------------------------
 def entry(entry_id: str, size: int) -> QuarantineEntry:
     return QuarantineEntry(id=entry_id, webhook="asgardeo", received_at=T0, reason="bad signature",

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 from engine.config.durations import format_duration, parse_duration
 from engine.errors import ConfigError
-from engine.secrets import Secret, find_secrets, read_secret_file, redact_url
+from engine.secrets import Secret, find_secrets, read_secret_file, redact_url, url_credentials
 from engine.config.storeurl import POSTGRES_SCHEMES, REDIS_SCHEMES, TLS_SCHEMES
 from engine.config.yamlsource import LineDict, load_yaml_file
 
@@ -33,6 +33,12 @@ class ServerConfig:
     max_body_bytes: int = 1_048_576
     threads: int = 8
     log_format: str = "text"
+    # waitress's limits on idle and slow clients (its own defaults, 100 connections idle for 120 s, let
+    # about 100 idle connections lock everyone out): see docs/deployment.md for what a front proxy adds
+    connection_limit: int = 1000
+    channel_timeout: float = 30.0
+    cleanup_interval: float = 10.0
+    max_request_header_size: int = 65_536
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,14 @@ class QuarantineConfig:
 
 
 @dataclass(frozen=True)
+class SubscriptionsConfig:
+    """What is kept of the hub's verification requests (any caller can send them) and when a lease warns."""
+
+    max_records: int = 200  # per webhook: the oldest records go first
+    warn_before: float = 3 * 86400.0  # `idhooks subscriptions` warns when a lease ends within this
+
+
+@dataclass(frozen=True)
 class DeliveryConfig:
     workers: int = 4
     lease: float = 60.0
@@ -114,6 +128,7 @@ class Config:
     destinations: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     enrich: EnrichConfig = field(default_factory=EnrichConfig)
+    subscriptions: SubscriptionsConfig = field(default_factory=SubscriptionsConfig)
 
     @property
     def base_dir(self) -> Path:
@@ -219,6 +234,13 @@ class _Reader:
             self.problems.add(_line(node, key), f"{where}.{key}", str(exc))
             return default
 
+    def positive_duration(self, node: Mapping, key: str, where: str, default: float) -> float:
+        value = self.duration(node, key, where, default)
+        if value <= 0:
+            self.problems.add(_line(node, key), f"{where}.{key}", "expected a duration above zero, e.g. 30s")
+            return default
+        return value
+
     def boolean(self, node: Mapping, key: str, where: str, default: bool) -> bool:
         value = self.text(node, key, where, default)
         if isinstance(value, bool):
@@ -243,7 +265,9 @@ class _Reader:
 
     # -- sections --------------------------------------------------------------------------------
     def server(self, node: Mapping) -> ServerConfig:
-        _check_keys(node, ("host", "port", "max_body_bytes", "threads", "log_format"), "server", self.problems)
+        _check_keys(node, ("host", "port", "max_body_bytes", "threads", "log_format", "connection_limit",
+                           "channel_timeout", "cleanup_interval", "max_request_header_size"), "server", self.problems)
+        d = ServerConfig()
         log_format = self.text(node, "log_format", "server", "text")
         if log_format not in ("text", "json"):
             self.problems.add(_line(node, "log_format"), "server.log_format", "expected 'text' or 'json'")
@@ -254,6 +278,11 @@ class _Reader:
             max_body_bytes=self.number(node, "max_body_bytes", "server", 1_048_576, minimum=1),
             threads=self.number(node, "threads", "server", 8, minimum=1),
             log_format=log_format,
+            connection_limit=self.number(node, "connection_limit", "server", d.connection_limit, minimum=1),
+            channel_timeout=self.positive_duration(node, "channel_timeout", "server", d.channel_timeout),
+            cleanup_interval=self.positive_duration(node, "cleanup_interval", "server", d.cleanup_interval),
+            max_request_header_size=self.number(node, "max_request_header_size", "server",
+                                                d.max_request_header_size, minimum=1024),
         )
 
     def store(self, node: Mapping) -> StoreConfig:
@@ -379,9 +408,10 @@ class _Reader:
             items = node[key] if isinstance(node[key], list) else []
             secrets = [self.text({"s": item}, "s", f"{where}.secrets", None, secret=True) for item in items]
         secrets = [s for s in secrets if s is not None]
-        if not secrets or any(not s.reveal() for s in secrets):
+        if not secrets or any(not s.reveal().strip() for s in secrets):
             self.problems.add(_line(node, key), f"{where}.{key}",
-                              "the secret is empty: set it to the secret shown in the Asgardeo console")
+                              "the secret is empty (or only whitespace): set it to the secret shown in the "
+                              "Asgardeo console")
             return []
         return secrets
 
@@ -418,6 +448,13 @@ class _Reader:
         return QuarantineConfig(max_entries=self.number(node, "max_entries", "quarantine", 1000),
                                 max_bytes=self.number(node, "max_bytes", "quarantine", 50 * 1_048_576))
 
+    def subscriptions(self, node: Mapping) -> SubscriptionsConfig:
+        _check_keys(node, ("max_records", "warn_before"), "subscriptions", self.problems)
+        d = SubscriptionsConfig()
+        return SubscriptionsConfig(
+            max_records=self.number(node, "max_records", "subscriptions", d.max_records, minimum=1),
+            warn_before=self.duration(node, "warn_before", "subscriptions", d.warn_before))
+
     def metrics(self, node: Mapping) -> MetricsConfig:
         _check_keys(node, ("listen", "token", "token_file"), "metrics", self.problems)
         listen = None
@@ -438,8 +475,8 @@ class _Reader:
             except OSError as exc:
                 self.problems.add(_line(node, "token_file"), "metrics.token_file",
                                   f"cannot read {token_path}: {exc.strerror or exc}")
-        if token is not None and not token.reveal():
-            self.problems.add(_line(node), "metrics", "the token is empty")
+        if token is not None and not token.reveal().strip():
+            self.problems.add(_line(node), "metrics", "the token is empty (or only whitespace)")
         return MetricsConfig(listen=listen, token=token)
 
     def delivery(self, node: Mapping) -> DeliveryConfig:
@@ -490,23 +527,28 @@ class _Reader:
                 out[key] = self.destination_values(value, f"{where}.{key}") if isinstance(value, (dict, list)) \
                     else self.destination_scalar(body, key, where)
             return out
-        return [self.destination_values(v, f"{where}[{i}]") for i, v in enumerate(body)]
+        return [self.destination_values(v, f"{where}[{i}]") if isinstance(v, (dict, list))
+                else self.destination_scalar({i: v}, i, where) for i, v in enumerate(body)]
 
     def destination_scalar(self, body: Mapping, key: Any, where: str) -> Any:
-        """A `${ENV}` value as a Secret; an inline credential (a Slack webhook URL, a token, a password)
-        is a Secret too, so it is never logged, stored or shown whichever way it was written."""
+        """A `${ENV}` value as a Secret; an inline credential (a Slack webhook URL, a token, a password, a
+        URL with a userinfo or a query) is a Secret too, so it is never logged, stored or shown whichever
+        way it was written."""
         value = body[key]
         if not isinstance(value, str):
             return value
         if "${" in value:
             return self.text(body, key, where, None, secret=True)
-        return Secret(value, source=f"{where}.{key}") if key in CREDENTIAL_KEYS else value
+        if key in CREDENTIAL_KEYS or url_credentials(value):
+            return Secret(value, source=f"{where}.{key}")
+        return value
 
 
 CREDENTIAL_KEYS = frozenset({"webhook_url", "token", "password"})
 """Destination keys whose value is a credential even when written inline in config.yaml."""
 
-_TOP_KEYS = ("server", "store", "webhooks", "rules", "quarantine", "delivery", "destinations", "metrics", "enrich")
+_TOP_KEYS = ("server", "store", "webhooks", "rules", "quarantine", "delivery", "destinations", "metrics", "enrich",
+             "subscriptions")
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
@@ -539,6 +581,7 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
         destinations=reader.destinations(reader.mapping(raw, "destinations", "")),
         metrics=reader.metrics(reader.mapping(raw, "metrics", "")),
         enrich=reader.enrich(reader.mapping(raw, "enrich", "")),
+        subscriptions=reader.subscriptions(reader.mapping(raw, "subscriptions", "")),
     )
     if reader.problems.items:
         raise ConfigError(reader.problems.items)

@@ -63,7 +63,7 @@ class Processor:
         """Decisions (JSON records) and jobs for one stored event, with the current rule set."""
         envelope = parse_envelope(event.body)
         ruleset = self.rules()
-        records: list[dict[str, Any]] = []
+        records: list[dict[str, Any]] = [{"warning": warning} for warning in envelope.warnings]
         jobs: list[NewJob] = []
         for uri in envelope.uris:
             for decision in ruleset.evaluate(envelope, uri, event.webhook, now=event.received_at):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from actions import registry
-from actions.base import Action, Field
+from actions.base import EVENT_RECORD, Action, Field
 from actions.escaping import Escape, valid_text
 from engine.config.settings import suggest
 from engine.match.conditions import Report, line_of
@@ -63,6 +63,22 @@ def _json(value: Any, where: str, escape: Escape | None) -> Renderer:
     return lambda context, errors: value
 
 
+_RECORD_NAMES = ("type", "uri", "user_id", "username", "ip", "claims", "geo")
+
+
+def _event_record(context: dict[str, Any], errors: list[str]) -> dict[str, Any]:
+    """The EVENT_RECORD default: the event, what idhooks derived from it (enrichment included), and the rule
+    that matched."""
+    record: dict[str, Any] = {name: context[name] for name in _RECORD_NAMES if name in context}
+    record["event"] = context.get("event")
+    occurred = context.get("occurred_at")
+    if occurred is not None:
+        record["occurred_at"] = occurred.isoformat() if hasattr(occurred, "isoformat") else str(occurred)
+    rule = context.get("rule") or {}
+    record["decision"] = {"rule": rule.get("id"), "matched": True}
+    return record
+
+
 def _list(value: Any, where: str, escape: Escape | None) -> Renderer:
     items = value if isinstance(value, list) else [value]
     renders = [_text(v, f"{where}[{i}]", escape) for i, v in enumerate(items)]
@@ -85,6 +101,8 @@ def _destination(value: Any, cls: type[Action], destinations: Mapping[str, Mappi
 
 def _field(spec: Field, value: Any, where: str, cls: type[Action],
            destinations: Mapping[str, Mapping[str, Any]]) -> Renderer:
+    if value is EVENT_RECORD or value == EVENT_RECORD:
+        return _event_record
     if spec.kind == "destination":
         return _destination(value, cls, destinations)
     if spec.kind == "json":
@@ -146,4 +164,26 @@ def _compile_fields(cls: type[Action], fields: dict, index: int, where: str,
         return None
     destination = next((fields[k] for k, s in cls.rule_fields.items() if s.kind == "destination" and k in fields),
                        None)
+    for key, spec in cls.rule_fields.items():
+        if key not in fields and spec.default is not None:
+            renderers[key] = _field(spec, spec.default, f"{where}.{key}", cls, destinations)
+    try:
+        renderers.update(_destination_templates(cls, destinations.get(destination or "") or {}, renderers))
+    except ValueError as exc:
+        report(line_of(fields), where, f"destination '{destination}': {exc}")
+        return None
     return CompiledAction(index, cls.name, destination, renderers)
+
+
+def _destination_templates(cls: type[Action], destination: Mapping[str, Any],
+                           given: Mapping[str, Renderer]) -> dict[str, Renderer]:
+    """Renderers for the destination keys the action type declares templated (unless the rule set them)."""
+    found = {}
+    for key in cls.destination_templates:
+        value = destination.get(key)
+        if isinstance(value, str) and key not in given:
+            try:
+                found[key] = _text(value, key, None)
+            except ValueError as exc:
+                raise ValueError(f"{key}: {exc}") from None
+    return found

@@ -27,6 +27,9 @@ def decision_lines(records: Iterable[dict[str, Any]], indent: str = "  ") -> lis
     """One block per decision record (Decision.to_json()): matched with rendered actions, or the miss."""
     lines = []
     for record in records:
+        if "warning" in record:
+            lines.append(f"{indent}warning: {record['warning']}")
+            continue
         if record.get("matched") and record.get("shadow"):
             lines.append(f"{indent}MATCH {record['rule']} (shadow: would send, nothing sent)")
         if record.get("matched"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import re
 import time
 from typing import Any, Callable
 
@@ -22,10 +23,11 @@ from engine.metrics import Metrics
 from engine.runtime import Current
 from engine.secrets import Secret
 from engine.store.base import Store
-from engine.receive.websub import answer
+from engine.receive.websub import UnsubscribedWebhooks, answer, mode_label
 
 log = logging.getLogger("idhooks.http")
 
+_BEARER = re.compile(r"^bearer +(\S+) *$", re.IGNORECASE)  # RFC 7235: the scheme is case-insensitive
 _OUTCOMES = {401: "bad_signature", 400: "bad_payload", 413: "too_large", 415: "unsupported_media",
              503: "store_error"}
 
@@ -70,6 +72,7 @@ class WebhookSink:
                  clock: Callable[[], float], on_accepted: Callable[[], None]) -> None:
         self.config, self.store, self.intake, self.metrics = config, store, intake, metrics
         self.clock, self.on_accepted = clock, on_accepted
+        self.unsubscribed = UnsubscribedWebhooks(store, clock)
 
     def __call__(self, req: falcon.Request, resp: falcon.Response, **_: Any) -> None:
         webhook = next((w for w in self.config.get().webhooks if w.path == req.path.rstrip("/") or
@@ -86,10 +89,19 @@ class WebhookSink:
     def verify(self, webhook: WebhookConfig, req: falcon.Request, resp: falcon.Response) -> None:
         params = {k: req.get_param(k) or "" for k in ("hub.mode", "hub.topic", "hub.challenge",
                                                        "hub.lease_seconds", "hub.reason")}
-        self.metrics.verifications.labels(webhook.name, params["hub.mode"][:20] or "none").inc()
-        result = answer(webhook, params, self.store, self.clock())
-        if result.lease_expires_at is not None:
-            self.metrics.subscription_expiry.labels(webhook.name, params["hub.topic"]).set(result.lease_expires_at)
+        self.metrics.verifications.labels(webhook.name, mode_label(params["hub.mode"])).inc()
+        try:
+            result = answer(webhook, params, self.store, self.clock(), self.config.get().subscriptions.max_records)
+        except RequestError as exc:
+            log.warning("verification refused", extra={"webhook": webhook.name, "status": exc.status,
+                                                       "mode": mode_label(params["hub.mode"]), "reason": str(exc),
+                                                       "topic": params["hub.topic"][:200]})
+            raise
+        self.unsubscribed.changed()
+        if result.evicted:
+            self.metrics.subscription_evicted.labels(webhook.name).inc(result.evicted)
+            log.warning("subscription records over subscriptions.max_records: dropped the oldest",
+                        extra={"webhook": webhook.name, "dropped": result.evicted})
         resp.status = 200
         resp.content_type = "text/plain"
         resp.data = result.body.encode("utf-8")
@@ -116,8 +128,19 @@ class WebhookSink:
                                                        "jti": result.envelope.jti, "types": result.types,
                                                        "status": 202})
         if result.outcome == "accepted":
+            self.after_unsubscribe(webhook.name, result.envelope.jti)
             self.on_accepted()
         _json(resp, 202, {"status": result.outcome, "jti": result.envelope.jti})
+
+
+    def after_unsubscribe(self, webhook: str, jti: str) -> None:
+        """Accept, but warn about and count, an event for a webhook whose every topic was unsubscribed
+        (`idhooks subscriptions` lists them): the console may hold a subscription idhooks no longer has."""
+        since = self.unsubscribed.since(webhook)
+        if since is not None:
+            self.metrics.after_unsubscribe.labels(webhook).inc()
+            log.warning("event for an unsubscribed webhook: accepted; check the subscriptions in the console",
+                        extra={"webhook": webhook, "jti": jti, "unsubscribed_at": since})
 
 
 class Health:
@@ -126,8 +149,8 @@ class Health:
 
 
 class Ready:
-    """Ready when the store takes writes and a rule set is loaded; shows reload errors either way. A store
-    that spools events while its server is down is ready but "degraded"."""
+    """Ready when the store commits a real write and a rule set is loaded; shows reload errors either way. A
+    store that spools events while its server is down is ready but "degraded"."""
 
     def __init__(self, store: Store, readiness: Callable[[], dict[str, Any]]) -> None:
         self.store, self.readiness = store, readiness
@@ -154,8 +177,9 @@ class MetricsEndpoint:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         if self.token is not None:
-            given = (req.get_header("Authorization") or "").removeprefix("Bearer ").encode()
-            if not hmac.compare_digest(given, self.token.reveal().encode()):
+            match = _BEARER.match(req.get_header("Authorization") or "")
+            given = match.group(1).encode("utf-8", "surrogateescape") if match else b""
+            if not match or not hmac.compare_digest(given, self.token.reveal().encode()):
                 raise falcon.HTTPUnauthorized(title="a bearer token is required for /metrics",
                                               challenges=['Bearer realm="idhooks metrics"'])
         resp.content_type = "text/plain; version=0.0.4; charset=utf-8"
@@ -177,7 +201,7 @@ def create_app(config: Config | Current[Config], store: Store, *, metrics: Metri
     the processor after a new event is stored."""
     holder = config if isinstance(config, Current) else Current(config)
     metrics = metrics or Metrics()
-    metrics.watch_store(store.stats, store.last_accepted)
+    metrics.watch_store(store.stats, store.last_accepted, store.list_subscriptions)
     intake = Intake(store, quarantine=holder.get().quarantine, dedup_window=holder.get().store.dedup_window,
                     metrics=metrics, clock=clock)
     app = falcon.App(media_type=falcon.MEDIA_JSON)

@@ -1,11 +1,14 @@
 """Event intake: verify first, parse second, store durably, then acknowledge. No Falcon here.
 
 A delivery that fails verification is kept in the bounded quarantine (engine/store), so that after an operator
-fixes a wrong secret, `idhooks quarantine reverify` can still ingest it.
+fixes a wrong secret, `idhooks quarantine reverify` can still ingest it. A verified delivery that repeats a
+stored event's jti with different content is a conflict, not a duplicate: it is answered like a duplicate
+(the hub must not retry it) but logged, counted and kept in the quarantine for inspection.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from dataclasses import dataclass, field
@@ -17,14 +20,16 @@ from engine.verify.envelope import Envelope, parse_envelope
 from engine.errors import SignatureError
 from engine.metrics import Metrics
 from engine.verify.signature import SIGNATURE_HEADERS, find_signature, verify
-from engine.store.base import IncomingEvent, QuarantineEntry, Store
+from engine.store.base import DUPLICATE, IncomingEvent, QuarantineEntry, Store
 
 log = logging.getLogger("idhooks.intake")
+
+CONFLICT = "conflict"
 
 
 @dataclass
 class IntakeResult:
-    outcome: str  # accepted | duplicate | stale
+    outcome: str  # accepted | duplicate | conflict | stale
     envelope: Envelope
     types: list[str] = field(default_factory=list)
 
@@ -52,7 +57,17 @@ class Intake:
         except SignatureError as exc:
             self._quarantine(webhook, headers, body, str(exc))
             raise
-        return self.store_envelope(webhook.name, envelope, body)
+        if envelope.warnings:
+            self.metrics.iat_seconds.labels(webhook.name).inc()
+            log.warning("odd but usable event", extra={"webhook": webhook.name, "jti": envelope.jti,
+                                                       "warnings": list(envelope.warnings)})
+        result = self.store_envelope(webhook.name, envelope, body)
+        if result.outcome == CONFLICT:
+            log.warning("jti conflict: a stored event has this jti with different content; kept in the quarantine",
+                        extra={"webhook": webhook.name, "jti": envelope.jti})
+            self._quarantine(webhook, headers, body, f"jti conflict: event {envelope.jti!r} is stored with "
+                                                     "different content (not a retry of it)")
+        return result
 
     @staticmethod
     def verified_envelope(webhook: WebhookConfig, headers: Mapping[str, str], body: bytes) -> Envelope:
@@ -65,11 +80,24 @@ class Intake:
         incoming = IncomingEvent(jti=envelope.jti, webhook=webhook, iat_ms=envelope.iat_ms,
                                  received_at=self.clock(), uris=envelope.uris, body=body)
         outcome = self.store.ingest(incoming, self.dedup_window)
+        if outcome == DUPLICATE and self._conflicts(envelope):
+            outcome = CONFLICT
         types = event_types(envelope)
         if outcome == "accepted":
             for alias in types:
                 self.metrics.events.labels(alias if "://" not in alias else "unknown").inc()
         return IntakeResult(outcome=outcome, envelope=envelope, types=types)
+
+    def _conflicts(self, envelope: Envelope) -> bool:
+        """Whether the stored event of this jti has other content (the hub may re-serialise a retry, so the
+        decoded JSON is compared, not the bytes)."""
+        stored = self.store.get_event(envelope.jti)
+        if stored is None:  # pruned: only its de-duplication mark is left
+            return False
+        try:
+            return json.loads(stored.body) != envelope.claims
+        except ValueError:
+            return True
 
     def _quarantine(self, webhook: WebhookConfig, headers: Mapping[str, str], body: bytes, reason: str) -> None:
         kept = {k: v for k, v in headers.items() if k.lower() in SIGNATURE_HEADERS + ("content-type",)}

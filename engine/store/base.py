@@ -232,6 +232,10 @@ class Store(ABC):
     @abstractmethod
     def list_subscriptions(self) -> list[SubscriptionRecord]: ...
 
+    @abstractmethod
+    def remove_subscription(self, webhook: str, topic: str, mode: str) -> bool:
+        """Forget one record (engine/store/subscriptions.py keeps their number and age bounded)."""
+
     # -- quarantine --------------------------------------------------------------------------------
     @abstractmethod
     def quarantine_add(self, entry: QuarantineEntry, max_entries: int, max_bytes: int) -> QuarantineResult:

@@ -176,10 +176,10 @@ class PostgresStore(PostgresStateMixin, PostgresTransferMixin, Store):
         self._pool.close()
 
     def check_writable(self) -> None:
-        """Ready while PostgreSQL takes writes (a transaction id can be assigned: not a read-only replica), or
-        while the spool can keep events for it."""
+        """Ready while PostgreSQL commits a real write (its schema version rewritten with the same value: fails
+        on a read-only replica or a full disk), or while the spool can keep events for it."""
         try:
-            self._rows("probe write", "SELECT pg_current_xact_id()")
+            self._count("probe write", "UPDATE idhooks_meta SET version = version")
         except StoreError:
             if not self.spool.writable():
                 raise
@@ -384,6 +384,10 @@ class PostgresStore(PostgresStateMixin, PostgresTransferMixin, Store):
         rows = self._rows("listing subscriptions", "SELECT * FROM subscriptions ORDER BY webhook, topic, at")
         return [SubscriptionRecord(webhook=r["webhook"], topic=r["topic"], mode=r["mode"], at=r["at"],
                                    lease_expires_at=r["lease_expires_at"], reason=r["reason"]) for r in rows]
+
+    def remove_subscription(self, webhook: str, topic: str, mode: str) -> bool:
+        return self._count("removing a subscription record", "DELETE FROM subscriptions WHERE webhook = %s AND "
+                                                             "topic = %s AND mode = %s", (webhook, topic, mode)) > 0
 
     # -- quarantine --------------------------------------------------------------------------------
     def quarantine_add(self, entry: QuarantineEntry, max_entries: int, max_bytes: int) -> QuarantineResult:

@@ -285,6 +285,10 @@ class RedisStore(RedisStateMixin, RedisTransferMixin, Store):
                                               lease_expires_at=lease, reason=reason))
         return sorted(records, key=lambda r: (r.webhook, r.topic, r.at))
 
+    def remove_subscription(self, webhook: str, topic: str, mode: str) -> bool:
+        with self._guard("removing a subscription record"):
+            return bool(self.redis.hdel(self.prefix + "subscriptions", json.dumps([webhook, topic, mode])))
+
     # -- quarantine --------------------------------------------------------------------------------
     def quarantine_add(self, entry: QuarantineEntry, max_entries: int, max_bytes: int) -> QuarantineResult:
         size = len(entry.body)

@@ -198,8 +198,11 @@ class SQLiteStore(SQLiteStateMixin, SQLiteTransferMixin, Store):
         return events + jobs
 
     def check_writable(self) -> None:
+        """Commit a real write to the database file: rewrite its schema version with the same value (a temporary
+        table would live in memory and succeed on a full disk)."""
         with self._tx() as conn:
-            conn.execute("CREATE TEMP TABLE IF NOT EXISTS _probe(x)")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            conn.execute(f"PRAGMA user_version = {int(version)}")
 
     # -- intake (group commit) ---------------------------------------------------------------------
     def ingest(self, event: IncomingEvent, dedup_window: float) -> str:
@@ -392,6 +395,11 @@ class SQLiteStore(SQLiteStateMixin, SQLiteTransferMixin, Store):
         rows = self._read("SELECT * FROM subscriptions ORDER BY webhook, topic, at")
         return [SubscriptionRecord(webhook=r["webhook"], topic=r["topic"], mode=r["mode"], at=r["at"],
                                    lease_expires_at=r["lease_expires_at"], reason=r["reason"]) for r in rows]
+
+    def remove_subscription(self, webhook: str, topic: str, mode: str) -> bool:
+        with self._tx() as conn:
+            return conn.execute("DELETE FROM subscriptions WHERE webhook = ? AND topic = ? AND mode = ?",
+                                (webhook, topic, mode)).rowcount > 0
 
     # -- quarantine --------------------------------------------------------------------------------
     def quarantine_add(self, entry: QuarantineEntry, max_entries: int, max_bytes: int) -> QuarantineResult:

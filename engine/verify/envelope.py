@@ -3,6 +3,11 @@
 Strict where the engine depends on it (UTF-8, strict JSON, string `jti`, numeric `iat` in milliseconds,
 `events` an object of objects) and lenient everywhere else: unknown claims, unknown event URIs and extra
 properties are kept, never an error.
+
+Whatever is accepted here is stored, evaluated, rendered into messages and written back as JSON, so a value
+that one of those steps cannot take is refused here, anywhere in the body, with a PayloadError (400): a
+number that is not finite (`1e999`, `NaN`, `Infinity`), an integer of more than MAX_INT_DIGITS digits,
+and a string (key or value) holding a lone UTF-16 surrogate (`"\\ud800"`), which no UTF-8 encoder takes.
 """
 
 from __future__ import annotations
@@ -16,6 +21,11 @@ from engine.errors import PayloadError
 
 EVENT_URI_PREFIX = "https://schemas.identity.wso2.org/events/"
 _IAT_END_MS = 253_402_300_800_000  # 10000-01-01T00:00:00Z: the first instant a datetime cannot hold
+_IAT_SECONDS_BELOW = 100_000_000_000
+"""An `iat` under this (1973-03-03 in milliseconds, the year 5138 in seconds) is a time in seconds."""
+MAX_INT_DIGITS = 64
+"""Longer integers are refused: far beyond any real claim, and SQLite's JSON functions turn integers of
+more than ~308 digits into an infinity (Python refuses more than 4,300 digits with a ValueError)."""
 
 
 @dataclass(frozen=True)
@@ -26,6 +36,7 @@ class Envelope:
     rci: str | None
     events: dict[str, dict[str, Any]]
     claims: dict[str, Any]  # the whole envelope as received
+    warnings: tuple[str, ...] = ()  # what was odd but usable, shown in the event's decision record
 
     @property
     def uris(self) -> tuple[str, ...]:
@@ -36,6 +47,49 @@ def _reject_constant(name: str) -> Any:
     raise PayloadError(f"invalid JSON: {name} is not allowed")
 
 
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise PayloadError(f"number {text[:40]!r} is out of range: it would be stored as infinity")
+    return value
+
+
+def _parse_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise PayloadError(f"integer of {len(text.lstrip('-'))} digits: at most {MAX_INT_DIGITS} are accepted")
+    return int(text)
+
+
+def _surrogate_path(value: Any, path: str = "$") -> str | None:
+    """Where in `value` a string (key or value) holds a lone surrogate; None when nowhere."""
+    stack = [(value, path)]
+    while stack:
+        node, where = stack.pop()
+        if isinstance(node, str):
+            if not node.isascii() and any("\ud800" <= ch <= "\udfff" for ch in node):
+                return where
+        elif isinstance(node, dict):
+            for key, item in node.items():
+                if any("\ud800" <= ch <= "\udfff" for ch in key):
+                    return f"a key in {where}"
+                stack.append((item, f"{where}.{key}"))
+        elif isinstance(node, list):
+            stack.extend((item, f"{where}[{i}]") for i, item in enumerate(node))
+    return None
+
+
+def check_encodable(data: Any) -> None:
+    """PayloadError unless every string of `data` can be written as UTF-8 (no lone surrogate)."""
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        where = (_surrogate_path(data) or "$").encode("utf-8", "backslashreplace").decode("utf-8")
+        raise PayloadError(f"{where[:200]}: a string holds a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff "
+                           "escape), which cannot be stored or sent") from None
+    except RecursionError:
+        raise PayloadError("invalid JSON: nested too deeply") from None
+
+
 def parse_envelope(body: bytes) -> Envelope:
     """Decode and check `body`; PayloadError with a clear reason for anything the engine cannot use."""
     try:
@@ -43,13 +97,15 @@ def parse_envelope(body: bytes) -> Envelope:
     except UnicodeDecodeError as exc:
         raise PayloadError(f"body is not UTF-8 (byte {exc.start})") from None
     try:
-        data = json.loads(text, parse_constant=_reject_constant)
+        data = json.loads(text, parse_constant=_reject_constant, parse_float=_parse_float, parse_int=_parse_int)
     except json.JSONDecodeError as exc:
         raise PayloadError(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
     except RecursionError:
         raise PayloadError("invalid JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise PayloadError("expected a JSON object (a Security Event Token), got " + type(data).__name__)
+    if "\\u" in text:  # a lone surrogate can only come from an escape: the text itself is valid UTF-8
+        check_encodable(data)
     return envelope_from_claims(data)
 
 
@@ -68,6 +124,10 @@ def envelope_from_claims(data: dict[str, Any]) -> Envelope:
         raise PayloadError("missing or non-numeric 'iat': expected epoch milliseconds as a number")
     if not 0 <= iat < _IAT_END_MS:  # rules and templates turn it into a date
         raise PayloadError(f"'iat' {iat!r} is not a time: expected epoch milliseconds from 1970 to 9999")
+    warnings: tuple[str, ...] = ()
+    if 1_000_000_000 <= iat < _IAT_SECONDS_BELOW:
+        warnings = (f"'iat' {iat!r} looks like epoch seconds, not milliseconds: read as {iat!r} seconds",)
+        iat = iat * 1000
     events = data.get("events")
     if not isinstance(events, dict) or not events:
         raise PayloadError("missing 'events': expected an object mapping event URIs to event bodies")
@@ -76,4 +136,5 @@ def envelope_from_claims(data: dict[str, Any]) -> Envelope:
             raise PayloadError(f"event {uri[:200]!r}: expected an object as the event body")
     iss, rci = data.get("iss"), data.get("rci")
     return Envelope(jti=jti, iat_ms=float(iat), iss=iss if isinstance(iss, str) else None,
-                    rci=rci if isinstance(rci, str) else None, events=events, claims=data)
+                    rci=rci if isinstance(rci, str) else None, events=events, claims=data,
+                    warnings=warnings)

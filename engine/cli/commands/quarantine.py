@@ -53,6 +53,8 @@ def _reverify_one(entry: QuarantineEntry, config, intake: Intake) -> str:
     except RequestError as exc:
         return f"{entry.id}: still refused ({exc}); kept"
     result = intake.store_envelope(webhook.name, envelope, entry.body)
+    if result.outcome == "conflict":
+        return f"{entry.id}: verified, but event {envelope.jti} is stored with different content; kept"
     intake.store.quarantine_remove(entry.id)
     return f"{entry.id}: verified, event {envelope.jti} {result.outcome}"
 
