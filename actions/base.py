@@ -37,6 +37,7 @@ import requests
 
 from actions.destination import DestinationReader
 from actions.escaping import Escape, valid_text
+from engine.config.retry import policy_problems
 from engine.secrets import Secret, find_secrets
 
 
@@ -79,7 +80,8 @@ class ActionContext:
 
 
 RETRY_FIELD = Field("value", help="override the retry policy: {retry_for, backoff_initial, backoff_max}")
-"""Every action accepts `retry:` (rule side and destination side); engine/deliver/backoff.py reads it."""
+"""Every action accepts `retry:` (rule side and destination side), checked by engine/config/retry.py; the
+rule's value becomes the job's `retry` field (engine/match/jobs.py) and the worker applies both."""
 
 
 def clean_text(value: object) -> str:
@@ -164,8 +166,6 @@ class Action(ABC):
     def check_rule_fields(cls, fields: Mapping[str, Any]) -> list[str]:
         """Problems in the rendered-independent shape of a rule's fields (beyond unknown/missing keys,
         which engine/match checks from `rule_fields`). Messages are `field: what is wrong`."""
-        from engine.deliver.backoff import policy_problems  # noqa: PLC0415 - engine.deliver.backoff imports nothing of actions
-
         return policy_problems(fields.get("retry"), "retry")
 
     @abstractmethod

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-from engine.deliver.backoff import policy_problems
+from engine.config.retry import policy_problems
 from engine.config.settings import suggest
 from engine.errors import ConfigError
 from engine.secrets import Secret, find_secrets, url_credentials

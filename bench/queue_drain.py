@@ -35,9 +35,9 @@ WORKERS = 8
 
 def new_jobs(count: int) -> list[NewJob]:
     run = uuid.uuid4().hex[:8]
-    return [NewJob(key=f"{run}-{i}:drain:0", destination=DESTINATIONS[i % len(DESTINATIONS)],
-                   payload={"type": "http", "rule": "drain", "jti": f"{run}-{i}", "index": 0,
-                            "fields": {"path": "/sink", "json": {"n": i}}, "received_at": time.time()})
+    return [NewJob(key=f"{run}-{i}:drain:0", destination=DESTINATIONS[i % len(DESTINATIONS)], action="http",
+                   message={"path": "/sink", "json": {"n": i}}, rule="drain", jti=f"{run}-{i}",
+                   received_at=time.time())
             for i in range(count)]
 
 

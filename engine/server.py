@@ -39,7 +39,7 @@ FILE_HEADROOM = 256  # open files besides client connections: store, logs, outbo
 DIGEST_TICK = 10.0
 
 RESTART_SETTINGS = {"server": ("host", "port", "threads", "log_format", "connection_limit", "channel_timeout",
-                               "cleanup_interval", "max_request_header_size"),
+                               "cleanup_interval", "max_request_header_size", "trusted_proxy"),
                     "store": ("url", "group", "dedup_window", "spool_dir", "ca_file", "cert_file", "key_file",
                               "password"),
                     "quarantine": ("max_entries", "max_bytes"),
@@ -68,8 +68,8 @@ class Service:
         self.metrics.reloads.labels("success").inc()
         self.metrics.last_reload.set(self.rules_loaded_at)
         self.actions = Current(self.load_actions(config))
-        self.worker = DeliveryWorker(store, self.actions.get, config.delivery, self.metrics, clock=clock)
-        self.processor = Processor(store, self.rules.get, metrics=self.metrics, clock=clock,
+        self.worker = DeliveryWorker(store, self.actions, config.delivery, self.metrics, clock=clock)
+        self.processor = Processor(store, self.rules, metrics=self.metrics, clock=clock,
                                    on_jobs=self.worker.notify)
         self.app = create_app(self.config, store, metrics=self.metrics, clock=clock,
                               readiness=self.readiness, on_accepted=self.processor.notify)
@@ -175,11 +175,15 @@ class Service:
 
 
 def client_limits(server: ServerConfig) -> dict[str, Any]:
-    """waitress's limits on idle and slow clients (docs/configuration.md, server). poll() instead of select(),
-    which cannot watch more than 1024 sockets."""
-    return {"connection_limit": server.connection_limit, "channel_timeout": server.channel_timeout,
-            "cleanup_interval": server.cleanup_interval, "max_request_header_size": server.max_request_header_size,
-            "asyncore_use_poll": True}
+    """waitress's limits on idle and slow clients and its trusted proxy (docs/configuration.md, server).
+    poll() instead of select(), which cannot watch more than 1024 sockets."""
+    limits = {"connection_limit": server.connection_limit, "channel_timeout": server.channel_timeout,
+              "cleanup_interval": server.cleanup_interval, "max_request_header_size": server.max_request_header_size,
+              "asyncore_use_poll": True}
+    if server.trusted_proxy:  # the client address (kept with quarantined deliveries) comes from X-Forwarded-For
+        limits.update(trusted_proxy=server.trusted_proxy, trusted_proxy_headers={"x-forwarded-for"},
+                      trusted_proxy_count=1)
+    return limits
 
 
 def allow_open_files(connections: int) -> None:

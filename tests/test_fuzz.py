@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine import catalog
+from engine.runtime import Current
 from engine.receive.app import create_app
 from engine.config.settings import load_config
 from engine.verify.envelope import parse_envelope
@@ -157,7 +158,7 @@ def processor(tmp_path: Path) -> Iterator[Processor]:
     config = load_config(tmp_path / "config.yaml", env={name: "x" for name in env_names(text)})
     store = SQLiteStore(tmp_path / "state.db")
     rules = StatefulRules(load_for_config(config), store)
-    yield Processor(store, lambda: rules, metrics=Metrics(), clock=time.time)
+    yield Processor(store, Current(rules), metrics=Metrics(), clock=time.time)
     store.close()
 
 
@@ -172,7 +173,7 @@ def check_evaluation(processor: Processor, event: dict[str, Any]) -> None:
     decisions, jobs = processor.evaluate(stored)
     json.dumps(decisions)  # decision records are stored as JSON
     for job in jobs:
-        json.dumps(job.payload)
+        json.dumps(job.to_json())
         assert job.key.startswith(envelope.jti + ":")
 
 

@@ -85,7 +85,7 @@ def test_two_processes_upgrading_at_once_upgrade_once(postgres_available: str, t
 
 def test_job_leases_are_measured_by_the_database_clock(postgres_store: PostgresStore) -> None:
     """A host whose clock runs an hour ahead (its `now`) cannot take over a job another host holds."""
-    postgres_store.complete_event("", [], [NewJob("k", "slack", {})], T0)
+    postgres_store.complete_event("", [], [NewJob("k", "slack", "slack", {})], T0)
     [job] = postgres_store.claim_jobs("host-a", LEASE, 10, T0 + 1)
     assert postgres_store.claim_jobs("host-b", LEASE, 10, T0 + 3600) == []
     postgres_store.retry_job(job.id, T0 + 2, "HTTP 503")
@@ -105,7 +105,7 @@ def test_new_jobs_wake_listeners_in_other_processes_of_the_deployment_only(postg
         postgres_store.ingest(event("e"), WINDOW)
         postgres_store.complete_event("e", [], [], T0)
         assert not woken.wait(0.5)  # no job, no wake-up
-        postgres_store.complete_event("e2", [], [NewJob("e2:r:0", "slack", {})], T0)
+        postgres_store.complete_event("e2", [], [NewJob("e2:r:0", "slack", "slack", {})], T0)
         assert woken.wait(5)
         assert not elsewhere.is_set()
     finally:
@@ -191,7 +191,7 @@ def test_hostile_values_are_stored_exactly(postgres_store: PostgresStore) -> Non
     assert postgres_store.ingest(incoming, WINDOW) == ACCEPTED
     stored = postgres_store.get_event("'; DROP TABLE events; --")
     assert stored.body == body and stored.uris == ("\x00\ud800<script>",)
-    postgres_store.complete_event(stored.jti, [{"why": "\x00\ud800"}], [NewJob("k\n\r", "d", {"v": float("nan")})], T0)
+    postgres_store.complete_event(stored.jti, [{"why": "\x00\ud800"}], [NewJob("k\n\r", "d", "http", {"v": float("nan")})], T0)
     assert postgres_store.get_event(stored.jti).decisions == [{"why": "\x00\ud800"}]
     assert postgres_store.list_jobs()[0].key == "k\n\r"
 

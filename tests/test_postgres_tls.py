@@ -37,7 +37,7 @@ def test_the_right_ca_connects_and_the_store_works(tls_cluster: PrivateCluster, 
         assert store.ingest(event("e"), WINDOW) == ACCEPTED
         assert store.ingest(event("e"), WINDOW) == DUPLICATE
         assert [e.jti for e in store.claim_events("w", LEASE, 10, T0)] == ["e"]
-        store.complete_event("e", [], [NewJob("e:r:0", "slack", {})], T0)
+        store.complete_event("e", [], [NewJob("e:r:0", "slack", "slack", {})], T0)
         assert [j.key for j in store.claim_jobs("w", LEASE, 10, T0)] == ["e:r:0"]
         assert woken.wait(5)
         with store._tx("test") as cur:

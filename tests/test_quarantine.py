@@ -15,11 +15,11 @@ from engine.cli import main
 from engine.config.settings import load_config
 from engine.store import open_store
 from tests.conftest import SECRET, basic_config, sample_event, signed
-from tests.backends import BACKENDS, backend_config, drop_deployment, store_url
+from tests.store_backends import backend_config, backend_params, drop_deployment, store_url
 from tests.redisutil import unique_group
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=backend_params())
 def config_for(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[str], Path]]:
     """Writes a config (with `extra` settings) on each store backend."""
     group, url = unique_group(), store_url(request, request.param)

@@ -27,7 +27,7 @@ def store(redis_store: RedisStore) -> RedisStore:
 def jobs(store: RedisStore, *specs: tuple[str, str], at: float = T0) -> dict[str, str]:
     """Create jobs (key, destination) for one event; their ids by key."""
     store.ingest(event(f"e-{specs[0][0]}", at=at), WINDOW)
-    store.complete_event(f"e-{specs[0][0]}", [], [NewJob(key, dest, {"key": key}) for key, dest in specs], at)
+    store.complete_event(f"e-{specs[0][0]}", [], [NewJob(key, dest, "slack", {"key": key}) for key, dest in specs], at)
     return {j.key: j.id for j in store.list_jobs()}
 
 

@@ -43,7 +43,7 @@ def test_two_stores_share_events_dedup_and_leases(pair: tuple[RedisStore, RedisS
     assert b.claim_events("proc-b", LEASE, 10, T0 + 3) == []
     # proc-a died holding the event: proc-b takes it over once the lease ends
     assert [e.jti for e in b.claim_events("proc-b", LEASE, 10, T0 + 2 + LEASE)] == ["shared"]
-    b.complete_event("shared", [{"rule": "r"}], [NewJob("shared:r:0", "slack", {})], T0 + 40)
+    b.complete_event("shared", [{"rule": "r"}], [NewJob("shared:r:0", "slack", "slack", {})], T0 + 40)
     assert a.get_event("shared").status == "processed"
     assert [j.key for j in a.list_jobs("pending")] == ["shared:r:0"]
 
@@ -51,7 +51,7 @@ def test_two_stores_share_events_dedup_and_leases(pair: tuple[RedisStore, RedisS
 def test_jobs_go_to_one_process_each(pair: tuple[RedisStore, RedisStore]) -> None:
     a, b = pair
     a.ingest(event("e"), WINDOW)
-    a.complete_event("e", [], [NewJob(f"e:r:{i}", "slack", {}) for i in range(30)], T0)
+    a.complete_event("e", [], [NewJob(f"e:r:{i}", "slack", "slack", {}) for i in range(30)], T0)
     claimed: dict[str, list[str]] = {"a": [], "b": []}
 
     def work(name: str, store: RedisStore) -> None:

@@ -44,7 +44,7 @@ def test_threshold_fed_through_two_processes_fires_once(tmp_path: Path, serve: C
         assert codes == [202] * 9
         assert wait_until(lambda: store.stats().events, {"processed": 9}, 30) == {"processed": 9}
         jobs = store.list_jobs(limit=100)
-        assert [job.payload["fields"] for job in jobs] == \
+        assert [job.message for job in jobs] == \
             [{"message": "ALERT 5 failed logins for jane.doe@example.com"}]
     finally:
         delete_group(store)

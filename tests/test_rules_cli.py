@@ -17,7 +17,7 @@ from engine.match.loader import load_for_config
 from engine.store import open_store
 from engine.store.base import IncomingEvent
 from tests.conftest import basic_config, sample_event
-from tests.backends import BACKENDS, backend_config, drop_deployment, store_url
+from tests.store_backends import backend_config, backend_params, drop_deployment, store_url
 from tests.redisutil import unique_group
 from tests.rules_support import write_rules
 
@@ -47,7 +47,7 @@ def project(tmp_path: Path) -> Path:
     return config
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=backend_params())
 def stored_project(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
     """`project` on each store backend: the commands that read stored events work the same on all."""
     if request.param == "sqlite":

@@ -7,6 +7,7 @@ import json
 import time
 from pathlib import Path
 
+from engine.runtime import Current
 from engine.cli import main
 from engine.config.settings import load_config
 from engine.match.loader import load_for_config
@@ -48,12 +49,12 @@ def test_shadow_rules_record_would_send_and_queue_nothing(tmp_path: Path, capsys
     store = open_store(config.store)
     metrics = Metrics()
     rules = StatefulRules(load_for_config(config), store)
-    processor = Processor(store, lambda: rules, metrics=metrics)
+    processor = Processor(store, Current(rules), metrics=metrics)
     events = [sample_event("login.loginSuccess"), sample_event("login.loginSuccess")]
     for event in events:
         _ingest(store, event)
     assert processor.run_once() == 2
-    assert sorted(job.payload["rule"] for job in store.list_jobs()) == ["live", "live"]
+    assert sorted(job.rule for job in store.list_jobs()) == ["live", "live"]
     records = {r["rule"]: r for r in store.get_event(events[1]["jti"]).decisions}
     assert records["quiet-run"]["shadow"] is True and records["quiet-run"]["matched"] is True
     assert records["quiet-run"]["actions"][0]["fields"] == {"message": "jane.doe@example.com signed in from "

@@ -59,7 +59,7 @@ def test_a_restart_in_the_middle_of_a_window_neither_resets_it_nor_fires_twice(t
     jobs = store.list_jobs()
     store.close()
     alert = "ALERT 3 failed logins for jane.doe@example.com within 10m"
-    assert [job.payload["fields"] for job in jobs] == [{"message": alert}], second.log()
+    assert [job.message for job in jobs] == [{"message": alert}], second.log()
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and alert not in second.log():
         time.sleep(0.05)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.config.settings import load_config
+from engine.runtime import Current
 from engine.metrics import Metrics
 from engine.match.processor import Processor
 from engine.server import Service
@@ -72,12 +73,12 @@ def _ingest(store: SQLiteStore, alias: str, jti: str, at: float, **body: Any) ->
 def test_the_processor_sends_one_job_per_firing_even_when_an_event_is_evaluated_again(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "store.db")
     rules = StatefulRules(load(tmp_path / "rules", BRUTE), store)
-    processor = Processor(store, lambda: rules, metrics=Metrics(), clock=lambda: 1_800_000_100.0)
+    processor = Processor(store, Current(rules), metrics=Metrics(), clock=lambda: 1_800_000_100.0)
     for i in range(4):
         _ingest(store, "login.loginFailed", f"e{i}", 1_800_000_000.0 + i * 60)
     assert processor.run_once() == 4
     [job] = store.list_jobs()
-    assert job.payload["fields"] == {"message": "3 failures for jane.doe@example.com in 10m"}
+    assert job.message == {"message": "3 failures for jane.doe@example.com in 10m"}
     assert job.key.startswith("brute:") and job.key.endswith(":1800000000000:0")
     assert store.get_event("e1").decisions[0]["failed"] == "threshold: count 2 of 3 within 10m"
     assert store.get_event("e3").decisions[0]["failed"] == "threshold: count 1 of 3 within 10m"
@@ -90,7 +91,7 @@ def test_the_processor_sends_one_job_per_firing_even_when_an_event_is_evaluated_
 def test_the_digest_tick_enqueues_each_period_once(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "store.db")
     rules = StatefulRules(load(tmp_path / "rules", DIGEST), store)
-    processor = Processor(store, lambda: rules, metrics=Metrics(), clock=lambda: 1_800_000_100.0)
+    processor = Processor(store, Current(rules), metrics=Metrics(), clock=lambda: 1_800_000_100.0)
     for i, name in enumerate(["ann", "bob"]):
         _ingest(store, "registration.registrationSuccess", f"r{i}", 1_800_000_000.0 + i,
                 user={"claims": [{"uri": "http://wso2.org/claims/username", "value": name}]})
@@ -100,7 +101,7 @@ def test_the_digest_tick_enqueues_each_period_once(tmp_path: Path) -> None:
     assert rules.fire_due_digests(1_800_003_660.0) == 1
     assert rules.fire_due_digests(1_800_003_660.0) == 0
     [job] = store.list_jobs()
-    assert job.payload["fields"] == {"message": "2 registrations: ann, bob"}
+    assert job.message == {"message": "2 registrations: ann, bob"}
     assert job.key == "hourly:digest:1800000000:0"
     store.close()
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.match.stateful.decide import evaluate
-from engine.match.stateful.specs import StatefulSpec, Suppress, Threshold
-from engine.match.stateful.state import CAPPED
+from engine.match.stateful.specs import StatefulSpec, Suppress
+from engine.store.state import CAPPED, Threshold
 from engine.store.sqlite import SQLiteStore
 from tests.stateful_fixtures import T0, seen, state_store  # noqa: F401 - fixture
 

@@ -1,4 +1,4 @@
-"""One contract suite, run against every store backend (SQLite, Redis and PostgreSQL: tests/backends.py): what
+"""One contract suite, run against every store backend (SQLite, Redis and PostgreSQL: tests/store_backends.py): what
 one backend does, the others must do too, so a deployment can switch backends (or migrate) without a change in behaviour."""
 
 from __future__ import annotations
@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
 
@@ -18,25 +19,18 @@ from engine.store.postgres import PostgresStore
 from engine.store.postgres_schema import MIGRATIONS as POSTGRES_MIGRATIONS
 from engine.store.redis import SCHEMA_VERSION, RedisStore
 from engine.store.sqlite import _MIGRATIONS, SQLiteStore
-from tests.backends import BACKENDS, open_backend
-from tests.redisutil import delete_group, open_redis_store, tls_files
+from tests.store_backends import backend_params, open_backend
 
 T0 = 1_700_000_000.0
 WINDOW = 3600.0
 LEASE = 30.0
 
 
-@pytest.fixture(params=[*BACKENDS, pytest.param("rediss", marks=pytest.mark.redis)])
+@pytest.fixture(params=backend_params(variants=True))
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    """Each backend (tests/backends.py), and Redis over TLS (rediss://, with a client certificate)."""
-    if request.param != "rediss":
-        yield from open_backend(request, request.param, tmp_path)
-        return
-    server = request.getfixturevalue("tls_redis")
-    backend = open_redis_store(server.url, tmp_path / "spool", **tls_files(server))
-    yield backend
-    delete_group(backend)
-    backend.close()
+    """Each backend of tests/store_backends.py: SQLite, Redis, PostgreSQL, and Redis over TLS (rediss://)."""
+    with open_backend(request.param, request, tmp_path) as backend:
+        yield backend
 
 
 def event(jti: str | None = None, at: float = T0, age: float = 0.0, webhook: str = "asgardeo") -> IncomingEvent:
@@ -50,7 +44,7 @@ def job_for(store: Store, key: str, destination: str = "slack", at: float = T0) 
     """Ingest an event, complete it with one job, and return the job's id."""
     incoming = event(at=at)
     store.ingest(incoming, WINDOW)
-    store.complete_event(incoming.jti, [], [NewJob(key, destination, {"key": key})], at)
+    store.complete_event(incoming.jti, [], [NewJob(key, destination, "http", {"key": key})], at)
     return next(j.id for j in store.list_jobs() if j.key == key)
 
 
@@ -167,15 +161,30 @@ def test_complete_event_records_decisions_and_jobs_once(store: Store) -> None:
     store.ingest(event("e"), WINDOW)
     store.claim_events("w1", LEASE, 10, T0)
     decisions = [{"rule": "r1", "matched": True}]
-    jobs = [NewJob("e:r1:0", "slack", {"text": "hi"}), NewJob("e:r1:1", "mail", {"to": "sec"})]
+    jobs = [NewJob("e:r1:0", "slack", "slack", {"text": "hi"}), NewJob("e:r1:1", "mail", "email", {"to": "sec"})]
     store.complete_event("e", decisions, jobs, T0 + 1)
     store.complete_event("e", decisions, jobs, T0 + 2)  # re-run after a crash: no doubled delivery
     stored = store.get_event("e")
     assert (stored.status, stored.decisions, stored.processed_at) in [("processed", decisions, T0 + 1),
                                                                       ("processed", decisions, T0 + 2)]
-    assert sorted((j.key, j.destination, j.payload["text" if j.destination == "slack" else "to"])
+    assert sorted((j.key, j.destination, j.message["text" if j.destination == "slack" else "to"])
                   for j in store.list_jobs()) == [("e:r1:0", "slack", "hi"), ("e:r1:1", "mail", "sec")]
     assert store.claim_events("w2", LEASE, 10, T0 + 2 * LEASE) == []
+
+
+def test_enqueue_jobs_queues_jobs_of_no_event_once_with_every_typed_field(store: Store) -> None:
+    """A digest's firing: no event to complete; firing the same period again after a crash adds nothing."""
+    job = NewJob("rule:digest:1700000000:0", "ops", "slack", {"text": "3 sign-ups"}, rule="rule",
+                 jti="rule:digest:1700000000", index=0, retry={"retry_for": "1h"}, received_at=T0)
+    store.enqueue_jobs([job], T0)
+    store.enqueue_jobs([job], T0 + 5)
+    [stored] = store.list_jobs()
+    assert (stored.key, stored.destination, stored.action, stored.message, stored.rule, stored.jti, stored.index,
+            stored.retry, stored.received_at) == (job.key, "ops", "slack", {"text": "3 sign-ups"}, "rule",
+                                                  "rule:digest:1700000000", 0, {"retry_for": "1h"}, T0)
+    assert (stored.status, stored.created_at, stored.due_at) == ("pending", T0, T0)
+    assert [j.key for j in store.claim_jobs("w1", LEASE, 10, T0)] == [job.key]
+    assert store.list_events() == []
 
 
 # -- the delivery queue ----------------------------------------------------------------------------
@@ -211,7 +220,7 @@ def test_a_dead_workers_jobs_are_reclaimed_once_the_lease_ends(store: Store) -> 
 
 def test_concurrent_claims_hand_each_job_out_once(store: Store) -> None:
     store.ingest(event("e"), WINDOW)
-    store.complete_event("e", [], [NewJob(f"k{i}", "slack", {}) for i in range(40)], T0)
+    store.complete_event("e", [], [NewJob(f"k{i}", "slack", "slack", {}) for i in range(40)], T0)
     ids = {j.id for j in store.list_jobs()}
     claimed: list[str] = []
     barrier = threading.Barrier(8)
@@ -328,6 +337,25 @@ def test_quarantine_caps_evict_the_oldest(store: Store) -> None:
     assert store.quarantine_remove("q3") is False
     assert [e.id for e in store.quarantine_list()] == ["q4"]
     assert store.stats().quarantine_bytes == 85
+
+
+def test_a_full_quarantine_evicts_from_the_source_holding_the_most(store: Store) -> None:
+    def sent(entry_id: str, source: str) -> QuarantineEntry:
+        return replace(entry(entry_id, 10), source=source)
+
+    store.quarantine_add(sent("genuine", "192.0.2.1"), max_entries=4, max_bytes=1000)
+    store.quarantine_add(sent("other", "192.0.2.2"), max_entries=4, max_bytes=1000)
+    evicted = sum(store.quarantine_add(sent(f"flood{i}", "198.51.100.9"), max_entries=4, max_bytes=1000).evicted
+                  for i in range(30))
+    assert evicted == 28
+    assert [(e.id, e.source) for e in store.quarantine_list()] == [
+        ("genuine", "192.0.2.1"), ("other", "192.0.2.2"), ("flood28", "198.51.100.9"), ("flood29", "198.51.100.9")]
+    store.quarantine_add(sent("third", "192.0.2.3"), max_entries=4, max_bytes=1000)
+    assert [e.id for e in store.quarantine_list()] == ["genuine", "other", "flood29", "third"]
+    assert store.quarantine_remove("flood29") is True
+    store.quarantine_add(sent("fourth", "192.0.2.4"), max_entries=4, max_bytes=1000)
+    store.quarantine_add(sent("fifth", "192.0.2.5"), max_entries=4, max_bytes=1000)  # a tie: the oldest goes
+    assert [e.id for e in store.quarantine_list()] == ["other", "third", "fourth", "fifth"]
 
 
 # -- housekeeping ----------------------------------------------------------------------------------

@@ -11,8 +11,7 @@ from typing import Any, Iterator
 import pytest
 
 from engine.cli import main
-from engine.match.stateful.specs import Threshold
-from engine.match.stateful.state import DigestBatch, WindowEntry
+from engine.store.state import DigestBatch, Threshold, WindowEntry
 from engine.store.base import DUPLICATE, NewJob, QuarantineEntry, Store, SubscriptionRecord
 from engine.store.sqlite import SQLiteStore
 from tests.test_store_contract import event
@@ -94,7 +93,7 @@ def fill(store: Store, now: float) -> dict[str, str]:
     store.ingest(event("old-pending", at=now - 60 * DAY), 7 * DAY)
     for jti, at in (("processed", now - 2 * DAY), ("expired", now - 40 * DAY)):
         store.ingest(event(jti, at=at), 7 * DAY)
-        store.complete_event(jti, [{"rule": "r"}], [NewJob(f"{jti}:r:{i}", "slack", {"i": i}) for i in range(4)],
+        store.complete_event(jti, [{"rule": "r"}], [NewJob(f"{jti}:r:{i}", "slack", "slack", {"i": i}) for i in range(4)],
                              at)
     ids = {job.key: job.id for job in store.list_jobs()}
     store.ack_job(ids["processed:r:0"], now - DAY)

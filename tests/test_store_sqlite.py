@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import uuid
@@ -93,5 +94,22 @@ def test_group_commit_stores_every_concurrent_event_once(tmp_path):
     try:
         assert results.count("accepted") == 400 and results.count("duplicate") == 400
         assert store.stats().events == {"pending": 400}
+    finally:
+        store.close()
+
+
+def test_a_job_queued_by_an_earlier_release_reads_its_retry_override_out_of_the_message(tmp_path):
+    """Before jobs were typed, the rule's `retry:` rode inside the rendered fields; such a queued job keeps
+    its override, and the action no longer sees it."""
+    store = SQLiteStore(tmp_path / "s.db")
+    try:
+        payload = {"type": "slack", "rule": "r", "jti": "e", "index": 0, "received_at": 5.0,
+                   "fields": {"text": "hi", "retry": {"retry_for": "10m"}}}
+        with sqlite3.connect(tmp_path / "s.db") as conn:
+            conn.execute("INSERT INTO jobs (id, key, destination, payload, status, created_at, due_at) "
+                         "VALUES ('old', 'e:r:0', 'ops', ?, 'pending', 5, 5)", (json.dumps(payload),))
+        job = store.get_job("old")
+        assert (job.action, job.message, job.retry, job.received_at) == ("slack", {"text": "hi"},
+                                                                         {"retry_for": "10m"}, 5.0)
     finally:
         store.close()

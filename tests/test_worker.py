@@ -15,13 +15,14 @@ import pytest
 from actions import ActionSet, build_actions
 from actions.base import ActionContext
 from engine.config.settings import DeliveryConfig
+from engine.runtime import Current
 from engine.metrics import Metrics
 from engine.secrets import Secret
 from engine.store.base import Job, NewJob, Store
 from engine.store.redis import RedisStore
 from engine.store.sqlite import SQLiteStore
 from engine.deliver.worker import DeliveryWorker
-from tests.backends import BACKENDS, open_backend
+from tests.store_backends import backend_params, open_backend
 from tests.conftest import ROOT, redis_url
 from tests.peers import HttpPeer, Response, http_peer  # noqa: F401 - fixture
 
@@ -37,9 +38,10 @@ class Clock:
         return self.now
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=backend_params())
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    yield from open_backend(request, request.param, tmp_path)
+    with open_backend(request.param, request, tmp_path) as opened:
+        yield opened
 
 
 def store_config(store: Store, tmp_path: Path) -> Path:
@@ -59,10 +61,11 @@ def actions_for(**urls: str) -> ActionSet:
     return build_actions(destinations, ActionContext())
 
 
-def enqueue(store: Store, destination: str, now: float, count: int = 1, **fields: Any) -> list[str]:
-    jobs = [NewJob(key=f"jti-{destination}-{i}:provision:0", destination=destination,
-                   payload={"type": "http", "rule": "provision", "jti": f"jti-{destination}-{i}", "index": 0,
-                            "fields": {"path": "/users", "json": {"n": i}, **fields}, "received_at": now})
+def enqueue(store: Store, destination: str, now: float, count: int = 1, retry: dict[str, Any] | None = None,
+            **fields: Any) -> list[str]:
+    jobs = [NewJob(key=f"jti-{destination}-{i}:provision:0", destination=destination, action="http",
+                   message={"path": "/users", "json": {"n": i}, **fields}, rule="provision", jti=f"jti-{destination}-{i}",
+                   retry=retry, received_at=now)
             for i in range(count)]
     store.complete_event("jti", [], jobs, now)
     return [job.key for job in jobs]
@@ -85,7 +88,7 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10) -> bool:
 
 def worker(store: Store, actions: ActionSet, clock: Clock, metrics: Metrics | None = None,
            delivery: DeliveryConfig = DELIVERY) -> DeliveryWorker:
-    return DeliveryWorker(store, actions, delivery, metrics or Metrics(), clock=clock, rng=lambda: 1.0)
+    return DeliveryWorker(store, Current(actions), delivery, metrics or Metrics(), clock=clock, rng=lambda: 1.0)
 
 
 def test_fails_first_calls_then_delivered_once_with_the_same_idempotency_key(
@@ -216,7 +219,7 @@ def test_a_retried_dead_letter_gets_a_full_retry_window_again(store: Store) -> N
 def test_reloaded_delivery_settings_apply_without_a_restart(store: Store, http_peer: HttpPeer) -> None:
     clock = Clock()
     one = DeliveryConfig(workers=1, lease=30, retry_for=600, backoff_initial=5, backoff_max=60)
-    deliver = DeliveryWorker(store, actions_for(target=http_peer.url), one, Metrics(), clock=clock,
+    deliver = DeliveryWorker(store, Current(actions_for(target=http_peer.url)), one, Metrics(), clock=clock,
                              rng=lambda: 1.0, poll_interval=0.05)
     deliver.start()
     try:
@@ -252,7 +255,7 @@ def test_slow_destination_does_not_block_others(store: Store, http_peer: HttpPee
     http_peer.hold.clear()  # the slow target holds every request until released
     enqueue(store, "slow", 0, count=3)
     enqueue(store, "fast", 0, count=2)
-    deliver = DeliveryWorker(store, actions_for(slow=http_peer.url, fast=fast.url), DELIVERY, Metrics(),
+    deliver = DeliveryWorker(store, Current(actions_for(slow=http_peer.url, fast=fast.url)), DELIVERY, Metrics(),
                              poll_interval=0.05)
     deliver.start()
     try:
@@ -268,7 +271,7 @@ def test_slow_destination_does_not_block_others(store: Store, http_peer: HttpPee
 def test_stop_leaves_unfinished_jobs_queued(store: Store, http_peer: HttpPeer) -> None:
     http_peer.hold.clear()
     enqueue(store, "slow", 0, count=2)
-    deliver = DeliveryWorker(store, actions_for(slow=http_peer.url), DELIVERY, Metrics(), poll_interval=0.05)
+    deliver = DeliveryWorker(store, Current(actions_for(slow=http_peer.url)), DELIVERY, Metrics(), poll_interval=0.05)
     deliver.start()
     deliver.notify()
     assert deliver.stop(grace=0.2) is False  # the held send did not finish within the grace
@@ -278,8 +281,8 @@ def test_stop_leaves_unfinished_jobs_queued(store: Store, http_peer: HttpPeer) -
 
 def test_an_action_bug_counts_as_a_retryable_attempt(store: Store, http_peer: HttpPeer) -> None:
     clock = Clock()
-    payload = {"type": "http", "rule": "provision", "jti": "j", "index": 0, "fields": ["not", "a", "mapping"]}
-    store.complete_event("j", [], [NewJob("j:provision:0", "provisioning", payload)], clock.now)
+    job = NewJob("j:provision:0", "provisioning", "http", ["not", "a", "mapping"], rule="provision", jti="j")
+    store.complete_event("j", [], [job], clock.now)
     worker(store, actions_for(provisioning=http_peer.url), clock).run_once()
     job = only_job(store)
     assert (job.status, job.attempts, job.due_at) == ("failed", 1, clock.now + 5)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from actions.httpresult import retry_after
-from engine.deliver.backoff import RetryPolicy, policy_problems
+from engine.config.retry import policy_problems
+from engine.deliver.backoff import RetryPolicy
 from engine.config.settings import DeliveryConfig
 
 POLICY = RetryPolicy.from_delivery(DeliveryConfig())  # 24 h window, 5 s doubling up to 1 h

@@ -8,6 +8,7 @@ inject YAML). Values expanded inside `webhooks[].secret(s)` and `destinations` b
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ class ServerConfig:
     channel_timeout: float = 30.0
     cleanup_interval: float = 10.0
     max_request_header_size: int = 65_536
+    trusted_proxy: str | None = None  # the front proxy's address: X-Forwarded-For from it names the client
 
 
 @dataclass(frozen=True)
@@ -266,7 +268,8 @@ class _Reader:
     # -- sections --------------------------------------------------------------------------------
     def server(self, node: Mapping) -> ServerConfig:
         _check_keys(node, ("host", "port", "max_body_bytes", "threads", "log_format", "connection_limit",
-                           "channel_timeout", "cleanup_interval", "max_request_header_size"), "server", self.problems)
+                           "channel_timeout", "cleanup_interval", "max_request_header_size", "trusted_proxy"),
+                    "server", self.problems)
         d = ServerConfig()
         log_format = self.text(node, "log_format", "server", "text")
         if log_format not in ("text", "json"):
@@ -283,7 +286,19 @@ class _Reader:
             cleanup_interval=self.positive_duration(node, "cleanup_interval", "server", d.cleanup_interval),
             max_request_header_size=self.number(node, "max_request_header_size", "server",
                                                 d.max_request_header_size, minimum=1024),
+            trusted_proxy=self.trusted_proxy(node),
         )
+
+    def trusted_proxy(self, node: Mapping) -> str | None:
+        value = self.text(node, "trusted_proxy", "server", None)
+        if value is None:
+            return None
+        try:
+            return str(ipaddress.ip_address(str(value)))
+        except ValueError:
+            self.problems.add(_line(node, "trusted_proxy"), "server.trusted_proxy",
+                              f"expected the IP address of the reverse proxy (e.g. 127.0.0.1), got {value!r}")
+            return None
 
     def store(self, node: Mapping) -> StoreConfig:
         _check_keys(node, ("url", "group", "dedup_window", "retention", "spool_dir", "ca_file", "cert_file",

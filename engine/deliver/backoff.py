@@ -12,10 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping
 
-from engine.config.settings import DeliveryConfig, suggest
 from engine.config.durations import parse_duration
-
-_KEYS = {"retry_for": "retry_for", "backoff_initial": "initial", "backoff_max": "maximum"}
+from engine.config.retry import RETRY_KEYS
+from engine.config.settings import DeliveryConfig
 
 
 @dataclass(frozen=True)
@@ -29,10 +28,10 @@ class RetryPolicy:
         return cls(delivery.retry_for, delivery.backoff_initial, delivery.backoff_max)
 
     def override(self, node: Mapping[str, Any] | None) -> RetryPolicy:
-        """This policy with the keys of a `retry:` mapping applied (validated at load by policy_problems)."""
+        """This policy with the keys of a `retry:` mapping applied (validated at load by engine.config.retry)."""
         if not node:
             return self
-        return replace(self, **{_KEYS[key]: parse_duration(value) for key, value in node.items() if key in _KEYS})
+        return replace(self, **{RETRY_KEYS[key]: parse_duration(value) for key, value in node.items() if key in RETRY_KEYS})
 
     def wait(self, failed_attempts: int, rng: Callable[[], float]) -> float:
         """Full jitter: uniform in [0, min(maximum, initial * 2**(failed_attempts-1))]."""
@@ -48,22 +47,3 @@ class RetryPolicy:
             return None
         wait = max(self.wait(failed_attempts, rng), retry_after or 0.0)
         return min(now + wait, deadline)
-
-
-def policy_problems(node: Any, where: str) -> list[str]:
-    """Problems of a `retry:` mapping, as `where.key: what is wrong` messages (empty when valid)."""
-    if node is None:
-        return []
-    if not isinstance(node, Mapping):
-        return [f"{where}: expected a mapping with retry_for, backoff_initial and/or backoff_max"]
-    problems = []
-    for key, value in node.items():
-        if key not in _KEYS:
-            problems.append(f"{where}.{key}: unknown key{suggest(key, tuple(_KEYS))}; "
-                            f"expected one of: {', '.join(_KEYS)}")
-            continue
-        try:
-            parse_duration(value)
-        except ValueError as exc:
-            problems.append(f"{where}.{key}: {exc}")
-    return problems

@@ -25,6 +25,7 @@ from engine.deliver.backoff import RetryPolicy
 from engine.config.settings import DeliveryConfig
 from engine.errors import DeliveryError, PermanentError, RetryableError
 from engine.metrics import Metrics
+from engine.runtime import Current
 from engine.secrets import redact
 from engine.store.base import Job, Store
 
@@ -37,15 +38,15 @@ BACKLOG_AGE = 0.05
 
 
 class DeliveryWorker:
-    """Worker threads delivering the store's jobs. `actions` is an ActionSet or a callable returning the
-    current one (config reloads swap it)."""
+    """Worker threads delivering the store's jobs. `actions` holds the current ActionSet (a config reload
+    swaps it)."""
 
-    def __init__(self, store: Store, actions: ActionSet | Callable[[], ActionSet], delivery: DeliveryConfig,
+    def __init__(self, store: Store, actions: Current[ActionSet], delivery: DeliveryConfig,
                  metrics: Metrics, clock: Callable[[], float] = time.time,
                  rng: Callable[[], float] = random.random, owner: str | None = None,
                  poll_interval: float = 0.25) -> None:
         self.store, self.delivery, self.metrics = store, delivery, metrics
-        self._actions = actions if callable(actions) else (lambda: actions)
+        self.actions = actions
         self.clock, self.rng, self.poll_interval = clock, rng, poll_interval
         self.owner = owner or f"worker-{uuid.uuid4().hex[:12]}"
         self.policy = RetryPolicy.from_delivery(delivery)
@@ -144,7 +145,7 @@ class DeliveryWorker:
                 return []
             destination = jobs[0].destination
             if now - jobs[0].due_at > BACKLOG_AGE:
-                others = self._actions().destination_names() - {destination}
+                others = self.actions.get().destination_names() - {destination}
                 jobs += self.store.claim_jobs(self.owner, self.delivery.lease, BATCH - 1, now,
                                               skip_destinations=frozenset(others))
             self._in_flight[destination] += 1
@@ -187,9 +188,9 @@ class DeliveryWorker:
     # -- one attempt -----------------------------------------------------------------------------
     def deliver(self, job: Job) -> None:
         """One attempt: ack on success, schedule a retry or dead-letter on failure."""
-        destination = job.destination or job.payload.get("type", "")
+        destination = job.destination or job.action
         self.metrics.action_attempts.labels(destination).inc()
-        actions = self._actions()
+        actions = self.actions.get()
         try:
             self._send(job, actions)
         except DeliveryError as exc:
@@ -198,17 +199,16 @@ class DeliveryWorker:
         now = self.clock()
         self.store.ack_job(job.id, now)
         self.metrics.action_successes.labels(destination).inc()
-        received = job.payload.get("received_at")
-        if isinstance(received, (int, float)):
-            self.metrics.delivery_latency.labels(destination).observe(max(now - received, 0.0))
+        if job.received_at is not None:
+            self.metrics.delivery_latency.labels(destination).observe(max(now - job.received_at, 0.0))
 
     @staticmethod
     def _send(job: Job, actions: ActionSet) -> None:
         """Send with the job's action; an unexpected exception from a plugin counts as a retryable attempt
         (backoff, then the dead-letter list) instead of leaving the job to loop on lease expiry."""
-        action = actions.get(job.payload.get("type", ""), job.destination)
+        action = actions.get(job.action, job.destination)
         try:
-            action.send(job.payload.get("fields", {}), job.key)
+            action.send(job.message, job.key)
         except DeliveryError:
             raise
         except Exception as exc:  # noqa: BLE001 - a plugin bug must not wedge the queue
@@ -239,9 +239,7 @@ class DeliveryWorker:
     def _policy(self, job: Job, actions: ActionSet) -> RetryPolicy:
         """delivery defaults, then the destination's `retry:`, then the rule's `retry:`."""
         try:
-            destination = actions.get(job.payload.get("type", ""), job.destination).destination
+            destination = actions.get(job.action, job.destination).destination
         except PermanentError:
             destination = {}
-        fields = job.payload.get("fields")
-        rule_retry = fields.get("retry") if isinstance(fields, dict) else None
-        return self.policy.override(destination.get("retry")).override(rule_retry)
+        return self.policy.override(destination.get("retry")).override(job.retry)

@@ -1,9 +1,10 @@
 """Rule files -> a compiled RuleSet. Every problem of every file is collected, then raised at once as one
 ConfigError whose lines read `file:line: rule 'id': field.path: what was wrong (did you mean 'x'?)`.
 
-Extending the schema: a rule's keys are validated in one place (`_read_rule`). Another module adds a key
-with `register_rule_key(name, parser)`; the parser gets the raw value and a `report(line, where, message)`
-and returns the compiled value, stored in `Rule.extra[name]`. Unregistered keys stay errors.
+Extending the schema: a rule's keys are validated in one place (`_read_rule`). Extra keys come from the
+rule-key extensions passed to `load_ruleset(..., extensions=...)` (engine/match/extension.py; the default
+list is engine/match/extensions.py); each parser's compiled value is stored in `Rule.extra[name]`. Keys of
+no extension stay errors.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Callable, Collection, Mapping, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 from engine import catalog
 from engine.config.settings import Config, suggest
@@ -19,6 +20,8 @@ from engine.errors import ConfigError
 from engine.match.enrich import Enricher
 from engine.match.rule_actions import compile_action
 from engine.match.conditions import Report, compile_condition, line_of
+from engine.match.extension import RuleExtension
+from engine.match.extensions import RULE_EXTENSIONS
 from engine.match.index import ANY
 from engine.match.ruleset import Rule, RuleSet
 from engine.match.templates import extra_names
@@ -26,26 +29,8 @@ from engine.config.yamlsource import load_yaml_file
 
 RULE_KEYS = ("id", "description", "enabled", "mode", "event", "webhooks", "when", "actions")
 MODES = ("live", "shadow")
-RuleKeyParser = Callable[[Any, int, Report], Any]
-RuleCheck = Callable[[dict, Report], None]
-_EXTRA_KEYS: dict[str, RuleKeyParser] = {}
-_EXTRA_NAMES: dict[str, tuple[str, ...]] = {}
-_RULE_CHECKS: list[RuleCheck] = []
 _ID = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 RULE_FILE_SUFFIXES = (".yaml", ".yml")
-
-
-def register_rule_key(name: str, parser: RuleKeyParser, template_names: tuple[str, ...] = ()) -> None:
-    """Allow `name` as a rule key; `parser(value, line, report)` compiles it into `Rule.extra[name]`.
-    The actions of a rule that has the key may also use `template_names` in their templates."""
-    _EXTRA_KEYS[name] = parser
-    _EXTRA_NAMES[name] = template_names
-
-
-def register_rule_check(check: RuleCheck) -> None:
-    """Run `check(rule_node, report)` on every rule, for rules that span several registered keys."""
-    if check not in _RULE_CHECKS:
-        _RULE_CHECKS.append(check)
 
 
 def display_path(path: Path) -> str:
@@ -69,9 +54,12 @@ def rule_files(paths: Sequence[Path], problems: list[str]) -> list[Path]:
 
 
 class _Loader:
-    def __init__(self, destinations: Mapping[str, Mapping[str, Any]], webhooks: Collection[str]) -> None:
+    def __init__(self, destinations: Mapping[str, Mapping[str, Any]], webhooks: Collection[str],
+                 extensions: Sequence[RuleExtension]) -> None:
         self.destinations = destinations
         self.webhooks = frozenset(webhooks)
+        self.keys = {key.name: key for extension in extensions for key in extension.keys}
+        self.checks = [extension.check for extension in extensions if extension.check is not None]
         self.problems: list[str] = []
         self.first_seen: dict[str, str] = {}
 
@@ -197,8 +185,8 @@ def _mode(node: dict, report: Report) -> str:
 
 
 def _read_rule(node: dict, source: str, report: Report, loader: _Loader) -> Rule:
-    """Every rule key is read here (and only here), including keys registered by other modules."""
-    allowed = RULE_KEYS + tuple(_EXTRA_KEYS)
+    """Every rule key is read here (and only here), including the keys of rule-key extensions."""
+    allowed = RULE_KEYS + tuple(loader.keys)
     for key in node:
         if key not in allowed:
             report(line_of(node, key), str(key), f"unknown rule key{suggest(str(key), allowed)}; "
@@ -216,23 +204,25 @@ def _read_rule(node: dict, source: str, report: Report, loader: _Loader) -> Rule
         report(line_of(node, "actions") if "actions" in node else line_of(node), "actions",
                "expected a non-empty list of actions, like `- log: {message: ...}`")
         actions = []
-    names = tuple(dict.fromkeys(name for key in _EXTRA_KEYS if key in node for name in _EXTRA_NAMES[key]))
+    names = tuple(dict.fromkeys(name for key in loader.keys.values() if key.name in node
+                                for name in key.template_names))
     with extra_names(names):
         compiled = [compile_action(item, i, loader.destinations, report) for i, item in enumerate(actions)]
     rule.actions = [a for a in compiled if a is not None]
-    for key, parser in _EXTRA_KEYS.items():
-        if key in node:
-            rule.extra[key] = parser(node[key], line_of(node, key), report)
-    for check in _RULE_CHECKS:
+    for name, key in loader.keys.items():
+        if name in node:
+            rule.extra[name] = key.parse(node[name], line_of(node, name), report)
+    for check in loader.checks:
         check(node, report)
     return rule
 
 
 def load_ruleset(paths: Sequence[Path], *, destinations: Mapping[str, Mapping[str, Any]],
-                 webhooks: Collection[str] = (), enricher: Enricher | None = None) -> RuleSet:
-    """Compile every rule file in `paths`; ConfigError listing every problem of every file. `enricher`
-    gives the `geo.*` names (None: the bundled data)."""
-    loader = _Loader(destinations, webhooks)
+                 webhooks: Collection[str] = (), enricher: Enricher | None = None,
+                 extensions: Sequence[RuleExtension] = RULE_EXTENSIONS) -> RuleSet:
+    """Compile every rule file in `paths` with the rule keys of `extensions` added; ConfigError listing
+    every problem of every file. `enricher` gives the `geo.*` names (None: the bundled data)."""
+    loader = _Loader(destinations, webhooks, extensions)
     files = rule_files(paths, loader.problems)
     rules = [rule for path in files for rule in loader.load_file(path)]
     if loader.problems:

@@ -11,40 +11,24 @@ import logging
 import threading
 import time
 import uuid
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 from engine.verify.envelope import parse_envelope
 from engine.errors import IdhooksError
 from engine.metrics import Metrics
+from engine.match.jobs import jobs_for
+from engine.match.stateful.evaluator import StatefulRules
+from engine.runtime import Current
 from engine.store.base import NewJob, Store, StoredEvent
 
 log = logging.getLogger("idhooks.processor")
 
 
-class Evaluator(Protocol):
-    def evaluate(self, envelope: Any, uri: str, webhook: str, *, now: float) -> list[Any]:
-        """Decisions for one event; `now` is its arrival time (stateful rules count by it)."""
-
-
-def jobs_for(jti: str, received_at: float, decision: Any) -> list[NewJob]:
-    """One job per rendered action of a matched decision. The key is the Idempotency-Key: jti:rule:index,
-    or firing-id:index for a stateful rule's firing (stable across the events of one window; a digest's
-    firing has no event and passes its firing id as `jti`). A shadow decision (`mode: shadow`) queues none."""
-    if getattr(decision, "shadow", False):
-        return []
-    prefix = getattr(decision, "firing_id", None) or f"{jti}:{decision.rule_id}"
-    jobs = []
-    for action in decision.actions:
-        payload = {"type": action.type, "rule": decision.rule_id, "jti": jti, "index": action.index,
-                   "fields": action.fields, "received_at": received_at}
-        jobs.append(NewJob(key=f"{prefix}:{action.index}", destination=action.destination or "", payload=payload))
-    return jobs
-
-
 class Processor:
-    """Background thread turning pending events into decisions and jobs."""
+    """Background thread turning pending events into decisions and jobs. `rules` holds the current
+    evaluator (a reload swaps it)."""
 
-    def __init__(self, store: Store, rules: Callable[[], Evaluator], *, metrics: Metrics,
+    def __init__(self, store: Store, rules: Current[StatefulRules], *, metrics: Metrics,
                  clock: Callable[[], float] = time.time, lease: float = 60.0, batch: int = 256,
                  on_jobs: Callable[[], None] = lambda: None, poll_interval: float = 1.0,
                  linger: float = 0.003) -> None:
@@ -62,7 +46,7 @@ class Processor:
     def evaluate(self, event: StoredEvent) -> tuple[list[dict[str, Any]], list[NewJob]]:
         """Decisions (JSON records) and jobs for one stored event, with the current rule set."""
         envelope = parse_envelope(event.body)
-        ruleset = self.rules()
+        ruleset = self.rules.get()
         records: list[dict[str, Any]] = [{"warning": warning} for warning in envelope.warnings]
         jobs: list[NewJob] = []
         for uri in envelope.uris:
@@ -101,7 +85,7 @@ class Processor:
         return event.jti, records, jobs
 
     def _report(self, jti: str, jobs: list[NewJob]) -> None:
-        matched = sorted({job.payload["rule"] for job in jobs})
+        matched = sorted({job.rule for job in jobs})
         for rule_id in matched:
             self.metrics.rule_matches.labels(rule_id).inc()
         if jobs:

@@ -1,4 +1,5 @@
-"""A compiled rule set and the one evaluator used by the live engine, `idhooks test` and `idhooks replay`.
+"""A compiled rule set. `RuleSet.decide` tests each candidate rule's conditions and renders its actions;
+stateful rules add their window/suppression/digest verdict on top (engine/match/stateful/evaluator.py).
 
 A RuleSet is immutable once built: reloading builds a new one and swaps it (engine/server.py: Service.reload), so an
 event is always matched against exactly one rule set.
@@ -68,7 +69,7 @@ class Rule:
     webhooks: frozenset[str] | None = None
     condition: Condition | None = None
     actions: list[CompiledAction] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)  # values of keys added with register_rule_key()
+    extra: dict[str, Any] = field(default_factory=dict)  # compiled values of rule-key extensions, by key
 
     @property
     def info(self) -> dict[str, Any]:

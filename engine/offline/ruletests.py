@@ -33,7 +33,7 @@ from engine.errors import ConfigError, PayloadError
 from engine.match.conditions import Leaf, line_of
 from engine.match.loader import RULE_FILE_SUFFIXES, display_path
 from engine.match.ruleset import Decision, RuleSet
-from engine.offline.sequences import Step, read_step, run_sequence, scratch_rules
+from engine.offline.sequences import ScratchStore, Step, read_step, run_sequence, scratch_rules
 from engine.config.yamlsource import load_yaml_file
 
 TEST_KEYS = ("name", "event", "file", "set", "webhook", "match", "rendered", "sequence", "tick", "fires")
@@ -212,21 +212,24 @@ def _check_rendered(test: RuleTest, decisions: dict[str, Decision]) -> list[str]
     return failures
 
 
-def _decisions(ruleset: RuleSet, test: RuleTest, webhook: str, seen: dict) -> tuple[dict[str, Decision], Counter]:
+def _decisions(ruleset: RuleSet, test: RuleTest, webhook: str, seen: dict,
+               scratch: ScratchStore) -> tuple[dict[str, Decision], Counter]:
     """(the decision per rule, how often each rule fired), evaluated as the live engine does."""
     if test.steps is not None:
-        return run_sequence(ruleset, test.steps, test.name, webhook, seen, test.tick)
+        return run_sequence(ruleset, test.steps, test.name, webhook, seen, test.tick, scratch)
     envelope: Envelope = envelope_from_claims(test.event)
-    with scratch_rules(ruleset) as rules:
+    with scratch_rules(ruleset, scratch) as rules:
         decisions = {d.rule_id: d for uri in envelope.uris
                      for d in rules.evaluate(envelope, uri, webhook, seen=seen, now=envelope.iat_ms / 1000)}
     return decisions, Counter(rule_id for rule_id, d in decisions.items() if d.matched)
 
 
-def run_test(ruleset: RuleSet, test: RuleTest, default_webhook: str, seen: dict) -> TestResult:
-    """Evaluate the test's event(s) exactly as the live engine would and compare with the expectations."""
+def run_test(ruleset: RuleSet, test: RuleTest, default_webhook: str, seen: dict,
+             scratch: ScratchStore) -> TestResult:
+    """Evaluate the test's event(s) exactly as the live engine would (in a store from `scratch`) and
+    compare with the expectations."""
     try:
-        decisions, fired = _decisions(ruleset, test, test.webhook or default_webhook, seen)
+        decisions, fired = _decisions(ruleset, test, test.webhook or default_webhook, seen, scratch)
     except PayloadError as exc:
         return TestResult(test, [f"event is not a valid Security Event Token: {exc}"])
     matched = set(fired)
@@ -262,8 +265,10 @@ def coverage(ruleset: RuleSet, seen: dict[Leaf, set[bool]]) -> tuple[list[str], 
     return uncovered, total - len(uncovered), total
 
 
-def run_rule_tests(ruleset: RuleSet, tests: Sequence[RuleTest], default_webhook: str) -> TestReport:
+def run_rule_tests(ruleset: RuleSet, tests: Sequence[RuleTest], default_webhook: str,
+                   scratch: ScratchStore) -> TestReport:
+    """Run every test, each with a fresh store from `scratch`, and measure condition coverage."""
     seen: dict[Leaf, set[bool]] = {}
-    results = [run_test(ruleset, test, default_webhook, seen) for test in tests]
+    results = [run_test(ruleset, test, default_webhook, seen, scratch) for test in tests]
     uncovered, covered, total = coverage(ruleset, seen)
     return TestReport(results, uncovered, covered, total)

@@ -1,6 +1,6 @@
 """Rule tests over time: `sequence:` in rules/tests/*.yaml lists events in arrival order, each with its
 event time, and runs them through the same evaluator as the live engine (StatefulRules) with a fresh
-throw-away store, so thresholds, distinct counts, suppression and digests are tested offline.
+throw-away store passed in by the caller, so thresholds, distinct counts, suppression and digests are tested offline.
 
     - name: five failed logins within ten minutes alert once
       sequence:
@@ -17,11 +17,9 @@ Times are offsets from the first event's own `iat`. Each copy gets a fresh jti u
 from __future__ import annotations
 
 import copy
-import tempfile
 from collections import Counter
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from engine.config.settings import suggest
@@ -29,7 +27,7 @@ from engine.config.durations import parse_duration
 from engine.verify.envelope import envelope_from_claims
 from engine.match.ruleset import Decision
 from engine.match.stateful.evaluator import StatefulRules
-from engine.store.sqlite import SQLiteStore
+from engine.store.base import Store
 
 STEP_KEYS = ("event", "file", "set", "at", "late", "repeat", "every", "jti")
 
@@ -44,15 +42,15 @@ class Step:
     jti: str | None = None
 
 
+ScratchStore = Callable[[], AbstractContextManager[Store]]
+"""Opens a fresh, empty store that is thrown away afterwards; the CLI passes engine.store.scratch_store."""
+
+
 @contextmanager
-def scratch_rules(ruleset: Any) -> Iterator[StatefulRules]:
+def scratch_rules(ruleset: Any, scratch: ScratchStore) -> Iterator[StatefulRules]:
     """The live evaluator over a fresh store that is thrown away afterwards (nothing is sent)."""
-    with tempfile.TemporaryDirectory(prefix="idhooks-test-") as folder:
-        store = SQLiteStore(Path(folder) / "state.db")
-        try:
-            yield StatefulRules(ruleset, store)
-        finally:
-            store.close()
+    with scratch() as store:
+        yield StatefulRules(ruleset, store)
 
 
 def _duration(node: dict, key: str, default: float) -> float:
@@ -98,7 +96,7 @@ def _events(steps: list[Step], name: str) -> Iterator[tuple[dict[str, Any], floa
 
 
 def run_sequence(ruleset: Any, steps: list[Step], name: str, webhook: str, seen: dict,
-                 tick: float | None) -> tuple[dict[str, Decision], Counter]:
+                 tick: float | None, scratch: ScratchStore) -> tuple[dict[str, Decision], Counter]:
     """(the last decision per rule, preferring its last firing; how often each rule fired)."""
     last: dict[str, Decision] = {}
     fired: Counter = Counter()
@@ -109,7 +107,7 @@ def run_sequence(ruleset: Any, steps: list[Step], name: str, webhook: str, seen:
         if decision.matched or not last.get(decision.rule_id, decision).matched:
             last[decision.rule_id] = decision
 
-    with scratch_rules(ruleset) as rules:
+    with scratch_rules(ruleset, scratch) as rules:
         for event, arrival in _events(steps, name):
             envelope = envelope_from_claims(event)
             for uri in envelope.uris:

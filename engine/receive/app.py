@@ -112,7 +112,7 @@ class WebhookSink:
         try:
             body = read_body(req, self.config.get().server.max_body_bytes)
             check_json_media(req)
-            result = self.intake.receive(webhook, req.headers, body)
+            result = self.intake.receive(webhook, req.headers, body, source=req.remote_addr or "")
         except (RequestError, StoreError) as exc:
             status = exc.status if isinstance(exc, RequestError) else 503
             fields.update(outcome=_OUTCOMES.get(status, "refused"), status=status, reason=str(exc))

@@ -50,12 +50,14 @@ class Intake:
         self.metrics = metrics
         self.clock = clock
 
-    def receive(self, webhook: WebhookConfig, headers: Mapping[str, str], body: bytes) -> IntakeResult:
-        """Verify, parse and store one delivery. Raises SignatureError/PayloadError/StoreError."""
+    def receive(self, webhook: WebhookConfig, headers: Mapping[str, str], body: bytes,
+                source: str = "") -> IntakeResult:
+        """Verify, parse and store one delivery from `source` (the sender's address). Raises
+        SignatureError/PayloadError/StoreError."""
         try:
             envelope = self.verified_envelope(webhook, headers, body)
         except SignatureError as exc:
-            self._quarantine(webhook, headers, body, str(exc))
+            self._quarantine(webhook, headers, body, str(exc), source)
             raise
         if envelope.warnings:
             self.metrics.iat_seconds.labels(webhook.name).inc()
@@ -66,7 +68,7 @@ class Intake:
             log.warning("jti conflict: a stored event has this jti with different content; kept in the quarantine",
                         extra={"webhook": webhook.name, "jti": envelope.jti})
             self._quarantine(webhook, headers, body, f"jti conflict: event {envelope.jti!r} is stored with "
-                                                     "different content (not a retry of it)")
+                                                     "different content (not a retry of it)", source)
         return result
 
     @staticmethod
@@ -99,10 +101,11 @@ class Intake:
         except ValueError:
             return True
 
-    def _quarantine(self, webhook: WebhookConfig, headers: Mapping[str, str], body: bytes, reason: str) -> None:
+    def _quarantine(self, webhook: WebhookConfig, headers: Mapping[str, str], body: bytes, reason: str,
+                    source: str) -> None:
         kept = {k: v for k, v in headers.items() if k.lower() in SIGNATURE_HEADERS + ("content-type",)}
         entry = QuarantineEntry(id=uuid.uuid4().hex[:16], webhook=webhook.name, received_at=self.clock(),
-                                reason=reason, headers=kept, body=body)
+                                reason=reason, headers=kept, body=body, source=source[:64])
         try:
             result = self.store.quarantine_add(entry, self.quarantine.max_entries, self.quarantine.max_bytes)
         except Exception:  # noqa: BLE001 - a refused delivery is refused whether or not it can be kept
@@ -110,7 +113,7 @@ class Intake:
             return
         if result.evicted:
             self.metrics.quarantine_evicted.inc(result.evicted)
-            log.warning("quarantine full: dropped the oldest refused deliveries",
+            log.warning("quarantine full: dropped the oldest refused deliveries of the source with the most",
                         extra={"webhook": webhook.name, "dropped": result.evicted,
                                "dropped_bytes": result.evicted_bytes})
         if not result.stored:

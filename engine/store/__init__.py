@@ -4,6 +4,11 @@
 
 from __future__ import annotations
 
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
 from engine.config.settings import StoreConfig
 from engine.errors import ConfigError
 from engine.store.base import Store
@@ -29,3 +34,17 @@ def open_store(config: StoreConfig) -> Store:
                              ca_file=config.ca_file, cert_file=config.cert_file, key_file=config.key_file)
     raise ConfigError("store.url: unsupported store URL: use sqlite:///PATH, redis://HOST:PORT/DB or "
                       "postgresql://HOST:5432/DBNAME")
+
+
+@contextmanager
+def scratch_store() -> Iterator[Store]:
+    """A fresh SQLite store in a temporary folder, deleted afterwards: `idhooks test`, rule tests and
+    `idhooks replay` count thresholds and digests in it without touching the deployment's store."""
+    from engine.store.sqlite import SQLiteStore
+
+    with tempfile.TemporaryDirectory(prefix="idhooks-test-") as folder:
+        store = SQLiteStore(Path(folder) / "state.db")
+        try:
+            yield store
+        finally:
+            store.close()

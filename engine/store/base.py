@@ -8,26 +8,22 @@ passed in by the caller (the app's clock), so tests control time without sleepin
 Event life cycle:  ingest() -> status 'pending' -> claim_events() (leased) -> complete_event() -> 'processed'
                    (an event whose iat is older than the de-duplication window is stored as 'stale' and never
                    evaluated). A lease that expires (the process died) makes the event claimable again.
-Job life cycle:    complete_event() creates jobs 'pending' -> claim_jobs() (leased) -> ack_job() 'done'
+Job life cycle:    complete_event() (an event's jobs) or enqueue_jobs() (a digest's) creates jobs
+                   'pending' -> claim_jobs() (leased) -> ack_job() 'done'
                    | retry_job() 'pending' with a later due_at | dead_job() 'dead' -> requeue_dead() 'pending'.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
-from engine.match.stateful.specs import Threshold
-from engine.match.stateful.state import DigestBatch, WindowEntry, WindowResult
+from engine.store.state import StateStore
 
 ACCEPTED = "accepted"
 DUPLICATE = "duplicate"
 STALE = "stale"
-
-JOB_STATUSES = ("pending", "failed", "dead", "done")
-"""`failed` = pending with at least one failed attempt (a retry is scheduled)."""
-
 
 @dataclass(frozen=True)
 class IncomingEvent:
@@ -56,21 +52,54 @@ class StoredEvent:
 
 @dataclass(frozen=True)
 class NewJob:
-    """A delivery to make. `key` is unique per (event, rule, action index): creating it twice is a no-op,
-    so re-evaluating an event after a crash never doubles a delivery. It is also the Idempotency-Key."""
+    """One outbound delivery to make: the rendered action of one matched rule (or one digest firing).
+
+    Built by engine/match/jobs.py (jobs_for), queued with Store.complete_event() or Store.enqueue_jobs(),
+    read back as a Job by engine/deliver/worker.py. `key` is unique per (event, rule, action index) or
+    (firing, action index): creating it twice is a no-op, so re-evaluating an event after a crash never
+    doubles a delivery. It is also the Idempotency-Key sent to the destination.
+    """
 
     key: str
-    destination: str
-    payload: dict[str, Any]
+    destination: str                    # a destination name from config.yaml; '' for destination-less actions
+    action: str                         # the action type (actions/<type>.py), e.g. 'slack'
+    message: Mapping[str, Any]          # the rendered rule fields the action sends (plain JSON)
+    rule: str = ""                      # the rule that matched
+    jti: str = ""                       # the event (or the firing id of a digest)
+    index: int = 0                      # the action's position in the rule's `actions:`
+    retry: Mapping[str, Any] | None = None  # the rule's `retry:` override of the retry policy
+    received_at: float | None = None    # when the event arrived (delivery latency is measured from it)
+
+    def to_json(self) -> dict[str, Any]:
+        """The stored payload (every backend keeps this JSON next to key and destination)."""
+        payload: dict[str, Any] = {"type": self.action, "rule": self.rule, "jti": self.jti, "index": self.index,
+                                   "fields": self.message, "received_at": self.received_at}
+        if self.retry is not None:
+            payload["retry"] = self.retry
+        return payload
+
+    @staticmethod
+    def fields_from_json(payload: Mapping[str, Any]) -> dict[str, Any]:
+        """The keyword arguments of NewJob/Job read from a stored payload (backends call this). Jobs
+        stored before `retry` became its own field carried it inside the message: it is moved out."""
+        message = payload.get("fields", {})
+        retry = payload.get("retry")
+        if retry is None and isinstance(message, dict) and "retry" in message:
+            message = dict(message)
+            retry = message.pop("retry")
+        received = payload.get("received_at")
+        return {"action": str(payload.get("type", "")), "message": message, "rule": str(payload.get("rule", "")),
+                "jti": str(payload.get("jti", "")), "index": payload.get("index", 0), "retry": retry,
+                "received_at": received if isinstance(received, (int, float)) else None}
 
 
-@dataclass
-class Job:
+@dataclass(frozen=True, kw_only=True)
+class Job(NewJob):
+    """A queued NewJob with its place in the queue. Status 'failed' = pending with at least one failed
+    attempt (a retry is scheduled)."""
+
     id: str
-    key: str
-    destination: str
-    payload: dict[str, Any]
-    status: str
+    status: str  # pending | failed | dead | done
     attempts: int
     created_at: float
     due_at: float
@@ -98,7 +127,8 @@ class SubscriptionRecord:
 
 @dataclass(frozen=True)
 class QuarantineEntry:
-    """A refused delivery's raw bytes, kept so a fixed secret can re-verify and ingest it."""
+    """A refused delivery's raw bytes, kept so a fixed secret can re-verify and ingest it. `source` is the
+    sender's address: a full quarantine evicts from the source holding the most entries."""
 
     id: str
     webhook: str
@@ -106,6 +136,7 @@ class QuarantineEntry:
     reason: str
     headers: dict[str, str]
     body: bytes
+    source: str = ""
 
 
 @dataclass
@@ -123,8 +154,9 @@ class StoreStats:
     quarantine_bytes: int = 0
 
 
-class Store(ABC):
-    """One deployment's durable state. Implementations are thread-safe."""
+class Store(StateStore):
+    """One deployment's durable state. Implementations are thread-safe. The stateful-rule operations
+    (window_add, suppress_try, digest_*, prune_state, state_size) are declared once, on StateStore."""
 
     url: str
 
@@ -194,6 +226,11 @@ class Store(ABC):
 
     # -- delivery queue ----------------------------------------------------------------------------
     @abstractmethod
+    def enqueue_jobs(self, jobs: list[NewJob], now: float) -> None:
+        """Create jobs that belong to no stored event (a digest's firing), atomically; existing keys are
+        skipped (a digest period fired again after a crash adds nothing)."""
+
+    @abstractmethod
     def claim_jobs(self, owner: str, lease: float, limit: int, now: float,
                    skip_destinations: frozenset[str] = frozenset()) -> list[Job]:
         """Due pending jobs (due_at <= now) not leased or whose lease expired, oldest due first."""
@@ -239,8 +276,10 @@ class Store(ABC):
     # -- quarantine --------------------------------------------------------------------------------
     @abstractmethod
     def quarantine_add(self, entry: QuarantineEntry, max_entries: int, max_bytes: int) -> QuarantineResult:
-        """Keep the entry; evict the oldest while over either cap. An entry bigger than max_bytes alone
-        is not stored (stored=False)."""
+        """Keep the entry; while over either cap, evict the oldest entry of the source that holds the most
+        entries (the oldest of all on a tie), so a flood of refused requests from one sender evicts its own
+        entries, not a genuine delivery signed with a wrong secret. An entry bigger than max_bytes alone is
+        not stored (stored=False)."""
 
     @abstractmethod
     def quarantine_list(self) -> list[QuarantineEntry]:
@@ -252,38 +291,3 @@ class Store(ABC):
     # -- numbers for metrics -----------------------------------------------------------------------
     @abstractmethod
     def stats(self) -> StoreStats: ...
-
-    # -- stateful rules (engine/match/stateful; contract documented on engine.match.stateful.state.StateStore) ----
-    @abstractmethod
-    def window_add(self, rule_id: str, group_key: str, entry: WindowEntry, spec: Threshold,
-                   now: float) -> WindowResult:
-        """Offer a matching event to the threshold window of (rule, group), atomically."""
-
-    @abstractmethod
-    def suppress_try(self, rule_id: str, group_key: str, until: float, now: float, token: str) -> bool:
-        """Atomic test-and-set of a group's suppression: True = this firing may go out."""
-
-    @abstractmethod
-    def digest_add(self, rule_id: str, period_start: float, period_end: float, due_at: float,
-                   jti: str, time: float, item: dict[str, Any], max_items: int) -> bool:
-        """Add a match to a digest period; False when its jti is already there."""
-
-    @abstractmethod
-    def digest_due(self, rule_id: str, now: float) -> list[DigestBatch]:
-        """Digest periods of the rule due at `now`, oldest first; kept until digest_done()."""
-
-    @abstractmethod
-    def digest_done(self, rule_id: str, period_start: float) -> None: ...
-
-    @abstractmethod
-    def prune_state(self, now: float) -> int:
-        """Delete expired windows and suppressions; how many."""
-
-    @abstractmethod
-    def state_size(self) -> int:
-        """Rows or keys held for stateful rules."""
-
-    def enqueue_jobs(self, jobs: list[NewJob], now: float) -> None:
-        """Create jobs that belong to no stored event (a digest's firing); existing keys are skipped.
-        complete_event() with an empty jti (never an event's: envelopes require one) does exactly that."""
-        self.complete_event("", [], jobs, now)

@@ -73,8 +73,8 @@ def _job(row: dict[str, Any]) -> Job:
     status = row["status"]
     if status == "pending" and row["attempts"] > 0:
         status = "failed"
-    return Job(id=row["id"], key=row["key"], destination=row["destination"], payload=json.loads(row["payload"]),
-               status=status, attempts=row["attempts"], created_at=row["created_at"], due_at=row["due_at"],
+    return Job(id=row["id"], key=row["key"], destination=row["destination"],
+               **NewJob.fields_from_json(json.loads(row["payload"])), status=status, attempts=row["attempts"], created_at=row["created_at"], due_at=row["due_at"],
                last_error=row["last_error"], last_response=row["last_response"], lease_owner=row["lease_owner"],
                window_start=row["window_start"])
 
@@ -242,7 +242,7 @@ class PostgresStore(PostgresStateMixin, PostgresTransferMixin, Store):
     def complete_events(self, items: list[tuple[str, list[dict[str, Any]], list[NewJob]]], now: float) -> None:
         """One transaction for the batch: the jobs (existing keys skipped), every event's decisions, and a
         NOTIFY that PostgreSQL delivers only if the transaction commits."""
-        jobs = [(uuid.uuid4().hex, j.key, j.destination, json.dumps(j.payload))
+        jobs = [(uuid.uuid4().hex, j.key, j.destination, json.dumps(j.to_json()))
                 for _, _, event_jobs in items for j in event_jobs]
         events = [(jti, json.dumps(decisions)) for jti, decisions, _ in items if jti]
         with self._tx("completing events") as cur:
@@ -397,16 +397,18 @@ class PostgresStore(PostgresStateMixin, PostgresTransferMixin, Store):
         result = QuarantineResult()
         with self._tx("quarantining a delivery") as cur:
             cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"idhooks-quarantine:{self.schema}",))
-            cur.execute("INSERT INTO quarantine (id, webhook, received_at, reason, headers, body, size) "
-                        "VALUES (%s, %s, %s, %s, %s, %s, %s)", (entry.id, entry.webhook, entry.received_at,
-                                                                entry.reason, json.dumps(entry.headers), entry.body,
-                                                                size))
+            cur.execute("INSERT INTO quarantine (id, webhook, received_at, reason, headers, body, size, source) "
+                        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)", (entry.id, entry.webhook, entry.received_at,
+                                                                    entry.reason, json.dumps(entry.headers),
+                                                                    entry.body, size, entry.source))
             while True:
                 cur.execute("SELECT count(*) AS n, COALESCE(sum(size), 0) AS total FROM quarantine")
                 row = cur.fetchone()
                 if row["n"] <= max_entries and row["total"] <= max_bytes:
                     break
-                cur.execute("DELETE FROM quarantine WHERE seq = (SELECT min(seq) FROM quarantine) RETURNING size")
+                cur.execute("DELETE FROM quarantine WHERE seq = (SELECT min(seq) FROM quarantine WHERE source = "
+                            "(SELECT source FROM quarantine GROUP BY source ORDER BY count(*) DESC, min(seq) LIMIT 1)) "
+                            "RETURNING size")
                 result.evicted += 1
                 result.evicted_bytes += cur.fetchone()["size"]
         return result
@@ -414,7 +416,8 @@ class PostgresStore(PostgresStateMixin, PostgresTransferMixin, Store):
     def quarantine_list(self) -> list[QuarantineEntry]:
         rows = self._rows("listing the quarantine", "SELECT * FROM quarantine ORDER BY seq")
         return [QuarantineEntry(id=r["id"], webhook=r["webhook"], received_at=r["received_at"], reason=r["reason"],
-                                headers=json.loads(r["headers"]), body=bytes(r["body"])) for r in rows]
+                                headers=json.loads(r["headers"]), body=bytes(r["body"]), source=r["source"])
+                for r in rows]
 
     def quarantine_remove(self, entry_id: str) -> bool:
         return self._count("removing a quarantine entry", "DELETE FROM quarantine WHERE id = %s", (entry_id,)) > 0

@@ -62,6 +62,11 @@ MIGRATIONS: list[str] = [
     """,
     # 3: a re-queued dead letter's retry window starts again (NULL: at created_at)
     "ALTER TABLE jobs ADD COLUMN window_start double precision",
+    # 4: a full quarantine evicts from the source (sender address) holding the most entries
+    """
+    ALTER TABLE quarantine ADD COLUMN source text NOT NULL DEFAULT '';
+    CREATE INDEX quarantine_source ON quarantine (source, seq);
+    """,
 ]
 
 STATE_TABLES = ("state_windows", "state_groups", "state_suppress", "state_digest_periods", "state_digest_items")

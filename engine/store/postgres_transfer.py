@@ -71,7 +71,7 @@ class PostgresTransferMixin:
             "INSERT INTO jobs (id, key, destination, payload, status, attempts, created_at, due_at, last_error, "
             "last_response, done_at, window_start) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
             "ON CONFLICT DO NOTHING RETURNING 1",
-            (job.id, job.key, job.destination, json.dumps(job.payload),
+            (job.id, job.key, job.destination, json.dumps(job.to_json()),
              "pending" if job.status == "failed" else job.status, job.attempts, job.created_at, job.due_at,
              job.last_error, job.last_response, done_at, job.window_start)))
 

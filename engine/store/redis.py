@@ -14,7 +14,8 @@ Processes with the same Redis URL and `store.group` form one deployment; every k
     p jobs:destinations  set  destinations that have a stream; p jobs:turn  counter (fair turns)
     p jobs:pending|failed|dead|done|all  zset by created_at (listing); p jobs:done_at zset (pruning)
     p subscriptions   hash   latest record per (webhook, topic, mode)
-    p quarantine      zset   entry ids by arrival; p q:<id> hash; p quarantine:bytes, p quarantine:seq
+    p quarantine      zset   entry ids by arrival; p q:<id> hash; p quarantine:bytes, p quarantine:seq;
+                             p quarantine:src:<source> zset ids by arrival; p quarantine:sources zset counts
     p schema          string schema version (2: the delivery queue on streams)
 
 Every multi-step update is one Lua script (engine/store/redis_lua.py), so it is atomic across processes.
@@ -70,6 +71,16 @@ _JOB_LISTS = {None: "jobs:all", "pending": "jobs:pending", "failed": "jobs:faile
               "done": "jobs:done"}
 
 
+def _job_args(jobs: list[NewJob], now: float) -> list[Any]:
+    """The job values of COMPLETE_EVENT / ENQUEUE_JOBS: id, key, destination, payload per job. Ids sort by
+    creation time."""
+    args: list[Any] = []
+    for job in jobs:
+        job_id = f"{int(now * 1_000_000):016x}{uuid.uuid4().hex[:16]}"
+        args += [job_id, job.key, job.destination, json.dumps(job.to_json())]
+    return args
+
+
 class RedisStore(RedisStateMixin, RedisTransferMixin, Store):
     """The shared store. `self.redis` is the client and `self.prefix` the deployment's key prefix."""
 
@@ -83,8 +94,8 @@ class RedisStore(RedisStateMixin, RedisTransferMixin, Store):
         self.prefix = f"{group}:"
         self.redis = connect(url, ca_file=ca_file, cert_file=cert_file, key_file=key_file)
         self._scripts = {name: self.redis.register_script(getattr(redis_lua, name)) for name in (
-            "INGEST", "CLAIM_EVENTS", "COMPLETE_EVENT", "CLAIM_JOBS", "MOVE_JOB", "DELETE_JOB", "PRUNE_EVENTS",
-            "QUARANTINE_ADD", "QUARANTINE_REMOVE", "IMPORT_EVENT", "IMPORT_JOB", "UPGRADE_1_TO_2",
+            "INGEST", "CLAIM_EVENTS", "COMPLETE_EVENT", "ENQUEUE_JOBS", "CLAIM_JOBS", "MOVE_JOB", "DELETE_JOB",
+            "PRUNE_EVENTS", "QUARANTINE_ADD", "QUARANTINE_REMOVE", "IMPORT_EVENT", "IMPORT_JOB", "UPGRADE_1_TO_2",
             "FORGET_CONSUMERS")}
         self._check_schema()
         folder = Path(spool_dir) if spool_dir is not None else Path("var/spool")
@@ -193,11 +204,12 @@ class RedisStore(RedisStateMixin, RedisTransferMixin, Store):
             pipe = self.redis.pipeline(transaction=False)
             for jti, decisions, jobs in items:
                 args: list[Any] = [self.prefix, jti, num(now), json.dumps(decisions)]
-                for job in jobs:
-                    job_id = f"{int(now * 1_000_000):016x}{uuid.uuid4().hex[:16]}"  # sorts by creation
-                    args += [job_id, job.key, job.destination, json.dumps(job.payload)]
-                self._scripts["COMPLETE_EVENT"](args=args, client=pipe)
+                self._scripts["COMPLETE_EVENT"](args=args + _job_args(jobs, now), client=pipe)
             pipe.execute()
+
+    def enqueue_jobs(self, jobs: list[NewJob], now: float) -> None:
+        """One atomic script: each key is created once (a SET NX on its key mark)."""
+        self._run("ENQUEUE_JOBS", num(now), *_job_args(jobs, now))
 
     def prune(self, now: float, retention: float, dedup_window: float) -> int:
         """Events and done jobs past retention. De-duplication marks expire by themselves (and an old mark
@@ -296,7 +308,7 @@ class RedisStore(RedisStateMixin, RedisTransferMixin, Store):
             return QuarantineResult(stored=False)
         evicted, evicted_bytes = self._run(
             "QUARANTINE_ADD", entry.id, entry.webhook, num(entry.received_at), entry.reason,
-            json.dumps(entry.headers), entry.body, size, max_entries, max_bytes)
+            json.dumps(entry.headers), entry.body, size, max_entries, max_bytes, entry.source)
         return QuarantineResult(evicted=evicted, evicted_bytes=evicted_bytes)
 
     def quarantine_list(self) -> list[QuarantineEntry]:

@@ -84,17 +84,25 @@ end
 return out
 """
 
-COMPLETE_EVENT = _JOB_INDEX + """
-local p, jti, now = ARGV[1], ARGV[2], ARGV[3]
-for i = 5, #ARGV, 4 do
-  local id, key = ARGV[i], ARGV[i + 1]
-  if redis.call('SET', p .. 'jobkey:' .. key, id, 'NX') then
-    redis.call('HSET', p .. 'job:' .. id, 'id', id, 'key', key, 'destination', ARGV[i + 2],
-               'payload', ARGV[i + 3], 'status', 'pending', 'attempts', 0, 'created_at', now, 'due_at', now,
-               'last_error', '', 'last_response', '', 'lease_owner', '')
-    index_job(p, id)
+_CREATE_JOBS = _JOB_INDEX + """
+-- Jobs from ARGV[first] on, four values each (id, key, destination, payload), pending and due now; a key
+-- already queued is skipped (its jobkey mark is set once).
+local function create_jobs(p, now, first)
+  for i = first, #ARGV, 4 do
+    local id, key = ARGV[i], ARGV[i + 1]
+    if redis.call('SET', p .. 'jobkey:' .. key, id, 'NX') then
+      redis.call('HSET', p .. 'job:' .. id, 'id', id, 'key', key, 'destination', ARGV[i + 2],
+                 'payload', ARGV[i + 3], 'status', 'pending', 'attempts', 0, 'created_at', now, 'due_at', now,
+                 'last_error', '', 'last_response', '', 'lease_owner', '')
+      index_job(p, id)
+    end
   end
 end
+"""
+
+COMPLETE_EVENT = _CREATE_JOBS + """
+local p, jti, now = ARGV[1], ARGV[2], ARGV[3]
+create_jobs(p, now, 5)
 local event_key = p .. 'event:' .. jti
 if redis.call('EXISTS', event_key) == 1 then
   redis.call('HSET', event_key, 'status', 'processed', 'decisions', ARGV[4], 'processed_at', now,
@@ -102,6 +110,10 @@ if redis.call('EXISTS', event_key) == 1 then
   redis.call('ZREM', p .. 'events:pending', jti)
   redis.call('ZREM', p .. 'events:lease', jti)
 end
+"""
+
+ENQUEUE_JOBS = _CREATE_JOBS + """
+create_jobs(ARGV[1], ARGV[2], 3)
 """
 
 CLAIM_JOBS = """
@@ -220,34 +232,58 @@ end
 return {removed, #ids - removed}
 """
 
-QUARANTINE_ADD = """
--- ARGV: prefix, id, webhook, received_at, reason, headers, body, size, max_entries, max_bytes
-local p, id = ARGV[1], ARGV[2]
+_QUARANTINE_DROP = """
+-- p quarantine:src:<source> zset: a source's entry ids by arrival; p quarantine:sources zset: source -> entries
+local function quarantine_drop(p, id)
+  local h = redis.call('HMGET', p .. 'q:' .. id, 'size', 'source')
+  if not h[1] then return nil end
+  redis.call('DEL', p .. 'q:' .. id)
+  redis.call('ZREM', p .. 'quarantine', id)
+  local source = h[2] or ''
+  if redis.call('ZREM', p .. 'quarantine:src:' .. source, id) == 1 then
+    if redis.call('ZINCRBY', p .. 'quarantine:sources', -1, source) + 0 <= 0 then
+      redis.call('ZREM', p .. 'quarantine:sources', source)
+    end
+  end
+  redis.call('DECRBY', p .. 'quarantine:bytes', h[1])
+  return tonumber(h[1])
+end
+"""
+
+QUARANTINE_ADD = _QUARANTINE_DROP + """
+-- ARGV: prefix, id, webhook, received_at, reason, headers, body, size, max_entries, max_bytes, source
+local p, id, source = ARGV[1], ARGV[2], ARGV[11]
 local entry_key = p .. 'q:' .. id
 if redis.call('EXISTS', entry_key) == 1 then return redis.error_reply('quarantine entry ' .. id .. ' exists') end
 redis.call('HSET', entry_key, 'webhook', ARGV[3], 'received_at', ARGV[4], 'reason', ARGV[5], 'headers', ARGV[6],
-           'body', ARGV[7], 'size', ARGV[8])
-redis.call('ZADD', p .. 'quarantine', redis.call('INCR', p .. 'quarantine:seq'), id)
+           'body', ARGV[7], 'size', ARGV[8], 'source', source)
+local seq = redis.call('INCR', p .. 'quarantine:seq')
+redis.call('ZADD', p .. 'quarantine', seq, id)
+redis.call('ZADD', p .. 'quarantine:src:' .. source, seq, id)
+redis.call('ZINCRBY', p .. 'quarantine:sources', 1, source)
 local total = redis.call('INCRBY', p .. 'quarantine:bytes', ARGV[8])
 local evicted, evicted_bytes = 0, 0
 while redis.call('ZCARD', p .. 'quarantine') > tonumber(ARGV[9]) or total > tonumber(ARGV[10]) do
-  local oldest = redis.call('ZRANGE', p .. 'quarantine', 0, 0)[1]
-  local size = tonumber(redis.call('HGET', p .. 'q:' .. oldest, 'size'))
-  redis.call('DEL', p .. 'q:' .. oldest)
-  redis.call('ZREM', p .. 'quarantine', oldest)
-  total = redis.call('DECRBY', p .. 'quarantine:bytes', size)
+  -- the source holding the most entries (the one whose oldest entry is oldest on a tie) gives up its oldest
+  local top = redis.call('ZREVRANGE', p .. 'quarantine:sources', 0, 0, 'WITHSCORES')
+  local victim, best = nil, nil
+  if top[1] then
+    for _, s in ipairs(redis.call('ZRANGEBYSCORE', p .. 'quarantine:sources', top[2], top[2])) do
+      local first = redis.call('ZRANGE', p .. 'quarantine:src:' .. s, 0, 0, 'WITHSCORES')
+      if first[1] and (best == nil or tonumber(first[2]) < best) then victim, best = first[1], tonumber(first[2]) end
+    end
+  end
+  victim = victim or redis.call('ZRANGE', p .. 'quarantine', 0, 0)[1]  -- entries from before sources were kept
+  local size = quarantine_drop(p, victim)
+  total = tonumber(redis.call('GET', p .. 'quarantine:bytes'))
   evicted, evicted_bytes = evicted + 1, evicted_bytes + size
 end
 return {evicted, evicted_bytes}
 """
 
-QUARANTINE_REMOVE = """
+QUARANTINE_REMOVE = _QUARANTINE_DROP + """
 local p, id = ARGV[1], ARGV[2]
-local size = redis.call('HGET', p .. 'q:' .. id, 'size')
-if not size then return 0 end
-redis.call('DEL', p .. 'q:' .. id)
-redis.call('ZREM', p .. 'quarantine', id)
-redis.call('DECRBY', p .. 'quarantine:bytes', size)
+if quarantine_drop(p, id) == nil then return 0 end
 return 1
 """
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from engine.store.base import Job, QuarantineEntry, StoredEvent
+from engine.store.base import Job, NewJob, QuarantineEntry, StoredEvent
 
 
 def num(value: float) -> str:
@@ -34,7 +34,7 @@ def event_from_hash(jti: str, h: dict[bytes, bytes]) -> StoredEvent:
 def job_from_hash(h: dict[bytes, bytes]) -> Job:
     status, attempts = text(h[b"status"]), int(h[b"attempts"])
     return Job(id=text(h[b"id"]), key=text(h[b"key"]), destination=text(h[b"destination"]),
-               payload=json.loads(h[b"payload"]), status="failed" if status == "pending" and attempts else status,
+               **NewJob.fields_from_json(json.loads(h[b"payload"])), status="failed" if status == "pending" and attempts else status,
                attempts=attempts, created_at=float(h[b"created_at"]), due_at=float(h[b"due_at"]),
                last_error=text(h.get(b"last_error")), last_response=text(h.get(b"last_response")),
                lease_owner=text(h.get(b"lease_owner")),
@@ -43,7 +43,8 @@ def job_from_hash(h: dict[bytes, bytes]) -> Job:
 
 def quarantine_from_hash(entry_id: str, h: dict[bytes, bytes]) -> QuarantineEntry:
     return QuarantineEntry(id=entry_id, webhook=text(h[b"webhook"]), received_at=float(h[b"received_at"]),
-                           reason=text(h[b"reason"]), headers=json.loads(h[b"headers"]), body=h[b"body"])
+                           reason=text(h[b"reason"]), headers=json.loads(h[b"headers"]), body=h[b"body"],
+                           source=text(h.get(b"source", b"")))
 
 
 def event_fields(event: StoredEvent) -> list[Any]:
@@ -61,7 +62,7 @@ def job_fields(job: Job, done_at: float | None) -> list[Any]:
     """A job's hash as field/value pairs, unleased ('failed' is stored as pending with attempts > 0)."""
     status = "pending" if job.status == "failed" else job.status
     fields: list[Any] = ["id", job.id, "key", job.key, "destination", job.destination,
-                         "payload", json.dumps(job.payload), "status", status, "attempts", job.attempts,
+                         "payload", json.dumps(job.to_json()), "status", status, "attempts", job.attempts,
                          "created_at", num(job.created_at), "due_at", num(job.due_at),
                          "last_error", job.last_error, "last_response", job.last_response, "lease_owner", ""]
     if done_at is not None:

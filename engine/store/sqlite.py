@@ -63,6 +63,9 @@ _MIGRATIONS: list[str] = [
     "DROP TABLE seen_jti",
     # 4: a re-queued dead letter's retry window starts again (NULL: at created_at)
     "ALTER TABLE jobs ADD COLUMN window_start REAL",
+    # 5: a full quarantine evicts from the source (sender address) holding the most entries
+    "ALTER TABLE quarantine ADD COLUMN source TEXT NOT NULL DEFAULT ''; "
+    "CREATE INDEX quarantine_source ON quarantine(source, seq)",
 ]
 
 
@@ -79,9 +82,19 @@ def _job_row(row: sqlite3.Row) -> Job:
     if status == "pending" and row["attempts"] > 0:
         status = "failed"
     return Job(id=row["id"], key=row["key"], destination=row["destination"],
-               payload=json.loads(row["payload"]), status=status, attempts=row["attempts"],
+               **NewJob.fields_from_json(json.loads(row["payload"])), status=status, attempts=row["attempts"],
                created_at=row["created_at"], due_at=row["due_at"], last_error=row["last_error"],
                last_response=row["last_response"], lease_owner=row["lease_owner"], window_start=row["window_start"])
+
+
+def _insert_jobs(conn: sqlite3.Connection, jobs: list[NewJob], now: float) -> None:
+    """Insert pending jobs, due now; a key already queued is skipped (INSERT OR IGNORE on the unique key)."""
+    rows = [(uuid.uuid4().hex, j.key, j.destination, json.dumps(j.to_json()), now, now) for j in jobs]
+    for start in range(0, len(rows), 1000):  # SQLite allows 32,766 parameters per statement
+        chunk = rows[start:start + 1000]
+        conn.execute("INSERT OR IGNORE INTO jobs (id, key, destination, payload, status, created_at, due_at) "
+                     "VALUES " + ",".join(["(?, ?, ?, ?, 'pending', ?, ?)"] * len(chunk)),
+                     [value for row in chunk for value in row])
 
 
 class _Pending:
@@ -300,18 +313,16 @@ class SQLiteStore(SQLiteStateMixin, SQLiteTransferMixin, Store):
         self.complete_events([(jti, decisions, jobs)], now)
 
     def complete_events(self, items: list[tuple[str, list[dict[str, Any]], list[NewJob]]], now: float) -> None:
-        jobs = [(uuid.uuid4().hex, j.key, j.destination, json.dumps(j.payload), now, now)
-                for _, _, event_jobs in items for j in event_jobs]
         decisions = json.dumps({jti: event_decisions for jti, event_decisions, _ in items})
         with self._tx() as conn:  # a fixed number of statements per batch: see _insert_batch
-            for start in range(0, len(jobs), 1000):  # SQLite allows 32,766 parameters per statement
-                chunk = jobs[start:start + 1000]
-                conn.execute("INSERT OR IGNORE INTO jobs (id, key, destination, payload, status, created_at, due_at) "
-                             "VALUES " + ",".join(["(?, ?, ?, ?, 'pending', ?, ?)"] * len(chunk)),
-                             [value for job in chunk for value in job])
+            _insert_jobs(conn, [job for _, _, event_jobs in items for job in event_jobs], now)
             conn.execute("UPDATE events SET status = 'processed', decisions = d.value, processed_at = ?, "
                          "lease_owner = NULL, lease_until = 0 FROM json_each(?) AS d WHERE events.jti = d.key",
                          (now, decisions))
+
+    def enqueue_jobs(self, jobs: list[NewJob], now: float) -> None:
+        with self._tx() as conn:
+            _insert_jobs(conn, jobs, now)
 
     def prune(self, now: float, retention: float, dedup_window: float) -> int:
         with self._tx() as conn:
@@ -408,14 +419,16 @@ class SQLiteStore(SQLiteStateMixin, SQLiteTransferMixin, Store):
             return QuarantineResult(stored=False)
         result = QuarantineResult()
         with self._tx() as conn:
-            conn.execute("INSERT INTO quarantine (id, webhook, received_at, reason, headers, body, size) "
-                         "VALUES (?,?,?,?,?,?,?)", (entry.id, entry.webhook, entry.received_at, entry.reason,
-                                                   json.dumps(entry.headers), entry.body, size))
+            conn.execute("INSERT INTO quarantine (id, webhook, received_at, reason, headers, body, size, source) "
+                         "VALUES (?,?,?,?,?,?,?,?)", (entry.id, entry.webhook, entry.received_at, entry.reason,
+                                                     json.dumps(entry.headers), entry.body, size, entry.source))
             while True:
                 count, total = conn.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM quarantine").fetchone()
                 if count <= max_entries and total <= max_bytes:
                     break
-                seq, old_size = conn.execute("SELECT seq, size FROM quarantine ORDER BY seq LIMIT 1").fetchone()
+                seq, old_size = conn.execute(
+                    "SELECT seq, size FROM quarantine WHERE source = (SELECT source FROM quarantine GROUP BY source "
+                    "ORDER BY COUNT(*) DESC, MIN(seq) LIMIT 1) ORDER BY seq LIMIT 1").fetchone()
                 conn.execute("DELETE FROM quarantine WHERE seq = ?", (seq,))
                 result.evicted += 1
                 result.evicted_bytes += old_size
@@ -424,7 +437,8 @@ class SQLiteStore(SQLiteStateMixin, SQLiteTransferMixin, Store):
     def quarantine_list(self) -> list[QuarantineEntry]:
         rows = self._read("SELECT * FROM quarantine ORDER BY seq")
         return [QuarantineEntry(id=r["id"], webhook=r["webhook"], received_at=r["received_at"], reason=r["reason"],
-                                headers=json.loads(r["headers"]), body=bytes(r["body"])) for r in rows]
+                                headers=json.loads(r["headers"]), body=bytes(r["body"]), source=r["source"])
+                for r in rows]
 
     def quarantine_remove(self, entry_id: str) -> bool:
         with self._tx() as conn:

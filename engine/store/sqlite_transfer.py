@@ -63,7 +63,7 @@ class SQLiteTransferMixin:
             return conn.execute(
                 "INSERT OR IGNORE INTO jobs (id, key, destination, payload, status, attempts, created_at, due_at, "
                 "last_error, last_response, done_at, window_start) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (job.id, job.key, job.destination, json.dumps(job.payload),
+                (job.id, job.key, job.destination, json.dumps(job.to_json()),
                  "pending" if job.status == "failed" else job.status, job.attempts, job.created_at, job.due_at,
                  job.last_error, job.last_response, done_at, job.window_start)).rowcount > 0
 

@@ -18,9 +18,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from engine.match.stateful import window
-from engine.match.stateful.specs import Threshold
-from engine.match.stateful.state import CAPPED, DigestBatch, WindowEntry, WindowResult
+from engine.store import window
+from engine.store.state import CAPPED, DigestBatch, Threshold, WindowEntry, WindowResult
 from engine.store.postgres_schema import STATE_TABLES
 
 _EXPIRED_WINDOWS = ("DELETE FROM state_windows WHERE (rule_id, group_key) IN (SELECT rule_id, group_key "
@@ -28,7 +27,7 @@ _EXPIRED_WINDOWS = ("DELETE FROM state_windows WHERE (rule_id, group_key) IN (SE
 
 
 class PostgresStateMixin:
-    """engine.match.stateful.state.StateStore for PostgresStore."""
+    """engine.store.state.StateStore for PostgresStore."""
 
     _tx: Any
     _rows: Any

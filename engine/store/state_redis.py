@@ -22,9 +22,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from engine.match.stateful import window
-from engine.match.stateful.specs import Threshold
-from engine.match.stateful.state import CAPPED, DigestBatch, WindowEntry, WindowResult
+from engine.store import window
+from engine.store.state import CAPPED, DigestBatch, Threshold, WindowEntry, WindowResult
 from engine.store.redis_records import num as _num
 
 try:

@@ -11,9 +11,8 @@ import json
 import sqlite3
 from typing import Any
 
-from engine.match.stateful import window
-from engine.match.stateful.specs import Threshold
-from engine.match.stateful.state import CAPPED, DigestBatch, WindowEntry, WindowResult
+from engine.store import window
+from engine.store.state import CAPPED, DigestBatch, Threshold, WindowEntry, WindowResult
 
 MIGRATION = """
     CREATE TABLE state_windows (

@@ -37,10 +37,10 @@ def _list(store: Store) -> int:
     if not entries:
         print("The quarantine is empty.")
         return 0
-    print(f"{'ID':<17} {'WEBHOOK':<14} {'RECEIVED':<21} {'BYTES':>8}  REASON")
+    print(f"{'ID':<17} {'WEBHOOK':<14} {'RECEIVED':<21} {'SOURCE':<16} {'BYTES':>8}  REASON")
     for e in entries:
         at = datetime.fromtimestamp(e.received_at, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
-        print(f"{e.id:<17} {e.webhook:<14} {at:<21} {len(e.body):>8}  {e.reason}")
+        print(f"{e.id:<17} {e.webhook:<14} {at:<21} {e.source or '-':<16} {len(e.body):>8}  {e.reason}")
     return 0
 
 

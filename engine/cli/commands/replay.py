@@ -20,7 +20,7 @@ from engine.match.loader import load_for_config
 from engine.offline.report import decision_lines, event_type, matched_rules, when
 from engine.match.stateful.evaluator import StatefulRules
 from engine.offline.sequences import scratch_rules
-from engine.store import open_store
+from engine.store import open_store, scratch_store
 from engine.store.base import StoredEvent
 
 
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     ruleset = load_for_config(config, args.rules)
     with closing(open_store(config.store)) as store:
         events = store.list_events(since=time.time() - args.since, limit=args.limit)
-    with scratch_rules(ruleset) as rules:
+    with scratch_rules(ruleset, scratch_store) as rules:
         results = [r for e in reversed(events) if e.status != "stale" for r in replay_event(rules, e)]
     if args.json:
         print(json.dumps(results, indent=2, ensure_ascii=False, default=str))

@@ -18,6 +18,7 @@ from engine.match.loader import display_path, load_for_config
 from engine.offline.report import decision_lines, event_type
 from engine.match.ruleset import RuleSet
 from engine.offline.sequences import scratch_rules
+from engine.store import scratch_store
 from engine.offline.ruletests import TestReport, load_rule_tests, run_rule_tests, test_files
 
 
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     tests = load_rule_tests(test_files(paths))
     if not tests and not args.json:
         print("no rule tests found (they live in tests/*.yaml inside each rules folder)")
-    report = run_rule_tests(ruleset, tests, webhook)
+    report = run_rule_tests(ruleset, tests, webhook, scratch_store)
     if args.json:
         _print_json(_report_json(report))
     else:
@@ -72,7 +73,7 @@ def _evaluate_files(ruleset: RuleSet, files: list[Path], webhook: str, as_json: 
     """The files are one stream in the given order, each arriving at its own event time (stateful rules
     count across them with a throw-away store)."""
     envelopes = [(path, _read_event(path)) for path in files]
-    with scratch_rules(ruleset) as rules:
+    with scratch_rules(ruleset, scratch_store) as rules:
         results = [{"file": display_path(path), "jti": env.jti, "uri": uri, "type": event_type(uri),
                     "decisions": [d.to_json() for d in rules.evaluate(env, uri, webhook, now=env.iat_ms / 1000)]}
                    for path, env in envelopes for uri in env.uris]

@@ -1,7 +1,10 @@
-"""Stateful rules (issue 5): thresholds over time windows, distinct counts, suppression and digests.
+"""Stateful rules: thresholds over time windows, distinct counts, suppression and digests.
 
-    specs.py    the YAML keys `threshold`, `suppress`, `digest`, parsed and checked at load
-    state.py    the StateStore protocol (implemented in engine/store/state_sqlite.py and state_redis.py)
-    window.py   the sliding-window counting, pure, shared by every backend
-    decide.py   evaluate() for a matching event, fire_due_digests() for the periodic tick
+    specs.py      the YAML keys `threshold`, `suppress`, `digest`, parsed and checked at load
+    rulekeys.py   those keys as a rule-key extension (STATEFUL) and their paths compiled to lookups
+    decide.py     evaluate() for a matching event, fire_due_digests() for the periodic tick
+    evaluator.py  StatefulRules: a RuleSet plus the store's state, what the processor evaluates with
+
+The state itself (the StateStore contract, Threshold and the sliding window shared by every backend)
+lives in the store layer: engine/store/state.py and engine/store/window.py.
 """

@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from engine.config.durations import format_duration
 from engine.match.stateful.specs import Digest, StatefulSpec
-from engine.match.stateful.state import CAPPED, CONSUMED, DUPLICATE, LATE, DigestBatch, StateStore, WindowEntry
+from engine.store.state import CAPPED, CONSUMED, DUPLICATE, LATE, DigestBatch, StateStore, WindowEntry
 
 _NOT_COUNTED = {
     DUPLICATE: "event already counted (same jti)",

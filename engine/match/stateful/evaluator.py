@@ -1,5 +1,6 @@
-"""StatefulRules: a loaded RuleSet plus the store's state, the one evaluator behind the live processor,
-`idhooks test` (with a throw-away store) and `idhooks replay`.
+"""StatefulRules: a loaded RuleSet plus the store's state. The live processor, `idhooks test` (with a
+throw-away store) and `idhooks replay` all evaluate through it; RuleSet.decide underneath is the only
+place a rule's conditions are tested.
 
 A plain rule's decision passes through unchanged. A matched stateful rule's decision is replaced by the
 state's verdict: a miss that says why (`threshold: count 3 of 5 within 10m`), or a firing rendered with the
@@ -13,12 +14,13 @@ import time
 from typing import Any, Callable
 
 from engine.verify.envelope import Envelope
-from engine.match.processor import jobs_for
 from engine.match.context import EvalContext
+from engine.match.jobs import jobs_for
 from engine.match.ruleset import Decision
 from engine.match.stateful.decide import Firing, evaluate, fire_due_digests
 from engine.match.stateful.rulekeys import StatefulRule
-from engine.match.stateful.state import CAPPED, StateStore
+from engine.store.base import Store
+from engine.store.state import CAPPED
 
 log = logging.getLogger("idhooks.stateful")
 
@@ -27,7 +29,7 @@ class StatefulRules:
     """Evaluate events with `ruleset` and the state in `store`. `on_capped(rule_id)` is called whenever
     a rule's group cap refuses a new group (the server counts it in a metric)."""
 
-    def __init__(self, ruleset: Any, store: StateStore, *, clock: Callable[[], float] = time.time,
+    def __init__(self, ruleset: Any, store: Store, *, clock: Callable[[], float] = time.time,
                  on_capped: Callable[[str], None] = lambda rule_id: None) -> None:
         self.ruleset, self.store, self.clock, self.on_capped = ruleset, store, clock, on_capped
         self.rules = getattr(ruleset, "rules", [])

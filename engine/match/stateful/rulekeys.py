@@ -1,5 +1,6 @@
-"""The stateful keys in the rules engine: `threshold`, `suppress` and `digest` registered with the rule
-loader, their group_by / distinct paths compiled to lookups at load, like every other path of a rule.
+"""The stateful keys in the rules engine: `threshold`, `suppress` and `digest`, a rule-key extension
+(STATEFUL, listed in engine/match/extensions.py). Their group_by / distinct paths are compiled to lookups
+at load, like every other path of a rule.
 
 Key paths: `claims.X` (a claim by short name or URI), `envelope.X` (the SET envelope: iss, jti, rci),
 `geo.X` (IP enrichment: country, country_name, asn, as_org), `$...` (JSONPath on the event body) or a
@@ -9,11 +10,11 @@ bare dotted body path such as `initiatorIpAddress` or `user.id`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from engine.match.conditions import Report, subject_lookup
 from engine.match.context import EvalContext
-from engine.match.loader import register_rule_check, register_rule_key
+from engine.match.extension import RuleExtension, RuleKey
 from engine.match.ruleset import Rule
 from engine.match.stateful.decide import Observation
 from engine.match.stateful.specs import (STATEFUL_KEYS, Digest, StatefulSpec, Suppress, Threshold, check_combination,
@@ -78,18 +79,15 @@ def _suppress(value: Any, line: int, report: Report) -> CompiledSuppress | None:
     return CompiledSuppress(spec, group)
 
 
-def _combination(node: dict, report: Report) -> None:
+def _combination(node: Mapping[str, Any], report: Report) -> None:
     line_of = getattr(node, "line_of", None)
     check_combination([key for key in STATEFUL_KEYS if key in node], line_of("digest") if line_of else 0, report)
 
 
-def install() -> None:
-    """Register the keys with the rule loader (idempotent; runs when this module is imported, which
-    engine/match/__init__.py does, so every rule loader knows the keys)."""
-    register_rule_key("threshold", _threshold, THRESHOLD_NAMES)
-    register_rule_key("suppress", _suppress, THRESHOLD_NAMES)
-    register_rule_key("digest", parse_digest, DIGEST_NAMES)
-    register_rule_check(_combination)
+STATEFUL = RuleExtension("stateful", (RuleKey("threshold", _threshold, THRESHOLD_NAMES),
+                                       RuleKey("suppress", _suppress, THRESHOLD_NAMES),
+                                       RuleKey("digest", parse_digest, DIGEST_NAMES)), _combination)
+"""The stateful keys, passed to the rule loader (engine/match/extensions.py)."""
 
 
 def _first(lookup: Lookup, ctx: EvalContext) -> Any:
@@ -141,5 +139,3 @@ def _item(ctx: EvalContext) -> dict[str, Any]:
             "user_id": context["user_id"], "ip": context["ip"], "occurred_at": context["occurred_at"].isoformat(),
             "event": ctx.body}
 
-
-install()

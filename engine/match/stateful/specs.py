@@ -13,31 +13,17 @@ from typing import Any, Callable, Collection, Mapping
 
 from engine.config.settings import suggest
 from engine.config.durations import parse_duration
+from engine.store.state import DEFAULT_LATE, DEFAULT_MAX_GROUPS, Threshold
 
 Problem = tuple[int, str]
 
 MAX_COUNT = 10_000
 """A window keeps fewer than `count` entries per group; this bounds the work per event."""
-DEFAULT_LATE = 60.0
-"""How late (arrival minus event time) an event may be and still count; the hub retries within ~20 s."""
-DEFAULT_MAX_GROUPS = 100_000
 DEFAULT_MAX_ITEMS = 100
 
 _THRESHOLD_KEYS = ("count", "within", "group_by", "distinct", "late", "max_groups")
 _SUPPRESS_KEYS = ("for", "group_by")
 _DIGEST_KEYS = ("every", "max_items", "late")
-
-
-@dataclass(frozen=True)
-class Threshold:
-    """Fire when `count` events (or distinct values of `distinct`) of one group fall within `within` s."""
-
-    count: int
-    within: float
-    group_by: tuple[str, ...] = ()
-    distinct: str | None = None
-    late: float = DEFAULT_LATE
-    max_groups: int = DEFAULT_MAX_GROUPS
 
 
 @dataclass(frozen=True)

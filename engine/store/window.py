@@ -20,9 +20,7 @@ import bisect
 import copy
 from typing import Any
 
-from engine.match.stateful.specs import Threshold
-from engine.match.stateful.state import (CONSUMED, COUNTED, DUPLICATE, LATE, REPLAYED, WindowEntry,
-                                   WindowResult)
+from engine.store.state import CONSUMED, COUNTED, DUPLICATE, LATE, REPLAYED, Threshold, WindowEntry, WindowResult
 
 ITEMS_KEPT = 20
 """Events a firing shows to templates (the newest of its window)."""
