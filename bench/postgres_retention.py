@@ -36,14 +36,16 @@ def main() -> int:
             jtis = []
             for i in range(args.events):
                 jti, body = make_event()
-                store.ingest(IncomingEvent(jti=jti, webhook="asgardeo", iat_ms=now * 1000, received_at=now - 3600 + i,
-                                           uris=("https://schemas.identity.wso2.org/events/login",), body=body), 3600)
+                at = now - args.events - 10 + i  # all older than `now`: the prune below removes every one
+                store.ingest(IncomingEvent(jti=jti, webhook="asgardeo", iat_ms=at * 1000, received_at=at,
+                                           uris=("https://schemas.identity.wso2.org/events/login",), body=body),
+                             86400)
                 jtis.append(jti)
             decisions = [{"rule": "brute-force-user", "matched": True, "actions": 1}]
             for start in range(0, len(jtis), 100):  # one matching rule with one action per ten events
-                store.complete_events([(jti, decisions, [NewJob(f"{jti}:r:0", "slack", {"text": "x" * 200})]
-                                        if n % 10 == 0 else []) for n, jti in enumerate(jtis[start:start + 100])],
-                                      now)
+                store.complete_events(
+                    [(jti, decisions, [NewJob(f"{jti}:r:0", "slack", "slack", {"text": "x" * 200}, rule="r", jti=jti)]
+                      if n % 10 == 0 else []) for n, jti in enumerate(jtis[start:start + 100])], now)
             with store._conn("measuring") as conn:
                 conn.execute("VACUUM ANALYZE events")
                 conn.execute("VACUUM ANALYZE jobs")

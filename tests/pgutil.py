@@ -54,7 +54,8 @@ def open_postgres_store(url: str, spool_dir: Path, group: str | None = None, **o
     another process would."""
     group = group or unique_group()
     store = PostgresStore(url, group=group, spool_dir=spool_dir, **options)
-    store.reopen = lambda spool: PostgresStore(url, group=group, spool_dir=spool, **options)  # type: ignore[attr-defined]
+    store.reopen = (  # type: ignore[attr-defined]
+        lambda spool: PostgresStore(url, group=group, spool_dir=spool, **options))
     return store
 
 
@@ -93,7 +94,8 @@ class PrivateCluster:
     `tls`, it takes only TLS connections from TCP (`hostssl` lines, ssl=on) with a server certificate for
     127.0.0.1 signed by a CA this class makes (`self.ca`); `self.other_ca` is an unrelated CA for testing
     refusal. The role `certuser` must log in with a client certificate (`self.client_cert`, `self.client_key`,
-CN=certuser, a `hostssl ... cert` line). PostgreSQL refuses to run as root, so as root the cluster runs as the `postgres` user."""
+CN=certuser, a `hostssl ... cert` line). PostgreSQL refuses to run as root, so as root the cluster runs as
+    the `postgres` user."""
 
     def __init__(self, port: int, tls: bool = False) -> None:
         self.port, self.tls = port, tls

@@ -191,7 +191,8 @@ def test_hostile_values_are_stored_exactly(postgres_store: PostgresStore) -> Non
     assert postgres_store.ingest(incoming, WINDOW) == ACCEPTED
     stored = postgres_store.get_event("'; DROP TABLE events; --")
     assert stored.body == body and stored.uris == ("\x00\ud800<script>",)
-    postgres_store.complete_event(stored.jti, [{"why": "\x00\ud800"}], [NewJob("k\n\r", "d", "http", {"v": float("nan")})], T0)
+    postgres_store.complete_event(stored.jti, [{"why": "\x00\ud800"}],
+                                  [NewJob("k\n\r", "d", "http", {"v": float("nan")})], T0)
     assert postgres_store.get_event(stored.jti).decisions == [{"why": "\x00\ud800"}]
     assert postgres_store.list_jobs()[0].key == "k\n\r"
 

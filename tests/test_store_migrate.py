@@ -93,8 +93,8 @@ def fill(store: Store, now: float) -> dict[str, str]:
     store.ingest(event("old-pending", at=now - 60 * DAY), 7 * DAY)
     for jti, at in (("processed", now - 2 * DAY), ("expired", now - 40 * DAY)):
         store.ingest(event(jti, at=at), 7 * DAY)
-        store.complete_event(jti, [{"rule": "r"}], [NewJob(f"{jti}:r:{i}", "slack", "slack", {"i": i}) for i in range(4)],
-                             at)
+        store.complete_event(jti, [{"rule": "r"}],
+                             [NewJob(f"{jti}:r:{i}", "slack", "slack", {"i": i}) for i in range(4)], at)
     ids = {job.key: job.id for job in store.list_jobs()}
     store.ack_job(ids["processed:r:0"], now - DAY)
     store.retry_job(ids["processed:r:1"], now + 60, "HTTP 503", "busy")

@@ -1,6 +1,7 @@
 """The store interface: events, de-duplication, rule decisions, the delivery queue, subscriptions and the
 quarantine. SQLite (engine/store/sqlite.py) is the embedded default; Redis (engine/store/redis.py) and
-PostgreSQL (engine/store/postgres.py) the shared backends for several processes. tests/test_store_contract.py runs one contract suite against every backend.
+PostgreSQL (engine/store/postgres.py) the shared backends for several processes. tests/test_store_contract.py
+runs one contract suite against every backend.
 
 Every payload crossing this interface is JSON-able (never pickle). Every time is a float of epoch seconds
 passed in by the caller (the app's clock), so tests control time without sleeping.

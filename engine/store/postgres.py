@@ -74,7 +74,8 @@ def _job(row: dict[str, Any]) -> Job:
     if status == "pending" and row["attempts"] > 0:
         status = "failed"
     return Job(id=row["id"], key=row["key"], destination=row["destination"],
-               **NewJob.fields_from_json(json.loads(row["payload"])), status=status, attempts=row["attempts"], created_at=row["created_at"], due_at=row["due_at"],
+               **NewJob.fields_from_json(json.loads(row["payload"])), status=status, attempts=row["attempts"],
+               created_at=row["created_at"], due_at=row["due_at"],
                last_error=row["last_error"], last_response=row["last_response"], lease_owner=row["lease_owner"],
                window_start=row["window_start"])
 

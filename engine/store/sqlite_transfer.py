@@ -72,8 +72,8 @@ class SQLiteTransferMixin:
             if not conn.execute("INSERT OR IGNORE INTO state_windows VALUES (?, ?, ?, ?)",
                                 (rule_id, group_key, state, expires_at)).rowcount:
                 return False
-            conn.execute("INSERT INTO state_groups VALUES (?, 1) ON CONFLICT(rule_id) DO UPDATE SET groups = groups + 1",
-                         (rule_id,))
+            conn.execute("INSERT INTO state_groups VALUES (?, 1) "
+                         "ON CONFLICT(rule_id) DO UPDATE SET groups = groups + 1", (rule_id,))
         return True
 
     def import_suppression(self, rule_id: str, group_key: str, until: float, token: str) -> bool:
