@@ -83,6 +83,12 @@ RETRY_FIELD = Field("value", help="override the retry policy: {retry_for, backof
 """Every action accepts `retry:` (rule side and destination side), checked by engine/config/retry.py; the
 rule's value becomes the job's `retry` field (engine/match/jobs.py) and the worker applies both."""
 
+COMMON_FIELDS: Mapping[str, Field] = {
+    "ordered_by": Field("text", help="a key (e.g. {{ user_id }}): jobs with the same key for the same destination "
+                                     "are delivered in event order, one at a time"),
+}
+"""Rule fields every action type accepts besides its own `rule_fields` (engine/deliver reads them)."""
+
 
 def clean_text(value: object) -> str:
     """`value` as text that encodes to UTF-8: lone surrogates (valid in JSON escapes, invalid in UTF-8)
@@ -169,5 +175,7 @@ class Action(ABC):
         return policy_problems(fields.get("retry"), "retry")
 
     @abstractmethod
-    def send(self, rendered: Mapping[str, Any], idempotency_key: str) -> None:
-        """Deliver one rendered action; raise RetryableError or PermanentError on failure."""
+    def send(self, rendered: Mapping[str, Any], idempotency_key: str) -> Mapping[str, Any] | None:
+        """Deliver one rendered action; raise RetryableError or PermanentError on failure. An action may
+        return values taken from the answer (http's `capture:`), which the worker stores under the job's
+        `ordered_by` key for later jobs' `{{ captured.NAME }}`."""

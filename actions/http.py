@@ -26,6 +26,7 @@ import urllib3
 
 from actions.base import RETRY_FIELD, Action, ActionContext, Field, fold_line
 from actions.escaping import PATH_SEGMENT
+from actions.capture import capture_problems, captured_values
 from actions.httpresult import DEFAULT_MAX_RESPONSE_BYTES, exchange
 from actions.safenet import blocked, make_safe
 from engine.errors import PermanentError, RetryableError
@@ -49,6 +50,8 @@ class HttpAction(Action):
         "json": Field("json", help="a JSON body: a YAML structure whose string leaves are templates"),
         "body": Field("text", help="a raw body for non-JSON payloads"),
         "content_type": Field("text", help="Content-Type of a raw body (default text/plain; charset=utf-8)"),
+        "success_statuses": Field("value", help="statuses that also count as delivered, e.g. [201, 409]"),
+        "capture": Field("value", help="{name: JSONPath} of values to keep from a JSON answer (needs ordered_by)"),
         "retry": RETRY_FIELD,
     }
     destination_fields = {
@@ -108,18 +111,24 @@ class HttpAction(Action):
         if isinstance(headers, Mapping):
             problems += [f"headers.{k}: this header is set by idhooks" for k in headers
                          if str(k).lower() in _FORBIDDEN_HEADERS]
-        return problems
+        statuses = fields.get("success_statuses", [])
+        if not isinstance(statuses, list) or not all(type(s) is int and 100 <= s <= 599 for s in statuses):
+            problems.append(f"success_statuses: expected a list of HTTP statuses (100-599), got {statuses!r}")
+        return problems + capture_problems(fields)
 
-    def send(self, rendered: Mapping[str, Any], idempotency_key: str) -> None:
+    def send(self, rendered: Mapping[str, Any], idempotency_key: str) -> dict[str, Any] | None:
         method = str(rendered.get("method") or "POST").upper()
         if method not in METHODS:
             raise PermanentError(f"method {method!r} is not one of {', '.join(METHODS)}")
         url = self.url_for(str(rendered.get("path") or ""))
         self.check_address(urlsplit(url))
-        exchange(self.context.session, method, url, secrets=self.secrets, timeout=self.timeout,
-                 max_response_bytes=self.max_response_bytes, clock=self.context.clock,
-                 params=rendered.get("query") or None, headers=self._headers(rendered, idempotency_key),
-                 verify=self.verify, proxies=self.proxies, **self._body(rendered))
+        result = exchange(self.context.session, method, url, secrets=self.secrets, timeout=self.timeout,
+                          max_response_bytes=self.max_response_bytes, clock=self.context.clock,
+                          success_statuses=frozenset(rendered.get("success_statuses") or ()),
+                          params=rendered.get("query") or None, headers=self._headers(rendered, idempotency_key),
+                          verify=self.verify, proxies=self.proxies, **self._body(rendered))
+        capture = rendered.get("capture")
+        return captured_values(capture, result.body) if capture else None
 
     def url_for(self, path: str) -> str:
         """The full URL for a rendered path; refuses any scheme, host or port the destination does not allow."""

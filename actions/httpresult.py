@@ -35,8 +35,9 @@ class HttpResult:
 
 def exchange(session: requests.Session, method: str, url: str, *, secrets: list[Secret],
              timeout: tuple[float, float], max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
-             clock: Callable[[], float], **kwargs: Any) -> HttpResult:
-    """Send one request without following redirects and classify the answer; returns only on 2xx."""
+             clock: Callable[[], float], success_statuses: frozenset[int] = frozenset(), **kwargs: Any) -> HttpResult:
+    """Send one request without following redirects and classify the answer; returns only on 2xx (or a
+    status in `success_statuses`, e.g. 409 for a create whose first 201 was lost)."""
     try:
         with session.request(method, url, timeout=timeout, allow_redirects=False, stream=True,
                              **kwargs) as response:
@@ -47,7 +48,8 @@ def exchange(session: requests.Session, method: str, url: str, *, secrets: list[
         raise RetryableError(redact(f"cannot reach {url}: {_reason(exc)}", secrets)) from None
     except requests.RequestException as exc:
         raise PermanentError(redact(f"invalid request to {url}: {exc}", secrets)) from None
-    check(result, url, secrets, clock)
+    if result.status not in success_statuses:
+        check(result, url, secrets, clock)
     return result
 
 

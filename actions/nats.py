@@ -28,7 +28,7 @@ from typing import Any, Mapping
 
 from actions.base import EVENT_RECORD, RETRY_FIELD, Action, ActionContext, Field, clean_text, json_bytes
 from engine.errors import ConfigError, PermanentError, RetryableError
-from engine.secrets import Secret, find_secrets, redact, reveal
+from engine.secrets import Secret, redact, reveal
 
 _SERVER = re.compile(r"^(nats|tls)://[^\s/]+$")
 _TOKEN = re.compile(r"^[^\s*>.\x00-\x1f\x7f]+$")
@@ -109,7 +109,7 @@ class NatsAction(Action):
             read.add("ca_file", f"no such file: {self.ca_file}")
         self.timeout = read.number("timeout", 5.0, minimum=0.001)
         read.done()
-        self.secrets = find_secrets(self.destination)
+        self.secrets = read.secrets()
         _nats()
 
     def send(self, rendered: Mapping[str, Any], idempotency_key: str) -> None:

@@ -19,7 +19,7 @@ from actions.base import (RETRY_FIELD, Action, ActionContext, Field, check_choic
 from actions.httpresult import exchange
 from actions.safenet import make_safe
 from engine.errors import PermanentError
-from engine.secrets import find_secrets, reveal
+from engine.secrets import reveal
 
 ALERTS_URL = "https://api.opsgenie.com/v2/alerts"
 PRIORITIES = ("p1", "p2", "p3", "p4", "p5")
@@ -55,7 +55,7 @@ class OpsgenieAction(Action):
         self.url = str(read.url("url") or ALERTS_URL).rstrip("/")
         self.timeout = (read.number("connect_timeout", 5.0, minimum=0.001), read.number("timeout", 10.0, minimum=0.001))
         read.done()
-        self.secrets = find_secrets(self.destination)
+        self.secrets = read.secrets()
         make_safe(context.session)
 
     @classmethod

@@ -17,7 +17,7 @@ from actions.base import (RETRY_FIELD, Action, ActionContext, Field, check_choic
 from actions.httpresult import exchange
 from actions.safenet import make_safe
 from engine.errors import PermanentError
-from engine.secrets import find_secrets, reveal
+from engine.secrets import reveal
 
 EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 SEVERITIES = ("critical", "error", "warning", "info")
@@ -55,7 +55,7 @@ class PagerDutyAction(Action):
         self.url = read.url("url") or EVENTS_URL
         self.timeout = (read.number("connect_timeout", 5.0, minimum=0.001), read.number("timeout", 10.0, minimum=0.001))
         read.done()
-        self.secrets = find_secrets(self.destination)
+        self.secrets = read.secrets()
         make_safe(context.session)
 
     @classmethod

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from actions.base import EVENT_RECORD, RETRY_FIELD, Action, ActionContext, Field, clean_json, clean_text, json_bytes
 from actions.httpresult import exchange
 from actions.safenet import make_safe
-from engine.secrets import find_secrets, reveal
+from engine.secrets import reveal
 
 EVENT_PATH = "/services/collector/event"
 
@@ -55,7 +55,7 @@ class SplunkHecAction(Action):
         self.verify: bool | str = read.text("ca_file") or True
         self.timeout = (read.number("connect_timeout", 5.0, minimum=0.001), read.number("timeout", 10.0, minimum=0.001))
         read.done()
-        self.secrets = find_secrets(self.destination)
+        self.secrets = read.secrets()
         make_safe(context.session)
 
     @classmethod

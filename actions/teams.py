@@ -25,7 +25,7 @@ from actions.escaping import Escape
 from actions.httpresult import exchange
 from actions.safenet import make_safe
 from engine.errors import PermanentError
-from engine.secrets import find_secrets, reveal
+from engine.secrets import reveal
 
 CARD_TYPE = "application/vnd.microsoft.card.adaptive"
 TEXT_CHARS = 20_000  # a card over ~28 KB is refused by Teams; cut event text well below that
@@ -77,7 +77,7 @@ class TeamsAction(Action):
         self.webhook_url = read.url("webhook_url", required=True, secret=True)
         self.timeout = (read.number("connect_timeout", 5.0, minimum=0.001), read.number("timeout", 10.0, minimum=0.001))
         read.done()
-        self.secrets = find_secrets(self.destination)
+        self.secrets = read.secrets()
         make_safe(context.session)
 
     @classmethod

@@ -1,6 +1,10 @@
-"""The built-in event catalog: one realistic sample per WSO2 event type, copied from the shared samples.
+"""The built-in event catalog: one realistic sample per WSO2 event type, copied from the shared samples, and
+variants of those samples as they also arrive on the wire.
 
 Alias = `{channel}.{eventType}`; URI = `https://schemas.identity.wso2.org/events/{channel}/event-type/{eventType}`.
+A variant is named `{alias}/{variant}` (file `catalog/variants/{alias}/{variant}.json`): the same event
+with optional fields left out (every body field is optional on the wire), so rule tests can prove a rule
+fires on every realistic form of its event, not only on the fullest one.
 """
 
 from __future__ import annotations
@@ -46,6 +50,12 @@ DESCRIPTIONS = {
 }
 
 
+VARIANT_DESCRIPTIONS = {
+    "no-flow-fields": "without the optional flow fields initiatorType, action, credentialType and "
+                      "initiatorIpAddress",
+}
+
+
 @dataclass(frozen=True)
 class CatalogEntry:
     alias: str
@@ -85,6 +95,36 @@ def entries() -> dict[str, CatalogEntry]:
         alias = path.stem
         found[alias] = CatalogEntry(alias, alias_to_uri(alias), DESCRIPTIONS.get(alias, ""), path)
     return found
+
+
+@lru_cache(maxsize=1)
+def variants() -> dict[str, CatalogEntry]:
+    """`alias/variant` -> entry (its alias, URI and the variant's description), sorted."""
+    found = {}
+    for path in sorted((CATALOG_DIR / "variants").glob("*/*.json")):
+        alias, variant = path.parent.name, path.stem
+        if alias in entries():
+            found[f"{alias}/{variant}"] = CatalogEntry(alias, alias_to_uri(alias),
+                                                       VARIANT_DESCRIPTIONS.get(variant, ""), path)
+    return found
+
+
+def variants_of(alias: str) -> list[str]:
+    """The `alias/variant` names of one event type."""
+    return [name for name, entry in variants().items() if entry.alias == alias]
+
+
+def sample(name: str) -> dict[str, Any]:
+    """A fresh copy of the sample of an alias or an `alias/variant`; KeyError for an unknown name."""
+    entry = entries().get(name) or variants().get(name)
+    if entry is None:
+        raise KeyError(name)
+    return entry.sample()
+
+
+def sample_names() -> list[str]:
+    """Every name `sample()` takes: the aliases, then the variants."""
+    return list(entries()) + list(variants())
 
 
 def wire_vector(name: str) -> bytes:

@@ -29,6 +29,10 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from tests.conftest import free_port
 
 
+LOST = 0
+"""A Response status meaning: drop the connection without answering (a lost answer)."""
+
+
 @dataclass
 class Response:
     status: int = 200
@@ -123,6 +127,9 @@ class HttpPeer:
                     response = peer.answer(request)
                     peer.requests.append(request)
                     peer.received.notify_all()
+                if response.status == LOST:  # processed, but the answer never reaches the caller
+                    self.close_connection = True
+                    return
                 body, content_type = response.encoded()
                 self.send_response(response.status)
                 self.send_header("Content-Type", content_type)

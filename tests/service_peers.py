@@ -305,3 +305,96 @@ class SyslogPeer:
         self.stop.set()
         self.server.shutdown()
         self.server.server_close()
+
+
+SCIM_USER = "urn:ietf:params:scim:schemas:core:2.0:User"
+SCIM_ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
+SCIM_LIST = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
+SCIM_PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+
+
+class ScimPeer(HttpPeer):
+    """A SCIM 2.0 service provider (RFC 7643/7644) for Users under /scim/v2, bearer-token protected:
+    POST /Users -> 201 (409 uniqueness on userName or externalId); GET /Users?filter=externalId eq "x" or
+    userName eq "x" -> ListResponse; GET/PUT/PATCH (PatchOp replace) /Users/{id} -> 200; DELETE -> 204;
+    an unknown id -> 404. `lose_next` processes the next request but drops its answer."""
+
+    TOKEN = "scim-token-5be1"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.users: dict[str, dict[str, Any]] = {}
+        self.lose_next = 0
+        self.down_for: set[str] = set()  # externalIds whose create answers 503 (a backend shard that is down)
+        self._ids = iter(f"scim-{n:04d}" for n in range(1, 10_000))
+
+    def answer(self, request: Request) -> Response:
+        if self.script:
+            return self.script.pop(0)
+        if request.headers.get("Authorization") != f"Bearer {self.TOKEN}":
+            return _scim_error(401, "authorization failure")
+        answer = self._route(request)
+        if self.lose_next:
+            self.lose_next -= 1
+            return Response(0)
+        return answer
+
+    def _route(self, request: Request) -> Response:
+        path = request.path.removeprefix("/scim/v2")
+        if path == "/Users":
+            return self._create(request) if request.method == "POST" else self._search(request)
+        match = re.fullmatch(r"/Users/([^/]+)", path)
+        if not match:
+            return _scim_error(404, f"no such endpoint {request.path}")
+        user = self.users.get(match.group(1))
+        if user is None:
+            return _scim_error(404, f"Resource {match.group(1)} not found")
+        if request.method == "DELETE":
+            del self.users[user["id"]]
+            return Response(204, b"")
+        if request.method == "PATCH":
+            return self._patch(user, request.json())
+        if request.method == "PUT":
+            user.update({k: v for k, v in request.json().items() if k not in ("id", "meta")})
+        return _scim(200, user)
+
+    def _create(self, request: Request) -> Response:
+        body = request.json()
+        if isinstance(body, dict) and body.get("externalId") in self.down_for:
+            return _scim_error(503, "service unavailable")
+        if not isinstance(body, dict) or SCIM_USER not in body.get("schemas", []) or not body.get("userName"):
+            return _scim_error(400, "userName is required", "invalidValue")
+        for user in self.users.values():
+            if user["userName"] == body["userName"] or body.get("externalId") and user.get("externalId") == body["externalId"]:
+                return _scim_error(409, "User already exists", "uniqueness")
+        user = {**body, "id": next(self._ids), "meta": {"resourceType": "User"}}
+        self.users[user["id"]] = user
+        return _scim(201, user)
+
+    def _search(self, request: Request) -> Response:
+        match = re.fullmatch(r'(externalId|userName) eq "(.*)"', (request.query.get("filter") or [""])[0])
+        if not match:
+            return _scim_error(400, "unsupported filter", "invalidFilter")
+        found = [u for u in self.users.values() if u.get(match.group(1)) == match.group(2)]
+        return _scim(200, {"schemas": [SCIM_LIST], "totalResults": len(found), "Resources": found})
+
+    @staticmethod
+    def _patch(user: dict[str, Any], body: Any) -> Response:
+        if not isinstance(body, dict) or SCIM_PATCH not in body.get("schemas", []):
+            return _scim_error(400, "not a PatchOp", "invalidSyntax")
+        for operation in body.get("Operations", []):
+            if operation.get("op", "").lower() != "replace" or not operation.get("path"):
+                return _scim_error(400, "only replace with a path is supported", "invalidPath")
+            user[operation["path"]] = operation.get("value")
+        return _scim(200, user)
+
+
+def _scim(status: int, body: dict[str, Any]) -> Response:
+    return Response(status, body)
+
+
+def _scim_error(status: int, detail: str, scim_type: str = "") -> Response:
+    error: dict[str, Any] = {"schemas": [SCIM_ERROR], "status": str(status), "detail": detail}
+    if scim_type:
+        error["scimType"] = scim_type
+    return Response(status, error)

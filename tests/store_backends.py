@@ -132,3 +132,19 @@ def drop_deployment(name: str, url: str, group: str, spool: Path) -> None:
         pg = open_postgres_store(url, spool, group)
         drop_group(pg)
         pg.close()
+
+
+def config_for(store: Store, path: Path) -> Path:
+    """Write a config.yaml at `path` that opens `store` (for running commands against it)."""
+    from engine.store.postgres import PostgresStore
+    from engine.store.redis import RedisStore
+    from engine.store.sqlite import SQLiteStore
+    from tests.conftest import redis_url
+
+    if isinstance(store, SQLiteStore):
+        path.write_text(f'store: {{url: "sqlite:///{store.path}"}}\n')
+    else:
+        url = redis_url() if isinstance(store, RedisStore) else store._raw_url  # type: ignore[attr-defined]
+        assert isinstance(store, (RedisStore, PostgresStore))
+        path.write_text(f'store: {{url: "{url}", group: "{store.group}", spool_dir: spool}}\n')
+    return path

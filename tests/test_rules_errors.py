@@ -103,10 +103,10 @@ def test_rule_errors_are_all_reported_in_line_order_with_ids_and_suggestions(tmp
         "rules.yaml:13: rule 'ok-rule': actions: expected a non-empty list of actions, like `- log: {message: ...}`",
         "rules.yaml:14: rules[3]: id: missing: every rule needs a unique id of lowercase letters, digits and '-'",
         f"rules.yaml:16: rules[3]: actions[0]: unknown action type 'pager' (did you mean 'pagerduty'?); action types: {ACTION_TYPES}",
-        "rules.yaml:17: rules[3]: actions[1].log.mesage: unknown field (did you mean 'message'?); log takes: message",
+        "rules.yaml:17: rules[3]: actions[1].log.mesage: unknown field (did you mean 'message'?); log takes: message, ordered_by",
         "rules.yaml:17: rules[3]: actions[1].log.message: missing required field (the line to log)",
         "rules.yaml:18: rules[3]: actions[2].log.message: unknown template name 'evnt' (did you mean 'event'?); "
-        "available: event, envelope, uri, type, rule, claims, user_id, username, ip, occurred_at, geo",
+        "available: event, envelope, uri, type, rule, claims, user_id, username, ip, occurred_at, geo, captured",
         "rules.yaml:19: rules[3]: actions[3].log.message: invalid template (line 1 of the template): unexpected "
         "end of template, expected 'end of print statement'.",
         "rules.yaml:20: rules[3]: actions[4].log: expected a mapping of fields: message",

@@ -9,7 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
 
+from engine import catalog
 from tests.conftest import ROOT
 
 
@@ -40,3 +42,45 @@ def test_shipped_rules_and_config_validate(tmp_path):
     result = idhooks("validate", "--config", str(project_copy(tmp_path)))
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("OK: ")
+
+
+# A shipped rule keyed by a field that a variant leaves out cannot count that variant: rule -> (variant, why).
+CANNOT_FIRE = {
+    ("password-spray-ip", "login.loginFailed/no-flow-fields"): "$.initiatorIpAddress is missing",
+    ("registration-failures-ip", "registration.registrationFailed/no-flow-fields"): "initiatorIpAddress is missing",
+}
+
+
+def _shipped(folder: Path) -> list[dict]:
+    return [item for path in sorted(folder.glob("*.yaml")) for item in
+            (yaml.safe_load(path.read_text()) or {}).get("rules" if folder.name == "rules" else "tests", [])]
+
+
+def _aliases(event: object) -> list[str]:
+    patterns = event if isinstance(event, list) else [event]
+    return [alias for alias in catalog.entries() for pattern in patterns
+            if pattern in (alias, "*") or str(pattern).endswith(".*") and alias.startswith(str(pattern)[:-1])]
+
+
+def _tested_variants(test: dict) -> set[str]:
+    steps = test.get("sequence") or [test]
+    return {step["event"] for step in steps if isinstance(step.get("event"), str) and "/" in step["event"]}
+
+
+def test_every_shipped_rule_is_tested_on_every_variant_of_its_events(tmp_path):
+    """Item 17 of issue 12, for every shipped rule: each catalog variant of each event type it selects has
+    a rule test in which the rule fires, or the rule is listed in CANNOT_FIRE and its decision says why."""
+    fired = {(rule_id, variant) for test in _shipped(ROOT / "rules" / "tests")
+             for rule_id in test.get("match", []) for variant in _tested_variants(test)}
+    missing = []
+    for rule in _shipped(ROOT / "rules"):
+        for variant in (v for alias in _aliases(rule["event"]) for v in catalog.variants_of(alias)):
+            if (rule["id"], variant) in CANNOT_FIRE:
+                (tmp_path / rule["id"]).mkdir()
+                result = idhooks("test", str(catalog.variants()[variant].path), "--config",
+                                 str(project_copy(tmp_path / rule["id"])))
+                assert f"miss  {rule['id']}: threshold: not counted: {CANNOT_FIRE[rule['id'], variant]}" \
+                    in result.stdout, result.stdout + result.stderr
+            elif (rule["id"], variant) not in fired:
+                missing.append(f"{rule['id']} on {variant}")
+    assert not missing, "shipped rules without a rule test that fires on these variants: " + ", ".join(missing)

@@ -280,7 +280,7 @@ def test_a_wrong_secret_is_reported_with_its_fix(endpoint: HubEndpoint, capsys: 
      "(e.g. --secret-env ASGARDEO_WEBHOOK_SECRET), not the secret itself; no such variable is set\n"),
     (["login.loginFaild", "--secret-env", "HOOK_SECRET"],
      "idhooks simulate send: error: unknown event 'login.loginFaild' (did you mean 'login.loginFailed'?): give a "
-     "catalog alias (list them with `idhooks catalog`) or the path of a JSON file\n"),
+     "catalog alias or alias/variant (list them with `idhooks catalog`) or the path of a JSON file\n"),
     (["login.loginFailed", "--secret-env", "HOOK_SECRET", "--set", "initiatorIpAddress"],
      "idhooks simulate send: error: --set 'initiatorIpAddress': expected path=value, e.g. "
      "initiatorIpAddress=203.0.113.9\n"),
@@ -451,3 +451,8 @@ rules:
     while "brute force:" not in server.log() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert re.findall(r"brute force: (\d+ failures for \w+)", server.log()) == ["5 failures for bob"]
+
+
+def test_a_catalog_variant_is_an_event_source() -> None:
+    body = next(iter(simulate.load_template("login.loginFailed/no-flow-fields")["events"].values()))
+    assert "initiatorType" not in body and body["user"]["claims"][0]["value"] == "jane.doe@example.com"

@@ -19,11 +19,9 @@ from engine.runtime import Current
 from engine.metrics import Metrics
 from engine.secrets import Secret
 from engine.store.base import Job, NewJob, Store
-from engine.store.redis import RedisStore
-from engine.store.sqlite import SQLiteStore
 from engine.deliver.worker import DeliveryWorker
-from tests.store_backends import backend_params, open_backend
-from tests.conftest import ROOT, redis_url
+from tests.store_backends import backend_params, config_for, open_backend
+from tests.conftest import ROOT
 from tests.peers import HttpPeer, Response, http_peer  # noqa: F401 - fixture
 
 DELIVERY = DeliveryConfig(workers=3, lease=30, retry_for=600, backoff_initial=5, backoff_max=60,
@@ -46,13 +44,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 
 def store_config(store: Store, tmp_path: Path) -> Path:
     """A config.yaml that opens `store`, for running commands against it."""
-    config = tmp_path / "config.yaml"
-    if isinstance(store, SQLiteStore):
-        config.write_text(f'store: {{url: "sqlite:///{store.path}"}}\n')
-    else:
-        url = redis_url() if isinstance(store, RedisStore) else store._raw_url
-        config.write_text(f'store: {{url: "{url}", group: "{store.group}", spool_dir: spool}}\n')
-    return config
+    return config_for(store, tmp_path / "config.yaml")
 
 
 def actions_for(**urls: str) -> ActionSet:

@@ -18,10 +18,11 @@ import threading
 import time
 import uuid
 from collections import Counter
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 from actions import ActionSet
 from engine.deliver.backoff import RetryPolicy
+from engine.deliver.captures import fill
 from engine.config.settings import DeliveryConfig
 from engine.errors import DeliveryError, PermanentError, RetryableError
 from engine.metrics import Metrics
@@ -192,23 +193,30 @@ class DeliveryWorker:
         self.metrics.action_attempts.labels(destination).inc()
         actions = self.actions.get()
         try:
-            self._send(job, actions)
+            captured = self._send(job, actions)
         except DeliveryError as exc:
             self._failed(job, destination, exc, actions)
             return
         now = self.clock()
+        if captured and job.capture_ref:  # before the ack: the next job of the key may start right after it
+            self.store.capture_set(job.capture_ref, captured, now)
         self.store.ack_job(job.id, now)
+        if job.order_key:
+            self.notify()  # the next job of this key is claimable now
         self.metrics.action_successes.labels(destination).inc()
         if job.received_at is not None:
             self.metrics.delivery_latency.labels(destination).observe(max(now - job.received_at, 0.0))
 
-    @staticmethod
-    def _send(job: Job, actions: ActionSet) -> None:
-        """Send with the job's action; an unexpected exception from a plugin counts as a retryable attempt
-        (backoff, then the dead-letter list) instead of leaving the job to loop on lease expiry."""
+    def _send(self, job: Job, actions: ActionSet) -> Mapping[str, Any] | None:
+        """Send with the job's action (its `captured` values filled in first); what it captured from the
+        answer. An unexpected exception from a plugin counts as a retryable attempt (backoff, then the
+        dead-letter list) instead of leaving the job to loop on lease expiry."""
         action = actions.get(job.action, job.destination)
+        message = job.message
+        if job.captured_nonce:
+            message = fill(job, self.store.captures(job.capture_ref), action.rule_fields)
         try:
-            action.send(job.message, job.key)
+            return action.send(message, job.key)
         except DeliveryError:
             raise
         except Exception as exc:  # noqa: BLE001 - a plugin bug must not wedge the queue
@@ -234,6 +242,8 @@ class DeliveryWorker:
         reason = error if isinstance(exc, PermanentError) else f"gave up after {job.attempts + 1} attempts: {error}"
         log.error("delivery dead-lettered", extra={"key": job.key, "destination": destination, "error": reason})
         self.store.dead_job(job.id, reason, response)
+        if job.order_key:
+            self.notify()  # the next job of this key is no longer held back
         self.metrics.dead_letters.labels(destination).inc()
 
     def _policy(self, job: Job, actions: ActionSet) -> RetryPolicy:

@@ -6,18 +6,51 @@ every destination resolved, so rendering does no parsing.
 from __future__ import annotations
 
 import json
+import re
+import secrets
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from actions import registry
-from actions.base import EVENT_RECORD, Action, Field
+from actions.base import COMMON_FIELDS, EVENT_RECORD, Action, Field
 from actions.escaping import Escape, valid_text
 from engine.config.settings import suggest
 from engine.match.conditions import Report, line_of
-from engine.match.templates import compile_template
+from engine.match.templates import compile_template, extra_names
 
 Renderer = Callable[[dict[str, Any], list[str]], Any]
 """render(template_context, errors) -> plain JSON value; a failing template adds to `errors`, renders ''."""
+
+
+CAPTURED = "captured"
+CAPTURE_NONCE_FIELD = "__captured__"
+"""Rendered-field key holding the nonce of a job whose templates use `captured` (engine/deliver/captures.py
+fills the values in when the job is sent)."""
+_USES_CAPTURED = re.compile(r"\{[{%][^}]*\bcaptured\b")
+
+
+class CapturePlaceholders(dict):
+    """What `captured` is while an event is matched: any `captured.NAME` renders as a placeholder
+    `NONCE<hex of NAME>NONCE`, replaced by the stored value when the job is sent, after the jobs before it.
+    The nonce is random per rendering (uppercase letters outside hex), so event data cannot forge one, and
+    placeholders survive every channel escape unchanged."""
+
+    def __init__(self, nonce: str) -> None:
+        super().__init__()
+        self.nonce = nonce
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str)
+
+    def __getitem__(self, name: str) -> str:
+        return f"{self.nonce}{name.encode('utf-8').hex()}{self.nonce}"
+
+    def get(self, name: str, default: Any = None) -> str:  # type: ignore[override]
+        return self[name]
+
+
+def new_nonce() -> str:
+    return "".join(secrets.choice("GHJKLMNPQRSTUVWXYZ") for _ in range(24))
 
 
 @dataclass
@@ -26,9 +59,14 @@ class CompiledAction:
     type: str
     destination: str | None
     fields: dict[str, Renderer]
+    uses_captured: bool = False
 
     def render(self, context: dict[str, Any], errors: list[str]) -> dict[str, Any]:
         rendered = {}
+        if self.uses_captured:
+            nonce = new_nonce()
+            context = {**context, CAPTURED: CapturePlaceholders(nonce)}
+            rendered[CAPTURE_NONCE_FIELD] = nonce
         for name, render in self.fields.items():  # a loop, not a comprehension: one frame less per match
             rendered[name] = render(context, errors)
         return rendered
@@ -133,16 +171,17 @@ def compile_action(node: Any, index: int, destinations: Mapping[str, Mapping[str
     if not isinstance(fields, dict):
         report(line_of(node, name), where, f"expected a mapping of fields: {', '.join(cls.rule_fields)}")
         return None
-    return _compile_fields(cls, fields, index, where, destinations, report)
+    with extra_names((CAPTURED,)):
+        return _compile_fields(cls, fields, index, where, destinations, report)
 
 
 def _compile_fields(cls: type[Action], fields: dict, index: int, where: str,
                     destinations: Mapping[str, Mapping[str, Any]], report: Report) -> CompiledAction | None:
-    allowed = tuple(cls.rule_fields)
+    allowed = tuple(cls.rule_fields) + tuple(COMMON_FIELDS)
     problems = 0
     renderers: dict[str, Renderer] = {}
     for key, value in fields.items():
-        spec = cls.rule_fields.get(key)
+        spec = cls.rule_fields.get(key) or COMMON_FIELDS.get(key)
         if spec is None:
             report(line_of(fields, key), f"{where}.{key}", f"unknown field{suggest(str(key), allowed)}; "
                                                          f"{cls.name} takes: {', '.join(allowed)}")
@@ -157,7 +196,12 @@ def _compile_fields(cls: type[Action], fields: dict, index: int, where: str,
         if spec.required and key not in fields:
             report(line_of(fields), f"{where}.{key}", f"missing required field ({spec.help or spec.kind})")
             problems += 1
-    for message in cls.check_rule_fields(fields):
+    uses_captured = _uses_captured(fields)
+    messages = cls.check_rule_fields(fields)
+    if uses_captured and "ordered_by" not in fields:
+        messages.append("captured: a template uses captured values, which are stored per key: add ordered_by "
+                        "(e.g. ordered_by: '{{ user_id }}')")
+    for message in messages:
         report(line_of(fields), where, message)
         problems += 1
     if problems:
@@ -172,7 +216,18 @@ def _compile_fields(cls: type[Action], fields: dict, index: int, where: str,
     except ValueError as exc:
         report(line_of(fields), where, f"destination '{destination}': {exc}")
         return None
-    return CompiledAction(index, cls.name, destination, renderers)
+    return CompiledAction(index, cls.name, destination, renderers, uses_captured)
+
+
+def _uses_captured(value: Any) -> bool:
+    """Whether any template in `value` (a rule's fields) names `captured`."""
+    if isinstance(value, str):
+        return bool(_USES_CAPTURED.search(value))
+    if isinstance(value, dict):
+        return any(_uses_captured(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_uses_captured(v) for v in value)
+    return False
 
 
 def _destination_templates(cls: type[Action], destination: Mapping[str, Any],

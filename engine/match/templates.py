@@ -75,9 +75,9 @@ _EXTRA_NAMES: ContextVar[tuple[str, ...]] = ContextVar("extra_template_names", d
 
 @contextmanager
 def extra_names(names: tuple[str, ...]) -> Iterator[None]:
-    """Allow `names` besides TEMPLATE_NAMES in templates compiled inside the block (a stateful rule's
-    actions see `count`, `events`, ...; in any other rule these names are typos)."""
-    token = _EXTRA_NAMES.set(names)
+    """Allow `names` besides TEMPLATE_NAMES (and the names of enclosing blocks) in templates compiled inside
+    the block (a stateful rule's actions see `count`, `events`, ...; in any other rule these names are typos)."""
+    token = _EXTRA_NAMES.set(_EXTRA_NAMES.get() + tuple(names))
     try:
         yield
     finally:

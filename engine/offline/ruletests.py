@@ -2,7 +2,7 @@
 
     tests:
       - name: failed login to the portal alerts
-        event: login.loginFailed          # a catalog alias (its sample event), or an inline SET mapping
+        event: login.loginFailed          # a catalog alias or alias/variant (its sample), or an inline SET
         file: samples/x.json              # or a SET JSON file, relative to the test file
         set: {application.name: Console}  # body overrides by dotted path; null removes the field
         webhook: asgardeo                 # default: the first configured webhook
@@ -107,10 +107,10 @@ def _base_event(node: dict, base_dir: Path) -> dict[str, Any]:
     event = node.get("event")
     if isinstance(event, dict):
         return json.loads(json.dumps(event))
-    aliases = list(catalog.entries())
-    if event not in aliases:
-        raise ValueError(f"event: unknown event alias {event!r}{suggest(str(event), aliases)}")
-    return catalog.entries()[event].sample()  # its fixed jti and iat keep rendered text predictable
+    names = catalog.sample_names()
+    if event not in names:
+        raise ValueError(f"event: unknown event alias {event!r}{suggest(str(event), names)}")
+    return catalog.sample(event)  # its fixed jti and iat keep rendered text predictable
 
 
 def _shape_problems(node: dict) -> list[str]:

@@ -141,14 +141,14 @@ def _body_problems(body: bytes, challenge: str) -> list[Problem]:
 
 # -- events ------------------------------------------------------------------------------------------
 def load_template(source: str) -> dict[str, Any]:
-    """A catalog alias's sample, or a Security Event Token read from a JSON file."""
-    entries = catalog.entries()
-    if source in entries:
-        return entries[source].sample()
+    """A catalog alias's (or alias/variant's) sample, or a Security Event Token read from a JSON file."""
+    names = catalog.sample_names()
+    if source in names:
+        return catalog.sample(source)
     path = Path(source)
     if not path.is_file():
-        raise ConfigError(f"unknown event {source!r}{suggest(source, list(entries))}: give a catalog alias "
-                          "(list them with `idhooks catalog`) or the path of a JSON file")
+        raise ConfigError(f"unknown event {source!r}{suggest(source, names)}: give a catalog alias or "
+                          "alias/variant (list them with `idhooks catalog`) or the path of a JSON file")
     try:
         event = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from dataclasses import dataclass, field
+import hashlib
 from typing import Any, Callable, Mapping
 
 from engine.store.state import StateStore
@@ -70,6 +71,19 @@ class NewJob:
     index: int = 0                      # the action's position in the rule's `actions:`
     retry: Mapping[str, Any] | None = None  # the rule's `retry:` override of the retry policy
     received_at: float | None = None    # when the event arrived (delivery latency is measured from it)
+    ordered_by: str = ""                # the rendered `ordered_by:` key ('' = not ordered)
+    captured_nonce: str = ""            # set when the message holds `captured` placeholders (filled at send)
+
+    @property
+    def order_key(self) -> str:
+        """The ordering scope, (destination, ordered_by) hashed to a bounded size: jobs with the same one are
+        delivered in event order (received_at, then creation), one at a time; '' when unordered."""
+        return _digest(f"{self.destination}\0{self.ordered_by}") if self.ordered_by else ""
+
+    @property
+    def capture_ref(self) -> str:
+        """Where values captured for this job's `ordered_by` key are stored (shared by every destination)."""
+        return capture_ref(self.ordered_by) if self.ordered_by else ""
 
     def to_json(self) -> dict[str, Any]:
         """The stored payload (every backend keeps this JSON next to key and destination)."""
@@ -77,6 +91,10 @@ class NewJob:
                                    "fields": self.message, "received_at": self.received_at}
         if self.retry is not None:
             payload["retry"] = self.retry
+        if self.ordered_by:
+            payload["ordered_by"] = self.ordered_by
+        if self.captured_nonce:
+            payload["captured_nonce"] = self.captured_nonce
         return payload
 
     @staticmethod
@@ -91,7 +109,18 @@ class NewJob:
         received = payload.get("received_at")
         return {"action": str(payload.get("type", "")), "message": message, "rule": str(payload.get("rule", "")),
                 "jti": str(payload.get("jti", "")), "index": payload.get("index", 0), "retry": retry,
-                "received_at": received if isinstance(received, (int, float)) else None}
+                "received_at": received if isinstance(received, (int, float)) else None,
+                "ordered_by": str(payload.get("ordered_by", "")),
+                "captured_nonce": str(payload.get("captured_nonce", ""))}
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def capture_ref(ordered_by: str) -> str:
+    """The store key of the values captured for one `ordered_by` value (hashed: any length, fixed size)."""
+    return _digest(ordered_by)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -250,6 +279,17 @@ class Store(StateStore):
 
     @abstractmethod
     def get_job(self, job_id: str) -> Job | None: ...
+
+    # -- captured values (http `capture:`, read by `{{ captured.NAME }}`) ----------------------------------
+    @abstractmethod
+    def capture_set(self, ref: str, values: Mapping[str, Any], now: float) -> None:
+        """Merge `values` (plain JSON) into what is captured under `ref` (NewJob.capture_ref)."""
+
+    @abstractmethod
+    def captures(self, ref: str) -> dict[str, Any]:
+        """Everything captured under `ref` ({} when nothing). Captures are kept while the key has events:
+        complete_event() notes the key's newest event time and prune() drops the captures of a key whose
+        newest event is past retention."""
 
     @abstractmethod
     def list_jobs(self, status: str | None = None, limit: int = 100) -> list[Job]:

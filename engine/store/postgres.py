@@ -31,7 +31,7 @@ import threading
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 from engine.errors import StoreError
 from engine.secrets import Secret, redact_url
@@ -243,19 +243,10 @@ class PostgresStore(PostgresStateMixin, PostgresTransferMixin, Store):
     def complete_events(self, items: list[tuple[str, list[dict[str, Any]], list[NewJob]]], now: float) -> None:
         """One transaction for the batch: the jobs (existing keys skipped), every event's decisions, and a
         NOTIFY that PostgreSQL delivers only if the transaction commits."""
-        jobs = [(uuid.uuid4().hex, j.key, j.destination, json.dumps(j.to_json()))
-                for _, _, event_jobs in items for j in event_jobs]
+        new_jobs = [j for _, _, event_jobs in items for j in event_jobs]
         events = [(jti, json.dumps(decisions)) for jti, decisions, _ in items if jti]
         with self._tx("completing events") as cur:
-            if jobs:
-                cur.execute(
-                    "INSERT INTO jobs (id, key, destination, payload, status, created_at, due_at) "
-                    "SELECT id, key, destination, payload, 'pending', %s, %s FROM "
-                    "unnest(%s::text[], %s::text[], %s::text[], %s::text[]) AS j(id, key, destination, payload) "
-                    "ON CONFLICT (key) DO NOTHING",
-                    (now, now, *map(list, zip(*jobs))))
-                if cur.rowcount:
-                    cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, self.schema))
+            self._insert_jobs(cur, new_jobs, now)
             if events:
                 cur.execute(
                     "UPDATE events SET status = 'processed', decisions = d.decisions, processed_at = %s, "
@@ -263,7 +254,45 @@ class PostgresStore(PostgresStateMixin, PostgresTransferMixin, Store):
                     "WHERE events.jti = d.jti", (now, *map(list, zip(*events))))
 
     def enqueue_jobs(self, jobs: list[NewJob], now: float) -> None:
-        self.complete_events([("", [], jobs)], now)
+        with self._tx("queueing jobs") as cur:
+            self._insert_jobs(cur, jobs, now)
+
+    def _insert_jobs(self, cur: "psycopg.Cursor", jobs: list[NewJob], now: float) -> None:
+        """Pending jobs, due now (a key already queued is skipped), in one statement; an ordered job is placed by
+        its event's arrival (order_at). The NOTIFY goes out with the commit."""
+        if not jobs:
+            return
+        rows = [(uuid.uuid4().hex, j.key, j.destination, json.dumps(j.to_json()), j.order_key,
+                 j.received_at if j.received_at is not None else now) for j in jobs]
+        cur.execute(
+            "INSERT INTO jobs (id, key, destination, payload, status, created_at, due_at, order_key, order_at) "
+            "SELECT id, key, destination, payload, 'pending', %s, %s, order_key, order_at FROM unnest(%s::text[], "
+            "%s::text[], %s::text[], %s::text[], %s::text[], %s::float8[]) WITH ORDINALITY "
+            "AS j(id, key, destination, payload, order_key, order_at, n) ORDER BY n ON CONFLICT (key) DO NOTHING",
+            (now, now, *map(list, zip(*rows))))
+        if cur.rowcount:
+            cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, self.schema))
+        touched: dict[str, float] = {}
+        for job in jobs:
+            if job.ordered_by:
+                at = job.received_at if job.received_at is not None else now
+                touched[job.capture_ref] = max(at, touched.get(job.capture_ref, at))
+        if touched:
+            cur.execute("INSERT INTO captures (ref, last_event_at) SELECT * FROM unnest(%s::text[], %s::float8[]) "
+                        "ON CONFLICT (ref) DO UPDATE SET last_event_at = "
+                        "GREATEST(captures.last_event_at, EXCLUDED.last_event_at)",
+                        (list(touched), list(touched.values())))
+
+    def capture_set(self, ref: str, values: Mapping[str, Any], now: float) -> None:
+        with self._tx("storing captured values") as cur:
+            cur.execute("INSERT INTO captures (ref, last_event_at) VALUES (%s, %s) ON CONFLICT DO NOTHING", (ref, now))
+            cur.execute("SELECT captured FROM captures WHERE ref = %s FOR UPDATE", (ref,))
+            merged = {**json.loads(cur.fetchone()["captured"]), **values}
+            cur.execute("UPDATE captures SET captured = %s WHERE ref = %s", (json.dumps(merged), ref))
+
+    def captures(self, ref: str) -> dict[str, Any]:
+        rows = self._rows("reading captured values", "SELECT captured FROM captures WHERE ref = %s", (ref,))
+        return json.loads(rows[0]["captured"]) if rows else {}
 
     def prune(self, now: float, retention: float, dedup_window: float) -> int:
         """Events (not pending) and done jobs older than retention, PRUNE_BATCH rows per transaction."""
@@ -273,6 +302,8 @@ class PostgresStore(PostgresStateMixin, PostgresTransferMixin, Store):
             "events", "jti", cutoff)
         self._prune_batches("SELECT id FROM jobs WHERE status = 'done' AND done_at < %s ORDER BY done_at LIMIT %s",
                             "jobs", "id", cutoff)
+        self._prune_batches("SELECT ref FROM captures WHERE last_event_at < %s ORDER BY last_event_at LIMIT %s",
+                            "captures", "ref", cutoff)
         return removed
 
     def _prune_batches(self, select: str, table: str, key: str, cutoff: float) -> int:
@@ -300,13 +331,16 @@ class PostgresStore(PostgresStateMixin, PostgresTransferMixin, Store):
     def claim_jobs(self, owner: str, lease: float, limit: int, now: float,
                    skip_destinations: frozenset[str] = frozenset()) -> list[Job]:
         """Due pending jobs whose lease (by the database's clock) has ended, oldest due first, skipping rows
-        another worker is claiming right now."""
+        another worker is claiming right now. An ordered job waits while an earlier job of its order key is
+        still pending (queued, leased, or failed and waiting for its retry)."""
         rows = self._rows(
             "claiming jobs",
             f"UPDATE jobs SET lease_owner = %s, lease_until = {_DB_NOW} + %s WHERE id IN ("
-            f"SELECT id FROM jobs WHERE status = 'pending' AND due_at <= %s AND lease_until <= {_DB_NOW} "
-            "AND NOT (destination = ANY(%s)) ORDER BY due_at, created_at LIMIT %s FOR UPDATE SKIP LOCKED) "
-            "RETURNING *", (owner, lease, now, sorted(skip_destinations), limit))
+            f"SELECT id FROM jobs AS j WHERE status = 'pending' AND due_at <= %s AND lease_until <= {_DB_NOW} "
+            "AND NOT (destination = ANY(%s)) AND (j.order_key = '' OR NOT EXISTS (SELECT 1 FROM jobs AS e "
+            "WHERE e.order_key = j.order_key AND e.status = 'pending' AND (e.order_at, e.seq) < (j.order_at, j.seq))) "
+            "ORDER BY due_at, created_at LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING *",
+            (owner, lease, now, sorted(skip_destinations), limit))
         return sorted((_job(r) for r in rows), key=lambda job: (job.due_at, job.created_at))
 
     def ack_job(self, job_id: str, now: float) -> None:

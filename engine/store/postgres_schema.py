@@ -67,6 +67,17 @@ MIGRATIONS: list[str] = [
     ALTER TABLE quarantine ADD COLUMN source text NOT NULL DEFAULT '';
     CREATE INDEX quarantine_source ON quarantine (source, seq);
     """,
+    # 5: ordered delivery (`ordered_by:`: jobs of one order key go one at a time, in event order, then insertion
+    #    order `seq`) and the values `capture:` keeps per key, with the time of the key's newest event
+    """
+    ALTER TABLE jobs ADD COLUMN order_key text NOT NULL DEFAULT '';
+    ALTER TABLE jobs ADD COLUMN order_at double precision NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN seq bigserial;
+    CREATE INDEX jobs_order ON jobs (order_key, order_at, seq) WHERE order_key <> '' AND status = 'pending';
+    CREATE TABLE captures (ref text PRIMARY KEY, captured text NOT NULL DEFAULT '{}',
+                           last_event_at double precision NOT NULL);
+    CREATE INDEX captures_last ON captures (last_event_at);
+    """,
 ]
 
 STATE_TABLES = ("state_windows", "state_groups", "state_suppress", "state_digest_periods", "state_digest_items")

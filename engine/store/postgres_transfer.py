@@ -69,11 +69,12 @@ class PostgresTransferMixin:
         return bool(self._rows(
             "copying a job",
             "INSERT INTO jobs (id, key, destination, payload, status, attempts, created_at, due_at, last_error, "
-            "last_response, done_at, window_start) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
-            "ON CONFLICT DO NOTHING RETURNING 1",
+            "last_response, done_at, window_start, order_key, order_at) "
+            "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING RETURNING 1",
             (job.id, job.key, job.destination, json.dumps(job.to_json()),
              "pending" if job.status == "failed" else job.status, job.attempts, job.created_at, job.due_at,
-             job.last_error, job.last_response, done_at, job.window_start)))
+             job.last_error, job.last_response, done_at, job.window_start, job.order_key,
+             job.received_at if job.received_at is not None else job.created_at)))
 
     def import_window(self, rule_id: str, group_key: str, state: str, expires_at: float) -> bool:
         with self._tx("copying a threshold window") as cur:

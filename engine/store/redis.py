@@ -12,6 +12,9 @@ Processes with the same Redis URL and `store.group` form one deployment; every k
     p jobs:scheduled  zset   queued jobs by due_at (new jobs, retries, re-queued dead letters)
     p jobs:stream:<destination>  stream  jobs due now, read through the consumer group named `store.group`
     p jobs:destinations  set  destinations that have a stream; p jobs:turn  counter (fair turns)
+    p order:<order_key>  zset  pending jobs of one `ordered_by` key and destination, by their event's arrival;
+                             only the first is scheduled (p order:seq: counter breaking ties)
+    p captured:<ref>  hash   values `capture:` kept for one key  p captures:last  zset  ref by newest event
     p jobs:pending|failed|dead|done|all  zset by created_at (listing); p jobs:done_at zset (pruning)
     p subscriptions   hash   latest record per (webhook, topic, mode)
     p quarantine      zset   entry ids by arrival; p q:<id> hash; p quarantine:bytes, p quarantine:seq;
@@ -43,7 +46,7 @@ import logging
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 from engine.errors import StoreError
 from engine.store import redis_lua
@@ -72,12 +75,14 @@ _JOB_LISTS = {None: "jobs:all", "pending": "jobs:pending", "failed": "jobs:faile
 
 
 def _job_args(jobs: list[NewJob], now: float) -> list[Any]:
-    """The job values of COMPLETE_EVENT / ENQUEUE_JOBS: id, key, destination, payload per job. Ids sort by
-    creation time."""
+    """The job values of COMPLETE_EVENT / ENQUEUE_JOBS: id, key, destination, payload, order key, its event's
+    arrival, capture ref per job. Ids sort by creation time."""
     args: list[Any] = []
     for job in jobs:
         job_id = f"{int(now * 1_000_000):016x}{uuid.uuid4().hex[:16]}"
-        args += [job_id, job.key, job.destination, json.dumps(job.to_json())]
+        arrival = num(job.received_at if job.received_at is not None else now)
+        args += [job_id, job.key, job.destination, json.dumps(job.to_json()), job.order_key, arrival,
+                 job.capture_ref]
     return args
 
 
@@ -224,6 +229,7 @@ class RedisStore(RedisStateMixin, RedisTransferMixin, Store):
             done = self.redis.zrangebyscore(self.prefix + "jobs:done_at", "-inf", f"({num(now - retention)}")
         for job_id in done:
             self._run("DELETE_JOB", self.group, job_id, "done")
+        self._prune_captures(now - retention)
         self._run("FORGET_CONSUMERS", self.group, _IDLE_CONSUMER_MS)
         return removed
 
@@ -256,6 +262,29 @@ class RedisStore(RedisStateMixin, RedisTransferMixin, Store):
 
     def dead_job(self, job_id: str, error: str, response: str = "") -> None:
         self._move(job_id, "dead", last_error=error, last_response=response)
+
+    def capture_set(self, ref: str, values: Mapping[str, Any], now: float) -> None:
+        with self._guard("storing captured values"):
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.hset(self.prefix + "captured:" + ref, mapping={k: json.dumps(v) for k, v in values.items()})
+            pipe.zadd(self.prefix + "captures:last", {ref: now}, nx=True)
+            pipe.execute()
+
+    def captures(self, ref: str) -> dict[str, Any]:
+        with self._guard("reading captured values"):
+            stored = self.redis.hgetall(self.prefix + "captured:" + ref)
+        return {k.decode(): json.loads(v) for k, v in stored.items()}
+
+    def _prune_captures(self, cutoff: float) -> None:
+        """Captures of keys whose newest event is older than `cutoff` (see Store.captures)."""
+        with self._guard("pruning captured values"):
+            refs = self.redis.zrangebyscore(self.prefix + "captures:last", "-inf", f"({num(cutoff)}")
+            for start in range(0, len(refs), _BATCH):
+                chunk = refs[start:start + _BATCH]
+                pipe = self.redis.pipeline(transaction=True)
+                pipe.delete(*(self.prefix + "captured:" + r.decode() for r in chunk))
+                pipe.zrem(self.prefix + "captures:last", *chunk)
+                pipe.execute()
 
     def get_job(self, job_id: str) -> Job | None:
         found = self._jobs([job_id.encode()])

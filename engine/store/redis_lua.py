@@ -18,16 +18,44 @@ end
 """
 
 _JOB_INDEX = """
+-- An ordered job (`ordered_by:`) is a member of its order chain, the sorted set `order:<order_key>` scored by
+-- its event's arrival (ties: creation order, the member's 16-digit prefix). Only the chain's first member is
+-- scheduled; when it stops being pending (done or dead) it leaves the chain and the next one is scheduled.
 local function index_job(p, id)
   local key = p .. 'job:' .. id
   local status, created = redis.call('HGET', key, 'status'), redis.call('HGET', key, 'created_at')
+  local order = redis.call('HGET', key, 'order_key')
+  local chain = (order and order ~= '') and (p .. 'order:' .. order) or nil
+  local member = chain and redis.call('HGET', key, 'order_member')
   redis.call('ZADD', p .. 'jobs:all', created, id)
   redis.call('ZADD', p .. 'jobs:' .. status, created, id)
   if status == 'pending' then
-    redis.call('ZADD', p .. 'jobs:scheduled', redis.call('HGET', key, 'due_at'), id)
+    local first = true
+    if chain then
+      redis.call('ZADD', chain, redis.call('HGET', key, 'order_at'), member)
+      local head = redis.call('ZRANGE', chain, 0, 1)
+      first = head[1] == member
+      if first and head[2] then  -- an earlier event's job arrived late: the one it displaces waits again,
+        local displaced = string.sub(head[2], 17)  -- unless a worker already has it
+        if (redis.call('HGET', p .. 'job:' .. displaced, 'entry') or '') == '' then
+          redis.call('ZREM', p .. 'jobs:scheduled', displaced)
+        end
+      end
+    end
+    if first then redis.call('ZADD', p .. 'jobs:scheduled', redis.call('HGET', key, 'due_at'), id) end
     if tonumber(redis.call('HGET', key, 'attempts')) > 0 then redis.call('ZADD', p .. 'jobs:failed', created, id) end
-  elseif status == 'done' then
-    redis.call('ZADD', p .. 'jobs:done_at', redis.call('HGET', key, 'done_at'), id)
+  else
+    if chain and redis.call('ZREM', chain, member) == 1 then
+      local next_member = redis.call('ZRANGE', chain, 0, 0)[1]
+      if next_member then
+        local next_id = string.sub(next_member, 17)
+        local next_key = p .. 'job:' .. next_id
+        if redis.call('HGET', next_key, 'status') == 'pending' and (redis.call('HGET', next_key, 'entry') or '') == '' then
+          redis.call('ZADD', p .. 'jobs:scheduled', redis.call('HGET', next_key, 'due_at'), next_id)
+        end
+      end
+    end
+    if status == 'done' then redis.call('ZADD', p .. 'jobs:done_at', redis.call('HGET', key, 'done_at'), id) end
   end
 end
 """
@@ -85,16 +113,25 @@ return out
 """
 
 _CREATE_JOBS = _JOB_INDEX + """
--- Jobs from ARGV[first] on, four values each (id, key, destination, payload), pending and due now; a key
--- already queued is skipped (its jobkey mark is set once).
+-- Jobs from ARGV[first] on, seven values each (id, key, destination, payload, order key or '', its event's
+-- arrival, capture ref or ''), pending and due now; a key already queued is skipped (its jobkey mark is set
+-- once). An ordered job notes its event's arrival as the newest of its key's captures (kept that long).
 local function create_jobs(p, now, first)
-  for i = first, #ARGV, 4 do
-    local id, key = ARGV[i], ARGV[i + 1]
+  for i = first, #ARGV, 7 do
+    local id, key, order, at, ref = ARGV[i], ARGV[i + 1], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
     if redis.call('SET', p .. 'jobkey:' .. key, id, 'NX') then
       redis.call('HSET', p .. 'job:' .. id, 'id', id, 'key', key, 'destination', ARGV[i + 2],
                  'payload', ARGV[i + 3], 'status', 'pending', 'attempts', 0, 'created_at', now, 'due_at', now,
                  'last_error', '', 'last_response', '', 'lease_owner', '')
+      if order ~= '' then
+        local member = string.format('%016d', redis.call('INCR', p .. 'order:seq')) .. id
+        redis.call('HSET', p .. 'job:' .. id, 'order_key', order, 'order_at', at, 'order_member', member)
+      end
       index_job(p, id)
+    end
+    if ref ~= '' then
+      local last = redis.call('ZSCORE', p .. 'captures:last', ref)
+      if not last or tonumber(last) < tonumber(at) then redis.call('ZADD', p .. 'captures:last', at, ref) end
     end
   end
 end

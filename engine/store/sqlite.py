@@ -22,7 +22,7 @@ import sqlite3
 import threading
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 from contextlib import contextmanager
 
 from engine.errors import StoreError
@@ -66,6 +66,14 @@ _MIGRATIONS: list[str] = [
     # 5: a full quarantine evicts from the source (sender address) holding the most entries
     "ALTER TABLE quarantine ADD COLUMN source TEXT NOT NULL DEFAULT ''; "
     "CREATE INDEX quarantine_source ON quarantine(source, seq)",
+    # 6: ordered delivery (`ordered_by:`: jobs of one order key go one at a time, in event order) and the
+    #    values `capture:` keeps per key, with the time of the key's newest event (pruned with it)
+    """
+    ALTER TABLE jobs ADD COLUMN order_key TEXT NOT NULL DEFAULT '';
+    ALTER TABLE jobs ADD COLUMN order_at REAL NOT NULL DEFAULT 0;
+    CREATE INDEX jobs_order ON jobs(order_key, status, order_at) WHERE order_key != '';
+    CREATE TABLE captures (ref TEXT PRIMARY KEY, captured TEXT NOT NULL DEFAULT '{}', last_event_at REAL NOT NULL)
+    """,
 ]
 
 
@@ -88,13 +96,30 @@ def _job_row(row: sqlite3.Row) -> Job:
 
 
 def _insert_jobs(conn: sqlite3.Connection, jobs: list[NewJob], now: float) -> None:
-    """Insert pending jobs, due now; a key already queued is skipped (INSERT OR IGNORE on the unique key)."""
-    rows = [(uuid.uuid4().hex, j.key, j.destination, json.dumps(j.to_json()), now, now) for j in jobs]
-    for start in range(0, len(rows), 1000):  # SQLite allows 32,766 parameters per statement
-        chunk = rows[start:start + 1000]
-        conn.execute("INSERT OR IGNORE INTO jobs (id, key, destination, payload, status, created_at, due_at) "
-                     "VALUES " + ",".join(["(?, ?, ?, ?, 'pending', ?, ?)"] * len(chunk)),
+    """Insert pending jobs, due now; a key already queued is skipped (INSERT OR IGNORE on the unique key).
+    An ordered job is placed by its event's arrival (order_at), then by insertion (rowid)."""
+    rows = [(uuid.uuid4().hex, j.key, j.destination, json.dumps(j.to_json()), now, now, j.order_key,
+             j.received_at if j.received_at is not None else now) for j in jobs]
+    for start in range(0, len(rows), 500):  # SQLite allows 32,766 parameters per statement
+        chunk = rows[start:start + 500]
+        conn.execute("INSERT OR IGNORE INTO jobs (id, key, destination, payload, status, created_at, due_at, "
+                     "order_key, order_at) VALUES " + ",".join(["(?, ?, ?, ?, 'pending', ?, ?, ?, ?)"] * len(chunk)),
                      [value for row in chunk for value in row])
+    touched: dict[str, float] = {}
+    for job in jobs:
+        if job.ordered_by:
+            at = job.received_at if job.received_at is not None else now
+            touched[job.capture_ref] = max(at, touched.get(job.capture_ref, at))
+    if touched:
+        conn.executemany("INSERT INTO captures (ref, last_event_at) VALUES (?, ?) ON CONFLICT(ref) DO UPDATE "
+                         "SET last_event_at = max(last_event_at, excluded.last_event_at)", list(touched.items()))
+
+
+_FIRST_OF_ITS_ORDER = (
+    "(j.order_key = '' OR NOT EXISTS (SELECT 1 FROM jobs AS e WHERE e.order_key = j.order_key "
+    "AND e.status = 'pending' AND (e.order_at < j.order_at OR (e.order_at = j.order_at AND e.rowid < j.rowid))))")
+"""An ordered job is claimable only when no earlier job of its order key is still pending (queued, leased or
+failed and waiting for a retry): delivered or dead letters no longer hold it back."""
 
 
 class _Pending:
@@ -329,6 +354,7 @@ class SQLiteStore(SQLiteStateMixin, SQLiteTransferMixin, Store):
             removed = conn.execute("DELETE FROM events WHERE received_at < ? AND status != 'pending'",
                                    (now - retention,)).rowcount
             conn.execute("DELETE FROM jobs WHERE status = 'done' AND done_at < ?", (now - retention,))
+            conn.execute("DELETE FROM captures WHERE last_event_at < ?", (now - retention,))
         return removed
 
     def last_accepted(self) -> dict[str, float]:
@@ -343,8 +369,9 @@ class SQLiteStore(SQLiteStateMixin, SQLiteTransferMixin, Store):
         where = f" AND destination NOT IN ({marks})" if skip else ""
         rows = self._write(
             "UPDATE jobs SET lease_owner = ?, lease_until = ? WHERE id IN ("
-            f"SELECT id FROM jobs WHERE status = 'pending' AND due_at <= ? AND lease_until <= ?{where} "
-            "ORDER BY due_at, created_at LIMIT ?) RETURNING *", (owner, now + lease, now, now, *skip, limit))
+            f"SELECT id FROM jobs AS j WHERE status = 'pending' AND due_at <= ? AND lease_until <= ?{where} "
+            f"AND {_FIRST_OF_ITS_ORDER} ORDER BY due_at, created_at LIMIT ?) RETURNING *",
+            (owner, now + lease, now, now, *skip, limit))
         return sorted((_job_row(r) for r in rows), key=lambda job: (job.due_at, job.created_at))
 
     def _write(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
@@ -371,6 +398,17 @@ class SQLiteStore(SQLiteStateMixin, SQLiteTransferMixin, Store):
         self._update_job("UPDATE jobs SET status = 'dead', attempts = attempts + 1, last_error = ?, "
                          "last_response = ?, lease_owner = '', lease_until = 0 WHERE id = ?",
                          (error, response, job_id))
+
+    def capture_set(self, ref: str, values: Mapping[str, Any], now: float) -> None:
+        with self._tx() as conn:
+            row = conn.execute("SELECT captured FROM captures WHERE ref = ?", (ref,)).fetchone()
+            merged = {**(json.loads(row[0]) if row else {}), **values}
+            conn.execute("INSERT INTO captures (ref, captured, last_event_at) VALUES (?, ?, ?) ON CONFLICT(ref) "
+                         "DO UPDATE SET captured = excluded.captured", (ref, json.dumps(merged), now))
+
+    def captures(self, ref: str) -> dict[str, Any]:
+        rows = self._read("SELECT captured FROM captures WHERE ref = ?", (ref,))
+        return json.loads(rows[0][0]) if rows else {}
 
     def get_job(self, job_id: str) -> Job | None:
         rows = self._read("SELECT * FROM jobs WHERE id = ?", (job_id,))

@@ -62,10 +62,12 @@ class SQLiteTransferMixin:
         with self._tx() as conn:
             return conn.execute(
                 "INSERT OR IGNORE INTO jobs (id, key, destination, payload, status, attempts, created_at, due_at, "
-                "last_error, last_response, done_at, window_start) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                "last_error, last_response, done_at, window_start, order_key, order_at) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (job.id, job.key, job.destination, json.dumps(job.to_json()),
                  "pending" if job.status == "failed" else job.status, job.attempts, job.created_at, job.due_at,
-                 job.last_error, job.last_response, done_at, job.window_start)).rowcount > 0
+                 job.last_error, job.last_response, done_at, job.window_start, job.order_key,
+                 job.received_at if job.received_at is not None else job.created_at)).rowcount > 0
 
     def import_window(self, rule_id: str, group_key: str, state: str, expires_at: float) -> bool:
         with self._tx() as conn:

@@ -40,11 +40,14 @@ def run(args: argparse.Namespace) -> int:
 def as_dict(job: Job) -> dict:
     return {"id": job.id, "key": job.key, "status": job.status, "type": job.action,
             "destination": job.destination, "attempts": job.attempts, "created_at": job.created_at,
-            "due_at": job.due_at, "last_error": job.last_error, "last_response": job.last_response}
+            "due_at": job.due_at, "last_error": job.last_error, "last_response": job.last_response,
+            "ordered_by": job.ordered_by}
 
 
 def as_line(job: Job) -> str:
     due = datetime.datetime.fromtimestamp(job.due_at, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     target = f"{job.action or '?'}->{job.destination or '-'}"
     line = f"{job.id}  {job.status:<7}  attempts={job.attempts}  {target}  key={job.key}  due={due}"
+    if job.ordered_by:  # the job waits while an earlier one of this key is pending
+        line += f"  ordered_by={job.ordered_by[:60]!r}"
     return line + (f"\n    last error: {job.last_error}" if job.last_error else "")

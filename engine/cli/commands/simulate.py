@@ -30,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     verify.add_argument("--mode", choices=("subscribe", "unsubscribe"), default="subscribe")
     verify.set_defaults(func=run_verify)
     send = actions.add_parser("send", help="send signed catalog events")
-    send.add_argument("event", metavar="ALIAS|FILE", help="a catalog alias (see `idhooks catalog`) or a JSON file")
+    send.add_argument("event", metavar="ALIAS|FILE",
+                      help="a catalog alias or alias/variant (see `idhooks catalog`) or a JSON file")
     send.add_argument("--url", required=True, help="the webhook endpoint")
     send.add_argument("--secret-env", required=True, metavar="VAR",
                       help="name of the environment variable holding the webhook secret")
