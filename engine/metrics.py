@@ -11,9 +11,10 @@ from the store at scrape time by `StoreCollector`, so every process of a deploym
 
 from __future__ import annotations
 
+import os
 from typing import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -28,6 +29,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._store_collectors: list[StoreCollector] = []
         r = self.registry
         self.deliveries = Counter("idhooks_deliveries_received_total",
                                   "Webhook deliveries received, by webhook and outcome "
@@ -53,8 +55,9 @@ class Metrics:
         self.reloads = Counter("idhooks_rule_reloads_total", "Rule/config reloads by result (success, failure).",
                                ["result"], registry=r)
         self.last_reload = Gauge("idhooks_rules_last_good_load_timestamp_seconds",
-                                 "When the running rule set was loaded.", registry=r)
-        self.rules_loaded = Gauge("idhooks_rules_loaded", "Rules in the running rule set.", registry=r)
+                                 "When the running rule set was loaded.", registry=r, multiprocess_mode="max")
+        self.rules_loaded = Gauge("idhooks_rules_loaded", "Rules in the running rule set.", registry=r,
+                                  multiprocess_mode="liveall")
         self.subscription_evicted = Counter("idhooks_subscription_records_evicted_total",
                                             "Subscription records dropped to stay within "
                                             "subscriptions.max_records.", ["webhook"], registry=r)
@@ -83,10 +86,21 @@ class Metrics:
     def watch_store(self, stats: Callable[[], object], last_accepted: Callable[[], dict[str, float]],
                     records: Callable[[], list[SubscriptionRecord]] = list) -> None:
         """Expose store-derived gauges, read at scrape time."""
-        self.registry.register(StoreCollector(stats, last_accepted, records))
+        collector = StoreCollector(stats, last_accepted, records)
+        self.registry.register(collector)
+        self._store_collectors.append(collector)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        """This process's metrics; under `server.processes` above 1 (the supervisor sets
+        PROMETHEUS_MULTIPROC_DIR), the sum over every process of the deployment, so any process can answer."""
+        folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if not folder:
+            return generate_latest(self.registry)
+        combined = CollectorRegistry()
+        multiprocess.MultiProcessCollector(combined, path=folder)
+        for collector in self._store_collectors:
+            combined.register(collector)
+        return generate_latest(combined)
 
 
 class StoreCollector(Collector):

@@ -17,7 +17,7 @@ import waitress
 
 from actions import ActionSet, build_actions
 from actions.base import ActionContext
-from engine import logs
+from engine import logs, processes
 from engine.receive.app import create_app, create_metrics_app
 from engine.config.settings import Config, ServerConfig, load_config
 from engine.errors import ConfigError, IdhooksError
@@ -39,7 +39,7 @@ FILE_HEADROOM = 256  # open files besides client connections: store, logs, outbo
 DIGEST_TICK = 10.0
 
 RESTART_SETTINGS = {"server": ("host", "port", "threads", "log_format", "connection_limit", "channel_timeout",
-                               "cleanup_interval", "max_request_header_size", "trusted_proxy"),
+                               "cleanup_interval", "max_request_header_size", "trusted_proxy", "processes"),
                     "store": ("url", "group", "dedup_window", "spool_dir", "ca_file", "cert_file", "key_file",
                               "password"),
                     "quarantine": ("max_entries", "max_bytes"),
@@ -152,8 +152,10 @@ class Service:
         except IdhooksError as exc:
             log.error("prune failed", extra={"error": str(exc)})
 
-    def start(self) -> None:
-        resumed = self.store.take_over_leases()
+    def start(self, take_over_leases: bool = True) -> None:
+        """Start the background work. A child of `--processes N` does not take over leases: its siblings hold
+        live ones (the supervisor took over a previous deployment's before starting them)."""
+        resumed = self.store.take_over_leases() if take_over_leases else 0
         if resumed:
             log.warning("resuming work leased by a previous process", extra={"leases": resumed})
         self.processor.start()
@@ -200,26 +202,38 @@ def allow_open_files(connections: int) -> None:
                     extra={"connection_limit": connections, "open_files_limit": soft})
 
 
-def serve(config_path: Path, host: str | None, port: int | None, log_json: bool = False) -> int:
+def listen_on(host: str, port: int, inherited_env: str) -> dict[str, Any]:
+    """waitress's listening arguments: the socket inherited from the supervisor, or host and port."""
+    sock = processes.inherited_socket(inherited_env)
+    return {"sockets": [sock]} if sock is not None else {"host": host, "port": port}
+
+
+def serve(config_path: Path, host: str | None, port: int | None, log_json: bool = False,
+          process_count: int | str | None = None) -> int:
+    """Run `idhooks serve`: in this process, or (`process_count` or `server.processes` above 1) as the
+    supervisor of that many processes sharing the port (engine/processes.py)."""
     config = load_config(config_path)
     server_cfg = replace(config.server, host=host or config.server.host,
                          port=port if port is not None else config.server.port)
     config = replace(config, server=server_cfg)
     logs.configure("json" if log_json else config.server.log_format)
+    count = processes.resolve_processes(process_count if process_count is not None else server_cfg.processes)
+    if count > 1 and not processes.is_child():
+        return processes.Supervisor(config, processes.child_argv(config_path, log_json), count).run()
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # "Task queue depth is N" under load is noise
     service = Service(config, open_store(config.store))
-    service.start()
+    service.start(take_over_leases=not processes.is_child())
     allow_open_files(server_cfg.connection_limit)
-    server = waitress.create_server(service.app, host=server_cfg.host, port=server_cfg.port,
-                                    threads=server_cfg.threads, ident="idhooks",
+    server = waitress.create_server(service.app, threads=server_cfg.threads, ident="idhooks",
                                     max_request_body_size=server_cfg.max_body_bytes, clear_untrusted_proxy_headers=True,
+                                    **listen_on(server_cfg.host, server_cfg.port, processes.LISTEN_FD_ENV),
                                     **client_limits(server_cfg))
 
     metrics_cfg = config.metrics
     if metrics_cfg.listen is not None:
         metrics_server = waitress.create_server(create_metrics_app(service.metrics, metrics_cfg.token),
-                                                host=metrics_cfg.listen[0], port=metrics_cfg.listen[1],
-                                                threads=2, ident="idhooks-metrics")
+                                                threads=2, ident="idhooks-metrics",
+                                                **listen_on(*metrics_cfg.listen, processes.METRICS_FD_ENV))
         threading.Thread(target=metrics_server.run, name="idhooks-metrics", daemon=True).start()
         log.info("metrics served separately", extra={"listen": f"{metrics_cfg.listen[0]}:{metrics_cfg.listen[1]}"})
 

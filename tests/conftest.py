@@ -98,7 +98,7 @@ class ServerProcess:
             try:
                 if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
                     return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # bound, still starting (--processes)
                 pass
             time.sleep(0.05)
         raise RuntimeError(f"idhooks serve did not become healthy:\n{self.log()}")

@@ -67,7 +67,7 @@ def test_unknown_keys_are_errors_with_a_suggestion_and_all_are_reported(tmp_path
     problems = exc.value.problems
     assert f"{path}:2: server.prot: unknown key (did you mean 'port'?); expected one of: host, port, " \
            "max_body_bytes, threads, log_format, connection_limit, channel_timeout, cleanup_interval, " \
-           "max_request_header_size, trusted_proxy" in problems
+           "max_request_header_size, trusted_proxy, processes" in problems
     assert any("quarantine.max_entrys: unknown key (did you mean 'max_entries'?)" in p for p in problems)
 
 
@@ -157,3 +157,17 @@ def test_retention_shorter_than_the_dedup_window_is_an_error(tmp_path):
     with pytest.raises(ConfigError) as exc:
         load_config(path, env={"HOOK_SECRET": "x"})
     assert "store.retention: must be at least store.dedup_window (7d)" in str(exc.value)
+
+
+@pytest.mark.parametrize("value,expected", [("2", 2), ("auto", "auto"), ("1", 1)])
+def test_server_processes_takes_a_count_or_auto(tmp_path, value, expected):
+    path = write_config(tmp_path, config_text().replace("port: 8080", f"port: 8080, processes: {value}"))
+    assert load_config(path, env={"HOOK_SECRET": "x"}).server.processes == expected
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "many", "1.5", "true"])
+def test_a_bad_server_processes_is_an_error(tmp_path, value):
+    path = write_config(tmp_path, config_text().replace("port: 8080", f"port: 8080, processes: {value}"))
+    with pytest.raises(ConfigError) as exc:
+        load_config(path, env={"HOOK_SECRET": "x"})
+    assert f"server.processes: expected a whole number >= 1 or 'auto', got" in str(exc.value)

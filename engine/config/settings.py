@@ -41,6 +41,7 @@ class ServerConfig:
     cleanup_interval: float = 10.0
     max_request_header_size: int = 65_536
     trusted_proxy: str | None = None  # the front proxy's address: X-Forwarded-For from it names the client
+    processes: int | str = 1  # `auto`: one per CPU core (engine/processes.py)
 
 
 @dataclass(frozen=True)
@@ -268,8 +269,8 @@ class _Reader:
     # -- sections --------------------------------------------------------------------------------
     def server(self, node: Mapping) -> ServerConfig:
         _check_keys(node, ("host", "port", "max_body_bytes", "threads", "log_format", "connection_limit",
-                           "channel_timeout", "cleanup_interval", "max_request_header_size", "trusted_proxy"),
-                    "server", self.problems)
+                           "channel_timeout", "cleanup_interval", "max_request_header_size", "trusted_proxy",
+                           "processes"), "server", self.problems)
         d = ServerConfig()
         log_format = self.text(node, "log_format", "server", "text")
         if log_format not in ("text", "json"):
@@ -287,6 +288,7 @@ class _Reader:
             max_request_header_size=self.number(node, "max_request_header_size", "server",
                                                 d.max_request_header_size, minimum=1024),
             trusted_proxy=self.trusted_proxy(node),
+            processes=self.processes(node),
         )
 
     def trusted_proxy(self, node: Mapping) -> str | None:
@@ -299,6 +301,17 @@ class _Reader:
             self.problems.add(_line(node, "trusted_proxy"), "server.trusted_proxy",
                               f"expected the IP address of the reverse proxy (e.g. 127.0.0.1), got {value!r}")
             return None
+
+    def processes(self, node: Mapping) -> int | str:
+        """`server.processes`: a whole number of at least 1, or `auto` (one per CPU core)."""
+        value = self.text(node, "processes", "server", 1)
+        if isinstance(value, str) and value.isdigit():  # from ${VAR}
+            value = int(value)
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            return value
+        self.problems.add(_line(node, "processes"), "server.processes",
+                          f"expected a whole number >= 1 or 'auto', got {value!r}")
+        return 1
 
     def store(self, node: Mapping) -> StoreConfig:
         _check_keys(node, ("url", "group", "dedup_window", "retention", "spool_dir", "ca_file", "cert_file",

@@ -1,4 +1,4 @@
-"""`idhooks serve [--config PATH] [--host H] [--port P] [--log-json]`."""
+"""`idhooks serve [--config PATH] [--host H] [--port P] [--processes N|auto] [--log-json]`."""
 
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_config_option(parser)
     parser.add_argument("--host", help="bind address (default: server.host)")
     parser.add_argument("--port", type=int, help="port (default: server.port)")
+    parser.add_argument("--processes", type=processes_value, metavar="N|auto",
+                        help="serve with N processes sharing the port; auto = one per CPU core "
+                             "(default: server.processes, 1)")
     parser.add_argument("--log-json", action="store_true", help="log one JSON object per line")
     parser.set_defaults(func=run)
 
@@ -20,4 +23,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from engine.server import serve
 
-    return serve(Path(args.config), args.host, args.port, args.log_json)
+    return serve(Path(args.config), args.host, args.port, args.log_json, args.processes)
+
+
+def processes_value(text: str) -> int | str:
+    """`auto` or a whole number of at least 1; anything else is a usage error (exit 2)."""
+    if text == "auto":
+        return text
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"expected a number of processes (1 or more) or 'auto', not {text!r}")
