@@ -206,3 +206,10 @@ def test_missing_psycopg_package_says_how_to_install(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=30, cwd=tmp_path)
     assert out.stdout.strip() == ("ConfigError store.url: the PostgreSQL store needs the psycopg and psycopg-pool "
                                   "packages: pip install 'idhooks[postgres]'")
+
+
+def test_an_unreadable_password_file_is_a_config_error(tmp_path: Path) -> None:
+    config_path = basic_config(tmp_path, store_url="postgresql://idhooks@127.0.0.1:5432/idhooks")
+    config_path.write_text(config_path.read_text().replace("store: {url:", "store: {password_file: nowhere, url:"))
+    with pytest.raises(ConfigError, match=r"store.password_file: cannot read .*nowhere: No such file"):
+        load_config(config_path)
