@@ -32,13 +32,14 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Mapping
+from urllib.parse import urlsplit
 
 import requests
 
 from actions.destination import DestinationReader
 from actions.escaping import Escape, valid_text
 from engine.config.retry import policy_problems
-from engine.secrets import Secret, find_secrets
+from engine.secrets import Secret, find_secrets, reveal
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,16 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def host_of(url: object) -> str:
+    """host[:port] of a URL (which may be a Secret): what listings may show of it."""
+    parts = urlsplit(str(reveal(url)))
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return f"{parts.hostname}:{port}" if port else str(parts.hostname or "-")
+
+
 def fold_line(value: object) -> str:
     """`value` as one line: CR/LF runs become one space, so event data can never start a new header."""
     return re.sub(r"[\r\n]+", " ", str(value))
@@ -150,6 +161,8 @@ class Action(ABC):
     destination_type: ClassVar[str | None] = None  # None: needs no destination (e.g. log)
     rule_fields: ClassVar[Mapping[str, Field]] = {}
     destination_fields: ClassVar[Mapping[str, Field]] = {}
+    test_fields: ClassVar[Mapping[str, Any]] = {}
+    """Rule fields of the sample `idhooks destinations test` sends when no rule names the destination."""
     destination_templates: ClassVar[tuple[str, ...]] = ()
     """Destination keys that are templates (e.g. a NATS subject): engine/match compiles them with the rule's
     actions and renders them per event into the job's fields under the same name."""
@@ -167,6 +180,16 @@ class Action(ABC):
         read = DestinationReader(self.context.source, self.destination_name or "", self.destination)
         read.check_keys(self.destination_fields)
         return read
+
+    def target(self) -> str:
+        """Where this destination sends, for listings: host[:port] only, never a path, query or credential."""
+        for key in ("base_url", "url", "webhook_url", "api_url"):
+            value = self.destination.get(key)
+            if value is not None:
+                return host_of(value)
+        host = self.destination.get("host")
+        port = self.destination.get("port")
+        return f"{host}:{port}" if host and port else str(host or "-")
 
     @classmethod
     def check_rule_fields(cls, fields: Mapping[str, Any]) -> list[str]:

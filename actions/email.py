@@ -19,6 +19,7 @@ from email.utils import formatdate, getaddresses
 from typing import Any, Mapping
 
 from actions.base import RETRY_FIELD, Action, ActionContext, Field, fold_line, require_any
+from actions.deadline import deadline, watch
 from actions.escaping import HTML
 from engine.errors import PermanentError, RetryableError
 from engine.secrets import redact, reveal
@@ -44,8 +45,10 @@ class EmailAction(Action):
         "from": Field("value", required=True, help="the sender address"),
         "recipients": Field("value", help="default recipients"),
         "ca_file": Field("value", help="CA bundle for a private CA"),
-        "timeout": Field("value", help="seconds (default 10)"),
+        "timeout": Field("value", help="seconds for the whole SMTP conversation (default 10)"),
     }
+    test_fields = {"subject": "idhooks test: {{ type }}",
+                   "text": "A test notification from idhooks: {{ type }} for {{ username }}."}
 
     def __init__(self, destination_name: str | None, destination: Mapping[str, Any] | None,
                  context: ActionContext) -> None:
@@ -73,7 +76,10 @@ class EmailAction(Action):
         return super().check_rule_fields(fields) + require_any(fields, "text", "html")
 
     def send(self, rendered: Mapping[str, Any], idempotency_key: str) -> None:
-        message = self.build_message(rendered, idempotency_key)
+        try:
+            message = self.build_message(rendered, idempotency_key)
+        except UnicodeError as exc:  # e.g. a lone surrogate from event data: no retry can encode it
+            raise PermanentError(f"cannot encode the message: {exc}") from None
         try:
             self._deliver(message)
         except smtplib.SMTPAuthenticationError as exc:
@@ -85,6 +91,8 @@ class EmailAction(Action):
         except smtplib.SMTPResponseException as exc:
             error = PermanentError if exc.smtp_code >= 500 else RetryableError
             raise error(self._describe(f"server answered {exc.smtp_code}", exc)) from None
+        except UnicodeError as exc:
+            raise PermanentError(self._describe("cannot encode the message", exc)) from None
         except (smtplib.SMTPException, OSError) as exc:
             raise RetryableError(self._describe("cannot talk to the server", exc)) from None
 
@@ -122,23 +130,51 @@ class EmailAction(Action):
         return found
 
     def _deliver(self, message: EmailMessage) -> None:
-        with self._connect() as smtp:
-            if self.starttls:
-                smtp.starttls(context=ssl.create_default_context(cafile=self.ca_file))
-            if self.username is not None:
-                smtp.login(str(reveal(self.username)), str(reveal(self.password)))
-            smtp.send_message(message)
+        """The whole SMTP conversation runs under one deadline of `timeout` seconds (actions/deadline.py):
+        smtplib's timeout bounds each read, so a server answering one byte at a time would never end."""
+        with deadline(self.timeout) as limit:
+            try:
+                with self._connect(limit.remaining()) as smtp:
+                    watch(smtp.sock)
+                    if self.starttls:
+                        smtp.starttls(context=ssl.create_default_context(cafile=self.ca_file))
+                        watch(smtp.sock)
+                    if self.username is not None:
+                        smtp.login(str(reveal(self.username)), str(reveal(self.password)))
+                    smtp.send_message(message)
+            except (smtplib.SMTPException, OSError):
+                if limit.passed:
+                    raise RetryableError(self._describe(f"deadline exceeded: the conversation took more than "
+                                                        f"{self.timeout:g} s", TimeoutError("timed out"))) from None
+                raise
 
-    def _connect(self) -> smtplib.SMTP:
+    def _connect(self, timeout: float) -> smtplib.SMTP:
         if self.context.smtp_factory is not None:
-            return self.context.smtp_factory(self.host, self.port, timeout=self.timeout)
+            return self.context.smtp_factory(self.host, self.port, timeout=timeout)
         if self.tls:
-            return smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout,
-                                    context=ssl.create_default_context(cafile=self.ca_file))
-        return smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+            return _WatchedSMTPSSL(self.host, self.port, timeout=timeout,
+                                   context=ssl.create_default_context(cafile=self.ca_file))
+        return _WatchedSMTP(self.host, self.port, timeout=timeout)
 
     def _describe(self, what: str, exc: Exception) -> str:
         return redact(f"SMTP {self.host}:{self.port}: {what}: {exc}", self.secrets)
+
+
+class _WatchedSMTP(smtplib.SMTP):
+    """smtplib.SMTP whose socket is under the attempt's deadline from the moment it connects (the
+    constructor already reads the greeting, which a slow server could drip)."""
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> Any:
+        sock = super()._get_socket(host, port, timeout)
+        watch(sock)
+        return sock
+
+
+class _WatchedSMTPSSL(smtplib.SMTP_SSL):
+    def _get_socket(self, host: str, port: int, timeout: float) -> Any:
+        sock = super()._get_socket(host, port, timeout)
+        watch(sock)
+        return sock
 
 
 def _valid(address: str) -> bool:

@@ -10,7 +10,8 @@ Outbound safety, because event data fills the request:
 - redirects are never followed; link-local / cloud metadata addresses (169.254.0.0/16, fe80::/10,
   fd00:ec2::254) are refused after resolving the host, whatever the allow-list says, and again at connect
   time (actions/safenet.py) so DNS rebinding cannot slip past the first check;
-- connect/read timeouts and a response size cap always apply; `verify: false` logs a warning at load.
+- a connect timeout, a total deadline for the whole attempt (a slow-drip answer is cut off; see
+  actions/deadline.py) and a response size cap always apply; `verify: false` logs a warning at load.
 Every request carries `Idempotency-Key: <jti>:<rule id>:<action index>` so the target can deduplicate
 the retries that at-least-once delivery implies.
 """
@@ -58,12 +59,15 @@ class HttpAction(Action):
         "base_url": Field("value", required=True),
         "allowed_hosts": Field("value", help="other origins a rule's absolute path may call: host or host:port"),
         "headers": Field("value", help="sent with every request; values may be ${ENV} secrets"),
-        "timeout": Field("value", help="read timeout in seconds (default 10)"),
+        "timeout": Field("value", help="seconds for the whole attempt: connect, send and the whole answer "
+                                      "(default 10)"),
         "connect_timeout": Field("value", help="connect timeout in seconds (default 5)"),
         "max_response_bytes": Field("value", help=f"response size cap (default {DEFAULT_MAX_RESPONSE_BYTES})"),
         "ca_file": Field("value", help="CA bundle for a private CA"), "proxy": Field("value"),
         "verify": Field("value", help="verify TLS certificates (default true)"),
     }
+    test_fields = {"method": "POST",
+                   "json": {"test": True, "type": "{{ type }}", "user_id": "{{ user_id }}", "username": "{{ username }}"}}
 
     def __init__(self, destination_name: str | None, destination: Mapping[str, Any] | None,
                  context: ActionContext) -> None:

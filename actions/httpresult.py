@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping
 
 import requests
 
+from actions.deadline import Deadline, deadline
 from engine.errors import PermanentError, RetryableError
 from engine.secrets import Secret, redact
 
@@ -37,26 +38,38 @@ def exchange(session: requests.Session, method: str, url: str, *, secrets: list[
              timeout: tuple[float, float], max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
              clock: Callable[[], float], success_statuses: frozenset[int] = frozenset(), **kwargs: Any) -> HttpResult:
     """Send one request without following redirects and classify the answer; returns only on 2xx (or a
-    status in `success_statuses`, e.g. 409 for a create whose first 201 was lost)."""
-    try:
-        with session.request(method, url, timeout=timeout, allow_redirects=False, stream=True,
-                             **kwargs) as response:
-            result = HttpResult(response.status_code, response.headers, read_capped(response, max_response_bytes))
-    except requests.Timeout as exc:
-        raise RetryableError(redact(f"timed out calling {url}: {type(exc).__name__}", secrets)) from None
-    except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
-        raise RetryableError(redact(f"cannot reach {url}: {_reason(exc)}", secrets)) from None
-    except requests.RequestException as exc:
-        raise PermanentError(redact(f"invalid request to {url}: {exc}", secrets)) from None
+    status in `success_statuses`, e.g. 409 for a create whose first 201 was lost). `timeout` is (connect,
+    total): the total bounds the whole exchange, connect + send + the whole answer (actions/deadline.py),
+    also when the delivery worker's lease leaves less."""
+    connect, total = timeout
+    with deadline(total) as limit:
+        budget = limit.remaining()
+        try:
+            with session.request(method, url, timeout=(min(connect, limit.remaining()), limit.remaining()),
+                                 allow_redirects=False, stream=True, **kwargs) as response:
+                result = HttpResult(response.status_code, response.headers,
+                                    read_capped(response, max_response_bytes, limit))
+        except (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+            if limit.passed or isinstance(exc, requests.ReadTimeout):  # the read timeout is what remained
+                raise RetryableError(redact(f"timed out calling {url}: deadline exceeded, no complete answer within "
+                                            f"{round(budget, 1):g} s (connect, send and response)", secrets)) from None
+            if isinstance(exc, requests.Timeout):
+                raise RetryableError(redact(f"timed out calling {url}: {type(exc).__name__}", secrets)) from None
+            raise RetryableError(redact(f"cannot reach {url}: {_reason(exc)}", secrets)) from None
+        except requests.RequestException as exc:
+            raise PermanentError(redact(f"invalid request to {url}: {exc}", secrets)) from None
     if result.status not in success_statuses:
         check(result, url, secrets, clock)
     return result
 
 
-def read_capped(response: requests.Response, limit: int) -> bytes:
-    """At most `limit` bytes of the body, so a huge or endless answer cannot exhaust memory."""
+def read_capped(response: requests.Response, limit: int, until: Deadline | None = None) -> bytes:
+    """At most `limit` bytes of the body, so a huge or endless answer cannot exhaust memory; reading stops
+    with a ConnectionError when `until` passes (its watchdog also cuts a read that is blocked)."""
     chunks, size = [], 0
     for chunk in response.iter_content(chunk_size=8192):
+        if until is not None and until.passed:
+            raise requests.ConnectionError("deadline exceeded while reading the answer")
         chunks.append(chunk)
         size += len(chunk)
         if size >= limit:

@@ -26,7 +26,8 @@ import threading
 from pathlib import Path
 from typing import Any, Mapping
 
-from actions.base import EVENT_RECORD, RETRY_FIELD, Action, ActionContext, Field, clean_text, json_bytes
+from actions.base import (EVENT_RECORD, RETRY_FIELD, Action, ActionContext, Field, clean_text, host_of,
+                          json_bytes)
 from engine.errors import ConfigError, PermanentError, RetryableError
 from engine.secrets import Secret, redact, reveal
 
@@ -143,6 +144,9 @@ class NatsAction(Action):
         except (nats.errors.Error, OSError, asyncio.TimeoutError) as exc:
             await self._forget()
             raise RetryableError(redact(f"nats {self.where()}: {type(exc).__name__}: {exc}", self.secrets)) from None
+
+    def target(self) -> str:
+        return ", ".join(host_of(str(reveal(s)).replace("tls://", "nats://")) for s in self.servers)
 
     def where(self) -> str:
         """The servers without any user:password they carry."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from actions.base import (RETRY_FIELD, Action, ActionContext, Field, check_choice, clean_json, clean_text,
+from actions.base import (RETRY_FIELD, Action, ActionContext, Field, check_choice, clean_json, clean_text, host_of,
                           json_bytes)
 from actions.httpresult import exchange
 from actions.safenet import make_safe
@@ -46,6 +46,7 @@ class PagerDutyAction(Action):
         "timeout": Field("value", help="read timeout in seconds (default 10)"),
         "connect_timeout": Field("value", help="connect timeout in seconds (default 5)"),
     }
+    test_fields = {"summary": "idhooks test: {{ type }} for {{ username }}", "severity": "info"}
 
     def __init__(self, destination_name: str | None, destination: Mapping[str, Any] | None,
                  context: ActionContext) -> None:
@@ -57,6 +58,9 @@ class PagerDutyAction(Action):
         read.done()
         self.secrets = read.secrets()
         make_safe(context.session)
+
+    def target(self) -> str:
+        return host_of(self.url)
 
     @classmethod
     def check_rule_fields(cls, fields: Mapping[str, Any]) -> list[str]:

@@ -15,9 +15,10 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
-from actions.base import RETRY_FIELD, Action, ActionContext, Field, require_any
+from actions.base import RETRY_FIELD, Action, ActionContext, Field, host_of, require_any
 from actions.escaping import SLACK
 from actions.httpresult import HttpResult, exchange, snippet
+from actions.safenet import make_safe
 from engine.errors import PermanentError, RetryableError
 from engine.secrets import reveal
 
@@ -47,9 +48,11 @@ class SlackAction(Action):
         "token": Field("value", help="bot token xoxb-... for chat.postMessage (use ${ENV} or token_file)"),
         "channel": Field("value", help="default channel for the bot token"),
         "api_url": Field("value", help=f"Web API base URL (default {API_URL})"),
-        "timeout": Field("value", help="read timeout in seconds (default 10)"),
+        "timeout": Field("value", help="seconds for the whole attempt: connect, send and the whole answer "
+                                      "(default 10)"),
         "connect_timeout": Field("value", help="connect timeout in seconds (default 5)"),
     }
+    test_fields = {"text": "idhooks test: {{ type }} for {{ username }} from {{ ip }}"}
 
     def __init__(self, destination_name: str | None, destination: Mapping[str, Any] | None,
                  context: ActionContext) -> None:
@@ -64,6 +67,10 @@ class SlackAction(Action):
             read.add(None, "give exactly one of webhook_url (incoming webhook) or token (bot, chat.postMessage)")
         read.done()
         self.secrets = read.secrets()
+        make_safe(context.session)  # the attempt's deadline covers Slack calls too
+
+    def target(self) -> str:
+        return host_of(self.webhook_url if self.webhook_url is not None else self.api_url)
 
     @classmethod
     def check_rule_fields(cls, fields: Mapping[str, Any]) -> list[str]:

@@ -42,6 +42,7 @@ class SplunkHecAction(Action):
         "timeout": Field("value", help="read timeout in seconds (default 10)"),
         "connect_timeout": Field("value", help="connect timeout in seconds (default 5)"),
     }
+    test_fields = {"fields": {"idhooks_test": "true"}}
 
     def __init__(self, destination_name: str | None, destination: Mapping[str, Any] | None,
                  context: ActionContext) -> None:

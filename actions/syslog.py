@@ -94,6 +94,7 @@ class SyslogAction(Action):
         "max_message_bytes": Field("value", help="default 2048 (udp), 8192 (tcp, tls)"),
         "timeout": Field("value", help="seconds for connect and send (default 5)"),
     }
+    test_fields = {"message": "idhooks test: {{ type }} for {{ username }}", "severity": "info"}
 
     def __init__(self, destination_name: str | None, destination: Mapping[str, Any] | None,
                  context: ActionContext, hostname: Callable[[], str] = socket.gethostname) -> None:

@@ -37,6 +37,10 @@ class Metrics:
                                   "unsupported_media, store_error).", ["webhook", "outcome"], registry=r)
         self.events = Counter("idhooks_events_total", "Accepted events by event type alias (or 'unknown').",
                               ["type"], registry=r)
+        self.event_failures = Counter("idhooks_event_failures_total",
+                                      "Events whose evaluation or recording failed, by outcome (retry: tried "
+                                      "again later; failed: given up, see `idhooks events list --status "
+                                      "failed`).", ["outcome"], registry=r)
         self.rule_matches = Counter("idhooks_rule_matches_total", "Rule matches by rule id.", ["rule"], registry=r)
         self.action_attempts = Counter("idhooks_action_attempts_total", "Delivery attempts by destination.",
                                        ["destination"], registry=r)
@@ -130,6 +134,9 @@ class StoreCollector(Collector):
         pending = GaugeMetricFamily("idhooks_events_pending", "Stored events not yet evaluated.",
                                     value=stats.events.get("pending", 0))
         yield pending
+        yield GaugeMetricFamily("idhooks_events_failed", "Stored events given up after failed evaluations or "
+                                "recordings (idhooks events list --status failed).",
+                                value=stats.events.get("failed", 0))
         yield GaugeMetricFamily("idhooks_quarantine_entries", "Refused deliveries kept in quarantine.",
                                 value=stats.quarantine_entries)
         yield GaugeMetricFamily("idhooks_quarantine_bytes", "Bytes kept in quarantine.", value=stats.quarantine_bytes)

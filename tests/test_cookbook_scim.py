@@ -103,7 +103,8 @@ def by_rule(jobs: list[Job]) -> dict[str, list[Job]]:
     return found
 
 
-def test_create_update_disable_delete_reach_the_scim_id(store: Store, scim: ScimPeer, tmp_path: Path) -> None:
+def test_create_update_disable_delete_reach_the_scim_id(store: Store, scim: ScimPeer, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
     pipeline = Pipeline(store, scim, tmp_path / "rules")
     pipeline.events("user.userCreated", "user.userProfileUpdated", "user.userDisabled", "user.userEnabled",
                     "user.userDeleted")
@@ -119,6 +120,9 @@ def test_create_update_disable_delete_reach_the_scim_id(store: Store, scim: Scim
         [{"op": "replace", "path": "nickName", "value": "janie"}],
         [{"op": "replace", "path": "active", "value": False}], [{"op": "replace", "path": "active", "value": True}]]
     assert scim.users == {}
+    created_jti = min(pipeline.store.list_events(), key=lambda e: e.received_at).jti
+    shown = events_show(store, tmp_path, capsys, created_jti)
+    assert "captured for ordered_by '7c1e4b2a-5d3f-4e8a-9b6c-0f2d1a3e5b7c': scim_id = \"scim-0001\"" in shown
 
 
 def test_a_lost_201_then_409_is_done_and_the_lookup_keeps_the_id(store: Store, scim: ScimPeer, tmp_path: Path) -> None:
@@ -168,9 +172,18 @@ def test_a_failing_create_holds_the_users_later_calls_until_it_is_a_dead_letter(
         ("scim-create", "dead"), ("scim-delete", "dead"), ("scim-create", "done")}
 
 
+def store_config(store: Store, tmp_path: Path) -> str:
+    return str(config_for(store, tmp_path / "config.yaml"))
+
+
 def deliveries(store: Store, tmp_path: Path, capsys: pytest.CaptureFixture) -> list[dict[str, Any]]:
     """`idhooks deliveries --json` on `store`."""
-    config = config_for(store, tmp_path / "config.yaml")
     capsys.readouterr()
-    assert main(["deliveries", "--json", "--config", str(config)]) == 0
+    assert main(["deliveries", "--json", "--config", store_config(store, tmp_path)]) == 0
     return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
+def events_show(store: Store, tmp_path: Path, capsys: pytest.CaptureFixture, jti: str) -> str:
+    capsys.readouterr()
+    assert main(["events", "show", jti, "--config", store_config(store, tmp_path)]) == 0
+    return capsys.readouterr().out

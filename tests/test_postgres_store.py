@@ -192,7 +192,7 @@ def test_hostile_values_are_stored_exactly(postgres_store: PostgresStore) -> Non
     stored = postgres_store.get_event("'; DROP TABLE events; --")
     assert stored.body == body and stored.uris == ("\x00\ud800<script>",)
     postgres_store.complete_event(stored.jti, [{"why": "\x00\ud800"}],
-                                  [NewJob("k\n\r", "d", "http", {"v": float("nan")})], T0)
+                                  [NewJob("k\n\r", "d", "http", {"v": "\x00"})], T0)
     assert postgres_store.get_event(stored.jti).decisions == [{"why": "\x00\ud800"}]
     assert postgres_store.list_jobs()[0].key == "k\n\r"
 

@@ -138,6 +138,35 @@ def test_list_events_newest_first_since_and_limit(store: Store) -> None:
     assert [e.jti for e in store.list_events(limit=2)] == ["e4", "e3"]
 
 
+def test_failed_event_is_retried_later_then_given_up_and_listed_by_status(store: Store) -> None:
+    for i in range(3):
+        store.ingest(event(f"e{i}", at=T0 + i), WINDOW)
+    [first, *_] = store.claim_events("w1", LEASE, 10, T0 + 5)
+    store.fail_event(first.jti, "evaluation failed: boom", T0 + 5, retry_at=T0 + 60)
+    store.complete_events([("e1", [], []), ("e2", [], [])], T0 + 5)
+    assert store.claim_events("w1", LEASE, 10, T0 + 59) == []  # not before its retry time
+    [again] = store.claim_events("w1", LEASE, 10, T0 + 60)
+    assert (again.jti, again.attempts, again.status) == ("e0", 1, "pending")
+    store.fail_event("e0", "recording failed: \ud800", T0 + 61, retry_at=None)
+    failed = store.get_event("e0")
+    assert (failed.status, failed.attempts) == ("failed", 2)
+    assert failed.decisions == [{"error": "recording failed: \ud800"}]
+    assert store.claim_events("w1", LEASE, 10, T0 + 1000) == []
+    assert [e.jti for e in store.list_events(status="failed")] == ["e0"]
+    assert [e.jti for e in store.list_events(status="processed")] == ["e2", "e1"]
+    assert store.list_events(status="pending") == []
+    assert store.stats().events == {"processed": 2, "failed": 1}
+
+
+def test_decisions_and_payloads_must_be_valid_json(store: Store) -> None:
+    store.ingest(event("nan"), WINDOW)
+    with pytest.raises(StoreError, match="not valid JSON"):
+        store.complete_events([("nan", [{"actual": float("inf")}], [])], T0)
+    with pytest.raises(StoreError, match="not valid JSON"):
+        store.complete_events([("nan", [], [NewJob("k", "d", "http", {"n": float("nan")})])], T0)
+    assert store.get_event("nan").status == "pending"
+
+
 def test_last_accepted_per_webhook(store: Store) -> None:
     store.ingest(event(at=T0 + 5, webhook="a"), WINDOW)
     store.ingest(event(at=T0 + 1, webhook="a"), WINDOW)

@@ -192,9 +192,10 @@ def expand_env(value: str, where: str, env: Mapping[str, str]) -> tuple[str, boo
 class _Reader:
     """Turns the raw YAML tree into dataclasses, collecting problems instead of stopping at the first."""
 
-    def __init__(self, path: Path, env: Mapping[str, str]) -> None:
+    def __init__(self, path: Path, env: Mapping[str, str], read_secrets: bool = True) -> None:
         self.path = path
         self.env = env
+        self.read_secrets = read_secrets
         self.problems = _Problems(str(path))
 
     # -- scalars ---------------------------------------------------------------------------------
@@ -421,6 +422,8 @@ class _Reader:
                               "or secrets: [new, old]")
             return []
         key = given[0]
+        if not self.read_secrets:  # an offline command: the webhook secret is only needed to receive
+            return []
         if key == "secret_file":
             file_path = self.resolve_path(str(self.text(node, key, where, "")))
             try:
@@ -579,13 +582,15 @@ _TOP_KEYS = ("server", "store", "webhooks", "rules", "quarantine", "delivery", "
              "subscriptions")
 
 
-def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
-    """Read and validate config.yaml; raises ConfigError listing every problem found."""
+def load_config(path: str | Path, env: Mapping[str, str] | None = None, *, offline: bool = False) -> Config:
+    """Read and validate config.yaml; raises ConfigError listing every problem found. `offline` (commands
+    that receive nothing: validate, test, replay, events, ...) skips reading the webhook secrets, so they
+    work on a fresh clone without var/webhook-secret; their webhooks then have no secrets."""
     path = Path(path).resolve()
     env = os.environ if env is None else env
     raw = load_yaml_file(path)
     raw = LineDict() if raw is None else raw
-    reader = _Reader(path, env)
+    reader = _Reader(path, env, read_secrets=not offline)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}:1: expected a mapping with server, store, webhooks and rules")
     _check_keys(raw, _TOP_KEYS, "", reader.problems)

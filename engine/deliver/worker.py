@@ -2,7 +2,9 @@
 
 At-least-once: a job is claimed with a lease and acknowledged only after the send succeeded, so a crash
 mid-send leaves it to be claimed again when the lease expires; the job key travels as the
-Idempotency-Key so the target can make that once in effect.
+Idempotency-Key so the target can make that once in effect. Every attempt has a deadline that ends before
+its lease (actions/deadline.py): a target that answers too slowly is cut off and the attempt counts as a
+retryable failure, so a live process never still sends a job that another process may have claimed.
 
 A slow or dead destination cannot starve the others: each destination has at most
 `delivery.per_destination_concurrency` sends in flight in this process, and claims skip destinations at
@@ -21,6 +23,7 @@ from collections import Counter
 from typing import Any, Callable, Mapping
 
 from actions import ActionSet
+from actions.deadline import deadline
 from engine.deliver.backoff import RetryPolicy
 from engine.deliver.captures import fill
 from engine.config.settings import DeliveryConfig
@@ -36,6 +39,12 @@ BATCH = 16
 """At most this many jobs of one destination per claim, when it has a backlog."""
 BACKLOG_AGE = 0.05
 """A claimed job due longer ago than this (seconds) means the destination has a backlog."""
+
+
+def lease_margin(lease: float) -> float:
+    """How long before its lease ends an attempt is abandoned: time to record the outcome (and for the
+    clocks of a shared store's hosts to disagree a little) before another process may claim the job."""
+    return min(max(lease / 10, 1.0), lease / 2)
 
 
 class DeliveryWorker:
@@ -156,13 +165,14 @@ class DeliveryWorker:
         """Send claimed jobs in order; stop early (the rest stay leased and are claimed again when the
         lease expires) on shutdown or when half the lease is used up. How many were attempted."""
         started = time.monotonic()
+        lease_end = started + self.delivery.lease - lease_margin(self.delivery.lease)
         attempted = 0
         try:
             for job in jobs:
                 if attempted and (self._stopping.is_set()
                                   or time.monotonic() - started > self.delivery.lease / 2):
                     break
-                self._attempt(job)
+                self._attempt(job, lease_end)
                 attempted += 1
         finally:
             self._release(jobs[0].destination)
@@ -180,9 +190,12 @@ class DeliveryWorker:
                 self._generation += 1
                 self._wake.notify()
 
-    def _attempt(self, job: Job) -> None:
+    def _attempt(self, job: Job, lease_end: float) -> None:
+        """One attempt, abandoned (a retryable failure) before the lease ends, so no other process can
+        claim the job while this one may still be sending it."""
         try:
-            self.deliver(job)
+            with deadline(lease_end - time.monotonic()):
+                self.deliver(job)
         except Exception:  # noqa: BLE001 - the store failed: the job keeps its lease, retried when it expires
             log.exception("could not record a delivery attempt", extra={"key": job.key})
 
@@ -210,7 +223,8 @@ class DeliveryWorker:
     def _send(self, job: Job, actions: ActionSet) -> Mapping[str, Any] | None:
         """Send with the job's action (its `captured` values filled in first); what it captured from the
         answer. An unexpected exception from a plugin counts as a retryable attempt (backoff, then the
-        dead-letter list) instead of leaving the job to loop on lease expiry."""
+        dead-letter list) instead of leaving the job to loop on lease expiry, except a UnicodeError (a lone
+        surrogate in event data), which no retry can fix: permanent."""
         action = actions.get(job.action, job.destination)
         message = job.message
         if job.captured_nonce:
@@ -219,6 +233,8 @@ class DeliveryWorker:
             return action.send(message, job.key)
         except DeliveryError:
             raise
+        except UnicodeError as exc:  # text from the event that no channel can encode: retrying cannot help
+            raise PermanentError(f"the {action.name} action cannot encode the message: {exc}") from None
         except Exception as exc:  # noqa: BLE001 - a plugin bug must not wedge the queue
             log.exception("action raised an unexpected error", extra={"key": job.key})
             raise RetryableError(f"unexpected error in the {action.name} action: {type(exc).__name__}: {exc}") \

@@ -3,18 +3,27 @@
 It claims pending events with a lease (a process killed mid-evaluation leaves them claimable again), and
 records each event's decisions and creates its delivery jobs in one store transaction, so an event is
 evaluated into jobs exactly once in effect (job keys are unique: a re-evaluation after a crash adds none).
+
+One event never blocks another: a batch is recorded in one transaction, and when that fails the events are
+recorded one by one, so only the event at fault is held back. An event whose evaluation or recording fails
+is retried after a growing delay (`RETRY_DELAYS`) and then marked 'failed' with the reason (at once when
+its stored body no longer parses: an old database may hold what intake now refuses) (`idhooks events
+list --status failed`, metric idhooks_event_failures_total). Decisions and job payloads are made valid
+JSON before they are recorded (NaN/Infinity from an event become strings), so no event can poison a batch.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import uuid
+from dataclasses import replace
 from typing import Any, Callable
 
 from engine.verify.envelope import parse_envelope
-from engine.errors import IdhooksError
+from engine.errors import IdhooksError, PayloadError
 from engine.metrics import Metrics
 from engine.match.jobs import jobs_for
 from engine.match.stateful.evaluator import StatefulRules
@@ -22,6 +31,27 @@ from engine.runtime import Current
 from engine.store.base import NewJob, Store, StoredEvent
 
 log = logging.getLogger("idhooks.processor")
+
+
+RETRY_DELAYS = (5.0, 30.0, 120.0, 600.0)
+"""Seconds before each new attempt of an event that failed; after the last, the event is 'failed'."""
+
+
+def finite(value: Any) -> Any:
+    """`value` with every NaN/Infinity float replaced by its name as a string, so it is valid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(item) for item in value]
+    return value
+
+
+def _describe(exc: BaseException) -> str:
+    """One line naming the failure, safe to store (a lone surrogate from event data is escaped)."""
+    text = f"{type(exc).__name__}: {exc}"
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")[:1000]
 
 
 class Processor:
@@ -51,9 +81,10 @@ class Processor:
         jobs: list[NewJob] = []
         for uri in envelope.uris:
             for decision in ruleset.evaluate(envelope, uri, event.webhook, now=event.received_at):
-                records.append({**decision.to_json(), "uri": uri})
+                records.append(finite({**decision.to_json(), "uri": uri}))
                 if decision.matched:
-                    jobs.extend(jobs_for(event.jti, event.received_at, decision))
+                    jobs.extend(replace(j, message=finite(j.message))
+                                for j in jobs_for(event.jti, event.received_at, decision))
                     self.count_shadowed(decision)
         return records, jobs
 
@@ -63,26 +94,63 @@ class Processor:
             self.metrics.actions_shadowed.labels(decision.rule_id).inc(len(decision.actions))
 
     def run_once(self) -> int:
-        """Evaluate every pending event that is due now; how many were processed."""
+        """Evaluate every pending event that is due now; how many were claimed."""
         done = 0
         while not self._stop.is_set():
             events = self.store.claim_events(self.owner, self.lease, self.batch, self.clock())
             if not events:
                 return done
-            results = [self._evaluate_safely(event) for event in events]
-            self.store.complete_events(results, self.clock())  # one transaction for the batch
-            for jti, _, jobs in results:
+            results: list[tuple[str, list[dict[str, Any]], list[NewJob]]] = []
+            failures: list[tuple[StoredEvent, str, bool]] = []  # (event, reason, permanent)
+            for event in events:
+                try:
+                    results.append((event.jti, *self.evaluate(event)))
+                except PayloadError as exc:  # stored before intake refused such bodies: it never will parse
+                    failures.append((event, f"evaluation failed: {_describe(exc)}", True))
+                except Exception as exc:  # noqa: BLE001 - a rule or plugin bug must not wedge the queue
+                    failures.append((event, f"evaluation failed: {_describe(exc)}", False))
+            recorded, refused = self._record(results)
+            by_jti = {event.jti: event for event in events}
+            failures += [(by_jti[jti], reason, False) for jti, reason in refused]
+            for event, reason, permanent in failures:
+                self._fail(event, reason, permanent)
+            for jti, _, jobs in recorded:
                 self._report(jti, jobs)
             done += len(events)
 
-    def _evaluate_safely(self, event: StoredEvent) -> tuple[str, list[dict[str, Any]], list[NewJob]]:
+    def _record(self, results: list[tuple[str, list[dict[str, Any]], list[NewJob]]]) \
+            -> tuple[list[tuple[str, list[dict[str, Any]], list[NewJob]]], list[tuple[str, str]]]:
+        """Record the batch in one transaction; if that fails, one event at a time, so the others go on.
+        (what was recorded, [(jti, reason)] of what could not be)."""
+        if not results:
+            return [], []
         try:
-            records, jobs = self.evaluate(event)
-        except (IdhooksError, ValueError, TypeError, KeyError, AttributeError) as exc:
-            # A rule bug must not wedge the queue: record the failure on the event and move on.
-            log.error("could not evaluate event", extra={"jti": event.jti, "error": str(exc)})
-            records, jobs = [{"error": f"evaluation failed: {exc}"}], []
-        return event.jti, records, jobs
+            self.store.complete_events(results, self.clock())
+            return results, []
+        except Exception:  # noqa: BLE001 - find the event at fault below
+            log.warning("recording a batch of %d events failed; recording them one by one", len(results))
+        recorded, refused = [], []
+        for item in results:
+            try:
+                self.store.complete_events([item], self.clock())
+                recorded.append(item)
+            except Exception as exc:  # noqa: BLE001 - this event is held back, not the batch
+                refused.append((item[0], f"recording failed: {_describe(exc)}"))
+        return recorded, refused
+
+    def _fail(self, event: StoredEvent, reason: str, permanent: bool) -> None:
+        """Retry the event later, or give it up once RETRY_DELAYS are used up (at once when `permanent`)."""
+        attempt = event.attempts + 1
+        now = self.clock()
+        retry_at = now + RETRY_DELAYS[attempt - 1] if attempt <= len(RETRY_DELAYS) and not permanent else None
+        self.store.fail_event(event.jti, reason, now, retry_at)
+        outcome = "retry" if retry_at is not None else "failed"
+        self.metrics.event_failures.labels(outcome).inc()
+        details = {"jti": event.jti, "attempt": attempt, "error": reason}
+        if retry_at is None:
+            log.error("event failed for good (idhooks events list --status failed)", extra=details)
+        else:
+            log.warning("event failed, will retry", extra={**details, "retry_in": retry_at - now})
 
     def _report(self, jti: str, jobs: list[NewJob]) -> None:
         matched = sorted({job.rule for job in jobs})
@@ -98,6 +166,8 @@ class Processor:
                 self.run_once()
             except IdhooksError as exc:
                 log.error("processor: store error, retrying", extra={"error": str(exc)})
+            except Exception:  # noqa: BLE001 - the thread must outlive any bug; leased events return later
+                log.exception("processor: unexpected error, retrying")
             if self._wake.wait(self.poll_interval):
                 # Let a burst gather for a few ms: one claim and one completion per batch instead of per
                 # event halves the processor's CPU under load, for a few ms of added latency.

@@ -30,6 +30,9 @@ def decision_lines(records: Iterable[dict[str, Any]], indent: str = "  ") -> lis
         if "warning" in record:
             lines.append(f"{indent}warning: {record['warning']}")
             continue
+        if "rule" not in record:  # an event whose evaluation or recording failed
+            lines.append(f"{indent}ERROR {record.get('error', record)}")
+            continue
         if record.get("matched") and record.get("shadow"):
             lines.append(f"{indent}MATCH {record['rule']} (shadow: would send, nothing sent)")
         if record.get("matched"):

@@ -9,6 +9,8 @@ passed in by the caller (the app's clock), so tests control time without sleepin
 Event life cycle:  ingest() -> status 'pending' -> claim_events() (leased) -> complete_event() -> 'processed'
                    (an event whose iat is older than the de-duplication window is stored as 'stale' and never
                    evaluated). A lease that expires (the process died) makes the event claimable again.
+                   An event whose evaluation or recording fails: fail_event() -> 'pending' again later
+                   (attempts+1), and after the last attempt 'failed' with the reason as its decision record.
 Job life cycle:    complete_event() (an event's jobs) or enqueue_jobs() (a digest's) creates jobs
                    'pending' -> claim_jobs() (leased) -> ack_job() 'done'
                    | retry_job() 'pending' with a later due_at | dead_job() 'dead' -> requeue_dead() 'pending'.
@@ -16,16 +18,31 @@ Job life cycle:    complete_event() (an event's jobs) or enqueue_jobs() (a diges
 
 from __future__ import annotations
 
+import json
 from abc import abstractmethod
 from dataclasses import dataclass, field
 import hashlib
 from typing import Any, Callable, Mapping
 
+from engine.errors import StoreError
 from engine.store.state import StateStore
 
 ACCEPTED = "accepted"
 DUPLICATE = "duplicate"
 STALE = "stale"
+
+EVENT_STATUSES = ("pending", "processed", "stale", "failed")
+"""What `Store.list_events(status=...)` and `idhooks events list --status` take."""
+
+
+def strict_json(value: Any, what: str) -> str:
+    """`value` as standard JSON, refusing NaN/Infinity (Python's json writes them, SQLite's json functions
+    and most readers reject them): the last line of defence, so a stored record is always valid JSON."""
+    try:
+        return json.dumps(value, allow_nan=False)
+    except (ValueError, TypeError) as exc:
+        raise StoreError(f"refused to store {what}: not valid JSON ({exc})") from None
+
 
 @dataclass(frozen=True)
 class IncomingEvent:
@@ -47,9 +64,10 @@ class StoredEvent:
     received_at: float
     uris: tuple[str, ...]
     body: bytes
-    status: str  # pending | processed | stale
+    status: str  # pending | processed | stale | failed
     decisions: list[dict[str, Any]] | None = None
     processed_at: float | None = None
+    attempts: int = 0  # failed evaluations or recordings so far (fail_event)
 
 
 @dataclass(frozen=True)
@@ -228,8 +246,9 @@ class Store(StateStore):
     def get_event(self, jti: str) -> StoredEvent | None: ...
 
     @abstractmethod
-    def list_events(self, since: float | None = None, limit: int = 100) -> list[StoredEvent]:
-        """Newest first; `since` compares with received_at."""
+    def list_events(self, since: float | None = None, limit: int = 100,
+                    status: str | None = None) -> list[StoredEvent]:
+        """Newest first; `since` compares with received_at; `status` one of EVENT_STATUSES or None for all."""
 
     @abstractmethod
     def claim_events(self, owner: str, lease: float, limit: int, now: float) -> list[StoredEvent]:
@@ -239,6 +258,12 @@ class Store(StateStore):
     def complete_event(self, jti: str, decisions: list[dict[str, Any]], jobs: list[NewJob], now: float) -> None:
         """In one transaction: record the rule decisions, create the jobs (existing keys are skipped) and
         mark the event processed."""
+
+    @abstractmethod
+    def fail_event(self, jti: str, error: str, now: float, retry_at: float | None) -> None:
+        """Evaluating or recording the event failed: attempts+1, lease released. With `retry_at` it is
+        claimable again from then (the events behind it go on meanwhile); with None it is given up:
+        status 'failed', its decision record `[{"error": error}]`."""
 
     def complete_events(self, items: list[tuple[str, list[dict[str, Any]], list[NewJob]]], now: float) -> None:
         """complete_event() for several events; backends override it to share one transaction."""

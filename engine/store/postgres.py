@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterator, Mapping
 from engine.errors import StoreError
 from engine.secrets import Secret, redact_url
 from engine.store.base import (ACCEPTED, DUPLICATE, STALE, IncomingEvent, Job, NewJob, QuarantineEntry,
-                               QuarantineResult, Store, StoredEvent, StoreStats, SubscriptionRecord)
+                               QuarantineResult, Store, StoredEvent, StoreStats, SubscriptionRecord, strict_json)
 from engine.store.postgres_connect import check_schema_name, clean_error, listen_connection, open_pool
 from engine.store.postgres_schema import MIGRATIONS
 from engine.store.spool import Spool
@@ -66,7 +66,7 @@ def _event(row: dict[str, Any]) -> StoredEvent:
     return StoredEvent(jti=row["jti"], webhook=row["webhook"], iat_ms=row["iat_ms"], received_at=row["received_at"],
                        uris=tuple(json.loads(row["uris"])), body=bytes(row["body"]), status=row["status"],
                        decisions=json.loads(row["decisions"]) if row["decisions"] else None,
-                       processed_at=row["processed_at"])
+                       processed_at=row["processed_at"], attempts=row["attempts"])
 
 
 def _job(row: dict[str, Any]) -> Job:
@@ -223,10 +223,12 @@ class PostgresStore(PostgresStateMixin, PostgresTransferMixin, Store):
         rows = self._rows("reading an event", "SELECT * FROM events WHERE jti = %s", (jti,))
         return _event(rows[0]) if rows else None
 
-    def list_events(self, since: float | None = None, limit: int = 100) -> list[StoredEvent]:
-        rows = self._rows("listing events", "SELECT * FROM events WHERE received_at >= %s "
+    def list_events(self, since: float | None = None, limit: int = 100,
+                    status: str | None = None) -> list[StoredEvent]:
+        where, args = ("", ()) if status is None else (" AND status = %s", (status,))
+        rows = self._rows("listing events", f"SELECT * FROM events WHERE received_at >= %s{where} "
                                             "ORDER BY received_at DESC, jti LIMIT %s",
-                          (since if since is not None else float("-inf"), limit))
+                          (since if since is not None else float("-inf"), *args, limit))
         return [_event(r) for r in rows]
 
     def claim_events(self, owner: str, lease: float, limit: int, now: float) -> list[StoredEvent]:
@@ -244,7 +246,7 @@ class PostgresStore(PostgresStateMixin, PostgresTransferMixin, Store):
         """One transaction for the batch: the jobs (existing keys skipped), every event's decisions, and a
         NOTIFY that PostgreSQL delivers only if the transaction commits."""
         new_jobs = [j for _, _, event_jobs in items for j in event_jobs]
-        events = [(jti, json.dumps(decisions)) for jti, decisions, _ in items if jti]
+        events = [(jti, strict_json(decisions, "decisions")) for jti, decisions, _ in items if jti]
         with self._tx("completing events") as cur:
             self._insert_jobs(cur, new_jobs, now)
             if events:
@@ -252,6 +254,17 @@ class PostgresStore(PostgresStateMixin, PostgresTransferMixin, Store):
                     "UPDATE events SET status = 'processed', decisions = d.decisions, processed_at = %s, "
                     "lease_owner = '', lease_until = 0 FROM unnest(%s::text[], %s::text[]) AS d(jti, decisions) "
                     "WHERE events.jti = d.jti", (now, *map(list, zip(*events))))
+
+    def fail_event(self, jti: str, error: str, now: float, retry_at: float | None) -> None:
+        if retry_at is not None:  # the lease end doubles as "not before": claims skip it until then
+            self._count("postponing an event", "UPDATE events SET attempts = attempts + 1, lease_owner = '', "
+                                               "lease_until = %s WHERE jti = %s AND status = 'pending'",
+                        (retry_at, jti))
+            return
+        self._count("giving up an event", "UPDATE events SET attempts = attempts + 1, status = 'failed', "
+                                          "decisions = %s, processed_at = %s, lease_owner = '', lease_until = 0 "
+                                          "WHERE jti = %s AND status = 'pending'",
+                    (strict_json([{"error": error}], "a failure"), now, jti))
 
     def enqueue_jobs(self, jobs: list[NewJob], now: float) -> None:
         with self._tx("queueing jobs") as cur:
@@ -262,7 +275,7 @@ class PostgresStore(PostgresStateMixin, PostgresTransferMixin, Store):
         its event's arrival (order_at). The NOTIFY goes out with the commit."""
         if not jobs:
             return
-        rows = [(uuid.uuid4().hex, j.key, j.destination, json.dumps(j.to_json()), j.order_key,
+        rows = [(uuid.uuid4().hex, j.key, j.destination, strict_json(j.to_json(), f"job {j.key!r}"), j.order_key,
                  j.received_at if j.received_at is not None else now) for j in jobs]
         cur.execute(
             "INSERT INTO jobs (id, key, destination, payload, status, created_at, due_at, order_key, order_at) "
@@ -468,9 +481,10 @@ class PostgresStore(PostgresStateMixin, PostgresTransferMixin, Store):
             estimate = {r["relname"]: r["reltuples"] for r in cur.fetchall()}
             if estimate.get("events", 0) > EXACT_COUNT_LIMIT:
                 cur.execute("SELECT (SELECT count(*) FROM events WHERE status = 'pending') AS pending, "
-                            "(SELECT count(*) FROM events WHERE status = 'stale') AS stale")
+                            "(SELECT count(*) FROM events WHERE status = 'stale') AS stale, "
+                            "(SELECT count(*) FROM events WHERE status = 'failed') AS failed")
                 row = cur.fetchone()
-                counts = {**row, "processed": max(0, int(estimate["events"]) - row["pending"] - row["stale"])}
+                counts = {**row, "processed": max(0, int(estimate["events"]) - sum(row.values()))}
             else:
                 cur.execute("SELECT status, count(*) AS n FROM events GROUP BY status")
                 counts = {r["status"]: r["n"] for r in cur.fetchall()}

@@ -78,6 +78,11 @@ MIGRATIONS: list[str] = [
                            last_event_at double precision NOT NULL);
     CREATE INDEX captures_last ON captures (last_event_at);
     """,
+    # 6: an event whose evaluation or recording failed is retried a bounded number of times, then 'failed'
+    """
+    ALTER TABLE events ADD COLUMN attempts integer NOT NULL DEFAULT 0;
+    CREATE INDEX events_failed ON events (received_at) WHERE status = 'failed';
+    """,
 ]
 
 STATE_TABLES = ("state_windows", "state_groups", "state_suppress", "state_digest_periods", "state_digest_items")

@@ -7,6 +7,7 @@ Processes with the same Redis URL and `store.group` form one deployment; every k
     p jti:<jti>       string de-duplication mark        p events:pending  zset  pending events by received_at
                              (value seen_at, expires    p events:stale    zset  stale events by received_at
                              after the window)          p events:lease    zset  leased events by lease end
+                                                        p events:failed   zset  given-up events by received_at
     p last            hash   webhook -> newest received_at
     p job:<id>        hash   one delivery job          p jobkey:<key>    string job id (SET NX: one job per key)
     p jobs:scheduled  zset   queued jobs by due_at (new jobs, retries, re-queued dead letters)
@@ -51,7 +52,7 @@ from typing import Any, Iterator, Mapping
 from engine.errors import StoreError
 from engine.store import redis_lua
 from engine.store.base import (ACCEPTED, STALE, IncomingEvent, Job, NewJob, QuarantineEntry, QuarantineResult,
-                               Store, StoredEvent, StoreStats, SubscriptionRecord)
+                               Store, StoredEvent, StoreStats, SubscriptionRecord, strict_json)
 from engine.secrets import redact_url
 from engine.store.redis_connect import connect
 from engine.store.redis_records import (event_fields, event_from_hash, job_fields, job_from_hash, num,
@@ -81,7 +82,7 @@ def _job_args(jobs: list[NewJob], now: float) -> list[Any]:
     for job in jobs:
         job_id = f"{int(now * 1_000_000):016x}{uuid.uuid4().hex[:16]}"
         arrival = num(job.received_at if job.received_at is not None else now)
-        args += [job_id, job.key, job.destination, json.dumps(job.to_json()), job.order_key, arrival,
+        args += [job_id, job.key, job.destination, strict_json(job.to_json(), f"job {job.key!r}"), job.order_key, arrival,
                  job.capture_ref]
     return args
 
@@ -99,8 +100,9 @@ class RedisStore(RedisStateMixin, RedisTransferMixin, Store):
         self.prefix = f"{group}:"
         self.redis = connect(url, ca_file=ca_file, cert_file=cert_file, key_file=key_file)
         self._scripts = {name: self.redis.register_script(getattr(redis_lua, name)) for name in (
-            "INGEST", "CLAIM_EVENTS", "COMPLETE_EVENT", "ENQUEUE_JOBS", "CLAIM_JOBS", "MOVE_JOB", "DELETE_JOB",
-            "PRUNE_EVENTS", "QUARANTINE_ADD", "QUARANTINE_REMOVE", "IMPORT_EVENT", "IMPORT_JOB", "UPGRADE_1_TO_2",
+            "INGEST", "CLAIM_EVENTS", "COMPLETE_EVENT", "FAIL_EVENT", "ENQUEUE_JOBS", "CLAIM_JOBS", "MOVE_JOB",
+            "DELETE_JOB", "PRUNE_EVENTS", "QUARANTINE_ADD", "QUARANTINE_REMOVE", "IMPORT_EVENT", "IMPORT_JOB",
+            "UPGRADE_1_TO_2",
             "FORGET_CONSUMERS")}
         self._check_schema()
         folder = Path(spool_dir) if spool_dir is not None else Path("var/spool")
@@ -191,11 +193,26 @@ class RedisStore(RedisStateMixin, RedisTransferMixin, Store):
         found = self._events([jti.encode()])
         return found[0] if found else None
 
-    def list_events(self, since: float | None = None, limit: int = 100) -> list[StoredEvent]:
+    def list_events(self, since: float | None = None, limit: int = 100,
+                    status: str | None = None) -> list[StoredEvent]:
+        """pending, stale and failed events have their own index; processed ones are the rest, read in pages."""
         low = num(since) if since is not None else "-inf"
-        with self._guard("listing events"):
-            jtis = self.redis.zrevrangebyscore(self.prefix + "events", "+inf", low, start=0, num=limit)
-        return self._events(jtis)
+        index = f"events:{status}" if status in ("pending", "stale", "failed") else "events"
+        found: list[StoredEvent] = []
+        offset = 0
+        while len(found) < limit:
+            with self._guard("listing events"):
+                jtis = self.redis.zrevrangebyscore(self.prefix + index, "+inf", low, start=offset,
+                                                   num=limit if status != "processed" else max(limit, _BATCH))
+            if not jtis:
+                break
+            offset += len(jtis)
+            found += [e for e in self._events(jtis) if status in (None, e.status)]
+        return found[:limit]
+
+    def fail_event(self, jti: str, error: str, now: float, retry_at: float | None) -> None:
+        self._run("FAIL_EVENT", jti, num(now), "" if retry_at is None else num(retry_at),
+                  strict_json([{"error": error}], "a failure"))
 
     def claim_events(self, owner: str, lease: float, limit: int, now: float) -> list[StoredEvent]:
         return self._events(self._run("CLAIM_EVENTS", owner, num(now), num(now + lease), limit))
@@ -208,7 +225,7 @@ class RedisStore(RedisStateMixin, RedisTransferMixin, Store):
         with self._guard("complete event"):
             pipe = self.redis.pipeline(transaction=False)
             for jti, decisions, jobs in items:
-                args: list[Any] = [self.prefix, jti, num(now), json.dumps(decisions)]
+                args: list[Any] = [self.prefix, jti, num(now), strict_json(decisions, "decisions")]
                 self._scripts["COMPLETE_EVENT"](args=args + _job_args(jobs, now), client=pipe)
             pipe.execute()
 
@@ -359,7 +376,7 @@ class RedisStore(RedisStateMixin, RedisTransferMixin, Store):
 
     # -- metrics -----------------------------------------------------------------------------------
     def stats(self) -> StoreStats:
-        names = ("events", "events:pending", "events:stale", "jobs:pending", "jobs:failed", "jobs:dead",
+        names = ("events", "events:pending", "events:stale", "events:failed", "jobs:pending", "jobs:failed", "jobs:dead",
                  "jobs:done", "quarantine")
         with self._guard("reading stats"):
             pipe = self.redis.pipeline(transaction=False)
@@ -367,9 +384,10 @@ class RedisStore(RedisStateMixin, RedisTransferMixin, Store):
                 pipe.zcard(self.prefix + name)
             pipe.get(self.prefix + "quarantine:bytes")
             *counts, qbytes = pipe.execute()
-        events, pending, stale, jpending, failed, dead, done, qcount = counts
+        events, pending, stale, efailed, jpending, failed, dead, done, qcount = counts
         stats = StoreStats(quarantine_entries=qcount, quarantine_bytes=int(qbytes or 0))
-        by_event = {"pending": pending, "stale": stale, "processed": events - pending - stale}
+        by_event = {"pending": pending, "stale": stale, "failed": efailed,
+                    "processed": events - pending - stale - efailed}
         by_job = {"pending": jpending - failed, "failed": failed, "dead": dead, "done": done}
         stats.events = {k: v for k, v in by_event.items() if v}
         stats.jobs = {k: v for k, v in by_job.items() if v}

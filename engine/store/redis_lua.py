@@ -11,7 +11,8 @@ _EVENT_INDEX = """
 local function index_event(p, jti, at, status, webhook)
   redis.call('ZADD', p .. 'events', at, jti)
   if status == 'pending' then redis.call('ZADD', p .. 'events:pending', at, jti)
-  elseif status == 'stale' then redis.call('ZADD', p .. 'events:stale', at, jti) end
+  elseif status == 'stale' then redis.call('ZADD', p .. 'events:stale', at, jti)
+  elseif status == 'failed' then redis.call('ZADD', p .. 'events:failed', at, jti) end
   local last = redis.call('HGET', p .. 'last', webhook)
   if not last or tonumber(last) < tonumber(at) then redis.call('HSET', p .. 'last', webhook, at) end
 end
@@ -149,6 +150,24 @@ if redis.call('EXISTS', event_key) == 1 then
 end
 """
 
+FAIL_EVENT = """
+-- ARGV: prefix, jti, now, retry_at ('' = give up), decisions. Only a pending event changes.
+local p, jti, now, retry_at = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local key = p .. 'event:' .. jti
+if redis.call('HGET', key, 'status') ~= 'pending' then return 0 end
+redis.call('HINCRBY', key, 'attempts', 1)
+redis.call('HSET', key, 'lease_owner', '')
+if retry_at ~= '' then
+  redis.call('ZADD', p .. 'events:lease', retry_at, jti)  -- the lease end doubles as "not before"
+  return 1
+end
+redis.call('HSET', key, 'status', 'failed', 'decisions', ARGV[5], 'processed_at', now)
+redis.call('ZREM', p .. 'events:pending', jti)
+redis.call('ZREM', p .. 'events:lease', jti)
+redis.call('ZADD', p .. 'events:failed', redis.call('ZSCORE', p .. 'events', jti) or now, jti)
+return 1
+"""
+
 ENQUEUE_JOBS = _CREATE_JOBS + """
 create_jobs(ARGV[1], ARGV[2], 3)
 """
@@ -263,6 +282,7 @@ for _, jti in ipairs(ids) do
     redis.call('DEL', p .. 'event:' .. jti)
     redis.call('ZREM', p .. 'events', jti)
     redis.call('ZREM', p .. 'events:stale', jti)
+    redis.call('ZREM', p .. 'events:failed', jti)
     removed = removed + 1
   end
 end

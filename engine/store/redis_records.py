@@ -28,7 +28,8 @@ def event_from_hash(jti: str, h: dict[bytes, bytes]) -> StoredEvent:
                        received_at=float(h[b"received_at"]), uris=tuple(json.loads(h[b"uris"])),
                        body=h[b"body"], status=text(h[b"status"]),
                        decisions=json.loads(decisions) if decisions else None,
-                       processed_at=float(processed) if processed else None)
+                       processed_at=float(processed) if processed else None,
+                       attempts=int(h.get(b"attempts") or 0))
 
 
 def job_from_hash(h: dict[bytes, bytes]) -> Job:

@@ -30,7 +30,7 @@ from engine.store.state_sqlite import MIGRATION as STATE_MIGRATION
 from engine.store.state_sqlite import SQLiteStateMixin
 from engine.store.sqlite_transfer import SQLiteTransferMixin
 from engine.store.base import (ACCEPTED, DUPLICATE, STALE, IncomingEvent, Job, NewJob, QuarantineEntry,
-                               QuarantineResult, Store, StoredEvent, StoreStats, SubscriptionRecord)
+                               QuarantineResult, Store, StoredEvent, StoreStats, SubscriptionRecord, strict_json)
 
 _MIGRATIONS: list[str] = [
     # 1: the first schema
@@ -74,6 +74,8 @@ _MIGRATIONS: list[str] = [
     CREATE INDEX jobs_order ON jobs(order_key, status, order_at) WHERE order_key != '';
     CREATE TABLE captures (ref TEXT PRIMARY KEY, captured TEXT NOT NULL DEFAULT '{}', last_event_at REAL NOT NULL)
     """,
+    # 7: an event whose evaluation or recording failed is retried a bounded number of times, then 'failed'
+    "ALTER TABLE events ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
 ]
 
 
@@ -82,7 +84,7 @@ def _event_row(row: sqlite3.Row) -> StoredEvent:
                        received_at=row["received_at"], uris=tuple(json.loads(row["uris"])),
                        body=bytes(row["body"]), status=row["status"],
                        decisions=json.loads(row["decisions"]) if row["decisions"] else None,
-                       processed_at=row["processed_at"])
+                       processed_at=row["processed_at"], attempts=row["attempts"])
 
 
 def _job_row(row: sqlite3.Row) -> Job:
@@ -98,7 +100,7 @@ def _job_row(row: sqlite3.Row) -> Job:
 def _insert_jobs(conn: sqlite3.Connection, jobs: list[NewJob], now: float) -> None:
     """Insert pending jobs, due now; a key already queued is skipped (INSERT OR IGNORE on the unique key).
     An ordered job is placed by its event's arrival (order_at), then by insertion (rowid)."""
-    rows = [(uuid.uuid4().hex, j.key, j.destination, json.dumps(j.to_json()), now, now, j.order_key,
+    rows = [(uuid.uuid4().hex, j.key, j.destination, strict_json(j.to_json(), f"job {j.key!r}"), now, now, j.order_key,
              j.received_at if j.received_at is not None else now) for j in jobs]
     for start in range(0, len(rows), 500):  # SQLite allows 32,766 parameters per statement
         chunk = rows[start:start + 500]
@@ -320,9 +322,11 @@ class SQLiteStore(SQLiteStateMixin, SQLiteTransferMixin, Store):
         rows = self._read("SELECT * FROM events WHERE jti = ?", (jti,))
         return _event_row(rows[0]) if rows else None
 
-    def list_events(self, since: float | None = None, limit: int = 100) -> list[StoredEvent]:
-        rows = self._read("SELECT * FROM events WHERE received_at >= ? ORDER BY received_at DESC, jti LIMIT ?",
-                          (since if since is not None else float("-inf"), limit))
+    def list_events(self, since: float | None = None, limit: int = 100,
+                    status: str | None = None) -> list[StoredEvent]:
+        where, args = ("", ()) if status is None else (" AND status = ?", (status,))
+        rows = self._read(f"SELECT * FROM events WHERE received_at >= ?{where} ORDER BY received_at DESC, jti "
+                          "LIMIT ?", (since if since is not None else float("-inf"), *args, limit))
         return [_event_row(r) for r in rows]
 
     def claim_events(self, owner: str, lease: float, limit: int, now: float) -> list[StoredEvent]:
@@ -338,7 +342,7 @@ class SQLiteStore(SQLiteStateMixin, SQLiteTransferMixin, Store):
         self.complete_events([(jti, decisions, jobs)], now)
 
     def complete_events(self, items: list[tuple[str, list[dict[str, Any]], list[NewJob]]], now: float) -> None:
-        decisions = json.dumps({jti: event_decisions for jti, event_decisions, _ in items})
+        decisions = strict_json({jti: event_decisions for jti, event_decisions, _ in items}, "decisions")
         with self._tx() as conn:  # a fixed number of statements per batch: see _insert_batch
             _insert_jobs(conn, [job for _, _, event_jobs in items for job in event_jobs], now)
             conn.execute("UPDATE events SET status = 'processed', decisions = d.value, processed_at = ?, "
@@ -348,6 +352,15 @@ class SQLiteStore(SQLiteStateMixin, SQLiteTransferMixin, Store):
     def enqueue_jobs(self, jobs: list[NewJob], now: float) -> None:
         with self._tx() as conn:
             _insert_jobs(conn, jobs, now)
+
+    def fail_event(self, jti: str, error: str, now: float, retry_at: float | None) -> None:
+        if retry_at is not None:  # the lease end doubles as "not before": claims skip it until then
+            self._write("UPDATE events SET attempts = attempts + 1, lease_owner = NULL, lease_until = ? "
+                        "WHERE jti = ? AND status = 'pending'", (retry_at, jti))
+            return
+        self._write("UPDATE events SET attempts = attempts + 1, status = 'failed', decisions = ?, processed_at = ?, "
+                    "lease_owner = NULL, lease_until = 0 WHERE jti = ? AND status = 'pending'",
+                    (strict_json([{"error": error}], "a failure"), now, jti))
 
     def prune(self, now: float, retention: float, dedup_window: float) -> int:
         with self._tx() as conn:

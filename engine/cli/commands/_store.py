@@ -11,4 +11,4 @@ from engine.store.base import Store
 
 def store_from_args(args: argparse.Namespace) -> Store:
     """The store named by `--config`; ConfigError / StoreError reach engine/cli/__init__.py's handler."""
-    return open_store(load_config(args.config).store)
+    return open_store(load_config(args.config, offline=True).store)

@@ -57,7 +57,7 @@ def replay_event(rules: StatefulRules, event: StoredEvent) -> list[dict[str, Any
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    config = load_config(args.config, offline=True)
     ruleset = load_for_config(config, args.rules)
     with closing(open_store(config.store)) as store:
         events = store.list_events(since=time.time() - args.since, limit=args.limit)

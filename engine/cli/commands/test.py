@@ -43,7 +43,7 @@ def default_webhook(config: Config, chosen: str | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    config = load_config(args.config, offline=True)
     paths = args.rules or list(config.rules.paths)
     ruleset = load_for_config(config, paths)
     webhook = default_webhook(config, args.webhook)

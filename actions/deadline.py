@@ -1,0 +1,132 @@
+"""A total deadline for one delivery attempt: connect, send and the whole answer, however slowly it drips.
+
+Socket timeouts bound each read, not the exchange: a target that sends its headers and then one byte every
+2 s keeps a 10 s read timeout happy forever, holding a delivery slot and outliving the job's lease (another
+process would then send the same job). So each attempt runs inside a `Deadline`: the sockets opened or used
+for it are registered, and when the deadline passes one watchdog thread shuts them down, which ends any
+blocked read or write at once. The attempt then fails as retryable ("deadline exceeded").
+
+Deadlines nest: the delivery worker opens one bounded by the job's lease, an action one bounded by its
+destination's `timeout`; the earlier end applies.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+_local = threading.local()
+
+
+class Deadline:
+    """Ends at `expires` (time.monotonic()); `watch()` sockets to have them shut down then."""
+
+    def __init__(self, expires: float) -> None:
+        self.expires = expires
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def remaining(self) -> float:
+        return max(self.expires - time.monotonic(), 0.0)
+
+    @property
+    def passed(self) -> bool:
+        """The deadline has passed (whether or not the watchdog has run yet): a failing read then means
+        the attempt was cut off, by this deadline or an enclosing one, which ends at the same time or earlier."""
+        return self.expired or time.monotonic() >= self.expires
+
+    def watch(self, sock: socket.socket | None) -> None:
+        """Shut `sock` down when the deadline passes (at once if it already has)."""
+        if sock is None:
+            return
+        with self._lock:
+            if not self.expired:
+                self._sockets.append(sock)
+                return
+        _shut(sock)
+
+    def expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    """Shut the socket down without closing it (its owner closes it): a blocked recv returns at once.
+    socket.socket.shutdown, not SSLSocket's, which would tear down the TLS state under the reading thread."""
+    try:
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except (OSError, ValueError):
+        pass
+
+
+class _Watchdog:
+    """One daemon thread expiring deadlines in time order (not a thread per attempt)."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Deadline]] = []
+        self._counter = itertools.count()
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def add(self, deadline: Deadline) -> None:
+        with self._wake:
+            heapq.heappush(self._heap, (deadline.expires, next(self._counter), deadline))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="delivery-deadlines", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+
+    def discard(self, deadline: Deadline) -> None:
+        with self._wake:
+            self._heap = [entry for entry in self._heap if entry[2] is not deadline]
+            heapq.heapify(self._heap)
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._heap or self._heap[0][0] > time.monotonic():
+                    self._wake.wait(self._heap[0][0] - time.monotonic() if self._heap else None)
+                _, _, due = heapq.heappop(self._heap)
+            due.expire()
+
+
+_watchdog = _Watchdog()
+
+
+def current() -> Deadline | None:
+    """The innermost deadline of this thread's attempt, if any."""
+    stack = getattr(_local, "stack", None)
+    return stack[-1] if stack else None
+
+
+@contextmanager
+def deadline(seconds: float) -> Iterator[Deadline]:
+    """Run the block under a deadline `seconds` from now, or the enclosing one's if that ends earlier."""
+    outer = current()
+    expires = time.monotonic() + max(seconds, 0.0)
+    if outer is not None:
+        expires = min(expires, outer.expires)
+    inner = Deadline(expires)
+    _local.stack = [*getattr(_local, "stack", []), inner]
+    _watchdog.add(inner)
+    try:
+        yield inner
+    finally:
+        _local.stack.pop()
+        _watchdog.discard(inner)
+
+
+def watch(sock: socket.socket | None) -> None:
+    """Register `sock` with every deadline of this thread (the innermost may end first, the outer ones
+    still need it shut if the inner one is left without having fired)."""
+    for entry in getattr(_local, "stack", []):
+        entry.watch(sock)
