@@ -7,7 +7,8 @@ properties are kept, never an error.
 Whatever is accepted here is stored, evaluated, rendered into messages and written back as JSON, so a value
 that one of those steps cannot take is refused here, anywhere in the body, with a PayloadError (400): a
 number that is not finite (`1e999`, `NaN`, `Infinity`), an integer of more than MAX_INT_DIGITS digits,
-and a string (key or value) holding a lone UTF-16 surrogate (`"\\ud800"`), which no UTF-8 encoder takes.
+a string (key or value) holding a lone UTF-16 surrogate (`"\\ud800"`), which no UTF-8 encoder takes, and
+nesting deeper than MAX_DEPTH (copying or rendering it would exhaust the interpreter's recursion limit).
 """
 
 from __future__ import annotations
@@ -45,6 +46,23 @@ class Envelope:
 
 def _reject_constant(name: str) -> Any:
     raise PayloadError(f"invalid JSON: {name} is not allowed")
+
+
+MAX_DEPTH = 32
+"""Objects and arrays nested deeper are refused; a real event nests under ten levels."""
+
+
+def _depth_exceeds(data: Any, limit: int) -> bool:
+    stack = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        for child in children:
+            if isinstance(child, (dict, list)):
+                if depth + 1 > limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
 
 
 def _parse_float(text: str) -> float:
@@ -104,6 +122,8 @@ def parse_envelope(body: bytes) -> Envelope:
         raise PayloadError("invalid JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise PayloadError("expected a JSON object (a Security Event Token), got " + type(data).__name__)
+    if text.count("[") + text.count("{") > MAX_DEPTH and _depth_exceeds(data, MAX_DEPTH):
+        raise PayloadError(f"invalid JSON: nested deeper than {MAX_DEPTH} levels")
     if "\\u" in text:  # a lone surrogate can only come from an escape: the text itself is valid UTF-8
         check_encodable(data)
     return envelope_from_claims(data)

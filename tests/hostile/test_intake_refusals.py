@@ -48,6 +48,8 @@ def body_with(raw_value: str, where: str = "value") -> bytes:
     ('"x\\udfffy"', "value", "a string holds a lone UTF-16 surrogate"),
     ('"k\\ud800"', "key", "a key in $.events."),
     ('"\\ude00\\ud83d"', "value", "lone UTF-16 surrogate"),  # a pair in the wrong order is two lone halves
+    ("[" * 40 + "]" * 40, "value", "nested deeper than 32 levels"),  # parses, but would exhaust recursion later
+    ('{"a":' * 900 + "1" + "}" * 900, "value", "nested deeper than 32 levels"),
 ])
 def test_a_signed_body_it_cannot_store_is_refused_with_400_and_a_reason(app, caplog, raw, where, reason):
     caplog.set_level(logging.WARNING, logger="idhooks")
@@ -62,7 +64,8 @@ def test_a_signed_body_it_cannot_store_is_refused_with_400_and_a_reason(app, cap
     assert app.store.get_event(genuine["jti"]).status == "pending"
 
 
-@pytest.mark.parametrize("raw", ["1e308", "-" + "9" * 64, '"\\ud83d\\ude00 \\u00e9"', "0.1e-400"])
+@pytest.mark.parametrize("raw", ["1e308", "-" + "9" * 64, '"\\ud83d\\ude00 \\u00e9"', "0.1e-400",
+                                 "[" * 20 + "]" * 20])
 def test_large_but_finite_numbers_and_escaped_pairs_are_accepted(app, raw):
     body = body_with(raw)
     assert app.post(*signed(body)).status_code == 202
