@@ -54,7 +54,7 @@ def captured_values(capture: Mapping[str, str], body: bytes) -> dict[str, Any]:
     """Name -> the first value each path finds in `body` (JSON); names whose path finds nothing are left out."""
     try:
         document = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes: nothing to keep
         return {}
     found: dict[str, Any] = {}
     for name, path in capture.items():

@@ -37,6 +37,7 @@ log = logging.getLogger("idhooks.server")
 PRUNE_INTERVAL = 3600.0
 FILE_HEADROOM = 256  # open files besides client connections: store, logs, outbound connections
 DIGEST_TICK = 10.0
+"""Seconds between ticks for digests and absence timers (a timer fires at most this late)."""
 
 RESTART_SETTINGS = {"server": ("host", "port", "threads", "log_format", "connection_limit", "channel_timeout",
                                "cleanup_interval", "max_request_header_size", "trusted_proxy", "processes"),
@@ -83,7 +84,9 @@ class Service:
     def stateful(self, ruleset: RuleSet) -> StatefulRules:
         """The rule set with the store's state for thresholds, suppression and digests."""
         return StatefulRules(ruleset, self.store, clock=self.clock,
-                             on_capped=lambda rule_id: self.metrics.stateful_capped.labels(rule_id).inc())
+                             on_capped=lambda rule_id: self.metrics.stateful_capped.labels(rule_id).inc(),
+                             on_bounded=lambda rule_id, bound: self.metrics.state_capped.labels(rule_id, bound).inc(),
+                             on_shadowed=lambda d: self.metrics.actions_shadowed.labels(d.rule_id).inc(len(d.actions)))
 
     @staticmethod
     def load_actions(config: Config) -> ActionSet:
@@ -132,12 +135,13 @@ class Service:
             self.tick()
 
     def tick(self) -> None:
-        """Send the digests whose period is over (every process may tick: job keys make it once)."""
+        """Send the digests whose period is over and fire expired absence timers (every process ticks:
+        timers are claimed by one process each, and job keys make every firing once)."""
         try:
-            if self.rules.get().fire_due_digests(self.clock()):
+            if self.rules.get().tick(self.clock()):
                 self.processor.on_jobs()
         except IdhooksError as exc:
-            log.error("digest tick failed", extra={"error": str(exc)})
+            log.error("digest and timer tick failed", extra={"error": str(exc)})
 
     def prune(self) -> None:
         cfg = self.config.get().store

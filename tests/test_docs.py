@@ -76,7 +76,8 @@ def test_rule_blocks_have_unique_well_formed_ids(doc: str) -> None:
         if where.startswith(doc + ":"):
             for rule in yaml.safe_load(text)["rules"]:
                 assert RULE_ID.match(rule["id"]), f"{where}: rule id {rule['id']!r}"
-                assert rule.get("event") and rule.get("actions"), f"{where}: rule {rule['id']} needs event and actions"
+                assert (rule.get("event") or rule.get("sequence")) and rule.get("actions"), \
+                    f"{where}: rule {rule['id']} needs event (or sequence steps) and actions"
                 ids.append(rule["id"])
     assert len(ids) == len(set(ids))
 

@@ -99,7 +99,8 @@ def test_rule_errors_are_all_reported_in_line_order_with_ids_and_suggestions(tmp
         "configured webhooks: asgardeo",
         "rules.yaml:11: rule 'ok-rule': enabled: expected true or false, got 'sometimes'",
         "rules.yaml:12: rule 'ok-rule': descripton: unknown rule key (did you mean 'description'?); expected one "
-        "of: id, description, enabled, mode, event, webhooks, when, actions, threshold, suppress, digest",
+        "of: id, description, enabled, mode, event, webhooks, when, actions, threshold, suppress, digest, sequence, "
+        "new_value, absence",
         "rules.yaml:13: rule 'ok-rule': actions: expected a non-empty list of actions, like `- log: {message: ...}`",
         "rules.yaml:14: rules[3]: id: missing: every rule needs a unique id of lowercase letters, digits and '-'",
         f"rules.yaml:16: rules[3]: actions[0]: unknown action type 'pager' (did you mean 'pagerduty'?); action types: {ACTION_TYPES}",

@@ -25,11 +25,14 @@ each other). The mapping is the YAML node: `getattr(node, "line_of")` gives a ke
 @dataclass(frozen=True)
 class RuleKey:
     """One top-level rule key. The rule's actions may use `template_names` in their templates when the
-    rule has the key (e.g. `count` for `threshold:`)."""
+    rule has the key (e.g. `count` for `threshold:`). A compiled value with `selectors` (and `events`)
+    adds event types the rule is evaluated for (an absence's expected event); with `supplies_events` a
+    rule with the key needs no `event:` (a sequence's steps give them)."""
 
     name: str
     parse: RuleKeyParser
     template_names: tuple[str, ...] = ()
+    supplies_events: bool = False
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ Tests (and other tools) may pass their own tuple to `load_ruleset(..., extension
 from __future__ import annotations
 
 from engine.match.extension import RuleExtension
+from engine.match.stateful.memorykeys import MEMORY
 from engine.match.stateful.rulekeys import STATEFUL
 
-RULE_EXTENSIONS: tuple[RuleExtension, ...] = (STATEFUL,)
+RULE_EXTENSIONS: tuple[RuleExtension, ...] = (STATEFUL, MEMORY)

@@ -7,9 +7,11 @@ or `*`. Candidates for a URI = exact + its channel + `*`, in file order, compute
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
+from engine import catalog
 from engine.catalog import uri_to_alias
+from engine.config.settings import suggest
 
 _CACHE_LIMIT = 4096
 ANY = "*"
@@ -17,6 +19,33 @@ ANY = "*"
 
 class Indexed(Protocol):
     selectors: tuple[tuple[str, str], ...]  # ("uri", URI) | ("channel", name) | ("any", "*")
+
+
+def selector_keys(uri: str) -> list[tuple[str, str]]:
+    """The selectors that match `uri`: its own, its channel's and `*`."""
+    alias = uri_to_alias(uri)
+    return [("uri", uri), ("any", ANY)] + ([("channel", alias.split(".", 1)[0])] if alias else [])
+
+
+def parse_selector(value: Any) -> tuple[str, str]:
+    """One `event:` entry -> an index key; ValueError with a suggestion when unknown."""
+    aliases = list(catalog.entries())
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"expected an event alias like login.loginFailed, got {value!r}")
+    if value == ANY:
+        return "any", ANY
+    if "://" in value:
+        return "uri", value
+    channels = sorted({a.split(".", 1)[0] for a in aliases})
+    if value.endswith(".*"):
+        channel = value[:-2]
+        if channel not in channels:
+            raise ValueError(f"unknown channel '{channel}'{suggest(channel, channels)}; "
+                             f"channels: {', '.join(channels)}")
+        return "channel", channel
+    if value not in aliases:
+        raise ValueError(f"unknown event '{value}'{suggest(value, aliases)}; `idhooks catalog` lists the aliases")
+    return "uri", catalog.alias_to_uri(value)
 
 
 class RuleIndex:
@@ -38,7 +67,6 @@ class RuleIndex:
         return found
 
     def _compute(self, uri: str) -> tuple[Indexed, ...]:
-        alias = uri_to_alias(uri)
-        keys = [("uri", uri), ("any", ANY)] + ([("channel", alias.split(".", 1)[0])] if alias else [])
+        keys = selector_keys(uri)
         unique = {id(rule): rule for key in keys for rule in self._by_key.get(key, ())}
         return tuple(sorted(unique.values(), key=lambda rule: self._order[id(rule)]))

@@ -22,7 +22,7 @@ from engine.match.rule_actions import compile_action
 from engine.match.conditions import Report, compile_condition, line_of
 from engine.match.extension import RuleExtension
 from engine.match.extensions import RULE_EXTENSIONS
-from engine.match.index import ANY
+from engine.match.index import parse_selector
 from engine.match.ruleset import Rule, RuleSet
 from engine.match.templates import extra_names
 from engine.config.yamlsource import load_yaml_file
@@ -115,28 +115,9 @@ def _check_id(node: dict, source: str, report: Report, loader: _Loader) -> str:
     return rule_id
 
 
-def _selector(value: Any) -> tuple[str, str]:
-    """One `event:` entry -> an index key; ValueError with a suggestion when unknown."""
-    aliases = list(catalog.entries())
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"expected an event alias like login.loginFailed, got {value!r}")
-    if value == ANY:
-        return "any", ANY
-    if "://" in value:
-        return "uri", value
-    channels = sorted({a.split(".", 1)[0] for a in aliases})
-    if value.endswith(".*"):
-        channel = value[:-2]
-        if channel not in channels:
-            raise ValueError(f"unknown channel '{channel}'{suggest(channel, channels)}; "
-                             f"channels: {', '.join(channels)}")
-        return "channel", channel
-    if value not in aliases:
-        raise ValueError(f"unknown event '{value}'{suggest(value, aliases)}; `idhooks catalog` lists the aliases")
-    return "uri", catalog.alias_to_uri(value)
-
-
-def _events(node: dict, report: Report) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+def _events(node: dict, report: Report, loader: _Loader) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    if "event" not in node and any(key.supplies_events and key.name in node for key in loader.keys.values()):
+        return (), ()
     if "event" not in node:
         report(line_of(node), "event", "missing: give an alias like login.loginFailed, a channel wildcard like "
                                        "login.*, '*', a full event URI, or a list of these")
@@ -147,7 +128,7 @@ def _events(node: dict, report: Report) -> tuple[tuple[str, ...], tuple[tuple[st
     for i, value in enumerate(values):
         where = f"event[{i}]" if isinstance(raw, list) else "event"
         try:
-            selectors.append(_selector(value))
+            selectors.append(parse_selector(value))
         except ValueError as exc:
             report(line_of(node, "event"), where, str(exc))
     return tuple(str(v) for v in values), tuple(selectors)
@@ -195,7 +176,7 @@ def _read_rule(node: dict, source: str, report: Report, loader: _Loader) -> Rule
     rule.description = _flag(node, "description", str, "", report)
     rule.enabled = _flag(node, "enabled", bool, True, report)
     rule.mode = _mode(node, report)
-    rule.events, rule.selectors = _events(node, report)
+    rule.events, rule.selectors = _events(node, report, loader)
     rule.webhooks = _webhooks(node, report, loader.webhooks)
     if node.get("when") is not None:
         rule.condition = compile_condition(node["when"], "when", report)
@@ -212,9 +193,20 @@ def _read_rule(node: dict, source: str, report: Report, loader: _Loader) -> Rule
     for name, key in loader.keys.items():
         if name in node:
             rule.extra[name] = key.parse(node[name], line_of(node, name), report)
+            _add_events(rule, rule.extra[name])
     for check in loader.checks:
         check(node, report)
     return rule
+
+
+def _add_events(rule: Rule, compiled: Any) -> None:
+    """Event types a key's compiled value adds to the rule's (a sequence's steps, an absence's expect)."""
+    if getattr(compiled, "selectors", ()) and rule.own_selectors is None:
+        rule.own_selectors = rule.selectors
+    for event, selector in zip(getattr(compiled, "events", ()), getattr(compiled, "selectors", ())):
+        if selector not in rule.selectors:
+            rule.events += (event,)
+            rule.selectors += (selector,)
 
 
 def load_ruleset(paths: Sequence[Path], *, destinations: Mapping[str, Mapping[str, Any]],

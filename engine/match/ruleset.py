@@ -66,6 +66,7 @@ class Rule:
     mode: str = "live"  # or "shadow": evaluate and record what would be sent, send nothing
     events: tuple[str, ...] = ()  # as written, for listings
     selectors: tuple[tuple[str, str], ...] = ()
+    own_selectors: tuple[tuple[str, str], ...] | None = None  # `event:` alone, when a key added event types
     webhooks: frozenset[str] | None = None
     condition: Condition | None = None
     actions: list[CompiledAction] = field(default_factory=list)

@@ -31,12 +31,13 @@ from engine.config.durations import parse_duration
 from engine.verify.envelope import Envelope, envelope_from_claims
 from engine.errors import ConfigError, PayloadError
 from engine.match.conditions import Leaf, line_of
+from engine.match.enrich import Pinned, bundled
 from engine.match.loader import RULE_FILE_SUFFIXES, display_path
 from engine.match.ruleset import Decision, RuleSet
 from engine.offline.sequences import ScratchStore, Step, read_step, run_sequence, scratch_rules
 from engine.config.yamlsource import load_yaml_file
 
-TEST_KEYS = ("name", "event", "file", "set", "webhook", "match", "rendered", "sequence", "tick", "fires")
+TEST_KEYS = ("name", "event", "file", "set", "webhook", "match", "rendered", "sequence", "tick", "fires", "geo")
 
 
 @dataclass
@@ -51,6 +52,7 @@ class RuleTest:
     steps: list[Step] | None = None  # a `sequence:` test
     tick: float | None = None
     fires: dict[str, int] = field(default_factory=dict)
+    geo: dict[str, dict[str, Any]] = field(default_factory=dict)  # IP enrichment pinned per address
 
 
 @dataclass
@@ -127,6 +129,25 @@ def _shape_problems(node: dict) -> list[str]:
     return found
 
 
+def _read_geo(node: dict) -> dict[str, dict[str, Any]]:
+    """A test's `geo:` (address -> enrichment fields); ValueError naming what is wrong."""
+    table = node.get("geo") or {}
+    if not isinstance(table, dict):
+        raise ValueError("geo: expected addresses with their enrichment, like {203.0.113.7: {country: NL, asn: 64500}}")
+    kinds = {"country": str, "country_name": str, "asn": int, "as_org": str}
+    for address, fields in table.items():
+        if not isinstance(fields, dict):
+            raise ValueError(f"geo.{address}: expected a mapping of {', '.join(kinds)}")
+        for key, value in fields.items():
+            if key not in kinds:
+                raise ValueError(f"geo.{address}.{key}: unknown key{suggest(str(key), list(kinds))}; "
+                                 f"expected one of: {', '.join(kinds)}")
+            if not isinstance(value, kinds[key]) or isinstance(value, bool):
+                raise ValueError(f"geo.{address}.{key}: expected {'a number' if kinds[key] is int else 'text'}, "
+                                 f"got {value!r}")
+    return {str(address): dict(fields) for address, fields in table.items()}
+
+
 def _test_event(node: dict, base_dir: Path) -> dict[str, Any]:
     """The test's SET with its `set:` overrides applied; ValueError naming what is wrong."""
     event = _base_event(node, base_dir)
@@ -159,8 +180,9 @@ def _read_test(node: Any, index: int, source: str, base_dir: Path, problems: lis
     prefix = f"{source}:{line_of(node)}: test '{node['name']}'"
     found = _shape_problems(node)
     event: dict[str, Any] = {}
-    steps, tick, fires = None, None, {}
+    steps, tick, fires, geo = None, None, {}, {}
     try:
+        geo = _read_geo(node)
         if "sequence" in node:
             steps, tick, fires = _read_sequence(node, base_dir)
         elif "event" in node or "file" in node:
@@ -171,7 +193,7 @@ def _read_test(node: Any, index: int, source: str, base_dir: Path, problems: lis
     if found:
         return None
     return RuleTest(node["name"], source, line_of(node), event, node.get("webhook"), list(node["match"]),
-                    dict(node.get("rendered") or {}), steps, tick, dict(fires))
+                    dict(node.get("rendered") or {}), steps, tick, dict(fires), geo)
 
 
 def load_rule_tests(files: Sequence[Path]) -> list[RuleTest]:
@@ -214,11 +236,12 @@ def _check_rendered(test: RuleTest, decisions: dict[str, Decision]) -> list[str]
 
 def _decisions(ruleset: RuleSet, test: RuleTest, webhook: str, seen: dict,
                scratch: ScratchStore) -> tuple[dict[str, Decision], Counter]:
+    enricher = Pinned(test.geo, ruleset.enricher or bundled()) if test.geo else None
     """(the decision per rule, how often each rule fired), evaluated as the live engine does."""
     if test.steps is not None:
-        return run_sequence(ruleset, test.steps, test.name, webhook, seen, test.tick, scratch)
+        return run_sequence(ruleset, test.steps, test.name, webhook, seen, test.tick, scratch, enricher)
     envelope: Envelope = envelope_from_claims(test.event)
-    with scratch_rules(ruleset, scratch) as rules:
+    with scratch_rules(ruleset, scratch, enricher) as rules:
         decisions = {d.rule_id: d for uri in envelope.uris
                      for d in rules.evaluate(envelope, uri, webhook, seen=seen, now=envelope.iat_ms / 1000)}
     return decisions, Counter(rule_id for rule_id, d in decisions.items() if d.matched)

@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
+from engine.catalog import entries as catalog_entries
 from engine.catalog import uri_to_alias
 from engine.config.settings import QuarantineConfig, WebhookConfig
 from engine.verify.envelope import Envelope, parse_envelope
@@ -87,7 +88,8 @@ class Intake:
         types = event_types(envelope)
         if outcome == "accepted":
             for alias in types:
-                self.metrics.events.labels(alias if "://" not in alias else "unknown").inc()
+                # a label per catalog type only: a sender could make up any number of profile URIs
+                self.metrics.events.labels(alias if alias in catalog_entries() else "unknown").inc()
         return IntakeResult(outcome=outcome, envelope=envelope, types=types)
 
     def _conflicts(self, envelope: Envelope) -> bool:

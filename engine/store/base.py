@@ -25,7 +25,7 @@ import hashlib
 from typing import Any, Callable, Mapping
 
 from engine.errors import StoreError
-from engine.store.state import StateStore
+from engine.store.state import DetectionStateStore, StateStore
 
 ACCEPTED = "accepted"
 DUPLICATE = "duplicate"
@@ -202,7 +202,7 @@ class StoreStats:
     quarantine_bytes: int = 0
 
 
-class Store(StateStore):
+class Store(StateStore, DetectionStateStore):
     """One deployment's durable state. Implementations are thread-safe. The stateful-rule operations
     (window_add, suppress_try, digest_*, prune_state, state_size) are declared once, on StateStore."""
 

@@ -37,6 +37,7 @@ from engine.errors import StoreError
 from engine.secrets import Secret, redact_url
 from engine.store.base import (ACCEPTED, DUPLICATE, STALE, IncomingEvent, Job, NewJob, QuarantineEntry,
                                QuarantineResult, Store, StoredEvent, StoreStats, SubscriptionRecord, strict_json)
+from engine.store.detections_postgres import PostgresDetectionMixin
 from engine.store.postgres_connect import check_schema_name, clean_error, listen_connection, open_pool
 from engine.store.postgres_schema import MIGRATIONS
 from engine.store.spool import Spool
@@ -80,7 +81,7 @@ def _job(row: dict[str, Any]) -> Job:
                window_start=row["window_start"])
 
 
-class PostgresStore(PostgresStateMixin, PostgresTransferMixin, Store):
+class PostgresStore(PostgresStateMixin, PostgresDetectionMixin, PostgresTransferMixin, Store):
     """The PostgreSQL store of deployment `group` at `url` (postgresql:// or postgres://)."""
 
     def __init__(self, url: str, group: str = "idhooks", spool_dir: Path | str | None = None, *,

@@ -11,6 +11,9 @@ every backend returns the same values.
 
 from __future__ import annotations
 
+from engine.store.detections_postgres import MIGRATION as DETECTIONS_MIGRATION
+from engine.store.detections_postgres import TABLES as DETECTION_TABLES
+
 MIGRATIONS: list[str] = [
     # 1: events, the delivery queue, subscriptions and the quarantine
     """
@@ -83,6 +86,9 @@ MIGRATIONS: list[str] = [
     ALTER TABLE events ADD COLUMN attempts integer NOT NULL DEFAULT 0;
     CREATE INDEX events_failed ON events (received_at) WHERE status = 'failed';
     """,
+    # 7: sequence, new_value and absence rules: engine/store/detections_postgres.py
+    DETECTIONS_MIGRATION,
 ]
 
-STATE_TABLES = ("state_windows", "state_groups", "state_suppress", "state_digest_periods", "state_digest_items")
+STATE_TABLES = ("state_windows", "state_groups", "state_suppress", "state_digest_periods", "state_digest_items",
+                *DETECTION_TABLES)

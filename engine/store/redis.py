@@ -59,6 +59,7 @@ from engine.store.redis_records import (event_fields, event_from_hash, job_field
                                         quarantine_from_hash)
 from engine.store.spool import Spool
 from engine.store.state_redis import RedisStateMixin
+from engine.store.detections_redis import RedisDetectionMixin
 from engine.store.redis_transfer import RedisTransferMixin
 
 try:
@@ -87,7 +88,7 @@ def _job_args(jobs: list[NewJob], now: float) -> list[Any]:
     return args
 
 
-class RedisStore(RedisStateMixin, RedisTransferMixin, Store):
+class RedisStore(RedisStateMixin, RedisDetectionMixin, RedisTransferMixin, Store):
     """The shared store. `self.redis` is the client and `self.prefix` the deployment's key prefix."""
 
     def __init__(self, url: str, group: str = "idhooks", spool_dir: Path | str | None = None, *,

@@ -28,6 +28,8 @@ from contextlib import contextmanager
 from engine.errors import StoreError
 from engine.store.state_sqlite import MIGRATION as STATE_MIGRATION
 from engine.store.state_sqlite import SQLiteStateMixin
+from engine.store.detections_sqlite import MIGRATION as DETECTIONS_MIGRATION
+from engine.store.detections_sqlite import SQLiteDetectionMixin
 from engine.store.sqlite_transfer import SQLiteTransferMixin
 from engine.store.base import (ACCEPTED, DUPLICATE, STALE, IncomingEvent, Job, NewJob, QuarantineEntry,
                                QuarantineResult, Store, StoredEvent, StoreStats, SubscriptionRecord, strict_json)
@@ -76,6 +78,8 @@ _MIGRATIONS: list[str] = [
     """,
     # 7: an event whose evaluation or recording failed is retried a bounded number of times, then 'failed'
     "ALTER TABLE events ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
+    # 8: sequence, new_value and absence rules
+    DETECTIONS_MIGRATION,
 ]
 
 
@@ -134,7 +138,7 @@ class _Pending:
         self.error: BaseException | None = None
 
 
-class SQLiteStore(SQLiteStateMixin, SQLiteTransferMixin, Store):
+class SQLiteStore(SQLiteStateMixin, SQLiteDetectionMixin, SQLiteTransferMixin, Store):
     """The embedded store. `path` is a file; its folder is created when missing."""
 
     def __init__(self, path: str | Path, *, batch_limit: int = 256) -> None:

@@ -112,3 +112,126 @@ class StateStore(ABC):
     @abstractmethod
     def state_size(self) -> int:
         """Rows (SQLite) or keys (Redis) held for stateful rules, to show that pruning shrinks it."""
+
+
+# -- sequence, new_value and absence (issue 17) ---------------------------------------------------------
+STARTED = "started"        # a sequence began, or an absence timer was started
+ADVANCED = "advanced"      # the event counted for the sequence's current step (or an earlier one)
+IGNORED = "ignored"        # the event matched no step the sequence is waiting for
+RESET = "reset"            # a reset_on event dropped the group's sequence
+COMPLETED = "completed"    # the last step completed: the rule fires
+NEW = "new"                # new_value: a value not seen within the lookback (the rule fires)
+KNOWN = "known"            # new_value: seen within the lookback
+LEARNING = "learning"      # new_value: new, but the group is younger than learn_for
+RUNNING = "running"        # absence: a timer for this group is already running (not restarted)
+
+
+@dataclass(frozen=True)
+class SequenceResult:
+    """A group's sequence after an event. `steps` (per step: count, first, last, items) and `started`
+    are set when `status` is COMPLETED or REPLAYED."""
+
+    status: str
+    step: int = 0
+    started: float | None = None
+    steps: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class NewValueResult:
+    """The verdict on one value of a group; `group_since` is when the group was first seen (its age decides
+    learning), `evicted` how many old values made room (max_values)."""
+
+    status: str
+    group_since: float = 0.0
+    evicted: int = 0
+
+
+@dataclass(frozen=True)
+class Timer:
+    """A due absence timer handed to one process by timers_claim()."""
+
+    rule_id: str
+    group_key: str
+    due_at: float
+    started: float
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SequenceEvent:
+    """One event offered to a group's sequence (engine/store/sequence.py)."""
+
+    jti: str
+    time: float
+    matches: tuple[int, ...]                # indexes of the steps this event matches
+    reset: bool = False                     # it matches reset_on
+    item: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SequenceLimits:
+    """A sequence rule's shape as the state needs it."""
+
+    counts: tuple[int, ...]                 # each step's count
+    within: float
+    max_groups: int = 10**9                 # groups (with a sequence under way) the rule may hold
+
+
+@dataclass(frozen=True)
+class NewValueLimits:
+    """A new_value rule's settings as the state needs them (engine/match/stateful/memorykeys.py)."""
+
+    lookback: float
+    learn_for: float = 0.0
+    max_values: int = 1000
+    max_groups: int = 100_000
+
+
+class DetectionStateStore(ABC):
+    """The state of `sequence`, `new_value` and `absence` rules: a small contract every backend implements
+    (engine/store/detections_sqlite.py, engine/store/detections_redis.py; engine.store.base.Store inherits
+    it) and tests/test_state_contract.py checks on each. Every operation is atomic across processes sharing
+    the store."""
+
+    @abstractmethod
+    def sequence_offer(self, rule_id: str, group_key: str, event: SequenceEvent, spec: SequenceLimits,
+                       now: float) -> SequenceResult:
+        """Offer an event (engine/store/sequence.py: SequenceEvent) to the group's sequence and
+        store the result, atomically. A new group when the rule holds spec.max_groups is CAPPED."""
+
+    @abstractmethod
+    def new_value_seen(self, rule_id: str, group_key: str, value: str, jti: str, time: float,
+                       spec: NewValueLimits, now: float) -> NewValueResult:
+        """Record `value` for the group at event time `time` and say whether it is NEW (not seen within
+        spec.lookback and the group older than spec.learn_for), KNOWN, LEARNING or CAPPED (a new group
+        beyond spec.max_groups: nothing stored). The same jti offered again right after its NEW verdict is
+        REPLAYED (a crash between the verdict and the jobs). A group keeps at most spec.max_values values:
+        the ones seen longest ago make room."""
+
+    @abstractmethod
+    def timer_start(self, rule_id: str, group_key: str, due_at: float, started: float,
+                    payload: dict[str, Any], max_timers: int) -> str:
+        """Start the group's timer: STARTED, RUNNING (one is running: unchanged) or CAPPED (the rule holds
+        max_timers timers: nothing stored)."""
+
+    @abstractmethod
+    def timer_cancel(self, rule_id: str, group_key: str) -> bool:
+        """Stop the group's timer (its expected event arrived); False when none was running."""
+
+    @abstractmethod
+    def timers_claim(self, now: float, lease: float, limit: int) -> list[Timer]:
+        """Hand out due timers (due_at <= now) to this caller alone for `lease` seconds: a timer whose
+        claimer dies becomes due again after the lease. Oldest first."""
+
+    @abstractmethod
+    def timer_done(self, timer: Timer) -> None:
+        """Forget a claimed timer after its firing was enqueued (unless it was restarted meanwhile)."""
+
+    @abstractmethod
+    def prune_detections(self, now: float) -> int:
+        """Delete timed-out sequences and new_value groups with nothing within their lookback (prune_state
+        calls it); how many were removed."""

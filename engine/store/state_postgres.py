@@ -31,6 +31,7 @@ class PostgresStateMixin:
 
     _tx: Any
     _rows: Any
+    prune_detections: Any
 
     # -- threshold windows -------------------------------------------------------------------------
     def window_add(self, rule_id: str, group_key: str, entry: WindowEntry, spec: Threshold,
@@ -118,7 +119,7 @@ class PostgresStateMixin:
         with self._tx("pruning suppressions") as cur:
             cur.execute("DELETE FROM state_suppress WHERE until <= %s", (now,))
             removed += cur.rowcount
-        return removed
+        return removed + self.prune_detections(now)
 
     def state_size(self) -> int:
         rows = self._rows("measuring stateful-rule state",

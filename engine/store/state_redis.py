@@ -75,6 +75,7 @@ class RedisStateMixin:
     redis: Any
     prefix: str
     _guard: Any
+    prune_detections: Any
 
     def _state_script(self, source: str) -> Any:
         scripts = self.__dict__.setdefault("_state_scripts", {})
@@ -194,7 +195,7 @@ class RedisStateMixin:
             args = [f"{self.prefix}st:s:", _num(now), "", ""]
             while (batch := self._state_script(PRUNE_INDEX)(keys=[f"{self.prefix}st:sx"], args=args)):
                 removed += batch
-        return removed
+        return removed + self.prune_detections(now)
 
     def state_size(self) -> int:
         with self._guard("measuring stateful-rule state"):

@@ -13,6 +13,7 @@ from typing import Any
 
 from engine.store import window
 from engine.store.state import CAPPED, DigestBatch, Threshold, WindowEntry, WindowResult
+from engine.store.detections_sqlite import TABLES as DETECTION_TABLES
 
 MIGRATION = """
     CREATE TABLE state_windows (
@@ -40,6 +41,7 @@ class SQLiteStateMixin:
 
     _tx: Any
     _read: Any
+    prune_detections: Any
 
     # -- threshold windows -------------------------------------------------------------------------
     def window_add(self, rule_id: str, group_key: str, entry: WindowEntry, spec: Threshold,
@@ -102,10 +104,10 @@ class SQLiteStateMixin:
                 conn.execute("DELETE FROM state_groups")
                 conn.execute("INSERT INTO state_groups SELECT rule_id, COUNT(*) FROM state_windows GROUP BY rule_id")
             removed += conn.execute("DELETE FROM state_suppress WHERE until <= ?", (now,)).rowcount
-        return removed
+        return removed + self.prune_detections(now)
 
     def state_size(self) -> int:
-        return sum(self._read(f"SELECT COUNT(*) FROM {table}")[0][0] for table in _TABLES)
+        return sum(self._read(f"SELECT COUNT(*) FROM {table}")[0][0] for table in _TABLES + DETECTION_TABLES)
 
 
 def _has_room(conn: sqlite3.Connection, rule_id: str, cap: int, now: float) -> bool:

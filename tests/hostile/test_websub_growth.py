@@ -10,6 +10,7 @@ import pytest
 
 from engine.cli import main
 from engine.receive.websub import MAX_REASON_CHARS
+from tests.conftest import sample_event, signed
 from tests.hostile.support import TOPIC, App
 
 BIG = "x" * 60_000
@@ -102,3 +103,28 @@ def test_subscriptions_listing_is_bounded_and_escapes_control_characters(app, ca
     out = capsys.readouterr().out
     assert len(out) < 5 * (MAX_REASON_CHARS + 300)
     assert "\x1b" not in out and "\x07" not in out and "\\x1b[2J\\r\\nFAKE OK" in out and "line1\\nline2\\x07" in out
+
+
+def test_made_up_event_types_share_the_unknown_label(app):
+    for i in range(30):
+        event = sample_event()
+        body = event["events"].pop(next(iter(event["events"])))
+        event["events"][f"https://schemas.identity.wso2.org/events/chan{i}/event-type/made-up{i}"] = body
+        assert app.post(*signed(event)).status_code == 202
+    assert app.post(*signed(sample_event("login.loginFailed"))).status_code == 202
+    assert app.metric('idhooks_events_total{type="unknown"}') == 30
+    assert app.metric('idhooks_events_total{type="login.loginFailed"}') == 1
+    assert "made-up" not in app.scrape()
+
+
+@pytest.mark.parametrize("query", [
+    "hub.mode=denied&hub.topic=acme.%ff%fe.schema.wso2.v1.event.x&hub.reason=%ed%a0%80",
+    "hub.mode=subscribe&hub.topic=acme.%ed%a0%80.schema.wso2.v1.event.x&hub.challenge=%ed%a0%80",
+    "hub.mode=%00&hub.topic=%00&hub.challenge=%0d%0a", "hub.mode=subscribe&hub.mode=denied&hub.topic=a&hub.topic=b",
+])
+def test_undecodable_or_repeated_parameters_get_a_deliberate_answer(app, query):
+    result = app.client.simulate_get("/webhooks/asgardeo", query_string=query)
+    assert result.status_code in (200, 400, 404)
+    for record in app.store.list_subscriptions():
+        record.topic.encode("utf-8")
+        record.reason.encode("utf-8")

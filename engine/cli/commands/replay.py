@@ -1,6 +1,7 @@
 """`idhooks replay --since 1h [--rules DIR]`: re-evaluate stored events against the current rule set (or an
 edited copy) and print what would have fired. Nothing is sent, queued or recorded: it is a backtest.
-Rules whose outcome differs from the event's stored decision record are marked (new / no longer)."""
+Rules whose outcome differs from the event's stored decision record are marked (new / no longer). Absence
+timers started by replayed events fire when the replay passes their expiry (or by now), as `timer expired`."""
 
 from __future__ import annotations
 
@@ -56,13 +57,27 @@ def replay_event(rules: StatefulRules, event: StoredEvent) -> list[dict[str, Any
     return results
 
 
+def timer_results(rules: StatefulRules, now: float) -> list[dict[str, Any]]:
+    """Absence timers (and digests) of the replayed events that expired by `now`: what they would send."""
+    fired: list[dict[str, Any]] = []
+    rules.tick(now, send=lambda decision: fired.append(decision.to_json()))
+    if not fired:
+        return []
+    return [{"jti": f"(timer) {d.get('firing') or d['rule']}", "received_at": now, "type": "timer expired",
+             "fired": [d], "new": [], "no_longer": []} for d in fired]
+
+
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, offline=True)
     ruleset = load_for_config(config, args.rules)
     with closing(open_store(config.store)) as store:
         events = store.list_events(since=time.time() - args.since, limit=args.limit)
     with scratch_rules(ruleset, scratch_store) as rules:
-        results = [r for e in reversed(events) if e.status != "stale" for r in replay_event(rules, e)]
+        results = []
+        for event in (e for e in reversed(events) if e.status != "stale"):
+            results += timer_results(rules, event.received_at)
+            results += replay_event(rules, event)
+        results += timer_results(rules, time.time())
     if args.json:
         print(json.dumps(results, indent=2, ensure_ascii=False, default=str))
         return 0

@@ -1,6 +1,7 @@
-"""`idhooks test EVENT.json... [--config PATH] [--json]`: evaluate events offline, in the given order, with
-the live engine's evaluator and print, per candidate rule, matched (with the rendered actions; nothing is
-sent) or the first condition that failed and the value found. With no event, run the rule tests in
+"""`idhooks test EVENT.json... [--config PATH] [--json] [--advance 25h]`: evaluate events offline, in the
+given order, with the live engine's evaluator and print, per candidate rule, matched (with the rendered
+actions; nothing is sent) or the first condition that failed and the value found; `--advance` then shows
+what expired absence timers and digests would send. With no event, run the rule tests in
 <rules>/tests/*.yaml and report condition coverage; exit 1 if any test fails."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.cli.commands import add_config_option
+from engine.config.durations import format_duration, parse_duration
 from engine.config.settings import Config, load_config
 from engine.verify.envelope import envelope_from_claims
 from engine.errors import ConfigError, PayloadError
@@ -33,6 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--webhook", metavar="NAME", help="evaluate as received on this webhook "
                                                           "(default: the first configured one)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.add_argument("--advance", type=parse_duration, metavar="DURATION",
+                        help="after the events, move the clock this far past the last one and show what absence "
+                             "timers and digests would send then, e.g. 25h")
     parser.set_defaults(func=run)
 
 
@@ -48,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     ruleset = load_for_config(config, paths)
     webhook = default_webhook(config, args.webhook)
     if args.events:
-        return _evaluate_files(ruleset, args.events, webhook, args.json)
+        return _evaluate_files(ruleset, args.events, webhook, args.json, args.advance)
     tests = load_rule_tests(test_files(paths))
     if not tests and not args.json:
         print("no rule tests found (they live in tests/*.yaml inside each rules folder)")
@@ -69,20 +74,28 @@ def _read_event(path: Path) -> Any:
         raise ConfigError(f"{display_path(path)}: {kind}: {reason}") from None
 
 
-def _evaluate_files(ruleset: RuleSet, files: list[Path], webhook: str, as_json: bool) -> int:
+def _evaluate_files(ruleset: RuleSet, files: list[Path], webhook: str, as_json: bool,
+                    advance: float | None = None) -> int:
     """The files are one stream in the given order, each arriving at its own event time (stateful rules
-    count across them with a throw-away store)."""
+    count across them with a throw-away store); `advance` then runs the periodic tick that much later."""
     envelopes = [(path, _read_event(path)) for path in files]
     with scratch_rules(ruleset, scratch_store) as rules:
         results = [{"file": display_path(path), "jti": env.jti, "uri": uri, "type": event_type(uri),
                     "decisions": [d.to_json() for d in rules.evaluate(env, uri, webhook, now=env.iat_ms / 1000)]}
                    for path, env in envelopes for uri in env.uris]
+        if advance is not None:
+            fired: list[dict[str, Any]] = []
+            rules.tick(max(env.iat_ms for _, env in envelopes) / 1000 + advance,
+                       send=lambda decision: fired.append(decision.to_json()))
+            results.append({"file": f"(clock advanced {format_duration(advance)})", "jti": "-", "uri": "",
+                            "type": "timers and digests due", "decisions": fired})
     if as_json:
         _print_json(results)
         return 0
     for result in results:
-        print(f"{result['file']}: {result['type']} (jti {result['jti']})")
-        print("\n".join(decision_lines(result["decisions"])) or "  no rule handles this event type")
+        print(f"{result['file']}: {result['type']}" + (f" (jti {result['jti']})" if result["uri"] else ""))
+        print("\n".join(decision_lines(result["decisions"])) or
+              ("  no rule handles this event type" if result["uri"] else "  nothing due"))
     return 0
 
 

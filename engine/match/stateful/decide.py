@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Mapping, Sequence
 
 from engine.config.durations import format_duration
-from engine.match.stateful.specs import Digest, StatefulSpec
+from engine.match.stateful.specs import Digest, StatefulSpec, Suppress
 from engine.store.state import CAPPED, CONSUMED, DUPLICATE, LATE, DigestBatch, StateStore, WindowEntry
 
 _NOT_COUNTED = {
@@ -102,12 +102,18 @@ def evaluate(store: StateStore, rule_id: str, spec: StatefulSpec, seen: Observat
 def _suppress(store: StateStore, rule_id: str, spec: StatefulSpec, seen: Observation, firing: Firing,
               at: float, token: str) -> Outcome:
     """Let the firing through unless the group fired less than suppress.for ago (in event time)."""
-    if spec.suppress is None:
+    return suppress_firing(store, rule_id, spec.suppress, seen.suppress_group, seen.time, firing, at, token)
+
+
+def suppress_firing(store: StateStore, rule_id: str, suppress: Suppress | None, group: Sequence[Any], time: float,
+                    firing: Firing, at: float, token: str) -> Outcome:
+    """`firing` unless the suppress group fired less than suppress.for before `time` (event time); the
+    suppression then lasts until `at` + suppress.for. `token` lets the same firing through again."""
+    if suppress is None:
         return Outcome(firing)
-    key = group_key(seen.suppress_group)
-    if store.suppress_try(rule_id, key, at + spec.suppress.for_, seen.time, token):
+    if store.suppress_try(rule_id, group_key(group), at + suppress.for_, time, token):
         return Outcome(firing)
-    return Outcome(None, f"suppressed: fired for this group less than {format_duration(spec.suppress.for_)} ago")
+    return Outcome(None, f"suppressed: fired for this group less than {format_duration(suppress.for_)} ago")
 
 
 def period_of(digest: Digest, time: float, now: float) -> float:

@@ -18,11 +18,15 @@ from engine.match.context import EvalContext
 from engine.match.jobs import jobs_for
 from engine.match.ruleset import Decision
 from engine.match.stateful.decide import Firing, evaluate, fire_due_digests
+from engine.match.index import selector_keys
+from engine.match.stateful.detect import MemoryRule, absence_event, decide_new_value, decide_sequence, fire_due_timers
 from engine.match.stateful.rulekeys import StatefulRule
 from engine.store.base import Store
 from engine.store.state import CAPPED
 
 log = logging.getLogger("idhooks.stateful")
+TIMER_LEASE = 60.0
+"""How long a process owns the due timers it claimed before another process may fire them."""
 
 
 class StatefulRules:
@@ -30,23 +34,51 @@ class StatefulRules:
     a rule's group cap refuses a new group (the server counts it in a metric)."""
 
     def __init__(self, ruleset: Any, store: Store, *, clock: Callable[[], float] = time.time,
-                 on_capped: Callable[[str], None] = lambda rule_id: None) -> None:
+                 on_capped: Callable[[str], None] = lambda rule_id: None,
+                 on_bounded: Callable[[str, str], None] = lambda rule_id, bound: None,
+                 on_shadowed: Callable[[Decision], None] = lambda decision: None, enricher: Any = None) -> None:
         self.ruleset, self.store, self.clock, self.on_capped = ruleset, store, clock, on_capped
+        self.on_bounded, self.on_shadowed = on_bounded, on_shadowed
         self.rules = getattr(ruleset, "rules", [])
+        self.enricher = enricher or getattr(ruleset, "enricher", None)
         found = (StatefulRule.of(rule) for rule in self.rules if rule.enabled)
         self.stateful = {entry.rule.id: entry for entry in found if entry is not None}
         self.digests = {rule_id: entry.spec.digest for rule_id, entry in self.stateful.items() if entry.spec.digest}
+        remembered = (MemoryRule.of(rule) for rule in self.rules if rule.enabled)
+        self.memory = {entry.rule.id: entry for entry in remembered if entry is not None}
         self._warned: set[str] = set()
 
     def evaluate(self, envelope: Envelope, uri: str, webhook: str, *, seen: dict | None = None,
                  now: float | None = None) -> list[Decision]:
         """One decision per candidate rule; `now` is the event's arrival time (default: the clock)."""
-        ctx = EvalContext(envelope, uri, webhook, seen, getattr(self.ruleset, "enricher", None))
+        ctx = EvalContext(envelope, uri, webhook, seen, self.enricher)
         decisions = self.ruleset.decide(ctx)
-        if not self.stateful:
+        if not self.stateful and not self.memory:
             return decisions
         at = self.clock() if now is None else now
-        return [self._decide(d, ctx, at) if d.matched and d.rule_id in self.stateful else d for d in decisions]
+        return [self._decide(d, ctx, at) if d.matched and d.rule_id in self.stateful
+                else self._remember(d, ctx, at) if d.rule_id in self.memory else d for d in decisions]
+
+    def _remember(self, decision: Decision, ctx: EvalContext, now: float) -> Decision:
+        """A sequence / new_value / absence rule's verdict on this event."""
+        entry = self.memory[decision.rule_id]
+        if entry.kind == "absence":
+            own = entry.rule.own_selectors if entry.rule.own_selectors is not None else entry.rule.selectors
+            triggered = decision.matched and any(key in own for key in selector_keys(ctx.uri))
+            outcome = absence_event(self.store, entry, ctx, triggered)
+        elif not decision.matched:
+            return decision
+        elif entry.kind == "sequence":
+            outcome = decide_sequence(self.store, entry, ctx, now)
+        else:
+            outcome = decide_new_value(self.store, entry, ctx, now)
+        if outcome.status in (CAPPED, "evicted"):
+            self.on_bounded(decision.rule_id, {"sequence": "max_groups", "absence": "max_timers"}.get(
+                entry.kind, "max_groups" if outcome.status == CAPPED else "max_values"))
+        if outcome.firing is None:
+            return Decision(decision.rule_id, False, f"{entry.kind}: {outcome.reason}", None)
+        context = {**ctx.template_context(entry.rule.info), **outcome.firing.context}
+        return entry.rule.render(context, outcome.firing.id)
 
     def _decide(self, decision: Decision, ctx: EvalContext, now: float) -> Decision:
         entry = self.stateful[decision.rule_id]
@@ -74,10 +106,27 @@ class StatefulRules:
         the offline tester); how many periods fired."""
         def fire(rule_id: str, firing: Firing) -> None:
             rule = self.stateful[rule_id].rule
-            decision = rule.render({"rule": rule.info, **firing.context}, firing.id)
-            if send is not None:
-                send(decision)
-            else:
-                self.store.enqueue_jobs(jobs_for(firing.id or rule_id, now, decision), now)
+            self._send(rule.render({"rule": rule.info, **firing.context}, firing.id), now, send)
 
         return fire_due_digests(self.store, self.digests, now, fire)
+
+    def fire_due_timers(self, now: float, send: Callable[[Decision], None] | None = None,
+                        lease: float = TIMER_LEASE) -> int:
+        """The periodic tick for absence rules: every expired timer this process claims fires once (its
+        actions enqueued, or handed to `send` for the offline tester); how many fired."""
+        return fire_due_timers(self.store, self.memory, now, lease, lambda d: self._send(d, now, send),
+                               self.enricher)
+
+    def tick(self, now: float, send: Callable[[Decision], None] | None = None) -> int:
+        """Due digests and due absence timers: how many fired."""
+        return self.fire_due_digests(now, send) + self.fire_due_timers(now, send)
+
+    def _send(self, decision: Decision, now: float, send: Callable[[Decision], None] | None) -> None:
+        if send is not None:
+            send(decision)
+        elif decision.shadow:
+            self.on_shadowed(decision)
+            log.info("shadow rule would send", extra={"rule": decision.rule_id, "firing": decision.firing_id,
+                                                      "actions": [a.to_json() for a in decision.actions]})
+        else:
+            self.store.enqueue_jobs(jobs_for(decision.firing_id or decision.rule_id, now, decision), now)

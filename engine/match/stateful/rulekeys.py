@@ -3,8 +3,8 @@
 at load, like every other path of a rule.
 
 Key paths: `claims.X` (a claim by short name or URI), `envelope.X` (the SET envelope: iss, jti, rci),
-`geo.X` (IP enrichment: country, country_name, asn, as_org), `$...` (JSONPath on the event body) or a
-bare dotted body path such as `initiatorIpAddress` or `user.id`.
+`geo.X` (IP enrichment: country, country_name, asn, as_org), `$...` (JSONPath on the event body), the
+template names `user_id`, `username` and `ip`, or a bare dotted body path such as `initiatorIpAddress`.
 """
 
 from __future__ import annotations
@@ -26,8 +26,13 @@ DIGEST_NAMES = ("events", "period", "count")
 Lookup = Callable[[EvalContext], list[Any]]
 
 
+KEY_ALIASES = {"user_id": "user.id", "username": "claims.username", "ip": "initiatorIpAddress"}
+"""Template names usable as key paths too: `group_by: [user_id]` means the event's user.id."""
+
+
 def compile_key(expression: str) -> Lookup:
     """The lookup of one group_by / distinct path; ValueError naming what is wrong."""
+    expression = KEY_ALIASES.get(expression, expression)
     if expression.startswith("claims."):
         return subject_lookup("claim", expression[len("claims."):])
     if expression.startswith("envelope."):
@@ -112,6 +117,8 @@ class StatefulRule:
         digest: Digest | None = rule.extra.get("digest")
         if threshold is None and suppress is None and digest is None:
             return None
+        if any(key in rule.extra for key in ("sequence", "new_value", "absence")):
+            return None  # their suppression is decided with them (engine/match/stateful/detect.py)
         group = threshold.group if threshold else ()
         return cls(rule, StatefulSpec(threshold.spec if threshold else None, suppress.spec if suppress else None,
                                       digest),
