@@ -11,13 +11,16 @@ from typing import Any, Iterator
 import pytest
 
 from engine.cli import main
-from engine.store.state import DigestBatch, Threshold, WindowEntry
+from engine.store.state import (ADVANCED, COMPLETED, KNOWN, NEW, STARTED, DigestBatch, NewValueLimits, SequenceEvent,
+                                SequenceLimits, Threshold, WindowEntry)
 from engine.store.base import DUPLICATE, NewJob, QuarantineEntry, Store, SubscriptionRecord
 from engine.store.sqlite import SQLiteStore
 from tests.test_store_contract import event
 
 DAY = 86400.0
 BRUTE = Threshold(count=3, within=600)
+SEQUENCE = SequenceLimits(counts=(3, 1), within=900)
+NEW_IP = NewValueLimits(lookback=30 * DAY)
 
 NAMES = ("sqlite", "redis", "postgres")
 MARKS = {"sqlite": [], "redis": [pytest.mark.redis], "postgres": [pytest.mark.postgres]}
@@ -109,6 +112,10 @@ def fill(store: Store, now: float) -> dict[str, str]:
     assert store.suppress_try("quiet", "bob", now + 600, now, "firing-1")
     for i in range(3):  # a digest period not sent yet, holding two items of three matches
         store.digest_add("daily", now - 60, now + 60, now + 120, f"d{i}", now - 50 + i, {"n": i}, 2)
+    for i in range(2):  # a sequence under way: two of the three failures before a success
+        store.sequence_offer("takeover", "alice", SequenceEvent(f"s{i}", now - 20 + i, (0,)), SEQUENCE, now)
+    assert store.new_value_seen("new-ip", "alice", "10.0.0.1\x00", "v1", now - 5, NEW_IP, now).status == NEW
+    assert store.timer_start("no-login", "bob", now + 300, now - 1, {"user": "bob"}, 10) == STARTED
     return ids
 
 
@@ -132,7 +139,7 @@ def test_migrate_copies_everything_within_retention(sides: Any, source_name: str
         "  jobs                         8 copied       0 already there",
         "  subscriptions                1 copied       0 already there",
         "  quarantine entries           1 copied       0 already there",
-        "  rule state                   3 copied       0 already there",
+        "  rule state                   6 copied       0 already there",
     ]
     assert sorted(e.jti for e in target.list_events()) == ["old-pending", "processed", "recent"]
     assert target.get_event("processed").decisions == [{"rule": "r"}]
@@ -152,6 +159,15 @@ def test_migrate_copies_everything_within_retention(sides: Any, source_name: str
     assert (fired.fired, fired.count) == (True, 3)  # the window went on counting where SQLite left it
     assert target.suppress_try("quiet", "bob", now + 900, now, "firing-2") is False
     assert target.digest_due("daily", now + 120) == [DigestBatch(now - 60, now + 60, [{"n": 0}, {"n": 1}], 3)]
+    assert target.sequence_offer("takeover", "alice", SequenceEvent("s2", now - 15, (0,)), SEQUENCE, now).status \
+        == ADVANCED  # the third failure: the sequence went on where the source left it
+    done = target.sequence_offer("takeover", "alice", SequenceEvent("s3", now - 14, (1,)), SEQUENCE, now)
+    assert (done.status, done.steps[0]["count"]) == (COMPLETED, 3)
+    assert target.new_value_seen("new-ip", "alice", "10.0.0.1\x00", "v2", now, NEW_IP, now).status == KNOWN
+    assert target.new_value_seen("new-ip", "alice", "10.0.0.2", "v3", now, NEW_IP, now).status == NEW
+    assert target.timers_claim(now + 299, 30, 10) == []
+    [timer] = target.timers_claim(now + 300, 30, 10)
+    assert (timer.rule_id, timer.group_key, timer.payload) == ("no-login", "bob", {"user": "bob"})
 
     code, out, err = run_migrate(capsys, *args)
     assert (code, err) == (0, "")
@@ -160,7 +176,7 @@ def test_migrate_copies_everything_within_retention(sides: Any, source_name: str
         "  jobs                         0 copied       8 already there",
         "  subscriptions                0 copied       1 already there",
         "  quarantine entries           0 copied       1 already there",
-        "  rule state                   0 copied       3 already there",
+        "  rule state                   0 copied       6 already there",
     ]
 
 

@@ -147,9 +147,9 @@ class PostgresDetectionMixin:
 
     def timers_claim(self, now: float, lease: float, limit: int) -> list[Timer]:
         rows = self._rows("claiming timers",
-                          "UPDATE state_timers SET fire_at = %s WHERE (rule_id, group_key) IN (SELECT rule_id, group_key "
-                          "FROM state_timers WHERE fire_at <= %s ORDER BY fire_at LIMIT %s FOR UPDATE SKIP LOCKED) "
-                          "RETURNING rule_id, group_key, due_at, started, payload", (now + lease, now, limit))
+                          "UPDATE state_timers SET fire_at = %s WHERE (rule_id, group_key) IN (SELECT rule_id, "
+                          "group_key FROM state_timers WHERE fire_at <= %s ORDER BY fire_at LIMIT %s FOR UPDATE "
+                          "SKIP LOCKED) RETURNING rule_id, group_key, due_at, started, payload", (now + lease, now, limit))
         return sorted((Timer(r["rule_id"], r["group_key"], r["due_at"], r["started"], json.loads(r["payload"]))
                        for r in rows), key=lambda timer: (timer.due_at, timer.rule_id, timer.group_key))
 

@@ -6,7 +6,8 @@ What is copied: events received within the retention period (and every pending o
 which are also the de-duplication state (a jti still stored is a duplicate on every backend); every job
 (pending, failed, dead and the done ones not yet pruned) with its status and attempts; the subscription
 records; the quarantine; and the stateful-rule state (open threshold windows, active suppressions, unsent
-digests). Leases are not copied: run it with every idhooks process of both stores stopped. Copying is
+digests, sequences under way, new_value groups with their known values, running absence timers). Leases are not
+copied: run it with every idhooks process of both stores stopped. Copying is
 idempotent: what the target already holds (same jti, job key, quarantine id, window, suppression or digest
 item) is left as it is and counted as skipped. Each backend's reading and writing side is its `*_transfer.py`
 mixin (engine/store/transfer.py).
@@ -69,7 +70,8 @@ def _copy_subscriptions(source: Store, target: Store, tally: Copied) -> None:
 
 
 def _copy_rule_state(source: Transferable, target: Transferable | Store, now: float, tally: Copied) -> None:
-    """Open threshold windows, active suppressions and unsent digest periods (each counted once)."""
+    """Open threshold windows, active suppressions, unsent digest periods, sequences, new_value groups and absence
+    timers (each counted once)."""
     for w in source.export_windows(now):
         tally.count(target.import_window(w.rule_id, w.group_key, w.state, w.expires_at))
     for s in source.export_suppressions(now):
@@ -80,6 +82,12 @@ def _copy_rule_state(source: Transferable, target: Transferable | Store, now: fl
         if any(added):
             target.import_digest_total(period.rule_id, period.period_start, period.total)
         tally.count(any(added))
+    for sequence in source.export_sequences(now):
+        tally.count(target.import_sequence(sequence))
+    for group in source.export_new_values(now):
+        tally.count(target.import_new_value(group))
+    for timer in source.export_timers():
+        tally.count(target.import_timer(timer))
 
 
 def _copy_quarantine(source: Store, target: Store, tally: Copied) -> None:

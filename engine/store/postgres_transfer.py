@@ -7,7 +7,8 @@ import json
 from typing import Any, Iterator
 
 from engine.store.base import Job, StoredEvent
-from engine.store.transfer import PAGE, DigestPeriod, SuppressionRecord, WindowRecord
+from engine.store.transfer import (PAGE, DigestPeriod, NewValueRecord, SequenceRecord, SuppressionRecord,
+                                   TimerRecord, WindowRecord)
 
 
 class PostgresTransferMixin:
@@ -57,6 +58,58 @@ class PostgresTransferMixin:
                 (p["rule_id"], p["period_start"]), ("time", "jti"))]
             yield DigestPeriod(p["rule_id"], p["period_start"], p["period_end"], p["due_at"], p["total"], items)
 
+    def export_sequences(self, now: float) -> Iterator[SequenceRecord]:
+        for r in self._keyset("exporting sequences", "state_sequences", "expires_at > %s", (now,),
+                              ("rule_id", "group_key")):
+            yield SequenceRecord(r["rule_id"], r["group_key"], r["state"], r["expires_at"])
+
+    def export_new_values(self, now: float) -> Iterator[NewValueRecord]:
+        """Values are stored as JSON text (engine/store/detections_postgres.py): given back as they were."""
+        for g in self._keyset("exporting new_value groups", "state_nv_groups", "expires_at > %s", (now,), ("id",)):
+            values = [(json.loads(r["value"]), r["until"]) for r in self._keyset(
+                "exporting values", "state_nv_values", "gid = %s", (g["id"],), ("value",))]
+            yield NewValueRecord(g["rule_id"], g["group_key"], g["since"], g["last"], g["new_jti"], g["expires_at"],
+                                 values)
+
+    def export_timers(self) -> Iterator[TimerRecord]:
+        for r in self._keyset("exporting timers", "state_timers", "TRUE", (), ("rule_id", "group_key")):
+            yield TimerRecord(r["rule_id"], r["group_key"], r["due_at"], r["started"], json.loads(r["payload"]))
+
+    def import_sequence(self, record: SequenceRecord) -> bool:
+        with self._tx("copying a sequence") as cur:
+            cur.execute("INSERT INTO state_sequences VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                        (record.rule_id, record.group_key, record.state, record.expires_at))
+            if not cur.rowcount:
+                return False
+            _count(cur, "sequence", record.rule_id)
+        return True
+
+    def import_new_value(self, record: NewValueRecord) -> bool:
+        with self._tx("copying a new_value group") as cur:
+            cur.execute("INSERT INTO state_nv_groups (rule_id, group_key, since, last, expires_at, new_jti) "
+                        "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING id",
+                        (record.rule_id, record.group_key, record.since, record.last, record.expires_at,
+                         record.new_jti))
+            row = cur.fetchone()
+            if row is None:
+                return False
+            if record.values:
+                cur.execute("INSERT INTO state_nv_values SELECT %s, * FROM unnest(%s::text[], %s::float8[]) "
+                            "ON CONFLICT DO NOTHING", (row["id"], [json.dumps(v) for v, _ in record.values],
+                                                       [until for _, until in record.values]))
+            _count(cur, "new_value", record.rule_id)
+        return True
+
+    def import_timer(self, record: TimerRecord) -> bool:
+        with self._tx("copying a timer") as cur:
+            cur.execute("INSERT INTO state_timers VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                        (record.rule_id, record.group_key, record.due_at, record.due_at, record.started,
+                         json.dumps(record.payload)))
+            if not cur.rowcount:
+                return False
+            _count(cur, "absence", record.rule_id)
+        return True
+
     def import_event(self, event: StoredEvent) -> bool:
         return bool(self._rows(
             "copying an event",
@@ -94,3 +147,9 @@ class PostgresTransferMixin:
     def import_digest_total(self, rule_id: str, period_start: float, total: int) -> None:
         self._rows("copying a digest", "UPDATE state_digest_periods SET total = %s "
                                        "WHERE rule_id = %s AND period_start = %s", (total, rule_id, period_start))
+
+
+def _count(cur: Any, kind: str, rule_id: str) -> None:
+    """One more group or timer of the rule in state_counts (the caps read it)."""
+    cur.execute("INSERT INTO state_counts VALUES (%s, %s, 1) ON CONFLICT (kind, rule_id) DO UPDATE "
+                "SET n = state_counts.n + 1", (kind, rule_id))

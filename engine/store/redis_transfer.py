@@ -1,6 +1,7 @@
-"""`idhooks migrate` out of RedisStore (engine/store/transfer.py): the exports, a mixin using its `redis`,
-`prefix`, `_guard()` and `_hashes()` (the imports are in redis.py and state_redis.py). Key map: redis.py and
-state_redis.py."""
+"""`idhooks migrate` for RedisStore (engine/store/transfer.py): the exports and the detection-state imports, a
+mixin using its `redis`, `prefix`, `_guard()` and `_hashes()` (the other imports are in redis.py and
+state_redis.py). Key maps: redis.py, state_redis.py and detections_redis.py. An import writes a group's keys
+in one MULTI/EXEC after checking that the group is not there yet (run migrate with every process stopped)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from typing import Any, Iterator
 
 from engine.store.base import Job, StoredEvent
 from engine.store.redis_records import event_from_hash, job_from_hash, num
-from engine.store.transfer import PAGE, DigestPeriod, SuppressionRecord, WindowRecord
+from engine.store.transfer import (PAGE, DigestPeriod, NewValueRecord, SequenceRecord, SuppressionRecord,
+                                   TimerRecord, WindowRecord)
 
 
 class RedisTransferMixin:
@@ -78,3 +80,76 @@ class RedisTransferMixin:
                                key=lambda entry: (entry[1], entry[0]))
                 yield DigestPeriod(rule, float(start), float(meta[b"end"]), due_at, int(meta[b"total"]),
                                    [(jti, time, item) for jti, time, item in items])
+
+    def export_sequences(self, now: float) -> Iterator[SequenceRecord]:
+        with self._guard("exporting sequences"):
+            rules = sorted(rule.decode() for rule in self.redis.smembers(self.prefix + "st:qrules"))
+        for rule in rules:
+            for group, expires_at in self._scored(f"st:qx:{rule}", f"({num(now)}"):
+                with self._guard("exporting a sequence"):
+                    state = self.redis.get(f"{self.prefix}st:q:{rule}:{group.decode()}")
+                if state is not None:
+                    yield SequenceRecord(rule, group.decode(), state.decode(), expires_at)
+
+    def export_new_values(self, now: float) -> Iterator[NewValueRecord]:
+        with self._guard("exporting new_value groups"):
+            rules = sorted(rule.decode() for rule in self.redis.smembers(self.prefix + "st:nrules"))
+        for rule in rules:
+            for group, expires_at in self._scored(f"st:nx:{rule}", f"({num(now)}"):
+                key = group.decode()
+                with self._guard("exporting a new_value group"):
+                    meta = self.redis.hgetall(f"{self.prefix}st:ng:{rule}:{key}")
+                    values = self.redis.zrange(f"{self.prefix}st:nv:{rule}:{key}", 0, -1, withscores=True)
+                if meta:
+                    since = float(meta[b"since"])
+                    yield NewValueRecord(rule, key, since, float(meta.get(b"last") or since),
+                                         meta.get(b"jti", b"").decode(), expires_at,
+                                         [(value.decode(), until) for value, until in values])
+
+    def export_timers(self) -> Iterator[TimerRecord]:
+        for member, _ in self._scored("st:tq", "-inf"):
+            rule, group = member.decode().split("\n", 1)
+            with self._guard("exporting a timer"):
+                fields = self.redis.hgetall(f"{self.prefix}st:t:{rule}:{group}")
+            if fields:
+                yield TimerRecord(rule, group, float(fields[b"due"]), float(fields[b"started"]),
+                                  json.loads(fields[b"payload"]))
+
+    def import_sequence(self, record: SequenceRecord) -> bool:
+        p = self.prefix
+        with self._guard("copying a sequence"):
+            if not self.redis.set(f"{p}st:q:{record.rule_id}:{record.group_key}", record.state, nx=True):
+                return False
+            pipe = self.redis.pipeline()
+            pipe.zadd(f"{p}st:qx:{record.rule_id}", {record.group_key: record.expires_at})
+            pipe.sadd(f"{p}st:qrules", record.rule_id)
+            pipe.execute()
+        return True
+
+    def import_new_value(self, record: NewValueRecord) -> bool:
+        p, rule, group = self.prefix, record.rule_id, record.group_key
+        with self._guard("copying a new_value group"):
+            if self.redis.exists(f"{p}st:ng:{rule}:{group}"):
+                return False
+            pipe = self.redis.pipeline()
+            pipe.hset(f"{p}st:ng:{rule}:{group}", mapping={"since": num(record.since), "last": num(record.last),
+                                                           "jti": record.new_jti})
+            if record.values:
+                pipe.zadd(f"{p}st:nv:{rule}:{group}", dict(record.values))
+            pipe.zadd(f"{p}st:nx:{rule}", {group: record.expires_at})
+            pipe.sadd(f"{p}st:nrules", rule)
+            pipe.execute()
+        return True
+
+    def import_timer(self, record: TimerRecord) -> bool:
+        p, rule, group = self.prefix, record.rule_id, record.group_key
+        with self._guard("copying a timer"):
+            if self.redis.exists(f"{p}st:t:{rule}:{group}"):
+                return False
+            pipe = self.redis.pipeline()
+            pipe.hset(f"{p}st:t:{rule}:{group}", mapping={"due": num(record.due_at), "started": num(record.started),
+                                                          "payload": json.dumps(record.payload)})
+            pipe.zadd(f"{p}st:tq", {f"{rule}\n{group}": record.due_at})
+            pipe.hincrby(f"{p}st:tn", rule, 1)
+            pipe.execute()
+        return True

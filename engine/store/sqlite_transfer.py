@@ -7,7 +7,8 @@ import sqlite3
 from typing import Any, Iterator
 
 from engine.store.base import Job, StoredEvent
-from engine.store.transfer import PAGE, DigestPeriod, SuppressionRecord, WindowRecord
+from engine.store.transfer import (PAGE, DigestPeriod, NewValueRecord, SequenceRecord, SuppressionRecord,
+                                   TimerRecord, WindowRecord)
 
 
 class SQLiteTransferMixin:
@@ -49,6 +50,51 @@ class SQLiteTransferMixin:
                 (p["rule_id"], p["period_start"]))]
             yield DigestPeriod(p["rule_id"], p["period_start"], p["period_end"], p["due_at"], p["total"], items)
 
+    def export_sequences(self, now: float) -> Iterator[SequenceRecord]:
+        for r in self._pages("SELECT * FROM state_sequences WHERE expires_at > ? ORDER BY rule_id, group_key", (now,)):
+            yield SequenceRecord(r["rule_id"], r["group_key"], r["state"], r["expires_at"])
+
+    def export_new_values(self, now: float) -> Iterator[NewValueRecord]:
+        for g in self._pages("SELECT * FROM state_nv_groups WHERE expires_at > ? ORDER BY id", (now,)):
+            values = [(r["value"], r["until"]) for r in self._pages(
+                "SELECT value, until FROM state_nv_values WHERE gid = ? ORDER BY value", (g["id"],))]
+            yield NewValueRecord(g["rule_id"], g["group_key"], g["since"], g["last"], g["new_jti"], g["expires_at"],
+                                 values)
+
+    def export_timers(self) -> Iterator[TimerRecord]:
+        for r in self._pages("SELECT * FROM state_timers ORDER BY rule_id, group_key", ()):
+            yield TimerRecord(r["rule_id"], r["group_key"], r["due_at"], r["started"], json.loads(r["payload"]))
+
+    def import_sequence(self, record: SequenceRecord) -> bool:
+        with self._tx() as conn:
+            if not conn.execute("INSERT OR IGNORE INTO state_sequences VALUES (?, ?, ?, ?)",
+                                (record.rule_id, record.group_key, record.state, record.expires_at)).rowcount:
+                return False
+            _count(conn, "sequence", record.rule_id)
+        return True
+
+    def import_new_value(self, record: NewValueRecord) -> bool:
+        with self._tx() as conn:
+            cursor = conn.execute("INSERT OR IGNORE INTO state_nv_groups (rule_id, group_key, since, last, expires_at, "
+                                  "new_jti) VALUES (?, ?, ?, ?, ?, ?)", (record.rule_id, record.group_key,
+                                                                        record.since, record.last, record.expires_at,
+                                                                        record.new_jti))
+            if not cursor.rowcount:
+                return False
+            conn.executemany("INSERT OR IGNORE INTO state_nv_values VALUES (?, ?, ?)",
+                             [(cursor.lastrowid, value, until) for value, until in record.values])
+            _count(conn, "new_value", record.rule_id)
+        return True
+
+    def import_timer(self, record: TimerRecord) -> bool:
+        with self._tx() as conn:
+            if not conn.execute("INSERT OR IGNORE INTO state_timers VALUES (?, ?, ?, ?, ?, ?)",
+                                (record.rule_id, record.group_key, record.due_at, record.due_at, record.started,
+                                 json.dumps(record.payload))).rowcount:
+                return False
+            _count(conn, "absence", record.rule_id)
+        return True
+
     def import_event(self, event: StoredEvent) -> bool:
         with self._tx() as conn:
             return conn.execute(
@@ -87,3 +133,9 @@ class SQLiteTransferMixin:
         with self._tx() as conn:
             conn.execute("UPDATE state_digest_periods SET total = ? WHERE rule_id = ? AND period_start = ?",
                          (total, rule_id, period_start))
+
+
+def _count(conn: sqlite3.Connection, kind: str, rule_id: str) -> None:
+    """One more group or timer of the rule in state_counts (the caps read it)."""
+    conn.execute("INSERT INTO state_counts VALUES (?, ?, 1) ON CONFLICT(kind, rule_id) DO UPDATE SET n = n + 1",
+                 (kind, rule_id))

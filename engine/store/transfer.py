@@ -43,6 +43,34 @@ class DigestPeriod:
     items: list[tuple[str, float, dict[str, Any]]]  # (jti, time, item), oldest first
 
 
+@dataclass(frozen=True)
+class SequenceRecord:
+    rule_id: str
+    group_key: str
+    state: str  # JSON (engine/store/sequence.py)
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class NewValueRecord:
+    rule_id: str
+    group_key: str
+    since: float
+    last: float
+    new_jti: str
+    expires_at: float
+    values: list[tuple[str, float]]  # (value, until)
+
+
+@dataclass(frozen=True)
+class TimerRecord:
+    rule_id: str
+    group_key: str
+    due_at: float
+    started: float
+    payload: dict[str, Any]
+
+
 class Transferable(Protocol):
     """What a Store needs besides the Store interface for `idhooks migrate` to copy from and into it."""
 
@@ -60,6 +88,24 @@ class Transferable(Protocol):
 
     def export_digests(self) -> Iterator[DigestPeriod]:
         """Digest periods not sent yet."""
+
+    def export_sequences(self, now: float) -> Iterator[SequenceRecord]:
+        """Sequences under way at `now`."""
+
+    def export_new_values(self, now: float) -> Iterator[NewValueRecord]:
+        """new_value groups with a value within their lookback at `now`, with their values."""
+
+    def export_timers(self) -> Iterator[TimerRecord]:
+        """Running absence timers (a claim in progress is not copied: the target hands them out anew)."""
+
+    def import_sequence(self, record: SequenceRecord) -> bool:
+        """Copy a group's sequence; False when this deployment has one for that group already."""
+
+    def import_new_value(self, record: NewValueRecord) -> bool:
+        """Copy a new_value group with its values; False when this deployment has that group already."""
+
+    def import_timer(self, record: TimerRecord) -> bool:
+        """Copy a running absence timer; False when this deployment runs one for that group already."""
 
     def import_event(self, event: StoredEvent) -> bool:
         """Copy a stored event as it is (status, decisions); False when this deployment already has it."""
