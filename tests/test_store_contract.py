@@ -232,10 +232,11 @@ def test_a_dead_workers_jobs_are_reclaimed_once_the_lease_ends(store: Store) -> 
     the caller's `now`; a real short lease makes both mean the same."""
     lease = 1.0
     job = job_for(store, "k1", at=time.time())
+    claiming = time.time()  # the lease starts after this ...
     assert [j.id for j in store.claim_jobs("w1", lease, 10, time.time())] == [job]
-    held_from = time.time()  # the lease started before this
+    held_from = time.time()  # ... and before this
     during = store.claim_jobs("w2", lease, 10, time.time())
-    if time.time() < held_from + lease:  # (a machine stalled for the whole lease proves nothing here)
+    if time.time() < claiming + lease:  # (a machine stalled for the whole lease proves nothing here)
         assert during == []
     time.sleep(max(0.0, held_from + lease + 0.1 - time.time()))
     # w1 died holding it: w2 takes it over, and only one worker gets it
