@@ -10,7 +10,7 @@ from functools import lru_cache
 from typing import Any, Mapping
 
 from actions.base import Action, ActionContext
-from engine.config.settings import suggest
+from engine.config.schema import line_of, suggest
 from engine.errors import ConfigError, PermanentError
 from engine.secrets import Secret
 
@@ -65,7 +65,7 @@ def build_actions(destinations: Mapping[str, Mapping[str, Any]], context: Action
         kind = destination.get("type")
         cls = by_type.get(kind)
         if cls is None:
-            line = getattr(destination, "line_of", lambda _k: 0)("type")
+            line = line_of(destination, "type")
             problems.append(f"{context.source}:{line}: destinations.{name}.type: unknown type {kind!r}"
                             f"{suggest(str(kind), sorted(by_type))}; expected one of: {', '.join(sorted(by_type))}")
             continue

@@ -14,8 +14,8 @@ from __future__ import annotations
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-from engine.config.retry import policy_problems
-from engine.config.settings import suggest
+from engine.config.retry import check_retry
+from engine.config.schema import Reader
 from engine.errors import ConfigError
 from engine.secrets import Secret, find_secrets, url_credentials
 
@@ -23,27 +23,25 @@ _MISSING = object()
 
 
 class DestinationReader:
-    """Reads typed values out of one destination, remembering every problem."""
+    """Reads typed values out of one destination, remembering every problem. The typed reads are
+    engine.config.schema.Reader's (the rules every YAML reader shares); this adds what destinations need:
+    secrets, URLs, headers."""
 
     def __init__(self, source: str, name: str, destination: Mapping[str, Any]) -> None:
         self.source, self.name, self.node = source, name, destination
         self.problems: list[str] = []
         self._url_secrets: list[Secret] = []
+        self.read = Reader(destination, f"destinations.{name}", self._report)
 
-    def add(self, key: str | None, message: str) -> None:
-        line_of = getattr(self.node, "line_of", None)
-        line = line_of(key) if line_of and key is not None else getattr(self.node, "line", 0)
-        where = f"destinations.{self.name}" + (f".{key}" if key else "")
+    def _report(self, line: int, where: str, message: str) -> None:
         self.problems.append(f"{self.source}:{line}: {where}: {message}")
 
+    def add(self, key: str | None, message: str) -> None:
+        self.read.add(key, message)
+
     def check_keys(self, allowed: Mapping[str, Any]) -> None:
-        names = tuple(allowed) + ("type", "retry")
-        for key in self.node:
-            if key not in names:
-                self.add(str(key), f"unknown key{suggest(key, names)}; expected one of: {', '.join(names)}")
-        for problem in policy_problems(self.node.get("retry"), "retry"):
-            key, _, message = problem.partition(": ")
-            self.add(key, message)
+        self.read.check_keys(tuple(allowed) + ("type", "retry"))
+        check_retry(self.read)
 
     def _get(self, key: str, required: bool) -> Any:
         value = self.node.get(key, _MISSING)
@@ -71,33 +69,17 @@ class DestinationReader:
         self.add(key, "expected a non-empty string (or ${ENV} / " + key + "_file)")
         return None
 
-    def number(self, key: str, default: float, *, minimum: float = 0, whole: bool = False) -> float:
-        value = self._get(key, False)
-        if value is _MISSING:
-            return default
-        ok = isinstance(value, int) if whole else isinstance(value, (int, float))
-        if isinstance(value, bool) or not ok or value < minimum:
-            self.add(key, f"expected a {'whole ' if whole else ''}number >= {minimum:g}, got {value!r}")
-            return default
-        return value
+    def number(self, key: str, default: float, *, minimum: float = 0, whole: bool = False) -> Any:
+        if whole:
+            return self.read.integer(key, default, minimum=minimum)
+        return self.read.number(key, default, minimum=minimum)
 
     def boolean(self, key: str, default: bool) -> bool:
-        value = self._get(key, False)
-        if value is _MISSING:
-            return default
-        if not isinstance(value, bool):
-            self.add(key, f"expected true or false, got {value!r}")
-            return default
-        return value
+        return self.read.boolean(key, default)
 
     def text_list(self, key: str) -> list[str]:
-        value = self._get(key, False)
-        if value is _MISSING:
-            return []
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            self.add(key, "expected a list of strings")
-            return []
-        return list(value)
+        """A list of non-empty strings ([] when absent or wrong)."""
+        return self.read.text_list(key) or []
 
     def headers(self, key: str) -> dict[str, Secret | str]:
         """A mapping of header names to values (values may be Secrets)."""

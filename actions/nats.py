@@ -141,9 +141,15 @@ class NatsAction(Action):
         except (nats.errors.AuthorizationError, nats.errors.MaxPayloadError, nats.errors.BadSubjectError,
                 nats.errors.NoRespondersError) as exc:
             raise PermanentError(redact(f"nats {subject!r}: {type(exc).__name__}: {exc}", self.secrets)) from None
+        except ssl.SSLCertVerificationError as exc:
+            await self._forget()
+            raise PermanentError(f"nats {self.where()}: TLS certificate not trusted: {exc.verify_message} "
+                                 "(check ca_file)") from None
         except (nats.errors.Error, OSError, asyncio.TimeoutError) as exc:
             await self._forget()
-            raise RetryableError(redact(f"nats {self.where()}: {type(exc).__name__}: {exc}", self.secrets)) from None
+            # nats-py reports a refused login at connect as a plain Error carrying the server's message
+            error = PermanentError if "authorization violation" in str(exc).lower() else RetryableError
+            raise error(redact(f"nats {self.where()}: {type(exc).__name__}: {exc}", self.secrets)) from None
 
     def target(self) -> str:
         return ", ".join(host_of(str(reveal(s)).replace("tls://", "nats://")) for s in self.servers)

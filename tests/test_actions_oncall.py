@@ -51,9 +51,9 @@ def pagerduty(peer: PagerDutyPeer, key: str = PagerDutyPeer.ROUTING_KEY, **extra
     return PagerDutyAction("oncall", destination, ActionContext())
 
 
-def opsgenie(peer: OpsgeniePeer, key: str = OpsgeniePeer.API_KEY) -> OpsgenieAction:
-    return OpsgenieAction("genie", {"type": "opsgenie", "api_key": Secret(key), "url": f"{peer.url}/v2/alerts"},
-                          ActionContext())
+def opsgenie(peer: OpsgeniePeer, key: str = OpsgeniePeer.API_KEY, **extra: object) -> OpsgenieAction:
+    return OpsgenieAction("genie", {"type": "opsgenie", "api_key": Secret(key), "url": f"{peer.url}/v2/alerts",
+                                    **extra}, ActionContext())
 
 
 def teams(peer: TeamsPeer, **extra: object) -> TeamsAction:
@@ -176,6 +176,12 @@ def test_opsgenie_wrong_key_is_permanent_and_never_shown(genie: OpsgeniePeer) ->
     with pytest.raises(PermanentError, match="answered 401") as failure:
         opsgenie(genie, key="bad-key-123").send({"message": "m"}, KEY)
     assert "bad-key-123" not in str(failure.value)
+
+
+def test_opsgenie_slow_peer_hits_the_deadline(genie: OpsgeniePeer) -> None:
+    genie.hold.clear()
+    with pytest.raises(RetryableError, match="timed out"):
+        opsgenie(genie, timeout=0.3).send({"message": "m"}, KEY)
 
 
 def test_opsgenie_rule_errors() -> None:

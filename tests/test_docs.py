@@ -100,7 +100,9 @@ def test_rule_blocks_of_the_docs_pass_idhooks_validate(doc: str, tmp_path: Path)
     destinations = next(text for where, text in CONFIG_BLOCKS if where.startswith("cookbook.md"))
     config = tmp_path / "config.yaml"
     config.write_text("webhooks: [{name: asgardeo, secret: x}]\nrules: {paths: [rules/]}\n" + destinations)
-    result = run_validate(config, {name: "x" for name in env_names(destinations)})
+    # validate builds the destinations as serve does: a URL variable needs a URL
+    env = {name: "https://hooks.example.com/x" if name.endswith("URL") else "x" for name in env_names(destinations)}
+    result = run_validate(config, env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.startswith(f"OK: {config}, ")
 

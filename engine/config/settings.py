@@ -1,5 +1,9 @@
 """config.yaml -> frozen dataclasses. Strict: unknown keys are errors with a did-you-mean.
 
+Each section is a dataclass whose plain keys are declared once, as `setting()` fields (engine/config/
+schema.py reads them with the dataclass's defaults and the same type rules as every other YAML reader);
+the few keys that need more (paths, secrets, the store URL) are read by hand below.
+
 `${VAR}` and `${VAR:-default}` are expanded in string values after YAML parsing (so a variable can never
 inject YAML). Values expanded inside `webhooks[].secret(s)` and `destinations` become `Secret`s; a key
 `X_file: PATH` reads secret `X` from a file. Relative paths resolve against the config file's folder.
@@ -7,7 +11,7 @@ inject YAML). Values expanded inside `webhooks[].secret(s)` and `destinations` b
 
 from __future__ import annotations
 
-import difflib
+import dataclasses
 import ipaddress
 import os
 import re
@@ -15,11 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from engine.config.durations import format_duration, parse_duration
-from engine.errors import ConfigError
-from engine.secrets import Secret, find_secrets, read_secret_file, redact_url, url_credentials
+from engine.config.durations import format_duration
+from engine.config.schema import Reader, line_of, read_settings, setting, suggest
 from engine.config.storeurl import POSTGRES_SCHEMES, REDIS_SCHEMES, TLS_SCHEMES
 from engine.config.yamlsource import LineDict, load_yaml_file
+from engine.errors import ConfigError
+from engine.secrets import Secret, find_secrets, read_secret_file, redact_url, url_credentials
+
+__all__ = ["Config", "DeliveryConfig", "EnrichConfig", "MetricsConfig", "QuarantineConfig", "RulesConfig",
+           "ServerConfig", "StoreConfig", "SubscriptionsConfig", "WebhookConfig", "all_secrets", "load_config",
+           "suggest"]
 
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _PATH_KEYS = ("ca_file",)
@@ -29,27 +38,27 @@ _NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
 @dataclass(frozen=True)
 class ServerConfig:
-    host: str = "127.0.0.1"
-    port: int = 8080
-    max_body_bytes: int = 1_048_576
-    threads: int = 8
-    log_format: str = "text"
+    host: str = setting("127.0.0.1")
+    port: int = setting(8080)
+    max_body_bytes: int = setting(1_048_576, minimum=1)
+    threads: int = setting(8, minimum=1)
+    log_format: str = setting("text")  # or "json"
     # waitress's limits on idle and slow clients (its own defaults, 100 connections idle for 120 s, let
     # about 100 idle connections lock everyone out): see docs/deployment.md for what a front proxy adds
-    connection_limit: int = 1000
-    channel_timeout: float = 30.0
-    cleanup_interval: float = 10.0
-    max_request_header_size: int = 65_536
+    connection_limit: int = setting(1000, minimum=1)
+    channel_timeout: float = setting(30.0, kind="duration", above_zero=True)
+    cleanup_interval: float = setting(10.0, kind="duration", above_zero=True)
+    max_request_header_size: int = setting(65_536, minimum=1024)
     trusted_proxy: str | None = None  # the front proxy's address: X-Forwarded-For from it names the client
     processes: int | str = 1  # `auto`: one per CPU core (engine/processes.py)
 
 
 @dataclass(frozen=True)
 class StoreConfig:
-    url: str = field(default="sqlite:///var/idhooks.db", repr=False)  # may hold a Redis password
-    group: str = "idhooks"
-    dedup_window: float = 7 * 86400.0
-    retention: float = 30 * 86400.0
+    url: str = setting("sqlite:///var/idhooks.db", repr=False)  # may hold a Redis password
+    group: str = setting("idhooks")
+    dedup_window: float = setting(7 * 86400.0, kind="duration")
+    retention: float = setting(30 * 86400.0, kind="duration")
     spool_dir: Path | None = None
     ca_file: Path | None = None  # rediss:// or PostgreSQL: the CA that signed the server's certificate
     cert_file: Path | None = None  # rediss:// or PostgreSQL: this client's certificate, when the server asks for one
@@ -68,14 +77,14 @@ class WebhookConfig:
     path: str
     secrets: tuple[Secret, ...]
     topics: tuple[str, ...] = ("*",)
-    silence_after: float = 24 * 3600.0
+    silence_after: float = setting(24 * 3600.0, kind="duration")
 
 
 @dataclass(frozen=True)
 class RulesConfig:
     paths: tuple[Path, ...] = ()
-    watch: bool = True
-    watch_interval: float = 1.0
+    watch: bool = setting(True)
+    watch_interval: float = setting(1.0, kind="duration")
 
 
 @dataclass(frozen=True)
@@ -88,27 +97,27 @@ class EnrichConfig:
 
 @dataclass(frozen=True)
 class QuarantineConfig:
-    max_entries: int = 1000
-    max_bytes: int = 50 * 1_048_576
+    max_entries: int = setting(1000)
+    max_bytes: int = setting(50 * 1_048_576)
 
 
 @dataclass(frozen=True)
 class SubscriptionsConfig:
     """What is kept of the hub's verification requests (any caller can send them) and when a lease warns."""
 
-    max_records: int = 200  # per webhook: the oldest records go first
-    warn_before: float = 3 * 86400.0  # `idhooks subscriptions` warns when a lease ends within this
+    max_records: int = setting(200, minimum=1)  # per webhook: the oldest records go first
+    warn_before: float = setting(3 * 86400.0, kind="duration")  # `idhooks subscriptions` warns when a lease ends within this
 
 
 @dataclass(frozen=True)
 class DeliveryConfig:
-    workers: int = 4
-    lease: float = 60.0
-    retry_for: float = 24 * 3600.0
-    backoff_initial: float = 5.0
-    backoff_max: float = 3600.0
-    per_destination_concurrency: int = 2
-    shutdown_grace: float = 10.0
+    workers: int = setting(4, minimum=1)
+    lease: float = setting(60.0, kind="duration")
+    retry_for: float = setting(24 * 3600.0, kind="duration")
+    backoff_initial: float = setting(5.0, kind="duration")
+    backoff_max: float = setting(3600.0, kind="duration")
+    per_destination_concurrency: int = setting(2, minimum=1)
+    shutdown_grace: float = setting(10.0, kind="duration")
 
 
 @dataclass(frozen=True)
@@ -152,28 +161,9 @@ class _Problems:
         self.items.append(f"{self.source}:{line}: {where}: {message}")
 
 
-def suggest(word: str, options: list[str] | tuple[str, ...]) -> str:
-    """` (did you mean 'x'?)` when `word` is close to one of `options`, else ''."""
-    close = difflib.get_close_matches(str(word), list(options), n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
-def _check_keys(node: Mapping, allowed: tuple[str, ...], where: str, problems: _Problems) -> None:
-    for key in node:
-        if key not in allowed:
-            line = node.line_of(key) if isinstance(node, LineDict) else 0
-            problems.add(line, f"{where}.{key}" if where else str(key),
-                         f"unknown key{suggest(key, allowed)}; expected one of: {', '.join(allowed)}")
-
-
-def _line(node: Any, key: Any = None) -> int:
-    if isinstance(node, LineDict):
-        return node.line_of(key) if key is not None else node.line
-    return getattr(node, "line", 0)
-
-
-def expand_env(value: str, where: str, env: Mapping[str, str]) -> tuple[str, bool]:
-    """Expand `${VAR}` / `${VAR:-default}`; returns (text, whether a variable was used)."""
+def expand_env(value: str, env: Mapping[str, str]) -> tuple[str, bool]:
+    """Expand `${VAR}` / `${VAR:-default}`; returns (text, whether a variable was used). ValueError names
+    a variable that is neither set nor has a default."""
     used = False
 
     def replace(match: re.Match) -> str:
@@ -184,7 +174,7 @@ def expand_env(value: str, where: str, env: Mapping[str, str]) -> tuple[str, boo
             return env[name]
         if default is not None:
             return default
-        raise ConfigError(f"{where}: environment variable {name} is not set (and has no ${{{name}:-default}})")
+        raise ValueError(f"environment variable {name} is not set (and has no ${{{name}:-default}})")
 
     return _ENV_PATTERN.sub(replace, value), used
 
@@ -198,350 +188,233 @@ class _Reader:
         self.read_secrets = read_secrets
         self.problems = _Problems(str(path))
 
-    # -- scalars ---------------------------------------------------------------------------------
-    def text(self, node: Mapping, key: str, where: str, default: Any = None, *, secret: bool = False) -> Any:
-        if key not in node:
-            return default
-        value = node[key]
+    def reader(self, node: Any, where: str) -> Reader:
+        return Reader(node, where, self.problems.add, self.expand)
+
+    def expand(self, value: str) -> str:
+        return expand_env(value, self.env)[0]
+
+    def secret(self, read: Reader, key: str) -> Secret | None:
+        """A secret value: text (expanded), kept as a Secret that remembers where it came from."""
+        if key not in read.node:
+            return None
+        value = read.node[key]
         if not isinstance(value, str):
-            if secret:
-                self.problems.add(_line(node, key), f"{where}.{key}", "expected a string")
-                return default
-            return value
+            read.add(key, "expected a string")
+            return None
         try:
-            expanded, used = expand_env(value, f"{self.path}:{_line(node, key)}: {where}.{key}", self.env)
-        except ConfigError as exc:
-            self.problems.items.append(str(exc))
-            return default
-        if secret:
-            return Secret(expanded, source=value if used else "inline")
-        return expanded
-
-    def number(self, node: Mapping, key: str, where: str, default: Any, kind: type = int,
-               minimum: float = 0) -> Any:
-        value = self.text(node, key, where, default)
-        try:
-            number = kind(value)
-            if isinstance(value, bool) or number < minimum:
-                raise ValueError
-            return number
-        except (TypeError, ValueError):
-            self.problems.add(_line(node, key), f"{where}.{key}",
-                              f"expected a {'whole ' if kind is int else ''}number >= {minimum}, got {value!r}")
-            return default
-
-    def duration(self, node: Mapping, key: str, where: str, default: float) -> float:
-        value = self.text(node, key, where, default)
-        try:
-            return parse_duration(value)
+            expanded, used = expand_env(value, self.env)
         except ValueError as exc:
-            self.problems.add(_line(node, key), f"{where}.{key}", str(exc))
-            return default
-
-    def positive_duration(self, node: Mapping, key: str, where: str, default: float) -> float:
-        value = self.duration(node, key, where, default)
-        if value <= 0:
-            self.problems.add(_line(node, key), f"{where}.{key}", "expected a duration above zero, e.g. 30s")
-            return default
-        return value
-
-    def boolean(self, node: Mapping, key: str, where: str, default: bool) -> bool:
-        value = self.text(node, key, where, default)
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
-            return value.lower() in ("true", "yes", "1")
-        self.problems.add(_line(node, key), f"{where}.{key}", f"expected true or false, got {value!r}")
-        return default
-
-    def mapping(self, node: Mapping, key: str, where: str) -> LineDict:
-        value = node.get(key)
-        if value is None:
-            return LineDict()
-        if not isinstance(value, dict):
-            self.problems.add(_line(node, key), f"{where}{key}", "expected a mapping of keys to values")
-            return LineDict()
-        return value
+            read.add(key, str(exc))
+            return None
+        return Secret(expanded, source=value if used else "inline")
 
     def resolve_path(self, value: str) -> Path:
         path = Path(value)
         return path if path.is_absolute() else (self.path.parent / path)
 
     # -- sections --------------------------------------------------------------------------------
-    def server(self, node: Mapping) -> ServerConfig:
-        _check_keys(node, ("host", "port", "max_body_bytes", "threads", "log_format", "connection_limit",
-                           "channel_timeout", "cleanup_interval", "max_request_header_size", "trusted_proxy",
-                           "processes"), "server", self.problems)
-        d = ServerConfig()
-        log_format = self.text(node, "log_format", "server", "text")
-        if log_format not in ("text", "json"):
-            self.problems.add(_line(node, "log_format"), "server.log_format", "expected 'text' or 'json'")
-            log_format = "text"
-        return ServerConfig(
-            host=str(self.text(node, "host", "server", "127.0.0.1")),
-            port=self.number(node, "port", "server", 8080),
-            max_body_bytes=self.number(node, "max_body_bytes", "server", 1_048_576, minimum=1),
-            threads=self.number(node, "threads", "server", 8, minimum=1),
-            log_format=log_format,
-            connection_limit=self.number(node, "connection_limit", "server", d.connection_limit, minimum=1),
-            channel_timeout=self.positive_duration(node, "channel_timeout", "server", d.channel_timeout),
-            cleanup_interval=self.positive_duration(node, "cleanup_interval", "server", d.cleanup_interval),
-            max_request_header_size=self.number(node, "max_request_header_size", "server",
-                                                d.max_request_header_size, minimum=1024),
-            trusted_proxy=self.trusted_proxy(node),
-            processes=self.processes(node),
-        )
+    def server(self, read: Reader) -> ServerConfig:
+        values = read_settings(ServerConfig, read, extra_keys=("trusted_proxy", "processes"))
+        if values["log_format"] not in ("text", "json"):
+            read.add("log_format", "expected 'text' or 'json'")
+            values["log_format"] = "text"
+        return ServerConfig(**values, trusted_proxy=self.trusted_proxy(read), processes=self.processes(read))
 
-    def trusted_proxy(self, node: Mapping) -> str | None:
-        value = self.text(node, "trusted_proxy", "server", None)
+    @staticmethod
+    def trusted_proxy(read: Reader) -> str | None:
+        value = read.value("trusted_proxy")
         if value is None:
             return None
         try:
             return str(ipaddress.ip_address(str(value)))
         except ValueError:
-            self.problems.add(_line(node, "trusted_proxy"), "server.trusted_proxy",
-                              f"expected the IP address of the reverse proxy (e.g. 127.0.0.1), got {value!r}")
+            read.add("trusted_proxy", f"expected the IP address of the reverse proxy (e.g. 127.0.0.1), got {value!r}")
             return None
 
-    def processes(self, node: Mapping) -> int | str:
+    @staticmethod
+    def processes(read: Reader) -> int | str:
         """`server.processes`: a whole number of at least 1, or `auto` (one per CPU core)."""
-        value = self.text(node, "processes", "server", 1)
+        value = read.value("processes", 1)
         if isinstance(value, str) and value.isdigit():  # from ${VAR}
             value = int(value)
         if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
             return value
-        self.problems.add(_line(node, "processes"), "server.processes",
-                          f"expected a whole number >= 1 or 'auto', got {value!r}")
+        read.add("processes", f"expected a whole number >= 1 or 'auto', got {value!r}")
         return 1
 
-    def store(self, node: Mapping) -> StoreConfig:
-        _check_keys(node, ("url", "group", "dedup_window", "retention", "spool_dir", "ca_file", "cert_file",
-                           "key_file", "password_file"), "store", self.problems)
-        url = str(self.text(node, "url", "store", "sqlite:///var/idhooks.db"))
+    def store(self, read: Reader) -> StoreConfig:
+        values = read_settings(StoreConfig, read, extra_keys=("spool_dir", "ca_file", "cert_file", "key_file",
+                                                               "password_file"))
+        url = values["url"]
         if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
             url = "sqlite:///" + str(self.resolve_path(url[len("sqlite:///"):]))
         elif not url.startswith(("sqlite:///", *REDIS_SCHEMES, *POSTGRES_SCHEMES)):
-            self.problems.add(_line(node, "url"), "store.url",
-                              f"unsupported store URL {url.split(':')[0]!r}: use sqlite:///PATH, redis://HOST:PORT/DB, "
-                              "redis+sentinel://HOST:26379/MASTER_NAME or postgresql://HOST:5432/DBNAME")
-        spool = self.text(node, "spool_dir", "store", None)
-        dedup_window = self.duration(node, "dedup_window", "store", 7 * 86400.0)
-        retention = self.duration(node, "retention", "store", 30 * 86400.0)
-        if retention < dedup_window:
-            self.problems.add(_line(node, "retention"), "store.retention",
-                              f"must be at least store.dedup_window ({format_duration(dedup_window)}): a jti is "
-                              "recognised as a repeat for as long as its event is kept")
-        tls = self.store_tls_files(node, url)
-        password = self.store_password(node, url)
-        return StoreConfig(
-            url=url,
-            group=str(self.text(node, "group", "store", "idhooks")),
-            dedup_window=dedup_window,
-            retention=retention,
-            spool_dir=self.resolve_path(spool or "var/spool"),
-            password=password,
-            **tls,
-        )
+            read.add("url", f"unsupported store URL {url.split(':')[0]!r}: use sqlite:///PATH, redis://HOST:PORT/DB, "
+                            "redis+sentinel://HOST:26379/MASTER_NAME or postgresql://HOST:5432/DBNAME")
+        if values["retention"] < values["dedup_window"]:
+            read.add("retention", f"must be at least store.dedup_window ({format_duration(values['dedup_window'])}): "
+                                  "a jti is recognised as a repeat for as long as its event is kept")
+        spool = read.text("spool_dir", None)
+        return StoreConfig(**{**values, "url": url}, spool_dir=self.resolve_path(spool or "var/spool"),
+                           password=self.store_password(read, url), **self.store_tls_files(read, url))
 
-    def store_password(self, node: Mapping, url: str) -> Secret | None:
+    def store_password(self, read: Reader, url: str) -> Secret | None:
         """`store.password_file` of a PostgreSQL store, as a Secret (never shown)."""
-        value = self.text(node, "password_file", "store", None)
+        value = read.text("password_file", None)
         if value is None:
             return None
         if not url.startswith(POSTGRES_SCHEMES):
-            self.problems.add(_line(node, "password_file"), "store.password_file",
-                              "only used with a PostgreSQL store (a Redis password goes in the URL: "
-                              "redis://:${REDIS_PASSWORD}@HOST:6379/0)")
+            read.add("password_file", "only used with a PostgreSQL store (a Redis password goes in the URL: "
+                                      "redis://:${REDIS_PASSWORD}@HOST:6379/0)")
             return None
-        path = self.resolve_path(str(value))
+        path = self.resolve_path(value)
         try:
-            return Secret(read_secret_file(path), source=str(value))
+            return Secret(read_secret_file(path), source=value)
         except OSError as exc:
-            self.problems.add(_line(node, "password_file"), "store.password_file", f"cannot read {path}: {exc.strerror}")
+            read.add("password_file", f"cannot read {path}: {exc.strerror}")
         except UnicodeDecodeError:
-            self.problems.add(_line(node, "password_file"), "store.password_file", f"{path} is not UTF-8 text")
+            read.add("password_file", f"{path} is not UTF-8 text")
         return None
 
-    def store_tls_files(self, node: Mapping, url: str) -> dict[str, Path]:
+    def store_tls_files(self, read: Reader, url: str) -> dict[str, Path]:
         """`ca_file`, `cert_file` and `key_file` for a rediss:// or PostgreSQL store: files that exist, the last
         two together."""
         files: dict[str, Path] = {}
         for key in ("ca_file", "cert_file", "key_file"):
-            value = self.text(node, key, "store", None)
+            value = read.text(key, None)
             if value is None:
                 continue
             if not url.startswith((*TLS_SCHEMES, *POSTGRES_SCHEMES)):
-                self.problems.add(_line(node, key), f"store.{key}",
-                                  "only used with a TLS store URL: write rediss://HOST:PORT/DB (or use PostgreSQL)")
+                read.add(key, "only used with a TLS store URL: write rediss://HOST:PORT/DB (or use PostgreSQL)")
                 continue
-            path = self.resolve_path(str(value))
+            path = self.resolve_path(value)
             if not path.is_file():
-                self.problems.add(_line(node, key), f"store.{key}", f"no such file: {path}")
+                read.add(key, f"no such file: {path}")
                 continue
             files[key] = path
+        node = read.node
         if ("cert_file" in node) != ("key_file" in node):
             given, missing = ("cert_file", "key_file") if "cert_file" in node else ("key_file", "cert_file")
-            self.problems.add(_line(node, given), f"store.{missing}",
+            self.problems.add(line_of(node, given), f"store.{missing}",
                               f"store.{given} needs store.{missing}: a client certificate and its private key go "
                               "together")
         return files
 
     def webhook(self, node: Any, index: int, seen: set[str]) -> WebhookConfig | None:
-        where = f"webhooks[{index}]"
-        if not isinstance(node, dict):
-            self.problems.add(_line(node), where, "expected a mapping with name, path and secret")
+        read = self.reader(node, f"webhooks[{index}]")
+        if not read.ok:
+            read.add(None, "expected a mapping with name, path and secret")
             return None
-        _check_keys(node, ("name", "path", "secret", "secret_file", "secrets", "topics", "silence_after"),
-                    where, self.problems)
+        values = read_settings(WebhookConfig, read, extra_keys=("name", "path", "secret", "secret_file", "secrets",
+                                                                "topics"))
         name = str(node.get("name", ""))
         if not _NAME_PATTERN.match(name):
-            self.problems.add(_line(node, "name"), f"{where}.name",
-                              f"expected a name of lowercase letters, digits, '-' or '_', got {name!r}")
+            read.add("name", f"expected a name of lowercase letters, digits, '-' or '_', got {name!r}")
         elif name in seen:
-            self.problems.add(_line(node, "name"), f"{where}.name", f"duplicate webhook name {name!r}")
+            read.add("name", f"duplicate webhook name {name!r}")
         seen.add(name)
         path = str(node.get("path", f"/webhooks/{name}"))
         if not path.startswith("/"):
-            self.problems.add(_line(node, "path"), f"{where}.path", f"expected a path starting with '/', got {path!r}")
-        secrets = self.webhook_secrets(node, where)
-        topics = node.get("topics", ["*"])
-        if isinstance(topics, str):
-            topics = [topics]
-        if not isinstance(topics, list) or not all(isinstance(t, str) and t for t in topics):
-            self.problems.add(_line(node, "topics"), f"{where}.topics", "expected a list of topic patterns")
-            topics = []
-        return WebhookConfig(name=name, path=path, secrets=tuple(secrets), topics=tuple(topics),
-                             silence_after=self.duration(node, "silence_after", where, 24 * 3600.0))
+            read.add("path", f"expected a path starting with '/', got {path!r}")
+        topics = read.text_list("topics", single=True, what="a list of topic patterns")
+        return WebhookConfig(name=name, path=path, secrets=tuple(self.webhook_secrets(read)),
+                             topics=("*",) if "topics" not in node else tuple(topics or ()), **values)
 
-    def webhook_secrets(self, node: Mapping, where: str) -> list[Secret]:
+    def webhook_secrets(self, read: Reader) -> list[Secret]:
+        node = read.node
         given = [k for k in ("secret", "secret_file", "secrets") if k in node]
         if len(given) != 1:
             what = "no secret" if not given else f"both {' and '.join(given)}"
-            self.problems.add(_line(node), where,
-                              f"{what}: give exactly one of secret: ${{ENV_VAR}}, secret_file: PATH, "
-                              "or secrets: [new, old]")
+            read.add(None, f"{what}: give exactly one of secret: ${{ENV_VAR}}, secret_file: PATH, "
+                           "or secrets: [new, old]")
             return []
         key = given[0]
         if not self.read_secrets:  # an offline command: the webhook secret is only needed to receive
             return []
         if key == "secret_file":
-            file_path = self.resolve_path(str(self.text(node, key, where, "")))
+            file_path = self.resolve_path(str(read.value(key, "")))
             try:
                 value = read_secret_file(file_path)
             except OSError as exc:
-                self.problems.add(_line(node, key), f"{where}.secret_file",
-                                  f"cannot read secret file {file_path}: {exc.strerror or exc}")
+                read.add("secret_file", f"cannot read secret file {file_path}: {exc.strerror or exc}")
                 return []
-            secrets = [Secret(value, source=str(file_path))]
+            found: list[Secret | None] = [Secret(value, source=str(file_path))]
         elif key == "secret":
-            secrets = [self.text(node, key, where, None, secret=True)]
+            found = [self.secret(read, key)]
         else:
             items = node[key] if isinstance(node[key], list) else []
-            secrets = [self.text({"s": item}, "s", f"{where}.secrets", None, secret=True) for item in items]
-        secrets = [s for s in secrets if s is not None]
+            found = [self.secret(self.reader({"s": item}, f"{read.where}.secrets"), "s") for item in items]
+        secrets = [s for s in found if s is not None]
         if not secrets or any(not s.reveal().strip() for s in secrets):
-            self.problems.add(_line(node, key), f"{where}.{key}",
-                              "the secret is empty (or only whitespace): set it to the secret shown in the "
-                              "Asgardeo console")
+            read.add(key, "the secret is empty (or only whitespace): set it to the secret shown in the Asgardeo "
+                          "console")
             return []
         return secrets
 
-    def rules(self, node: Mapping) -> RulesConfig:
-        _check_keys(node, ("paths", "watch", "watch_interval"), "rules", self.problems)
-        paths = node.get("paths", ["rules/"])
-        if isinstance(paths, str):
-            paths = [paths]
-        if not isinstance(paths, list):
-            self.problems.add(_line(node, "paths"), "rules.paths", "expected a list of folders or files")
-            paths = []
-        return RulesConfig(paths=tuple(self.resolve_path(str(p)) for p in paths),
-                           watch=self.boolean(node, "watch", "rules", True),
-                           watch_interval=self.duration(node, "watch_interval", "rules", 1.0))
+    def rules(self, read: Reader) -> RulesConfig:
+        values = read_settings(RulesConfig, read, extra_keys=("paths",))
+        paths = read.text_list("paths", single=True, what="a list of folders or files")
+        if "paths" not in read.node:
+            paths = ["rules/"]
+        return RulesConfig(paths=tuple(self.resolve_path(p) for p in paths or ()), **values)
 
-    def enrich(self, node: Mapping) -> EnrichConfig:
-        _check_keys(node, ("geoip_file", "asn_file"), "enrich", self.problems)
+    def enrich(self, read: Reader) -> EnrichConfig:
+        read.check_keys(("geoip_file", "asn_file"))
         files: dict[str, Path | None] = {}
         for key in ("geoip_file", "asn_file"):
-            value = self.text(node, key, "enrich")
+            value = read.value(key)
             files[key] = None
             if value is None:
                 continue
             if not isinstance(value, str) or not value.strip():
-                self.problems.add(_line(node, key), f"enrich.{key}", f"expected the path of a .mmdb file, got {value!r}")
+                read.add(key, f"expected the path of a .mmdb file, got {value!r}")
             elif not self.resolve_path(value).is_file():
-                self.problems.add(_line(node, key), f"enrich.{key}", f"no such file: {self.resolve_path(value)}")
+                read.add(key, f"no such file: {self.resolve_path(value)}")
             else:
                 files[key] = self.resolve_path(value)
         return EnrichConfig(**files)
 
-    def quarantine(self, node: Mapping) -> QuarantineConfig:
-        _check_keys(node, ("max_entries", "max_bytes"), "quarantine", self.problems)
-        return QuarantineConfig(max_entries=self.number(node, "max_entries", "quarantine", 1000),
-                                max_bytes=self.number(node, "max_bytes", "quarantine", 50 * 1_048_576))
-
-    def subscriptions(self, node: Mapping) -> SubscriptionsConfig:
-        _check_keys(node, ("max_records", "warn_before"), "subscriptions", self.problems)
-        d = SubscriptionsConfig()
-        return SubscriptionsConfig(
-            max_records=self.number(node, "max_records", "subscriptions", d.max_records, minimum=1),
-            warn_before=self.duration(node, "warn_before", "subscriptions", d.warn_before))
-
-    def metrics(self, node: Mapping) -> MetricsConfig:
-        _check_keys(node, ("listen", "token", "token_file"), "metrics", self.problems)
+    def metrics(self, read: Reader) -> MetricsConfig:
+        read.check_keys(("listen", "token", "token_file"))
+        node = read.node
         listen = None
         if "listen" in node:
-            host, _, port = str(self.text(node, "listen", "metrics", "")).rpartition(":")
+            host, _, port = str(read.value("listen", "")).rpartition(":")
             if not host or not port.isdigit():
-                self.problems.add(_line(node, "listen"), "metrics.listen",
-                                  "expected HOST:PORT, e.g. 127.0.0.1:9100")
+                read.add("listen", "expected HOST:PORT, e.g. 127.0.0.1:9100")
             else:
                 listen = (host.strip("[]"), int(port))
         if "token" in node and "token_file" in node:
-            self.problems.add(_line(node, "token_file"), "metrics", "give token or token_file, not both")
-        token = self.text(node, "token", "metrics", None, secret=True)
+            self.problems.add(line_of(node, "token_file"), "metrics", "give token or token_file, not both")
+        token = self.secret(read, "token")
         if "token_file" in node:
             token_path = self.resolve_path(str(node["token_file"]))
             try:
                 token = Secret(read_secret_file(token_path), source=str(token_path))
             except OSError as exc:
-                self.problems.add(_line(node, "token_file"), "metrics.token_file",
-                                  f"cannot read {token_path}: {exc.strerror or exc}")
+                read.add("token_file", f"cannot read {token_path}: {exc.strerror or exc}")
         if token is not None and not token.reveal().strip():
-            self.problems.add(_line(node), "metrics", "the token is empty (or only whitespace)")
+            read.add(None, "the token is empty (or only whitespace)")
         return MetricsConfig(listen=listen, token=token)
 
-    def delivery(self, node: Mapping) -> DeliveryConfig:
-        keys = ("workers", "lease", "retry_for", "backoff_initial", "backoff_max",
-                "per_destination_concurrency", "shutdown_grace")
-        _check_keys(node, keys, "delivery", self.problems)
-        d = DeliveryConfig()
-        return DeliveryConfig(
-            workers=self.number(node, "workers", "delivery", d.workers, minimum=1),
-            lease=self.duration(node, "lease", "delivery", d.lease),
-            retry_for=self.duration(node, "retry_for", "delivery", d.retry_for),
-            backoff_initial=self.duration(node, "backoff_initial", "delivery", d.backoff_initial),
-            backoff_max=self.duration(node, "backoff_max", "delivery", d.backoff_max),
-            per_destination_concurrency=self.number(node, "per_destination_concurrency", "delivery",
-                                                    d.per_destination_concurrency, minimum=1),
-            shutdown_grace=self.duration(node, "shutdown_grace", "delivery", d.shutdown_grace),
-        )
-
-    def destinations(self, node: Mapping) -> dict[str, dict[str, Any]]:
-        """Destinations stay dicts here (each action plugin validates its own keys); values that used
-        `${ENV}` and every `X_file` become Secrets."""
+    def destinations(self, read: Reader) -> dict[str, dict[str, Any]]:
+        """Destinations stay dicts here (each action plugin validates its own keys with
+        actions/destination.py); values that used `${ENV}` and every `X_file` become Secrets."""
         result: dict[str, dict[str, Any]] = {}
-        for name, body in node.items():
-            where = f"destinations.{name}"
+        for name, body in read.node.items():
             if not isinstance(body, dict) or "type" not in body:
-                self.problems.add(_line(node, name), where, "expected a mapping with a 'type' (slack, email, http)")
+                read.add(name, "expected a mapping with a 'type' (slack, email, http, ...: see docs/actions.md)")
                 continue
-            result[str(name)] = self.destination_values(body, where)
+            result[str(name)] = self.destination_values(body, f"destinations.{name}")
         return result
 
     def destination_values(self, body: Any, where: str) -> Any:
+        """A destination's mapping or list, values turned into Secrets where they are credentials. The
+        YAML loader bounds the nesting depth, so this recursion is bounded too."""
         if isinstance(body, dict):
             out = LineDict()
-            out.line, out.key_lines = _line(body), dict(getattr(body, "key_lines", {}))
+            out.line, out.key_lines = line_of(body), dict(getattr(body, "key_lines", {}))
             for key, value in body.items():
                 if key in _PATH_KEYS and isinstance(value, str):
                     out[key] = str(self.resolve_path(value))
@@ -549,11 +422,11 @@ class _Reader:
                 if isinstance(key, str) and key.endswith("_file") and isinstance(value, str):
                     target = key[: -len("_file")]
                     if target in body:
-                        self.problems.add(_line(body, key), f"{where}.{key}", f"give {target} or {key}, not both")
+                        self.problems.add(line_of(body, key), f"{where}.{key}", f"give {target} or {key}, not both")
                     try:
                         out[target] = Secret(read_secret_file(self.resolve_path(value)), source=value)
                     except OSError as exc:
-                        self.problems.add(_line(body, key), f"{where}.{key}", f"cannot read {value}: {exc.strerror}")
+                        self.problems.add(line_of(body, key), f"{where}.{key}", f"cannot read {value}: {exc.strerror}")
                     continue
                 out[key] = self.destination_values(value, f"{where}.{key}") if isinstance(value, (dict, list)) \
                     else self.destination_scalar(body, key, where)
@@ -569,7 +442,7 @@ class _Reader:
         if not isinstance(value, str):
             return value
         if "${" in value:
-            return self.text(body, key, where, None, secret=True)
+            return self.secret(self.reader(body, where), key)
         if key in CREDENTIAL_KEYS or url_credentials(value):
             return Secret(value, source=f"{where}.{key}")
         return value
@@ -578,8 +451,8 @@ class _Reader:
 CREDENTIAL_KEYS = frozenset({"webhook_url", "token", "password"})
 """Destination keys whose value is a credential even when written inline in config.yaml."""
 
-_TOP_KEYS = ("server", "store", "webhooks", "rules", "quarantine", "delivery", "destinations", "metrics", "enrich",
-             "subscriptions")
+_TOP_KEYS = tuple(f.name for f in dataclasses.fields(Config) if f.name != "path")
+"""config.yaml's sections: the fields of Config."""
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None, *, offline: bool = False) -> Config:
@@ -593,28 +466,29 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None, *, offli
     reader = _Reader(path, env, read_secrets=not offline)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}:1: expected a mapping with server, store, webhooks and rules")
-    _check_keys(raw, _TOP_KEYS, "", reader.problems)
+    top = reader.reader(raw, "")
+    top.check_keys(_TOP_KEYS)
     webhooks_raw = raw.get("webhooks") or []
     if not isinstance(webhooks_raw, list):
-        reader.problems.add(_line(raw, "webhooks"), "webhooks", "expected a list of webhooks")
+        top.add("webhooks", "expected a list of webhooks")
         webhooks_raw = []
     seen: set[str] = set()
     webhooks = [reader.webhook(node, i, seen) for i, node in enumerate(webhooks_raw)]
     paths = [w.path for w in webhooks if w]
     for dup in {p for p in paths if paths.count(p) > 1}:
-        reader.problems.add(_line(raw, "webhooks"), "webhooks", f"two webhooks share the path {dup!r}")
+        top.add("webhooks", f"two webhooks share the path {dup!r}")
     config = Config(
         path=path,
-        server=reader.server(reader.mapping(raw, "server", "")),
-        store=reader.store(reader.mapping(raw, "store", "")),
+        server=reader.server(top.section("server")),
+        store=reader.store(top.section("store")),
         webhooks=tuple(w for w in webhooks if w),
-        rules=reader.rules(reader.mapping(raw, "rules", "")),
-        quarantine=reader.quarantine(reader.mapping(raw, "quarantine", "")),
-        delivery=reader.delivery(reader.mapping(raw, "delivery", "")),
-        destinations=reader.destinations(reader.mapping(raw, "destinations", "")),
-        metrics=reader.metrics(reader.mapping(raw, "metrics", "")),
-        enrich=reader.enrich(reader.mapping(raw, "enrich", "")),
-        subscriptions=reader.subscriptions(reader.mapping(raw, "subscriptions", "")),
+        rules=reader.rules(top.section("rules")),
+        quarantine=QuarantineConfig(**read_settings(QuarantineConfig, top.section("quarantine"))),
+        delivery=DeliveryConfig(**read_settings(DeliveryConfig, top.section("delivery"))),
+        destinations=reader.destinations(top.section("destinations")),
+        metrics=reader.metrics(top.section("metrics")),
+        enrich=reader.enrich(top.section("enrich")),
+        subscriptions=SubscriptionsConfig(**read_settings(SubscriptionsConfig, top.section("subscriptions"))),
     )
     if reader.problems.items:
         raise ConfigError(reader.problems.items)

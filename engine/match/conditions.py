@@ -10,12 +10,12 @@ import weakref
 from operator import attrgetter
 from typing import Any, Callable, Iterator
 
-from engine.config.settings import suggest
+from engine.config.schema import Report, line_of, suggest
 from engine.match.context import EvalContext, claim_uri
 from engine.match.enrich import GEO_FIELDS
 from engine.match.operators import NEGATED, OPERATORS, ORDER_OPERATORS, Predicate, exact_strings, predicate
 from engine.match.paths import compile_path
-from engine.config.yamlsource import LineDict, LineList
+from engine.config.yamlsource import LineDict
 
 SHORTCUTS = ("initiatorType", "action", "credentialType", "initiatorIpAddress")
 """Top-level body fields usable directly as `when` keys: a value means equals, a list means in."""
@@ -29,8 +29,6 @@ Miss = tuple[str, Any]
 misses most of its candidate rules, and a tuple costs far less to build than an object."""
 Test = Callable[[EvalContext], "Miss | None"]
 """A compiled condition: None when it holds, else the Miss."""
-Report = Callable[[int, str, str], None]
-"""report(line, where, message): collects a load problem."""
 
 
 def _actual(found: list[Any]) -> Any:
@@ -203,13 +201,6 @@ class Not(Condition):
 
 
 # -- compiling -------------------------------------------------------------------------------------------
-def line_of(node: Any, key: Any = None) -> int:
-    """The YAML line of `node` (or of its mapping key / list index `key`), 0 when unknown."""
-    if isinstance(node, (LineDict, LineList)):
-        return node.line_of(key) if key is not None else node.line
-    return getattr(node, "line", 0)
-
-
 _BODY = attrgetter("body")
 GEO_PREFIX = "geo."
 

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, Collection, Mapping, Sequence
 
 from engine import catalog
-from engine.config.settings import Config, suggest
+from engine.config.schema import Reader, suggest
+from engine.config.settings import Config
 from engine.errors import ConfigError
 from engine.match.enrich import Enricher
 from engine.match.rule_actions import compile_action
@@ -148,14 +149,6 @@ def _webhooks(node: dict, report: Report, known: frozenset[str]) -> frozenset[st
     return frozenset(value)
 
 
-def _flag(node: dict, key: str, kind: type, default: Any, report: Report) -> Any:
-    value = node.get(key, default)
-    if not isinstance(value, kind):
-        report(line_of(node, key), key, f"expected {'true or false' if kind is bool else 'text'}, got {value!r}")
-        return default
-    return value
-
-
 def _mode(node: dict, report: Report) -> str:
     value = node.get("mode", "live")
     if value not in MODES:
@@ -173,8 +166,9 @@ def _read_rule(node: dict, source: str, report: Report, loader: _Loader) -> Rule
             report(line_of(node, key), str(key), f"unknown rule key{suggest(str(key), allowed)}; "
                                                  f"expected one of: {', '.join(allowed)}")
     rule = Rule(id=_check_id(node, source, report, loader), source=source, line=line_of(node))
-    rule.description = _flag(node, "description", str, "", report)
-    rule.enabled = _flag(node, "enabled", bool, True, report)
+    flags = Reader(node, "", report)
+    rule.description = flags.text("description", "")
+    rule.enabled = flags.boolean("enabled", True)
     rule.mode = _mode(node, report)
     rule.events, rule.selectors = _events(node, report, loader)
     rule.webhooks = _webhooks(node, report, loader.webhooks)

@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 from actions import registry
 from actions.base import COMMON_FIELDS, EVENT_RECORD, Action, Field
 from actions.escaping import Escape, valid_text
-from engine.config.settings import suggest
+from engine.config.schema import suggest
 from engine.match.conditions import Report, line_of
 from engine.match.templates import compile_template, extra_names
 
@@ -47,6 +47,24 @@ class CapturePlaceholders(dict):
 
     def get(self, name: str, default: Any = None) -> str:  # type: ignore[override]
         return self[name]
+
+
+def shown_captured(fields: dict[str, Any]) -> dict[str, Any]:
+    """`fields` of a rendered action for display: placeholders as `{{ captured.NAME }}`, no nonce."""
+    nonce = fields[CAPTURE_NONCE_FIELD]
+    pattern = re.compile(f"{nonce}([0-9a-f]*){nonce}")
+
+    def show(value: Any) -> Any:
+        if isinstance(value, str):
+            return pattern.sub(lambda m: "{{ captured.%s }}" % bytes.fromhex(m.group(1)).decode("utf-8", "replace"),
+                               value)
+        if isinstance(value, dict):
+            return {k: show(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [show(v) for v in value]
+        return value
+
+    return {k: show(v) for k, v in fields.items() if k != CAPTURE_NONCE_FIELD}
 
 
 def new_nonce() -> str:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from engine.verify.envelope import Envelope
-from engine.match.rule_actions import CompiledAction
+from engine.match.rule_actions import CAPTURE_NONCE_FIELD, CompiledAction, shown_captured
 from engine.match.conditions import Condition, Leaf
 from engine.match.context import EvalContext
 from engine.match.enrich import Enricher
@@ -26,7 +26,12 @@ class RenderedAction:
     fields: dict[str, Any]
 
     def to_json(self) -> dict[str, Any]:
-        return {"index": self.index, "type": self.type, "destination": self.destination, "fields": self.fields}
+        """The record shown by `idhooks test`/`events show`: captured values appear as `{{ captured.NAME }}`
+        (they are filled in when the job is sent)."""
+        fields = self.fields
+        if CAPTURE_NONCE_FIELD in fields:
+            fields = shown_captured(fields)
+        return {"index": self.index, "type": self.type, "destination": self.destination, "fields": fields}
 
 
 @dataclass(slots=True)

@@ -27,7 +27,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup
 
 from actions.escaping import Escape
-from engine.config.settings import suggest
+from engine.config.schema import suggest
 from engine.match.context import TEMPLATE_NAMES
 from engine.match.paths import MISSING, plain_steps, step_into
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from engine import catalog
-from engine.config.settings import suggest
+from engine.config.schema import suggest
 from engine.config.durations import parse_duration
 from engine.verify.envelope import Envelope, envelope_from_claims
 from engine.errors import ConfigError, PayloadError

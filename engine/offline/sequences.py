@@ -26,7 +26,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
-from engine.config.settings import suggest
+from engine.config.schema import suggest
 from engine.config.durations import parse_duration
 from engine.verify.envelope import envelope_from_claims
 from engine.match.ruleset import Decision

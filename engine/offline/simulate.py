@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator
 import requests
 
 from engine import catalog
-from engine.config.settings import suggest
+from engine.config.schema import suggest
 from engine.errors import ConfigError
 from engine.match.context import claim_uri
 from engine.secrets import Secret

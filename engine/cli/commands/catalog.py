@@ -9,7 +9,7 @@ import json
 import sys
 
 from engine import catalog
-from engine.config.settings import suggest
+from engine.config.schema import suggest
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

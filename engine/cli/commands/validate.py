@@ -1,5 +1,5 @@
-"""`idhooks validate [--config PATH] [RULES_PATH...]`: check config.yaml, the rule files and the rule tests
-without starting a server. Exit 0 when valid, 1 with every problem listed (file:line: ...). The webhook
+"""`idhooks validate [--config PATH] [RULES_PATH...]`: check config.yaml (its destinations included, built as
+`serve` builds them), the rule files and the rule tests without starting a server. Exit 0 when valid, 1 with every problem listed (file:line: ...). The webhook
 secret is not needed (a fresh clone has none yet): a secret that cannot be read is a note, not a failure,
 since only `idhooks serve` uses it."""
 
@@ -9,6 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from actions import build_actions
+from actions.base import ActionContext
 from engine.cli.commands import add_config_option
 from engine.config.settings import load_config
 from engine.errors import ConfigError
@@ -31,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
         config = load_config(args.config, offline=True)
     except ConfigError as exc:  # list every problem, the secrets' too
         raise ConfigError(exc.problems + secret_problems) from None
+    build_actions(config.destinations, ActionContext(source=str(config.path)))
     paths = args.rules or list(config.rules.paths)
     ruleset = load_for_config(config, paths)
     tests = load_rule_tests(test_files(paths))

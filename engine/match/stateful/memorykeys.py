@@ -18,7 +18,8 @@ from engine.match.context import EvalContext
 from engine.match.index import parse_selector, selector_keys
 from engine.match.extension import RuleExtension, RuleKey
 from engine.match.stateful.rulekeys import Lookup, _compile, _compile_group
-from engine.match.stateful.specs import MAX_COUNT, _line, _Parser
+from engine.config.schema import line_of
+from engine.match.stateful.specs import MAX_COUNT, key_paths, key_reader
 
 SEQUENCE_NAMES = ("steps", "group", "started")
 NEW_VALUE_NAMES = ("value", "group", "group_since")
@@ -53,7 +54,7 @@ class EventMatch:
 
 
 def _event_match(value: Any, where: str, line: int, report: Report, allowed: tuple[str, ...]) -> EventMatch | None:
-    parser = _Parser(where, value, line, report, allowed)
+    parser = key_reader(where, value, line, report, allowed)
     if not parser.ok:
         return None
     if "event" not in parser.node:
@@ -70,7 +71,7 @@ def _event_match(value: Any, where: str, line: int, report: Report, allowed: tup
     condition = None
     if parser.node.get("when") is not None:
         condition = compile_condition(parser.node["when"], f"{where}.when", report)
-    count = parser.integer("count", 1, MAX_COUNT) if "count" in allowed else 1
+    count = parser.integer("count", 1, minimum=1, maximum=MAX_COUNT) if "count" in allowed else 1
     if len(selectors) != len(values):
         return None
     return EventMatch(tuple(str(v) for v in values), tuple(selectors), condition, count)
@@ -97,25 +98,25 @@ class CompiledSequence:
 
 
 def parse_sequence(value: Any, line: int, report: Report) -> CompiledSequence | None:
-    parser = _Parser("sequence", value, line, report, _SEQUENCE_KEYS)
+    parser = key_reader("sequence", value, line, report, _SEQUENCE_KEYS)
     if not parser.ok:
         return None
-    within = parser.duration("within", None)
-    group_by = parser.paths("group_by") or ()
+    within = parser.duration("within", 1.0, minimum=0.001, required=True)
+    group_by = key_paths(parser, "group_by") or ()
     steps_raw = parser.node.get("steps")
     if not isinstance(steps_raw, list) or not 2 <= len(steps_raw) <= MAX_STEPS:
-        report(_line(parser.node, "steps") if "steps" in parser.node else line, "sequence.steps",
+        report(line_of(parser.node, "steps") if "steps" in parser.node else line, "sequence.steps",
                f"expected a list of 2 to {MAX_STEPS} steps like {{event: login.loginFailed, count: 3}}, "
                f"got {steps_raw!r}"[:300])
         steps_raw = []
-    steps = [_event_match(step, f"sequence.steps[{i}]", _line(steps_raw, i), report, _STEP_KEYS)
+    steps = [_event_match(step, f"sequence.steps[{i}]", line_of(steps_raw, i), report, _STEP_KEYS)
              for i, step in enumerate(steps_raw)]
     reset_on = None
     if "reset_on" in parser.node:
-        reset_on = _event_match(parser.node["reset_on"], "sequence.reset_on", _line(parser.node, "reset_on"),
+        reset_on = _event_match(parser.node["reset_on"], "sequence.reset_on", line_of(parser.node, "reset_on"),
                                 report, _MATCH_KEYS)
     group = _compile_group(group_by, "sequence.group_by", line, report)
-    max_groups = parser.integer("max_groups", DEFAULT_MAX_GROUPS, 10_000_000)
+    max_groups = parser.integer("max_groups", DEFAULT_MAX_GROUPS, minimum=1, maximum=10_000_000)
     if any(step is None for step in steps) or not steps:
         return None
     return CompiledSequence(tuple(steps), within, group_by, group, reset_on, max_groups)  # type: ignore[arg-type]
@@ -134,22 +135,22 @@ class CompiledNewValue:
 
 
 def parse_new_value(value: Any, line: int, report: Report) -> CompiledNewValue | None:
-    parser = _Parser("new_value", value, line, report, _NEW_VALUE_KEYS)
+    parser = key_reader("new_value", value, line, report, _NEW_VALUE_KEYS)
     if not parser.ok:
         return None
-    of = parser.paths("of")
+    of = key_paths(parser, "of")
     if "of" not in parser.node:
         report(line, "new_value", "missing 'of' (the path whose new values fire the rule, like geo.country)")
     elif of is not None and len(of) != 1:
         parser.add("of", f"expected one path like geo.country, got {parser.node['of']!r}")
     lookup = _compile(of[0], "new_value.of", line, report) if of and len(of) == 1 else None
-    group_by = parser.paths("group_by") or ()
+    group_by = key_paths(parser, "group_by") or ()
     group = _compile_group(group_by, "new_value.group_by", line, report)
     compiled = CompiledNewValue(of[0] if of else "", lookup, group_by, group,  # type: ignore[arg-type]
-                                lookback=parser.duration("lookback", None, minimum=1),
+                                lookback=parser.duration("lookback", 1.0, minimum=1, required=True),
                                 learn_for=parser.duration("learn_for", 0.0, minimum=0),
-                                max_values=parser.integer("max_values", DEFAULT_MAX_VALUES, 100_000),
-                                max_groups=parser.integer("max_groups", DEFAULT_MAX_GROUPS, 10_000_000))
+                                max_values=parser.integer("max_values", DEFAULT_MAX_VALUES, minimum=1, maximum=100_000),
+                                max_groups=parser.integer("max_groups", DEFAULT_MAX_GROUPS, minimum=1, maximum=10_000_000))
     return compiled if lookup is not None else None
 
 
@@ -171,21 +172,21 @@ class CompiledAbsence:
 
 
 def parse_absence(value: Any, line: int, report: Report) -> CompiledAbsence | None:
-    parser = _Parser("absence", value, line, report, _ABSENCE_KEYS)
+    parser = key_reader("absence", value, line, report, _ABSENCE_KEYS)
     if not parser.ok:
         return None
     expect = None
     if "expect" not in parser.node:
         report(line, "absence", "missing 'expect' (the event that must follow, like {event: login.loginSuccess})")
     else:
-        expect = _event_match(parser.node["expect"], "absence.expect", _line(parser.node, "expect"), report,
+        expect = _event_match(parser.node["expect"], "absence.expect", line_of(parser.node, "expect"), report,
                               _MATCH_KEYS)
-    group_by = parser.paths("group_by")
+    group_by = key_paths(parser, "group_by")
     if group_by is None and "group_by" not in parser.node:
         report(line, "absence", "missing 'group_by' (the key both events share, like [user_id])")
     group = _compile_group(group_by or (), "absence.group_by", line, report)
-    within = parser.duration("within", None, minimum=1)
-    max_timers = parser.integer("max_timers", DEFAULT_MAX_TIMERS, 100_000_000)
+    within = parser.duration("within", 1.0, minimum=1, required=True)
+    max_timers = parser.integer("max_timers", DEFAULT_MAX_TIMERS, minimum=1, maximum=100_000_000)
     if expect is None or not group_by:
         return None
     return CompiledAbsence(expect, group_by, group, within, max_timers)
