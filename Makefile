@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-fast test-slow bench validate install clean
+.PHONY: run test test-fast test-slow bench soak validate install clean
 
 # The production install (not editable, no test tools). The Dockerfile runs `python -m pip install` with exactly
 # these arguments; tests/test_docs.py checks that they agree and runs the install.
@@ -41,6 +41,11 @@ validate: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/run.py
+
+# Not part of CI or `make test`: 10 minutes of mixed genuine and hostile traffic at 200 requests/s against a
+# real server with a flaky and a slow-drip target (IDHOOKS_SOAK_SECONDS / IDHOOKS_SOAK_RATE for a shorter run).
+soak: $(STAMP)
+	$(PY) bench/soak.py
 
 install:
 	$(PYTHON) -m pip install $(INSTALL_ARGS)

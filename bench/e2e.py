@@ -10,6 +10,10 @@ Targets on this machine: every event delivered; p50 <= 20 ms, p99 <= 100 ms.
                                     two processes of one deployment (a unique group) sharing the store's
                                     delivery queue; events are sent to them in turn
 
+    python bench/e2e.py --saturate [--events 3000] [--processes N]
+                                    the most events/s delivered, CPU per delivered event, and Node-RED on
+                                    the same flow in the same run (bench/saturate.py)
+
 The sink (bench/sink.py) runs in this process and correlates calls by their Idempotency-Key
 (`<jti>:<rule>:<index>`), so send and receive times come from one clock.
 """
@@ -83,12 +87,6 @@ def send_at_rate(urls: list[str], rate: float, seconds: float) -> tuple[dict[str
     return sent, statuses
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc), to tell our cost from the machine's load."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] if ordered else float("nan")
@@ -116,6 +114,10 @@ def sqlite_file(url: str | None, workdir: Path) -> str:
 
 
 def main() -> int:
+    if "--saturate" in sys.argv[1:]:  # the saturating mode lives in bench/saturate.py
+        from bench.saturate import main as saturate  # noqa: PLC0415
+
+        return saturate(sys.argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=float, default=200.0, help="events per second (default 200)")
     parser.add_argument("--seconds", type=float, default=20.0, help="how long to send (default 20)")
@@ -136,7 +138,7 @@ def main() -> int:
             urls = [f"http://127.0.0.1:{server.port}/webhooks/asgardeo" for server in servers]
             sent, statuses = send_at_rate(urls, args.rate, args.seconds)
             sink.wait_for(len(sent), 30)
-            serve_cpu = sum(cpu_seconds(server.proc.pid) for server in servers)
+            serve_cpu = sum(server.cpu() for server in servers)
         finally:
             for server in servers:
                 server.stop()

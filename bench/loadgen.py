@@ -19,6 +19,7 @@ class LoadResult:
     seconds: float
     latencies: list[float] = field(default_factory=list)
     statuses: dict[int, int] = field(default_factory=dict)
+    cpu_per_request: float = 0.0  # the server's CPU seconds per request, when the benchmark measured it
 
     @property
     def throughput(self) -> float:

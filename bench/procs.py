@@ -20,12 +20,33 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class Proc:
-    """A server subprocess that is healthy (GET /healthz answers) once constructed."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process and its reaped children so far (Linux /proc), to tell a server's
+    cost from the machine's load (adnanh/webhook's /bin/true runs count as its own)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
-    def __init__(self, args: list[str], port: int, cwd: Path | None = None, env: dict | None = None) -> None:
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of a process and all its live descendants (`serve --processes N` runs N children)."""
+    total = cpu_seconds(pid)
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                total += tree_cpu_seconds(int(child))
+            except FileNotFoundError:  # exited meanwhile
+                pass
+    return total
+
+
+class Proc:
+    """A server subprocess that is healthy (GET `health` answers) once constructed. `args` run under this
+    Python unless `command` is given (a peer program such as adnanh/webhook)."""
+
+    def __init__(self, args: list[str], port: int, cwd: Path | None = None, env: dict | None = None,
+                 command: list[str] | None = None, health: str = "/healthz") -> None:
         self.port = port
-        self.proc = subprocess.Popen([sys.executable, *args], cwd=cwd or ROOT,
+        self.proc = subprocess.Popen(command or [sys.executable, *args], cwd=cwd or ROOT,
                                      env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
@@ -33,11 +54,15 @@ class Proc:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{args} exited with {self.proc.returncode}")
             try:
-                requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                requests.get(f"http://127.0.0.1:{port}{health}", timeout=1)
                 return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
                 time.sleep(0.05)
         raise RuntimeError(f"{args} did not start")
+
+    def cpu(self) -> float:
+        """CPU seconds used so far by the server and its child processes."""
+        return tree_cpu_seconds(self.proc.pid)
 
     def stop(self) -> None:
         self.proc.terminate()

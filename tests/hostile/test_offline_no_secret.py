@@ -58,3 +58,10 @@ def test_serve_still_requires_the_secret(fresh_clone: Path):
     served = run(fresh_clone, "serve", "--config", "config.yaml", "--port", "0")
     assert served.returncode == 1
     assert "cannot read secret file" in served.stderr and "webhook-secret" in served.stderr
+
+
+def test_subscriptions_and_destinations_on_a_fresh_clone(fresh_clone: Path, capsys):
+    config = str(fresh_clone / "config.yaml")
+    assert main(["subscriptions", "--config", config]) == 0
+    assert main(["destinations", "list", "--config", config]) == 0
+    assert "provisioning-service" in capsys.readouterr().out

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+import requests
 
 from actions import build_actions
 from actions.base import ActionContext
@@ -25,6 +26,8 @@ from engine.metrics import Metrics
 from engine.runtime import Current
 from engine.store.base import NewJob
 from engine.store.sqlite import SQLiteStore
+from tests.conftest import basic_config, sample_event, signed
+from tests.peers import HttpPeer, http_peer  # noqa: F401 - fixture
 
 
 class DripPeer:
@@ -185,3 +188,43 @@ def test_two_workers_never_send_one_job_at_once_to_a_slow_drip_target(tmp_path: 
     [job] = store.list_jobs()
     assert job.attempts >= 3 and "deadline exceeded" in job.last_error
     store.close()
+
+
+@pytest.mark.slow
+def test_a_real_server_cuts_a_slow_drip_target_and_keeps_delivering_elsewhere(tmp_path: Path, serve,
+                                                                               http_peer: HttpPeer) -> None:
+    """The review's target: headers, then one byte every 2 s. Each attempt ends at the destination's 3 s
+    deadline as a retryable failure, and the other destination's deliveries are not held up."""
+    drip = DripPeer(HEAD, b"x" * 100, 2.0)
+    try:
+        config = basic_config(tmp_path, extra=(
+            "delivery: {workers: 2, per_destination_concurrency: 1, backoff_initial: 1s, backoff_max: 2s}\n"
+            "destinations:\n"
+            f'  slow: {{type: http, base_url: "{drip.url}", timeout: 3}}\n'
+            f'  fast: {{type: http, base_url: "{http_peer.url}"}}\n'))
+        (tmp_path / "rules" / "r.yaml").write_text(
+            "rules:\n  - id: both\n    event: login.loginFailed\n    actions:\n"
+            "      - http: {to: slow, path: /hook}\n"
+            "      - http: {to: fast, path: /hook, json: {jti: '{{ envelope.jti }}'}}\n")
+        server = serve(config)
+        sent = []
+        for _ in range(5):
+            event = sample_event()
+            body, headers = signed(event)
+            assert requests.post(server.url + "/webhooks/asgardeo", data=body, headers=headers,
+                                 timeout=10).status_code == 202
+            sent.append(event["jti"])
+        arrived = http_peer.wait_for(5, timeout=60)
+        assert sorted(r.json()["jti"] for r in arrived) == sorted(sent)
+        deadline = time.monotonic() + 60
+        while len(drip.sent) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(drip.sent) >= 3 and all(count < 100 for count in drip.sent)
+        store = SQLiteStore(tmp_path / "var" / "idhooks.db")
+        try:
+            cut = [job for job in store.list_jobs(limit=100) if job.destination == "slow" and job.attempts]
+        finally:
+            store.close()
+        assert cut and all("deadline exceeded, no complete answer within 3 s" in job.last_error for job in cut)
+    finally:
+        drip.close()

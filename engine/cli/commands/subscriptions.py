@@ -85,7 +85,7 @@ def _warnings(config: Config, leases: list, silent: list, after: list, now: floa
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    config = load_config(args.config, offline=True)
     store = open_store(config.store)
     try:
         records = store.list_subscriptions()
