@@ -22,8 +22,15 @@ var/webhook-secret:
 	@chmod 600 var/webhook-secret
 	@echo "Created a random webhook secret in var/webhook-secret."
 
-run: $(STAMP) var/webhook-secret
+var/console-token:
+	@mkdir -p var
+	@umask 077 && $(PY) -c "import secrets; print(secrets.token_urlsafe(32), end='')" > var/console-token
+	@chmod 600 var/console-token
+	@echo "Created a random console and API token in var/console-token."
+
+run: $(STAMP) var/webhook-secret var/console-token
 	@echo "Webhook secret: var/webhook-secret (show it for the Asgardeo console with: cat var/webhook-secret)"
+	@echo "Web console: http://127.0.0.1:8080/console (log in with the token in var/console-token: cat var/console-token)"
 	$(VENV)/bin/idhooks serve --config config.yaml
 
 # The whole suite: fast tests and the slower real-process / Redis outage / soak runs (~3 minutes).

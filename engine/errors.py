@@ -6,7 +6,12 @@
     │   ├── SignatureError                401: missing, malformed or wrong signature
     │   ├── PayloadError                  400: not UTF-8, not JSON, not a SET envelope
     │   ├── UnsupportedMediaError         415: not application/json
-    │   └── TooLargeError                 413: body above server.max_body_bytes
+    │   ├── TooLargeError                 413: body above server.max_body_bytes (or an API body bound)
+    │   ├── UnauthorizedError             401: the API or console needs a valid token
+    │   ├── ForbiddenError                403: the token's role may not do this
+    │   ├── NotFoundError                 404: no such event, job or quarantine entry
+    │   ├── InvalidInputError             422: a query parameter, form field or rule text is not acceptable
+    │   └── BusyError                     503: the rule playground is at its limit of runs; try again
     ├── StoreError (RuntimeError)         the store cannot read or commit (503 on intake)
     └── DeliveryError (RuntimeError)      an action failed
         ├── RetryableError                try again later (connection errors, timeouts, 429, 5xx)
@@ -54,6 +59,26 @@ class UnsupportedMediaError(RequestError):
 
 class TooLargeError(RequestError):
     status = 413
+
+
+class UnauthorizedError(RequestError):
+    status = 401
+
+
+class ForbiddenError(RequestError):
+    status = 403
+
+
+class NotFoundError(RequestError):
+    status = 404
+
+
+class InvalidInputError(RequestError):
+    status = 422
+
+
+class BusyError(RequestError):
+    status = 503
 
 
 class StoreError(IdhooksError, RuntimeError):

@@ -39,6 +39,7 @@ log = logging.getLogger("idhooks.processes")
 
 LISTEN_FD_ENV = "IDHOOKS_LISTEN_FD"
 METRICS_FD_ENV = "IDHOOKS_METRICS_FD"
+API_FD_ENV = "IDHOOKS_API_FD"
 """Set by the supervisor for its children: the inherited listening sockets. A child never takes over leases."""
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -107,6 +108,8 @@ class Supervisor:
         self.sockets[LISTEN_FD_ENV] = bind(server.host, server.port)
         if self.config.metrics.listen is not None:
             self.sockets[METRICS_FD_ENV] = bind(*self.config.metrics.listen)
+        if self.config.api.listen is not None:
+            self.sockets[API_FD_ENV] = bind(*self.config.api.listen)
         self.metrics_dir = tempfile.mkdtemp(prefix="idhooks-metrics-")
         self.take_over_leases()
         signal.signal(signal.SIGTERM, self._on_stop)

@@ -18,6 +18,9 @@ import waitress
 from actions import ActionSet, build_actions
 from actions.base import ActionContext
 from engine import logs, processes
+from engine.api.app import create_api_app, mount
+from engine.api.deps import ApiDeps
+from engine.api.resources import MAX_BODY_BYTES
 from engine.receive.app import create_app, create_metrics_app
 from engine.config.settings import Config, ServerConfig, load_config
 from engine.errors import ConfigError, IdhooksError
@@ -44,7 +47,8 @@ RESTART_SETTINGS = {"server": ("host", "port", "threads", "log_format", "connect
                     "store": ("url", "group", "dedup_window", "spool_dir", "ca_file", "cert_file", "key_file",
                               "password"),
                     "quarantine": ("max_entries", "max_bytes"),
-                    "metrics": ("listen", "token")}
+                    "metrics": ("listen", "token"),
+                    "api": ("listen",)}
 """Settings a reload cannot apply (the listening sockets, the open store, the intake's limits); every other
 setting, the rules and the destinations apply at once."""
 
@@ -74,6 +78,9 @@ class Service:
                                    on_jobs=self.worker.notify)
         self.app = create_app(self.config, store, metrics=self.metrics, clock=clock,
                               readiness=self.readiness, on_accepted=self.processor.notify)
+        self.api = ApiDeps(self.config, store, lambda: self.rules.get().ruleset, self.readiness, self.metrics, clock)
+        if config.api.listen is None:  # otherwise only the separate API listener serves it
+            mount(self.app, self.api)
         self._stop = threading.Event()
         self.watcher = FolderWatcher(config.rules.paths, config.rules.watch_interval, self.reload)
 
@@ -240,6 +247,14 @@ def serve(config_path: Path, host: str | None, port: int | None, log_json: bool 
                                                 **listen_on(*metrics_cfg.listen, processes.METRICS_FD_ENV))
         threading.Thread(target=metrics_server.run, name="idhooks-metrics", daemon=True).start()
         log.info("metrics served separately", extra={"listen": f"{metrics_cfg.listen[0]}:{metrics_cfg.listen[1]}"})
+
+    api_cfg = config.api
+    if api_cfg.listen is not None:
+        api_server = waitress.create_server(create_api_app(service.api), threads=4, ident="idhooks-api",
+                                            max_request_body_size=MAX_BODY_BYTES,
+                                            **listen_on(*api_cfg.listen, processes.API_FD_ENV))
+        threading.Thread(target=api_server.run, name="idhooks-api", daemon=True).start()
+        log.info("API and console served separately", extra={"listen": f"{api_cfg.listen[0]}:{api_cfg.listen[1]}"})
 
     def terminate(signum: int, frame: Any) -> None:
         raise SystemExit(0)

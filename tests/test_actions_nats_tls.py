@@ -5,6 +5,7 @@ wrong password are permanent failures, and the password in a `${ENV}` server URL
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import socket
 import ssl
@@ -30,6 +31,8 @@ USER, PASSWORD = "idhooks", "nats-pass-4471"
 def tls_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     binary = shutil.which("nats-server") or "/usr/sbin/nats-server"
     if not Path(binary).exists():
+        if os.environ.get("IDHOOKS_REQUIRE_NATS") or os.environ.get("CI"):
+            pytest.fail("NATS is required in CI but there is no nats-server binary")
         pytest.skip("no nats-server binary")
     folder = tmp_path_factory.mktemp("nats-tls")
     ca = trustme.CA()

@@ -39,8 +39,10 @@ def test_the_shipped_sample_config_loads_with_the_secret_file(tmp_path):
     text = (repo / "config.yaml").read_text()
     (tmp_path / "var").mkdir()
     (tmp_path / "var" / "webhook-secret").write_text("random-secret\n")
+    (tmp_path / "var" / "console-token").write_text("random-token")
     config = load_config(write_config(tmp_path, text))
     assert config.webhooks[0].secrets[0].reveal() == "random-secret"  # trailing newline of editors dropped
+    assert [(t.name, t.token.reveal(), t.role) for t in config.api.tokens] == [("console", "random-token", "operator")]
     assert config.store.url == f"sqlite:///{tmp_path / 'var' / 'idhooks.db'}"
     assert config.rules.paths == (tmp_path / "rules",)
 

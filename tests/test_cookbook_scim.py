@@ -10,7 +10,6 @@ import copy
 import json
 import re
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Iterator
 

@@ -130,7 +130,7 @@ def test_configuration_doc_names_every_config_key() -> None:
     text = (DOCS / "configuration.md").read_text()
     sections = (config_module.ServerConfig, config_module.StoreConfig, config_module.WebhookConfig,
                 config_module.RulesConfig, config_module.QuarantineConfig, config_module.DeliveryConfig,
-                config_module.EnrichConfig)
+                config_module.EnrichConfig, config_module.ApiConfig, config_module.ApiToken)
     keys = {f.name for cls in sections for f in dataclasses.fields(cls)} - {"secrets"}
     keys |= {"secret", "secret_file", "secrets", *config_module._TOP_KEYS}
     missing = sorted(key for key in keys if f"`{key}`" not in text)

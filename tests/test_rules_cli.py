@@ -95,7 +95,7 @@ def test_validate_reports_config_errors(tmp_path, capsys):
     code, out, err = run(capsys, "validate", "--config", str(config))
     assert code == 1 and err.splitlines()[1:] == [
         f"{config}:2: rulez: unknown key (did you mean 'rules'?); expected one of: server, store, webhooks, rules, "
-        "quarantine, delivery, destinations, metrics, enrich, subscriptions",
+        "quarantine, delivery, destinations, metrics, enrich, subscriptions, api",
         f"{config}:1: server.port: expected a whole number >= 0, got 'x'"]
 
 

@@ -17,11 +17,12 @@ from tests.conftest import ROOT
 
 
 def project_copy(tmp_path: Path) -> Path:
-    """The repo's config.yaml beside the repo's rules/ (linked) and the webhook secret `make run` creates."""
+    """The repo's config.yaml beside the repo's rules/ (linked) and the webhook secret and console token `make run` creates."""
     shutil.copy(ROOT / "config.yaml", tmp_path / "config.yaml")
     (tmp_path / "rules").symlink_to(ROOT / "rules")
     (tmp_path / "var").mkdir()
     (tmp_path / "var" / "webhook-secret").write_text("test-secret")
+    (tmp_path / "var" / "console-token").write_text("test-token")
     return tmp_path / "config.yaml"
 
 

@@ -412,3 +412,31 @@ def test_stats_count_by_status(store: Store) -> None:
     stats = store.stats()
     assert stats.events == {"pending": 1, "stale": 1, "processed": 3}
     assert stats.jobs == {"pending": 1, "failed": 1, "dead": 1}
+
+
+# -- pages for the API and console (engine/ops) ----------------------------------------------------------
+def test_events_before_pages_newest_first_with_ties_in_jti_order(store: Store) -> None:
+    for jti, at in (("b", T0), ("a", T0), ("c", T0 + 1), ("d", T0 + 2), ("e", T0 - 5)):
+        store.ingest(event(jti, at=at), WINDOW)
+    listed, before = [], None
+    while True:
+        page = store.events_before(before, None, None, 2)
+        if not page:
+            break
+        listed += [e.jti for e in page]
+        before = (page[-1].received_at, page[-1].jti)
+    assert listed == ["d", "c", "a", "b", "e"]
+    assert [e.jti for e in store.events_before(None, T0 - 1, T0 + 1, 10)] == ["c", "a", "b"]
+
+
+def test_jobs_before_filters_by_status_and_destination_and_jobs_for_event(store: Store) -> None:
+    store.ingest(event("ev-1"), WINDOW)
+    store.complete_event("ev-1", [], [NewJob("ev-1:r:0", "slack", "slack", {}, jti="ev-1"),
+                                      NewJob("ev-1:r:1", "mail", "email", {}, jti="ev-1")], T0)
+    store.enqueue_jobs([NewJob("other:0", "slack", "slack", {}, jti="ev-10")], T0 + 1)
+    assert sorted(j.key for j in store.jobs_for_event("ev-1")) == ["ev-1:r:0", "ev-1:r:1"]
+    assert [j.key for j in store.jobs_before(None, "slack", None, 10)] == ["other:0", "ev-1:r:0"]
+    first = store.jobs_before("pending", None, None, 1)
+    rest = store.jobs_before("pending", None, (first[0].created_at, first[0].id), 10)
+    assert len(first + rest) == 3 and first[0].key == "other:0"
+    assert store.jobs_before("dead", None, None, 10) == []

@@ -26,7 +26,7 @@ from engine.config.yamlsource import LineDict, load_yaml_file
 from engine.errors import ConfigError
 from engine.secrets import Secret, find_secrets, read_secret_file, redact_url, url_credentials
 
-__all__ = ["Config", "DeliveryConfig", "EnrichConfig", "MetricsConfig", "QuarantineConfig", "RulesConfig",
+__all__ = ["API_ROLES", "ApiConfig", "ApiToken", "Config", "DeliveryConfig", "EnrichConfig", "MetricsConfig", "QuarantineConfig", "RulesConfig",
            "ServerConfig", "StoreConfig", "SubscriptionsConfig", "WebhookConfig", "all_secrets", "load_config",
            "suggest"]
 
@@ -128,6 +128,28 @@ class MetricsConfig:
     token: Secret | None = None
 
 
+API_ROLES = ("viewer", "operator")
+
+
+@dataclass(frozen=True)
+class ApiToken:
+    """One bearer token of the API and console: `viewer` reads, `operator` also retries, drops, reverifies."""
+
+    name: str
+    token: Secret
+    role: str = "viewer"
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """The JSON API and console: off unless a token is configured; on the main port or only on `listen`;
+    `mask` names the fields shown masked to viewers."""
+
+    listen: tuple[str, int] | None = None
+    tokens: tuple[ApiToken, ...] = ()
+    mask: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class Config:
     path: Path
@@ -141,6 +163,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     enrich: EnrichConfig = field(default_factory=EnrichConfig)
     subscriptions: SubscriptionsConfig = field(default_factory=SubscriptionsConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
 
     @property
     def base_dir(self) -> Path:
@@ -377,26 +400,72 @@ class _Reader:
 
     def metrics(self, read: Reader) -> MetricsConfig:
         read.check_keys(("listen", "token", "token_file"))
+        return MetricsConfig(listen=self.listen(read, "9100"), token=self.token(read))
+
+    @staticmethod
+    def listen(read: Reader, example_port: str) -> tuple[str, int] | None:
+        """`listen: HOST:PORT` of a separate listener (metrics, api)."""
+        if "listen" not in read.node:
+            return None
+        host, _, port = str(read.value("listen", "")).rpartition(":")
+        if not host or not port.isdigit():
+            read.add("listen", f"expected HOST:PORT, e.g. 127.0.0.1:{example_port}")
+            return None
+        return (host.strip("[]"), int(port))
+
+    def token(self, read: Reader) -> Secret | None:
+        """`token: ${ENV}` or `token_file: PATH` of a mapping (never both, never empty)."""
         node = read.node
-        listen = None
-        if "listen" in node:
-            host, _, port = str(read.value("listen", "")).rpartition(":")
-            if not host or not port.isdigit():
-                read.add("listen", "expected HOST:PORT, e.g. 127.0.0.1:9100")
-            else:
-                listen = (host.strip("[]"), int(port))
         if "token" in node and "token_file" in node:
-            self.problems.add(line_of(node, "token_file"), "metrics", "give token or token_file, not both")
+            read.add(None, "give token or token_file, not both")
         token = self.secret(read, "token")
         if "token_file" in node:
             token_path = self.resolve_path(str(node["token_file"]))
             try:
                 token = Secret(read_secret_file(token_path), source=str(token_path))
-            except OSError as exc:
-                read.add("token_file", f"cannot read {token_path}: {exc.strerror or exc}")
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                read.add("token_file", f"cannot read {token_path}: {reason}")
         if token is not None and not token.reveal().strip():
             read.add(None, "the token is empty (or only whitespace)")
-        return MetricsConfig(listen=listen, token=token)
+        return token
+
+    def api(self, read: Reader) -> ApiConfig:
+        read.check_keys(("listen", "tokens", "mask"))
+        items = read.node.get("tokens") or []
+        if not isinstance(items, list):
+            read.add("tokens", "expected a list of {name, token_file, role}")
+            items = []
+        tokens = [self.api_token(read, item, i) for i, item in enumerate(items)]
+        names = [t.name for t in tokens if t]
+        for dup in sorted({n for n in names if names.count(n) > 1}):
+            read.add("tokens", f"two tokens are named {dup!r}")
+        mask = read.text_list("mask", what="a list of field paths, e.g. [claims.emailaddress, claims.mobile]")
+        return ApiConfig(listen=self.listen(read, "8081"), tokens=tuple(t for t in tokens if t),
+                         mask=tuple(mask or ()))
+
+    def api_token(self, parent: Reader, node: Any, index: int) -> ApiToken | None:
+        read = Reader(node, f"api.tokens[{index}]", self.problems.add, self.expand,
+                      line=line_of(parent.node.get("tokens"), index))
+        if not read.expect_mapping("with name, token_file (or token) and role"):
+            return None
+        read.check_keys(("name", "token", "token_file", "role"))
+        name = read.node.get("name")
+        if not isinstance(name, str) or not _NAME_PATTERN.match(name):
+            read.add("name", "expected a name of lowercase letters, digits, - and _, e.g. ops-team")
+        role = read.node.get("role", "viewer")
+        if role not in API_ROLES:
+            read.add("role", f"expected viewer or operator{suggest(str(role), API_ROLES)}")
+        if "token" not in read.node and "token_file" not in read.node:
+            read.add(None, "give token_file: PATH or token: ${ENV_VAR}")
+        if not self.read_secrets:  # an offline command: tokens are only needed to serve the API
+            if "token" in read.node and "token_file" in read.node:
+                read.add(None, "give token or token_file, not both")
+            return None
+        token = self.token(read)
+        if token is None or not isinstance(name, str) or role not in API_ROLES:
+            return None
+        return ApiToken(name=name, token=token, role=role)
 
     def destinations(self, read: Reader) -> dict[str, dict[str, Any]]:
         """Destinations stay dicts here (each action plugin validates its own keys with
@@ -443,7 +512,7 @@ class _Reader:
             return value
         if "${" in value:
             return self.secret(self.reader(body, where), key)
-        if key in CREDENTIAL_KEYS or url_credentials(value):
+        if key in CREDENTIAL_KEYS or "://" in value and url_credentials(value):
             return Secret(value, source=f"{where}.{key}")
         return value
 
@@ -489,6 +558,7 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None, *, offli
         metrics=reader.metrics(top.section("metrics")),
         enrich=reader.enrich(top.section("enrich")),
         subscriptions=SubscriptionsConfig(**read_settings(SubscriptionsConfig, top.section("subscriptions"))),
+        api=reader.api(top.section("api")),
     )
     if reader.problems.items:
         raise ConfigError(reader.problems.items)
@@ -497,4 +567,5 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None, *, offli
 
 def all_secrets(config: Config) -> list[Secret]:
     """Every secret in the config, for redacting error messages and response snippets."""
-    return [s for w in config.webhooks for s in w.secrets] + find_secrets(dict(config.destinations))
+    return [s for w in config.webhooks for s in w.secrets] + find_secrets(dict(config.destinations)) + \
+        [t.token for t in config.api.tokens]

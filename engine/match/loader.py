@@ -71,6 +71,10 @@ class _Loader:
         except ConfigError as exc:
             self.problems += exc.problems
             return []
+        return self.load_raw(raw, source)
+
+    def load_raw(self, raw: Any, source: str) -> list[Rule]:
+        """The rules of one parsed rule file (`rules: [...]`) named `source` in errors."""
         if raw is None:
             return []
         if not isinstance(raw, dict) or not isinstance(raw.get("rules", []), list):
@@ -216,14 +220,28 @@ def load_ruleset(paths: Sequence[Path], *, destinations: Mapping[str, Mapping[st
     return RuleSet(rules, tuple(display_path(p) for p in files), enricher)
 
 
+def load_ruleset_text(raw: Any, source: str, config: Config) -> RuleSet:
+    """Compile one rule file already parsed from text (the playground's textarea) as `config` would load
+    it (its destinations, webhooks and enrichment data); ConfigError as above."""
+    loader = _Loader(config.destinations, [w.name for w in config.webhooks], RULE_EXTENSIONS)
+    rules = loader.load_raw(raw, source)
+    if loader.problems:
+        raise ConfigError(loader.problems)
+    return RuleSet(rules, (source,), config_enricher(config))
+
+
+def config_enricher(config: Config) -> Enricher | None:
+    """The enrichment data `config` names (None: the bundled data)."""
+    if not (config.enrich.geoip_file or config.enrich.asn_file):
+        return None
+    try:
+        return Enricher(config.enrich.geoip_file, config.enrich.asn_file)
+    except ConfigError as exc:
+        raise ConfigError([f"{config.path}: {problem}" for problem in exc.problems]) from None
+
+
 def load_for_config(config: Config, paths: Sequence[Path] | None = None) -> RuleSet:
     """The rule set of `config` (or of `paths` instead of its rules.paths), checked against its
     destinations and webhooks."""
-    enricher = None
-    if config.enrich.geoip_file or config.enrich.asn_file:
-        try:
-            enricher = Enricher(config.enrich.geoip_file, config.enrich.asn_file)
-        except ConfigError as exc:
-            raise ConfigError([f"{config.path}: {problem}" for problem in exc.problems]) from None
     return load_ruleset(list(paths) if paths else list(config.rules.paths), destinations=config.destinations,
-                        webhooks=[w.name for w in config.webhooks], enricher=enricher)
+                        webhooks=[w.name for w in config.webhooks], enricher=config_enricher(config))

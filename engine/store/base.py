@@ -44,6 +44,10 @@ def strict_json(value: Any, what: str) -> str:
         raise StoreError(f"refused to store {what}: not valid JSON ({exc})") from None
 
 
+SCAN_CAP = 10_000
+"""The most rows the default (unindexed) page queries read in one call."""
+
+
 @dataclass(frozen=True)
 class IncomingEvent:
     """A verified, parsed delivery about to be stored. `body` is the exact raw JSON bytes received."""
@@ -202,6 +206,21 @@ class StoreStats:
     quarantine_bytes: int = 0
 
 
+def event_order(event: StoredEvent) -> tuple[float, str]:
+    """The listing order of events: newest first, ties by jti."""
+    return (-event.received_at, event.jti)
+
+
+def job_order(job: Job) -> tuple[float, str]:
+    """The listing order of jobs: newest first, ties by id."""
+    return (-job.created_at, job.id)
+
+
+def after(order: tuple[float, str], before: tuple[float, str] | None) -> bool:
+    """True when a row whose order key is `order` is listed after the cursor row `before` = (time, id)."""
+    return before is None or order > (-before[0], before[1])
+
+
 class Store(StateStore, DetectionStateStore):
     """One deployment's durable state. Implementations are thread-safe. The stateful-rule operations
     (window_add, suppress_try, digest_*, prune_state, state_size) are declared once, on StateStore."""
@@ -249,6 +268,15 @@ class Store(StateStore, DetectionStateStore):
     def list_events(self, since: float | None = None, limit: int = 100,
                     status: str | None = None) -> list[StoredEvent]:
         """Newest first; `since` compares with received_at; `status` one of EVENT_STATUSES or None for all."""
+
+    def events_before(self, before: tuple[float, str] | None, since: float | None, until: float | None,
+                      limit: int) -> list[StoredEvent]:
+        """A page of events in list order (newest first, then jti), received within [since, until], that
+        come after `before` = (received_at, jti) of the previous page's last event. Backends override it
+        with an indexed query; this default reads at most SCAN_CAP events."""
+        events = [e for e in self.list_events(since=since, limit=SCAN_CAP)
+                  if (until is None or e.received_at <= until) and after(event_order(e), before)]
+        return sorted(events, key=event_order)[:limit]
 
     @abstractmethod
     def claim_events(self, owner: str, lease: float, limit: int, now: float) -> list[StoredEvent]:
@@ -319,6 +347,18 @@ class Store(StateStore, DetectionStateStore):
     @abstractmethod
     def list_jobs(self, status: str | None = None, limit: int = 100) -> list[Job]:
         """Jobs by status ('pending' | 'failed' | 'dead' | 'done' | None for all), newest first."""
+
+    def jobs_before(self, status: str | None, destination: str | None, before: tuple[float, str] | None,
+                    limit: int) -> list[Job]:
+        """A page of list_jobs(status) for one destination (or all), after `before` = (created_at, id) of
+        the previous page's last job. This default reads at most SCAN_CAP jobs."""
+        jobs = [j for j in self.list_jobs(status, SCAN_CAP)
+                if (destination is None or j.destination == destination) and after(job_order(j), before)]
+        return sorted(jobs, key=job_order)[:limit]
+
+    def jobs_for_event(self, jti: str) -> list[Job]:
+        """The delivery jobs an event's matched rules created (each job names its event)."""
+        return [j for j in self.list_jobs(None, SCAN_CAP) if j.jti == jti]
 
     @abstractmethod
     def requeue_dead(self, job_id: str | None, now: float) -> int:

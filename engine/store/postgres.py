@@ -61,6 +61,8 @@ instead of counting them: an exact count would read the whole table at every met
 CHANNEL = "idhooks_jobs"
 """NOTIFY channel; the payload is the deployment's schema."""
 _DB_NOW = "extract(epoch FROM clock_timestamp())"
+_JOB_FILTERS = {None: "TRUE", "pending": "status = 'pending'", "failed": "status = 'pending' AND attempts > 0",
+                "dead": "status = 'dead'", "done": "status = 'done'"}
 
 
 def _event(row: dict[str, Any]) -> StoredEvent:
@@ -232,6 +234,17 @@ class PostgresStore(PostgresStateMixin, PostgresDetectionMixin, PostgresTransfer
                           (since if since is not None else float("-inf"), *args, limit))
         return [_event(r) for r in rows]
 
+    def events_before(self, before: tuple[float, str] | None, since: float | None, until: float | None,
+                      limit: int) -> list[StoredEvent]:
+        where = ["received_at >= %s", "received_at <= %s"]
+        args: list[Any] = [since if since is not None else float("-inf"), until if until is not None else float("inf")]
+        if before is not None:
+            where.append("(received_at < %s OR (received_at = %s AND jti > %s))")
+            args += [before[0], before[0], before[1]]
+        rows = self._rows("listing events", f"SELECT * FROM events WHERE {' AND '.join(where)} "
+                                            "ORDER BY received_at DESC, jti LIMIT %s", (*args, limit))
+        return [_event(r) for r in rows]
+
     def claim_events(self, owner: str, lease: float, limit: int, now: float) -> list[StoredEvent]:
         rows = self._rows(
             "claiming events",
@@ -376,13 +389,31 @@ class PostgresStore(PostgresStateMixin, PostgresDetectionMixin, PostgresTransfer
         return _job(rows[0]) if rows else None
 
     def list_jobs(self, status: str | None = None, limit: int = 100) -> list[Job]:
-        filters = {None: "TRUE", "pending": "status = 'pending'", "failed": "status = 'pending' AND attempts > 0",
-                   "dead": "status = 'dead'", "done": "status = 'done'"}
-        if status not in filters:
+        if status not in _JOB_FILTERS:
             raise ValueError(f"unknown job status {status!r}: use pending, failed, dead or done")
-        rows = self._rows("listing jobs", f"SELECT * FROM jobs WHERE {filters[status]} "
+        rows = self._rows("listing jobs", f"SELECT * FROM jobs WHERE {_JOB_FILTERS[status]} "
                                           "ORDER BY created_at DESC, id LIMIT %s", (limit,))
         return [_job(r) for r in rows]
+
+    def jobs_before(self, status: str | None, destination: str | None, before: tuple[float, str] | None,
+                    limit: int) -> list[Job]:
+        where, args = [_JOB_FILTERS[status]], []
+        if destination is not None:
+            where.append("destination = %s")
+            args.append(destination)
+        if before is not None:
+            where.append("(created_at < %s OR (created_at = %s AND id > %s))")
+            args += [before[0], before[0], before[1]]
+        rows = self._rows("listing jobs", f"SELECT * FROM jobs WHERE {' AND '.join(where)} "
+                                          "ORDER BY created_at DESC, id LIMIT %s", (*args, limit))
+        return [_job(r) for r in rows]
+
+    def jobs_for_event(self, jti: str) -> list[Job]:
+        """Keys are jti:rule:index: a byte-order range on the key's "C" index, whatever the collation."""
+        rows = self._rows("reading an event's jobs", 'SELECT * FROM jobs WHERE key COLLATE "C" >= %s AND '
+                                                     'key COLLATE "C" < %s ORDER BY key COLLATE "C"',
+                          (jti + ":", jti + ";"))
+        return [job for job in map(_job, rows) if job.jti == jti]
 
     def requeue_dead(self, job_id: str | None, now: float) -> int:
         where, args = ("status = 'dead' AND id = %s", (job_id,)) if job_id else ("status = 'dead'", ())

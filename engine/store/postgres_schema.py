@@ -88,6 +88,8 @@ MIGRATIONS: list[str] = [
     """,
     # 7: sequence, new_value and absence rules: engine/store/detections_postgres.py
     DETECTIONS_MIGRATION,
+    # 8: pages for the API and console: a job's event by key prefix whatever the database's collation
+    'CREATE INDEX jobs_key_bytes ON jobs (key COLLATE "C")',
 ]
 
 STATE_TABLES = ("state_windows", "state_groups", "state_suppress", "state_digest_periods", "state_digest_items",

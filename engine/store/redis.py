@@ -52,7 +52,8 @@ from typing import Any, Iterator, Mapping
 from engine.errors import StoreError
 from engine.store import redis_lua
 from engine.store.base import (ACCEPTED, STALE, IncomingEvent, Job, NewJob, QuarantineEntry, QuarantineResult,
-                               Store, StoredEvent, StoreStats, SubscriptionRecord, strict_json)
+                               Store, StoredEvent, StoreStats, SubscriptionRecord, strict_json,
+                               after, event_order)
 from engine.secrets import redact_url
 from engine.store.redis_connect import connect
 from engine.store.redis_records import (event_fields, event_from_hash, job_fields, job_from_hash, num,
@@ -214,6 +215,19 @@ class RedisStore(RedisStateMixin, RedisDetectionMixin, RedisTransferMixin, Store
     def fail_event(self, jti: str, error: str, now: float, retry_at: float | None) -> None:
         self._run("FAIL_EVENT", jti, num(now), "" if retry_at is None else num(retry_at),
                   strict_json([{"error": error}], "a failure"))
+
+    def events_before(self, before: tuple[float, str] | None, since: float | None, until: float | None,
+                      limit: int) -> list[StoredEvent]:
+        """The sorted set gives the range by time; events that share the cursor's received_at are read too
+        (as many as there are) and ordered by jti here, as SQLite does."""
+        low = num(since) if since is not None else "-inf"
+        highest = min(x for x in (until, before[0] if before else None, float("inf")) if x is not None)
+        high = num(highest) if highest != float("inf") else "+inf"
+        with self._guard("listing events"):
+            ties = self.redis.zcount(self.prefix + "events", high, high) if before is not None else 0
+            jtis = self.redis.zrevrangebyscore(self.prefix + "events", high, low, start=0, num=limit + ties)
+        events = [e for e in self._events(jtis) if after(event_order(e), before)]
+        return sorted(events, key=event_order)[:limit]
 
     def claim_events(self, owner: str, lease: float, limit: int, now: float) -> list[StoredEvent]:
         return self._events(self._run("CLAIM_EVENTS", owner, num(now), num(now + lease), limit))

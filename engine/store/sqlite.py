@@ -83,6 +83,18 @@ _MIGRATIONS: list[str] = [
 ]
 
 
+_JOB_FILTERS = {None: "1", "pending": "status = 'pending'", "failed": "status = 'pending' AND attempts > 0",
+                "dead": "status = 'dead'", "done": "status = 'done'"}
+
+
+def _low(since: float | None) -> float:
+    return since if since is not None else float("-inf")
+
+
+def _high(until: float | None) -> float:
+    return until if until is not None else float("inf")
+
+
 def _event_row(row: sqlite3.Row) -> StoredEvent:
     return StoredEvent(jti=row["jti"], webhook=row["webhook"], iat_ms=row["iat_ms"],
                        received_at=row["received_at"], uris=tuple(json.loads(row["uris"])),
@@ -333,6 +345,16 @@ class SQLiteStore(SQLiteStateMixin, SQLiteDetectionMixin, SQLiteTransferMixin, S
                           "LIMIT ?", (since if since is not None else float("-inf"), *args, limit))
         return [_event_row(r) for r in rows]
 
+    def events_before(self, before: tuple[float, str] | None, since: float | None, until: float | None,
+                      limit: int) -> list[StoredEvent]:
+        where, args = ["received_at >= ?", "received_at <= ?"], [_low(since), _high(until)]
+        if before is not None:
+            where.append("(received_at < ? OR (received_at = ? AND jti > ?))")
+            args += [before[0], before[0], before[1]]
+        rows = self._read(f"SELECT * FROM events WHERE {' AND '.join(where)} ORDER BY received_at DESC, jti LIMIT ?",
+                          (*args, limit))
+        return [_event_row(r) for r in rows]
+
     def claim_events(self, owner: str, lease: float, limit: int, now: float) -> list[StoredEvent]:
         # One statement, so the write lock (which intake waits on) is held as briefly as possible.
         with self._tx() as conn:
@@ -432,14 +454,29 @@ class SQLiteStore(SQLiteStateMixin, SQLiteDetectionMixin, SQLiteTransferMixin, S
         return _job_row(rows[0]) if rows else None
 
     def list_jobs(self, status: str | None = None, limit: int = 100) -> list[Job]:
-        filters = {None: ("1", ()), "pending": ("status = 'pending'", ()),
-                   "failed": ("status = 'pending' AND attempts > 0", ()),
-                   "dead": ("status = 'dead'", ()), "done": ("status = 'done'", ())}
-        if status not in filters:
+        if status not in _JOB_FILTERS:
             raise ValueError(f"unknown job status {status!r}: use pending, failed, dead or done")
-        where, args = filters[status]
-        rows = self._read(f"SELECT * FROM jobs WHERE {where} ORDER BY created_at DESC, id LIMIT ?", (*args, limit))
+        rows = self._read(f"SELECT * FROM jobs WHERE {_JOB_FILTERS[status]} ORDER BY created_at DESC, id LIMIT ?",
+                          (limit,))
         return [_job_row(r) for r in rows]
+
+    def jobs_before(self, status: str | None, destination: str | None, before: tuple[float, str] | None,
+                    limit: int) -> list[Job]:
+        where, args = [_JOB_FILTERS[status]], []
+        if destination is not None:
+            where.append("destination = ?")
+            args.append(destination)
+        if before is not None:
+            where.append("(created_at < ? OR (created_at = ? AND id > ?))")
+            args += [before[0], before[0], before[1]]
+        rows = self._read(f"SELECT * FROM jobs WHERE {' AND '.join(where)} ORDER BY created_at DESC, id LIMIT ?",
+                          (*args, limit))
+        return [_job_row(r) for r in rows]
+
+    def jobs_for_event(self, jti: str) -> list[Job]:
+        # Keys are jti:rule:index, so the UNIQUE index on key answers this range query.
+        rows = self._read("SELECT * FROM jobs WHERE key >= ? AND key < ? ORDER BY key", (jti + ":", jti + ";"))
+        return [j for j in map(_job_row, rows) if j.jti == jti]
 
     def requeue_dead(self, job_id: str | None, now: float) -> int:
         where, args = ("status = 'dead' AND id = ?", (job_id,)) if job_id else ("status = 'dead'", ())

@@ -147,11 +147,26 @@ def test_a_running_server_never_logs_stores_or_shows_a_credential(tmp_path: Path
         time.sleep(0.2)
     assert len(jobs) == 5 and all(job["last_error"] for job in jobs), jobs
     assert "cannot reach ***" in {job["destination"]: job["last_error"] for job in jobs}["security-slack"]
-    shown = [run(config, *command) for command in (["deliveries"], ["deliveries", "--json"], ["events", "list"],
-                                                   ["events", "show", event["jti"], "--json"], ["validate"])]
+    shown = [run(config, *command) for command in (
+        ["deliveries"], ["deliveries", "--json"], ["events", "list"], ["events", "show", event["jti"], "--json"],
+        ["validate"], ["destinations", "list"], ["destinations", "test", "security-slack"],
+        ["destinations", "test", "hook"], ["destinations", "test", "proxied"])]
+    assert "cannot reach ***" in shown[6]  # `destinations test` sent for real, and names no credential
     server.stop()
     assert_no_secret(server.log(), "the server log")
     for output in shown:
         assert_no_secret(output, "a command")
     for path in (tmp_path / "var").iterdir():
         assert_no_secret(path.read_bytes().decode("utf-8", "replace"), str(path))
+
+
+def test_only_urls_with_credentials_become_secrets(tmp_path: Path) -> None:
+    config = load_config(basic_config(tmp_path, extra="""
+destinations:
+  bot: {type: slack, token: "${SLACK_TOKEN:-x}", channel: "#sec?urity", api_url: "https://slack.example.com/api"}
+  target: {type: http, base_url: "https://api.example.com/v1", proxy: "http://proxy.example.com:3128"}
+"""))
+    assert config.destinations["bot"]["channel"] == "#sec?urity"  # text with a '?' is not a URL
+    assert config.destinations["bot"]["api_url"] == "https://slack.example.com/api"
+    assert config.destinations["target"]["proxy"] == "http://proxy.example.com:3128"
+    build_actions(config.destinations, ActionContext())  # and every value is accepted where it is read

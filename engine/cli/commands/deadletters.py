@@ -10,6 +10,8 @@ import time
 
 from engine.cli.commands import add_config_option
 from engine.cli.commands._store import store_from_args
+from engine.errors import NotFoundError
+from engine.ops import deliveries
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,11 +35,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_retry(args: argparse.Namespace) -> int:
     store = store_from_args(args)
     try:
-        count = store.requeue_dead(None if args.all else args.id, time.time())
+        count = deliveries.retry_dead(store, None if args.all else args.id, time.time())
+    except NotFoundError as exc:
+        return _missing(exc)
     finally:
         store.close()
-    if count == 0 and not args.all:
-        return _missing(args.id)
     print(f"queued {count} dead letter{'s' if count != 1 else ''} for delivery")
     return 0
 
@@ -45,16 +47,15 @@ def run_retry(args: argparse.Namespace) -> int:
 def run_drop(args: argparse.Namespace) -> int:
     store = store_from_args(args)
     try:
-        dropped = store.drop_dead(args.id)
+        deliveries.drop_dead(store, args.id)
+    except NotFoundError as exc:
+        return _missing(exc)
     finally:
         store.close()
-    if not dropped:
-        return _missing(args.id)
     print(f"dropped dead letter {args.id}")
     return 0
 
 
-def _missing(job_id: str) -> int:
-    print(f"idhooks: no dead letter with id {job_id!r} (list them: idhooks deliveries --status dead)",
-          file=sys.stderr)
+def _missing(exc: NotFoundError) -> int:
+    print(f"idhooks: {exc}", file=sys.stderr)
     return 1

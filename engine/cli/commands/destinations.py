@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import sys
 import uuid
-from typing import Any
 
 import requests
 

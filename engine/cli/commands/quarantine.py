@@ -5,16 +5,14 @@ the current secrets and ingests those that now verify (they are then processed l
 from __future__ import annotations
 
 import argparse
-import time
 from datetime import datetime, timezone
 
 from engine.cli.commands import add_config_option
 from engine.config.settings import load_config
-from engine.errors import RequestError
-from engine.receive.intake import Intake
-from engine.metrics import Metrics
+from engine.errors import NotFoundError
+from engine.ops import quarantine
 from engine.store import open_store
-from engine.store.base import QuarantineEntry, Store
+from engine.store.base import Store
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,21 +42,6 @@ def _list(store: Store) -> int:
     return 0
 
 
-def _reverify_one(entry: QuarantineEntry, config, intake: Intake) -> str:
-    webhook = config.webhook(entry.webhook)
-    if webhook is None:
-        return f"{entry.id}: webhook {entry.webhook!r} is no longer configured; kept"
-    try:
-        envelope = intake.verified_envelope(webhook, entry.headers, entry.body)
-    except RequestError as exc:
-        return f"{entry.id}: still refused ({exc}); kept"
-    result = intake.store_envelope(webhook.name, envelope, entry.body)
-    if result.outcome == "conflict":
-        return f"{entry.id}: verified, but event {envelope.jti} is stored with different content; kept"
-    intake.store.quarantine_remove(entry.id)
-    return f"{entry.id}: verified, event {envelope.jti} {result.outcome}"
-
-
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     store = open_store(config.store)
@@ -66,18 +49,17 @@ def run(args: argparse.Namespace) -> int:
         if args.quarantine_command == "list":
             return _list(store)
         if args.quarantine_command == "drop":
-            if store.quarantine_remove(args.id):
-                print(f"Dropped {args.id}.")
-                return 0
-            print(f"No quarantined delivery with id {args.id!r}.")
-            return 1
-        intake = Intake(store, quarantine=config.quarantine, dedup_window=config.store.dedup_window,
-                        metrics=Metrics(), clock=time.time)
-        entries = store.quarantine_list()
-        lines = [_reverify_one(entry, config, intake) for entry in entries]
-        print("\n".join(lines) if lines else "The quarantine is empty.")
-        ingested = sum("verified" in line for line in lines)
-        print(f"{ingested} of {len(entries)} ingested. A running server processes them within a second.")
+            try:
+                quarantine.drop(store, args.id)
+            except NotFoundError:
+                print(f"No quarantined delivery with id {args.id!r}.")
+                return 1
+            print(f"Dropped {args.id}.")
+            return 0
+        results = quarantine.reverify(config, store)
+        print("\n".join(f"{r.id}: {r.message}" for r in results) if results else "The quarantine is empty.")
+        ingested = sum(r.ingested for r in results)
+        print(f"{ingested} of {len(results)} ingested. A running server processes them within a second.")
         return 0
     finally:
         store.close()

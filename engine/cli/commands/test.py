@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from engine.cli.commands import add_config_option
-from engine.config.durations import format_duration, parse_duration
+from engine.config.durations import parse_duration
 from engine.config.settings import Config, load_config
 from engine.verify.envelope import envelope_from_claims
 from engine.errors import ConfigError, PayloadError
 from engine.match.loader import display_path, load_for_config
-from engine.offline.report import decision_lines, event_type
+from engine.offline.report import decision_lines
+from engine.ops.tryrules import evaluate_envelopes
 from engine.match.ruleset import RuleSet
-from engine.offline.sequences import scratch_rules
 from engine.store import scratch_store
 from engine.offline.ruletests import TestReport, load_rule_tests, run_rule_tests, test_files
 
@@ -78,17 +78,8 @@ def _evaluate_files(ruleset: RuleSet, files: list[Path], webhook: str, as_json: 
                     advance: float | None = None) -> int:
     """The files are one stream in the given order, each arriving at its own event time (stateful rules
     count across them with a throw-away store); `advance` then runs the periodic tick that much later."""
-    envelopes = [(path, _read_event(path)) for path in files]
-    with scratch_rules(ruleset, scratch_store) as rules:
-        results = [{"file": display_path(path), "jti": env.jti, "uri": uri, "type": event_type(uri),
-                    "decisions": [d.to_json() for d in rules.evaluate(env, uri, webhook, now=env.iat_ms / 1000)]}
-                   for path, env in envelopes for uri in env.uris]
-        if advance is not None:
-            fired: list[dict[str, Any]] = []
-            rules.tick(max(env.iat_ms for _, env in envelopes) / 1000 + advance,
-                       send=lambda decision: fired.append(decision.to_json()))
-            results.append({"file": f"(clock advanced {format_duration(advance)})", "jti": "-", "uri": "",
-                            "type": "timers and digests due", "decisions": fired})
+    results = evaluate_envelopes(ruleset, [(display_path(path), _read_event(path)) for path in files], webhook,
+                                 advance)
     if as_json:
         _print_json(results)
         return 0

@@ -40,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"OK: {args.config}, {len(ruleset.rules)} rules in {len(ruleset.sources)} files, "
           f"{len(tests)} rule tests")
     for note in secret_problems:
-        print(f"note: {note} (only `idhooks serve` needs it; `make run` creates var/webhook-secret)",
+        print(f"note: {note} (only `idhooks serve` needs it; `make run` creates var/webhook-secret "
+              "and var/console-token)",
               file=sys.stderr)
     return 0
 
