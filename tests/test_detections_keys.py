@@ -150,3 +150,35 @@ def test_a_missing_value_is_never_new_and_the_record_says_why(tmp_path: Path) ->
     [decision] = _evaluate(rules, envelope("login.loginSuccess", initiatorIpAddress="8.8.4.4"))
     assert decision.failed == 'new_value: geo.country "US" was seen for this group within 30d'
     store.close()
+
+
+def test_bad_advance_and_geo_entries_in_rule_tests_are_clear_load_errors(tmp_path: Path) -> None:
+    from engine.errors import ConfigError
+    from engine.offline.ruletests import load_rule_tests
+
+    path = tmp_path / "t.yaml"
+    path.write_text("""tests:
+  - name: a
+    sequence: [{event: login.loginFailed, at: 0s}, {advance: soon}]
+    match: []
+  - name: b
+    sequence: [{advance: 1h, at: 2s}]
+    match: []
+  - name: c
+    geo: {8.8.8.8: {asn: many, contry: NL}}
+    event: login.loginSuccess
+    match: []
+  - name: d
+    geo: [8.8.8.8]
+    event: login.loginSuccess
+    match: []
+""")
+    with pytest.raises(ConfigError) as caught:
+        load_rule_tests([path])
+    found = [p.replace(f"{path}", "t.yaml").replace(str(tmp_path) + "/", "") for p in caught.value.problems]
+    assert found == [
+        "t.yaml:2: test 'a': sequence[1].advance: expected a duration like 30s, 10m, 1h or 7d, got 'soon'",
+        "t.yaml:5: test 'b': sequence[0]: an advance step takes nothing else, like {advance: 25h}",
+        "t.yaml:8: test 'c': geo.8.8.8.8.asn: expected a number, got 'many'",
+        "t.yaml:12: test 'd': geo: expected addresses with their enrichment, like {203.0.113.7: {country: NL, "
+        "asn: 64500}}"]

@@ -50,8 +50,6 @@ CANNOT_FIRE = {
     ("password-spray-ip", "login.loginFailed/no-flow-fields"): "threshold: not counted: $.initiatorIpAddress is missing",
     ("registration-failures-ip", "registration.registrationFailed/no-flow-fields"):
         "threshold: not counted: initiatorIpAddress is missing",
-    ("takeover-after-failures", "login.loginSuccess/no-flow-fields"):
-        "sequence: the event matches no step (their `when` did not hold)",
     ("new-country-for-user", "login.loginSuccess/no-flow-fields"):
         "new_value: not counted: new_value.of geo.country is missing in this event",
     ("new-asn-for-user", "login.loginSuccess/no-flow-fields"):

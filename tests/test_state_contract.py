@@ -179,7 +179,7 @@ def test_a_timer_starts_once_and_is_claimed_by_one_caller_until_its_lease_ends(o
            ("r", "g", T0 + 100, T0, PAYLOAD)
     assert store.timers_claim(T0 + 150, 60, 10) == []          # claimed: nobody else gets it
     assert [t.group_key for t in store.timers_claim(T0 + 161, 60, 10)] == ["g"]  # the claimer died
-    store.timer_done(timer)
+    store.timers_done([timer])
     assert store.timers_claim(T0 + 1000, 60, 10) == []
     assert store.timer_start("r", "g", T0 + 2000, T0 + 1000, PAYLOAD, 10) == STARTED
 
@@ -201,7 +201,7 @@ def test_a_restarted_timer_is_not_forgotten_by_the_old_claim(opener) -> None:
     [old] = store.timers_claim(T0 + 10, 60, 10)
     store.timer_cancel("r", "g")
     store.timer_start("r", "g", T0 + 500, T0 + 20, PAYLOAD, 10)
-    store.timer_done(old)  # the old firing finished: the new timer stays
+    store.timers_done([old])  # the old firing finished: the new timer stays
     assert [t.due_at for t in store.timers_claim(T0 + 500, 60, 10)] == [T0 + 500]
 
 
@@ -214,8 +214,7 @@ def test_a_timer_survives_a_restart_and_many_expire_at_once(opener) -> None:
     claimed: list[str] = []
     while batch := store.timers_claim(T0 + 10, 60, 500):
         claimed += [t.group_key for t in batch]
-        for timer in batch:
-            store.timer_done(timer)
+        store.timers_done(batch)
     assert sorted(claimed) == sorted(f"g{i}" for i in range(1200))
 
 

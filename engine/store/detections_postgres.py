@@ -153,13 +153,15 @@ class PostgresDetectionMixin:
         return sorted((Timer(r["rule_id"], r["group_key"], r["due_at"], r["started"], json.loads(r["payload"]))
                        for r in rows), key=lambda timer: (timer.due_at, timer.rule_id, timer.group_key))
 
-    def timer_done(self, timer: Timer) -> None:
-        with self._tx("forgetting a fired timer") as cur:
-            cur.execute(_LOCK, (f"absence\n{timer.rule_id}",))
-            cur.execute("DELETE FROM state_timers WHERE rule_id = %s AND group_key = %s AND due_at = %s",
-                        (timer.rule_id, timer.group_key, timer.due_at))
-            if cur.rowcount:
-                _add(cur, "absence", timer.rule_id, -cur.rowcount)
+    def timers_done(self, timers: list[Timer]) -> None:
+        """One transaction for the batch; rules in sorted order, so two callers take their locks alike."""
+        with self._tx("forgetting fired timers") as cur:
+            for timer in sorted(timers, key=lambda t: (t.rule_id, t.group_key)):
+                cur.execute(_LOCK, (f"absence\n{timer.rule_id}",))
+                cur.execute("DELETE FROM state_timers WHERE rule_id = %s AND group_key = %s AND due_at = %s",
+                            (timer.rule_id, timer.group_key, timer.due_at))
+                if cur.rowcount:
+                    _add(cur, "absence", timer.rule_id, -cur.rowcount)
 
     # -- pruning -----------------------------------------------------------------------------------
     def prune_detections(self, now: float) -> int:

@@ -37,9 +37,11 @@ except ImportError:  # pragma: no cover - RedisStore already reports the missing
     WatchError = Exception  # type: ignore[assignment,misc]
 
 NEW_VALUE = """
--- KEYS: group hash, values zset, rule's group index; ARGV: value, jti, time, lookback, learn_for,
--- max_values, max_groups, now, group key, key prefix of the rule's groups ('<p>st:ng:<rule>:'), of values
+-- KEYS: group hash, values zset, rule's group index, the rules set; ARGV: value, jti, time, lookback,
+-- learn_for, max_values, max_groups, now, group key, key prefix of the rule's groups ('<p>st:ng:<rule>:'),
+-- of its values, the rule
 local g, v, x = KEYS[1], KEYS[2], KEYS[3]
+redis.call('SADD', KEYS[4], ARGV[12])
 local value, jti, t = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local lookback, learn, maxv, maxg = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local since = redis.call('HGET', g, 'since')
@@ -182,10 +184,10 @@ class RedisDetectionMixin:
         p = self.prefix
         with self._guard("checking a new value"):
             status, since, evicted = self._state_script(NEW_VALUE)(
-                keys=[f"{p}st:ng:{rule_id}:{group_key}", f"{p}st:nv:{rule_id}:{group_key}", f"{p}st:nx:{rule_id}"],
+                keys=[f"{p}st:ng:{rule_id}:{group_key}", f"{p}st:nv:{rule_id}:{group_key}", f"{p}st:nx:{rule_id}",
+                      f"{p}st:nrules"],
                 args=[value, jti, _num(time), _num(spec.lookback), _num(spec.learn_for), spec.max_values,
-                      spec.max_groups, _num(now), group_key, f"{p}st:ng:{rule_id}:", f"{p}st:nv:{rule_id}:"])
-            self.redis.sadd(f"{p}st:nrules", rule_id)
+                      spec.max_groups, _num(now), group_key, f"{p}st:ng:{rule_id}:", f"{p}st:nv:{rule_id}:", rule_id])
         return NewValueResult(status.decode(), float(since), int(evicted))
 
     # -- absence timers ----------------------------------------------------------------------------
@@ -215,11 +217,13 @@ class RedisDetectionMixin:
             timers.append(Timer(rule_id, group_key, float(due), float(started), json.loads(payload)))
         return timers
 
-    def timer_done(self, timer: Timer) -> None:
-        with self._guard("forgetting a fired absence timer"):
-            self._state_script(TIMER_STOP)(keys=self._timer_keys(timer.rule_id, timer.group_key),
-                                           args=[f"{timer.rule_id}\n{timer.group_key}", timer.rule_id,
-                                                 _num(timer.due_at)])
+    def timers_done(self, timers: list[Timer]) -> None:
+        script = self._state_script(TIMER_STOP)
+        with self._guard("forgetting fired absence timers"), self.redis.pipeline(transaction=False) as pipe:
+            for timer in timers:
+                script(keys=self._timer_keys(timer.rule_id, timer.group_key),
+                       args=[f"{timer.rule_id}\n{timer.group_key}", timer.rule_id, _num(timer.due_at)], client=pipe)
+            pipe.execute()
 
     # -- pruning -----------------------------------------------------------------------------------
     def prune_detections(self, now: float) -> int:

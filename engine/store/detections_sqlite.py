@@ -138,11 +138,12 @@ class SQLiteDetectionMixin:
                              [(now + lease, row[0], row[1]) for row in rows])
         return [Timer(row[0], row[1], row[2], row[3], json.loads(row[4])) for row in rows]
 
-    def timer_done(self, timer: Timer) -> None:
+    def timers_done(self, timers: list[Timer]) -> None:
         with self._tx() as conn:
-            removed = conn.execute("DELETE FROM state_timers WHERE rule_id = ? AND group_key = ? AND due_at = ?",
-                                   (timer.rule_id, timer.group_key, timer.due_at)).rowcount
-            _add(conn, "absence", timer.rule_id, -removed)
+            for timer in timers:
+                removed = conn.execute("DELETE FROM state_timers WHERE rule_id = ? AND group_key = ? AND due_at = ?",
+                                       (timer.rule_id, timer.group_key, timer.due_at)).rowcount
+                _add(conn, "absence", timer.rule_id, -removed)
 
     # -- pruning -----------------------------------------------------------------------------------
     def prune_detections(self, now: float) -> int:

@@ -228,8 +228,8 @@ class DetectionStateStore(ABC):
         claimer dies becomes due again after the lease. Oldest first."""
 
     @abstractmethod
-    def timer_done(self, timer: Timer) -> None:
-        """Forget a claimed timer after its firing was enqueued (unless it was restarted meanwhile)."""
+    def timers_done(self, timers: list[Timer]) -> None:
+        """Forget claimed timers after their firings were enqueued (a timer restarted meanwhile stays)."""
 
     @abstractmethod
     def prune_detections(self, now: float) -> int:

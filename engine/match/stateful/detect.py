@@ -204,22 +204,28 @@ def timer_decision(store: Any, entry: MemoryRule, timer: Timer, enricher: Enrich
 
 
 def fire_due_timers(store: Any, entries: Mapping[str, MemoryRule], now: float, lease: float,
-                    send: Callable[[Decision], None], enricher: Enricher | None = None) -> int:
-    """Fire every absence timer due at `now` that this process claims: `send(decision)` must enqueue
-    durably (keyed by decision.firing_id); only then is the timer forgotten. How many fired."""
+                    send: Callable[[list[Decision]], None], enricher: Enricher | None = None) -> int:
+    """Fire every absence timer due at `now` that this process claims, a batch at a time: `send(decisions)`
+    must enqueue them durably (keyed by each decision's firing_id); only then are the batch's timers
+    forgotten. How many fired."""
     fired = 0
     while True:
         timers = store.timers_claim(now, lease, TIMER_BATCH)
+        decisions = []
         for timer in timers:
             entry = entries.get(timer.rule_id)
             if entry is None or entry.kind != "absence":
                 log.warning("dropping an absence timer of a rule that is no longer loaded",
                             extra={"rule": timer.rule_id})
-            else:
-                decision = timer_decision(store, entry, timer, enricher)
-                if decision is not None:
-                    send(decision)
-                    fired += 1
-            store.timer_done(timer)
+                continue
+            decision = timer_decision(store, entry, timer, enricher)
+            if decision is not None:
+                log.info("absence timer expired: firing", extra={"rule": timer.rule_id, "firing": decision.firing_id})
+                decisions.append(decision)
+        if decisions:
+            send(decisions)
+            fired += len(decisions)
+        if timers:
+            store.timers_done(timers)
         if len(timers) < TIMER_BATCH:
             return fired

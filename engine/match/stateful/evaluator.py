@@ -114,8 +114,19 @@ class StatefulRules:
                         lease: float = TIMER_LEASE) -> int:
         """The periodic tick for absence rules: every expired timer this process claims fires once (its
         actions enqueued, or handed to `send` for the offline tester); how many fired."""
-        return fire_due_timers(self.store, self.memory, now, lease, lambda d: self._send(d, now, send),
-                               self.enricher)
+        def fire(decisions: list[Decision]) -> None:
+            jobs = []
+            for decision in decisions:
+                if send is not None:
+                    send(decision)
+                elif decision.shadow:
+                    self._send(decision, now, None)
+                else:
+                    jobs += jobs_for(decision.firing_id or decision.rule_id, now, decision)
+            if jobs:
+                self.store.enqueue_jobs(jobs, now)  # one transaction for the batch
+
+        return fire_due_timers(self.store, self.memory, now, lease, fire, self.enricher)
 
     def tick(self, now: float, send: Callable[[Decision], None] | None = None) -> int:
         """Due digests and due absence timers: how many fired."""
