@@ -35,11 +35,10 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.procs import (Proc, forget_deployment, free_port, open_deployment, shared_store,  # noqa: E402
-                         write_bench_config)
-from bench.sink import Sink  # noqa: E402
-from engine import catalog  # noqa: E402
-from engine.verify.signature import sign  # noqa: E402
+from bench.procs import Proc, forget_deployment, free_port, open_deployment, shared_store, write_bench_config
+from bench.sink import Sink
+from engine import catalog
+from engine.verify.signature import sign
 
 SECRET = "bench-secret-" + uuid.uuid4().hex
 RULE = """
@@ -115,7 +114,7 @@ def sqlite_file(url: str | None, workdir: Path) -> str:
 
 def main() -> int:
     if "--saturate" in sys.argv[1:]:  # the saturating mode lives in bench/saturate.py
-        from bench.saturate import main as saturate  # noqa: PLC0415
+        from bench.saturate import main as saturate
 
         return saturate(sys.argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

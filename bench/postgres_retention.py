@@ -16,9 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.e2e import make_event  # noqa: E402
-from bench.procs import forget_deployment, open_deployment  # noqa: E402
-from engine.store.base import IncomingEvent, NewJob  # noqa: E402
+from bench.e2e import make_event
+from bench.procs import forget_deployment, open_deployment
+from engine.store.base import IncomingEvent, NewJob
 
 RATE, DAYS = 100, 30
 

@@ -98,7 +98,7 @@ def shared_store(config: Path, url: str, group: str) -> None:
         f'store: {{url: "{url}"}}', f'store: {{url: "{url}", group: "{group}", spool_dir: spool}}'))
 
 
-def open_deployment(url: str, group: str, folder: Path):  # noqa: ANN201 - a Store
+def open_deployment(url: str, group: str, folder: Path):
     """A store of deployment `group` at `url` (SQLite: the file), for checking what a benchmark stored."""
     from engine.config.settings import StoreConfig
     from engine.store import open_store

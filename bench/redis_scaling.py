@@ -21,10 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.ingest import SECRET, bench_idhooks, make_bodies, requests_for  # noqa: E402
-from bench.loadgen import LoadResult, run_load  # noqa: E402
-from bench.procs import (Proc, forget_deployment, free_port, open_deployment, shared_store,  # noqa: E402
-                         write_bench_config)
+from bench.ingest import SECRET, bench_idhooks, make_bodies, requests_for
+from bench.loadgen import LoadResult, run_load
+from bench.procs import Proc, forget_deployment, free_port, open_deployment, shared_store, write_bench_config
 
 THREADS = 8
 WARMUP = 200

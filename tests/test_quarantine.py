@@ -14,7 +14,7 @@ from engine.receive.app import create_app
 from engine.cli import main
 from engine.config.settings import load_config
 from engine.store import open_store
-from tests.conftest import SECRET, basic_config, sample_event, signed
+from tests.conftest import SECRET, sample_event, signed
 from tests.store_backends import backend_config, backend_params, drop_deployment, store_url
 from tests.redisutil import unique_group
 

@@ -195,8 +195,9 @@ def test_migrate_refuses_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFix
                                        message: str) -> None:
     SQLiteStore(tmp_path / "idhooks.db").close()
     code, out, err = run_migrate(capsys, "--from", source.format(tmp=tmp_path), "--to", to.format(tmp=tmp_path))
-    assert (code, out) == (1, "")
-    assert err == f"idhooks: configuration error:\n{message.format(tmp=tmp_path)}\n"
+    assert (code, out) == (2, "")  # a usage error: the usage line, then the problem
+    assert err.startswith("usage: idhooks migrate ")
+    assert err.endswith(f"\nidhooks migrate: error: {message.format(tmp=tmp_path)}\n")
 
 
 def test_a_password_file_is_for_postgresql_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -204,4 +205,4 @@ def test_a_password_file_is_for_postgresql_only(tmp_path: Path, capsys: pytest.C
     (tmp_path / "pw").write_text("x")
     code, _, err = run_migrate(capsys, "--from", f"sqlite:///{tmp_path}/idhooks.db", "--to", "redis://127.0.0.1/0",
                                "--password-file", str(tmp_path / "pw"))
-    assert (code, err) == (1, "idhooks: configuration error:\n--password-file: only used with a PostgreSQL store\n")
+    assert code == 2 and err.endswith("\nidhooks migrate: error: --password-file: only used with a PostgreSQL store\n")

@@ -8,5 +8,3 @@ REDIS_SCHEMES = ("redis://", "rediss://", "unix://", *SENTINEL_SCHEMES)
 TLS_SCHEMES = ("rediss://", "rediss+sentinel://")
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 """PostgreSQL (engine/store/postgres.py); TLS is chosen by `sslmode` in the URL or by store.ca_file."""
-SHARED_SCHEMES = (*REDIS_SCHEMES, *POSTGRES_SCHEMES)
-"""Backends that several processes share (each with `store.group` and a spool for outages)."""

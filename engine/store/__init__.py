@@ -23,12 +23,12 @@ def open_store(config: StoreConfig) -> Store:
 
         return SQLiteStore(url[len("sqlite:///"):])
     if url.startswith(REDIS_SCHEMES):
-        from engine.store.redis import RedisStore  # noqa: PLC0415 - optional dependency
+        from engine.store.redis import RedisStore
 
         return RedisStore(url, group=config.group, spool_dir=config.spool_dir, ca_file=config.ca_file,
                           cert_file=config.cert_file, key_file=config.key_file)
     if url.startswith(POSTGRES_SCHEMES):
-        from engine.store.postgres import PostgresStore  # noqa: PLC0415 - optional dependency
+        from engine.store.postgres import PostgresStore
 
         return PostgresStore(url, group=config.group, spool_dir=config.spool_dir, password=config.password,
                              ca_file=config.ca_file, cert_file=config.cert_file, key_file=config.key_file)

@@ -124,7 +124,7 @@ class PostgresStore(PostgresStateMixin, PostgresDetectionMixin, PostgresTransfer
             raise
         except (psycopg.Error, OSError) as exc:
             raise self._error(what, exc) from None
-        except Exception as exc:  # noqa: BLE001 - psycopg_pool.PoolTimeout and friends
+        except Exception as exc:
             if type(exc).__module__.startswith("psycopg_pool"):
                 raise self._error(what, exc) from None
             raise

@@ -29,14 +29,14 @@ class PostgresTransferMixin:
             after = tuple(rows[-1][column] for column in order)
 
     def export_events(self, since: float) -> Iterator[StoredEvent]:
-        from engine.store.postgres import _event  # noqa: PLC0415 - postgres.py imports this module
+        from engine.store.postgres import _event  # postgres.py imports this module
 
         for row in self._keyset("exporting events", "events", "received_at >= %s OR status = 'pending'", (since,),
                                 ("received_at", "jti")):
             yield _event(row)
 
     def export_jobs(self) -> Iterator[tuple[Job, float | None]]:
-        from engine.store.postgres import _job  # noqa: PLC0415
+        from engine.store.postgres import _job
 
         for row in self._keyset("exporting jobs", "jobs", "TRUE", (), ("created_at", "id")):
             yield _job(row), row["done_at"]

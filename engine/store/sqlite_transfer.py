@@ -23,14 +23,14 @@ class SQLiteTransferMixin:
             offset += len(rows)
 
     def export_events(self, since: float) -> Iterator[StoredEvent]:
-        from engine.store.sqlite import _event_row  # noqa: PLC0415 - sqlite.py imports this module
+        from engine.store.sqlite import _event_row  # sqlite.py imports this module
 
         for row in self._pages("SELECT * FROM events WHERE received_at >= ? OR status = 'pending' "
                                "ORDER BY received_at, jti", (since,)):
             yield _event_row(row)
 
     def export_jobs(self) -> Iterator[tuple[Job, float | None]]:
-        from engine.store.sqlite import _job_row  # noqa: PLC0415
+        from engine.store.sqlite import _job_row
 
         for row in self._pages("SELECT * FROM jobs ORDER BY created_at, id", ()):
             yield _job_row(row), row["done_at"]

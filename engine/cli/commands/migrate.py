@@ -10,7 +10,7 @@ from pathlib import Path
 from engine.config.durations import parse_duration
 from engine.config.settings import StoreConfig
 from engine.config.storeurl import POSTGRES_SCHEMES, REDIS_SCHEMES, SQLITE_SCHEME
-from engine.errors import ConfigError
+from engine.errors import UsageError
 from engine.secrets import Secret, read_secret_file, redact_url
 
 _URLS = "sqlite:///PATH, redis://HOST:PORT/DB (rediss://, unix://, redis+sentinel://) or postgresql://HOST:5432/DBNAME"
@@ -41,24 +41,24 @@ def _duration(value: str, option: str) -> float:
     try:
         return parse_duration(value)
     except ValueError as exc:
-        raise ConfigError(f"{option}: {exc}") from None
+        raise UsageError(f"{option}: {exc}") from None
 
 
 def _store_config(option: str, url: str, group: str, files: dict[str, Path | None], must_exist: bool) -> StoreConfig:
-    """The StoreConfig of one side; ConfigError naming the option for a bad URL or a missing file."""
+    """The StoreConfig of one side; UsageError naming the option for a bad URL or a missing file."""
     if url.startswith(SQLITE_SCHEME):
         path = Path(url[len(SQLITE_SCHEME):])
         if must_exist and not path.is_file():
-            raise ConfigError(f"{option}: no SQLite store at {path}")
+            raise UsageError(f"{option}: no SQLite store at {path}")
     elif not url.startswith((*REDIS_SCHEMES, *POSTGRES_SCHEMES)):
-        raise ConfigError(f"{option}: expected {_URLS}, got {redact_url(url)!r}")
+        raise UsageError(f"{option}: expected {_URLS}, got {redact_url(url)!r}")
     prefix = "--" if option == "--to" else "--from-"
     for name, path in files.items():
         if path is not None and not path.is_file():
-            raise ConfigError(f"{prefix}{name.replace('_', '-')}: no such file: {path}")
+            raise UsageError(f"{prefix}{name.replace('_', '-')}: no such file: {path}")
     password = files.pop("password_file")
     if password is not None and not url.startswith(POSTGRES_SCHEMES):
-        raise ConfigError(f"{prefix}password-file: only used with a PostgreSQL store")
+        raise UsageError(f"{prefix}password-file: only used with a PostgreSQL store")
     return StoreConfig(url=url, group=group, ca_file=files["ca_file"], cert_file=files["cert_file"],
                        key_file=files["key_file"],
                        password=Secret(read_secret_file(password), str(password)) if password else None)
@@ -71,9 +71,9 @@ def run(args: argparse.Namespace) -> int:
                                {k: getattr(args, f"from_{k}") for k in keys}, must_exist=True)
     target_cfg = _store_config("--to", args.target, args.group, {k: getattr(args, k) for k in keys}, must_exist=False)
     if (source_cfg.url, source_cfg.group) == (target_cfg.url, target_cfg.group):
-        raise ConfigError("--to: the same store as --from (give another URL, or another --group)")
-    from engine.store import open_store  # noqa: PLC0415 - imports the optional redis / psycopg packages
-    from engine.store.migration import migrate  # noqa: PLC0415
+        raise UsageError("--to: the same store as --from (give another URL, or another --group)")
+    from engine.store import open_store
+    from engine.store.migration import migrate
 
     source = open_store(source_cfg)
     try:
