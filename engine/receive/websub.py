@@ -22,8 +22,8 @@ log = logging.getLogger("idhooks.websub")
 
 NOTICE_MODES = ("denied", "hub-error")
 VERIFY_MODES = ("subscribe", "unsubscribe")
-MAX_TOPIC_CHARS = 1024
-"""A longer hub.topic is refused (400); Asgardeo's topics are under 200 characters."""
+MAX_TOPIC_CHARS = 256
+"""A longer hub.topic is refused (400): Asgardeo's topics (tenant, organization id, channel) stay under 200."""
 MAX_REASON_CHARS = 512
 """A notice's hub.reason is kept up to this many characters (marked as cut)."""
 MAX_LEASE_SECONDS = 10 * 365 * 86400
