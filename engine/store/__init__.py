@@ -1,6 +1,7 @@
-"""Store backends chosen by URL: `sqlite:///path` (default), or Redis: `redis://host:port/db`, `rediss://`,
-`unix://` or through Sentinel `redis+sentinel://host:26379/master` (engine/store/redis_connect.py).
-The table of schemes is engine.config.storeurl.STORE_BACKENDS; each backend module has `open_backend()`."""
+"""Store backends chosen by URL: `sqlite:///path` (default); Redis: `redis://host:port/db`, `rediss://`,
+`unix://` or through Sentinel `redis+sentinel://host:26379/master` (engine/store/redis_connect.py); PostgreSQL:
+`postgresql://host:5432/dbname` or `postgres://...` (engine/store/postgres.py). The table of schemes is
+engine.config.storeurl.STORE_BACKENDS; each backend module has `open_backend(StoreConfig)`."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ def open_store(config: StoreConfig) -> Store:
             backend: Any = importlib.import_module(module)
             store: Store = backend.open_backend(config)
             return store
-    raise ConfigError(f"store.url: unsupported store URL {config.url!r}: use sqlite:///PATH or redis://HOST:PORT/DB")
+    raise ConfigError("store.url: unsupported store URL: use sqlite:///PATH, redis://HOST:PORT/DB or "
+                      "postgresql://HOST:5432/DBNAME")
 
 
 @contextmanager
