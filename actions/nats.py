@@ -19,6 +19,7 @@ out to other subjects.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import concurrent.futures
 import re
 import ssl
@@ -38,7 +39,7 @@ SUBJECT_CHARS = 512
 
 def _nats() -> Any:
     try:
-        import nats  # noqa: PLC0415 - optional dependency, imported when a nats destination exists
+        import nats
     except ImportError:
         raise ConfigError("a destination of type nats needs the NATS client: pip install 'idhooks[nats]'") from None
     return nats
@@ -118,7 +119,7 @@ class NatsAction(Action):
         payload = rendered.get("payload")
         data = clean_text(payload).encode("utf-8") if isinstance(payload, str) else json_bytes(payload)
         try:
-            ack = _LoopThread.run(self._publish(subject, data, idempotency_key), self.timeout)
+            ack = _LoopThread.run(self._publish(subject, data, msg_id(idempotency_key)), self.timeout)
         except TimeoutError as exc:
             raise RetryableError(f"nats {subject!r}: {exc}") from None
         self.context.logger.debug("nats stored", extra={"stream": ack.stream, "seq": ack.seq,
@@ -126,7 +127,7 @@ class NatsAction(Action):
 
     async def _publish(self, subject: str, data: bytes, msg_id: str) -> Any:
         nats = _nats()
-        from nats.js import errors as js_errors  # noqa: PLC0415 - see _nats()
+        from nats.js import errors as js_errors
 
         try:
             connection = await self._connection()
@@ -169,7 +170,7 @@ class NatsAction(Action):
         options: dict[str, Any] = {"servers": [str(reveal(s)) for s in self.servers], "name": "idhooks",
                                    "connect_timeout": self.timeout, "allow_reconnect": False}
         if self.credentials is not None:
-            from nats.aio.client import RawCredentials  # noqa: PLC0415 - see _nats()
+            from nats.aio.client import RawCredentials
 
             options["user_credentials"] = RawCredentials(str(reveal(self.credentials)))
         if self.tls:
@@ -189,6 +190,14 @@ class NatsAction(Action):
 
 async def _ignore(exc: Exception) -> None:
     """nats-py reports connection trouble here as well as by raising; the raised error is what counts."""
+
+
+def msg_id(idempotency_key: str) -> str:
+    """The Nats-Msg-Id header value: the idempotency key when it is plain printable ASCII (it carries the event's
+    jti, which the sender chose), else its SHA-256, so no key can add a header line or break the header block."""
+    if len(idempotency_key) <= 256 and all(33 <= ord(c) <= 126 for c in idempotency_key):
+        return idempotency_key
+    return "sha256:" + hashlib.sha256(idempotency_key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def check_subject(value: Any) -> str:

@@ -32,9 +32,9 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.procs import Proc, free_port  # noqa: E402
-from engine import catalog  # noqa: E402
-from engine.verify.signature import sign  # noqa: E402
+from bench.procs import Proc, free_port
+from engine import catalog
+from engine.verify.signature import sign
 
 SECRET = "soak-secret-" + uuid.uuid4().hex
 RULES = """
@@ -70,7 +70,7 @@ class Target:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server API
+            def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 key = self.headers.get("Idempotency-Key", "")
                 mode = misbehave()
@@ -108,7 +108,7 @@ class Target:
                 except OSError:
                     return  # idhooks cut the connection at its deadline
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -306,11 +306,12 @@ def delivered(flaky: Target, slow: Target) -> dict[str, Counter[str]]:
 
 
 def wait_for_delivery(traffic: Traffic, flaky: Target, slow: Target, timeout: float) -> float:
-    """Seconds until every genuine event's job arrived (bounded by `timeout`)."""
+    """Seconds until every accepted event's job (genuine or hostile) arrived (bounded by `timeout`)."""
     started = time.monotonic()
+    wanted = {**traffic.expected, **traffic.accepted_hostile}
     while time.monotonic() - started < timeout:
         by_target = delivered(flaky, slow)
-        if all(by_target[rule][key] for key, rule in traffic.expected.items()):
+        if all(by_target[rule][key] for key, rule in wanted.items()):
             break
         time.sleep(0.5)
     return time.monotonic() - started

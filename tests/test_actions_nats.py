@@ -16,7 +16,7 @@ from typing import Any, Iterator
 import pytest
 
 from actions.base import ActionContext
-from actions.nats import NatsAction, check_subject
+from actions.nats import NatsAction, check_subject, msg_id
 from engine.errors import ConfigError, PermanentError, RetryableError
 from engine.secrets import Secret
 from tests.conftest import free_port
@@ -101,6 +101,14 @@ def test_hostile_payload_text_is_stored_as_is(stream: str) -> None:
     action().send({"subject": f"{stream}.t", "payload": text}, KEY)
     [message] = stored(stream)
     assert message.data == text.replace("\ud800", "\ufffd").encode("utf-8")
+
+
+def test_a_hostile_idempotency_key_cannot_add_a_header(stream: str) -> None:
+    key = "jti\r\nNats-Expected-Stream: OTHER\r\n\r\nx:rule:0"  # the jti part comes from the sender
+    action().send({"subject": f"{stream}.h", "payload": "x"}, key)
+    action().send({"subject": f"{stream}.h", "payload": "x"}, key)
+    [message] = stored(stream)
+    assert message.headers == {"Nats-Msg-Id": msg_id(key)} and msg_id(key).startswith("sha256:")
 
 
 def test_subject_without_a_stream_is_permanent(stream: str) -> None:

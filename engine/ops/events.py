@@ -11,7 +11,7 @@ from engine.catalog import uri_to_alias
 from engine.match.context import claim_uri, collect_claims
 from engine.ops import cursor
 from engine.ops.masking import masked_values, redact
-from engine.store.base import EVENT_STATUSES, Job, Store, StoredEvent
+from engine.store.base import EVENT_STATUSES, Job, Store, StoredEvent  # noqa: F401 - EVENT_STATUSES for engine/api
 
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 50

@@ -132,7 +132,6 @@ class WebhookSink:
             self.on_accepted()
         _json(resp, 202, {"status": result.outcome, "jti": result.envelope.jti})
 
-
     def after_unsubscribe(self, webhook: str, jti: str) -> None:
         """Accept, but warn about and count, an event for a webhook whose every topic was unsubscribed
         (`idhooks subscriptions` lists them): the console may hold a subscription idhooks no longer has."""

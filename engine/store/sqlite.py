@@ -268,7 +268,7 @@ class SQLiteStore(SQLiteStateMixin, SQLiteDetectionMixin, Store):
         pending.done.wait()
         if pending.error is not None:
             raise StoreError(f"could not commit event {event.jti!r}: {pending.error}")
-        return pending.result  # type: ignore[return-value]
+        return str(pending.result)  # set by the writer thread before `done`
 
     def _write_loop(self) -> None:
         conn = self._connect("FULL")
