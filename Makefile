@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-fast test-slow bench soak validate install clean
+.PHONY: run test test-fast test-slow check bench soak validate install clean
 
 # The production install (not editable, no test tools). The Dockerfile runs `python -m pip install` with exactly
 # these arguments; tests/test_docs.py checks that they agree and runs the install.
@@ -33,12 +33,17 @@ run: $(STAMP) var/webhook-secret var/console-token
 	@echo "Web console: http://127.0.0.1:8080/console (log in with the token in var/console-token: cat var/console-token)"
 	$(VENV)/bin/idhooks serve --config config.yaml
 
-# The whole suite: fast tests and the slower real-process / Redis outage / soak runs (~3 minutes).
-test: $(STAMP)
+# The whole suite: lint and type checks, fast tests and the slower real-process / Redis outage / soak runs.
+test: $(STAMP) check
 	$(PY) -m pytest -q
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) check
 	$(PY) -m pytest -m "not slow" -q
+
+# ruff and mypy, configured in pyproject.toml (mypy is strict on the modules listed there).
+check: $(STAMP)
+	$(VENV)/bin/ruff check engine actions tests bench
+	$(VENV)/bin/mypy
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow -q

@@ -118,8 +118,8 @@ def _brief(shown: str) -> str:
     return f": {first}" if first else ""
 
 
-def _reason(exc: Exception) -> str:
+def _reason(exc: BaseException) -> str:
     """The innermost cause of a connection error (e.g. 'Connection refused'), not urllib3's long chain."""
     while exc.__cause__ is not None or exc.__context__ is not None:
-        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+        exc = exc.__cause__ or exc.__context__ or exc
     return str(getattr(exc, "strerror", None) or exc).split("] ")[-1]

@@ -39,7 +39,7 @@ SUBJECT_CHARS = 512
 
 def _nats() -> Any:
     try:
-        import nats  # noqa: PLC0415 - optional dependency, imported when a nats destination exists
+        import nats
     except ImportError:
         raise ConfigError("a destination of type nats needs the NATS client: pip install 'idhooks[nats]'") from None
     return nats
@@ -127,7 +127,7 @@ class NatsAction(Action):
 
     async def _publish(self, subject: str, data: bytes, msg_id: str) -> Any:
         nats = _nats()
-        from nats.js import errors as js_errors  # noqa: PLC0415 - see _nats()
+        from nats.js import errors as js_errors
 
         try:
             connection = await self._connection()
@@ -170,7 +170,7 @@ class NatsAction(Action):
         options: dict[str, Any] = {"servers": [str(reveal(s)) for s in self.servers], "name": "idhooks",
                                    "connect_timeout": self.timeout, "allow_reconnect": False}
         if self.credentials is not None:
-            from nats.aio.client import RawCredentials  # noqa: PLC0415 - see _nats()
+            from nats.aio.client import RawCredentials
 
             options["user_credentials"] = RawCredentials(str(reveal(self.credentials)))
         if self.tls:

@@ -34,11 +34,11 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.procs import Proc, free_port, write_bench_config  # noqa: E402
-from bench.sink import Sink  # noqa: E402
-from engine import catalog  # noqa: E402
-from engine.verify.signature import sign  # noqa: E402
-from engine.store.redis import RedisStore  # noqa: E402
+from bench.procs import Proc, free_port, write_bench_config
+from bench.sink import Sink
+from engine import catalog
+from engine.verify.signature import sign
+from engine.store.redis import RedisStore
 
 SECRET = "bench-secret-" + uuid.uuid4().hex
 RULE = """
@@ -120,7 +120,7 @@ def forget_group(redis: str, group: str, folder: Path) -> None:
 
 def main() -> int:
     if "--saturate" in sys.argv[1:]:  # the saturating mode lives in bench/saturate.py
-        from bench.saturate import main as saturate  # noqa: PLC0415
+        from bench.saturate import main as saturate
 
         return saturate(sys.argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -25,11 +25,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.loadgen import LoadResult, build_request, run_load  # noqa: E402
-from bench.peers import ensure_webhook, start_webhook  # noqa: E402
-from bench.procs import Proc, free_port, write_bench_config  # noqa: E402
-from engine import catalog  # noqa: E402
-from engine.verify.signature import sign  # noqa: E402
+from bench.loadgen import LoadResult, build_request, run_load
+from bench.peers import ensure_webhook, start_webhook
+from bench.procs import Proc, free_port, write_bench_config
+from engine import catalog
+from engine.verify.signature import sign
 
 SECRET = "bench-secret-" + uuid.uuid4().hex
 

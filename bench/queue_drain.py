@@ -23,11 +23,11 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.procs import Proc, free_port, write_bench_config  # noqa: E402
-from bench.sink import Sink  # noqa: E402
-from engine.store.base import NewJob, Store  # noqa: E402
-from engine.store.redis import RedisStore  # noqa: E402
-from engine.store.sqlite import SQLiteStore  # noqa: E402
+from bench.procs import Proc, free_port, write_bench_config
+from bench.sink import Sink
+from engine.store.base import NewJob, Store
+from engine.store.redis import RedisStore
+from engine.store.sqlite import SQLiteStore
 
 DESTINATIONS = ("d0", "d1", "d2", "d3")
 WORKERS = 8

@@ -17,10 +17,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.ingest import SECRET, bench_idhooks, make_bodies, requests_for  # noqa: E402
-from bench.loadgen import LoadResult, run_load  # noqa: E402
-from bench.procs import Proc, free_port, write_bench_config  # noqa: E402
-from engine.store.redis import RedisStore  # noqa: E402
+from bench.ingest import SECRET, bench_idhooks, make_bodies, requests_for
+from bench.loadgen import LoadResult, run_load
+from bench.procs import Proc, free_port, write_bench_config
+from engine.store.redis import RedisStore
 
 THREADS = 8
 WARMUP = 200

@@ -24,10 +24,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine import catalog  # noqa: E402
-from engine.verify.envelope import envelope_from_claims  # noqa: E402
-from engine.match import RuleSet, load_ruleset  # noqa: E402
-from engine.match.enrich import Enricher  # noqa: E402
+from engine import catalog
+from engine.verify.envelope import envelope_from_claims
+from engine.match import RuleSet, load_ruleset
+from engine.match.enrich import Enricher
 
 MEASURED = "login.loginFailed"
 ITEM = "\n        - "  # a new item of `all:` / `any:` in the generated YAML

@@ -32,9 +32,9 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.procs import Proc, free_port  # noqa: E402
-from engine import catalog  # noqa: E402
-from engine.verify.signature import sign  # noqa: E402
+from bench.procs import Proc, free_port
+from engine import catalog
+from engine.verify.signature import sign
 
 SECRET = "soak-secret-" + uuid.uuid4().hex
 RULES = """
@@ -70,7 +70,7 @@ class Target:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server API
+            def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 key = self.headers.get("Idempotency-Key", "")
                 mode = misbehave()
@@ -108,7 +108,7 @@ class Target:
                 except OSError:
                     return  # idhooks cut the connection at its deadline
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

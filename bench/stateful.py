@@ -28,9 +28,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.match.stateful.decide import Observation, evaluate  # noqa: E402
-from engine.match.stateful.specs import StatefulSpec, Threshold  # noqa: E402
-from engine.store.state import NewValueLimits  # noqa: E402
+from engine.match.stateful.decide import Observation, evaluate
+from engine.match.stateful.specs import StatefulSpec, Threshold
+from engine.store.state import NewValueLimits
 
 T0 = 1_700_000_000.0
 SPEC = StatefulSpec(threshold=Threshold(count=5, within=600, group_by=("claims.username",)))
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as folder:
             try:
                 ok = detections(kind, Path(folder), args.redis_url, args.pairs, args.timers) and ok
-            except Exception as exc:  # noqa: BLE001 - no Redis here: say so, keep the SQLite figures
+            except Exception as exc:
                 if kind == "sqlite":
                     raise
                 print(f"new_value / absence (redis): skipped: {type(exc).__name__}: {exc}")

@@ -125,8 +125,3 @@ def sample(name: str) -> dict[str, Any]:
 def sample_names() -> list[str]:
     """Every name `sample()` takes: the aliases, then the variants."""
     return list(entries()) + list(variants())
-
-
-def wire_vector(name: str) -> bytes:
-    """A byte-exact signed body from catalog/wire/ (see catalog/README.md for the signatures)."""
-    return (CATALOG_DIR / "wire" / name).read_bytes()

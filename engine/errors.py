@@ -2,9 +2,11 @@
 
     IdhooksError (Exception)
     ├── ConfigError (ValueError)          config.yaml / rule files are wrong; carries every problem found
+    ├── UsageError                        the command line is wrong: exit 2 with the command's usage line
     ├── RequestError (Exception)          an HTTP request we refuse; `status` is the HTTP status
     │   ├── SignatureError                401: missing, malformed or wrong signature
     │   ├── PayloadError                  400: not UTF-8, not JSON, not a SET envelope
+    │   ├── TopicNotAgreedError           404: a hub verification for a topic the webhook does not agree to
     │   ├── UnsupportedMediaError         415: not application/json
     │   ├── TooLargeError                 413: body above server.max_body_bytes (or an API body bound)
     │   ├── UnauthorizedError             401: the API or console needs a valid token
@@ -36,6 +38,11 @@ class ConfigError(IdhooksError, ValueError):
         super().__init__("\n".join(self.problems))
 
 
+class UsageError(IdhooksError):
+    """The command line itself is wrong (an option's value, a file or name an argument points to that is
+    not there). `idhooks` prints the command's usage line and exits 2, as argparse does for what it checks."""
+
+
 class RequestError(IdhooksError):
     """A request we refuse on purpose. The message is safe to send back to the caller."""
 
@@ -51,6 +58,12 @@ class SignatureError(RequestError):
 
 class PayloadError(RequestError):
     status = 400
+
+
+class TopicNotAgreedError(RequestError):
+    """The subscriber does not agree to this topic (WebSub: answer 404 with no echo)."""
+
+    status = 404
 
 
 class UnsupportedMediaError(RequestError):

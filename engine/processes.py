@@ -184,7 +184,7 @@ class Supervisor:
         return 0
 
     def _forget_metrics(self, pid: int) -> None:
-        from prometheus_client import multiprocess  # noqa: PLC0415 - only the supervisor needs it
+        from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(pid, self.metrics_dir)
 

@@ -56,6 +56,11 @@ def write_config(directory: Path, text: str) -> Path:
     return path
 
 
+def wire_vector(name: str) -> bytes:
+    """A byte-exact signed body from engine/catalog/wire/ (see engine/catalog/README.md for the signatures)."""
+    return (catalog.CATALOG_DIR / "wire" / name).read_bytes()
+
+
 def basic_config(directory: Path, *, port: int = 8080, store_url: str | None = None,
                  rules_dir: str = "rules", extra: str = "") -> Path:
     """A config with one webhook 'asgardeo' (secret SECRET from a file) and the given rules folder."""

@@ -70,14 +70,14 @@ def test_no_valid_recipient_is_permanent(smtp: SmtpPeer) -> None:
     assert smtp.messages == []
 
 
-def test_starttls_and_auth(smtp_tls: SmtpPeer, certificate: tuple[Path, Path]) -> None:  # noqa: F811
+def test_starttls_and_auth(smtp_tls: SmtpPeer, certificate: tuple[Path, Path]) -> None:
     action = mailer(smtp_tls.port, starttls=True, ca_file=str(certificate[0]),
                     username=Secret(SmtpPeer.USER), password=Secret(SmtpPeer.PASSWORD))
     action.send(RENDERED, KEY)
     assert len(smtp_tls.messages) == 1
 
 
-def test_implicit_tls_smtps(certificate: tuple[Path, Path]) -> None:  # noqa: F811
+def test_implicit_tls_smtps(certificate: tuple[Path, Path]) -> None:
     peer = SmtpPeer(certificate, implicit_tls=True)
     try:
         mailer(peer.port, tls=True, ca_file=str(certificate[0]), username=Secret(SmtpPeer.USER),
@@ -88,7 +88,7 @@ def test_implicit_tls_smtps(certificate: tuple[Path, Path]) -> None:  # noqa: F8
 
 
 def test_auth_failure_is_permanent_and_hides_the_password(smtp_tls: SmtpPeer,
-                                                          certificate: tuple[Path, Path]) -> None:  # noqa: F811
+                                                          certificate: tuple[Path, Path]) -> None:
     action = mailer(smtp_tls.port, starttls=True, ca_file=str(certificate[0]),
                     username=Secret(SmtpPeer.USER), password=Secret("wrong-pass-42"))
     with pytest.raises(PermanentError, match=f"SMTP 127.0.0.1:{smtp_tls.port}: login refused: .*535") as failure:

@@ -172,4 +172,4 @@ def test_a_bad_server_processes_is_an_error(tmp_path, value):
     path = write_config(tmp_path, config_text().replace("port: 8080", f"port: 8080, processes: {value}"))
     with pytest.raises(ConfigError) as exc:
         load_config(path, env={"HOOK_SECRET": "x"})
-    assert f"server.processes: expected a whole number >= 1 or 'auto', got" in str(exc.value)
+    assert "server.processes: expected a whole number >= 1 or 'auto', got" in str(exc.value)

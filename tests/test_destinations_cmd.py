@@ -152,6 +152,7 @@ rules:
 def test_unknown_names_are_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     path = config(tmp_path, "  log-only: {type: syslog, host: 127.0.0.1}\n")
     code, out = run(capsys, "destinations", "test", "nope", "--config", path)
-    assert code == 1 and "no destination named 'nope'; configured: log-only" in out
+    assert code == 2 and "no destination named 'nope'; configured: log-only" in out  # usage errors (issue 11)
+    assert "usage: idhooks destinations test " in out
     code, out = run(capsys, "destinations", "test", "log-only", "--event", "login.nope", "--config", path)
-    assert code == 1 and "unknown event 'login.nope'" in out
+    assert code == 2 and "unknown event 'login.nope'" in out

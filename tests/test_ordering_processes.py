@@ -5,7 +5,6 @@ failures (a failing call holds its key back until it succeeds), while different 
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import textwrap

@@ -10,11 +10,10 @@ from pathlib import Path
 import falcon.testing
 import pytest
 
-from engine import catalog
 from engine.receive.app import create_app
 from engine.config.settings import load_config
 from engine.store.sqlite import SQLiteStore
-from tests.conftest import SECRET, basic_config, sample_event, signed, write_config
+from tests.conftest import SECRET, basic_config, sample_event, signed, wire_vector, write_config
 
 HUB_SIG = "sha256=d5f4be6103bf330f97ad10c0f257f5e480821279e28f52e810c150f14760d8ad"
 IS_SIG = "sha256=ce158fda236cb42d138e1ac01afb2fb702bb84df8697e2c815a0a53adc78ed72"
@@ -66,7 +65,7 @@ rules: {paths: [rules/]}
     ("login.loginFailed.hub.body", "X-Hub-Signature", HUB_SIG.upper().replace("SHA256", "sha256")),
 ])
 def test_byte_exact_wire_vectors_verify_and_are_stored(wire_env, vector, header, value):
-    body = catalog.wire_vector(vector)
+    body = wire_vector(vector)
     result = wire_env.post(body, {"Content-Type": "application/json", header: value})
     assert result.status_code == 202, result.text
     assert result.json == {"status": "accepted", "jti": WIRE_JTI}
@@ -75,7 +74,7 @@ def test_byte_exact_wire_vectors_verify_and_are_stored(wire_env, vector, header,
 
 
 def test_a_reserialised_body_no_longer_verifies(wire_env):
-    body = catalog.wire_vector("login.loginFailed.hub.body")
+    body = wire_vector("login.loginFailed.hub.body")
     compact = json.dumps(json.loads(body), separators=(",", ":")).encode()
     result = wire_env.post(compact, {"Content-Type": "application/json", "X-Hub-Signature": HUB_SIG})
     assert result.status_code == 401

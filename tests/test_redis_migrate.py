@@ -125,5 +125,6 @@ def test_migrate_refuses_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFix
                                        message: str) -> None:
     SQLiteStore(tmp_path / "idhooks.db").close()
     code, out, err = run_migrate(capsys, "--from", source.format(tmp=tmp_path), "--to", to, "--group", "never")
-    assert (code, out) == (1, "")
-    assert err == f"idhooks: configuration error:\n{message.format(tmp=tmp_path)}\n"
+    assert (code, out) == (2, "")  # a usage error: the usage line, then the problem (issue 11)
+    assert err.startswith("usage: idhooks migrate ")
+    assert err.endswith(f"\nidhooks migrate: error: {message.format(tmp=tmp_path)}\n")

@@ -2,8 +2,28 @@
 
 from __future__ import annotations
 
-from engine.match.stateful.specs import Digest, StatefulSpec, Suppress, Threshold, parse_stateful
+from typing import Any, Mapping
+
+from engine.config.schema import line_of
 from engine.config.yamlsource import load_yaml_text
+from engine.match.stateful.specs import (STATEFUL_KEYS, Digest, StatefulSpec, Suppress, Threshold, check_combination,
+                                         parse_digest, parse_suppress, parse_threshold)
+
+
+def parse_stateful(rule: Mapping[str, Any]) -> tuple[StatefulSpec | None, list[tuple[int, str]]]:
+    """A whole rule's stateful keys (None when it has none) and every problem, as (line, "where: what")."""
+    problems: list[tuple[int, str]] = []
+
+    def report(line: int, where: str, message: str) -> None:
+        problems.append((line, f"{where}: {message}"))
+
+    present = [key for key in STATEFUL_KEYS if key in rule]
+    if not present:
+        return None, []
+    parsers = {"threshold": parse_threshold, "suppress": parse_suppress, "digest": parse_digest}
+    values = {key: parsers[key](rule[key], line_of(rule, key), report) for key in present}
+    check_combination(present, line_of(rule, "digest"), report)
+    return StatefulSpec(**values), problems
 
 
 def parse(text: str) -> tuple[StatefulSpec | None, list[tuple[int, str]]]:

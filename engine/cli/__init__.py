@@ -10,7 +10,7 @@ import sys
 
 from engine import __version__
 from engine.cli import commands
-from engine.errors import ConfigError, StoreError
+from engine.errors import ConfigError, StoreError, UsageError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,7 +22,18 @@ def build_parser() -> argparse.ArgumentParser:
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         if not info.name.startswith("_"):
             importlib.import_module(f"{commands.__name__}.{info.name}").register(subparsers)
+    _know_yourself(parser)
     return parser
+
+
+def _know_yourself(parser: argparse.ArgumentParser) -> None:
+    """Every (sub)command's parser lands in args.command_parser, for the usage line of a UsageError a
+    command raises after parsing (the deepest subcommand's defaults win)."""
+    parser.set_defaults(command_parser=parser)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _know_yourself(sub)
 
 
 def _tolerant_output() -> None:
@@ -39,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except UsageError as exc:
+        args.command_parser.print_usage(sys.stderr)
+        print(f"{args.command_parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
     except ConfigError as exc:
         print(f"idhooks: configuration error:\n{exc}", file=sys.stderr)
         return 1

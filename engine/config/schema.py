@@ -51,12 +51,13 @@ def suggest(word: Any, options: Iterable[str]) -> str:
 
 
 def setting(default: Any, *, kind: str = "", minimum: float | None = None, maximum: float | None = None,
-            above_zero: bool = False, repr: bool = True) -> Any:
+            above_zero: bool = False, shown: bool = True) -> Any:
     """A dataclass field that is a config key of the same name. `kind`: 'duration', or '' to go by the
-    default's type (bool, int, float, str). Limits apply to numbers and durations."""
+    default's type (bool, int, float, str). Limits apply to numbers and durations; `shown=False` keeps the
+    value out of the dataclass's repr (a URL that may hold a password)."""
     metadata = {"kind": kind or _kind_of(default), "minimum": minimum, "maximum": maximum,
                 "above_zero": above_zero}
-    return dataclasses.field(default=default, metadata={"setting": metadata}, repr=repr)
+    return dataclasses.field(default=default, metadata={"setting": metadata}, repr=shown)
 
 
 def _kind_of(default: Any) -> str:
@@ -231,12 +232,12 @@ class Reader:
             self.add(key, "expected a mapping of keys to values")
         return reader
 
-    def setting(self, field: dataclasses.Field) -> Any:
+    def setting(self, field: dataclasses.Field[Any]) -> Any:
         """One field declared with setting(), read with the field's default."""
         spec = field.metadata["setting"]
         kind, minimum, maximum = spec["kind"], spec["minimum"], spec["maximum"]
         if kind == "boolean":
-            return self.boolean(field.name, field.default)
+            return self.boolean(field.name, bool(field.default))
         if kind == "integer":
             return self.integer(field.name, field.default, minimum=0 if minimum is None else minimum,
                                 maximum=maximum)
@@ -249,7 +250,7 @@ class Reader:
         return value
 
 
-def read_settings(cls: type, reader: Reader, *, extra_keys: Iterable[str] = (), skip: Iterable[str] = ()) -> dict:
+def read_settings(cls: type, reader: Reader, *, extra_keys: Iterable[str] = (), skip: Iterable[str] = ()) -> dict[str, Any]:
     """Every setting() field of dataclass `cls` read from `reader` (defaults from the dataclass), as keyword
     arguments; unknown keys (not a field and not in `extra_keys`) are reported. `skip` names fields the
     caller reads itself."""

@@ -55,7 +55,7 @@ class ServerConfig:
 
 @dataclass(frozen=True)
 class StoreConfig:
-    url: str = setting("sqlite:///var/idhooks.db", repr=False)  # may hold a Redis password
+    url: str = setting("sqlite:///var/idhooks.db", shown=False)  # may hold a Redis password
     group: str = setting("idhooks")
     dedup_window: float = setting(7 * 86400.0, kind="duration")
     retention: float = setting(30 * 86400.0, kind="duration")

@@ -41,7 +41,7 @@ _SafeBase = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 seconds instead of tens of seconds; the pure-Python SafeLoader otherwise. Both keep line marks."""
 
 
-class _Loader(_SafeBase):  # type: ignore[valid-type, misc]
+class _Loader(_SafeBase):  # type: ignore[valid-type, misc]  # a base chosen at import (C or Python)
     """SafeLoader that builds LineDict/LineList; no Python object tags, ever."""
 
 

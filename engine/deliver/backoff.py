@@ -35,7 +35,7 @@ class RetryPolicy:
 
     def wait(self, failed_attempts: int, rng: Callable[[], float]) -> float:
         """Full jitter: uniform in [0, min(maximum, initial * 2**(failed_attempts-1))]."""
-        cap = min(self.maximum, self.initial * 2 ** min(max(failed_attempts - 1, 0), 64))
+        cap: float = min(self.maximum, self.initial * 2.0 ** min(max(failed_attempts - 1, 0), 64))
         return rng() * cap
 
     def next_due(self, failed_attempts: int, created_at: float, now: float, rng: Callable[[], float],

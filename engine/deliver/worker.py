@@ -132,7 +132,7 @@ class DeliveryWorker:
                 generation = self._generation
             try:
                 jobs = self._claim()
-            except Exception:  # noqa: BLE001 - a store hiccup must not kill the worker thread
+            except Exception:
                 log.exception("claiming delivery jobs failed, retrying", extra={"after": self.poll_interval})
                 jobs = []
             if jobs:
@@ -196,7 +196,7 @@ class DeliveryWorker:
         try:
             with deadline(lease_end - time.monotonic()):
                 self.deliver(job)
-        except Exception:  # noqa: BLE001 - the store failed: the job keeps its lease, retried when it expires
+        except Exception:
             log.exception("could not record a delivery attempt", extra={"key": job.key})
 
     # -- one attempt -----------------------------------------------------------------------------
@@ -235,7 +235,7 @@ class DeliveryWorker:
             raise
         except UnicodeError as exc:  # text from the event that no channel can encode: retrying cannot help
             raise PermanentError(f"the {action.name} action cannot encode the message: {exc}") from None
-        except Exception as exc:  # noqa: BLE001 - a plugin bug must not wedge the queue
+        except Exception as exc:
             log.exception("action raised an unexpected error", extra={"key": job.key})
             raise RetryableError(f"unexpected error in the {action.name} action: {type(exc).__name__}: {exc}") \
                 from None

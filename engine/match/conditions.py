@@ -94,7 +94,8 @@ class Leaf(Condition):
             return (lambda found: bool(found)) if operand else (lambda found: not found)
         test = predicate(operator, operand, fold)
         if NEGATED.get(operator, operator) == "contains":  # sees whole lists: element membership
-            holds: Callable[[list[Any]], bool] = lambda found: any(map(test, found))
+            def holds(found: list[Any]) -> bool:
+                return any(map(test, found))
         else:
             holds = _any_value(test, exact_strings(operator, operand, fold))
         if operator in NEGATED:
@@ -140,7 +141,7 @@ class All(Condition):
     def _flat(self) -> tuple[Test, ...]:
         """The tests of the parts in order, nested `all`s flattened (same first miss, fewer calls)."""
         return tuple(test for part in self.parts
-                     for test in (part._flat() if type(part) is All else (part.test,)))  # type: ignore[attr-defined]
+                     for test in (part._flat() if type(part) is All else (part.test,)))  # type: ignore[attr-defined]  # type() is All
 
     def _compile(self) -> Test:
         tests = self._flat()
@@ -331,4 +332,4 @@ def compile_condition(node: Any, where: str, report: Report) -> Condition | None
                                             f"expected one of: {', '.join(allowed)}")
     if any(p is None for p in parts):
         return None
-    return parts[0] if len(parts) == 1 else All(where, parts)  # type: ignore[arg-type]
+    return parts[0] if len(parts) == 1 else All(where, parts)  # type: ignore[arg-type]  # no None: checked above

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from engine.match.conditions import Report
+from engine.config.schema import Report
 
 RuleKeyParser = Callable[[Any, int, Report], Any]
 """parse(raw YAML value, its line, report) -> the compiled value kept in Rule.extra[key]. Every problem

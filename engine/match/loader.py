@@ -14,7 +14,6 @@ import re
 from pathlib import Path
 from typing import Any, Collection, Mapping, Sequence
 
-from engine import catalog
 from engine.config.schema import Reader, suggest
 from engine.config.settings import Config
 from engine.errors import ConfigError

@@ -35,7 +35,7 @@ def plain_steps(expression: str) -> list[str | int] | None:
             return None
         name, index, quoted, double = match.groups()
         if index == "*":
-            steps.append(ALL)  # type: ignore[arg-type]
+            steps.append(ALL)  # type: ignore[arg-type]  # the wildcard sentinel among names and indexes
         else:
             steps.append(int(index) if index is not None else (name or quoted or double or ""))
         position = match.end()

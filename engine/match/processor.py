@@ -166,7 +166,7 @@ class Processor:
                 self.run_once()
             except IdhooksError as exc:
                 log.error("processor: store error, retrying", extra={"error": str(exc)})
-            except Exception:  # noqa: BLE001 - the thread must outlive any bug; leased events return later
+            except Exception:
                 log.exception("processor: unexpected error, retrying")
             if self._wake.wait(self.poll_interval):
                 # Let a burst gather for a few ms: one claim and one completion per batch instead of per

@@ -45,7 +45,7 @@ class CapturePlaceholders(dict):
     def __getitem__(self, name: str) -> str:
         return f"{self.nonce}{name.encode('utf-8').hex()}{self.nonce}"
 
-    def get(self, name: str, default: Any = None) -> str:  # type: ignore[override]
+    def get(self, name: str, default: Any = None) -> str:  # type: ignore[override]  # every name is present
         return self[name]
 
 

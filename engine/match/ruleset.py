@@ -8,7 +8,7 @@ event is always matched against exactly one rule set.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 from engine.verify.envelope import Envelope
 from engine.match.rule_actions import CAPTURE_NONCE_FIELD, CompiledAction, shown_captured
@@ -112,7 +112,7 @@ class RuleSet:
         self._index = RuleIndex([r for r in rules if r.enabled])
 
     def candidates(self, uri: str) -> tuple[Rule, ...]:
-        return self._index.candidates(uri)  # type: ignore[return-value]
+        return cast(tuple[Rule, ...], self._index.candidates(uri))  # the index holds this set's rules
 
     def evaluate(self, envelope: Envelope, uri: str, webhook: str, *, seen: dict | None = None) -> list[Decision]:
         """One decision per candidate rule for `uri`. `seen` collects condition outcomes for coverage."""
@@ -121,4 +121,4 @@ class RuleSet:
     def decide(self, ctx: EvalContext) -> list[Decision]:
         """One decision per candidate rule for the event in `ctx` (which callers may reuse afterwards:
         its lookups and template context are built once per event)."""
-        return [rule.decide(ctx) for rule in self._index.candidates(ctx.uri)]  # type: ignore[attr-defined]
+        return [rule.decide(ctx) for rule in self._index.candidates(ctx.uri)]  # type: ignore[attr-defined]  # the index holds Rules

@@ -60,7 +60,7 @@ class FolderWatcher:
         self._last = current
         try:
             self.on_change()
-        except Exception:  # noqa: BLE001 - a failing reload must not kill the watcher
+        except Exception:
             log.exception("rule reload after a change failed")
         return True
 

@@ -110,7 +110,7 @@ class Intake:
                                 reason=reason, headers=kept, body=body, source=source[:64])
         try:
             result = self.store.quarantine_add(entry, self.quarantine.max_entries, self.quarantine.max_bytes)
-        except Exception:  # noqa: BLE001 - a refused delivery is refused whether or not it can be kept
+        except Exception:
             log.exception("could not quarantine a refused delivery", extra={"webhook": webhook.name})
             return
         if result.evicted:

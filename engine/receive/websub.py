@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Callable, Mapping
 
 from engine.config.settings import WebhookConfig
-from engine.errors import RequestError, StoreError
+from engine.errors import RequestError, StoreError, TopicNotAgreedError
 from engine.store import subscriptions
 from engine.store.base import Store, SubscriptionRecord
 from engine.receive.topics import topic_allowed
@@ -22,18 +22,12 @@ log = logging.getLogger("idhooks.websub")
 
 NOTICE_MODES = ("denied", "hub-error")
 VERIFY_MODES = ("subscribe", "unsubscribe")
-MAX_TOPIC_CHARS = 1024
-"""A longer hub.topic is refused (400); Asgardeo's topics are under 200 characters."""
+MAX_TOPIC_CHARS = 256
+"""A longer hub.topic is refused (400): Asgardeo's topics (tenant, organization id, channel) stay under 200."""
 MAX_REASON_CHARS = 512
 """A notice's hub.reason is kept up to this many characters (marked as cut)."""
 MAX_LEASE_SECONDS = 10 * 365 * 86400
 """A hub.lease_seconds beyond ten years is refused (400) rather than overflowing the expiry time."""
-
-
-class TopicNotAgreed(RequestError):
-    """404: the subscriber does not agree to this topic (WebSub: answer 404 with no echo)."""
-
-    status = 404
 
 
 @dataclass(frozen=True)
@@ -89,7 +83,7 @@ def answer(webhook: WebhookConfig, params: Mapping[str, str], store: Store, now:
     if not topic or not challenge:
         raise RequestError("missing hub.topic or hub.challenge")
     if not agreed:  # refused, not kept (the caller logs and counts it)
-        raise TopicNotAgreed("topic not agreed to")
+        raise TopicNotAgreedError("topic not agreed to")
     lease = _lease(params.get("hub.lease_seconds")) if mode == "subscribe" else None
     expires = now + lease if lease else None
     dropped = subscriptions.record(store, SubscriptionRecord(webhook.name, topic, mode, now, expires, ""),

@@ -22,7 +22,7 @@ def open_store(config: StoreConfig) -> Store:
 
         return SQLiteStore(url[len("sqlite:///"):])
     if url.startswith(REDIS_SCHEMES):
-        from engine.store.redis import RedisStore  # noqa: PLC0415 - optional dependency
+        from engine.store.redis import RedisStore
 
         return RedisStore(url, group=config.group, spool_dir=config.spool_dir, ca_file=config.ca_file,
                           cert_file=config.cert_file, key_file=config.key_file)

@@ -10,6 +10,7 @@ The password is the data nodes' (`requirepass`); the sentinels are asked without
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from engine.errors import ConfigError
@@ -32,7 +33,7 @@ def connect(url: str, *, ca_file: Path | None = None, cert_file: Path | None = N
     """A client for `url` (not yet connected). Over TLS the server's certificate is always verified."""
     if redis_lib is None:
         raise ConfigError("store.url: the Redis store needs the redis package: pip install 'idhooks[redis]'")
-    tls = {name: str(path) for name, path in (("ssl_ca_certs", ca_file), ("ssl_certfile", cert_file),
+    tls: dict[str, Any] = {name: str(path) for name, path in (("ssl_ca_certs", ca_file), ("ssl_certfile", cert_file),
                                               ("ssl_keyfile", key_file)) if path is not None}
     if tls and not url.startswith(TLS_SCHEMES):
         raise ConfigError(f"store: a CA file or client certificate needs a TLS URL (rediss://), got {redact_url(url)}")
@@ -45,7 +46,7 @@ def connect(url: str, *, ca_file: Path | None = None, cert_file: Path | None = N
             raise ConfigError(f"store.url: {redact_url(url)}: {exc}") from None
     sentinels, master, db, username, password = parse_sentinel_url(url)
     if url.startswith(TLS_SCHEMES):
-        tls["ssl"] = True  # type: ignore[assignment]
+        tls["ssl"] = True
     sentinel = Sentinel(sentinels, socket_timeout=2, socket_connect_timeout=2, sentinel_kwargs=dict(tls))
     return sentinel.master_for(master, db=db, username=username, password=password, **common, **tls)
 

@@ -29,7 +29,7 @@ from engine.store.redis_records import num as _num
 try:
     from redis.exceptions import WatchError
 except ImportError:  # pragma: no cover - RedisStore already reports the missing package
-    WatchError = Exception  # type: ignore[assignment,misc]
+    WatchError = Exception  # type: ignore[assignment,misc]  # never raised without redis
 
 SUPPRESS_TRY = """
 local key, ends, now, token = KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[3]

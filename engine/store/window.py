@@ -100,5 +100,5 @@ def _count(state: State, entry: WindowEntry, spec: Threshold) -> WindowResult:
 
 def expires_at(state: State, spec: Threshold) -> float:
     """When the state can be deleted: no acceptable event could share a window with it after this."""
-    newest = max([e[_TIME] for e in state["e"]] + ([state["u"]] if state["u"] is not None else []))
+    newest: float = max([e[_TIME] for e in state["e"]] + ([state["u"]] if state["u"] is not None else []))
     return newest + spec.within + spec.late

@@ -30,8 +30,8 @@ rules:
 """
 
 
-def test_an_attack_in_a_username_reaches_every_channel_as_text(tmp_path: Path, slack_peer: SlackPeer,  # noqa: F811
-                                                                smtp: SmtpPeer, http_peer: HttpPeer) -> None:  # noqa: F811
+def test_an_attack_in_a_username_reaches_every_channel_as_text(tmp_path: Path, slack_peer: SlackPeer,
+                                                                smtp: SmtpPeer, http_peer: HttpPeer) -> None:
     config = basic_config(tmp_path, extra=f"""destinations:
   chat: {{type: slack, webhook_url: "{slack_peer.url}/services/T0/B0/X"}}
   mail: {{type: email, host: 127.0.0.1, port: {smtp.port}, from: idhooks@example.com}}

@@ -71,7 +71,7 @@ def ruleset(tmp_path_factory: pytest.TempPathFactory) -> RuleSet:
     return compile_rule(tmp_path_factory.mktemp("rules"), ACTION, DESTINATION)
 
 
-def deliver(ruleset: RuleSet, smtp: SmtpPeer, field: str, value: str) -> email.message.EmailMessage:  # noqa: F811
+def deliver(ruleset: RuleSet, smtp: SmtpPeer, field: str, value: str) -> email.message.EmailMessage:
     """Render for an event with `value` in `field`, send through aiosmtpd, return the one message received."""
     action = EmailAction("mail", {**DESTINATION["mail"], "port": smtp.port}, ActionContext())
     before = len(smtp.messages)
@@ -82,7 +82,7 @@ def deliver(ruleset: RuleSet, smtp: SmtpPeer, field: str, value: str) -> email.m
     return email.message_from_bytes(raw, policy=email.policy.default)
 
 
-def test_markup_in_event_data_is_text_in_the_html_part(ruleset: RuleSet, smtp: SmtpPeer) -> None:  # noqa: F811
+def test_markup_in_event_data_is_text_in_the_html_part(ruleset: RuleSet, smtp: SmtpPeer) -> None:
     message = deliver(ruleset, smtp, "username", '<script>alert(1)</script><a href="https://evil.example">x</a>')
     html = message.get_body(("html",)).get_content()
     assert "<b>&lt;script&gt;alert(1)&lt;/script&gt;&lt;a href=&#34;https://evil.example&#34;&gt;x&lt;/a&gt;</b>" \
@@ -93,7 +93,7 @@ def test_markup_in_event_data_is_text_in_the_html_part(ruleset: RuleSet, smtp: S
 
 @PROPERTY
 @given(field=st.sampled_from(sorted(FIELDS)), value=HOSTILE)
-def test_any_event_value_in_any_field_stays_inert(ruleset: RuleSet, smtp: SmtpPeer,  # noqa: F811
+def test_any_event_value_in_any_field_stays_inert(ruleset: RuleSet, smtp: SmtpPeer,
                                                   field: str, value: str) -> None:
     message = deliver(ruleset, smtp, field, value)
     v = {k: as_sent(x) for k, x in {**genuine_values(), field: value}.items()}
@@ -111,7 +111,7 @@ def test_any_event_value_in_any_field_stays_inert(ruleset: RuleSet, smtp: SmtpPe
 
 
 def test_the_rule_text_keeps_its_markup_and_a_safe_value_is_the_authors_choice(tmp_path: Path,
-                                                                                 smtp: SmtpPeer) -> None:  # noqa: F811
+                                                                                 smtp: SmtpPeer) -> None:
     ruleset = compile_rule(tmp_path, """\
       - email: {to: mail, subject: s, html: "<h1>{{ '<b>' }}</h1>{{ '<i>trusted</i>' | safe }} {{ username | e }}"}
 """, DESTINATION)

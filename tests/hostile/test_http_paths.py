@@ -73,7 +73,7 @@ def call(ruleset: RuleSet, peer: HttpPeer, field: str, value: str) -> Request | 
 
 @pytest.mark.parametrize("user_id", ["abc?admin=1&x=", "a#frag", "abc/delete", "%2561bc", "a b\r\nX-Admin: 1",
                                      "http://localhost:6379/", "//evil.example/x", "..a", "\ud800"])
-def test_a_user_id_is_one_path_segment(ruleset: RuleSet, http_peer: HttpPeer, user_id: str) -> None:  # noqa: F811
+def test_a_user_id_is_one_path_segment(ruleset: RuleSet, http_peer: HttpPeer, user_id: str) -> None:
     request = call(ruleset, http_peer, "user_id", user_id)
     assert request is not None
     prefix, segment, suffix = request.path.split("/users/")[0], *request.path.split("/users/")[1].split("/", 1)
@@ -85,18 +85,18 @@ def test_a_user_id_is_one_path_segment(ruleset: RuleSet, http_peer: HttpPeer, us
 @pytest.mark.parametrize("user_id", ["..", ".", "%2e%2e", "%252e%252e/x", "../../admin", "%25252e%25252E/x", "\\..\\x",
                                      ""])
 def test_dot_segments_and_empty_segments_are_refused_whatever_their_encoding(
-        ruleset: RuleSet, http_peer: HttpPeer, user_id: str) -> None:  # noqa: F811
+        ruleset: RuleSet, http_peer: HttpPeer, user_id: str) -> None:
     with pytest.raises(PermanentError, match=r"^refused path '/users/"):
         action_for(http_peer).send(render(ruleset, hostile_event("user_id", user_id)), "k")
     assert http_peer.requests == []
 
 
-def test_query_values_stay_query_values(ruleset: RuleSet, http_peer: HttpPeer) -> None:  # noqa: F811
+def test_query_values_stay_query_values(ruleset: RuleSet, http_peer: HttpPeer) -> None:
     request = call(ruleset, http_peer, "username", "x&admin=1#frag ?q=2+3%26")
     assert request is not None and request.query == {"q": ["x&admin=1#frag ?q=2+3%26"], "app": ["Customer Portal"]}
 
 
-def test_an_absolute_url_is_checked_by_scheme_host_and_port(tmp_path: Path, http_peer: HttpPeer,  # noqa: F811
+def test_an_absolute_url_is_checked_by_scheme_host_and_port(tmp_path: Path, http_peer: HttpPeer,
                                                             trap: HttpPeer) -> None:
     """A rule's own absolute URL may call an allowed origin; event data never picks the port."""
     ruleset = compile_rule(tmp_path, f"""\
@@ -116,7 +116,7 @@ def test_an_absolute_url_is_checked_by_scheme_host_and_port(tmp_path: Path, http
 @PROPERTY
 @given(field=st.sampled_from(sorted(FIELDS)), value=HOSTILE)
 def test_any_event_value_in_any_field_goes_only_where_the_rule_says(
-        ruleset: RuleSet, http_peer: HttpPeer, trap: HttpPeer, field: str, value: str) -> None:  # noqa: F811
+        ruleset: RuleSet, http_peer: HttpPeer, trap: HttpPeer, field: str, value: str) -> None:
     v = {k: as_sent(x) for k, x in {**genuine_values(), field: value}.items()}
     request = call(ruleset, http_peer, field, value)
     if request is None:  # refused: only ever for a value that would leave or blur the base path

@@ -62,7 +62,7 @@ def store(tmp_path: Path):
 
 
 def processor_for(tmp_path: Path, store: SQLiteStore, clock=lambda: T0, rules=None) -> tuple[Processor, Metrics]:
-    from engine.match import load_ruleset  # noqa: PLC0415
+    from engine.match import load_ruleset
 
     folder = tmp_path / "rules"
     write_rules(folder, RULES)
@@ -124,7 +124,7 @@ class _Unrecordable:
 
 
 def test_failing_events_are_held_back_alone_retried_then_failed(tmp_path, store, capsys):
-    from engine.match import load_ruleset  # noqa: PLC0415
+    from engine.match import load_ruleset
 
     write_rules(tmp_path / "rules", RULES)
     real = StatefulRules(load_ruleset([tmp_path / "rules"], destinations={}, webhooks=["asgardeo"]), store)

@@ -17,7 +17,6 @@ import requests
 from actions import build_actions
 from actions.base import ActionContext
 from actions.http import HttpAction
-from actions.slack import SlackAction
 from engine.config.settings import all_secrets, load_config
 from engine.errors import ConfigError, PermanentError, RetryableError
 from engine.secrets import Secret
@@ -69,7 +68,7 @@ def test_an_unreachable_inline_webhook_url_is_never_named(tmp_path: Path) -> Non
     assert str(failure.value) == "cannot reach ***: Connection refused"
 
 
-def test_slack_answers_never_name_the_inline_webhook_url(tmp_path: Path, slack_peer: SlackPeer) -> None:  # noqa: F811
+def test_slack_answers_never_name_the_inline_webhook_url(tmp_path: Path, slack_peer: SlackPeer) -> None:
     config = load_config(basic_config(tmp_path, extra=destinations(slack_peer.port)))
     action = build_actions(config.destinations, ActionContext()).get("slack", "security-slack")
     slack_peer.script += [Response(404, f"no_service for {WEBHOOK_PATH}"), Response(500, "rollup_error")]
@@ -80,7 +79,7 @@ def test_slack_answers_never_name_the_inline_webhook_url(tmp_path: Path, slack_p
     assert [r.path for r in slack_peer.requests] == [WEBHOOK_PATH] * 2  # and it was the URL called
 
 
-def test_a_token_in_the_base_url_query_is_sent_and_never_shown(http_peer: HttpPeer) -> None:  # noqa: F811
+def test_a_token_in_the_base_url_query_is_sent_and_never_shown(http_peer: HttpPeer) -> None:
     action = HttpAction("hook", {"type": "http", "base_url": f"{http_peer.url}/trigger?token={TOKEN}"},
                         ActionContext())
     action.send({"path": "/users", "query": {"a": "1"}}, "k")

@@ -71,7 +71,7 @@ def ruleset(tmp_path_factory: pytest.TempPathFactory) -> RuleSet:
 
 
 @pytest.fixture(params=["webhook", "bot"])
-def slack(request: pytest.FixtureRequest, slack_peer: SlackPeer) -> Iterator[tuple[SlackAction, SlackPeer]]:  # noqa: F811
+def slack(request: pytest.FixtureRequest, slack_peer: SlackPeer) -> Iterator[tuple[SlackAction, SlackPeer]]:
     """The action over one of Slack's two contracts, both served by the loopback peer."""
     if request.param == "webhook":
         destination = {"type": "slack", "webhook_url": Secret(f"{slack_peer.url}/services/T0/B0/XX")}
@@ -107,7 +107,7 @@ def test_an_entity_in_event_data_stays_text(ruleset: RuleSet, slack: tuple[Slack
     assert " / &amp;lt;!channel&amp;gt; &amp; co / " in message["text"]
 
 
-def test_a_deliberate_mention_comes_only_from_the_rule_text(tmp_path: Path, slack_peer: SlackPeer) -> None:  # noqa: F811
+def test_a_deliberate_mention_comes_only_from_the_rule_text(tmp_path: Path, slack_peer: SlackPeer) -> None:
     ruleset = compile_rule(tmp_path, """\
       - slack:
           to: security-slack

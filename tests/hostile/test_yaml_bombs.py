@@ -108,5 +108,5 @@ def test_bomb_dropped_into_watched_folder_keeps_last_good_rules_and_memory(tmp_p
     assert requests.post(server.url + "/webhooks/asgardeo", data=body, headers=headers, timeout=10).status_code == 202
     ready = requests.get(server.url + "/readyz", timeout=5)
     assert ready.status_code == 200 and ready.json()["rules"]["count"] == 1
-    from tests.test_reload_process import decisions_of  # noqa: PLC0415 - the same poll as the reload tests
+    from tests.test_reload_process import decisions_of
     assert [d["rule"] for d in decisions_of(tmp_path, event["jti"]) if d["matched"]] == ["good"]

@@ -21,7 +21,7 @@ from engine import catalog
 from engine.cli.commands import add_config_option
 from engine.config.settings import Config, load_config
 from engine.deliver.captures import fill
-from engine.errors import ConfigError, DeliveryError, RetryableError
+from engine.errors import ConfigError, DeliveryError, RetryableError, UsageError
 from engine.match.context import EvalContext
 from engine.match.jobs import jobs_for
 from engine.match.loader import load_for_config
@@ -74,9 +74,9 @@ def _list(config: Config) -> int:
 def _test(config: Config, name: str, alias: str | None) -> int:
     if name not in config.destinations:
         known = ", ".join(sorted(config.destinations)) or "none"
-        raise ConfigError(f"{config.path}: no destination named {name!r}; configured: {known}")
+        raise UsageError(f"{config.path}: no destination named {name!r}; configured: {known}")
     if alias is not None and alias not in catalog.entries():
-        raise ConfigError(f"unknown event {alias!r}: see `idhooks catalog` for the aliases")
+        raise UsageError(f"unknown event {alias!r}: see `idhooks catalog` for the aliases")
     answers: list[requests.Response] = []
     session = outbound_session()
     session.hooks["response"].append(lambda response, *args, **kwargs: answers.append(response))

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from engine.config.durations import parse_duration
-from engine.errors import ConfigError
+from engine.errors import UsageError
 from engine.secrets import redact_url
 from engine.config.storeurl import REDIS_SCHEMES
 
@@ -34,15 +34,15 @@ def _duration(value: str, option: str) -> float:
     try:
         return parse_duration(value)
     except ValueError as exc:
-        raise ConfigError(f"{option}: {exc}") from None
+        raise UsageError(f"{option}: {exc}") from None
 
 
 def _source_path(url: str) -> Path:
     if not url.startswith("sqlite:///"):
-        raise ConfigError(f"--from: expected sqlite:///PATH (migrate copies a SQLite store into Redis), got {url!r}")
+        raise UsageError(f"--from: expected sqlite:///PATH (migrate copies a SQLite store into Redis), got {url!r}")
     path = Path(url[len("sqlite:///"):])
     if not path.is_file():
-        raise ConfigError(f"--from: no SQLite store at {path}")
+        raise UsageError(f"--from: no SQLite store at {path}")
     return path
 
 
@@ -50,16 +50,16 @@ def run(args: argparse.Namespace) -> int:
     retention = _duration(args.retention, "--retention")
     path = _source_path(args.source)
     if not args.target.startswith(REDIS_SCHEMES):
-        raise ConfigError(f"--to: expected redis://HOST:PORT/DB, rediss://..., unix://... or "
+        raise UsageError(f"--to: expected redis://HOST:PORT/DB, rediss://..., unix://... or "
                           f"redis+sentinel://HOST:26379/MASTER_NAME, got {redact_url(args.target)!r}")
-    from engine.store.migration import migrate  # noqa: PLC0415 - imports the optional redis package
-    from engine.store.redis import RedisStore  # noqa: PLC0415
-    from engine.store.sqlite import SQLiteStore  # noqa: PLC0415
+    from engine.store.migration import migrate
+    from engine.store.redis import RedisStore
+    from engine.store.sqlite import SQLiteStore
 
     for option, tls_file in (("--ca-file", args.ca_file), ("--cert-file", args.cert_file),
                              ("--key-file", args.key_file)):
         if tls_file is not None and not tls_file.is_file():
-            raise ConfigError(f"{option}: no such file: {tls_file}")
+            raise UsageError(f"{option}: no such file: {tls_file}")
     target = RedisStore(args.target, group=args.group, ca_file=args.ca_file, cert_file=args.cert_file,
                         key_file=args.key_file)
     source = SQLiteStore(path)

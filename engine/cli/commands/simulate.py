@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import sys
 from typing import Callable
 from urllib.parse import urlsplit
 
 import requests
 
 from engine.offline import simulate
-from engine.errors import ConfigError
+from engine.errors import ConfigError, UsageError
 from engine.secrets import Secret
 
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
@@ -63,14 +62,11 @@ def _positive(kind: type) -> Callable[[str], float]:
 def _check_url(url: str) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(f"--url {url!r}: expected an http:// or https:// URL")
+        raise UsageError(f"--url {url!r}: expected an http:// or https:// URL")
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    try:
-        _check_url(args.url)
-    except ConfigError as exc:
-        return _usage_error("verify", exc)
+    _check_url(args.url)
     report = simulate.verify_subscription(args.url, args.topic, args.mode)
     print(f"GET {args.url} hub.mode={args.mode} hub.topic={args.topic}")
     print(f"challenge:    {report.challenge!r}")
@@ -88,14 +84,14 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def run_send(args: argparse.Namespace) -> int:
+    _check_url(args.url)
+    secret = _secret_from_env(args.secret_env)
     try:
-        _check_url(args.url)
-        secret = _secret_from_env(args.secret_env)
         overrides = [simulate.parse_override(text) for text in args.overrides]
         template = simulate.load_template(args.event)
         simulate.build_event(template, overrides, jti="check", iat_ms=0)  # bad --set paths fail before sending
-    except ConfigError as exc:
-        return _usage_error("send", exc)
+    except ConfigError as exc:  # the event or a --set given on the command line
+        raise UsageError(str(exc)) from None
     results: list[simulate.SendResult] = []
     with requests.Session() as session:
         sender = simulate.EventSender(args.url, secret, args.fmt, session=session)
@@ -125,12 +121,7 @@ def _secret_from_env(name: str) -> Secret:
     if value:
         return Secret(value, source=name)
     if not _ENV_NAME.match(name):
-        raise ConfigError("--secret-env takes the NAME of an environment variable holding the secret (e.g. "
+        raise UsageError("--secret-env takes the NAME of an environment variable holding the secret (e.g. "
                           "--secret-env ASGARDEO_WEBHOOK_SECRET), not the secret itself; no such variable is set")
-    raise ConfigError(f"--secret-env {name}: the environment variable {name} is not set or empty; export the "
+    raise UsageError(f"--secret-env {name}: the environment variable {name} is not set or empty; export the "
                       f"webhook secret in it, e.g. `export {name}=\"$(cat var/webhook-secret)\"`")
-
-
-def _usage_error(action: str, exc: ConfigError) -> int:
-    print(f"idhooks simulate {action}: error: {exc}", file=sys.stderr)
-    return 2

@@ -15,7 +15,7 @@ from engine.cli.commands import add_config_option
 from engine.config.durations import parse_duration
 from engine.config.settings import Config, load_config
 from engine.verify.envelope import envelope_from_claims
-from engine.errors import ConfigError, PayloadError
+from engine.errors import ConfigError, PayloadError, UsageError
 from engine.match.loader import display_path, load_for_config
 from engine.offline.report import decision_lines
 from engine.ops.tryrules import evaluate_envelopes
@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def default_webhook(config: Config, chosen: str | None) -> str:
     if chosen is not None and config.webhook(chosen) is None:
-        raise ConfigError(f"--webhook: no webhook named {chosen!r} in {config.path}")
+        raise UsageError(f"--webhook: no webhook named {chosen!r} in {config.path}")
     return chosen or (config.webhooks[0].name if config.webhooks else "")
 
 

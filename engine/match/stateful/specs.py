@@ -1,7 +1,7 @@
 """The stateful rule keys `threshold`, `suppress` and `digest`, parsed and checked at load time.
 
-Parsing never stops at the first mistake: every problem is returned as `(line, "field.path: message")`
-so the rules loader can prefix `file:line: rule 'id':` and report all of them at once. Group and distinct
+Parsing never stops at the first mistake: every problem goes to `report(line, "field.path", message)` so
+the rules loader can prefix `file:line: rule 'id':` and report all of them at once. Group and distinct
 keys stay as the strings the user wrote; the rules loader compiles them with its own path compiler, so a
 key here means exactly what it means in a `when:` condition.
 """
@@ -9,12 +9,10 @@ key here means exactly what it means in a `when:` condition.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Collection, Mapping
+from typing import Any, Collection
 
-from engine.config.schema import Reader, Report, line_of
+from engine.config.schema import Reader, Report
 from engine.store.state import DEFAULT_LATE, DEFAULT_MAX_GROUPS, Threshold
-
-Problem = tuple[int, str]
 
 MAX_COUNT = 10_000
 """A window keeps fewer than `count` entries per group; this bounds the work per event."""
@@ -118,19 +116,3 @@ def check_combination(present: Collection[str], line: int, report: Report) -> No
             if other in present:
                 report(line, "digest", f"cannot be combined with '{other}': a digest already sends one "
                                        "message per period")
-
-
-def parse_stateful(rule: Mapping[str, Any]) -> tuple[StatefulSpec | None, list[Problem]]:
-    """A whole rule's stateful keys (None when it has none) and every problem, as (line, "where: what")."""
-    problems: list[Problem] = []
-
-    def report(line: int, where: str, message: str) -> None:
-        problems.append((line, f"{where}: {message}"))
-
-    present = [key for key in STATEFUL_KEYS if key in rule]
-    if not present:
-        return None, []
-    parsers = {"threshold": parse_threshold, "suppress": parse_suppress, "digest": parse_digest}
-    values = {key: parsers[key](rule[key], line_of(rule, key), report) for key in present}
-    check_combination(present, line_of(rule, "digest"), report)
-    return StatefulSpec(**values), problems
