@@ -280,7 +280,7 @@ class SQLiteStore(SQLiteStateMixin, SQLiteDetectionMixin, Store):
                 self._commit_batch(self._intake_conn, batch)
         if pending.error is not None:
             raise StoreError(f"could not commit event {event.jti!r}: {pending.error}")
-        return str(pending.result)  # set by the writer thread before `done`
+        return str(pending.result)  # set by the leader that committed it, before `finished`
 
     def _commit_batch(self, conn: sqlite3.Connection, batch: list[_Pending]) -> None:
         try:
