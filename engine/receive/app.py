@@ -148,7 +148,8 @@ class Health:
 
 
 class Ready:
-    """Ready when the store commits a real write and a rule set is loaded; shows reload errors either way."""
+    """Ready when the store commits a real write and a rule set is loaded; shows reload errors either way. A
+    store that spools events while its server is down is ready but "degraded"."""
 
     def __init__(self, store: Store, readiness: Callable[[], dict[str, Any]]) -> None:
         self.store, self.readiness = store, readiness
@@ -157,11 +158,14 @@ class Ready:
         details: dict[str, Any] = {"rules": self.readiness()}
         try:
             self.store.check_writable()
-            details["store"] = "ok"
+            degraded = self.store.degraded()
+            details["store"] = f"degraded: {degraded}" if degraded else "ok"
         except StoreError as exc:
             details["store"] = f"error: {exc}"
-        ready = details["store"] == "ok" and details["rules"].get("loaded", False)
-        _json(resp, 200 if ready else 503, {"status": "ready" if ready else "not ready", **details})
+        # Degraded is still ready: events are kept durably (spooled) and taking traffic away would lose more.
+        ready = not details["store"].startswith("error") and details["rules"].get("loaded", False)
+        status = ("degraded" if details["store"] != "ok" else "ready") if ready else "not ready"
+        _json(resp, 200 if ready else 503, {"status": status, **details})
 
 
 class MetricsEndpoint:

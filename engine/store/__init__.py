@@ -1,5 +1,6 @@
-"""Store backends chosen by URL: `sqlite:///path` (default), or Redis: `redis://host:port/db`, `rediss://`,
-`unix://` or through Sentinel `redis+sentinel://host:26379/master` (engine/store/redis_connect.py)."""
+"""Store backends chosen by URL: `sqlite:///path` (default); Redis: `redis://host:port/db`, `rediss://`,
+`unix://` or through Sentinel `redis+sentinel://host:26379/master` (engine/store/redis_connect.py); PostgreSQL:
+`postgresql://host:5432/dbname` or `postgres://...` (engine/store/postgres.py)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ from typing import Iterator
 from engine.config.settings import StoreConfig
 from engine.errors import ConfigError
 from engine.store.base import Store
-from engine.config.storeurl import REDIS_SCHEMES
+from engine.config.storeurl import POSTGRES_SCHEMES, REDIS_SCHEMES
 
 
 def open_store(config: StoreConfig) -> Store:
-    """The store for `config.url`. Redis is imported only when asked for."""
+    """The store for `config.url`. Redis and PostgreSQL are imported only when asked for."""
     url = config.url
     if url.startswith("sqlite:///"):
         from engine.store.sqlite import SQLiteStore
@@ -26,7 +27,13 @@ def open_store(config: StoreConfig) -> Store:
 
         return RedisStore(url, group=config.group, spool_dir=config.spool_dir, ca_file=config.ca_file,
                           cert_file=config.cert_file, key_file=config.key_file)
-    raise ConfigError(f"store.url: unsupported store URL {url!r}: use sqlite:///PATH or redis://HOST:PORT/DB")
+    if url.startswith(POSTGRES_SCHEMES):
+        from engine.store.postgres import PostgresStore
+
+        return PostgresStore(url, group=config.group, spool_dir=config.spool_dir, password=config.password,
+                             ca_file=config.ca_file, cert_file=config.cert_file, key_file=config.key_file)
+    raise ConfigError("store.url: unsupported store URL: use sqlite:///PATH, redis://HOST:PORT/DB or "
+                      "postgresql://HOST:5432/DBNAME")
 
 
 @contextmanager

@@ -61,6 +61,7 @@ from engine.store.redis_records import (event_fields, event_from_hash, job_field
 from engine.store.spool import Spool
 from engine.store.state_redis import RedisStateMixin
 from engine.store.detections_redis import RedisDetectionMixin
+from engine.store.redis_transfer import RedisTransferMixin
 
 try:
     import redis as redis_lib
@@ -88,7 +89,7 @@ def _job_args(jobs: list[NewJob], now: float) -> list[Any]:
     return args
 
 
-class RedisStore(RedisStateMixin, RedisDetectionMixin, Store):
+class RedisStore(RedisStateMixin, RedisDetectionMixin, RedisTransferMixin, Store):
     """The shared store. `self.redis` is the client and `self.prefix` the deployment's key prefix."""
 
     def __init__(self, url: str, group: str = "idhooks", spool_dir: Path | str | None = None, *,
@@ -150,6 +151,11 @@ class RedisStore(RedisStateMixin, RedisDetectionMixin, Store):
         except StoreError:
             if not self.spool.writable():
                 raise
+
+    def degraded(self) -> str:
+        if self.spool.active:
+            return f"Redis unreachable or catching up: events are spooled to {self.spool.directory}"
+        return ""
 
     # -- events ------------------------------------------------------------------------------------
     def ingest(self, event: IncomingEvent, dedup_window: float) -> str:

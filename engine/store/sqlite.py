@@ -30,6 +30,7 @@ from engine.store.state_sqlite import MIGRATION as STATE_MIGRATION
 from engine.store.state_sqlite import SQLiteStateMixin
 from engine.store.detections_sqlite import MIGRATION as DETECTIONS_MIGRATION
 from engine.store.detections_sqlite import SQLiteDetectionMixin
+from engine.store.sqlite_transfer import SQLiteTransferMixin
 from engine.store.base import (ACCEPTED, DUPLICATE, STALE, IncomingEvent, Job, NewJob, QuarantineEntry,
                                QuarantineResult, Store, StoredEvent, StoreStats, SubscriptionRecord, strict_json)
 
@@ -149,7 +150,7 @@ class _Pending:
         self.error: BaseException | None = None
 
 
-class SQLiteStore(SQLiteStateMixin, SQLiteDetectionMixin, Store):
+class SQLiteStore(SQLiteStateMixin, SQLiteDetectionMixin, SQLiteTransferMixin, Store):
     """The embedded store. `path` is a file; its folder is created when missing."""
 
     def __init__(self, path: str | Path, *, batch_limit: int = 256) -> None:
