@@ -21,7 +21,7 @@ from typing import Any, Mapping
 
 from engine.config.durations import format_duration
 from engine.config.schema import Reader, line_of, read_settings, setting, suggest
-from engine.config.storeurl import POSTGRES_SCHEMES, REDIS_SCHEMES, TLS_SCHEMES
+from engine.config.storeurl import POSTGRES_SCHEMES, STORE_SCHEMES, TLS_SCHEMES
 from engine.config.yamlsource import LineDict, load_yaml_file
 from engine.errors import ConfigError
 from engine.secrets import Secret, find_secrets, read_secret_file, redact_url, url_credentials
@@ -272,7 +272,7 @@ class _Reader:
         url = values["url"]
         if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
             url = "sqlite:///" + str(self.resolve_path(url[len("sqlite:///"):]))
-        elif not url.startswith(("sqlite:///", *REDIS_SCHEMES, *POSTGRES_SCHEMES)):
+        elif not url.startswith(STORE_SCHEMES):
             read.add("url", f"unsupported store URL {url.split(':')[0]!r}: use sqlite:///PATH, redis://HOST:PORT/DB, "
                             "redis+sentinel://HOST:26379/MASTER_NAME or postgresql://HOST:5432/DBNAME")
         if values["retention"] < values["dedup_window"]:

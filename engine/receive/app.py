@@ -116,15 +116,15 @@ class WebhookSink:
         except (RequestError, StoreError) as exc:
             status = exc.status if isinstance(exc, RequestError) else 503
             fields.update(outcome=_OUTCOMES.get(status, "refused"), status=status, reason=str(exc))
-            self.metrics.deliveries.labels(webhook.name, fields["outcome"]).inc()
+            self.metrics.count_received(webhook.name, fields["outcome"])
             raise
         finally:
             fields["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
             if "outcome" in fields:
-                log.warning("delivery refused", extra=fields)
-        self.metrics.deliveries.labels(webhook.name, result.outcome).inc()
+                log.warning("event refused", extra=fields)
+        self.metrics.count_received(webhook.name, result.outcome)
         self.metrics.request_latency.labels(webhook.name).observe(time.perf_counter() - started)
-        log.info("delivery %s", result.outcome, extra={**fields, "outcome": result.outcome,
+        log.info("event %s", result.outcome, extra={**fields, "outcome": result.outcome,
                                                        "jti": result.envelope.jti, "types": result.types,
                                                        "status": 202})
         if result.outcome == "accepted":

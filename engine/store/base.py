@@ -179,7 +179,7 @@ class SubscriptionRecord:
 
 @dataclass(frozen=True)
 class QuarantineEntry:
-    """A refused delivery's raw bytes, kept so a fixed secret can re-verify and ingest it. `source` is the
+    """A refused event's raw bytes, kept so a fixed secret can re-verify and ingest it. `source` is the
     sender's address: a full quarantine evicts from the source holding the most entries."""
 
     id: str

@@ -35,6 +35,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 from engine.errors import StoreError
 from engine.secrets import Secret, redact_url
+from engine.config.settings import StoreConfig
 from engine.store.base import (ACCEPTED, DUPLICATE, STALE, IncomingEvent, Job, NewJob, QuarantineEntry,
                                QuarantineResult, Store, StoredEvent, StoreStats, SubscriptionRecord, strict_json)
 from engine.store.detections_postgres import PostgresDetectionMixin
@@ -535,3 +536,9 @@ class PostgresStore(PostgresStateMixin, PostgresDetectionMixin, PostgresTransfer
             row = cur.fetchone()
             stats.quarantine_entries, stats.quarantine_bytes = row["n"], int(row["total"])
         return stats
+
+
+def open_backend(config: StoreConfig) -> PostgresStore:
+    """The store for a postgresql:// or postgres:// URL (engine.store.open_store)."""
+    return PostgresStore(config.url, group=config.group, spool_dir=config.spool_dir, password=config.password,
+                         ca_file=config.ca_file, cert_file=config.cert_file, key_file=config.key_file)

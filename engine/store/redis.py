@@ -51,6 +51,7 @@ from typing import Any, Iterator, Mapping
 
 from engine.errors import StoreError
 from engine.store import redis_lua
+from engine.config.settings import StoreConfig
 from engine.store.base import (ACCEPTED, STALE, IncomingEvent, Job, NewJob, QuarantineEntry, QuarantineResult,
                                Store, StoredEvent, StoreStats, SubscriptionRecord, strict_json,
                                after, event_order)
@@ -407,3 +408,9 @@ class RedisStore(RedisStateMixin, RedisDetectionMixin, RedisTransferMixin, Store
         stats.events = {k: v for k, v in by_event.items() if v}
         stats.jobs = {k: v for k, v in by_job.items() if v}
         return stats
+
+
+def open_backend(config: StoreConfig) -> RedisStore:
+    """The store for a redis://, rediss://, unix:// or redis+sentinel:// URL (engine.store.open_store)."""
+    return RedisStore(config.url, group=config.group, spool_dir=config.spool_dir, ca_file=config.ca_file,
+                      cert_file=config.cert_file, key_file=config.key_file)
