@@ -9,7 +9,7 @@ WORKDIR /src
 COPY pyproject.toml *.md ./
 COPY engine ./engine
 COPY actions ./actions
-RUN python -m pip install --no-cache-dir '.[redis,nats]'
+RUN python -m pip install --no-cache-dir '.[redis,postgres,nats]'
 
 RUN useradd --system --uid 10001 --home-dir /var/lib/idhooks --create-home idhooks
 WORKDIR /var/lib/idhooks

@@ -8,12 +8,12 @@ STAMP  := $(VENV)/.installed
 
 # The production install (not editable, no test tools). The Dockerfile runs `python -m pip install` with exactly
 # these arguments; tests/test_docs.py checks that they agree and runs the install.
-INSTALL_ARGS := --no-cache-dir '.[redis,nats]'
+INSTALL_ARGS := --no-cache-dir '.[redis,postgres,nats]'
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,redis,nats]'
+	$(PY) -m pip install --quiet -e '.[test,redis,postgres,nats]'
 	touch $(STAMP)
 
 var/webhook-secret:

@@ -90,3 +90,34 @@ rules: {{paths: [rules/]}}
 {extra}
 """)
     return path
+
+
+def shared_store(config: Path, url: str, group: str) -> None:
+    """Make a bench config's store deployment `group` of the shared store at `url` (Redis or PostgreSQL)."""
+    config.write_text(config.read_text().replace(
+        f'store: {{url: "{url}"}}', f'store: {{url: "{url}", group: "{group}", spool_dir: spool}}'))
+
+
+def open_deployment(url: str, group: str, folder: Path):
+    """A store of deployment `group` at `url` (SQLite: the file), for checking what a benchmark stored."""
+    from engine.config.settings import StoreConfig
+    from engine.store import open_store
+
+    return open_store(StoreConfig(url=url, group=group, spool_dir=folder / "check-spool"))
+
+
+def forget_deployment(url: str, group: str, folder: Path) -> None:
+    """Delete benchmark deployment `group` from a shared store: its Redis keys, or its PostgreSQL schema."""
+    if url.startswith("sqlite:///"):
+        return
+    store = open_deployment(url, group, folder)
+    try:
+        if hasattr(store, "redis"):
+            keys = list(store.redis.scan_iter(match=store.prefix + "*", count=1000))
+            if keys:
+                store.redis.delete(*keys)
+        else:
+            with store._tx("dropping a benchmark schema") as cur:
+                cur.execute(f'DROP SCHEMA IF EXISTS "{store.schema}" CASCADE')
+    finally:
+        store.close()

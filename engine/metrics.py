@@ -25,16 +25,22 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 6
 
 
 class Metrics:
-    """Every metric idhooks exposes."""
+    """Every metric idhooks exposes. "Received" is inbound (an event POST from the hub); "delivery" and
+    "action" are outbound (a job sent to a destination)."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._store_collectors: list[StoreCollector] = []
         r = self.registry
-        self.deliveries = Counter("idhooks_deliveries_received_total",
-                                  "Webhook deliveries received, by webhook and outcome "
-                                  "(accepted, duplicate, conflict, stale, bad_signature, bad_payload, too_large, "
-                                  "unsupported_media, store_error).", ["webhook", "outcome"], registry=r)
+        outcomes = ("(accepted, duplicate, conflict, stale, bad_signature, bad_payload, too_large, "
+                    "unsupported_media, store_error)")
+        self.received = Counter("idhooks_events_received_total",
+                                f"Event POSTs received from the hub, by webhook and outcome {outcomes}.",
+                                ["webhook", "outcome"], registry=r)
+        self.received_alias = Counter("idhooks_deliveries_received_total",
+                                      "Deprecated alias of idhooks_events_received_total (same values), kept for "
+                                      "one release: 'delivery' now means only an outbound job.",
+                                      ["webhook", "outcome"], registry=r)
         self.events = Counter("idhooks_events_total", "Accepted events by event type alias (or 'unknown').",
                               ["type"], registry=r)
         self.event_failures = Counter("idhooks_event_failures_total",
@@ -86,6 +92,11 @@ class Metrics:
                                     ["rule", "bound"], registry=r)
         self.verifications = Counter("idhooks_subscription_verifications_total",
                                      "Hub verification requests by webhook and mode.", ["webhook", "mode"], registry=r)
+
+    def count_received(self, webhook: str, outcome: str) -> None:
+        """One event POST from the hub, under the new name and its deprecated alias."""
+        self.received.labels(webhook, outcome).inc()
+        self.received_alias.labels(webhook, outcome).inc()
 
     def watch_store(self, stats: Callable[[], object], last_accepted: Callable[[], dict[str, float]],
                     records: Callable[[], list[SubscriptionRecord]] = list) -> None:

@@ -44,7 +44,8 @@ DIGEST_TICK = 10.0
 
 RESTART_SETTINGS = {"server": ("host", "port", "threads", "log_format", "connection_limit", "channel_timeout",
                                "cleanup_interval", "max_request_header_size", "trusted_proxy", "processes"),
-                    "store": ("url", "group", "dedup_window", "spool_dir", "ca_file", "cert_file", "key_file"),
+                    "store": ("url", "group", "dedup_window", "spool_dir", "ca_file", "cert_file", "key_file",
+                              "password"),
                     "quarantine": ("max_entries", "max_bytes"),
                     "metrics": ("listen", "token"),
                     "api": ("listen",)}
@@ -169,6 +170,7 @@ class Service:
         if resumed:
             log.warning("resuming work leased by a previous process", extra={"leases": resumed})
         self.processor.start()
+        self.store.on_new_jobs(self.worker.notify)  # other processes' new jobs wake this one's workers
         self.worker.start()
         if self.config.get().rules.watch:
             self.watcher.start()

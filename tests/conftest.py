@@ -198,3 +198,41 @@ def provide_secret_files(text: str, folder: Path) -> str:
 def env_names(text: str) -> set[str]:
     """The ${VAR} names a config text reads."""
     return set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", text))
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A database of this test session's own on the machine's PostgreSQL (tests.pgutil.ADMIN_URL), dropped at the
+    end; None-safe: the first test that needs it skips (or fails in CI) when no server answers."""
+    from tests.pgutil import ADMIN_URL, admin, with_database
+
+    name = f"idhooks_test_{uuid.uuid4().hex[:12]}"
+    try:
+        admin(ADMIN_URL, f"CREATE DATABASE {name}")
+    except Exception as exc:  # noqa: BLE001 - any failure means "no usable PostgreSQL here"
+        yield f"unavailable: {ADMIN_URL} does not answer: {exc}"
+        return
+    yield with_database(ADMIN_URL, name)
+    admin(ADMIN_URL, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def postgres_available(postgres_database: str) -> str:
+    """The URL of the session's test database; skips with a reason when no server answers, fails in CI
+    (IDHOOKS_REQUIRE_POSTGRES)."""
+    from tests.pgutil import unavailable
+
+    if postgres_database.startswith("unavailable: "):
+        unavailable(postgres_database.removeprefix("unavailable: "))
+    return postgres_database
+
+
+@pytest.fixture
+def postgres_store(postgres_available: str, tmp_path: Path) -> Iterator[Any]:
+    """A PostgresStore of a new deployment (its own schema) in the session's database; dropped afterwards."""
+    from tests.pgutil import drop_group, open_postgres_store
+
+    store = open_postgres_store(postgres_available, tmp_path / "postgres-spool")
+    yield store
+    drop_group(store)
+    store.close()

@@ -140,12 +140,12 @@ destinations:
     assert [r.status_code for r in responses] == [202, 401, 400, 200, 200]
     for text in [stream.getvalue(), json_stream.getvalue()] + [r.text for r in responses]:
         assert SECRET_VALUE not in text
-    assert "delivery accepted" in stream.getvalue()
+    assert "event accepted" in stream.getvalue()
 
 
 def test_log_lines_cannot_be_forged_by_event_data():
     record = logging.makeLogRecord({"name": "idhooks.http", "levelname": "INFO", "levelno": 20,
-                                    "msg": "delivery %s", "args": ("accepted",),
+                                    "msg": "event %s", "args": ("accepted",),
                                     "jti": "abc\nFAKE ERROR injected\r\nmore"})
     for formatter in (TextFormatter(), JsonFormatter()):
         line = formatter.format(record)

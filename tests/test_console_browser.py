@@ -34,7 +34,7 @@ def live(tmp_path_factory: pytest.TempPathFactory, target: HttpPeer) -> Iterator
                      (DEAD_USER, "192.0.2.1"), (DEAD_USER, "192.0.2.2")):
         console.send(login_event(name, ip=ip))
     console.send(sample_event("user.userCreated"))
-    console.send(sample_event(), secret="a-wrong-secret")  # one refused delivery for the quarantine
+    console.send(sample_event(), secret="a-wrong-secret")  # one refused event for the quarantine
     console.wait(lambda: len(console.api("/deliveries?status=dead")["items"]) == 2, "two dead letters")
     yield console
     console.stop()

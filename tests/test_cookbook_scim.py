@@ -25,9 +25,9 @@ from engine.metrics import Metrics
 from engine.runtime import Current
 from engine.secrets import Secret
 from engine.store.base import IncomingEvent, Job, Store
-from engine.store.sqlite import SQLiteStore
+from tests.store_backends import backend_params, config_for, open_backend
 from engine.cli import main
-from tests.conftest import ROOT, redis_url, sample_event
+from tests.conftest import ROOT, sample_event
 from tests.rules_support import load
 from tests.service_peers import ScimPeer
 
@@ -41,14 +41,10 @@ def recipe() -> str:
     return re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=backend_params())
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        db: Store = SQLiteStore(tmp_path / "idhooks.db")
-        yield db
-        db.close()
-        return
-    yield request.getfixturevalue("redis_store")
+    with open_backend(request.param, request, tmp_path) as opened:
+        yield opened
 
 
 @pytest.fixture
@@ -176,12 +172,7 @@ def test_a_failing_create_holds_the_users_later_calls_until_it_is_a_dead_letter(
 
 
 def store_config(store: Store, tmp_path: Path) -> str:
-    config = tmp_path / "config.yaml"
-    if isinstance(store, SQLiteStore):
-        config.write_text(f'store: {{url: "sqlite:///{store.path}"}}\n')
-    else:
-        config.write_text(f'store: {{url: "{redis_url()}", group: "{store.group}", spool_dir: spool}}\n')
-    return str(config)
+    return str(config_for(store, tmp_path / "config.yaml"))
 
 
 def deliveries(store: Store, tmp_path: Path, capsys: pytest.CaptureFixture) -> list[dict[str, Any]]:

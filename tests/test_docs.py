@@ -257,3 +257,5 @@ def test_the_install_command_builds_a_working_package(tmp_path: Path) -> None:
     module_path, listing = result.stdout.split("\n", 1)
     assert module_path.startswith(str(target))
     assert len(json.loads(listing)) == 27
+    [login] = [entry for entry in json.loads(listing) if entry["alias"] == "login.loginFailed"]
+    assert login["variants"] == ["login.loginFailed/no-flow-fields"]  # the variants are package data too

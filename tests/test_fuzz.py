@@ -1,6 +1,6 @@
 """Property-based fuzzing of everything that reads untrusted input: the body parser, the signed intake and
 the rule evaluation of the shipped rules. Whatever arrives, the answer is a deliberate status (never a 500),
-a refused delivery stores no event, and an accepted event is evaluated without an exception into jobs that
+a refused POST stores no event, and an accepted event is evaluated without an exception into jobs that
 can be stored. The default run tries a few hundred inputs; the `slow` run (part of `make test`) thousands."""
 
 from __future__ import annotations

@@ -52,3 +52,20 @@ def test_actions_use_only_the_low_level_engine_helpers() -> None:
     wrong = [f"{path.relative_to(ROOT)} imports {name}" for path in modules("actions") for name in imports_of(path)
              if name.startswith("engine.") and not name.startswith(ACTIONS_MAY_USE)]
     assert wrong == []
+
+
+def test_every_store_backend_is_one_module_named_in_one_table(tmp_path: Path) -> None:
+    """docs/architecture.md: a store backend is a module with open_backend(), listed in STORE_BACKENDS."""
+    import importlib
+
+    from engine.config.settings import StoreConfig
+    from engine.config.storeurl import STORE_BACKENDS
+    from engine.store import open_store
+
+    for module in STORE_BACKENDS.values():
+        assert callable(importlib.import_module(module).open_backend), module
+    store = open_store(StoreConfig(url=f"sqlite:///{tmp_path / 'x.db'}"))
+    try:
+        assert store.schema_version() >= 1
+    finally:
+        store.close()

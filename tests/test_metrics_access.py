@@ -46,3 +46,20 @@ def test_metrics_on_their_own_listen_address_only(tmp_path, serve):
     scraped = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5)
     assert scraped.status_code == 200
     assert 'idhooks_deliveries_received_total{outcome="accepted",webhook="asgardeo"} 1.0' in scraped.text
+
+
+def test_received_events_are_counted_under_the_new_name_and_the_deprecated_alias(tmp_path):
+    """Issue 11: 'delivery' names only outbound jobs; the inbound counter is idhooks_events_received_total, and
+    idhooks_deliveries_received_total stays exported with the same values for one release."""
+    client, store = client_for(tmp_path, "")
+    try:
+        body, headers = signed(sample_event())
+        assert client.simulate_post("/webhooks/asgardeo", body=body, headers=headers).status_code == 202
+        assert client.simulate_post("/webhooks/asgardeo", body=body, headers=headers).json["status"] == "duplicate"
+        scraped = client.simulate_get("/metrics").text
+        for name in ("idhooks_events_received_total", "idhooks_deliveries_received_total"):
+            assert f'{name}{{outcome="accepted",webhook="asgardeo"}} 1.0' in scraped
+            assert f'{name}{{outcome="duplicate",webhook="asgardeo"}} 1.0' in scraped
+        assert "# HELP idhooks_deliveries_received_total Deprecated alias of idhooks_events_received_total" in scraped
+    finally:
+        store.close()

@@ -1,5 +1,5 @@
 """Refused deliveries are quarantined (bounded) and can be re-verified after the secret is fixed; the same on
-the SQLite and the Redis store."""
+every store backend."""
 
 from __future__ import annotations
 
@@ -14,26 +14,21 @@ from engine.receive.app import create_app
 from engine.cli import main
 from engine.config.settings import load_config
 from engine.store import open_store
-from tests.conftest import SECRET, basic_config, sample_event, signed
-from tests.redisutil import delete_group, open_redis_store, redis_config, unique_group
+from tests.conftest import SECRET, sample_event, signed
+from tests.store_backends import backend_config, backend_params, drop_deployment, store_url
+from tests.redisutil import unique_group
 
 
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=backend_params())
 def config_for(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[str], Path]]:
     """Writes a config (with `extra` settings) on each store backend."""
-    group = unique_group()
-    url = request.getfixturevalue("redis_available") if request.param == "redis" else ""
+    group, url = unique_group(), store_url(request, request.param)
 
     def write(extra: str = "") -> Path:
-        if request.param == "sqlite":
-            return basic_config(tmp_path, extra=extra)
-        return redis_config(tmp_path, url, group, 8080, extra=extra)
+        return backend_config(request.param, tmp_path, url, group, extra=extra)
 
     yield write
-    if request.param == "redis":
-        store = open_redis_store(url, tmp_path / "cleanup", group)
-        delete_group(store)
-        store.close()
+    drop_deployment(request.param, url, group, tmp_path / "cleanup")
 
 
 def make_client(config_path: Path):

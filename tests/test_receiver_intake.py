@@ -177,6 +177,7 @@ BAD_PAYLOADS = [
     (b"[1, 2]", "expected a JSON object"),
     (b'{"iat": 1, "events": {"u": {}}}', "missing or empty 'jti'"),
     (b'{"jti": 7, "iat": 1, "events": {"u": {}}}', "missing or empty 'jti'"),
+    (b'{"jti": "a\\u0000b", "iat": 1, "events": {"u": {}}}', "'jti' contains a NUL character"),
     (b'{"jti": "a", "iat": "1767604498120", "events": {"u": {}}}', "non-numeric 'iat'"),
     (b'{"jti": "a", "iat": true, "events": {"u": {}}}', "non-numeric 'iat'"),
     (b'{"jti": "a", "iat": 253402300800000, "events": {"u": {}}}', "'iat' 253402300800000 is not a time"),

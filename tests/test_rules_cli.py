@@ -17,7 +17,8 @@ from engine.match.loader import load_for_config
 from engine.store import open_store
 from engine.store.base import IncomingEvent
 from tests.conftest import basic_config, sample_event
-from tests.redisutil import delete_group, open_redis_store, redis_config, unique_group
+from tests.store_backends import backend_config, backend_params, drop_deployment, store_url
+from tests.redisutil import unique_group
 from tests.rules_support import write_rules
 
 RULES = """
@@ -46,19 +47,17 @@ def project(tmp_path: Path) -> Path:
     return config
 
 
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=backend_params())
 def stored_project(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
-    """`project` on each store backend: the commands that read stored events work the same on both."""
+    """`project` on each store backend: the commands that read stored events work the same on all."""
     if request.param == "sqlite":
         yield request.getfixturevalue("project")
         return
-    url, group = request.getfixturevalue("redis_available"), unique_group()
-    config = redis_config(tmp_path, url, group, port=8080)
+    url, group = store_url(request, request.param), unique_group()
+    config = backend_config(request.param, tmp_path, url, group)
     write_rules(tmp_path / "rules", RULES)
     yield config
-    store = open_redis_store(url, tmp_path / "cleanup", group)
-    delete_group(store)
-    store.close()
+    drop_deployment(request.param, url, group, tmp_path / "cleanup")
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:

@@ -1,8 +1,8 @@
 """The DetectionStateStore contract (engine/store/state.py) on every backend: sequences, new
 values and absence timers, including a restart of the store in the middle of a sequence and of a timer.
 
-A new backend joins by adding a parameter to `opener` that returns a function opening a fresh handle on
-the same durable store (as a restarted process would)."""
+A new backend joins by adding a branch to `opener` (its parameters come from tests/store_backends.py) that
+returns a function opening a fresh handle on the same durable store (as a restarted process would)."""
 
 from __future__ import annotations
 
@@ -15,14 +15,16 @@ import pytest
 from engine.store.state import NewValueLimits, SequenceEvent, SequenceLimits
 from engine.store.state import (ADVANCED, CAPPED, COMPLETED, DUPLICATE, IGNORED, KNOWN, LEARNING, NEW,
                                          REPLAYED, RESET, RUNNING, STARTED)
+from engine.store.postgres import PostgresStore
 from engine.store.redis import RedisStore
 from engine.store.sqlite import SQLiteStore
+from tests.store_backends import backend_params
 
 T0 = 1_700_000_000.0
 LIMITS = SequenceLimits(counts=(3, 1), within=900.0, max_groups=100)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=backend_params())
 def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Any]]:
     """Opens a handle on one durable store; every handle opened is closed at the end."""
     opened: list[Any] = []
@@ -30,17 +32,27 @@ def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[
         def open_store() -> Any:
             opened.append(SQLiteStore(tmp_path / "state.db"))
             return opened[-1]
-    else:
+    elif request.param == "redis":
         url, group = request.getfixturevalue("redis_available"), f"test-detect-{uuid.uuid4().hex[:12]}"
 
         def open_store() -> Any:
             opened.append(RedisStore(url, group=group, spool_dir=tmp_path / f"spool{len(opened)}"))
+            return opened[-1]
+    else:
+        url, group = request.getfixturevalue("postgres_available"), f"test-detect-{uuid.uuid4().hex[:12]}"
+
+        def open_store() -> Any:
+            opened.append(PostgresStore(url, group=group, spool_dir=tmp_path / f"spool{len(opened)}"))
             return opened[-1]
     yield open_store
     if request.param == "redis" and opened:
         keys = list(opened[0].redis.scan_iter(match=f"{opened[0].prefix}*", count=1000))
         if keys:
             opened[0].redis.delete(*keys)
+    if request.param == "postgres" and opened:
+        from tests.pgutil import drop_group
+
+        drop_group(opened[-1])
     for store in opened:
         store.close()
 

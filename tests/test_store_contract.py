@@ -1,5 +1,5 @@
-"""One contract suite, run against every store backend (SQLite and Redis): what one backend does, the
-other must do too, so a deployment can switch backends (or migrate) without a change in behaviour."""
+"""One contract suite, run against every store backend (SQLite, Redis and PostgreSQL: tests/store_backends.py): what
+one backend does, the others must do too, so a deployment can switch backends (or migrate) without a change in behaviour."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ import pytest
 from engine.errors import StoreError
 from engine.store.base import (ACCEPTED, DUPLICATE, STALE, IncomingEvent, NewJob, QuarantineEntry, Store,
                                SubscriptionRecord)
+from engine.store.postgres import PostgresStore
+from engine.store.postgres_schema import MIGRATIONS as POSTGRES_MIGRATIONS
 from engine.store.redis import SCHEMA_VERSION, RedisStore
 from engine.store.sqlite import _MIGRATIONS, SQLiteStore
 from tests.store_backends import backend_params, open_backend
@@ -26,7 +28,7 @@ LEASE = 30.0
 
 @pytest.fixture(params=backend_params(variants=True))
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    """Each backend of tests/store_backends.py: SQLite, Redis, and Redis over TLS (rediss://)."""
+    """Each backend of tests/store_backends.py: SQLite, Redis, PostgreSQL, and Redis over TLS (rediss://)."""
     with open_backend(request.param, request, tmp_path) as backend:
         yield backend
 
@@ -48,7 +50,7 @@ def job_for(store: Store, key: str, destination: str = "slack", at: float = T0) 
 
 # -- life cycle ------------------------------------------------------------------------------------
 def test_schema_version_and_writable(store: Store) -> None:
-    newest = SCHEMA_VERSION if isinstance(store, RedisStore) else len(_MIGRATIONS)
+    newest = {RedisStore: SCHEMA_VERSION, PostgresStore: len(POSTGRES_MIGRATIONS)}.get(type(store), len(_MIGRATIONS))
     assert store.schema_version() == newest
     store.check_writable()
 
@@ -60,6 +62,12 @@ def test_a_store_written_by_a_newer_idhooks_is_refused(store: Store, tmp_path: P
             store.reopen(tmp_path / "spool")
         where = f"{store.url} (group {store.group!r})"
         ours = SCHEMA_VERSION
+    elif isinstance(store, PostgresStore):
+        with store._tx("test") as cur:
+            cur.execute("UPDATE idhooks_meta SET version = 99")
+        with pytest.raises(StoreError) as err:
+            store.reopen(tmp_path / "spool")
+        where, ours = f"{store.url} (group {store.group!r})", len(POSTGRES_MIGRATIONS)
     else:
         with store._tx() as conn:
             conn.execute("PRAGMA user_version = 99")
@@ -224,10 +232,11 @@ def test_a_dead_workers_jobs_are_reclaimed_once_the_lease_ends(store: Store) -> 
     the caller's `now`; a real short lease makes both mean the same."""
     lease = 1.0
     job = job_for(store, "k1", at=time.time())
+    claiming = time.time()  # the lease starts after this ...
     assert [j.id for j in store.claim_jobs("w1", lease, 10, time.time())] == [job]
-    held_from = time.time()  # the lease started before this
+    held_from = time.time()  # ... and before this
     during = store.claim_jobs("w2", lease, 10, time.time())
-    if time.time() < held_from + lease:  # (a machine stalled for the whole lease proves nothing here)
+    if time.time() < claiming + lease:  # (a machine stalled for the whole lease proves nothing here)
         assert during == []
     time.sleep(max(0.0, held_from + lease + 0.1 - time.time()))
     # w1 died holding it: w2 takes it over, and only one worker gets it

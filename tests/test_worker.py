@@ -1,4 +1,4 @@
-"""The delivery worker with each real store (SQLite, and Redis with its stream queue) and real loopback targets;
+"""The delivery worker with each real store (SQLite, Redis with its stream queue, PostgreSQL) and real loopback targets;
 time is an injected clock. The `deliveries` and `deadletters` commands are run against both stores."""
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from engine.runtime import Current
 from engine.metrics import Metrics
 from engine.secrets import Secret
 from engine.store.base import Job, NewJob, Store
-from engine.store.sqlite import SQLiteStore
 from engine.deliver.worker import DeliveryWorker
-from tests.conftest import ROOT, redis_url
+from tests.store_backends import backend_params, config_for, open_backend
+from tests.conftest import ROOT
 from tests.peers import HttpPeer, Response, http_peer  # noqa: F401 - fixture
 
 DELIVERY = DeliveryConfig(workers=3, lease=30, retry_for=600, backoff_initial=5, backoff_max=60,
@@ -36,24 +36,15 @@ class Clock:
         return self.now
 
 
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=backend_params())
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        db: Store = SQLiteStore(tmp_path / "var" / "idhooks.db")
-        yield db
-        db.close()
-        return
-    yield request.getfixturevalue("redis_store")
+    with open_backend(request.param, request, tmp_path) as opened:
+        yield opened
 
 
 def store_config(store: Store, tmp_path: Path) -> Path:
     """A config.yaml that opens `store`, for running commands against it."""
-    config = tmp_path / "config.yaml"
-    if isinstance(store, SQLiteStore):
-        config.write_text(f'store: {{url: "sqlite:///{store.path}"}}\n')
-    else:
-        config.write_text(f'store: {{url: "{redis_url()}", group: "{store.group}", spool_dir: spool}}\n')
-    return config
+    return config_for(store, tmp_path / "config.yaml")
 
 
 def actions_for(**urls: str) -> ActionSet:

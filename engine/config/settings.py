@@ -21,7 +21,7 @@ from typing import Any, Mapping
 
 from engine.config.durations import format_duration
 from engine.config.schema import Reader, line_of, read_settings, setting, suggest
-from engine.config.storeurl import REDIS_SCHEMES, TLS_SCHEMES
+from engine.config.storeurl import POSTGRES_SCHEMES, STORE_SCHEMES, TLS_SCHEMES
 from engine.config.yamlsource import LineDict, load_yaml_file
 from engine.errors import ConfigError
 from engine.secrets import Secret, find_secrets, read_secret_file, redact_url, url_credentials
@@ -60,14 +60,15 @@ class StoreConfig:
     dedup_window: float = setting(7 * 86400.0, kind="duration")
     retention: float = setting(30 * 86400.0, kind="duration")
     spool_dir: Path | None = None
-    ca_file: Path | None = None  # rediss:// only: the CA that signed Redis's certificate
-    cert_file: Path | None = None  # rediss:// only: this client's certificate, when Redis asks for one
+    ca_file: Path | None = None  # rediss:// or PostgreSQL: the CA that signed the server's certificate
+    cert_file: Path | None = None  # rediss:// or PostgreSQL: this client's certificate, when the server asks for one
     key_file: Path | None = None
+    password: Secret | None = None  # PostgreSQL: from store.password_file (else in the URL, e.g. via ${ENV})
 
     def __repr__(self) -> str:
         return (f"StoreConfig(url={redact_url(self.url)!r}, group={self.group!r}, dedup_window={self.dedup_window}, "
                 f"retention={self.retention}, spool_dir={self.spool_dir!r}, ca_file={self.ca_file!r}, "
-                f"cert_file={self.cert_file!r}, key_file={self.key_file!r})")
+                f"cert_file={self.cert_file!r}, key_file={self.key_file!r}, password={self.password!r})")
 
 
 @dataclass(frozen=True)
@@ -266,29 +267,49 @@ class _Reader:
         return 1
 
     def store(self, read: Reader) -> StoreConfig:
-        values = read_settings(StoreConfig, read, extra_keys=("spool_dir", "ca_file", "cert_file", "key_file"))
+        values = read_settings(StoreConfig, read, extra_keys=("spool_dir", "ca_file", "cert_file", "key_file",
+                                                               "password_file"))
         url = values["url"]
         if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
             url = "sqlite:///" + str(self.resolve_path(url[len("sqlite:///"):]))
-        elif not url.startswith(("sqlite:///", *REDIS_SCHEMES)):
-            read.add("url", f"unsupported store URL {url.split(':')[0]!r}: use sqlite:///PATH, redis://HOST:PORT/DB "
-                            "or redis+sentinel://HOST:26379/MASTER_NAME")
+        elif not url.startswith(STORE_SCHEMES):
+            read.add("url", f"unsupported store URL {url.split(':')[0]!r}: use sqlite:///PATH, redis://HOST:PORT/DB, "
+                            "redis+sentinel://HOST:26379/MASTER_NAME or postgresql://HOST:5432/DBNAME")
         if values["retention"] < values["dedup_window"]:
             read.add("retention", f"must be at least store.dedup_window ({format_duration(values['dedup_window'])}): "
                                   "a jti is recognised as a repeat for as long as its event is kept")
         spool = read.text("spool_dir", None)
         return StoreConfig(**{**values, "url": url}, spool_dir=self.resolve_path(spool or "var/spool"),
-                           **self.store_tls_files(read, url))
+                           password=self.store_password(read, url), **self.store_tls_files(read, url))
+
+    def store_password(self, read: Reader, url: str) -> Secret | None:
+        """`store.password_file` of a PostgreSQL store, as a Secret (never shown)."""
+        value = read.text("password_file", None)
+        if value is None:
+            return None
+        if not url.startswith(POSTGRES_SCHEMES):
+            read.add("password_file", "only used with a PostgreSQL store (a Redis password goes in the URL: "
+                                      "redis://:${REDIS_PASSWORD}@HOST:6379/0)")
+            return None
+        path = self.resolve_path(value)
+        try:
+            return Secret(read_secret_file(path), source=value)
+        except OSError as exc:
+            read.add("password_file", f"cannot read {path}: {exc.strerror}")
+        except UnicodeDecodeError:
+            read.add("password_file", f"{path} is not UTF-8 text")
+        return None
 
     def store_tls_files(self, read: Reader, url: str) -> dict[str, Path]:
-        """`ca_file`, `cert_file` and `key_file` for a rediss:// store: files that exist, the last two together."""
+        """`ca_file`, `cert_file` and `key_file` for a rediss:// or PostgreSQL store: files that exist, the last
+        two together."""
         files: dict[str, Path] = {}
         for key in ("ca_file", "cert_file", "key_file"):
             value = read.text(key, None)
             if value is None:
                 continue
-            if not url.startswith(TLS_SCHEMES):
-                read.add(key, "only used with a TLS store URL: write rediss://HOST:PORT/DB")
+            if not url.startswith((*TLS_SCHEMES, *POSTGRES_SCHEMES)):
+                read.add(key, "only used with a TLS store URL: write rediss://HOST:PORT/DB (or use PostgreSQL)")
                 continue
             path = self.resolve_path(value)
             if not path.is_file():

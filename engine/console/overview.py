@@ -15,9 +15,9 @@ ACCEPTED_OUTCOMES = ("accepted", "duplicate", "stale")
 
 
 def refusals(deps: ApiDeps) -> dict[str, float]:
-    """Refused deliveries since the process started, by outcome (bad_signature, bad_payload, ...)."""
+    """Refused event POSTs since the process started, by outcome (bad_signature, bad_payload, ...)."""
     counts: Counter[str] = Counter()
-    for metric in deps.metrics.deliveries.collect():
+    for metric in deps.metrics.received.collect():
         for sample in metric.samples:
             outcome = sample.labels.get("outcome", "")
             if sample.name.endswith("_total") and outcome not in ACCEPTED_OUTCOMES:

@@ -147,7 +147,8 @@ def _one(store: Store, query: EventQuery, mask: tuple[str, ...], position: tuple
 
 
 def job_json(job: Job) -> dict[str, Any]:
-    """A delivery job as the CLI's `deliveries --json` prints it (and the API answers it)."""
+    """A delivery job as the API answers it and the console shows it: the fields of `idhooks deliveries --json`
+    plus the rule and event that made it; status 'failed' for a pending job with a failed attempt."""
     return {"id": job.id, "key": job.key, "status": _job_status(job), "type": job.action,
             "rule": job.rule or None, "jti": job.jti or None,
             "destination": job.destination, "attempts": job.attempts, "created_at": job.created_at,

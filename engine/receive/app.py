@@ -116,15 +116,15 @@ class WebhookSink:
         except (RequestError, StoreError) as exc:
             status = exc.status if isinstance(exc, RequestError) else 503
             fields.update(outcome=_OUTCOMES.get(status, "refused"), status=status, reason=str(exc))
-            self.metrics.deliveries.labels(webhook.name, fields["outcome"]).inc()
+            self.metrics.count_received(webhook.name, fields["outcome"])
             raise
         finally:
             fields["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
             if "outcome" in fields:
-                log.warning("delivery refused", extra=fields)
-        self.metrics.deliveries.labels(webhook.name, result.outcome).inc()
+                log.warning("event refused", extra=fields)
+        self.metrics.count_received(webhook.name, result.outcome)
         self.metrics.request_latency.labels(webhook.name).observe(time.perf_counter() - started)
-        log.info("delivery %s", result.outcome, extra={**fields, "outcome": result.outcome,
+        log.info("event %s", result.outcome, extra={**fields, "outcome": result.outcome,
                                                        "jti": result.envelope.jti, "types": result.types,
                                                        "status": 202})
         if result.outcome == "accepted":
@@ -148,7 +148,8 @@ class Health:
 
 
 class Ready:
-    """Ready when the store commits a real write and a rule set is loaded; shows reload errors either way."""
+    """Ready when the store commits a real write and a rule set is loaded; shows reload errors either way. A
+    store that spools events while its server is down is ready but "degraded"."""
 
     def __init__(self, store: Store, readiness: Callable[[], dict[str, Any]]) -> None:
         self.store, self.readiness = store, readiness
@@ -157,11 +158,14 @@ class Ready:
         details: dict[str, Any] = {"rules": self.readiness()}
         try:
             self.store.check_writable()
-            details["store"] = "ok"
+            degraded = self.store.degraded()
+            details["store"] = f"degraded: {degraded}" if degraded else "ok"
         except StoreError as exc:
             details["store"] = f"error: {exc}"
-        ready = details["store"] == "ok" and details["rules"].get("loaded", False)
-        _json(resp, 200 if ready else 503, {"status": "ready" if ready else "not ready", **details})
+        # Degraded is still ready: events are kept durably (spooled) and taking traffic away would lose more.
+        ready = not details["store"].startswith("error") and details["rules"].get("loaded", False)
+        status = ("degraded" if details["store"] != "ok" else "ready") if ready else "not ready"
+        _json(resp, 200 if ready else 503, {"status": status, **details})
 
 
 class MetricsEndpoint:

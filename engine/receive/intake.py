@@ -41,7 +41,7 @@ def event_types(envelope: Envelope) -> list[str]:
 
 
 class Intake:
-    """Verifies and stores deliveries for every webhook."""
+    """Verifies and stores the event POSTs of every webhook."""
 
     def __init__(self, store: Store, *, quarantine: QuarantineConfig, dedup_window: float,
                  metrics: Metrics, clock: Callable[[], float]) -> None:
@@ -53,7 +53,7 @@ class Intake:
 
     def receive(self, webhook: WebhookConfig, headers: Mapping[str, str], body: bytes,
                 source: str = "") -> IntakeResult:
-        """Verify, parse and store one delivery from `source` (the sender's address). Raises
+        """Verify, parse and store one event POST from `source` (the sender's address). Raises
         SignatureError/PayloadError/StoreError."""
         try:
             envelope = self.verified_envelope(webhook, headers, body)
@@ -111,13 +111,13 @@ class Intake:
         try:
             result = self.store.quarantine_add(entry, self.quarantine.max_entries, self.quarantine.max_bytes)
         except Exception:
-            log.exception("could not quarantine a refused delivery", extra={"webhook": webhook.name})
+            log.exception("could not quarantine a refused event", extra={"webhook": webhook.name})
             return
         if result.evicted:
             self.metrics.quarantine_evicted.inc(result.evicted)
-            log.warning("quarantine full: dropped the oldest refused deliveries of the source with the most",
+            log.warning("quarantine full: dropped the oldest refused events of the source with the most",
                         extra={"webhook": webhook.name, "dropped": result.evicted,
                                "dropped_bytes": result.evicted_bytes})
         if not result.stored:
-            log.warning("refused delivery too large to quarantine", extra={"webhook": webhook.name,
+            log.warning("refused event too large to quarantine", extra={"webhook": webhook.name,
                                                                           "bytes": len(body)})

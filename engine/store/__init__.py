@@ -1,32 +1,32 @@
-"""Store backends chosen by URL: `sqlite:///path` (default), or Redis: `redis://host:port/db`, `rediss://`,
-`unix://` or through Sentinel `redis+sentinel://host:26379/master` (engine/store/redis_connect.py)."""
+"""Store backends chosen by URL: `sqlite:///path` (default); Redis: `redis://host:port/db`, `rediss://`,
+`unix://` or through Sentinel `redis+sentinel://host:26379/master` (engine/store/redis_connect.py); PostgreSQL:
+`postgresql://host:5432/dbname` or `postgres://...` (engine/store/postgres.py). The table of schemes is
+engine.config.storeurl.STORE_BACKENDS; each backend module has `open_backend(StoreConfig)`."""
 
 from __future__ import annotations
 
+import importlib
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from engine.config.settings import StoreConfig
 from engine.errors import ConfigError
 from engine.store.base import Store
-from engine.config.storeurl import REDIS_SCHEMES
+from engine.config.storeurl import STORE_BACKENDS
 
 
 def open_store(config: StoreConfig) -> Store:
-    """The store for `config.url`. Redis is imported only when asked for."""
-    url = config.url
-    if url.startswith("sqlite:///"):
-        from engine.store.sqlite import SQLiteStore
-
-        return SQLiteStore(url[len("sqlite:///"):])
-    if url.startswith(REDIS_SCHEMES):
-        from engine.store.redis import RedisStore
-
-        return RedisStore(url, group=config.group, spool_dir=config.spool_dir, ca_file=config.ca_file,
-                          cert_file=config.cert_file, key_file=config.key_file)
-    raise ConfigError(f"store.url: unsupported store URL {url!r}: use sqlite:///PATH or redis://HOST:PORT/DB")
+    """The store for `config.url`, from the backend module engine.config.storeurl.STORE_BACKENDS names for
+    its scheme (imported only when asked for: Redis is an optional dependency)."""
+    for prefixes, module in STORE_BACKENDS.items():
+        if config.url.startswith(prefixes):
+            backend: Any = importlib.import_module(module)
+            store: Store = backend.open_backend(config)
+            return store
+    raise ConfigError("store.url: unsupported store URL: use sqlite:///PATH, redis://HOST:PORT/DB or "
+                      "postgresql://HOST:5432/DBNAME")
 
 
 @contextmanager

@@ -1,6 +1,7 @@
 """The store interface: events, de-duplication, rule decisions, the delivery queue, subscriptions and the
-quarantine. SQLite (engine/store/sqlite.py) is the embedded default; Redis (engine/store/redis.py) the
-scale-out backend. tests/test_store_contract.py runs one contract suite against every backend.
+quarantine. SQLite (engine/store/sqlite.py) is the embedded default; Redis (engine/store/redis.py) and
+PostgreSQL (engine/store/postgres.py) the shared backends for several processes. tests/test_store_contract.py
+runs one contract suite against every backend.
 
 Every payload crossing this interface is JSON-able (never pickle). Every time is a float of epoch seconds
 passed in by the caller (the app's clock), so tests control time without sleeping.
@@ -21,7 +22,7 @@ import json
 from abc import abstractmethod
 from dataclasses import dataclass, field
 import hashlib
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from engine.errors import StoreError
 from engine.store.state import DetectionStateStore, StateStore
@@ -178,7 +179,7 @@ class SubscriptionRecord:
 
 @dataclass(frozen=True)
 class QuarantineEntry:
-    """A refused delivery's raw bytes, kept so a fixed secret can re-verify and ingest it. `source` is the
+    """A refused event's raw bytes, kept so a fixed secret can re-verify and ingest it. `source` is the
     sender's address: a full quarantine evicts from the source holding the most entries."""
 
     id: str
@@ -236,6 +237,15 @@ class Store(StateStore, DetectionStateStore):
 
     @abstractmethod
     def schema_version(self) -> int: ...
+
+    def degraded(self) -> str:
+        """Why the store works in a reduced way right now (events spooled to local disk while a shared
+        server is unreachable), or "" when it does not; /readyz shows it."""
+        return ""
+
+    def on_new_jobs(self, callback: Callable[[], None]) -> None:
+        """Call `callback` when another process creates jobs, where the backend can tell (PostgreSQL's
+        LISTEN/NOTIFY); elsewhere the delivery worker's poll finds them."""
 
     def take_over_leases(self) -> int:
         """Called once when a server starts. A backend served by one process (SQLite) releases every

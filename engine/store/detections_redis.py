@@ -225,31 +225,6 @@ class RedisDetectionMixin:
                        args=[f"{timer.rule_id}\n{timer.group_key}", timer.rule_id, _num(timer.due_at)], client=pipe)
             pipe.execute()
 
-    # -- migration (idhooks migrate) ---------------------------------------------------------------
-    def import_sequence(self, rule_id: str, group_key: str, state: str, expires_at: float) -> bool:
-        """Copy a group's sequence (its JSON state as stored); False when this deployment has one already."""
-        p = self.prefix
-        with self._guard("copying a sequence"):
-            if not self.redis.set(f"{p}st:q:{rule_id}:{group_key}", state, nx=True):
-                return False
-            self.redis.zadd(f"{p}st:qx:{rule_id}", {group_key: expires_at})
-            self.redis.sadd(f"{p}st:qrules", rule_id)
-        return True
-
-    def import_new_value_group(self, rule_id: str, group_key: str, since: float, last: float, expires_at: float,
-                               new_jti: str, values: dict[str, float]) -> bool:
-        """Copy a new_value group with its values (value -> until); False when this deployment has it."""
-        p = self.prefix
-        with self._guard("copying new_value state"):
-            if not self.redis.hsetnx(f"{p}st:ng:{rule_id}:{group_key}", "since", _num(since)):
-                return False
-            self.redis.hset(f"{p}st:ng:{rule_id}:{group_key}", mapping={"last": _num(last), "jti": new_jti})
-            if values:
-                self.redis.zadd(f"{p}st:nv:{rule_id}:{group_key}", values)
-            self.redis.zadd(f"{p}st:nx:{rule_id}", {group_key: expires_at})
-            self.redis.sadd(f"{p}st:nrules", rule_id)
-        return True
-
     # -- pruning -----------------------------------------------------------------------------------
     def prune_detections(self, now: float) -> int:
         """Delete timed-out sequences and new_value groups with nothing within their lookback."""

@@ -51,6 +51,7 @@ from typing import Any, Iterator, Mapping
 
 from engine.errors import StoreError
 from engine.store import redis_lua
+from engine.config.settings import StoreConfig
 from engine.store.base import (ACCEPTED, STALE, IncomingEvent, Job, NewJob, QuarantineEntry, QuarantineResult,
                                Store, StoredEvent, StoreStats, SubscriptionRecord, strict_json,
                                after, event_order)
@@ -61,6 +62,7 @@ from engine.store.redis_records import (event_fields, event_from_hash, job_field
 from engine.store.spool import Spool
 from engine.store.state_redis import RedisStateMixin
 from engine.store.detections_redis import RedisDetectionMixin
+from engine.store.redis_transfer import RedisTransferMixin
 
 try:
     import redis as redis_lib
@@ -88,7 +90,7 @@ def _job_args(jobs: list[NewJob], now: float) -> list[Any]:
     return args
 
 
-class RedisStore(RedisStateMixin, RedisDetectionMixin, Store):
+class RedisStore(RedisStateMixin, RedisDetectionMixin, RedisTransferMixin, Store):
     """The shared store. `self.redis` is the client and `self.prefix` the deployment's key prefix."""
 
     def __init__(self, url: str, group: str = "idhooks", spool_dir: Path | str | None = None, *,
@@ -150,6 +152,11 @@ class RedisStore(RedisStateMixin, RedisDetectionMixin, Store):
         except StoreError:
             if not self.spool.writable():
                 raise
+
+    def degraded(self) -> str:
+        if self.spool.active:
+            return f"Redis unreachable or catching up: events are spooled to {self.spool.directory}"
+        return ""
 
     # -- events ------------------------------------------------------------------------------------
     def ingest(self, event: IncomingEvent, dedup_window: float) -> str:
@@ -401,3 +408,9 @@ class RedisStore(RedisStateMixin, RedisDetectionMixin, Store):
         stats.events = {k: v for k, v in by_event.items() if v}
         stats.jobs = {k: v for k, v in by_job.items() if v}
         return stats
+
+
+def open_backend(config: StoreConfig) -> RedisStore:
+    """The store for a redis://, rediss://, unix:// or redis+sentinel:// URL (engine.store.open_store)."""
+    return RedisStore(config.url, group=config.group, spool_dir=config.spool_dir, ca_file=config.ca_file,
+                      cert_file=config.cert_file, key_file=config.key_file)

@@ -30,6 +30,8 @@ from engine.store.state_sqlite import MIGRATION as STATE_MIGRATION
 from engine.store.state_sqlite import SQLiteStateMixin
 from engine.store.detections_sqlite import MIGRATION as DETECTIONS_MIGRATION
 from engine.store.detections_sqlite import SQLiteDetectionMixin
+from engine.store.sqlite_transfer import SQLiteTransferMixin
+from engine.config.settings import StoreConfig
 from engine.store.base import (ACCEPTED, DUPLICATE, STALE, IncomingEvent, Job, NewJob, QuarantineEntry,
                                QuarantineResult, Store, StoredEvent, StoreStats, SubscriptionRecord, strict_json)
 
@@ -149,7 +151,7 @@ class _Pending:
         self.error: BaseException | None = None
 
 
-class SQLiteStore(SQLiteStateMixin, SQLiteDetectionMixin, Store):
+class SQLiteStore(SQLiteStateMixin, SQLiteDetectionMixin, SQLiteTransferMixin, Store):
     """The embedded store. `path` is a file; its folder is created when missing."""
 
     def __init__(self, path: str | Path, *, batch_limit: int = 256) -> None:
@@ -546,3 +548,8 @@ class SQLiteStore(SQLiteStateMixin, SQLiteDetectionMixin, Store):
         count, total = self._read("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM quarantine")[0]
         stats.quarantine_entries, stats.quarantine_bytes = count, total
         return stats
+
+
+def open_backend(config: StoreConfig) -> SQLiteStore:
+    """The store for a `sqlite:///PATH` URL (engine.store.open_store)."""
+    return SQLiteStore(config.url[len("sqlite:///"):])

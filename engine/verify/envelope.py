@@ -136,6 +136,8 @@ def envelope_from_claims(data: dict[str, Any]) -> Envelope:
         raise PayloadError("missing or empty 'jti': a Security Event Token needs a unique string jti")
     if len(jti) > 256:
         raise PayloadError("'jti' is longer than 256 characters")
+    if "\x00" in jti:  # it is a key in every store, and PostgreSQL text cannot hold NUL
+        raise PayloadError("'jti' contains a NUL character")
     iat = data.get("iat")
     if isinstance(iat, bool) or not isinstance(iat, (int, float)) or not math.isfinite(iat):
         raise PayloadError("missing or non-numeric 'iat': expected epoch milliseconds as a number")

@@ -56,7 +56,7 @@ def test_a_signed_body_it_cannot_store_is_refused_with_400_and_a_reason(app, cap
     result = app.post(*signed(body_with(raw, where)))
     assert result.status_code == 400, result.text
     assert reason in result.json["error"]
-    assert [r.status for r in caplog.records if r.getMessage() == "delivery refused" and reason in r.reason] == [400]
+    assert [r.status for r in caplog.records if r.getMessage() == "event refused" and reason in r.reason] == [400]
     assert app.metric('idhooks_deliveries_received_total{outcome="bad_payload",webhook="asgardeo"}') == 1
     assert app.store.list_events() == []
     genuine = sample_event()

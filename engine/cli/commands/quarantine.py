@@ -16,13 +16,13 @@ from engine.store.base import Store
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("quarantine", help="list, re-verify or drop refused deliveries")
+    parser = subparsers.add_parser("quarantine", help="list, re-verify or drop refused events")
     sub = parser.add_subparsers(dest="quarantine_command", metavar="ACTION")
     sub.required = True
-    for name, help_text in (("list", "list refused deliveries"),
-                            ("reverify", "re-check refused deliveries with the current secrets and ingest "
+    for name, help_text in (("list", "list refused events"),
+                            ("reverify", "re-check refused events with the current secrets and ingest "
                                          "those that verify"),
-                            ("drop", "delete a refused delivery")):
+                            ("drop", "delete a refused event")):
         action = sub.add_parser(name, help=help_text)
         add_config_option(action)
         if name == "drop":
