@@ -213,3 +213,12 @@ def test_an_unreadable_password_file_is_a_config_error(tmp_path: Path) -> None:
     config_path.write_text(config_path.read_text().replace("store: {url:", "store: {password_file: nowhere, url:"))
     with pytest.raises(ConfigError, match=r"store.password_file: cannot read .*nowhere: No such file"):
         load_config(config_path)
+
+
+def test_only_the_intake_waits_for_the_wal_flush(postgres_store: PostgresStore) -> None:
+    """The 2xx promise (ingest) commits with synchronous_commit on; claims, acks and rule state do not wait for
+    the flush (a PostgreSQL crash can only make them be redone: tests/test_postgres_serve.py crashes it)."""
+    with postgres_store._conn("test", durable=True) as conn:
+        assert conn.execute("SHOW synchronous_commit").fetchone()[0] == "on"
+    with postgres_store._conn("test") as conn:
+        assert conn.execute("SHOW synchronous_commit").fetchone()[0] == "off"

@@ -61,10 +61,12 @@ def check_schema_name(group: str) -> str:
     return group
 
 
-def open_pool(url: str, schema: str, *, password: Secret | None = None, max_size: int = 16,
+def open_pool(url: str, schema: str, *, password: Secret | None = None, max_size: int = 16, durable: bool = True,
               **tls: Path | None) -> "ConnectionPool":
     """An open pool of autocommit connections whose search_path is `schema`. Raises StoreError (naming the
-    password-free URL and libpq's reason) when no connection can be made."""
+    password-free URL and libpq's reason) when no connection can be made. A pool that is not `durable` commits
+    with synchronous_commit off: a commit returns before its WAL is flushed (engine/store/postgres.py says what
+    uses which)."""
     if psycopg is None:
         raise ConfigError("store.url: the PostgreSQL store needs the psycopg and psycopg-pool packages: "
                           "pip install 'idhooks[postgres]'")
@@ -75,6 +77,8 @@ def open_pool(url: str, schema: str, *, password: Secret | None = None, max_size
     def configure(conn: "psycopg.Connection") -> None:
         conn.execute(set_path)
         conn.execute(timeout)
+        if not durable:
+            conn.execute("SET synchronous_commit = off")
 
     try:  # one connection first: its error says what is wrong (the pool's would only say it timed out)
         psycopg.connect(url, **kwargs).close()
@@ -82,7 +86,7 @@ def open_pool(url: str, schema: str, *, password: Secret | None = None, max_size
         raise StoreError(f"PostgreSQL store {redact_url(url)}: cannot connect: {clean_error(exc, password)}") from None
     pool = ConnectionPool(url, kwargs={**kwargs, "autocommit": True}, min_size=1, max_size=max_size,
                           timeout=POOL_TIMEOUT, configure=configure, check=ConnectionPool.check_connection,
-                          open=False, name="idhooks-store")
+                          open=False, name="idhooks-store" if durable else "idhooks-store-work")
     try:
         pool.open(wait=True, timeout=POOL_TIMEOUT + CONNECT_TIMEOUT)
     except Exception as exc:  # noqa: BLE001 - PoolTimeout or a libpq error: both mean "cannot connect"
