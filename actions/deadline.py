@@ -83,7 +83,8 @@ class _Watchdog:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="delivery-deadlines", daemon=True)
                 self._thread.start()
-            self._wake.notify()
+            if self._heap[0][2] is deadline:  # only a new earliest end changes how long the watchdog sleeps:
+                self._wake.notify()           # waking it for every attempt cost a thread switch per send
 
     def discard(self, deadline: Deadline) -> None:
         with self._wake:

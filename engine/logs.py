@@ -51,9 +51,35 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, default=str, ensure_ascii=False)
 
 
+class LineHandler(logging.StreamHandler):
+    """A stream handler that formats a record before taking the handler's lock and holds it only to write
+    the finished line: request threads log one line each, and formatting under the lock made them queue
+    behind each other (issue 14)."""
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        if not self.filter(record):
+            return False
+        try:
+            line = self.format(record) + self.terminator
+        except RecursionError:
+            raise
+        except Exception:  # noqa: BLE001 - the logging contract: report on stderr, never raise
+            self.handleError(record)
+            return True
+        with self.lock:  # type: ignore[union-attr]
+            try:
+                self.stream.write(line)
+                self.stream.flush()
+            except RecursionError:
+                raise
+            except Exception:  # noqa: BLE001 - as above
+                self.handleError(record)
+        return True
+
+
 def configure(log_format: str = "text", level: int = logging.INFO) -> None:
     """Send idhooks' logs to stderr in the chosen format (replacing earlier handlers)."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = LineHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     root = logging.getLogger("idhooks")
     root.handlers[:] = [handler]

@@ -182,3 +182,24 @@ def test_bad_advance_and_geo_entries_in_rule_tests_are_clear_load_errors(tmp_pat
         "t.yaml:8: test 'c': geo.8.8.8.8.asn: expected a number, got 'many'",
         "t.yaml:12: test 'd': geo: expected addresses with their enrichment, like {203.0.113.7: {country: NL, "
         "asn: 64500}}"]
+
+
+def test_condition_coverage_counts_the_when_of_sequence_steps(tmp_path: Path) -> None:
+    from engine.offline.ruletests import load_rule_tests, run_rule_tests
+    from engine.store import scratch_store
+
+    ruleset = load(tmp_path / "rules", """
+        rules:
+          - id: takeover
+            sequence:
+              within: 15m
+              steps: [{event: login.loginFailed}, {event: login.loginSuccess, when: {initiatorType: USER}}]
+            actions: [{log: {message: x}}]
+    """)
+    tests = tmp_path / "t.yaml"
+    tests.write_text("tests:\n  - name: fires\n    sequence: [{event: login.loginFailed, at: 0s}, "
+                     "{event: login.loginSuccess, at: 1m}]\n    match: [takeover]\n")
+    report = run_rule_tests(ruleset, load_rule_tests([tests]), "asgardeo", scratch_store)
+    assert not report.failed and (report.covered, report.conditions) == (0, 1)
+    assert report.uncovered[0].endswith("rule 'takeover': sequence.steps[1].when.initiatorType: "
+                                        "$.initiatorType equals \"USER\": never failed")

@@ -178,3 +178,23 @@ def test_the_service_tick_fires_timers_and_counts_bounds(tmp_path: Path) -> None
                                                      {"rule": "quiet-absence"}) == 1
     service.store.close()
     assert load_for_config(config).rules[0].id == "registered-never-signed-in"
+
+
+def test_absence_composes_with_suppress(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "store.db")
+    rules = StatefulRules(load(tmp_path / "rules", """
+        rules:
+          - id: never-signed-in
+            event: registration.registrationSuccess
+            absence: {expect: {event: login.loginSuccess}, group_by: [user_id], within: 1h}
+            suppress: {for: 1d, group_by: [$.tenant.name]}
+            actions: [{log: {message: "{{ user_id }} never signed in"}}]
+    """), store)
+    for i, user in enumerate(("u1", "u2")):
+        _evaluate(rules, "registration.registrationSuccess", T0 + i, f"r{i}", user={"id": user})
+    fired: list = []
+    assert rules.tick(T0 + 3601, send=fired.append) == 1   # one tenant: the second firing is suppressed
+    assert [d.actions[0].fields["message"] for d in fired] == ["u1 never signed in"]
+    _evaluate(rules, "registration.registrationSuccess", T0 + 2 * 86400, "r2", user={"id": "u3"})
+    assert rules.tick(T0 + 2 * 86400 + 3600, send=fired.append) == 1   # a day later: fires again
+    store.close()

@@ -83,7 +83,10 @@ class Rule:
         return {"id": self.id, "description": self.description, "source": self.source}
 
     def leaves(self) -> list[Leaf]:
-        return list(self.condition.leaves()) if self.condition else []
+        """Every condition leaf, including those inside rule keys (a sequence step's or an expect's `when`)."""
+        inner = [condition for value in self.extra.values() for condition in getattr(value, "conditions", ())]
+        return [leaf for condition in ([self.condition] if self.condition else []) + inner
+                for leaf in condition.leaves()]
 
     def decide(self, ctx: EvalContext) -> Decision:
         if self.webhooks is not None and ctx.webhook not in self.webhooks:

@@ -1,9 +1,11 @@
 """SQLite backend: one file in WAL mode, the embedded default.
 
-Intake uses group commit: `ingest()` hands the event to one writer thread and waits; the writer commits
-every event queued meanwhile in one transaction and then wakes each caller. Every caller still returns only
-after the commit that holds its event, so a 2xx always means durable, while concurrent requests share the
-cost of one fsync. Other writes (claims, acks) use short `BEGIN IMMEDIATE` transactions on per-thread
+Intake uses group commit with leader/followers: `ingest()` adds the event to a waiting list, and the
+request thread that wins the commit lock (the leader) commits every waiting event in one transaction while
+the others (followers) wait on that lock; a follower whose event was in the batch returns, one whose event
+came in later becomes the next leader. Every caller still returns only after the commit that holds its
+event, so a 2xx always means durable, while concurrent requests share the cost of one fsync. There is no
+writer thread: a hand-off request -> writer -> request cost two thread wake-ups per event (issue 14). Other writes (claims, acks) use short `BEGIN IMMEDIATE` transactions on per-thread
 connections with a busy timeout.
 
 Only the intake writer commits with `synchronous=FULL` (an fsync per commit): its commit is the promise
@@ -17,7 +19,6 @@ which hands over at once where SQLite's busy handler would sleep and poll.
 from __future__ import annotations
 
 import json
-import queue
 import sqlite3
 import threading
 import uuid
@@ -142,13 +143,13 @@ failed and waiting for a retry): delivered or dead letters no longer hold it bac
 
 
 class _Pending:
-    __slots__ = ("event", "window", "done", "result", "error")
+    __slots__ = ("event", "window", "finished", "result", "error")
 
     def __init__(self, event: IncomingEvent, window: float) -> None:
         self.event, self.window = event, window
-        self.done = threading.Event()
         self.result: str | None = None
         self.error: BaseException | None = None
+        self.finished = False
 
 
 class SQLiteStore(SQLiteStateMixin, SQLiteDetectionMixin, SQLiteTransferMixin, Store):
@@ -168,9 +169,10 @@ class SQLiteStore(SQLiteStateMixin, SQLiteDetectionMixin, SQLiteTransferMixin, S
         self._closed = False
         self._migrate()
         self._batch_limit = batch_limit
-        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
-        self._writer = threading.Thread(target=self._write_loop, name="sqlite-group-commit", daemon=True)
-        self._writer.start()
+        self._waiting: list[_Pending] = []  # events handed in, not yet taken by a committing thread
+        self._waiting_lock = threading.Lock()
+        self._leader = threading.Lock()  # held by the request thread committing a batch
+        self._intake_conn = self._connect("FULL")
 
     # -- connections -------------------------------------------------------------------------------
     def _connect(self, synchronous: str = "NORMAL") -> sqlite3.Connection:
@@ -234,8 +236,8 @@ class SQLiteStore(SQLiteStateMixin, SQLiteDetectionMixin, SQLiteTransferMixin, S
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self._queue.put(None)
-            self._writer.join(timeout=10)
+            with self._leader:  # let a commit under way finish; later callers see the store closed
+                pass
         with self._connections_lock:
             for conn in self._connections:
                 try:
@@ -266,29 +268,21 @@ class SQLiteStore(SQLiteStateMixin, SQLiteDetectionMixin, SQLiteTransferMixin, S
         if self._closed:
             raise StoreError("the store is closed")
         pending = _Pending(event, dedup_window)
-        self._queue.put(pending)
-        pending.done.wait()
+        with self._waiting_lock:
+            self._waiting.append(pending)
+        while not pending.finished:
+            with self._leader:  # followers wait here while the leader commits their events too
+                if pending.finished:
+                    break
+                if self._closed:
+                    raise StoreError("the store is closed")
+                with self._waiting_lock:
+                    batch = self._waiting[:self._batch_limit]
+                    del self._waiting[:self._batch_limit]
+                self._commit_batch(self._intake_conn, batch)
         if pending.error is not None:
             raise StoreError(f"could not commit event {event.jti!r}: {pending.error}")
-        return str(pending.result)  # set by the writer thread before `done`
-
-    def _write_loop(self) -> None:
-        conn = self._connect("FULL")
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < self._batch_limit:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    self._queue.put(None)
-                    break
-                batch.append(item)
-            self._commit_batch(conn, batch)
+        return str(pending.result)  # set by the leader that committed it, before `finished`
 
     def _commit_batch(self, conn: sqlite3.Connection, batch: list[_Pending]) -> None:
         try:
@@ -296,18 +290,18 @@ class SQLiteStore(SQLiteStateMixin, SQLiteDetectionMixin, SQLiteTransferMixin, S
                 conn.execute("BEGIN IMMEDIATE")
                 results = self._insert_batch(conn, batch)
                 conn.execute("COMMIT")
-        except BaseException as exc:  # noqa: BLE001 - every caller must be woken, whatever happened
+        except BaseException as exc:  # noqa: BLE001 - every caller of the batch gets an answer, whatever happened
             try:
                 conn.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
             for item in batch:
                 item.error = exc
-                item.done.set()
+                item.finished = True
             return
         for item, result in zip(batch, results):
             item.result = result
-            item.done.set()
+            item.finished = True
 
     @staticmethod
     def _insert_batch(conn: sqlite3.Connection, batch: list[_Pending]) -> list[str]:

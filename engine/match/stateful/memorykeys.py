@@ -96,6 +96,12 @@ class CompiledSequence:
         matches = self.steps + ((self.reset_on,) if self.reset_on else ())
         return tuple(selector for match in matches for selector in match.selectors)
 
+    @property
+    def conditions(self) -> tuple[Condition, ...]:
+        """The steps' and reset_on's `when`s (condition coverage counts them)."""
+        matches = self.steps + ((self.reset_on,) if self.reset_on else ())
+        return tuple(match.condition for match in matches if match.condition is not None)
+
 
 def parse_sequence(value: Any, line: int, report: Report) -> CompiledSequence | None:
     parser = key_reader("sequence", value, line, report, _SEQUENCE_KEYS)
@@ -169,6 +175,10 @@ class CompiledAbsence:
     @property
     def selectors(self) -> tuple[tuple[str, str], ...]:
         return self.expect.selectors
+
+    @property
+    def conditions(self) -> tuple[Condition, ...]:
+        return (self.expect.condition,) if self.expect.condition is not None else ()
 
 
 def parse_absence(value: Any, line: int, report: Report) -> CompiledAbsence | None:

@@ -1,0 +1,47 @@
+"""The log handler `idhooks serve` installs: formats outside its lock, writes whole lines under it."""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+
+from engine.logs import LineHandler, TextFormatter
+
+
+def _logger(stream: io.StringIO, name: str) -> logging.Logger:
+    handler = LineHandler(stream)
+    handler.setFormatter(TextFormatter())
+    logger = logging.getLogger(name)
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    return logger
+
+
+def test_lines_from_many_threads_are_never_interleaved():
+    stream = io.StringIO()
+    logger = _logger(stream, "idhooks.test-lines")
+
+    def write(thread: int) -> None:
+        for n in range(300):
+            logger.info("delivery %s", "accepted", extra={"writer": thread, "n": n, "pad": "x" * 200})
+
+    threads = [threading.Thread(target=write, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 8 * 300
+    assert all(line.endswith("pad=" + "x" * 200) and " delivery accepted writer=" in line for line in lines)
+    assert {line.split(" writer=")[1].split(" ")[0] for line in lines} == {str(t) for t in range(8)}
+
+
+def test_a_record_that_cannot_be_formatted_is_reported_not_raised(capsys):
+    stream = io.StringIO()
+    logger = _logger(stream, "idhooks.test-bad-record")
+    logger.info("bad %d", "not a number")  # the caller's mistake must not fail the request that logs it
+    logger.info("next line")
+    assert stream.getvalue().splitlines()[-1].endswith("next line")
+    assert "--- Logging error ---" in capsys.readouterr().err
