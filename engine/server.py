@@ -78,7 +78,7 @@ class Service:
                                    on_jobs=self.worker.notify)
         self.app = create_app(self.config, store, metrics=self.metrics, clock=clock,
                               readiness=self.readiness, on_accepted=self.processor.notify)
-        self.api = ApiDeps(self.config, store, lambda: self.rules.get().ruleset, self.readiness, self.metrics, clock)
+        self.api = ApiDeps(self.config, store, self.rules, self.readiness, self.metrics, clock)
         if config.api.listen is None:  # otherwise only the separate API listener serves it
             mount(self.app, self.api)
         self._stop = threading.Event()

@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 from engine.config.settings import Config
 from engine.errors import NotFoundError
-from engine.match.ruleset import RuleSet
+from engine.match.stateful.evaluator import StatefulRules
 from engine.metrics import Metrics
 from engine.runtime import Current
 from engine.store.base import Store
@@ -24,7 +24,7 @@ OFF_MESSAGE = ("the API and console are off: add api.tokens to config.yaml (a na
 class ApiDeps:
     config: Current[Config]
     store: Store
-    rules: Callable[[], RuleSet]  # the live rule set (the playground's default rules)
+    rules: Current[StatefulRules]  # the live rules (the playground's default rules): `.get().ruleset`
     readiness: Callable[[], dict[str, Any]]  # {"loaded_at": ..., "errors": [...]} of the running rule set
     metrics: Metrics = field(default_factory=Metrics)
     clock: Callable[[], float] = time.time

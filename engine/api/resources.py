@@ -137,7 +137,7 @@ class Rules(Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         self.caller(req)
         state = self.deps.readiness()
-        send(resp, rules_report(self.deps.rules(), state.get("loaded_at"), state.get("errors") or []))
+        send(resp, rules_report(self.deps.rules.get().ruleset, state.get("loaded_at"), state.get("errors") or []))
 
 
 class RulesTest(Resource):

@@ -189,7 +189,7 @@ class Rules(Page):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         session = self.session(req)
         state = self.deps.readiness()
-        report = rules_report(self.deps.rules(), state.get("loaded_at"), state.get("errors") or [])
+        report = rules_report(self.deps.rules.get().ruleset, state.get("loaded_at"), state.get("errors") or [])
         render(resp, "rules.html", title="Rules", session=session, report=report)
 
 

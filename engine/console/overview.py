@@ -47,5 +47,5 @@ def overview(deps: ApiDeps) -> dict[str, Any]:
     return {"types": per_minute(recent, now), "warnings": report["warnings"], "recent": len(recent), "capped": len(recent) == 500,
             "refusals": refusals(deps), "jobs": stats.jobs, "quarantine": stats.quarantine_entries,
             "webhooks": report["webhooks"],
-            "rules": {"count": len(deps.rules().rules), "loaded_at": readiness.get("loaded_at"),
+            "rules": {"count": len(deps.rules.get().ruleset.rules), "loaded_at": readiness.get("loaded_at"),
                       "errors": readiness.get("errors") or []}}

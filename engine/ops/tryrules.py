@@ -17,8 +17,10 @@ from engine.config.yamlsource import load_yaml_text
 from engine.errors import BusyError, ConfigError, InvalidInputError, PayloadError
 from engine.match.loader import load_ruleset_text
 from engine.match.ruleset import RuleSet
+from engine.match.stateful.evaluator import StatefulRules
 from engine.offline.report import event_type
 from engine.offline.sequences import scratch_rules
+from engine.runtime import Current
 from engine.store import scratch_store
 from engine.verify.envelope import Envelope, envelope_from_claims
 
@@ -79,7 +81,7 @@ def playground_envelope(event: Any = None, alias: str | None = None) -> tuple[st
         raise InvalidInputError(f"event: {exc}") from None
 
 
-def try_rules(config: Config, live: Callable[[], RuleSet], *, event: Any = None, alias: str | None = None,
+def try_rules(config: Config, live: Current[StatefulRules], *, event: Any = None, alias: str | None = None,
               rules: str | None = None, webhook: str | None = None) -> list[dict[str, Any]]:
     """What `idhooks test --json` prints for one event: the pasted `rules` (or the live rule set when None),
     evaluated within DEADLINE seconds; nothing is stored or sent."""
@@ -89,7 +91,7 @@ def try_rules(config: Config, live: Callable[[], RuleSet], *, event: Any = None,
     elif config.webhook(webhook) is None:
         raise InvalidInputError(f"webhook: no webhook named {webhook[:100]!r} is configured")
     return bounded_run(lambda: evaluate_envelopes(parse_rules_text(rules, config) if rules is not None
-                                                  else live(), [(label, envelope)], webhook))
+                                                  else live.get().ruleset, [(label, envelope)], webhook))
 
 
 def bounded_run(work: Callable[[], T]) -> T:

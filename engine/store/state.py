@@ -114,7 +114,7 @@ class StateStore(ABC):
         """Rows (SQLite) or keys (Redis) held for stateful rules, to show that pruning shrinks it."""
 
 
-# -- sequence, new_value and absence (issue 17) ---------------------------------------------------------
+# -- sequence, new_value and absence ---------------------------------------------------------------------
 STARTED = "started"        # a sequence began, or an absence timer was started
 ADVANCED = "advanced"      # the event counted for the sequence's current step (or an earlier one)
 IGNORED = "ignored"        # the event matched no step the sequence is waiting for

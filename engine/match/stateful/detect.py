@@ -1,4 +1,4 @@
-"""Decisions of `sequence`, `new_value` and `absence` rules (issue 17): does this event fire the rule now,
+"""Decisions of `sequence`, `new_value` and `absence` rules: does this event fire the rule now,
 and with which template names? Same shapes as decide.py: the store keeps the state atomically, these
 functions turn an event into an offer and the store's verdict into an Outcome with a stable firing id.
 

@@ -1,4 +1,4 @@
-"""The rule keys `sequence`, `new_value` and `absence` (issue 17): parsed, checked and compiled at load, a
+"""The rule keys `sequence`, `new_value` and `absence`: parsed, checked and compiled at load, a
 rule-key extension (MEMORY, listed in engine/match/extensions.py) like `threshold` (rulekeys.py), with the
 same key paths (`claims.X`,
 `envelope.X`, `geo.X`, `$...`, bare body paths) and the same error format.
