@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -101,7 +100,7 @@ def test_new_jobs_wake_listeners_in_other_processes_of_the_deployment_only(postg
     try:
         other_process.on_new_jobs(woken.set)
         other_deployment.on_new_jobs(elsewhere.set)
-        time.sleep(0.5)  # both LISTEN connections are up
+        assert other_process.listening.wait(30) and other_deployment.listening.wait(30)
         postgres_store.ingest(event("e"), WINDOW)
         postgres_store.complete_event("e", [], [], T0)
         assert not woken.wait(0.5)  # no job, no wake-up

@@ -34,6 +34,7 @@ def test_the_right_ca_connects_and_the_store_works(tls_cluster: PrivateCluster, 
     woken = threading.Event()
     try:
         store.on_new_jobs(woken.set)  # LISTEN over TLS too
+        assert store.listening.wait(30)
         assert store.ingest(event("e"), WINDOW) == ACCEPTED
         assert store.ingest(event("e"), WINDOW) == DUPLICATE
         assert [e.jti for e in store.claim_events("w", LEASE, 10, T0)] == ["e"]

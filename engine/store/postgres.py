@@ -112,6 +112,7 @@ class PostgresStore(PostgresStateMixin, PostgresDetectionMixin, PostgresTransfer
             raise
         self._listeners: list[Callable[[], None]] = []
         self._listen_thread: threading.Thread | None = None
+        self.listening = threading.Event()  # set while the LISTEN connection is up (tests wait for it)
         self._closed = threading.Event()
         try:
             self._migrate()
@@ -460,12 +461,14 @@ class PostgresStore(PostgresStateMixin, PostgresDetectionMixin, PostgresTransfer
             try:
                 with listen_connection(self._raw_url, password=self._password, **self._tls) as conn:
                     conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
+                    self.listening.set()
                     while not self._closed.is_set():
                         for notice in conn.notifies(timeout=0.5):
                             if notice.payload == self.schema:
                                 for callback in list(self._listeners):
                                     callback()
             except psycopg.Error as exc:
+                self.listening.clear()
                 log.debug("PostgreSQL LISTEN connection lost (%s); reconnecting", clean_error(exc, self._password))
                 self._closed.wait(1.0)
 
