@@ -175,17 +175,32 @@ class NatsAction(Action):
             options["user_credentials"] = RawCredentials(str(reveal(self.credentials)))
         if self.tls:
             options["tls"] = ssl.create_default_context(cafile=self.ca_file)
-        connection = await _nats().connect(error_cb=_ignore, **options)
+        connection = _nats().NATS()
+        try:
+            await connection.connect(error_cb=_ignore, **options)
+        except BaseException:
+            # nats-py leaves the socket of a failed first attempt open when it may not reconnect (a silent peer,
+            # a refused login); close it here, or it lingers until the garbage collector finds it
+            await _close_quietly(connection)
+            raise
         _connections[self._key()] = connection
         return connection
 
     async def _forget(self) -> None:
         connection = _connections.pop(self._key(), None)
         if connection is not None:
-            try:
-                await connection.close()
-            except Exception:  # noqa: BLE001 - it is being dropped anyway
-                pass
+            await _close_quietly(connection)
+
+
+async def _close_quietly(connection: Any) -> None:
+    """Close a connection that is being dropped, whatever state it is in."""
+    try:
+        await connection.close()
+    except Exception:  # noqa: BLE001 - it is being dropped anyway
+        pass
+    transport = getattr(connection, "_transport", None)  # a first attempt that failed is not "connected"
+    if transport is not None:
+        transport.close()
 
 
 async def _ignore(exc: Exception) -> None:

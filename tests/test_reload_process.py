@@ -68,7 +68,9 @@ def test_rule_edits_apply_without_restart_and_broken_edits_keep_the_last_good_se
              "second-rule" in str(decisions_of(tmp_path, send(server))))
 
     rule_file.write_text(RULE.format(rule_id="second-rule").replace("event:", "evnt:"))
-    wait_for(lambda: requests.get(server.url + "/readyz", timeout=5).json()["rules"]["errors"])
+    # an in-place write may be seen half-written first (a different error); wait for the whole file's error
+    wait_for(lambda: any("logins.yaml:4: rule 'second-rule'" in e for e in
+                         requests.get(server.url + "/readyz", timeout=5).json()["rules"]["errors"]))
     ready = requests.get(server.url + "/readyz", timeout=5)
     assert ready.status_code == 200  # still serving the last good rule set
     assert any("logins.yaml:4: rule 'second-rule'" in e for e in ready.json()["rules"]["errors"])
