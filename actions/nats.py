@@ -180,8 +180,10 @@ class NatsAction(Action):
             await connection.connect(error_cb=_ignore, **options)
         except BaseException:
             # nats-py leaves the socket of a failed first attempt open when it may not reconnect (a silent peer,
-            # a refused login); close it here, or it lingers until the garbage collector finds it
-            await _close_quietly(connection)
+            # a refused login); close it here, or it lingers until the garbage collector finds it. Only the
+            # socket: the client's close() waits on a transport that may never finish closing (a failed TLS
+            # handshake), which would turn a permanent error into a timeout.
+            _close_socket(connection)
             raise
         _connections[self._key()] = connection
         return connection
@@ -198,9 +200,16 @@ async def _close_quietly(connection: Any) -> None:
         await connection.close()
     except Exception:  # noqa: BLE001 - it is being dropped anyway
         pass
-    transport = getattr(connection, "_transport", None)  # a first attempt that failed is not "connected"
+
+
+def _close_socket(connection: Any) -> None:
+    """Close the socket of a client whose first connect failed (nats-py keeps it as `_transport`)."""
+    transport = getattr(connection, "_transport", None)
     if transport is not None:
-        transport.close()
+        try:
+            transport.close()
+        except Exception:  # noqa: BLE001 - it is being dropped anyway
+            pass
 
 
 async def _ignore(exc: Exception) -> None:
