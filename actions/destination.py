@@ -69,6 +69,11 @@ class DestinationReader:
         self.add(key, "expected a non-empty string (or ${ENV} / " + key + "_file)")
         return None
 
+    def http_timeouts(self) -> tuple[float, float]:
+        """(connect_timeout, timeout) of an HTTP destination, 5 s and 10 s by default; `timeout` bounds the
+        whole attempt (actions/deadline.py)."""
+        return (self.number("connect_timeout", 5.0, minimum=0.001), self.number("timeout", 10.0, minimum=0.001))
+
     def number(self, key: str, default: float, *, minimum: float = 0, whole: bool = False) -> Any:
         if whole:
             return self.read.integer(key, default, minimum=minimum)

@@ -86,7 +86,7 @@ class HttpAction(Action):
             except ValueError as exc:
                 read.add("allowed_hosts", str(exc))
         self.headers = read.headers("headers")
-        self.timeout = (read.number("connect_timeout", 5.0, minimum=0.001), read.number("timeout", 10.0, minimum=0.001))
+        self.timeout = read.http_timeouts()
         self.max_response_bytes = int(read.number("max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES,
                                                   minimum=1, whole=True))
         proxy = read.url("proxy")

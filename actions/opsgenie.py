@@ -54,7 +54,7 @@ class OpsgenieAction(Action):
         read = self.destination_reader()
         self.api_key = read.secret_text("api_key", required=True)
         self.url = str(read.url("url") or ALERTS_URL).rstrip("/")
-        self.timeout = (read.number("connect_timeout", 5.0, minimum=0.001), read.number("timeout", 10.0, minimum=0.001))
+        self.timeout = read.http_timeouts()
         read.done()
         self.secrets = read.secrets()
         make_safe(context.session)

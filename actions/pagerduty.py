@@ -54,7 +54,7 @@ class PagerDutyAction(Action):
         read = self.destination_reader()
         self.routing_key = read.secret_text("routing_key", required=True)
         self.url = read.url("url") or EVENTS_URL
-        self.timeout = (read.number("connect_timeout", 5.0, minimum=0.001), read.number("timeout", 10.0, minimum=0.001))
+        self.timeout = read.http_timeouts()
         read.done()
         self.secrets = read.secrets()
         make_safe(context.session)

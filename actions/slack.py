@@ -62,7 +62,7 @@ class SlackAction(Action):
         self.token = read.secret_text("token")
         self.channel = read.text("channel")
         self.api_url = (read.url("api_url") or API_URL).rstrip("/")
-        self.timeout = (read.number("connect_timeout", 5.0, minimum=0.001), read.number("timeout", 10.0, minimum=0.001))
+        self.timeout = read.http_timeouts()
         if (self.webhook_url is None) == (self.token is None):
             read.add(None, "give exactly one of webhook_url (incoming webhook) or token (bot, chat.postMessage)")
         read.done()

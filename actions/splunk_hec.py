@@ -54,7 +54,7 @@ class SplunkHecAction(Action):
         self.meta = {"index": read.text("index"), "sourcetype": read.text("sourcetype", "_json"),
                      "source": read.text("source", "idhooks")}
         self.verify: bool | str = read.text("ca_file") or True
-        self.timeout = (read.number("connect_timeout", 5.0, minimum=0.001), read.number("timeout", 10.0, minimum=0.001))
+        self.timeout = read.http_timeouts()
         read.done()
         self.secrets = read.secrets()
         make_safe(context.session)

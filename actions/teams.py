@@ -76,7 +76,7 @@ class TeamsAction(Action):
         super().__init__(destination_name, destination, context)
         read = self.destination_reader()
         self.webhook_url = read.url("webhook_url", required=True, secret=True)
-        self.timeout = (read.number("connect_timeout", 5.0, minimum=0.001), read.number("timeout", 10.0, minimum=0.001))
+        self.timeout = read.http_timeouts()
         read.done()
         self.secrets = read.secrets()
         make_safe(context.session)
