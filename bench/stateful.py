@@ -6,8 +6,9 @@ store's state size before and after the windows expire (it must shrink back). Th
   The million pairs are bulk-loaded in exactly the layout the operation writes (one transaction / a
   pipeline), because a million single checks take minutes on the shared 2-core machine; the checks that
   are timed go through new_value_seen() itself and land in the same tables.
-- absence: 100,000 timers expiring at once: the time for the periodic tick to fire them all (claim,
-  render, enqueue each firing's job, forget the timer) and a check that each fired exactly once.
+- absence: 100,000 timers expiring at once, started by stored trigger events: the time for the periodic tick
+  to fire them all (claim, render, enqueue each firing's job, record it on its trigger event, forget the
+  timer) and a check that each fired exactly once and was recorded.
 
     python bench/stateful.py [--groups N] [--store sqlite|redis] [--redis-url URL]
                              [--pairs N] [--timers N] [--detections-only]
@@ -18,6 +19,7 @@ Every event opens a new group (the worst case: a flood of random usernames), und
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -123,6 +125,7 @@ def timer_figures(store: Any, folder: Path, timers: int) -> dict[str, float]:
     from engine import catalog
     from engine.match import load_ruleset
     from engine.match.stateful.evaluator import StatefulRules
+    from engine.store.base import StoredEvent
     from engine.verify.envelope import envelope_from_claims
 
     (folder / "timers.yaml").write_text(TIMER_RULE)
@@ -133,15 +136,19 @@ def timer_figures(store: Any, folder: Path, timers: int) -> dict[str, float]:
     for i in range(timers):
         body["user"]["id"], sample["jti"], sample["iat"] = f"user-{i}", f"reg-{i}", int(T0 * 1000)
         env = envelope_from_claims(sample)
-        rules.evaluate(env, env.uris[0], "asgardeo", now=T0)
+        decisions = [d.to_json() for d in rules.evaluate(env, env.uris[0], "asgardeo", now=T0)]
+        store.import_event(StoredEvent(env.jti, "asgardeo", T0 * 1000, T0, tuple(env.uris),
+                                       json.dumps(sample).encode(), "processed", decisions, T0))
     start_s = time.perf_counter() - started
     started, cpu = time.perf_counter(), time.process_time()
     fired = rules.tick(T0 + 3600)
     fire_s, cpu = time.perf_counter() - started, time.process_time() - cpu
     again = rules.tick(T0 + 7200)
     keys = {job.key for job in store.list_jobs(limit=timers + 10)} if hasattr(store, "list_jobs") else set()
+    recorded = sum(1 for i in range(0, timers, max(1, timers // 100))
+                   if any(d.get("fired_by") == "timer" for d in store.get_event(f"reg-{i}").decisions))
     return {"timers": timers, "start_s": start_s, "fire_s": fire_s, "fire_cpu_s": cpu, "fired": fired,
-            "again": again, "jobs": len(keys)}
+            "again": again, "jobs": len(keys), "recorded": recorded == len(range(0, timers, max(1, timers // 100)))}
 
 
 def detections(kind: str, folder: Path, redis_url: str, pairs: int, timers: int) -> bool:
@@ -158,7 +165,7 @@ def detections(kind: str, folder: Path, redis_url: str, pairs: int, timers: int)
               f"({tf['timers'] / tf['fire_s']:,.0f} timers/s, {tf['fire_cpu_s']:.1f} s CPU; starting them took "
               f"{tf['start_s']:.1f} s); fired {tf['fired']:,}, {tf['jobs']:,} distinct jobs, "
               f"{tf['again']} fired again on the next tick")
-        return tf["fired"] == tf["timers"] == tf["jobs"] and tf["again"] == 0
+        return tf["fired"] == tf["timers"] == tf["jobs"] and tf["again"] == 0 and tf["recorded"]
     finally:
         if kind == "redis":
             keys = list(store.redis.scan_iter(match=f"{store.prefix}*", count=5000))

@@ -13,8 +13,8 @@ from typing import Iterator
 import pytest
 
 from engine.errors import StoreError
-from engine.store.base import (ACCEPTED, DUPLICATE, STALE, IncomingEvent, NewJob, QuarantineEntry, Store,
-                               SubscriptionRecord)
+from engine.store.base import (ACCEPTED, APPENDED, DUPLICATE, FULL, MAX_APPENDED, MISSING, STALE, IncomingEvent,
+                               NewJob, QuarantineEntry, Store, SubscriptionRecord)
 from engine.store.postgres import PostgresStore
 from engine.store.postgres_schema import MIGRATIONS as POSTGRES_MIGRATIONS
 from engine.store.redis import SCHEMA_VERSION, RedisStore
@@ -199,6 +199,64 @@ def test_complete_event_records_decisions_and_jobs_once(store: Store) -> None:
     assert sorted((j.key, j.destination, j.message["text" if j.destination == "slack" else "to"])
                   for j in store.list_jobs()) == [("e:r1:0", "slack", "hi"), ("e:r1:1", "mail", "sec")]
     assert store.claim_events("w2", LEASE, 10, T0 + 2 * LEASE) == []
+
+
+FIRED = {"rule": "r1", "matched": True, "shadow": True, "firing": "r1:abc:0:absence", "fired_by": "timer",
+         "fired_at": T0 + 60, "actions": [{"index": 0, "type": "log", "destination": None, "fields": {}}]}
+
+
+def test_append_decisions_adds_a_later_firing_once_and_stops_at_the_cap(store: Store) -> None:
+    store.ingest(event("e"), WINDOW)
+    store.complete_event("e", [{"rule": "r0", "matched": False, "failed": "absence: timer started", "actual": None}],
+                         [], T0 + 1)
+    assert store.append_decisions([("e", FIRED)], T0 + 61) == [APPENDED]
+    assert store.append_decisions([("e", {**FIRED, "fired_at": T0 + 99})], T0 + 99) == [DUPLICATE]  # fired again
+    assert store.append_decisions([("missing", FIRED)], T0 + 61) == [MISSING]
+    stored = store.get_event("e")
+    assert stored.status == "processed" and stored.decisions[1] == {**FIRED, "appended_at": T0 + 61}
+    assert stored.decisions[0]["rule"] == "r0"
+    more = [("e", {**FIRED, "firing": f"f{n}"}) for n in range(2, MAX_APPENDED + 3)]
+    assert store.append_decisions(more, T0 + 100) == [APPENDED] * (MAX_APPENDED - 1) + [FULL, FULL]
+    assert store.append_decisions([("e", {**FIRED, "firing": "later"})], T0 + 101) == [FULL]
+    decisions = store.get_event("e").decisions
+    assert len(decisions) == 1 + MAX_APPENDED + 1
+    assert decisions[-1] == {"warning": f"later firings beyond {MAX_APPENDED} are not recorded on this event (the "
+                                        "log lines 'shadow rule would send' and 'absence timer expired' name them)",
+                             "appended_at": T0 + 100}
+    assert store.append_decisions([("e", FIRED)], T0 + 102) == [DUPLICATE]
+
+
+def test_append_decisions_in_one_batch_to_several_events(store: Store) -> None:
+    for jti in ("a", "b"):
+        store.ingest(event(jti), WINDOW)
+    store.complete_event("a", [], [], T0)  # "b" is still pending
+    items = [("a", FIRED), ("gone", FIRED), ("b", FIRED), ("a", {**FIRED, "rule": "r2"}), ("a", FIRED)]
+    assert store.append_decisions(items, T0 + 5) == [APPENDED, MISSING, APPENDED, APPENDED, DUPLICATE]
+    assert [d["rule"] for d in store.get_event("a").decisions] == ["r1", "r2"]
+    assert store.get_event("b").decisions == [{**FIRED, "appended_at": T0 + 5}]
+    assert store.append_decisions([], T0) == []
+    with pytest.raises(StoreError, match="not valid JSON"):
+        store.append_decisions([("b", {**FIRED, "firing": "g"}), ("a", {**FIRED, "firing": "n", "n": float("nan")})],
+                               T0)
+    assert len(store.get_event("b").decisions) == 1 and len(store.get_event("a").decisions) == 2  # all or nothing
+
+
+def test_concurrent_appends_to_one_event_lose_nothing(store: Store) -> None:
+    store.ingest(event("shared"), WINDOW)
+    barrier = threading.Barrier(4)
+
+    def append(worker: int) -> None:
+        barrier.wait()
+        for n in range(4):
+            store.append_decisions([("shared", {**FIRED, "firing": f"w{worker}:{n}"})], T0 + n)
+
+    threads = [threading.Thread(target=append, args=(worker,)) for worker in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(d["firing"] for d in store.get_event("shared").decisions) == \
+        sorted(f"w{worker}:{n}" for worker in range(4) for n in range(4))
 
 
 def test_enqueue_jobs_queues_jobs_of_no_event_once_with_every_typed_field(store: Store) -> None:

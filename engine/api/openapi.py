@@ -45,7 +45,10 @@ SCHEMAS: dict[str, Any] = {
         "body": {"type": "object", "description": "event URI -> event body (masked fields masked for viewers)"},
         "decisions": {"type": ["array", "null"], "items": {"type": "object"},
                       "description": "one record per candidate rule: matched with its rendered actions, or the "
-                                     "first failed condition and the value found; null until processed"},
+                                     "first failed condition and the value found; null until processed. "
+                                     "A rule that fired later from the tick (an absence timer, a digest period) "
+                                     "adds a matched record with fired_by (timer | digest), fired_at and "
+                                     "appended_at (at most 20 per event, then one warning record)"},
         "jobs": {"type": "array", "items": _ref("Job")}}),
     "Job": _object({"id": STRING, "key": STRING, "status": {"enum": ["pending", "failed", "dead", "done"]},
                     "type": STRING, "rule": MAYBE_STRING, "jti": MAYBE_STRING, "destination": STRING,

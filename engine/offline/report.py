@@ -33,11 +33,9 @@ def decision_lines(records: Iterable[dict[str, Any]], indent: str = "  ") -> lis
         if "rule" not in record:  # an event whose evaluation or recording failed
             lines.append(f"{indent}ERROR {record.get('error', record)}")
             continue
-        if record.get("matched") and record.get("shadow"):
-            lines.append(f"{indent}MATCH {record['rule']} (shadow: would send, nothing sent)")
         if record.get("matched"):
-            if not record.get("shadow"):
-                lines.append(f"{indent}MATCH {record['rule']}")
+            shadow = " (shadow: would send, nothing sent)" if record.get("shadow") else ""
+            lines.append(f"{indent}MATCH {record['rule']}{shadow}{_fired(record)}")
             for action in record.get("actions", []):
                 target = f" -> {action['destination']}" if action.get("destination") else ""
                 verb = "would send" if record.get("shadow") else "action"
@@ -48,6 +46,16 @@ def decision_lines(records: Iterable[dict[str, Any]], indent: str = "  ") -> lis
                          f"(actual: {short(record.get('actual'))})")
         lines += [f"{indent}  error: {e}" for e in record.get("errors", [])]
     return lines
+
+
+def _fired(record: dict[str, Any]) -> str:
+    """How a firing recorded after the event's evaluation came about (Store.append_decision), or ''."""
+    by, at = record.get("fired_by"), record.get("fired_at")
+    if by is None:
+        return ""
+    shown = when(at) if isinstance(at, (int, float)) else "?"
+    return {"timer": f", later: absence timer expired {shown}",
+            "digest": f", later: digest period ended {shown}"}.get(str(by), f", later: {short(by, 40)} {shown}")
 
 
 def matched_rules(records: Iterable[dict[str, Any]] | None) -> list[str]:

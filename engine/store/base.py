@@ -22,7 +22,7 @@ import json
 from abc import abstractmethod
 from dataclasses import dataclass, field
 import hashlib
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from engine.errors import StoreError
 from engine.store.state import DetectionStateStore, StateStore
@@ -33,6 +33,14 @@ STALE = "stale"
 
 EVENT_STATUSES = ("pending", "processed", "stale", "failed")
 """What `Store.list_events(status=...)` and `idhooks events list --status` take."""
+
+APPENDED = "appended"
+FULL = "full"
+MISSING = "missing"
+MAX_APPENDED = 20
+"""The most decision records Store.append_decision() adds to one event (firings of absence timers and digest
+periods, recorded on the event that started them): a busy or hostile rule set cannot grow one event without
+limit."""
 
 
 def strict_json(value: Any, what: str) -> str:
@@ -206,6 +214,41 @@ class StoreStats:
     quarantine_bytes: int = 0
 
 
+def with_appended(decisions: list[dict[str, Any]] | None, record: dict[str, Any],
+                  now: float) -> tuple[list[dict[str, Any]] | None, str]:
+    """One record appended to one event's decisions: (the new decision list, or None to leave it unchanged;
+    the status). See Store.append_decisions()."""
+    later = [r for r in decisions or [] if "appended_at" in r]
+    if record.get("firing") and any(r.get("rule") == record.get("rule") and r.get("firing") == record["firing"]
+                                    for r in later):
+        return None, DUPLICATE
+    if sum("warning" not in r for r in later) >= MAX_APPENDED:
+        if any("warning" in r for r in later):
+            return None, FULL
+        warning = (f"later firings beyond {MAX_APPENDED} are not recorded on this event (the log lines "
+                   "'shadow rule would send' and 'absence timer expired' name them)")
+        return [*(decisions or []), {"warning": warning, "appended_at": now}], FULL
+    return [*(decisions or []), {**record, "appended_at": now}], APPENDED
+
+
+def appending(stored: Mapping[str, list[dict[str, Any]] | None], items: Sequence[tuple[str, dict[str, Any]]],
+              now: float) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
+    """What Store.append_decisions() writes, given the current decisions of the stored events among `items`
+    (jti -> decisions): (jti -> new decisions, for the events that change; one status per item). Every backend
+    calls this inside its own transaction, so they agree on duplicates and the cap."""
+    changed: dict[str, list[dict[str, Any]]] = {}
+    statuses = []
+    for jti, record in items:
+        if jti not in stored:
+            statuses.append(MISSING)
+            continue
+        decisions, status = with_appended(changed.get(jti, stored[jti]), record, now)
+        if decisions is not None:
+            changed[jti] = decisions
+        statuses.append(status)
+    return changed, statuses
+
+
 def event_order(event: StoredEvent) -> tuple[float, str]:
     """The listing order of events: newest first, ties by jti."""
     return (-event.received_at, event.jti)
@@ -297,6 +340,16 @@ class Store(StateStore, DetectionStateStore):
         """complete_event() for several events; backends override it to share one transaction."""
         for jti, decisions, jobs in items:
             self.complete_event(jti, decisions, jobs, now)
+
+    @abstractmethod
+    def append_decisions(self, items: Sequence[tuple[str, dict[str, Any]]], now: float) -> list[str]:
+        """Add decision records (plain JSON) to stored events' decisions, each item (jti, record) in order, in one
+        transaction; each record is marked `appended_at: now`. Used for a rule that fired later than its
+        event was evaluated (an absence timer, a digest period). One status per item: APPENDED; DUPLICATE (a
+        record of the same rule and `firing` is there already: a firing fired again after a crash is recorded
+        once); MISSING (no such event, e.g. pruned); or FULL (the event already holds MAX_APPENDED appended
+        records: nothing is added but, the first time, one `warning` record saying that later firings are not
+        recorded). The shared logic: appending()."""
 
     @abstractmethod
     def prune(self, now: float, retention: float, dedup_window: float) -> int:

@@ -38,13 +38,14 @@ import threading
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from engine.errors import StoreError
 from engine.secrets import Secret, redact_url
 from engine.config.settings import StoreConfig
 from engine.store.base import (ACCEPTED, DUPLICATE, STALE, IncomingEvent, Job, NewJob, QuarantineEntry,
-                               QuarantineResult, Store, StoredEvent, StoreStats, SubscriptionRecord, strict_json)
+                               QuarantineResult, Store, StoredEvent, StoreStats, SubscriptionRecord, strict_json,
+                               appending)
 from engine.store.detections_postgres import PostgresDetectionMixin
 from engine.store.postgres_connect import check_schema_name, clean_error, listen_connection, open_pool
 from engine.store.postgres_schema import MIGRATIONS
@@ -297,6 +298,18 @@ class PostgresStore(PostgresStateMixin, PostgresDetectionMixin, PostgresTransfer
                                           "decisions = %s, processed_at = %s, lease_owner = '', lease_until = 0 "
                                           "WHERE jti = %s AND status = 'pending'",
                     (strict_json([{"error": error}], "a failure"), now, jti))
+
+    def append_decisions(self, items: Sequence[tuple[str, dict[str, Any]]], now: float) -> list[str]:
+        with self._tx("recording later firings on their events") as cur:
+            cur.execute("SELECT jti, decisions FROM events WHERE jti = ANY(%s) ORDER BY jti FOR UPDATE",
+                        (sorted({jti for jti, _ in items}),))
+            stored = {r["jti"]: json.loads(r["decisions"]) if r["decisions"] else None for r in cur.fetchall()}
+            changed, statuses = appending(stored, items, now)
+            if changed:
+                cur.execute("UPDATE events SET decisions = d.decisions FROM unnest(%s::text[], %s::text[]) "
+                            "AS d(jti, decisions) WHERE events.jti = d.jti",
+                            (list(changed), [strict_json(d, "decisions") for d in changed.values()]))
+        return statuses
 
     def enqueue_jobs(self, jobs: list[NewJob], now: float) -> None:
         with self._tx("queueing jobs") as cur:

@@ -47,14 +47,14 @@ import logging
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 from engine.errors import StoreError
 from engine.store import redis_lua
 from engine.config.settings import StoreConfig
-from engine.store.base import (ACCEPTED, STALE, IncomingEvent, Job, NewJob, QuarantineEntry, QuarantineResult,
-                               Store, StoredEvent, StoreStats, SubscriptionRecord, strict_json,
-                               after, event_order)
+from engine.store.base import (ACCEPTED, STALE, IncomingEvent, Job, NewJob, QuarantineEntry,
+                               QuarantineResult, Store, StoredEvent, StoreStats, SubscriptionRecord, strict_json,
+                               after, event_order, appending)
 from engine.secrets import redact_url
 from engine.store.redis_connect import connect
 from engine.store.redis_records import (event_fields, event_from_hash, job_fields, job_from_hash, num,
@@ -244,6 +244,32 @@ class RedisStore(RedisStateMixin, RedisDetectionMixin, RedisTransferMixin, Store
                 args: list[Any] = [self.prefix, jti, num(now), strict_json(decisions, "decisions")]
                 self._scripts["COMPLETE_EVENT"](args=args + _job_args(jobs, now), client=pipe)
             pipe.execute()
+
+    def append_decisions(self, items: Sequence[tuple[str, dict[str, Any]]], now: float) -> list[str]:
+        """Read, change and write the events' decisions under WATCH (a Lua script's cjson would turn empty
+        lists into objects): a concurrent change of one of the events makes the transaction retry."""
+        jtis = sorted({jti for jti, _ in items})
+        keys = [f"{self.prefix}event:{jti}" for jti in jtis]
+        statuses: list[str] = []
+
+        def change(pipe: Any) -> None:
+            nonlocal statuses
+            read = self.redis.pipeline(transaction=False)  # the WATCH on `pipe` covers these reads
+            for key in keys:
+                read.exists(key)
+                read.hget(key, "decisions")
+            found = read.execute()
+            stored = {jti: json.loads(found[2 * i + 1]) if found[2 * i + 1] else None
+                      for i, jti in enumerate(jtis) if found[2 * i]}
+            changed, statuses = appending(stored, items, now)
+            pipe.multi()
+            for jti, decisions in changed.items():
+                pipe.hset(f"{self.prefix}event:{jti}", "decisions", strict_json(decisions, "decisions"))
+
+        if keys:
+            with self._guard("recording later firings on their events"):
+                self.redis.transaction(change, *keys)
+        return statuses
 
     def enqueue_jobs(self, jobs: list[NewJob], now: float) -> None:
         """One atomic script: each key is created once (a SET NX on its key mark)."""

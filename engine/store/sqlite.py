@@ -22,7 +22,7 @@ import sqlite3
 import threading
 import uuid
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 from engine.errors import StoreError
@@ -33,7 +33,8 @@ from engine.store.detections_sqlite import SQLiteDetectionMixin
 from engine.store.sqlite_transfer import SQLiteTransferMixin
 from engine.config.settings import StoreConfig
 from engine.store.base import (ACCEPTED, DUPLICATE, STALE, IncomingEvent, Job, NewJob, QuarantineEntry,
-                               QuarantineResult, Store, StoredEvent, StoreStats, SubscriptionRecord, strict_json)
+                               QuarantineResult, Store, StoredEvent, StoreStats, SubscriptionRecord, strict_json,
+                               appending)
 
 _MIGRATIONS: list[str] = [
     # 1: the first schema
@@ -375,6 +376,17 @@ class SQLiteStore(SQLiteStateMixin, SQLiteDetectionMixin, SQLiteTransferMixin, S
             conn.execute("UPDATE events SET status = 'processed', decisions = d.value, processed_at = ?, "
                          "lease_owner = NULL, lease_until = 0 FROM json_each(?) AS d WHERE events.jti = d.key",
                          (now, decisions))
+
+    def append_decisions(self, items: Sequence[tuple[str, dict[str, Any]]], now: float) -> list[str]:
+        jtis = json.dumps(sorted({jti for jti, _ in items}))
+        with self._tx() as conn:
+            rows = conn.execute("SELECT jti, decisions FROM events WHERE jti IN (SELECT value FROM json_each(?))",
+                                (jtis,)).fetchall()
+            changed, statuses = appending({r[0]: json.loads(r[1]) if r[1] else None for r in rows}, items, now)
+            if changed:
+                conn.execute("UPDATE events SET decisions = d.value FROM json_each(?) AS d WHERE events.jti = d.key",
+                             (strict_json(changed, "decisions"),))
+        return statuses
 
     def enqueue_jobs(self, jobs: list[NewJob], now: float) -> None:
         with self._tx() as conn:

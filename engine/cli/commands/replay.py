@@ -48,7 +48,8 @@ def replay_event(rules: StatefulRules, event: StoredEvent) -> list[dict[str, Any
     results = []
     for uri in envelope.uris:
         decisions = [d.to_json() for d in rules.evaluate(envelope, uri, event.webhook, now=event.received_at)]
-        before = set(matched_rules(r for r in event.decisions or [] if r.get("uri", uri) == uri))
+        before = set(matched_rules(r for r in event.decisions or []  # not a later timer's/digest's firing
+                                   if r.get("uri", uri) == uri and "fired_by" not in r))
         now = set(matched_rules(decisions))
         results.append({"jti": event.jti, "received_at": event.received_at, "type": event_type(uri),
                         "fired": [d for d in decisions if d["matched"]],

@@ -203,15 +203,20 @@ def timer_decision(store: Any, entry: MemoryRule, timer: Timer, enricher: Enrich
     return entry.rule.render({**ctx.template_context(entry.rule.info), **context}, token)
 
 
+def trigger_jti(timer: Timer) -> str:
+    """The jti of the event that started the timer (its claims are kept in the payload)."""
+    return str(timer.payload.get("set", {}).get("jti", ""))
+
+
 def fire_due_timers(store: Any, entries: Mapping[str, MemoryRule], now: float, lease: float,
-                    send: Callable[[list[Decision]], None], enricher: Enricher | None = None) -> int:
-    """Fire every absence timer due at `now` that this process claims, a batch at a time: `send(decisions)`
-    must enqueue them durably (keyed by each decision's firing_id); only then are the batch's timers
-    forgotten. How many fired."""
+                    send: Callable[[list[tuple[Decision, Timer]]], None], enricher: Enricher | None = None) -> int:
+    """Fire every absence timer due at `now` that this process claims, a batch at a time: `send(firings)`
+    (each a decision and its timer) must enqueue them durably (keyed by each decision's firing_id); only then
+    are the batch's timers forgotten. How many fired."""
     fired = 0
     while True:
         timers = store.timers_claim(now, lease, TIMER_BATCH)
-        decisions = []
+        decisions: list[tuple[Decision, Timer]] = []
         for timer in timers:
             entry = entries.get(timer.rule_id)
             if entry is None or entry.kind != "absence":
@@ -221,7 +226,7 @@ def fire_due_timers(store: Any, entries: Mapping[str, MemoryRule], now: float, l
             decision = timer_decision(store, entry, timer, enricher)
             if decision is not None:
                 log.info("absence timer expired: firing", extra={"rule": timer.rule_id, "firing": decision.firing_id})
-                decisions.append(decision)
+                decisions.append((decision, timer))
         if decisions:
             send(decisions)
             fired += len(decisions)

@@ -19,10 +19,12 @@ from engine.match.jobs import jobs_for
 from engine.match.ruleset import Decision
 from engine.match.stateful.decide import Firing, evaluate, fire_due_digests
 from engine.match.index import selector_keys
-from engine.match.stateful.detect import MemoryRule, absence_event, decide_new_value, decide_sequence, fire_due_timers
+from engine.match.stateful.detect import (MemoryRule, absence_event, decide_new_value, decide_sequence, fire_due_timers,
+                                          trigger_jti)
 from engine.match.stateful.rulekeys import StatefulRule
-from engine.store.base import Store
-from engine.store.state import CAPPED
+from engine.errors import StoreError
+from engine.store.base import FULL, MISSING, Store
+from engine.store.state import CAPPED, Timer
 
 log = logging.getLogger("idhooks.stateful")
 TIMER_LEASE = 60.0
@@ -103,30 +105,55 @@ class StatefulRules:
 
     def fire_due_digests(self, now: float, send: Callable[[Decision], None] | None = None) -> int:
         """The periodic tick: every due digest period's actions are enqueued (or handed to `send`, for
-        the offline tester); how many periods fired."""
+        the offline tester); how many periods fired. The firing is recorded on the newest event its
+        `events` list (the store keeps only the period's first max_items)."""
         def fire(rule_id: str, firing: Firing) -> None:
             rule = self.stateful[rule_id].rule
-            self._send(rule.render({"rule": rule.info, **firing.context}, firing.id), now, send)
+            decision = rule.render({"rule": rule.info, **firing.context}, firing.id)
+            self._send(decision, now, send)
+            items = firing.context.get("events") or [{}]
+            if send is None:
+                self._record([(str(items[-1].get("jti", "")), decision, "digest",
+                               firing.context["period"]["end"].timestamp())], now)
 
         return fire_due_digests(self.store, self.digests, now, fire)
 
     def fire_due_timers(self, now: float, send: Callable[[Decision], None] | None = None,
                         lease: float = TIMER_LEASE) -> int:
         """The periodic tick for absence rules: every expired timer this process claims fires once (its
-        actions enqueued, or handed to `send` for the offline tester); how many fired."""
-        def fire(decisions: list[Decision]) -> None:
-            jobs = []
-            for decision in decisions:
-                if send is not None:
+        actions enqueued, or handed to `send` for the offline tester); how many fired. Each firing is
+        recorded on the event that started its timer."""
+        def fire(firings: list[tuple[Decision, Timer]]) -> None:
+            if send is not None:
+                for decision, _ in firings:
                     send(decision)
-                elif decision.shadow:
+                return
+            jobs = []
+            for decision, _ in firings:
+                if decision.shadow:
                     self._send(decision, now, None)
                 else:
                     jobs += jobs_for(decision.firing_id or decision.rule_id, now, decision)
             if jobs:
                 self.store.enqueue_jobs(jobs, now)  # one transaction for the batch
+            self._record([(trigger_jti(timer), decision, "timer", timer.due_at) for decision, timer in firings], now)
 
         return fire_due_timers(self.store, self.memory, now, lease, fire, self.enricher)
+
+    def _record(self, firings: list[tuple[str, Decision, str, float]], now: float) -> None:
+        """Add the tick's firings, each (jti, decision, fired_by, fired_at), to the decisions of their stored
+        events in one store transaction. Best effort: the firings were already enqueued or counted as
+        shadowed; a failed write is logged, never retried."""
+        items = [(jti, {**decision.to_json(), "fired_by": by, "fired_at": at}) for jti, decision, by, at in firings]
+        try:
+            statuses = self.store.append_decisions(items, now)
+        except StoreError as exc:
+            log.warning("could not record firings on their events", extra={"firings": len(items), "error": str(exc)})
+            return
+        for (jti, decision, _, _), status in zip(firings, statuses):
+            if status in (MISSING, FULL):
+                log.info("firing not recorded on its event", extra={"rule": decision.rule_id, "jti": jti,
+                                                                     "firing": decision.firing_id, "reason": status})
 
     def tick(self, now: float, send: Callable[[Decision], None] | None = None) -> int:
         """Due digests and due absence timers: how many fired."""
