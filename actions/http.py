@@ -18,6 +18,7 @@ the retries that at-least-once delivery implies.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import socket
 from typing import Any, Mapping
@@ -164,19 +165,29 @@ class HttpAction(Action):
         return url
 
     def check_address(self, parts: Any) -> None:
-        """Resolve the host and refuse link-local / metadata addresses (the allow-list cannot open them)."""
+        """Resolve the host and refuse link-local / metadata addresses (the allow-list cannot open them). An IP
+        literal needs no resolver call; shorthand forms (`127.1`) still go through getaddrinfo."""
+        for address in self._addresses(parts):
+            refused = blocked(address)
+            if refused is not None:
+                raise PermanentError(f"refused: {parts.hostname!r} resolves to {refused}, a link-local/metadata "
+                                     "address idhooks never calls")
+
+    def _addresses(self, parts: Any) -> list[str]:
+        """The addresses `parts.hostname` stands for; none when only the proxy can resolve it."""
+        try:
+            ipaddress.ip_address((parts.hostname or "").split("%")[0])
+            return [parts.hostname]
+        except ValueError:
+            pass
         port = parts.port or (443 if parts.scheme == "https" else 80)
         try:
             infos = socket.getaddrinfo(parts.hostname, port, proto=socket.IPPROTO_TCP)
         except OSError as exc:
             if self.proxies:
-                return  # the proxy resolves names this host cannot; it must enforce its own policy
+                return []  # the proxy resolves names this host cannot; it must enforce its own policy
             raise RetryableError(f"cannot resolve {parts.hostname!r}: {exc.strerror or exc}") from None
-        for info in infos:
-            address = blocked(str(info[4][0]))
-            if address is not None:
-                raise PermanentError(f"refused: {parts.hostname!r} resolves to {address}, a link-local/metadata "
-                                     "address idhooks never calls")
+        return [str(info[4][0]) for info in infos]
 
     def _headers(self, rendered: Mapping[str, Any], idempotency_key: str) -> dict[str, str | bytes]:
         extra = rendered.get("headers") or {}

@@ -4,6 +4,12 @@
 (seconds or an HTTP date). 3xx: permanent, because redirects are never followed (a redirect could lead
 to a host the destination does not allow). Other 4xx: permanent. Error messages and response snippets
 have the destination's secrets replaced by `***`, since they are stored and shown by `idhooks deliveries`.
+
+A request is prepared here and handed straight to the session's adapter (`Session.send` is not used):
+the session contributes its mounted adapters (actions/safenet.py's guarded one), its default headers, its
+`verify`/`cert`/`proxies` defaults and its response hooks, never cookies, netrc or environment settings. This skips what a
+delivery never needs (cookie jars, hooks, redirect bookkeeping, setting merges), which was most of the
+client-side CPU of a send (README, issue 14). Cookies a target sets are not sent back on later calls.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Mapping
 
 import requests
+from requests.hooks import dispatch_hook
 
 from actions.deadline import Deadline, deadline
 from engine.errors import PermanentError, RetryableError
@@ -36,7 +43,10 @@ class HttpResult:
 
 def exchange(session: requests.Session, method: str, url: str, *, secrets: list[Secret],
              timeout: tuple[float, float], max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
-             clock: Callable[[], float], success_statuses: frozenset[int] = frozenset(), **kwargs: Any) -> HttpResult:
+             clock: Callable[[], float], success_statuses: frozenset[int] = frozenset(),
+             params: Mapping[str, Any] | None = None, headers: Mapping[str, str | bytes] | None = None,
+             json: Any = None, data: bytes | None = None, verify: bool | str | None = None,
+             proxies: Mapping[str, str] | None = None) -> HttpResult:
     """Send one request without following redirects and classify the answer; returns only on 2xx (or a
     status in `success_statuses`, e.g. 409 for a create whose first 201 was lost). `timeout` is (connect,
     total): the total bounds the whole exchange, connect + send + the whole answer (actions/deadline.py),
@@ -45,8 +55,12 @@ def exchange(session: requests.Session, method: str, url: str, *, secrets: list[
     with deadline(total) as limit:
         budget = limit.remaining()
         try:
-            with session.request(method, url, timeout=(min(connect, limit.remaining()), limit.remaining()),
-                                 allow_redirects=False, stream=True, **kwargs) as response:
+            request = prepare(session, method, url, params, headers, json, data)
+            adapter = session.get_adapter(str(request.url))
+            with adapter.send(request, stream=True, timeout=(min(connect, limit.remaining()), limit.remaining()),
+                              verify=session.verify if verify is None else verify, cert=session.cert,
+                              proxies=dict(session.proxies if proxies is None else proxies)) as response:
+                dispatch_hook("response", session.hooks, response)  # `idhooks destinations test` shows the answer
                 result = HttpResult(response.status_code, response.headers,
                                     read_capped(response, max_response_bytes, limit))
         except (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
@@ -61,6 +75,20 @@ def exchange(session: requests.Session, method: str, url: str, *, secrets: list[
     if result.status not in success_statuses:
         check(result, url, secrets, clock)
     return result
+
+
+def prepare(session: requests.Session, method: str, url: str, params: Mapping[str, Any] | None,
+            headers: Mapping[str, str | bytes] | None, json: Any, data: bytes | None) -> requests.PreparedRequest:
+    """The request as requests would prepare it (URL and query encoding, header validation, JSON body,
+    Content-Length, credentials of a user:password@ URL) with the session's default headers under
+    `headers`; no cookies, hooks or netrc."""
+    request = requests.PreparedRequest()
+    request.prepare_method(method)
+    request.prepare_url(url, params)
+    request.prepare_headers({**session.headers, **(headers or {})})
+    request.prepare_body(data, None, json)
+    request.prepare_auth(None, url)
+    return request
 
 
 def read_capped(response: requests.Response, limit: int, until: Deadline | None = None) -> bytes:

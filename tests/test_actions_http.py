@@ -86,6 +86,8 @@ def test_link_local_and_metadata_addresses_are_refused_even_when_allowed() -> No
         action.send({"path": "/latest/meta-data/"}, KEY)
     with pytest.raises(PermanentError, match="resolves to fd00:ec2::254"):
         http_action("http://[fd00:ec2::254]").send({}, KEY)
+    with pytest.raises(PermanentError, match="resolves to fe80::1, a link-local"):  # a zone id does not hide it
+        http_action("http://[fe80::1%25eth0]").send({}, KEY)
 
 
 def test_redirect_is_not_followed(http_peer: HttpPeer) -> None:
