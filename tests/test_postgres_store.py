@@ -1,6 +1,7 @@
 """What the contract suite cannot say about the PostgreSQL store: schema migrations from every older version,
-job leases by the database's clock, NOTIFY wake-ups across processes, deployments isolated by schema, the
-password never shown, hostile names, and bounded retention batches."""
+job leases by the database's clock, NOTIFY wake-ups across processes, pooled connections handed out without a
+round trip yet replaced when the server ended them, deployments isolated by schema, the password never shown,
+hostile names, and bounded retention batches."""
 
 from __future__ import annotations
 
@@ -8,11 +9,17 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 
-from engine.config.settings import load_config
+from engine.config.settings import DeliveryConfig, load_config
+from engine.deliver.worker import DeliveryWorker
+from engine.metrics import Metrics
+from engine.runtime import Current
 from engine.errors import ConfigError, StoreError
 from engine.store import open_store
 from engine.store import postgres as postgres_module
@@ -21,8 +28,10 @@ from engine.store.postgres import PostgresStore
 from engine.store.postgres_schema import MIGRATIONS
 from engine.secrets import Secret
 from tests.conftest import ROOT, basic_config, free_port
+from tests.peers import HttpPeer, http_peer  # noqa: F401 - fixture
 from tests.pgutil import drop_group, open_postgres_store, unique_group
 from tests.test_store_contract import LEASE, T0, WINDOW, event
+from tests.test_worker import actions_for
 
 pytestmark = pytest.mark.postgres
 
@@ -94,23 +103,104 @@ def test_job_leases_are_measured_by_the_database_clock(postgres_store: PostgresS
 def test_new_jobs_wake_listeners_in_other_processes_of_the_deployment_only(postgres_store: PostgresStore,
                                                                            postgres_available: str,
                                                                            tmp_path: Path) -> None:
+    """Nor the creating process's own listeners: its processor wakes its worker directly, and a second wake-up
+    of every idle worker only made each of them claim again and find nothing."""
     other_process = postgres_store.reopen(tmp_path / "b")
     other_deployment = open_postgres_store(postgres_available, tmp_path / "c")
-    woken, elsewhere = threading.Event(), threading.Event()
+    woken, elsewhere, itself = threading.Event(), threading.Event(), threading.Event()
     try:
         other_process.on_new_jobs(woken.set)
         other_deployment.on_new_jobs(elsewhere.set)
-        assert other_process.listening.wait(30) and other_deployment.listening.wait(30)
+        postgres_store.on_new_jobs(itself.set)
+        assert all(s.listening.wait(30) for s in (other_process, other_deployment, postgres_store))
         postgres_store.ingest(event("e"), WINDOW)
         postgres_store.complete_event("e", [], [], T0)
         assert not woken.wait(0.5)  # no job, no wake-up
         postgres_store.complete_event("e2", [], [NewJob("e2:r:0", "slack", "slack", {})], T0)
         assert woken.wait(5)
-        assert not elsewhere.is_set()
+        assert not itself.wait(0.5) and not elsewhere.is_set()
+        woken.clear()
+        other_process.complete_event("e3", [], [NewJob("e3:r:0", "slack", "slack", {})], T0)
+        assert itself.wait(5) and not woken.wait(0.5)  # the same, the other way round
     finally:
         other_process.close()
         drop_group(other_deployment)
         other_deployment.close()
+
+
+def test_a_job_queued_by_another_process_is_delivered_without_waiting_for_the_poll(
+        postgres_store: PostgresStore, http_peer: HttpPeer, tmp_path: Path) -> None:
+    """The delivery worker of a process that did not create the job is woken by the NOTIFY: with its poll an
+    hour long, the job still arrives (bounded generously, the machine may be loaded)."""
+    other_process = postgres_store.reopen(tmp_path / "b")
+    delivery = DeliveryConfig(workers=2, lease=30, retry_for=600, backoff_initial=5, backoff_max=60,
+                              per_destination_concurrency=1, shutdown_grace=5)
+    worker = DeliveryWorker(other_process, Current(actions_for(target=http_peer.url)), delivery, Metrics(),
+                            poll_interval=3600)
+
+    def queue(jti: str) -> None:
+        postgres_store.complete_event("", [], [NewJob(key=f"{jti}:r:0", destination="target", action="http",
+                                                      message={"path": "/users", "json": {"jti": jti}}, rule="r",
+                                                      jti=jti)], time.time())
+
+    try:
+        other_process.on_new_jobs(worker.notify)
+        assert other_process.listening.wait(30)
+        worker.start()
+        queue("first")  # found by the worker's first claim or by the wake-up
+        assert [r.json()["jti"] for r in http_peer.wait_for(1, timeout=30)] == ["first"]
+        queue("second")  # the worker is idle now: only the NOTIFY can wake it before the hour is up
+        assert [r.json()["jti"] for r in http_peer.wait_for(2, timeout=30)] == ["first", "second"]
+    finally:
+        worker.stop(grace=5)
+        other_process.close()
+
+
+def test_pooled_connections_are_handed_out_without_a_round_trip_and_replaced_once_the_server_ends_them(
+        postgres_store: PostgresStore, postgres_available: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every store call used to send an empty query first (the pool's check) and wait for its answer; a quiet
+    connection is now used as it is, and one whose session the server ended (a restart, pg_terminate_backend)
+    is still noticed and replaced: the caller never sees the dead connection."""
+    checks: list[Any] = []
+    execute = psycopg.Connection.execute
+
+    def counting(conn: psycopg.Connection, query: Any, *args: Any, **kwargs: Any) -> Any:
+        if query == "":
+            checks.append(conn)
+        return execute(conn, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Connection, "execute", counting)
+    for index in range(5):
+        assert postgres_store.ingest(event(f"quiet{index}"), WINDOW) == ACCEPTED
+        assert postgres_store.get_event(f"quiet{index}") is not None
+    assert checks == []
+
+    with psycopg.connect(postgres_available, autocommit=True) as admin:
+        query = ("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'idhooks'"
+                 " AND pid <> pg_backend_pid()")
+        pids = [row[0] for row in admin.execute(query)]
+        assert pids
+        for pid in pids:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        deadline = time.monotonic() + 30
+        while set(pids) & {row[0] for row in admin.execute(query)} and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert postgres_store.ingest(event("after"), WINDOW) == ACCEPTED  # into PostgreSQL, not the spool
+    assert not postgres_store.spool.active
+    assert postgres_store.get_event("after") is not None
+    assert checks  # the ended sessions were checked (and replaced) before use
+
+
+def test_a_dead_letter_requeued_inside_the_server_wakes_its_own_worker(postgres_store: PostgresStore) -> None:
+    """The API and console re-queue in the server process, whose listener skips its own NOTIFYs."""
+    woken = threading.Event()
+    postgres_store.on_new_jobs(woken.set)
+    postgres_store.complete_event("", [], [NewJob("k", "slack", "slack", {})], T0)
+    [job] = postgres_store.claim_jobs("w", LEASE, 1, T0 + 1)
+    postgres_store.dead_job(job.id, "HTTP 400")
+    woken.clear()
+    assert postgres_store.requeue_dead(job.id, T0 + 2) == 1
+    assert woken.is_set()
 
 
 def test_deployments_in_one_database_share_nothing(postgres_store: PostgresStore, postgres_available: str,

@@ -14,7 +14,7 @@ returns only once committed, so a 2xx means the event is on the server's disk.
   whose clocks differ never take a job over early; due times, event leases and retention use the callers'
   `now` as on the other backends (tests control them).
 - New jobs are announced with NOTIFY on commit; `on_new_jobs()` listeners (the delivery worker) wake at once
-  in every process instead of polling hard.
+  in every other process instead of polling hard (the creating process wakes its own worker directly).
 - Only the intake's commit waits for PostgreSQL to flush its WAL to disk (synchronous_commit on): it is
   the promise behind a 2xx. Everything else (claims and leases, decisions and jobs, acks and retries, rule
   state) commits on a second pool with synchronous_commit off, as SQLite commits it with synchronous=NORMAL:
@@ -36,7 +36,8 @@ import json
 import logging
 import threading
 import uuid
-from contextlib import contextmanager
+import weakref
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -104,10 +105,12 @@ class PostgresStore(PostgresStateMixin, PostgresDetectionMixin, PostgresTransfer
         self.group = self.schema = check_schema_name(group)
         self._raw_url, self._password = url, password
         self._tls = {"ca_file": ca_file, "cert_file": cert_file, "key_file": key_file}
-        self._pool = open_pool(url, self.schema, password=password, max_size=max_connections, **self._tls)
+        self._own: dict[int, weakref.ref["psycopg.Connection"]] = {}  # backend pid -> this store's connection
+        self._pool = open_pool(url, self.schema, password=password, max_size=max_connections,
+                               on_connect=self._remember, **self._tls)
         try:
             self._work = open_pool(url, self.schema, password=password, max_size=max_connections, durable=False,
-                                   **self._tls)
+                                   on_connect=self._remember, **self._tls)
         except BaseException:
             self._pool.close()
             raise
@@ -129,6 +132,19 @@ class PostgresStore(PostgresStateMixin, PostgresDetectionMixin, PostgresTransfer
         return StoreError(f"PostgreSQL store {self.url} (group {self.group!r}): {what}: "
                           f"{clean_error(exc, self._password)}")
 
+    def _remember(self, conn: "psycopg.Connection") -> None:
+        self._own[conn.info.backend_pid] = weakref.ref(conn)
+
+    def _sent_here(self, pid: int) -> bool:
+        """Whether the backend `pid` that sent a NOTIFY serves one of this store's open connections (a closed
+        one's pid may since serve another process: that is not ours)."""
+        ref = self._own.get(pid)
+        conn = ref() if ref is not None else None
+        if conn is None or conn.closed:
+            self._own.pop(pid, None)
+            return False
+        return True
+
     @contextmanager
     def _conn(self, what: str, durable: bool = False) -> Iterator["psycopg.Connection"]:
         """A pooled connection (autocommit); driver and pool failures become StoreError. `durable` commits wait
@@ -148,9 +164,11 @@ class PostgresStore(PostgresStateMixin, PostgresDetectionMixin, PostgresTransfer
             raise
 
     @contextmanager
-    def _tx(self, what: str, durable: bool = False) -> Iterator["psycopg.Cursor"]:
-        """One transaction: committed when the block ends, rolled back if it raises."""
-        with self._conn(what, durable) as conn, conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+    def _tx(self, what: str, durable: bool = False, pipeline: bool = False) -> Iterator["psycopg.Cursor"]:
+        """One transaction: committed when the block ends, rolled back if it raises. With `pipeline`, the
+        statements are sent without waiting for each answer (for a block that reads no result)."""
+        with self._conn(what, durable) as conn, (conn.pipeline() if pipeline else nullcontext()), \
+                conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
             yield cur
 
     def _rows(self, what: str, query: Any, args: Any = (), durable: bool = False) -> list[dict[str, Any]]:
@@ -277,10 +295,11 @@ class PostgresStore(PostgresStateMixin, PostgresDetectionMixin, PostgresTransfer
 
     def complete_events(self, items: list[tuple[str, list[dict[str, Any]], list[NewJob]]], now: float) -> None:
         """One transaction for the batch: the jobs (existing keys skipped), every event's decisions, and a
-        NOTIFY that PostgreSQL delivers only if the transaction commits."""
+        NOTIFY that PostgreSQL delivers only if the transaction commits. Pipelined: BEGIN, the statements and
+        COMMIT go out together, one round trip instead of four between the processor and the delivery worker."""
         new_jobs = [j for _, _, event_jobs in items for j in event_jobs]
         events = [(jti, strict_json(decisions, "decisions")) for jti, decisions, _ in items if jti]
-        with self._tx("completing events") as cur:
+        with self._tx("completing events", pipeline=True) as cur:
             self._insert_jobs(cur, new_jobs, now)
             if events:
                 cur.execute(
@@ -316,20 +335,20 @@ class PostgresStore(PostgresStateMixin, PostgresDetectionMixin, PostgresTransfer
             self._insert_jobs(cur, jobs, now)
 
     def _insert_jobs(self, cur: "psycopg.Cursor", jobs: list[NewJob], now: float) -> None:
-        """Pending jobs, due now (a key already queued is skipped), in one statement; an ordered job is placed by
-        its event's arrival (order_at). The NOTIFY goes out with the commit."""
+        """Pending jobs, due now (a key already queued is skipped), in one statement that also sends the NOTIFY
+        when it added any (it goes out with the commit); an ordered job is placed by its event's arrival
+        (order_at). Nothing here reads a result, so a pipelined transaction never waits in the middle."""
         if not jobs:
             return
         rows = [(uuid.uuid4().hex, j.key, j.destination, strict_json(j.to_json(), f"job {j.key!r}"), j.order_key,
                  j.received_at if j.received_at is not None else now) for j in jobs]
         cur.execute(
-            "INSERT INTO jobs (id, key, destination, payload, status, created_at, due_at, order_key, order_at) "
-            "SELECT id, key, destination, payload, 'pending', %s, %s, order_key, order_at FROM unnest(%s::text[], "
-            "%s::text[], %s::text[], %s::text[], %s::text[], %s::float8[]) WITH ORDINALITY "
-            "AS j(id, key, destination, payload, order_key, order_at, n) ORDER BY n ON CONFLICT (key) DO NOTHING",
-            (now, now, *map(list, zip(*rows))))
-        if cur.rowcount:
-            cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, self.schema))
+            "WITH added AS (INSERT INTO jobs (id, key, destination, payload, status, created_at, due_at, order_key, "
+            "order_at) SELECT id, key, destination, payload, 'pending', %s, %s, order_key, order_at FROM "
+            "unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::float8[]) WITH ORDINALITY "
+            "AS j(id, key, destination, payload, order_key, order_at, n) ORDER BY n ON CONFLICT (key) DO NOTHING "
+            "RETURNING 1) SELECT pg_notify(%s, %s) WHERE EXISTS (SELECT FROM added)",
+            (now, now, *map(list, zip(*rows)), CHANNEL, self.schema))
         touched: dict[str, float] = {}
         for job in jobs:
             if job.ordered_by:
@@ -454,6 +473,9 @@ class PostgresStore(PostgresStateMixin, PostgresDetectionMixin, PostgresTransfer
             count = cur.rowcount
             if count:
                 cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, self.schema))
+        if count:  # the API and console re-queue inside the server: its own worker skips its own NOTIFY
+            for callback in list(self._listeners):
+                callback()
         return count
 
     def drop_dead(self, job_id: str) -> bool:
@@ -461,7 +483,10 @@ class PostgresStore(PostgresStateMixin, PostgresDetectionMixin, PostgresTransfer
                            (job_id,), durable=True) > 0
 
     def on_new_jobs(self, callback: Callable[[], None]) -> None:
-        """Call `callback` whenever any process of this deployment creates or re-queues jobs (LISTEN)."""
+        """Call `callback` whenever another process of this deployment creates or re-queues jobs (LISTEN). This
+        store's own NOTIFYs (recognised by the sending backend's pid) are skipped: the process that created the
+        jobs wakes its own worker directly, and a second wake-up of every idle worker only made each of them
+        claim again and find nothing."""
         self._listeners.append(callback)
         if self._listen_thread is None:
             self._listen_thread = threading.Thread(target=self._listen, name="postgres-listen", daemon=True)
@@ -477,7 +502,7 @@ class PostgresStore(PostgresStateMixin, PostgresDetectionMixin, PostgresTransfer
                     self.listening.set()
                     while not self._closed.is_set():
                         for notice in conn.notifies(timeout=0.5):
-                            if notice.payload == self.schema:
+                            if notice.payload == self.schema and not self._sent_here(notice.pid):
                                 for callback in list(self._listeners):
                                     callback()
             except psycopg.Error as exc:

@@ -11,8 +11,9 @@ would be a silent downgrade.
 
 from __future__ import annotations
 
+import select
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import parse_qsl, urlsplit
 
 from engine.errors import ConfigError, StoreError
@@ -62,11 +63,12 @@ def check_schema_name(group: str) -> str:
 
 
 def open_pool(url: str, schema: str, *, password: Secret | None = None, max_size: int = 16, durable: bool = True,
+              on_connect: Callable[["psycopg.Connection"], None] = lambda conn: None,
               **tls: Path | None) -> "ConnectionPool":
     """An open pool of autocommit connections whose search_path is `schema`. Raises StoreError (naming the
     password-free URL and libpq's reason) when no connection can be made. A pool that is not `durable` commits
     with synchronous_commit off: a commit returns before its WAL is flushed (engine/store/postgres.py says what
-    uses which)."""
+    uses which). `on_connect` sees every new connection once it is set up."""
     if psycopg is None:
         raise ConfigError("store.url: the PostgreSQL store needs the psycopg and psycopg-pool packages: "
                           "pip install 'idhooks[postgres]'")
@@ -79,13 +81,14 @@ def open_pool(url: str, schema: str, *, password: Secret | None = None, max_size
         conn.execute(timeout)
         if not durable:
             conn.execute("SET synchronous_commit = off")
+        on_connect(conn)
 
     try:  # one connection first: its error says what is wrong (the pool's would only say it timed out)
         psycopg.connect(url, **kwargs).close()
     except psycopg.Error as exc:
         raise StoreError(f"PostgreSQL store {redact_url(url)}: cannot connect: {clean_error(exc, password)}") from None
     pool = ConnectionPool(url, kwargs={**kwargs, "autocommit": True}, min_size=1, max_size=max_size,
-                          timeout=POOL_TIMEOUT, configure=configure, check=ConnectionPool.check_connection,
+                          timeout=POOL_TIMEOUT, configure=configure, check=check_quiet_connection,
                           open=False, name="idhooks-store" if durable else "idhooks-store-work")
     try:
         pool.open(wait=True, timeout=POOL_TIMEOUT + CONNECT_TIMEOUT)
@@ -94,6 +97,22 @@ def open_pool(url: str, schema: str, *, password: Secret | None = None, max_size
         raise StoreError(f"PostgreSQL store {redact_url(url)}: cannot connect: "
                          f"{clean_error(exc, password)}") from None
     return pool
+
+
+def check_quiet_connection(conn: "psycopg.Connection") -> None:
+    """The pool's check before it hands out a connection, without a round trip while the connection is quiet.
+    An idle connection's server says nothing until asked, so a socket with something to read means the server
+    ended the session (a restart, a crash, pg_terminate_backend: its last message or the end of the stream):
+    only then is it checked with a query, which fails, and the pool replaces it. A round trip on every
+    checkout doubled the round trips of every store call, each one a wake-up of the server's backend that
+    waits for a CPU on a loaded host."""
+    if conn.closed or conn.pgconn.status != psycopg.pq.ConnStatus.OK:
+        ConnectionPool.check_connection(conn)
+        return
+    poller = select.poll()  # not select(): descriptors above 1024 are legal in a busy server
+    poller.register(conn.fileno(), select.POLLIN | select.POLLPRI)
+    if poller.poll(0):
+        ConnectionPool.check_connection(conn)
 
 
 def listen_connection(url: str, *, password: Secret | None = None, **tls: Path | None) -> "psycopg.Connection":
