@@ -22,6 +22,8 @@ from engine.api.app import create_api_app, mount
 from engine.api.deps import ApiDeps
 from engine.api.resources import MAX_BODY_BYTES
 from engine.receive.app import create_app, create_metrics_app
+from engine.receive.channel import use_task_flushed_channels
+from engine.verify.envelope import RecentEnvelopes
 from engine.config.settings import Config, ServerConfig, load_config
 from engine.errors import ConfigError, IdhooksError
 from engine.metrics import Metrics
@@ -74,10 +76,11 @@ class Service:
         self.metrics.last_reload.set(self.rules_loaded_at)
         self.actions = Current(self.load_actions(config))
         self.worker = DeliveryWorker(store, self.actions, config.delivery, self.metrics, clock=clock)
+        recent = RecentEnvelopes()
         self.processor = Processor(store, self.rules, metrics=self.metrics, clock=clock,
-                                   on_jobs=self.worker.notify)
+                                   on_jobs=self.worker.notify, recent=recent)
         self.app = create_app(self.config, store, metrics=self.metrics, clock=clock,
-                              readiness=self.readiness, on_accepted=self.processor.notify)
+                              readiness=self.readiness, on_accepted=self.processor.notify, recent=recent)
         self.api = ApiDeps(self.config, store, self.rules, self.readiness, self.metrics, clock)
         if config.api.listen is None:  # otherwise only the separate API listener serves it
             mount(self.app, self.api)
@@ -235,24 +238,24 @@ def serve(config_path: Path, host: str | None, port: int | None, log_json: bool 
     service = Service(config, open_store(config.store))
     service.start(take_over_leases=not processes.is_child())
     allow_open_files(server_cfg.connection_limit)
-    server = waitress.create_server(service.app, threads=server_cfg.threads, ident="idhooks",
-                                    max_request_body_size=server_cfg.max_body_bytes, clear_untrusted_proxy_headers=True,
-                                    **listen_on(server_cfg.host, server_cfg.port, processes.LISTEN_FD_ENV),
-                                    **client_limits(server_cfg))
+    server = use_task_flushed_channels(waitress.create_server(
+        service.app, threads=server_cfg.threads, ident="idhooks", max_request_body_size=server_cfg.max_body_bytes,
+        clear_untrusted_proxy_headers=True, **listen_on(server_cfg.host, server_cfg.port, processes.LISTEN_FD_ENV),
+        **client_limits(server_cfg)))
 
     metrics_cfg = config.metrics
     if metrics_cfg.listen is not None:
-        metrics_server = waitress.create_server(create_metrics_app(service.metrics, metrics_cfg.token),
+        metrics_server = use_task_flushed_channels(waitress.create_server(create_metrics_app(service.metrics, metrics_cfg.token),
                                                 threads=2, ident="idhooks-metrics",
-                                                **listen_on(*metrics_cfg.listen, processes.METRICS_FD_ENV))
+                                                **listen_on(*metrics_cfg.listen, processes.METRICS_FD_ENV)))
         threading.Thread(target=metrics_server.run, name="idhooks-metrics", daemon=True).start()
         log.info("metrics served separately", extra={"listen": f"{metrics_cfg.listen[0]}:{metrics_cfg.listen[1]}"})
 
     api_cfg = config.api
     if api_cfg.listen is not None:
-        api_server = waitress.create_server(create_api_app(service.api), threads=4, ident="idhooks-api",
+        api_server = use_task_flushed_channels(waitress.create_server(create_api_app(service.api), threads=4, ident="idhooks-api",
                                             max_request_body_size=MAX_BODY_BYTES,
-                                            **listen_on(*api_cfg.listen, processes.API_FD_ENV))
+                                            **listen_on(*api_cfg.listen, processes.API_FD_ENV)))
         threading.Thread(target=api_server.run, name="idhooks-api", daemon=True).start()
         log.info("API and console served separately", extra={"listen": f"{api_cfg.listen[0]}:{api_cfg.listen[1]}"})
 

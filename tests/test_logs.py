@@ -6,6 +6,8 @@ import io
 import logging
 import threading
 
+import pytest
+
 from engine.logs import LineHandler, TextFormatter
 
 
@@ -45,3 +47,25 @@ def test_a_record_that_cannot_be_formatted_is_reported_not_raised(capsys):
     logger.info("next line")
     assert stream.getvalue().splitlines()[-1].endswith("next line")
     assert "--- Logging error ---" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("value", "printed"), [
+    (202, "202"), (-3, "-3"), (True, "true"), (None, "null"), (1.25, "1.25"), (1e-05, "1e-05"),
+    (float("nan"), "NaN"), (float("inf"), "Infinity"), (-float("inf"), "-Infinity"),
+    (["login.loginFailed"], '"[\\"login.loginFailed\\"]"'), ([], "[]"), (("a", "b"), '"[\\"a\\", \\"b\\"]"'),
+    (["a b"], '"[\\"a b\\"]"'), (["x\ny"], '"[\\"x\\\\ny\\"]"'), ([1, 2], '"[1, 2]"'),
+    ("plain-text", "plain-text"), ("two words", '"two words"'), ("forged\nINFO line", '"forged\\nINFO line"'),
+])
+def test_field_values_print_the_same_on_the_fast_paths(value, printed):
+    """Numbers and lists of plain words skip json.dumps (a request line's cost, issue 14) and print
+    exactly as before; anything else still goes through JSON escaping, so CR/LF cannot forge a line."""
+    stream = io.StringIO()
+    handler = LineHandler(stream)
+    handler.setFormatter(TextFormatter())
+    logger = logging.getLogger("idhooks.test.fastpath")
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    logger.warning("m", extra={"field": value})
+    line = stream.getvalue()
+    assert line.endswith(f" m field={printed}\n")
+    assert line.count("\n") == 1

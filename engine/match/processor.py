@@ -22,7 +22,7 @@ import uuid
 from dataclasses import replace
 from typing import Any, Callable
 
-from engine.verify.envelope import parse_envelope
+from engine.verify.envelope import RecentEnvelopes
 from engine.errors import IdhooksError, PayloadError
 from engine.metrics import Metrics
 from engine.match.jobs import jobs_for
@@ -61,10 +61,11 @@ class Processor:
     def __init__(self, store: Store, rules: Current[StatefulRules], *, metrics: Metrics,
                  clock: Callable[[], float] = time.time, lease: float = 60.0, batch: int = 256,
                  on_jobs: Callable[[], None] = lambda: None, poll_interval: float = 1.0,
-                 linger: float = 0.003) -> None:
+                 linger: float = 0.003, recent: RecentEnvelopes | None = None) -> None:
         self.store, self.rules, self.metrics, self.clock = store, rules, metrics, clock
         self.lease, self.batch, self.on_jobs, self.poll_interval = lease, batch, on_jobs, poll_interval
         self.linger = linger
+        self.recent = recent or RecentEnvelopes(limit=0)
         self.owner = f"processor-{uuid.uuid4().hex[:8]}"
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -75,7 +76,7 @@ class Processor:
 
     def evaluate(self, event: StoredEvent) -> tuple[list[dict[str, Any]], list[NewJob]]:
         """Decisions (JSON records) and jobs for one stored event, with the current rule set."""
-        envelope = parse_envelope(event.body)
+        envelope = self.recent.parse(event.jti, event.body)
         ruleset = self.rules.get()
         records: list[dict[str, Any]] = [{"warning": warning} for warning in envelope.warnings]
         jobs: list[NewJob] = []

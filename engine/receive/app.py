@@ -24,6 +24,7 @@ from engine.runtime import Current
 from engine.secrets import Secret
 from engine.store.base import Store
 from engine.receive.websub import UnsubscribedWebhooks, answer, mode_label
+from engine.verify.envelope import RecentEnvelopes
 
 log = logging.getLogger("idhooks.http")
 
@@ -195,14 +196,15 @@ def create_metrics_app(metrics: Metrics, token: Secret | None) -> falcon.App:
 def create_app(config: Config | Current[Config], store: Store, *, metrics: Metrics | None = None,
                clock: Callable[[], float] = time.time,
                readiness: Callable[[], dict[str, Any]] | None = None,
-               on_accepted: Callable[[], None] = lambda: None) -> falcon.App:
+               on_accepted: Callable[[], None] = lambda: None,
+               recent: RecentEnvelopes | None = None) -> falcon.App:
     """The WSGI app. Registers the store's gauges on `metrics`. `readiness()` describes the rule set ({"loaded": bool, ...}); `on_accepted()` wakes
-    the processor after a new event is stored."""
+    the processor after a new event is stored; `recent` hands the parsed envelopes to it."""
     holder = config if isinstance(config, Current) else Current(config)
     metrics = metrics or Metrics()
     metrics.watch_store(store.stats, store.last_accepted, store.list_subscriptions)
     intake = Intake(store, quarantine=holder.get().quarantine, dedup_window=holder.get().store.dedup_window,
-                    metrics=metrics, clock=clock)
+                    metrics=metrics, clock=clock, recent=recent)
     app = falcon.App(media_type=falcon.MEDIA_JSON)
     app.req_options.strip_url_path_trailing_slash = False
     app.add_error_handler(RequestError, _handle_request_error)

@@ -17,7 +17,7 @@ from typing import Callable, Mapping
 from engine.catalog import entries as catalog_entries
 from engine.catalog import uri_to_alias
 from engine.config.settings import QuarantineConfig, WebhookConfig
-from engine.verify.envelope import Envelope, parse_envelope
+from engine.verify.envelope import Envelope, RecentEnvelopes, parse_envelope
 from engine.errors import SignatureError
 from engine.metrics import Metrics
 from engine.verify.signature import SIGNATURE_HEADERS, find_signature, verify
@@ -44,8 +44,9 @@ class Intake:
     """Verifies and stores the event POSTs of every webhook."""
 
     def __init__(self, store: Store, *, quarantine: QuarantineConfig, dedup_window: float,
-                 metrics: Metrics, clock: Callable[[], float]) -> None:
+                 metrics: Metrics, clock: Callable[[], float], recent: RecentEnvelopes | None = None) -> None:
         self.store = store
+        self.recent = recent
         self.quarantine = quarantine
         self.dedup_window = dedup_window
         self.metrics = metrics
@@ -82,6 +83,8 @@ class Intake:
         """Store an already verified envelope (also used by `quarantine reverify`)."""
         incoming = IncomingEvent(jti=envelope.jti, webhook=webhook, iat_ms=envelope.iat_ms,
                                  received_at=self.clock(), uris=envelope.uris, body=body)
+        if self.recent is not None:
+            self.recent.put(body, envelope)  # before the commit: the processor may claim it right after
         outcome = self.store.ingest(incoming, self.dedup_window)
         if outcome == DUPLICATE and self._conflicts(envelope):
             outcome = CONFLICT
