@@ -333,6 +333,18 @@ def test_claim_jobs_skips_destinations(store: Store) -> None:
     assert [j.destination for j in store.claim_jobs("w1", LEASE, 10, T0 + 1)] == ["slack"]
 
 
+def test_ack_jobs_acknowledges_several_at_once(store: Store) -> None:
+    first, second, other = (job_for(store, k) for k in ("first", "second", "other"))
+    store.claim_jobs("w1", LEASE, 10, T0)
+    store.ack_jobs([first, second], T0 + 1)
+    store.ack_jobs([], T0 + 1)
+    assert [(store.get_job(i).status, store.get_job(i).attempts, store.get_job(i).lease_owner)
+            for i in (first, second)] == [("done", 1, ""), ("done", 1, "")]
+    assert store.get_job(other).status == "pending"
+    assert sorted(j.id for j in store.list_jobs("done")) == sorted([first, second])
+    assert store.claim_jobs("w2", LEASE, 10, T0 + 2) == []  # acked: never claimable again; other: still leased
+
+
 def test_ack_retry_and_dead_letters(store: Store) -> None:
     done, retried, dead = (job_for(store, k) for k in ("done", "retried", "dead"))
     store.claim_jobs("w1", LEASE, 10, T0)

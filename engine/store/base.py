@@ -372,8 +372,14 @@ class Store(StateStore, DetectionStateStore):
         """Due pending jobs (due_at <= now) not leased or whose lease expired, oldest due first."""
 
     @abstractmethod
+    def ack_jobs(self, job_ids: list[str], now: float) -> None:
+        """The jobs were delivered: status 'done', attempts+1, lease released. One write for all of them (one
+        statement in SQL, one round trip of per-job atomic scripts in Redis): the delivery worker acknowledges
+        what it delivered of a claimed batch at once."""
+
     def ack_job(self, job_id: str, now: float) -> None:
         """The job was delivered: status 'done'."""
+        self.ack_jobs([job_id], now)
 
     @abstractmethod
     def retry_job(self, job_id: str, due_at: float, error: str, response: str = "") -> None:

@@ -442,9 +442,10 @@ class SQLiteStore(SQLiteStateMixin, SQLiteDetectionMixin, SQLiteTransferMixin, S
     def _update_job(self, sql: str, args: tuple) -> None:
         self._write(sql, args)
 
-    def ack_job(self, job_id: str, now: float) -> None:
-        self._update_job("UPDATE jobs SET status = 'done', attempts = attempts + 1, done_at = ?, "
-                         "lease_owner = '', lease_until = 0 WHERE id = ?", (now, job_id))
+    def ack_jobs(self, job_ids: list[str], now: float) -> None:
+        if job_ids:
+            self._update_job("UPDATE jobs SET status = 'done', attempts = attempts + 1, done_at = ?, lease_owner = '', "
+                             f"lease_until = 0 WHERE id IN ({','.join('?' * len(job_ids))})", (now, *job_ids))
 
     def retry_job(self, job_id: str, due_at: float, error: str, response: str = "") -> None:
         self._update_job("UPDATE jobs SET attempts = attempts + 1, due_at = ?, last_error = ?, last_response = ?, "
