@@ -13,7 +13,7 @@ from typing import Iterator
 import pytest
 
 from engine.errors import StoreError
-from engine.store.base import (ACCEPTED, APPENDED, DUPLICATE, FULL, MAX_APPENDED, MISSING, STALE, IncomingEvent,
+from engine.store.base import (ACCEPTED, APPENDED, DUPLICATE, FULL, MAX_APPENDED, MISSING, NOT_EVALUATED, STALE, IncomingEvent,
                                NewJob, QuarantineEntry, Store, SubscriptionRecord)
 from engine.store.postgres import PostgresStore
 from engine.store.postgres_schema import MIGRATIONS as POSTGRES_MIGRATIONS
@@ -231,18 +231,22 @@ def test_append_decisions_in_one_batch_to_several_events(store: Store) -> None:
         store.ingest(event(jti), WINDOW)
     store.complete_event("a", [], [], T0)  # "b" is still pending
     items = [("a", FIRED), ("gone", FIRED), ("b", FIRED), ("a", {**FIRED, "rule": "r2"}), ("a", FIRED)]
-    assert store.append_decisions(items, T0 + 5) == [APPENDED, MISSING, APPENDED, APPENDED, DUPLICATE]
+    assert store.append_decisions(items, T0 + 5) == [APPENDED, MISSING, NOT_EVALUATED, APPENDED, DUPLICATE]
     assert [d["rule"] for d in store.get_event("a").decisions] == ["r1", "r2"]
-    assert store.get_event("b").decisions == [{**FIRED, "appended_at": T0 + 5}]
+    assert store.get_event("b").decisions is None  # its evaluation would have overwritten the record
+    store.complete_event("b", [{"rule": "r0", "matched": False}], [], T0 + 6)
+    assert store.append_decisions([("b", FIRED)], T0 + 7) == [APPENDED]
+    assert store.get_event("b").decisions == [{"rule": "r0", "matched": False}, {**FIRED, "appended_at": T0 + 7}]
     assert store.append_decisions([], T0) == []
     with pytest.raises(StoreError, match="not valid JSON"):
         store.append_decisions([("b", {**FIRED, "firing": "g"}), ("a", {**FIRED, "firing": "n", "n": float("nan")})],
                                T0)
-    assert len(store.get_event("b").decisions) == 1 and len(store.get_event("a").decisions) == 2  # all or nothing
+    assert len(store.get_event("b").decisions) == 2 and len(store.get_event("a").decisions) == 2  # all or nothing
 
 
 def test_concurrent_appends_to_one_event_lose_nothing(store: Store) -> None:
     store.ingest(event("shared"), WINDOW)
+    store.complete_event("shared", [], [], T0)
     barrier = threading.Barrier(4)
 
     def append(worker: int) -> None:
