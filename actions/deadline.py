@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import socket
 import threading
 import time
@@ -76,6 +77,7 @@ class _Watchdog:
         self._counter = itertools.count()
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._sleeping_until = -math.inf  # when the waiting watchdog wakes; -inf while it is not waiting
 
     def add(self, deadline: Deadline) -> None:
         with self._wake:
@@ -83,8 +85,9 @@ class _Watchdog:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="delivery-deadlines", daemon=True)
                 self._thread.start()
-            if self._heap[0][2] is deadline:  # only a new earliest end changes how long the watchdog sleeps:
-                self._wake.notify()           # waking it for every attempt cost a thread switch per send
+            if deadline.expires < self._sleeping_until:  # only an end before its wake-up needs the watchdog:
+                self._sleeping_until = deadline.expires  # waking it for every attempt cost a thread switch
+                self._wake.notify()                      # per send (each send's deadline is the earliest)
 
     def discard(self, deadline: Deadline) -> None:
         with self._wake:
@@ -92,10 +95,14 @@ class _Watchdog:
             heapq.heapify(self._heap)
 
     def _run(self) -> None:
+        """Sleep until the earliest end (a deadline discarded meanwhile only makes it wake early, find a later
+        one and sleep again), expire what is due."""
         while True:
             with self._wake:
                 while not self._heap or self._heap[0][0] > time.monotonic():
-                    self._wake.wait(self._heap[0][0] - time.monotonic() if self._heap else None)
+                    self._sleeping_until = self._heap[0][0] if self._heap else math.inf
+                    self._wake.wait(self._sleeping_until - time.monotonic() if self._heap else None)
+                self._sleeping_until = -math.inf
                 _, _, due = heapq.heappop(self._heap)
             due.expire()
 

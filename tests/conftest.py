@@ -93,7 +93,11 @@ class ServerProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "engine", "serve", "--config", str(config), "--port", str(port), *args],
             cwd=config.parent, env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
-        self.wait_ready()
+        try:
+            self.wait_ready()
+        except BaseException:  # a server that never became healthy must not outlive the test
+            self.stop()
+            raise
 
     def wait_ready(self, timeout: float = 20) -> None:
         deadline = time.monotonic() + timeout

@@ -19,7 +19,15 @@ BIG = 16 * 1024 * 1024
 """More than loopback's socket buffers hold: the server must wait for the reader."""
 
 
+RELEASE = threading.Event()
+"""/slow waits for it: the test sets it once the answer before /slow has arrived."""
+
+
 def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    if environ["PATH_INFO"] == "/slow":
+        RELEASE.wait(20)
+        start_response("200 OK", [("Content-Length", "4")])
+        return [b"slow"]
     size = int(environ["PATH_INFO"].strip("/") or 2)
     body = (environ["PATH_INFO"].encode() + b"." * size)[:size]
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(size))])
@@ -88,3 +96,15 @@ def test_a_large_answer_reaches_a_slow_reader(server: Any) -> None:
         time.sleep(0.3)  # not reading yet: the server cannot send it all
         answers = read_answers(sock, 2)
         assert [len(answer) for answer in answers] == [BIG, 7]
+
+
+def test_an_answer_is_not_held_back_by_the_pipelined_request_after_it(server: Any) -> None:
+    """The first answer arrives while the second request's task is still running (it waits for the test)."""
+    RELEASE.clear()
+    with socket.create_connection(("127.0.0.1", server.effective_port), timeout=10) as sock:
+        sock.sendall(request("/12") + request("/slow"))
+        try:
+            assert read_answers(sock, 1) == [b"/12........."]
+        finally:
+            RELEASE.set()
+        assert read_answers(sock, 1) == [b"slow"]

@@ -190,3 +190,11 @@ def test_hostile_query_values_never_break_a_page(console, path, names):
 def test_hostile_login_tokens_are_refused(console, token):
     result = console.client.simulate_post("/console/login", body="token=" + token, headers=FORM)
     assert result.status_code in (401, 422) and "set-cookie" not in result.headers
+
+
+def test_the_console_address_with_a_trailing_slash_leads_to_the_overview(console):
+    assert console.client.simulate_get("/console/").headers["location"] == "/console"
+    headers = log_in(console, VIEWER_TOKEN)
+    followed = console.client.simulate_get(console.client.simulate_get("/console/").headers["location"],
+                                           headers=headers)
+    assert followed.status_code == 200

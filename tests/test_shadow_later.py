@@ -146,3 +146,28 @@ def test_a_shadow_digest_is_recorded_on_the_newest_event_of_its_period(tmp_path:
     assert f"  MATCH quiet-hourly (shadow: would send, nothing sent), later: digest period ended {when(end)}\n" \
            '    would send 0 log\n      message: "2 registrations: ann, bob"\n' in out
     assert f"  MATCH hourly, later: digest period ended {when(end)}\n    action 0 log\n" in out
+
+
+def test_a_firing_whose_event_is_not_recorded_yet_waits_for_its_evaluation(tmp_path: Path) -> None:
+    """The processor evaluated the registration (its timer started) but had not recorded the decisions when
+    the timer expired: writing the firing then would be overwritten by the evaluation's decision list, so it
+    waits and is added on the next tick after the evaluation is recorded."""
+    server = Server(tmp_path, ABSENCE)
+    event = login_event("late", user_id="u9", alias="registration.registrationSuccess")
+    event["iat"] = int(server.now * 1000)
+    body, headers = signed(event)
+    assert server.client.simulate_post("/webhooks/asgardeo", body=body, headers=headers).status_code == 202
+    store = server.service.store
+    [pending] = store.claim_events("slow-processor", 60, 10, server.now)
+    records, jobs = server.service.processor.evaluate(pending)  # the timers start here
+    server.now += 3600
+    server.service.tick()
+    assert store.get_event(event["jti"]).decisions is None  # not written over the coming evaluation
+    store.complete_events([(event["jti"], records, jobs)], server.now)
+    server.service.tick()
+    decisions = store.get_event(event["jti"]).decisions
+    assert [(d["rule"], "fired_by" in d) for d in decisions] == [
+        ("quiet-never-signed-in", False), ("never-signed-in", False),
+        ("quiet-never-signed-in", True), ("never-signed-in", True)]
+    server.service.tick()
+    assert len(store.get_event(event["jti"]).decisions) == 4  # recorded once

@@ -13,7 +13,7 @@ from typing import Iterator
 import pytest
 
 from engine.errors import StoreError
-from engine.store.base import (ACCEPTED, APPENDED, DUPLICATE, FULL, MAX_APPENDED, MISSING, STALE, IncomingEvent,
+from engine.store.base import (ACCEPTED, APPENDED, DUPLICATE, FULL, MAX_APPENDED, MISSING, NOT_EVALUATED, STALE, IncomingEvent,
                                NewJob, QuarantineEntry, Store, SubscriptionRecord)
 from engine.store.postgres import PostgresStore
 from engine.store.postgres_schema import MIGRATIONS as POSTGRES_MIGRATIONS
@@ -231,18 +231,22 @@ def test_append_decisions_in_one_batch_to_several_events(store: Store) -> None:
         store.ingest(event(jti), WINDOW)
     store.complete_event("a", [], [], T0)  # "b" is still pending
     items = [("a", FIRED), ("gone", FIRED), ("b", FIRED), ("a", {**FIRED, "rule": "r2"}), ("a", FIRED)]
-    assert store.append_decisions(items, T0 + 5) == [APPENDED, MISSING, APPENDED, APPENDED, DUPLICATE]
+    assert store.append_decisions(items, T0 + 5) == [APPENDED, MISSING, NOT_EVALUATED, APPENDED, DUPLICATE]
     assert [d["rule"] for d in store.get_event("a").decisions] == ["r1", "r2"]
-    assert store.get_event("b").decisions == [{**FIRED, "appended_at": T0 + 5}]
+    assert store.get_event("b").decisions is None  # its evaluation would have overwritten the record
+    store.complete_event("b", [{"rule": "r0", "matched": False}], [], T0 + 6)
+    assert store.append_decisions([("b", FIRED)], T0 + 7) == [APPENDED]
+    assert store.get_event("b").decisions == [{"rule": "r0", "matched": False}, {**FIRED, "appended_at": T0 + 7}]
     assert store.append_decisions([], T0) == []
     with pytest.raises(StoreError, match="not valid JSON"):
         store.append_decisions([("b", {**FIRED, "firing": "g"}), ("a", {**FIRED, "firing": "n", "n": float("nan")})],
                                T0)
-    assert len(store.get_event("b").decisions) == 1 and len(store.get_event("a").decisions) == 2  # all or nothing
+    assert len(store.get_event("b").decisions) == 2 and len(store.get_event("a").decisions) == 2  # all or nothing
 
 
 def test_concurrent_appends_to_one_event_lose_nothing(store: Store) -> None:
     store.ingest(event("shared"), WINDOW)
+    store.complete_event("shared", [], [], T0)
     barrier = threading.Barrier(4)
 
     def append(worker: int) -> None:
@@ -331,6 +335,18 @@ def test_claim_jobs_skips_destinations(store: Store) -> None:
     mail = job_for(store, "k2", destination="mail")
     assert [j.id for j in store.claim_jobs("w1", LEASE, 10, T0 + 1, frozenset({"slack"}))] == [mail]
     assert [j.destination for j in store.claim_jobs("w1", LEASE, 10, T0 + 1)] == ["slack"]
+
+
+def test_ack_jobs_acknowledges_several_at_once(store: Store) -> None:
+    first, second, other = (job_for(store, k) for k in ("first", "second", "other"))
+    store.claim_jobs("w1", LEASE, 10, T0)
+    store.ack_jobs([first, second], T0 + 1)
+    store.ack_jobs([], T0 + 1)
+    assert [(store.get_job(i).status, store.get_job(i).attempts, store.get_job(i).lease_owner)
+            for i in (first, second)] == [("done", 1, ""), ("done", 1, "")]
+    assert store.get_job(other).status == "pending"
+    assert sorted(j.id for j in store.list_jobs("done")) == sorted([first, second])
+    assert store.claim_jobs("w2", LEASE, 10, T0 + 2) == []  # acked: never claimable again; other: still leased
 
 
 def test_ack_retry_and_dead_letters(store: Store) -> None:

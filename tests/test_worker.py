@@ -280,3 +280,20 @@ def test_an_action_bug_counts_as_a_retryable_attempt(store: Store, http_peer: Ht
     assert (job.status, job.attempts, job.due_at) == ("failed", 1, clock.now + 5)
     assert job.last_error == "unexpected error in the http action: AttributeError: 'list' object has no attribute 'get'"
     assert http_peer.requests == []
+
+
+def test_a_backlog_batch_records_each_outcome(store: Store, http_peer: HttpPeer) -> None:
+    """Jobs claimed together (a backlog) are sent in order; the delivered ones are recorded together at the
+    end of the batch, the failed ones as they fail."""
+    clock, metrics = Clock(), Metrics()
+    http_peer.script.extend([Response(200), Response(503, b"busy"), Response(200), Response(404, b"gone")])
+    keys = enqueue(store, "provisioning", clock.now, count=4)
+    clock.now += 60  # due a minute ago: a backlog, claimed as one batch
+    assert worker(store, actions_for(provisioning=http_peer.url), clock, metrics).run_once() == 4
+    sent = [r.headers["Idempotency-Key"] for r in http_peer.requests]  # jobs due at the same time: any order
+    assert sorted(sent) == keys
+    jobs = {job.key: job for job in store.list_jobs()}
+    assert [(jobs[k].status, jobs[k].attempts) for k in sent] == [("done", 1), ("failed", 1), ("done", 1), ("dead", 1)]
+    text = metrics.render().decode()
+    assert 'idhooks_action_successes_total{destination="provisioning"} 2.0' in text
+    assert 'idhooks_dead_letters_total{destination="provisioning"} 1.0' in text

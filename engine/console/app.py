@@ -237,6 +237,13 @@ class Static:
         resp.data = (STATIC / name).read_bytes()
 
 
+class Home:
+    """`/console/` (a typed or bookmarked address with the slash) is the overview at `/console`."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        redirect(resp, "/console")
+
+
 def mount_console(app: falcon.App, deps: ApiDeps) -> None:
     for path, page in (("", Overview), ("/login", Login), ("/logout", Logout), ("/events", Events),
                        ("/events/{jti}", Event), ("/users/{username}", Timeline), ("/deliveries", Deliveries),
@@ -244,4 +251,5 @@ def mount_console(app: falcon.App, deps: ApiDeps) -> None:
                        ("/quarantine/{id}/{action}", QuarantineAction), ("/rules", Rules),
                        ("/playground", Playground)):
         app.add_route("/console" + path, page(deps))
+    app.add_route("/console/", Home())
     app.add_route("/console/static/{name}", Static())

@@ -163,18 +163,22 @@ class DeliveryWorker:
 
     def _deliver_batch(self, jobs: list[Job]) -> int:
         """Send claimed jobs in order; stop early (the rest stay leased and are claimed again when the
-        lease expires) on shutdown or when half the lease is used up. How many were attempted."""
+        lease expires) on shutdown or when half the lease is used up. The delivered ones are acknowledged
+        together at the end, in one store write, still before their lease ends (the last attempt is
+        abandoned lease_margin() before it). How many were attempted."""
         started = time.monotonic()
         lease_end = started + self.delivery.lease - lease_margin(self.delivery.lease)
         attempted = 0
+        delivered: list[tuple[Job, float]] = []
         try:
             for job in jobs:
                 if attempted and (self._stopping.is_set()
                                   or time.monotonic() - started > self.delivery.lease / 2):
                     break
-                self._attempt(job, lease_end)
+                self._attempt(job, lease_end, delivered)
                 attempted += 1
         finally:
+            self._acknowledge(delivered)
             self._release(jobs[0].destination)
         return attempted
 
@@ -190,18 +194,35 @@ class DeliveryWorker:
                 self._generation += 1
                 self._wake.notify()
 
-    def _attempt(self, job: Job, lease_end: float) -> None:
+    def _attempt(self, job: Job, lease_end: float, delivered: list[tuple[Job, float]]) -> None:
         """One attempt, abandoned (a retryable failure) before the lease ends, so no other process can
         claim the job while this one may still be sending it."""
         try:
             with deadline(lease_end - time.monotonic()):
-                self.deliver(job)
+                self.deliver(job, delivered)
         except Exception:
             log.exception("could not record a delivery attempt", extra={"key": job.key})
 
+    def _acknowledge(self, delivered: list[tuple[Job, float]]) -> None:
+        """Record delivered jobs (job, when its send succeeded) as done in one store write, then count them."""
+        if not delivered:
+            return
+        try:
+            self.store.ack_jobs([job.id for job, _ in delivered], self.clock())
+        except Exception:  # they stay leased: sent again once the lease ends (at least once)
+            log.exception("could not record delivered jobs", extra={"keys": [job.key for job, _ in delivered]})
+            return
+        for job, at in delivered:
+            destination = job.destination or job.action
+            self.metrics.action_successes.labels(destination).inc()
+            if job.received_at is not None:
+                self.metrics.delivery_latency.labels(destination).observe(max(at - job.received_at, 0.0))
+
     # -- one attempt -----------------------------------------------------------------------------
-    def deliver(self, job: Job) -> None:
-        """One attempt: ack on success, schedule a retry or dead-letter on failure."""
+    def deliver(self, job: Job, delivered: list[tuple[Job, float]]) -> None:
+        """One attempt: on success the job joins `delivered` (acknowledged with its batch), or is acknowledged
+        at once when it has an order key (the next job of the key waits for it); on failure schedule a retry or
+        dead-letter it."""
         destination = job.destination or job.action
         self.metrics.action_attempts.labels(destination).inc()
         actions = self.actions.get()
@@ -213,12 +234,11 @@ class DeliveryWorker:
         now = self.clock()
         if captured and job.capture_ref:  # before the ack: the next job of the key may start right after it
             self.store.capture_set(job.capture_ref, captured, now)
-        self.store.ack_job(job.id, now)
-        if job.order_key:
-            self.notify()  # the next job of this key is claimable now
-        self.metrics.action_successes.labels(destination).inc()
-        if job.received_at is not None:
-            self.metrics.delivery_latency.labels(destination).observe(max(now - job.received_at, 0.0))
+        if not job.order_key:
+            delivered.append((job, now))
+            return
+        self._acknowledge([(job, now)])
+        self.notify()  # the next job of this key is claimable now
 
     def _send(self, job: Job, actions: ActionSet) -> Mapping[str, Any] | None:
         """Send with the job's action (its `captured` values filled in first); what it captured from the

@@ -37,6 +37,9 @@ EVENT_STATUSES = ("pending", "processed", "stale", "failed")
 APPENDED = "appended"
 FULL = "full"
 MISSING = "missing"
+NOT_EVALUATED = "not evaluated"
+"""append_decisions(): the event has no decisions yet (still pending): its evaluation would replace them, so
+nothing is added; the caller tries again once it is evaluated."""
 MAX_APPENDED = 20
 """The most decision records Store.append_decision() adds to one event (firings of absence timers and digest
 periods, recorded on the event that started them): a busy or hostile rule set cannot grow one event without
@@ -242,6 +245,9 @@ def appending(stored: Mapping[str, list[dict[str, Any]] | None], items: Sequence
         if jti not in stored:
             statuses.append(MISSING)
             continue
+        if stored[jti] is None:
+            statuses.append(NOT_EVALUATED)
+            continue
         decisions, status = with_appended(changed.get(jti, stored[jti]), record, now)
         if decisions is not None:
             changed[jti] = decisions
@@ -349,7 +355,9 @@ class Store(StateStore, DetectionStateStore):
         record of the same rule and `firing` is there already: a firing fired again after a crash is recorded
         once); MISSING (no such event, e.g. pruned); or FULL (the event already holds MAX_APPENDED appended
         records: nothing is added but, the first time, one `warning` record saying that later firings are not
-        recorded). The shared logic: appending()."""
+        recorded); or NOT_EVALUATED (the event has no decisions yet: its evaluation, which writes the whole
+        list, would drop the record, so nothing is added and the caller tries again later). The shared logic:
+        appending()."""
 
     @abstractmethod
     def prune(self, now: float, retention: float, dedup_window: float) -> int:
@@ -372,8 +380,14 @@ class Store(StateStore, DetectionStateStore):
         """Due pending jobs (due_at <= now) not leased or whose lease expired, oldest due first."""
 
     @abstractmethod
+    def ack_jobs(self, job_ids: list[str], now: float) -> None:
+        """The jobs were delivered: status 'done', attempts+1, lease released. One write for all of them (one
+        statement in SQL, one round trip of per-job atomic scripts in Redis): the delivery worker acknowledges
+        what it delivered of a claimed batch at once."""
+
     def ack_job(self, job_id: str, now: float) -> None:
         """The job was delivered: status 'done'."""
+        self.ack_jobs([job_id], now)
 
     @abstractmethod
     def retry_job(self, job_id: str, due_at: float, error: str, response: str = "") -> None:

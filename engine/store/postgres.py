@@ -420,9 +420,10 @@ class PostgresStore(PostgresStateMixin, PostgresDetectionMixin, PostgresTransfer
             (owner, lease, now, sorted(skip_destinations), limit))
         return sorted((_job(r) for r in rows), key=lambda job: (job.due_at, job.created_at))
 
-    def ack_job(self, job_id: str, now: float) -> None:
-        self._count("acknowledging a job", "UPDATE jobs SET status = 'done', attempts = attempts + 1, done_at = %s, "
-                                           "lease_owner = '', lease_until = 0 WHERE id = %s", (now, job_id))
+    def ack_jobs(self, job_ids: list[str], now: float) -> None:
+        if job_ids:
+            self._count("acknowledging jobs", "UPDATE jobs SET status = 'done', attempts = attempts + 1, done_at = %s, "
+                                              "lease_owner = '', lease_until = 0 WHERE id = ANY(%s)", (now, job_ids))
 
     def retry_job(self, job_id: str, due_at: float, error: str, response: str = "") -> None:
         self._count("scheduling a retry", "UPDATE jobs SET attempts = attempts + 1, due_at = %s, last_error = %s, "

@@ -143,11 +143,15 @@ failed and waiting for a retry): delivered or dead letters no longer hold it bac
 
 
 class _Pending:
+    """One event waiting for the group commit. `done` is a plain lock, held until the writer releases it:
+    one waiter and one signal need no Event (a Condition, a waiter lock and a deque per event; issue 14)."""
+
     __slots__ = ("event", "window", "done", "result", "error")
 
     def __init__(self, event: IncomingEvent, window: float) -> None:
         self.event, self.window = event, window
-        self.done = threading.Event()
+        self.done = threading.Lock()
+        self.done.acquire()
         self.result: str | None = None
         self.error: BaseException | None = None
 
@@ -268,7 +272,7 @@ class SQLiteStore(SQLiteStateMixin, SQLiteDetectionMixin, SQLiteTransferMixin, S
             raise StoreError("the store is closed")
         pending = _Pending(event, dedup_window)
         self._queue.put(pending)
-        pending.done.wait()
+        pending.done.acquire()  # released by the writer once the batch is committed or failed
         if pending.error is not None:
             raise StoreError(f"could not commit event {event.jti!r}: {pending.error}")
         return str(pending.result)  # set by the writer thread before `done`
@@ -304,11 +308,11 @@ class SQLiteStore(SQLiteStateMixin, SQLiteDetectionMixin, SQLiteTransferMixin, S
                 pass
             for item in batch:
                 item.error = exc
-                item.done.set()
+                item.done.release()
             return
         for item, result in zip(batch, results):
             item.result = result
-            item.done.set()
+            item.done.release()
 
     @staticmethod
     def _insert_batch(conn: sqlite3.Connection, batch: list[_Pending]) -> list[str]:
@@ -438,9 +442,10 @@ class SQLiteStore(SQLiteStateMixin, SQLiteDetectionMixin, SQLiteTransferMixin, S
     def _update_job(self, sql: str, args: tuple) -> None:
         self._write(sql, args)
 
-    def ack_job(self, job_id: str, now: float) -> None:
-        self._update_job("UPDATE jobs SET status = 'done', attempts = attempts + 1, done_at = ?, "
-                         "lease_owner = '', lease_until = 0 WHERE id = ?", (now, job_id))
+    def ack_jobs(self, job_ids: list[str], now: float) -> None:
+        if job_ids:
+            self._update_job("UPDATE jobs SET status = 'done', attempts = attempts + 1, done_at = ?, lease_owner = '', "
+                             f"lease_until = 0 WHERE id IN ({','.join('?' * len(job_ids))})", (now, *job_ids))
 
     def retry_job(self, job_id: str, due_at: float, error: str, response: str = "") -> None:
         self._update_job("UPDATE jobs SET attempts = attempts + 1, due_at = ?, last_error = ?, last_response = ?, "

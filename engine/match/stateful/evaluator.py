@@ -23,12 +23,17 @@ from engine.match.stateful.detect import (MemoryRule, absence_event, decide_new_
                                           trigger_jti)
 from engine.match.stateful.rulekeys import StatefulRule
 from engine.errors import StoreError
-from engine.store.base import FULL, MISSING, Store
+from engine.store.base import FULL, MISSING, NOT_EVALUATED, Store
 from engine.store.state import CAPPED, Timer
 
 log = logging.getLogger("idhooks.stateful")
 TIMER_LEASE = 60.0
 """How long a process owns the due timers it claimed before another process may fire them."""
+DEFER_FOR = 3600.0
+"""How long a firing whose event is not evaluated yet waits (in memory, tried again on each tick) to be
+recorded on it; the firing itself was already enqueued or counted."""
+MAX_DEFERRED = 10_000
+"""Firings waiting for their event's evaluation; beyond this the oldest are given up (a log line each)."""
 
 
 class StatefulRules:
@@ -49,6 +54,7 @@ class StatefulRules:
         remembered = (MemoryRule.of(rule) for rule in self.rules if rule.enabled)
         self.memory = {entry.rule.id: entry for entry in remembered if entry is not None}
         self._warned: set[str] = set()
+        self._deferred: list[tuple[str, dict[str, Any], float]] = []  # (jti, record, first tried at)
 
     def evaluate(self, envelope: Envelope, uri: str, webhook: str, *, seen: dict | None = None,
                  now: float | None = None) -> list[Decision]:
@@ -143,20 +149,38 @@ class StatefulRules:
     def _record(self, firings: list[tuple[str, Decision, str, float]], now: float) -> None:
         """Add the tick's firings, each (jti, decision, fired_by, fired_at), to the decisions of their stored
         events in one store transaction. Best effort: the firings were already enqueued or counted as
-        shadowed; a failed write is logged, never retried."""
+        shadowed; a failed write is logged, never retried. A firing whose event is not evaluated yet (its
+        evaluation writes the whole decision list) waits for a later tick."""
         items = [(jti, {**decision.to_json(), "fired_by": by, "fired_at": at}) for jti, decision, by, at in firings]
+        self._append([(jti, record, now) for jti, record in items], now)
+
+    def _append(self, items: list[tuple[str, dict[str, Any], float]], now: float) -> None:
         try:
-            statuses = self.store.append_decisions(items, now)
+            statuses = self.store.append_decisions([(jti, record) for jti, record, _ in items], now)
         except StoreError as exc:
             log.warning("could not record firings on their events", extra={"firings": len(items), "error": str(exc)})
             return
-        for (jti, decision, _, _), status in zip(firings, statuses):
-            if status in (MISSING, FULL):
-                log.info("firing not recorded on its event", extra={"rule": decision.rule_id, "jti": jti,
-                                                                     "firing": decision.firing_id, "reason": status})
+        for (jti, record, since), status in zip(items, statuses):
+            if status == NOT_EVALUATED and now - since < DEFER_FOR:
+                self._deferred.append((jti, record, since))
+            elif status in (MISSING, FULL, NOT_EVALUATED):
+                log.info("firing not recorded on its event", extra={"rule": record.get("rule"), "jti": jti,
+                                                                     "firing": record.get("firing"), "reason": status})
+        while len(self._deferred) > MAX_DEFERRED:
+            jti, record, _ = self._deferred.pop(0)
+            log.info("firing not recorded on its event", extra={"rule": record.get("rule"), "jti": jti,
+                                                                 "firing": record.get("firing"),
+                                                                 "reason": "too many firings wait for their events"})
+
+    def _retry_deferred(self, now: float) -> None:
+        """Record the firings that waited for their event's evaluation (each tick)."""
+        if self._deferred:
+            waiting, self._deferred = self._deferred, []
+            self._append(waiting, now)
 
     def tick(self, now: float, send: Callable[[Decision], None] | None = None) -> int:
         """Due digests and due absence timers: how many fired."""
+        self._retry_deferred(now)
         return self.fire_due_digests(now, send) + self.fire_due_timers(now, send)
 
     def _send(self, decision: Decision, now: float, send: Callable[[Decision], None] | None) -> None:
