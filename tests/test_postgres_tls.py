@@ -31,10 +31,11 @@ def tls_cluster() -> Iterator[PrivateCluster]:
 
 def test_the_right_ca_connects_and_the_store_works(tls_cluster: PrivateCluster, tmp_path: Path) -> None:
     store = PostgresStore(tls_cluster.url, group="tls", spool_dir=tmp_path, ca_file=tls_cluster.ca)
+    other_process = PostgresStore(tls_cluster.url, group="tls", spool_dir=tmp_path / "b", ca_file=tls_cluster.ca)
     woken = threading.Event()
     try:
-        store.on_new_jobs(woken.set)  # LISTEN over TLS too
-        assert store.listening.wait(30)
+        other_process.on_new_jobs(woken.set)  # LISTEN over TLS too
+        assert other_process.listening.wait(30)
         assert store.ingest(event("e"), WINDOW) == ACCEPTED
         assert store.ingest(event("e"), WINDOW) == DUPLICATE
         assert [e.jti for e in store.claim_events("w", LEASE, 10, T0)] == ["e"]
@@ -45,6 +46,7 @@ def test_the_right_ca_connects_and_the_store_works(tls_cluster: PrivateCluster, 
             cur.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
             assert cur.fetchone()["ssl"] is True
     finally:
+        other_process.close()
         store.close()
 
 
