@@ -203,6 +203,24 @@ def test_a_dead_letter_requeued_inside_the_server_wakes_its_own_worker(postgres_
     assert woken.is_set()
 
 
+def test_a_batch_completion_the_database_refuses_records_nothing(postgres_store: PostgresStore) -> None:
+    """Completing a batch is one pipelined round trip (no BEGIN and COMMIT of its own): still all or nothing."""
+    with postgres_store._tx("test") as cur:
+        cur.execute("CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                    "$$ BEGIN RAISE EXCEPTION 'refused %', NEW.jti; END $$")
+        cur.execute("CREATE TRIGGER refuse BEFORE UPDATE ON events FOR EACH ROW WHEN (NEW.jti = 'bad') "
+                    "EXECUTE FUNCTION refuse()")
+    for jti in ("ok", "bad"):
+        postgres_store.ingest(event(jti), WINDOW)
+    with pytest.raises(StoreError, match="completing events: refused bad"):
+        postgres_store.complete_events([("ok", [{"rule": "r"}], [NewJob("ok:r:0", "slack", "slack", {})]),
+                                        ("bad", [], [])], T0 + 1)
+    assert postgres_store.list_jobs() == []
+    assert {e.jti: e.status for e in postgres_store.list_events()} == {"ok": "pending", "bad": "pending"}
+    postgres_store.complete_events([("ok", [{"rule": "r"}], [NewJob("ok:r:0", "slack", "slack", {})])], T0 + 2)
+    assert [j.key for j in postgres_store.list_jobs()] == ["ok:r:0"]  # the connection is usable again
+
+
 def test_deployments_in_one_database_share_nothing(postgres_store: PostgresStore, postgres_available: str,
                                                     tmp_path: Path) -> None:
     hostile = 'x"; DROP SCHEMA public CASCADE; --'
