@@ -80,11 +80,18 @@ def test_small_answers_arrive_whole_on_a_kept_alive_connection(server: Any) -> N
             assert read_answers(sock, 1) == [(f"/{100 + n}".encode() + b"." * (100 + n))[:100 + n]]
 
 
-def test_pipelined_requests_are_answered_in_order(server: Any) -> None:
+def test_pipelined_requests_are_answered_in_order_each_once(server: Any) -> None:
+    """Many pipelined requests: a finished answer is sent by its task thread while the main loop may be
+    sending too; every answer arrives once and whole (an unlocked second sender once repeated a chunk)."""
     created = server
+    sizes = [10 + n for n in range(300)]
     with socket.create_connection(("127.0.0.1", created.effective_port), timeout=10) as sock:
-        sock.sendall(b"".join(request(f"/{size}") for size in (10, 20, 30, 40, 50)))
-        assert [len(answer) for answer in read_answers(sock, 5)] == [10, 20, 30, 40, 50]
+        sock.sendall(b"".join(request(f"/{size}") for size in sizes))
+        answers = read_answers(sock, len(sizes))
+        sock.settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            assert sock.recv(65536) == b"", "more bytes than the answers"
+    assert [len(answer) for answer in answers] == sizes
 
 
 def test_a_large_answer_reaches_a_slow_reader(server: Any) -> None:

@@ -43,7 +43,18 @@ class TaskFlushedChannel(HTTPChannel):  # type: ignore[misc]
         if self.requests and self.total_outbufs_len and self.connected:
             # a pipelined request is next: its task would hold this finished answer back until it ends
             with self.outbuf_lock:
-                self._flush_exception(self._flush_some)
+                self._flush_exception(self._flush_some, do_close=False)
+
+    def handle_write(self) -> None:
+        """waitress's, except that the main loop also sends under the buffer's lock when no task runs:
+        waitress sends without it then, but here a task thread may be sending the answer it just finished
+        (service above) while the next pipelined task ends, and two unlocked senders send a chunk twice."""
+        self._flush_exception(self._flush_some_if_lockable if self.total_outbufs_len else None)
+        if self.close_when_flushed and not self.total_outbufs_len:
+            self.close_when_flushed = False
+            self.will_close = True
+        if self.will_close:
+            self.handle_close()
 
 
 def use_task_flushed_channels(server: Any) -> Any:

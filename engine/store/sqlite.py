@@ -298,14 +298,13 @@ class SQLiteStore(SQLiteStateMixin, SQLiteDetectionMixin, SQLiteTransferMixin, S
     def _commit_batch(self, conn: sqlite3.Connection, batch: list[_Pending]) -> None:
         try:
             with self._write_lock:
-                conn.execute("BEGIN IMMEDIATE")
-                results = self._insert_batch(conn, batch)
-                conn.execute("COMMIT")
+                results = self._insert_batch(conn, batch)  # one statement: its own transaction
         except BaseException as exc:  # noqa: BLE001 - every caller of the batch gets an answer, whatever happened
-            try:
-                conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
+            if conn.in_transaction:  # only if the statement was interrupted before it finished
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
             for item in batch:
                 item.error = exc
                 item.done.release()
@@ -316,27 +315,33 @@ class SQLiteStore(SQLiteStateMixin, SQLiteDetectionMixin, SQLiteTransferMixin, S
 
     @staticmethod
     def _insert_batch(conn: sqlite3.Connection, batch: list[_Pending]) -> list[str]:
-        """Insert a batch with two statements whatever its size. Every SQLite call releases the GIL and
-        must win it back from the request threads, so per-event statements made the writer, not the disk,
-        the bottleneck. A jti that is still stored is a duplicate (retention >= the dedup window)."""
-        jtis = list({item.event.jti for item in batch})
-        existing = {row[0] for row in conn.execute(
-            f"SELECT jti FROM events WHERE jti IN ({','.join('?' * len(jtis))})", jtis)}
-        results: list[str] = []
+        """Insert a batch with one statement whatever its size, as its own transaction (no BEGIN/COMMIT):
+        every SQLite call releases the GIL and must win it back from the request threads, so per-event
+        statements made the writer, not the disk, the bottleneck. A jti that is still stored is a duplicate
+        (retention >= the dedup window): the insert skips it, and RETURNING names the rows it did insert."""
         rows: list[tuple] = []
+        first: set[str] = set()
         for item in batch:
             event = item.event
-            if event.jti in existing:
-                results.append(DUPLICATE)
+            if event.jti in first:  # the same event twice in one batch: the second is a duplicate
                 continue
-            existing.add(event.jti)
+            first.add(event.jti)
             stale = event.iat_ms / 1000.0 < event.received_at - item.window
             rows.append((event.jti, event.webhook, event.iat_ms, event.received_at, json.dumps(list(event.uris)),
                          event.body, STALE if stale else "pending"))
-            results.append(STALE if stale else ACCEPTED)
-        if rows:
-            conn.execute("INSERT INTO events (jti, webhook, iat_ms, received_at, uris, body, status) VALUES "
-                         + ",".join(["(?,?,?,?,?,?,?)"] * len(rows)), [value for row in rows for value in row])
+        inserted = {row[0] for row in conn.execute(
+            "INSERT INTO events (jti, webhook, iat_ms, received_at, uris, body, status) VALUES "
+            + ",".join(["(?,?,?,?,?,?,?)"] * len(rows)) + " ON CONFLICT(jti) DO NOTHING RETURNING jti",
+            [value for row in rows for value in row])}
+        status = {row[0]: row[6] for row in rows}
+        results: list[str] = []
+        for item in batch:
+            jti = item.event.jti
+            if jti in inserted:
+                inserted.discard(jti)  # a later copy in this batch is a duplicate
+                results.append(STALE if status[jti] == STALE else ACCEPTED)
+            else:
+                results.append(DUPLICATE)
         return results
 
     # -- events ------------------------------------------------------------------------------------
@@ -362,12 +367,12 @@ class SQLiteStore(SQLiteStateMixin, SQLiteDetectionMixin, SQLiteTransferMixin, S
         return [_event_row(r) for r in rows]
 
     def claim_events(self, owner: str, lease: float, limit: int, now: float) -> list[StoredEvent]:
-        # One statement, so the write lock (which intake waits on) is held as briefly as possible.
-        with self._tx() as conn:
-            rows = conn.execute(
-                "UPDATE events SET lease_owner = ?, lease_until = ? WHERE jti IN (SELECT jti FROM events "
-                "WHERE status = 'pending' AND lease_until <= ? ORDER BY received_at, jti LIMIT ?) RETURNING *",
-                (owner, now + lease, now, limit)).fetchall()
+        # One statement as its own transaction, so the write lock (which intake waits on) is held as briefly
+        # as possible and no BEGIN/COMMIT round trips hand the GIL over twice more.
+        rows = self._write(
+            "UPDATE events SET lease_owner = ?, lease_until = ? WHERE jti IN (SELECT jti FROM events "
+            "WHERE status = 'pending' AND lease_until <= ? ORDER BY received_at, jti LIMIT ?) RETURNING *",
+            (owner, now + lease, now, limit))
         return sorted((_event_row(r) for r in rows), key=lambda e: (e.received_at, e.jti))
 
     def complete_event(self, jti: str, decisions: list[dict[str, Any]], jobs: list[NewJob], now: float) -> None:
@@ -375,11 +380,15 @@ class SQLiteStore(SQLiteStateMixin, SQLiteDetectionMixin, SQLiteTransferMixin, S
 
     def complete_events(self, items: list[tuple[str, list[dict[str, Any]], list[NewJob]]], now: float) -> None:
         decisions = strict_json({jti: event_decisions for jti, event_decisions, _ in items}, "decisions")
+        jobs = [job for _, _, event_jobs in items for job in event_jobs]
+        record = ("UPDATE events SET status = 'processed', decisions = d.value, processed_at = ?, "
+                  "lease_owner = NULL, lease_until = 0 FROM json_each(?) AS d WHERE events.jti = d.key")
+        if not jobs:  # one statement is its own transaction (see claim_events)
+            self._write(record, (now, decisions))
+            return
         with self._tx() as conn:  # a fixed number of statements per batch: see _insert_batch
-            _insert_jobs(conn, [job for _, _, event_jobs in items for job in event_jobs], now)
-            conn.execute("UPDATE events SET status = 'processed', decisions = d.value, processed_at = ?, "
-                         "lease_owner = NULL, lease_until = 0 FROM json_each(?) AS d WHERE events.jti = d.key",
-                         (now, decisions))
+            _insert_jobs(conn, jobs, now)
+            conn.execute(record, (now, decisions))
 
     def append_decisions(self, items: Sequence[tuple[str, dict[str, Any]]], now: float) -> list[str]:
         jtis = json.dumps(sorted({jti for jti, _ in items}))
