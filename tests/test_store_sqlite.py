@@ -113,3 +113,31 @@ def test_a_job_queued_by_an_earlier_release_reads_its_retry_override_out_of_the_
                                                                          {"retry_for": "10m"}, 5.0)
     finally:
         store.close()
+
+
+def test_writers_of_one_file_take_turns_through_its_lock_file(tmp_path):
+    """Every write to the file waits for `<file>-writelock` (an flock, owner-only), so another process's
+    writer (`serve --processes N`, the CLI) is woken as soon as the lock is free instead of sleeping in
+    SQLite's busy handler; a writer that cannot have it waits, then proceeds."""
+    import fcntl
+    import os
+
+    path = tmp_path / "idhooks.db"
+    store = SQLiteStore(path)
+    store.ingest(incoming("first"), 600)
+    lock_file = tmp_path / "idhooks.db-writelock"
+    assert lock_file.stat().st_mode & 0o777 == 0o600
+    other = os.open(lock_file, os.O_RDWR)  # another process's hold of the lock
+    fcntl.flock(other, fcntl.LOCK_EX)
+    done = threading.Event()
+    writer = threading.Thread(target=lambda: (store.ingest(incoming("second"), 600), done.set()))
+    writer.start()
+    try:
+        assert not done.wait(0.5), "a write went ahead while another process held the lock"
+    finally:
+        fcntl.flock(other, fcntl.LOCK_UN)
+        os.close(other)
+    assert done.wait(10)
+    writer.join()
+    assert store.get_event("second") is not None
+    store.close()
