@@ -96,11 +96,16 @@ class DeliveryWorker:
         """Delivery threads running now."""
         return sum(thread.is_alive() for thread in self._threads.values())
 
-    def notify(self) -> None:
-        """New jobs exist: wake idle workers now instead of at the next poll."""
+    def notify(self, jobs: int | None = None) -> None:
+        """New jobs exist: wake idle workers now instead of at the next poll; as many as there are new jobs
+        when that is known (every woken worker runs a claim, and a claim that finds nothing is a write that
+        other writers wait for), else all of them."""
         with self._wake:
             self._generation += 1
-            self._wake.notify_all()
+            if jobs is None:
+                self._wake.notify_all()
+            else:
+                self._wake.notify(jobs)
 
     def stop(self, grace: float | None = None) -> bool:
         """Stop claiming; wait up to `grace` seconds (default delivery.shutdown_grace) for in-flight sends.
