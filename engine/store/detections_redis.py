@@ -29,12 +29,7 @@ from engine.store import sequence
 from engine.store.state import (CAPPED, NewValueLimits, NewValueResult, SequenceEvent, SequenceLimits, SequenceResult,
                                 Timer)
 from engine.store.redis_records import num as _num
-from engine.store.state_redis import PRUNE_INDEX
-
-try:
-    from redis.exceptions import WatchError
-except ImportError:  # pragma: no cover - RedisStore already reports the missing package
-    WatchError = Exception  # type: ignore[assignment,misc]
+from engine.store.state_redis import PRUNE_INDEX, update_group_state
 
 NEW_VALUE = """
 -- KEYS: group hash, values zset, rule's group index, the rules set; ARGV: value, jti, time, lookback,
@@ -144,26 +139,13 @@ class RedisDetectionMixin:
     def sequence_offer(self, rule_id: str, group_key: str, event: SequenceEvent,
                        spec: SequenceLimits, now: float) -> SequenceResult:
         key, index = f"{self.prefix}st:q:{rule_id}:{group_key}", f"{self.prefix}st:qx:{rule_id}"
-        with self._guard("updating a sequence"), self.redis.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(key)
-                    raw = pipe.get(key)
-                    if raw is None and not self._sequence_room(rule_id, spec.max_groups, now):
-                        return SequenceResult(CAPPED)
-                    state, result = sequence.offer(json.loads(raw) if raw else None, event, spec)
-                    pipe.multi()
-                    if state is None:
-                        pipe.delete(key)
-                        pipe.zrem(index, group_key)
-                    else:
-                        pipe.set(key, json.dumps(state))
-                        pipe.zadd(index, {group_key: sequence.expires_at(state, spec)})
-                        pipe.sadd(f"{self.prefix}st:qrules", rule_id)
-                    pipe.execute()
-                    return result
-                except WatchError:
-                    continue
+        with self._guard("updating a sequence"):
+            result = update_group_state(
+                self.redis, key, index, group_key, f"{self.prefix}st:qrules", rule_id,
+                has_room=lambda: self._sequence_room(rule_id, spec.max_groups, now),
+                offer=lambda state: sequence.offer(state, event, spec),
+                expires_at=lambda state: sequence.expires_at(state, spec))
+        return SequenceResult(CAPPED) if result is None else result
 
     def _sequence_room(self, rule_id: str, cap: int, now: float) -> bool:
         index = f"{self.prefix}st:qx:{rule_id}"

@@ -20,7 +20,7 @@ everything exactly as with SQLite.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Callable
 
 from engine.store import window
 from engine.store.state import CAPPED, DigestBatch, Threshold, WindowEntry, WindowResult
@@ -69,6 +69,35 @@ return #members
 """
 
 
+def update_group_state(redis: Any, key: str, index: str, group_key: str, rules: str, rule_id: str, *,
+                       has_room: Callable[[], bool], offer: Callable[[Any], tuple[Any, Any]],
+                       expires_at: Callable[[Any], float]) -> Any:
+    """Change one group's JSON state of a rule (a threshold window, a sequence) under WATCH, and keep the
+    rule's expiry index (`index`, group -> when the state ends) and the set of rules with state (`rules`) in
+    step. `offer(state)` returns (the new state or None to drop it, the result). None when the group is new
+    and `has_room()` says the rule holds as many groups as it may."""
+    with redis.pipeline() as pipe:
+        while True:
+            try:
+                pipe.watch(key)
+                raw = pipe.get(key)
+                if raw is None and not has_room():
+                    return None
+                state, result = offer(json.loads(raw) if raw else None)
+                pipe.multi()
+                if state is None:
+                    pipe.delete(key)
+                    pipe.zrem(index, group_key)
+                else:
+                    pipe.set(key, json.dumps(state))
+                    pipe.zadd(index, {group_key: expires_at(state)})
+                    pipe.sadd(rules, rule_id)
+                pipe.execute()
+                return result
+            except WatchError:
+                continue
+
+
 class RedisStateMixin:
     """engine.match.stateful.state.StateStore for RedisStore."""
 
@@ -87,26 +116,13 @@ class RedisStateMixin:
     def window_add(self, rule_id: str, group_key: str, entry: WindowEntry, spec: Threshold,
                    now: float) -> WindowResult:
         key, index = f"{self.prefix}st:w:{rule_id}:{group_key}", f"{self.prefix}st:wx:{rule_id}"
-        with self._guard("updating a threshold window"), self.redis.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(key)
-                    raw = pipe.get(key)
-                    if raw is None and not self._has_room(rule_id, spec.max_groups, now):
-                        return WindowResult(CAPPED)
-                    state, result = window.offer(json.loads(raw) if raw else None, entry, spec, now)
-                    pipe.multi()
-                    if state is None:
-                        pipe.delete(key)
-                        pipe.zrem(index, group_key)
-                    else:
-                        pipe.set(key, json.dumps(state))
-                        pipe.zadd(index, {group_key: window.expires_at(state, spec)})
-                        pipe.sadd(f"{self.prefix}st:rules", rule_id)
-                    pipe.execute()
-                    return result
-                except WatchError:
-                    continue
+        with self._guard("updating a threshold window"):
+            result = update_group_state(
+                self.redis, key, index, group_key, f"{self.prefix}st:rules", rule_id,
+                has_room=lambda: self._has_room(rule_id, spec.max_groups, now),
+                offer=lambda state: window.offer(state, entry, spec, now),
+                expires_at=lambda state: window.expires_at(state, spec))
+        return WindowResult(CAPPED) if result is None else result
 
     def _has_room(self, rule_id: str, cap: int, now: float) -> bool:
         index = f"{self.prefix}st:wx:{rule_id}"
