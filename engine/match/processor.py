@@ -65,7 +65,7 @@ class Processor:
         self.store, self.rules, self.metrics, self.clock = store, rules, metrics, clock
         self.lease, self.batch, self.on_jobs, self.poll_interval = lease, batch, on_jobs, poll_interval
         self.linger = linger
-        self.recent = recent or RecentEnvelopes(limit=0)
+        self.recent = recent or RecentEnvelopes()  # empty unless intake shares its own: then it only parses
         self.owner = f"processor-{uuid.uuid4().hex[:8]}"
         self._wake = threading.Event()
         self._stop = threading.Event()
