@@ -26,13 +26,7 @@ from bench.loadgen import run_load
 from bench.peers import ensure_node_red, start_node_red
 from bench.procs import Proc, free_port, write_bench_config
 from bench.sink import Sink
-RULE = """
-rules:
-  - id: e2e
-    event: login.loginFailed
-    actions:
-      - http: {to: sink, method: POST, path: /sink, json: {user: "{{ username }}", reason: "e2e"}}
-"""
+from bench.e2e import RULE  # the same rule and action as the fixed-rate benchmark
 CONCURRENCY = 16
 
 
