@@ -4,12 +4,17 @@ HMAC and parses JSON (bench/baseline_app.py), each at its best waitress thread c
 Prints throughput, p50/p99, server CPU per request and the ratio a/b (target >= 0.8), and checks that every
 accepted event is stored.
 
+The load comes from wrk (bench/wrk.py: 16 keep-alive connections, passes of `--seconds`, distinct events), as in
+the issue's measurements; `--loadgen python` (or no wrk) sends `--requests` events with bench/loadgen.py
+instead, which takes most of a core of a 2-core machine from the servers.
+
 Then, in the same run: idhooks with `--processes` (default `auto`, one per core) at its best thread count, and
 adnanh/webhook (Debian's `webhook` package, installed if missing; skipped with a message otherwise) with the hook
 of the comparison: HMAC of the raw body, a regex on the event URI, exec /bin/true, 202. Target: idhooks with
 `--processes auto` >= adnanh/webhook.
 
-    python bench/ingest.py [--requests 6000] [--threads 4,8,16] [--processes auto] [--no-webhook]
+    python bench/ingest.py [--seconds 10] [--requests N] [--loadgen wrk|python] [--threads 4,8,16]
+                           [--processes auto] [--no-webhook]
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.loadgen import LoadResult, build_request, run_load
 from bench.peers import ensure_webhook, start_webhook
+from bench.wrk import ensure_wrk, run_wrk
 from bench.procs import Proc, free_port, write_bench_config
 from engine import catalog
 from engine.verify.signature import sign
@@ -56,47 +62,73 @@ def requests_for(port: int, bodies: list[bytes], path: str = "/webhooks/asgardeo
             for body in bodies]
 
 
-def measure(server: Proc, count: int, concurrency: int, path: str = "/webhooks/asgardeo") -> LoadResult:
-    """Warm up, then send `count` requests; the result carries the server's CPU seconds per request."""
-    port = server.port
-    run_load("127.0.0.1", port, requests_for(port, make_bodies(min(500, count)), path), concurrency)
-    prepared = requests_for(port, make_bodies(count), path)
-    cpu = server.cpu()
-    result = run_load("127.0.0.1", port, prepared, concurrency)
-    result.cpu_per_request = (server.cpu() - cpu) / count
-    return result
+WARMUP = 500
+
+
+class Load:
+    """How each system is loaded: wrk for `seconds` over prepared distinct events (`bodies`), or, without
+    wrk, every one of `bodies` sent once by bench/loadgen.py."""
+
+    def __init__(self, wrk: str | None, bodies: list[bytes], seconds: float, concurrency: int) -> None:
+        self.wrk, self.bodies, self.seconds, self.concurrency = wrk, bodies, seconds, concurrency
+
+    def describe(self) -> str:
+        if self.wrk:
+            return (f"wrk, {self.concurrency} keep-alive connections, passes of {self.seconds:g} s over "
+                    f"{len(self.bodies)} distinct signed ~1.5 KB events")
+        return f"bench/loadgen.py (Python), {len(self.bodies)} signed ~1.5 KB events, concurrency {self.concurrency}"
+
+    def measure(self, server: Proc, path: str = "/webhooks/asgardeo") -> LoadResult:
+        """Warm up, then load the server; the result carries the server's CPU seconds per request."""
+        port = server.port
+        run_load("127.0.0.1", port, requests_for(port, make_bodies(WARMUP), path), self.concurrency)
+        prepared = requests_for(port, self.bodies, path)
+        cpu = server.cpu()
+        if self.wrk:
+            result = run_wrk(self.wrk, "127.0.0.1", port, prepared, self.concurrency, self.seconds)
+        else:
+            result = run_load("127.0.0.1", port, prepared, self.concurrency)
+        result.cpu_per_request = (server.cpu() - cpu) / max(1, result.requests)
+        return result
+
+
+def stored_all(result: LoadResult, stored: int, concurrency: int) -> bool:
+    """Every acknowledged event is stored: the warm-up and each 202, and at most the requests still in flight
+    when wrk stopped counting (stored, unanswered) besides."""
+    accepted = result.statuses.get(202, 0) + WARMUP
+    return result.repeated == 0 and accepted <= stored <= accepted + concurrency
 
 
 def cpu_us(result: LoadResult) -> str:
     return f"CPU {result.cpu_per_request * 1e6:5.0f} us/req"
 
 
-def bench_baseline(threads: int, count: int, concurrency: int) -> LoadResult:
+def bench_baseline(threads: int, load: Load) -> LoadResult:
     port = free_port()
     proc = Proc(["bench/baseline_app.py", str(port), str(threads), SECRET], port)
     try:
-        return measure(proc, count, concurrency)
+        return load.measure(proc)
     finally:
         proc.stop()
 
 
-def bench_webhook(program: str, count: int, concurrency: int) -> LoadResult:
+def bench_webhook(program: str, load: Load) -> LoadResult:
     with tempfile.TemporaryDirectory() as tmp:
         proc = start_webhook(program, Path(tmp), SECRET)
         try:
-            return measure(proc, count, concurrency, "/hooks/asgardeo")
+            return load.measure(proc, "/hooks/asgardeo")
         finally:
             proc.stop()
 
 
-def bench_idhooks(threads: int, count: int, concurrency: int, processes: str = "1") -> tuple[LoadResult, int]:
+def bench_idhooks(threads: int, load: Load, processes: str = "1") -> tuple[LoadResult, int]:
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
         config = write_bench_config(Path(tmp), port, threads, SECRET)
         proc = Proc(["-m", "engine", "serve", "--config", str(config), "--processes", processes], port,
                     cwd=Path(tmp))
         try:
-            result = measure(proc, count, concurrency)
+            result = load.measure(proc)
         finally:
             proc.stop()
         with sqlite3.connect(Path(tmp) / "var" / "idhooks.db") as conn:
@@ -106,7 +138,10 @@ def bench_idhooks(threads: int, count: int, concurrency: int, processes: str = "
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=6000)
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each wrk pass (default 10)")
+    parser.add_argument("--requests", type=int, default=None,
+                        help="distinct events prepared (default 60000 with wrk, 6000 with --loadgen python)")
+    parser.add_argument("--loadgen", choices=("wrk", "python"), default="wrk")
     parser.add_argument("--threads", default="4,8,16")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--processes", default="auto", help="idhooks --processes values to add, comma separated "
@@ -114,14 +149,16 @@ def main() -> int:
     parser.add_argument("--no-webhook", action="store_true", help="skip the adnanh/webhook peer")
     args = parser.parse_args()
     thread_counts = [int(t) for t in args.threads.split(",")]
-    print(f"ingest: {args.requests} signed ~1.5 KB events, concurrency {args.concurrency}, "
-          f"waitress threads {thread_counts}")
+    wrk = ensure_wrk() if args.loadgen == "wrk" else None
+    count = args.requests or (60000 if wrk else 6000)
+    load = Load(wrk, make_bodies(count), args.seconds, args.concurrency)
+    print(f"ingest: {load.describe()}; waitress threads {thread_counts}")
     best_a: tuple[LoadResult, int, int] | None = None
     best_b: tuple[LoadResult, int] | None = None
     for threads in thread_counts:
-        b = bench_baseline(threads, args.requests, args.concurrency)
+        b = bench_baseline(threads, load)
         print(f"  baseline (verify+parse) threads={threads:<3} {b.summary()}  {cpu_us(b)}")
-        a, stored = bench_idhooks(threads, args.requests, args.concurrency)
+        a, stored = bench_idhooks(threads, load)
         print(f"  idhooks serve (SQLite)  threads={threads:<3} {a.summary()}  {cpu_us(a)}  stored {stored}")
         if best_b is None or b.throughput > best_b[0].throughput:
             best_b = (b, threads)
@@ -130,26 +167,25 @@ def main() -> int:
     a, a_threads, stored = best_a
     b, b_threads = best_b
     accepted = a.statuses.get(202, 0)
-    warmup = min(500, args.requests)
     print(f"best idhooks:  {a.throughput:.0f} req/s (threads={a_threads}), p50 {a.percentile(50) * 1000:.2f} ms, "
           f"p99 {a.percentile(99) * 1000:.2f} ms")
     print(f"best baseline: {b.throughput:.0f} req/s (threads={b_threads}), p50 {b.percentile(50) * 1000:.2f} ms, "
           f"p99 {b.percentile(99) * 1000:.2f} ms")
     print(f"ratio idhooks/baseline: {a.throughput / b.throughput:.2f} (target >= 0.8)")
-    durable = stored == accepted + warmup
-    print(f"durability: {accepted} accepted in the measured run (+{warmup} warm-up), {stored} stored: "
+    durable = stored_all(a, stored, args.concurrency)
+    print(f"durability: {accepted} accepted in the measured run (+{WARMUP} warm-up), {stored} stored: "
           f"{'every accepted event stored' if durable else 'MISMATCH'}")
     multi = [] if args.processes == "none" else args.processes.split(",")
     for processes in multi:
-        m, m_stored = bench_idhooks(a_threads, args.requests, args.concurrency, processes)
-        m_durable = m_stored == m.statuses.get(202, 0) + warmup
+        m, m_stored = bench_idhooks(a_threads, load, processes)
+        m_durable = stored_all(m, m_stored, args.concurrency)
         durable = durable and m_durable
         print(f"  idhooks --processes {processes:<4} threads={a_threads:<3} {m.summary()}  {cpu_us(m)}  stored {m_stored}"
               f"{'' if m_durable else '  MISMATCH'}")
         print(f"    ratio to one process: {m.throughput / a.throughput:.2f}; to the baseline: "
               f"{m.throughput / b.throughput:.2f}")
         if not args.no_webhook and (program := ensure_webhook()):
-            w = bench_webhook(program, args.requests, args.concurrency)
+            w = bench_webhook(program, load)
             print(f"  adnanh/webhook (HMAC + regex + exec) {w.summary()}  {cpu_us(w)}")
             print(f"    idhooks --processes {processes} / adnanh/webhook: {m.throughput / w.throughput:.2f} "
                   f"(target >= 1)")

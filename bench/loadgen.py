@@ -20,6 +20,8 @@ class LoadResult:
     latencies: list[float] = field(default_factory=list)
     statuses: dict[int, int] = field(default_factory=dict)
     cpu_per_request: float = 0.0  # the server's CPU seconds per request, when the benchmark measured it
+    quantiles: dict[float, float] = field(default_factory=dict)  # from wrk, which reports no single latencies
+    repeated: int = 0  # requests sent a second time (wrk, when it ran out of prepared requests)
 
     @property
     def throughput(self) -> float:
@@ -27,7 +29,7 @@ class LoadResult:
 
     def percentile(self, q: float) -> float:
         if not self.latencies:
-            return 0.0
+            return self.quantiles.get(q, 0.0)
         ordered = sorted(self.latencies)
         return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
 
