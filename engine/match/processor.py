@@ -1,7 +1,8 @@
 """The processor: evaluates stored events against the current rule set and queues the matched actions.
 
-It claims pending events with a lease (a process killed mid-evaluation leaves them claimable again), and
-records each event's decisions and creates its delivery jobs in one store transaction, so an event is
+It claims pending events with a lease (a process killed mid-evaluation leaves them claimable again), or,
+while it runs on a store that supports it, takes the events this process's intake stored already leased to
+it (engine/store/handoff.py), and records each event's decisions and creates its delivery jobs in one store transaction, so an event is
 evaluated into jobs exactly once in effect (job keys are unique: a re-evaluation after a crash adds none).
 
 One event never blocks another: a batch is recorded in one transaction, and when that fails the events are
@@ -29,6 +30,7 @@ from engine.match.jobs import jobs_for
 from engine.match.stateful.evaluator import StatefulRules
 from engine.runtime import Current
 from engine.store.base import NewJob, Store, StoredEvent
+from engine.store.handoff import EventHandoff
 
 log = logging.getLogger("idhooks.processor")
 
@@ -70,9 +72,13 @@ class Processor:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._handoff: EventHandoff | None = None  # while started, where the store supports it
+        self._next_claim = 0.0  # time.monotonic() of the next claim from the store when events are handed
+        self._backlog = False  # the last claim was a full batch: claim again before taking handed events
 
     def notify(self) -> None:
-        self._wake.set()
+        if not self._wake.is_set():  # every accepted event notifies: the check spares a Condition round trip
+            self._wake.set()
 
     def evaluate(self, event: StoredEvent) -> tuple[list[dict[str, Any]], list[NewJob]]:
         """Decisions (JSON records) and jobs for one stored event, with the current rule set."""
@@ -98,7 +104,7 @@ class Processor:
         """Evaluate every pending event that is due now; how many were claimed."""
         done = 0
         while not self._stop.is_set():
-            events = self.store.claim_events(self.owner, self.lease, self.batch, self.clock())
+            events = self._next_batch()
             if not events:
                 return done
             results: list[tuple[str, list[dict[str, Any]], list[NewJob]]] = []
@@ -120,6 +126,23 @@ class Processor:
             if queued := sum(len(jobs) for _, _, jobs in recorded):
                 self.on_jobs(queued)  # once per batch: wakes as many delivery workers as there are jobs
             done += len(events)
+
+    def _next_batch(self) -> list[StoredEvent]:
+        """Handed events, oldest first; claimed ones (the store's oldest pending) once a poll interval, while
+        the last claim found a backlog, and when the hand-off closed and has been drained."""
+        handoff = self._handoff
+        if handoff is None:
+            return self.store.claim_events(self.owner, self.lease, self.batch, self.clock())
+        if not self._backlog:
+            events = handoff.take(self.batch, self.clock())
+            if events or (not handoff.overflowed and time.monotonic() < self._next_claim):
+                return events
+        if handoff.overflowed:
+            handoff.reopen()  # drained: later events are handed, those stored unleased meanwhile claimed now
+        events = self.store.claim_events(self.owner, self.lease, self.batch, self.clock())
+        self._backlog = len(events) >= self.batch
+        self._next_claim = time.monotonic() + self.poll_interval
+        return events or handoff.take(self.batch, self.clock())
 
     def _record(self, results: list[tuple[str, list[dict[str, Any]], list[NewJob]]]) \
             -> tuple[list[tuple[str, list[dict[str, Any]], list[NewJob]]], list[tuple[str, str]]]:
@@ -177,11 +200,23 @@ class Processor:
             self._wake.clear()
 
     def start(self) -> None:
+        handoff = EventHandoff(self.owner, self.lease, on_put=self.notify)
+        self._handoff = handoff if self.store.hand_over_new_events(handoff) else None
+        self._next_claim, self._backlog = 0.0, False  # the first batch is claimed: what was stored before
         self._thread = threading.Thread(target=self._loop, name="idhooks-processor", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
+        handoff, self._handoff = self._handoff, None
+        if handoff is not None:
+            self.store.hand_over_new_events(None)
         self._stop.set()
         self._wake.set()
         if self._thread:
             self._thread.join(timeout)
+        if handoff is not None:  # handed but not evaluated: claimable at once by whoever runs next
+            try:
+                self.store.release_leases(self.owner, handoff.jtis())
+            except IdhooksError as exc:
+                log.warning("could not give back the leases of handed events; they expire after the lease",
+                            extra={"error": str(exc)})

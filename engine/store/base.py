@@ -22,10 +22,13 @@ import json
 from abc import abstractmethod
 from dataclasses import dataclass, field
 import hashlib
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from engine.errors import StoreError
 from engine.store.state import DetectionStateStore, StateStore
+
+if TYPE_CHECKING:  # handoff.py holds StoredEvents: a run-time import would be circular
+    from engine.store.handoff import EventHandoff
 
 ACCEPTED = "accepted"
 DUPLICATE = "duplicate"
@@ -301,6 +304,16 @@ class Store(StateStore, DetectionStateStore):
         lease, so a restarted server resumes a killed one's work at once; shared backends (Redis) keep
         them, since other live processes may hold them, and rely on lease expiry."""
         return 0
+
+    def hand_over_new_events(self, handoff: EventHandoff | None) -> bool:
+        """From now on, store each new pending event already leased to `handoff.owner` and put it in
+        `handoff` after its commit, as room allows (engine/store/handoff.py); None stops it. False where the
+        backend does not (the processor claims every event)."""
+        return False
+
+    def release_leases(self, owner: str, jtis: list[str]) -> None:
+        """Give back the leases `owner` holds on these pending events (a stopping processor's hand-off), so
+        that a claim takes them at once rather than after the lease."""
 
     # -- events ------------------------------------------------------------------------------------
     @abstractmethod

@@ -32,6 +32,7 @@ from engine.store.state_sqlite import MIGRATION as STATE_MIGRATION
 from engine.store.state_sqlite import SQLiteStateMixin
 from engine.store.detections_sqlite import MIGRATION as DETECTIONS_MIGRATION
 from engine.store.detections_sqlite import SQLiteDetectionMixin
+from engine.store.handoff import EventHandoff
 from engine.store.sqlite_transfer import SQLiteTransferMixin
 from engine.config.settings import StoreConfig
 from engine.store.base import (ACCEPTED, DUPLICATE, STALE, IncomingEvent, Job, NewJob, QuarantineEntry,
@@ -105,6 +106,12 @@ def _event_row(row: sqlite3.Row) -> StoredEvent:
                        body=bytes(row["body"]), status=row["status"],
                        decisions=json.loads(row["decisions"]) if row["decisions"] else None,
                        processed_at=row["processed_at"], attempts=row["attempts"])
+
+
+def _leased(event: IncomingEvent) -> StoredEvent:
+    """The stored form of an event just committed as pending (for the processor's hand-off)."""
+    return StoredEvent(jti=event.jti, webhook=event.webhook, iat_ms=event.iat_ms, received_at=event.received_at,
+                       uris=event.uris, body=event.body, status="pending")
 
 
 def _job_row(row: sqlite3.Row) -> Job:
@@ -214,6 +221,8 @@ class SQLiteStore(SQLiteStateMixin, SQLiteDetectionMixin, SQLiteTransferMixin, S
         self._closed = False
         self._migrate()
         self._batch_limit = batch_limit
+        self._handoff: EventHandoff | None = None
+        self._handoff_lock = threading.Lock()  # held by the writer from leasing a batch to handing it over
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._writer = threading.Thread(target=self._write_loop, name="sqlite-group-commit", daemon=True)
         self._writer.start()
@@ -308,6 +317,16 @@ class SQLiteStore(SQLiteStateMixin, SQLiteDetectionMixin, SQLiteTransferMixin, S
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             conn.execute(f"PRAGMA user_version = {int(version)}")
 
+    def hand_over_new_events(self, handoff: EventHandoff | None) -> bool:
+        with self._handoff_lock:  # once this returns, no batch is still being leased to the previous one
+            self._handoff = handoff
+        return True
+
+    def release_leases(self, owner: str, jtis: list[str]) -> None:
+        if jtis:
+            self._write("UPDATE events SET lease_owner = NULL, lease_until = 0 WHERE status = 'pending' AND "
+                        "lease_owner = ? AND jti IN (SELECT value FROM json_each(?))", (owner, json.dumps(jtis)))
+
     # -- intake (group commit) ---------------------------------------------------------------------
     def ingest(self, event: IncomingEvent, dedup_window: float) -> str:
         if self._closed:
@@ -338,9 +357,14 @@ class SQLiteStore(SQLiteStateMixin, SQLiteDetectionMixin, SQLiteTransferMixin, S
             self._commit_batch(conn, batch)
 
     def _commit_batch(self, conn: sqlite3.Connection, batch: list[_Pending]) -> None:
+        with self._handoff_lock:
+            self._commit_leased(conn, batch, self._handoff)
+
+    def _commit_leased(self, conn: sqlite3.Connection, batch: list[_Pending], handoff: EventHandoff | None) -> None:
+        lease = (handoff.owner, handoff.lease) if handoff is not None and handoff.room(len(batch)) else None
         try:
             with self._write_lock:
-                results = self._insert_batch(conn, batch)  # one statement: its own transaction
+                results = self._insert_batch(conn, batch, lease)  # one statement: its own transaction
         except BaseException as exc:  # noqa: BLE001 - every caller of the batch gets an answer, whatever happened
             if conn.in_transaction:  # only if the statement was interrupted before it finished
                 try:
@@ -351,12 +375,15 @@ class SQLiteStore(SQLiteStateMixin, SQLiteDetectionMixin, SQLiteTransferMixin, S
                 item.error = exc
                 item.done.release()
             return
+        if lease is not None and handoff is not None:
+            handoff.put([_leased(item.event) for item, result in zip(batch, results) if result == ACCEPTED])
         for item, result in zip(batch, results):
             item.result = result
             item.done.release()
 
     @staticmethod
-    def _insert_batch(conn: sqlite3.Connection, batch: list[_Pending]) -> list[str]:
+    def _insert_batch(conn: sqlite3.Connection, batch: list[_Pending],
+                      lease: tuple[str, float] | None = None) -> list[str]:
         """Insert a batch with one statement whatever its size, as its own transaction (no BEGIN/COMMIT):
         every SQLite call releases the GIL and must win it back from the request threads, so per-event
         statements made the writer, not the disk, the bottleneck. A jti that is still stored is a duplicate
@@ -369,11 +396,12 @@ class SQLiteStore(SQLiteStateMixin, SQLiteDetectionMixin, SQLiteTransferMixin, S
                 continue
             first.add(event.jti)
             stale = event.iat_ms / 1000.0 < event.received_at - item.window
+            owner, until = (lease[0], event.received_at + lease[1]) if lease and not stale else (None, 0.0)
             rows.append((event.jti, event.webhook, event.iat_ms, event.received_at, json.dumps(list(event.uris)),
-                         event.body, STALE if stale else "pending"))
+                         event.body, STALE if stale else "pending", owner, until))
         inserted = {row[0] for row in conn.execute(
-            "INSERT INTO events (jti, webhook, iat_ms, received_at, uris, body, status) VALUES "
-            + ",".join(["(?,?,?,?,?,?,?)"] * len(rows)) + " ON CONFLICT(jti) DO NOTHING RETURNING jti",
+            "INSERT INTO events (jti, webhook, iat_ms, received_at, uris, body, status, lease_owner, lease_until) "
+            "VALUES " + ",".join(["(?,?,?,?,?,?,?,?,?)"] * len(rows)) + " ON CONFLICT(jti) DO NOTHING RETURNING jti",
             [value for row in rows for value in row])}
         status = {row[0]: row[6] for row in rows}
         results: list[str] = []

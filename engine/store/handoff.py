@@ -1,0 +1,73 @@
+"""New events handed from intake to the processor of the same process, already leased to it (issue 14).
+
+Without it every event is written three times: stored by intake, leased by the processor's claim (an UPDATE
+that returns the whole row, body included, to be decoded again) and recorded as processed. A store that
+supports the hand-off (SQLite) stores a new pending event already leased to the running processor, for the
+processor's usual lease, and after the commit puts it here; the processor takes it from memory instead of
+claiming it.
+
+Nothing is lost by it: a handed event is a stored, leased event like a claimed one. If the process dies, its
+lease expires (or `take_over_leases` frees it at the next start) and a claim finds it. The processor still
+claims from the store, for everything else (events of other processes, retries, a backlog from before the
+start). Order is kept: when the hand-off is full it closes, so the events that follow are stored unleased and
+claimed, oldest first, behind those already handed; it opens again only when a claim finds no backlog.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from typing import Callable
+
+from engine.store.base import StoredEvent
+
+
+class EventHandoff:
+    """A bounded queue of stored events leased to `owner`, in commit order."""
+
+    def __init__(self, owner: str, lease: float, limit: int = 4096,
+                 on_put: Callable[[], None] = lambda: None) -> None:
+        self.owner, self.lease, self.limit, self.on_put = owner, lease, limit, on_put
+        self._events: deque[StoredEvent] = deque()
+        self._lock = threading.Lock()
+        self._open = True
+        self.overflowed = False  # set when it closed: the processor must claim the events stored meanwhile
+
+    def room(self, wanted: int) -> int:
+        """How many of the next `wanted` new events the store may lease to `owner` and put here."""
+        with self._lock:
+            if not self._open:
+                return 0
+            room = self.limit - len(self._events)
+            if room < wanted:  # full: hand nothing more until a claim has caught up (keeps event order)
+                self._open, self.overflowed = False, True
+                return 0
+            return wanted
+
+    def put(self, events: list[StoredEvent]) -> None:
+        """Events the store committed leased to `owner` (after room() allowed them)."""
+        if events:
+            with self._lock:
+                self._events.extend(events)
+            self.on_put()
+
+    def take(self, limit: int, now: float) -> list[StoredEvent]:
+        """Up to `limit` handed events, oldest first. One whose lease is half gone is left to expire and be
+        claimed, so that an event is never evaluated from here while a claim could also lease it."""
+        taken: list[StoredEvent] = []
+        with self._lock:
+            while self._events and len(taken) < limit:
+                event = self._events.popleft()
+                if event.received_at + self.lease / 2 > now:
+                    taken.append(event)
+        return taken
+
+    def reopen(self) -> None:
+        """Hand events over again (the processor is about to claim whatever was stored unleased meanwhile)."""
+        with self._lock:
+            self._open, self.overflowed = True, False
+
+    def jtis(self) -> list[str]:
+        """The events still waiting here (their leases are given back when the processor stops)."""
+        with self._lock:
+            return [event.jti for event in self._events]
