@@ -230,7 +230,7 @@ def serve(config_path: Path, host: str | None, port: int | None, log_json: bool 
     server_cfg = replace(config.server, host=host or config.server.host,
                          port=port if port is not None else config.server.port)
     config = replace(config, server=server_cfg)
-    logs.configure("json" if log_json else config.server.log_format)
+    logs.configure("json" if log_json else config.server.log_format, interval=logs.FLUSH_INTERVAL)
     count = processes.resolve_processes(process_count if process_count is not None else server_cfg.processes)
     if count > 1 and not processes.is_child():
         return processes.Supervisor(config, processes.child_argv(config_path, log_json), count).run()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import threading
+import time
 
 import pytest
 
@@ -69,3 +70,48 @@ def test_field_values_print_the_same_on_the_fast_paths(value, printed):
     line = stream.getvalue()
     assert line.endswith(f" m field={printed}\n")
     assert line.count("\n") == 1
+
+
+def _gathering(stream: io.StringIO, name: str, interval: float) -> tuple[logging.Logger, LineHandler]:
+    handler = LineHandler(stream, interval)
+    handler.setFormatter(TextFormatter())
+    logger = logging.getLogger(name)
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    return logger, handler
+
+
+def test_serve_gathers_info_lines_and_writes_them_together_within_the_interval():
+    """`idhooks serve` writes INFO lines in batches (one write for many requests, issue 14), but never holds
+    one longer than the interval."""
+    stream = io.StringIO()
+    logger, _ = _gathering(stream, "idhooks.test-gather", 0.2)
+    for n in range(50):
+        logger.info("event accepted", extra={"n": n})
+    assert stream.getvalue() == ""  # gathered, not yet written
+    deadline = time.monotonic() + 5
+    while stream.getvalue().count("\n") < 50 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    lines = stream.getvalue().splitlines()
+    assert [line.rsplit("n=", 1)[1] for line in lines] == [str(n) for n in range(50)]
+
+
+def test_a_warning_is_written_at_once_after_the_gathered_lines_in_order():
+    stream = io.StringIO()
+    logger, _ = _gathering(stream, "idhooks.test-gather-warning", 60)
+    logger.info("first")
+    logger.info("second")
+    logger.warning("store unavailable")
+    assert [line.split(" ", 3)[3] for line in stream.getvalue().splitlines()] == [
+        "first", "second", "store unavailable"]
+
+
+def test_gathered_lines_are_written_by_flush_at_exit():
+    """logging.shutdown() flushes every handler at exit: a stopping server loses no line it gathered."""
+    stream = io.StringIO()
+    logger, handler = _gathering(stream, "idhooks.test-gather-exit", 60)
+    logger.info("shutting down")
+    assert stream.getvalue() == ""
+    handler.flush()
+    assert stream.getvalue().endswith(" shutting down\n")

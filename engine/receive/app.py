@@ -25,10 +25,12 @@ from engine.secrets import Secret
 from engine.store.base import Store
 from engine.receive.websub import UnsubscribedWebhooks, answer, mode_label
 from engine.verify.envelope import RecentEnvelopes
+from engine.verify.signature import SIGNATURE_HEADERS
 
 log = logging.getLogger("idhooks.http")
 
 _BEARER = re.compile(r"^bearer +(\S+) *$", re.IGNORECASE)  # RFC 7235: the scheme is case-insensitive
+_INTAKE_HEADERS = SIGNATURE_HEADERS + ("content-type",)
 _OUTCOMES = {401: "bad_signature", 400: "bad_payload", 413: "too_large", 415: "unsupported_media",
              503: "store_error"}
 
@@ -57,6 +59,12 @@ def read_body(req: falcon.Request, limit: int) -> bytes:
     if len(body) > limit:
         raise TooLargeError(f"body exceeds max_body_bytes ({limit})")
     return body
+
+
+def intake_headers(req: falcon.Request) -> dict[str, str]:
+    """The headers intake reads (the signature headers, and Content-Type for the quarantine), looked up one by
+    one: `req.headers` copies every header of every request into a new dict (issue 14)."""
+    return {name: value for name in _INTAKE_HEADERS if (value := req.get_header(name)) is not None}
 
 
 def check_json_media(req: falcon.Request) -> None:
@@ -113,7 +121,7 @@ class WebhookSink:
         try:
             body = read_body(req, self.config.get().server.max_body_bytes)
             check_json_media(req)
-            result = self.intake.receive(webhook, req.headers, body, source=req.remote_addr or "")
+            result = self.intake.receive(webhook, intake_headers(req), body, source=req.remote_addr or "")
         except (RequestError, StoreError) as exc:
             status = exc.status if isinstance(exc, RequestError) else 503
             fields.update(outcome=_OUTCOMES.get(status, "refused"), status=status, reason=str(exc))
@@ -124,7 +132,7 @@ class WebhookSink:
             if "outcome" in fields:
                 log.warning("event refused", extra=fields)
         self.metrics.count_received(webhook.name, result.outcome)
-        self.metrics.request_latency.labels(webhook.name).observe(time.perf_counter() - started)
+        self.metrics.child(self.metrics.request_latency, webhook.name).observe(time.perf_counter() - started)
         log.info("event %s", result.outcome, extra={**fields, "outcome": result.outcome,
                                                        "jti": result.envelope.jti, "types": result.types,
                                                        "status": 202})

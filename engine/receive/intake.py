@@ -92,7 +92,7 @@ class Intake:
         if outcome == "accepted":
             for alias in types:
                 # a label per catalog type only: a sender could make up any number of profile URIs
-                self.metrics.events.labels(alias if alias in catalog_entries() else "unknown").inc()
+                self.metrics.child(self.metrics.events, alias if alias in catalog_entries() else "unknown").inc()
         return IntakeResult(outcome=outcome, envelope=envelope, types=types)
 
     def _conflicts(self, envelope: Envelope) -> bool:
