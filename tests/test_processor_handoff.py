@@ -4,6 +4,7 @@ twice, or change the order in which events are evaluated."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -108,4 +109,23 @@ def test_a_handed_event_whose_lease_is_half_gone_is_left_to_a_claim(tmp_path: Pa
     assert handoff.take(10, now + 31) == []
     assert store.claim_events("processor-a", 60, 10, now + 59) == []  # still leased
     assert [e.jti for e in store.claim_events("processor-a", 60, 10, now + 61)] == ["jti-000"]
+    store.close()
+
+
+def test_one_batch_of_new_stored_and_repeated_events_answers_each_correctly(tmp_path: Path) -> None:
+    """The group commit inserts a batch with one statement; which events were new is told without RETURNING
+    (issue 14), also when the batch mixes new events, stored ones and two copies of one event."""
+    from engine.store.sqlite import _Pending
+
+    store = SQLiteStore(tmp_path / "idhooks.db")
+    now = time.time()
+    for n in (1, 3):
+        assert store.ingest(incoming(n, now), 86400) == "accepted"
+    old = dataclasses.replace(incoming(9, now), iat_ms=(now - 7200) * 1000)  # older than the window: stale
+    batch = [_Pending(event, 3600) for event in
+             (incoming(0, now), incoming(1, now), incoming(2, now), incoming(2, now), incoming(3, now), old)]
+    store._commit_batch(store._connect("FULL"), batch)
+    assert [p.result for p in batch] == ["accepted", "duplicate", "accepted", "duplicate", "duplicate", "stale"]
+    assert {e.jti: e.status for e in store.list_events(limit=10)} == {
+        "jti-000": "pending", "jti-001": "pending", "jti-002": "pending", "jti-003": "pending", "jti-009": "stale"}
     store.close()
