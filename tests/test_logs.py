@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import threading
 import time
@@ -115,3 +116,46 @@ def test_gathered_lines_are_written_by_flush_at_exit():
     assert stream.getvalue() == ""
     handler.flush()
     assert stream.getvalue().endswith(" shutting down\n")
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_the_event_line_prints_exactly_what_logger_info_prints(log_format, monkeypatch):
+    """`event_line` skips the LogRecord for the per-request line (issue 14): same line, hostile values
+    escaped the same way, in both formats."""
+    import sys
+
+    from engine import logs
+
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    logs.configure(log_format)
+    try:
+        logger = logging.getLogger("idhooks.http")
+        fields = {"webhook": "asgardeo", "outcome": "accepted", "jti": "evil\nFAKE-LINE <b>", "types": ["a.b"],
+                  "status": 202, "latency_ms": 1.25}
+        logs.event_line(logger, "event accepted", fields)
+        logger.info("event accepted", extra=fields)
+    finally:  # undo configure(): later tests capture idhooks' records through the root logger
+        root = logging.getLogger("idhooks")
+        root.handlers[:] = []
+        root.propagate = True
+        root.setLevel(logging.NOTSET)
+        logs._direct = None
+    direct, standard = stream.getvalue().splitlines()
+    if log_format == "json":
+        direct_data, standard_data = json.loads(direct), json.loads(standard)
+        assert direct_data.pop("time") == pytest.approx(standard_data.pop("time"), abs=5)
+        assert direct_data == standard_data
+    else:
+        assert direct.split(" ", 1)[1] == standard.split(" ", 1)[1]  # all but the time stamp
+        assert "FAKE-LINE" not in direct.split("\n", 1)[0][:20]
+
+
+def test_the_event_line_goes_through_logging_where_idhooks_did_not_install_its_handler(caplog):
+    from engine import logs
+
+    logs._direct = None
+    with caplog.at_level(logging.INFO, logger="idhooks.http"):
+        logs.event_line(logging.getLogger("idhooks.http"), "event accepted", {"jti": "j-1"})
+    [record] = [r for r in caplog.records if r.name == "idhooks.http"]
+    assert record.getMessage() == "event accepted" and record.jti == "j-1"

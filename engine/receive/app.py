@@ -18,6 +18,7 @@ import falcon
 
 from engine.config.settings import Config, WebhookConfig
 from engine.errors import RequestError, StoreError, TooLargeError, UnsupportedMediaError
+from engine.logs import event_line
 from engine.receive.intake import Intake
 from engine.metrics import Metrics
 from engine.runtime import Current
@@ -133,9 +134,8 @@ class WebhookSink:
                 log.warning("event refused", extra=fields)
         self.metrics.count_received(webhook.name, result.outcome)
         self.metrics.child(self.metrics.request_latency, webhook.name).observe(time.perf_counter() - started)
-        log.info("event %s", result.outcome, extra={**fields, "outcome": result.outcome,
-                                                       "jti": result.envelope.jti, "types": result.types,
-                                                       "status": 202})
+        event_line(log, f"event {result.outcome}", {**fields, "outcome": result.outcome, "jti": result.envelope.jti,
+                                                    "types": result.types, "status": 202})
         if result.outcome == "accepted":
             self.after_unsubscribe(webhook.name, result.envelope.jti)
             self.on_accepted()
