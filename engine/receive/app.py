@@ -31,7 +31,8 @@ from engine.verify.signature import SIGNATURE_HEADERS
 log = logging.getLogger("idhooks.http")
 
 _BEARER = re.compile(r"^bearer +(\S+) *$", re.IGNORECASE)  # RFC 7235: the scheme is case-insensitive
-_INTAKE_HEADERS = SIGNATURE_HEADERS + ("content-type",)
+_INTAKE_HEADERS = tuple((name, "HTTP_" + name.upper().replace("-", "_")) for name in SIGNATURE_HEADERS) + (
+    ("content-type", "CONTENT_TYPE"),)
 _OUTCOMES = {401: "bad_signature", 400: "bad_payload", 413: "too_large", 415: "unsupported_media",
              503: "store_error"}
 
@@ -63,9 +64,11 @@ def read_body(req: falcon.Request, limit: int) -> bytes:
 
 
 def intake_headers(req: falcon.Request) -> dict[str, str]:
-    """The headers intake reads (the signature headers, and Content-Type for the quarantine), looked up one by
-    one: `req.headers` copies every header of every request into a new dict (issue 14)."""
-    return {name: value for name in _INTAKE_HEADERS if (value := req.get_header(name)) is not None}
+    """The headers intake reads (the signature headers, and Content-Type for the quarantine), read from the
+    WSGI environ by their CGI names: `req.headers` copies every header of every request into a new dict, and
+    get_header() works out the CGI name on each call (issue 14)."""
+    env = req.env
+    return {name: value for name, key in _INTAKE_HEADERS if (value := env.get(key)) is not None}
 
 
 def check_json_media(req: falcon.Request) -> None:
@@ -83,10 +86,20 @@ class WebhookSink:
         self.config, self.store, self.intake, self.metrics = config, store, intake, metrics
         self.clock, self.on_accepted = clock, on_accepted
         self.unsubscribed = UnsubscribedWebhooks(store, clock)
+        self._paths: tuple[Config | None, dict[str, WebhookConfig]] = (None, {})
+
+    def _by_path(self) -> dict[str, WebhookConfig]:
+        """The current config's webhooks by path, made again when a reload replaced the config."""
+        config = self.config.get()
+        if self._paths[0] is not config:
+            paths: dict[str, WebhookConfig] = {}
+            for webhook in config.webhooks:
+                paths.setdefault(webhook.path, webhook)  # the first of a path wins, as the list search did
+            self._paths = (config, paths)
+        return self._paths[1]
 
     def __call__(self, req: falcon.Request, resp: falcon.Response, **_: Any) -> None:
-        webhook = next((w for w in self.config.get().webhooks if w.path == req.path.rstrip("/") or
-                        w.path == req.path), None)
+        webhook = self._by_path().get(req.path) or self._by_path().get(req.path.rstrip("/"))
         if webhook is None:
             raise falcon.HTTPNotFound()
         if req.method == "GET":
