@@ -16,17 +16,23 @@ import requests
 from bench.procs import Proc, free_port
 
 
-def ensure_webhook() -> str | None:
-    """The `webhook` program, installed from Debian's packages when missing (root only)."""
-    found = shutil.which("webhook")
+def ensure_debian_program(program: str, purpose: str, without: str) -> str | None:
+    """`program` (a Debian package of that name), installed with apt-get when missing (root only); prints
+    `without` and returns None when it cannot be."""
+    found = shutil.which(program)
     if found is None and shutil.which("apt-get"):
-        print("  installing adnanh/webhook (apt-get install webhook) for the comparison ...")
-        subprocess.run(["apt-get", "install", "-y", "-q", "webhook"], check=False,
+        print(f"  installing {program} (apt-get install {program}) {purpose} ...")
+        subprocess.run(["apt-get", "install", "-y", "-q", program], check=False,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        found = shutil.which("webhook")
+        found = shutil.which(program)
     if found is None:
-        print("  adnanh/webhook is not installed and could not be installed: its figures are skipped")
+        print(f"  {program} is not installed and could not be installed: {without}")
     return found
+
+
+def ensure_webhook() -> str | None:
+    """adnanh/webhook (Debian's `webhook` package)."""
+    return ensure_debian_program("webhook", "for the comparison with adnanh/webhook", "its figures are skipped")
 
 
 def start_webhook(program: str, folder: Path, secret: str) -> Proc:

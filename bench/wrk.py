@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
 from bench.loadgen import LoadResult
+from bench.peers import ensure_debian_program
 
 SCRIPT = Path(__file__).resolve().parent / "wrk_requests.lua"
 _RESULT = re.compile(r"RESULT requests=(\d+) duration_us=(\d+) p50_us=(\d+) p99_us=(\d+)")
@@ -25,17 +25,9 @@ _STATUS = re.compile(r"STATUS (\d+) (\d+)")
 
 
 def ensure_wrk() -> str | None:
-    """The `wrk` program, installed from Debian's packages when missing (root only); None if neither."""
-    found = shutil.which("wrk")
-    if found is None and shutil.which("apt-get"):
-        print("  installing wrk (apt-get install wrk) as the load generator ...")
-        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=False,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        found = shutil.which("wrk")
-    if found is None:
-        print("  wrk is not installed and could not be installed: the Python load generator is used instead "
-              "(it takes most of a core from the servers measured)")
-    return found
+    """The `wrk` program (Debian's package), or None: the caller then uses bench/loadgen.py."""
+    return ensure_debian_program("wrk", "as the load generator", "the Python load generator is used instead (it "
+                                 "takes most of a core from the servers measured)")
 
 
 def run_wrk(program: str, host: str, port: int, requests: list[bytes], concurrency: int,
