@@ -104,7 +104,8 @@ class LineHandler(logging.StreamHandler):
         self.interval = interval
         self._gathered: list[str] = []
         self._wake = threading.Event()
-        self._writer: threading.Thread | None = None
+        if interval > 0:
+            threading.Thread(target=self._write_loop, name="idhooks-log-writer", daemon=True).start()
 
     def handle(self, record: logging.LogRecord) -> bool:
         if not self.filter(record):
@@ -126,7 +127,6 @@ class LineHandler(logging.StreamHandler):
                 self._gathered.append(line)
                 first = len(self._gathered) == 1
             if first:  # the writer takes every line added until it writes
-                self._start_writer()
                 self._wake.set()
             return
         with self.lock:  # type: ignore[union-attr]
@@ -150,14 +150,6 @@ class LineHandler(logging.StreamHandler):
             raise
         except Exception:  # noqa: BLE001 - as in handle()
             self.handleError(record or logging.makeLogRecord({"msg": "writing gathered log lines failed"}))
-
-    def _start_writer(self) -> None:
-        if self._writer is None:
-            with self.lock:  # type: ignore[union-attr]
-                if self._writer is None:
-                    self._writer = threading.Thread(target=self._write_loop, name="idhooks-log-writer",
-                                                    daemon=True)
-                    self._writer.start()
 
     def _write_loop(self) -> None:
         while True:

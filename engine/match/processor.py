@@ -2,8 +2,9 @@
 
 It claims pending events with a lease (a process killed mid-evaluation leaves them claimable again), or,
 while it runs on a store that supports it, takes the events this process's intake stored already leased to
-it (engine/store/handoff.py), and records each event's decisions and creates its delivery jobs in one store transaction, so an event is
-evaluated into jobs exactly once in effect (job keys are unique: a re-evaluation after a crash adds none).
+it (engine/store/handoff.py). It records each event's decisions and creates its delivery jobs in one store
+transaction, so an event is evaluated into jobs exactly once in effect (job keys are unique: a
+re-evaluation after a crash adds none).
 
 One event never blocks another: a batch is recorded in one transaction, and when that fails the events are
 recorded one by one, so only the event at fault is held back. An event whose evaluation or recording fails

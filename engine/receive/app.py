@@ -99,7 +99,8 @@ class WebhookSink:
         return self._paths[1]
 
     def __call__(self, req: falcon.Request, resp: falcon.Response, **_: Any) -> None:
-        webhook = self._by_path().get(req.path) or self._by_path().get(req.path.rstrip("/"))
+        paths = self._by_path()
+        webhook = paths.get(req.path) or paths.get(req.path.rstrip("/"))
         if webhook is None:
             raise falcon.HTTPNotFound()
         if req.method == "GET":

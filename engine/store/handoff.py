@@ -9,8 +9,8 @@ claiming it.
 Nothing is lost by it: a handed event is a stored, leased event like a claimed one. If the process dies, its
 lease expires (or `take_over_leases` frees it at the next start) and a claim finds it. The processor still
 claims from the store, for everything else (events of other processes, retries, a backlog from before the
-start). Order is kept: when the hand-off is full it closes, so the events that follow are stored unleased and
-claimed, oldest first, behind those already handed; it opens again only when a claim finds no backlog.
+start). Order is kept: when the hand-off is full it closes, so the events that follow are stored unleased; the
+processor first takes what was handed, then opens it again and claims, oldest first, what was stored meanwhile.
 """
 
 from __future__ import annotations
@@ -33,19 +33,16 @@ class EventHandoff:
         self._open = True
         self.overflowed = False  # set when it closed: the processor must claim the events stored meanwhile
 
-    def room(self, wanted: int) -> int:
-        """How many of the next `wanted` new events the store may lease to `owner` and put here."""
+    def admits(self, count: int) -> bool:
+        """Whether the store may lease the next `count` new events to `owner` and put them here."""
         with self._lock:
-            if not self._open:
-                return 0
-            room = self.limit - len(self._events)
-            if room < wanted:  # full: hand nothing more until a claim has caught up (keeps event order)
+            if self._open and len(self._events) + count > self.limit:
+                # full: hand nothing more until the processor has caught up (keeps event order)
                 self._open, self.overflowed = False, True
-                return 0
-            return wanted
+            return self._open
 
     def put(self, events: list[StoredEvent]) -> None:
-        """Events the store committed leased to `owner` (after room() allowed them)."""
+        """Events the store committed leased to `owner` (after admits() allowed them)."""
         if events:
             with self._lock:
                 self._events.extend(events)

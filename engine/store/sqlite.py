@@ -378,7 +378,7 @@ class SQLiteStore(SQLiteStateMixin, SQLiteDetectionMixin, SQLiteTransferMixin, S
             self._commit_leased(conn, batch, self._handoff)
 
     def _commit_leased(self, conn: sqlite3.Connection, batch: list[_Pending], handoff: EventHandoff | None) -> None:
-        lease = (handoff.owner, handoff.lease) if handoff is not None and handoff.room(len(batch)) else None
+        lease = (handoff.owner, handoff.lease) if handoff is not None and handoff.admits(len(batch)) else None
         rows = _event_rows(batch, lease)  # before the write lock: it is held for SQLite's work only
         try:
             with self._write_lock:
