@@ -8,14 +8,17 @@ server's CPU per delivered event. In the same run:
   202), installed from npm into a temporary folder (skipped with a message when npm cannot fetch it); the target
   is idhooks throughput >= 3x Node-RED's.
 
+Each system runs `--passes` times (default 3), interleaved with the others so that a change in the machine's
+load hits all of them; the ratios are of the medians (single runs on a shared 2-core machine varied by +-20 %).
 Every run checks that each event reached the sink exactly once (exit status 1 otherwise).
 
-    python bench/e2e.py --saturate [--events 3000] [--processes 1] [--no-node-red]
+    python bench/e2e.py --saturate [--events 3000] [--passes 3] [--processes 1] [--no-node-red]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from dataclasses import dataclass
@@ -89,10 +92,7 @@ def idhooks_run(folder: Path, name: str, sink: Sink | None, count: int, processe
     return Run(name, count, seconds, cpu, delivered, repeated)
 
 
-def node_red_run(folder: Path, sink: Sink, count: int) -> Run | None:
-    red = ensure_node_red(folder / "node-red")
-    if red is None:
-        return None
+def node_red_run(red: Path, folder: Path, sink: Sink, count: int) -> Run:
     server = start_node_red(red, folder, SECRET, sink.url + "/sink")
     try:
         seconds, cpu, delivered, repeated = drive(server, "/webhooks/asgardeo", sink, count)
@@ -101,39 +101,60 @@ def node_red_run(folder: Path, sink: Sink, count: int) -> Run | None:
     return Run("Node-RED (same flow)", count, seconds, cpu, delivered, repeated)
 
 
+def median(runs: list[Run]) -> Run:
+    """The pass with the median throughput (the lower middle one of an even number)."""
+    return sorted(runs, key=lambda run: run.rate)[(len(runs) - 1) // 2]
+
+
+def median_line(runs: list[Run]) -> str:
+    middle = median(runs)
+    return (f"  {middle.name:<34} {middle.rate:7.0f} events/s  CPU {middle.cpu_per_event_us:6.0f} us/event  "
+            f"(median of {len(runs)}: " + "/".join(f"{run.rate:.0f}" for run in runs) + " events/s)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--saturate", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--events", type=int, default=3000)
+    parser.add_argument("--passes", type=int, default=3, help="interleaved passes per system (default 3)")
     parser.add_argument("--processes", type=int, default=1, help="idhooks serve --processes (default 1)")
     parser.add_argument("--no-node-red", action="store_true", help="skip the Node-RED peer")
     args = parser.parse_args(argv)
     print(f"e2e saturating: {args.events} signed events at concurrency {CONCURRENCY}, SQLite store, "
-          f"{args.processes} idhooks process(es)")
-    runs: list[Run] = []
+          f"{args.processes} idhooks process(es), {args.passes} interleaved passes each, medians")
+    ingests: list[Run] = []
+    fulls: list[Run] = []
+    peers: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="idhooks-saturate-") as tmp:
         folder = Path(tmp)
-        ingest = idhooks_run(folder, "idhooks ingest only (no rules)", None, args.events, args.processes)
-        print(ingest.line())
+        red = None if args.no_node_red else ensure_node_red(folder / "node-red")
         sink = Sink()
         try:
-            full = idhooks_run(folder, "idhooks rule + http action", sink, args.events, args.processes)
-            print(full.line())
-            runs.append(full)
-            peer = None
-            if not args.no_node_red:
+            for number in range(1, args.passes + 1):
+                print(f"pass {number}:")
+                ingests.append(idhooks_run(folder, "idhooks ingest only (no rules)", None, args.events,
+                                           args.processes))
+                print(ingests[-1].line())
                 sink.reset()
-                peer = node_red_run(folder, sink, args.events)
-                if peer is not None:
-                    print(peer.line())
-                    runs.append(peer)
+                fulls.append(idhooks_run(folder, "idhooks rule + http action", sink, args.events, args.processes))
+                print(fulls[-1].line())
+                if red is not None:
+                    sink.reset()
+                    peers.append(node_red_run(red, folder, sink, args.events))
+                    print(peers[-1].line())
         finally:
             sink.close()
-    print(f"CPU per delivered event / CPU per ingested event: "
-          f"{full.cpu_per_event_us / ingest.cpu_per_event_us:.2f} (target <= 1.5)")
-    if peer is not None:
-        print(f"idhooks / Node-RED delivered events per second: {full.rate / peer.rate:.2f} (target >= 3)")
-    exact = all(run.delivered == run.events and run.repeated == 0 for run in runs)
+    print("medians:")
+    for runs in (ingests, fulls, peers):
+        if runs:
+            print(median_line(runs))
+    full = median(fulls)
+    cpu_ratio = statistics.median(run.cpu_per_event_us for run in fulls) / \
+        statistics.median(run.cpu_per_event_us for run in ingests)
+    print(f"CPU per delivered event / CPU per ingested event (median CPU of each): {cpu_ratio:.2f} (target <= 1.5)")
+    if peers:
+        print(f"idhooks / Node-RED delivered events per second: {full.rate / median(peers).rate:.2f} (target >= 3)")
+    exact = all(run.delivered == run.events and run.repeated == 0 for run in fulls + peers)
     if not exact:
         print("PROBLEM: an event was not delivered, or delivered more than once")
     return 0 if exact else 1
