@@ -13,6 +13,7 @@
     │   ├── ForbiddenError                403: the token's role may not do this
     │   ├── NotFoundError                 404: no such event, job or quarantine entry
     │   ├── InvalidInputError             422: a query parameter, form field or rule text is not acceptable
+    │   ├── TooManyRequestsError          429: too many wrong tokens from one address; Retry-After says when
     │   └── BusyError                     503: the rule playground is at its limit of runs; try again
     ├── StoreError (RuntimeError)         the store cannot read or commit (503 on intake)
     └── DeliveryError (RuntimeError)      an action failed
@@ -88,6 +89,16 @@ class NotFoundError(RequestError):
 
 class InvalidInputError(RequestError):
     status = 422
+
+
+class TooManyRequestsError(RequestError):
+    """Refused for a while (engine/throttle.py); `retry_after` is the seconds until it may try again."""
+
+    status = 429
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
 
 
 class BusyError(RequestError):

@@ -15,12 +15,13 @@ from engine.api.openapi import document
 from engine.api.resources import ROUTES, send
 from engine.console.app import mount_console
 from engine.console.pages import error_page
-from engine.errors import RequestError
+from engine.errors import RequestError, TooManyRequestsError
 
 log = logging.getLogger("idhooks.api")
 
 _TITLES = {400: "bad request", 401: "unauthorized", 403: "forbidden", 404: "not found", 405: "method not allowed",
-           413: "too large", 415: "unsupported media type", 422: "invalid input", 503: "unavailable"}
+           413: "too large", 415: "unsupported media type", 422: "invalid input", 429: "too many requests",
+           503: "unavailable"}
 
 
 def api_error(status: int, detail: str) -> dict[str, str]:
@@ -57,6 +58,8 @@ def _handle_request_error(req: falcon.Request, resp: falcon.Response, ex: Reques
         send(resp, {"error": str(ex)}, ex.status)
     if ex.status == 401:
         resp.set_header("WWW-Authenticate", 'Bearer realm="idhooks"')
+    if isinstance(ex, TooManyRequestsError):
+        resp.set_header("Retry-After", str(ex.retry_after))
 
 
 def _serialize_http_error(req: falcon.Request, resp: falcon.Response, ex: falcon.HTTPError) -> None:

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from engine.throttle import FailedAuthThrottle
 from engine.config.settings import Config
 from engine.errors import NotFoundError
 from engine.match.stateful.evaluator import StatefulRules
@@ -28,6 +29,7 @@ class ApiDeps:
     readiness: Callable[[], dict[str, Any]]  # {"loaded_at": ..., "errors": [...]} of the running rule set
     metrics: Metrics = field(default_factory=Metrics)
     clock: Callable[[], float] = time.time
+    throttle: FailedAuthThrottle = field(default_factory=FailedAuthThrottle)  # wrong tokens per address
 
     def require_on(self) -> None:
         """NotFoundError while no token is configured (a reload may add or remove them)."""

@@ -107,7 +107,10 @@ def _path(name: str, description: str) -> dict[str, Any]:
 def _operation(summary: str, schema: str, parameters: list[dict[str, Any]] = (), *, operator: bool = False,
                body: str | None = None, not_found: str = "the API is off (no api.tokens)") -> dict[str, Any]:
     responses = {"200": _ok(schema), "401": _error("no or wrong bearer token"), "404": _error(not_found),
-                 "422": _error("a parameter or field is not acceptable"), "503": _error("the store is unavailable")}
+                 "422": _error("a parameter or field is not acceptable"), "503": _error("the store is unavailable"),
+                 "429": {**_error("too many wrong tokens from this address: refused until the window ends"),
+                         "headers": {"Retry-After": {"description": "seconds until the address may try again",
+                                                     "schema": {"type": "integer", "minimum": 1}}}}}
     if operator:
         responses["403"] = _error("the token is a viewer's")
     operation: dict[str, Any] = {"summary": summary, "parameters": list(parameters), "responses": responses}

@@ -12,7 +12,7 @@ import falcon
 from engine.api import params
 from engine.api.auth import Caller, bearer_caller
 from engine.api.deps import ApiDeps
-from engine.errors import InvalidInputError, NotFoundError, TooLargeError
+from engine.errors import InvalidInputError, NotFoundError, TooLargeError, UnauthorizedError
 from engine.ops import cursor, deliveries, quarantine
 from engine.ops.events import MAX_LIMIT, event_detail, list_events, timeline
 from engine.ops.rules import rules_report
@@ -35,8 +35,16 @@ class Resource:
         self.deps = deps
 
     def caller(self, req: falcon.Request) -> Caller:
+        """The token's caller; a wrong token counts against the client's address (engine/throttle.py)."""
         self.deps.require_on()
-        return bearer_caller(self.deps.config.get().api, req.get_header("Authorization"))
+        address, header = req.remote_addr or "", req.get_header("Authorization")
+        self.deps.throttle.check(address, "the API")
+        try:
+            return bearer_caller(self.deps.config.get().api, header)
+        except UnauthorizedError:
+            if header:  # a token was tried (no header at all guesses nothing)
+                self.deps.throttle.failed(address, "the API")
+            raise
 
     def mask_for(self, caller: Caller) -> tuple[str, ...]:
         return () if caller.operator else self.deps.config.get().api.mask

@@ -16,7 +16,8 @@ from engine.api.deps import ApiDeps
 from engine.console import session as sessions
 from engine.console.overview import overview
 from engine.console.pages import render
-from engine.errors import ForbiddenError, InvalidInputError, NotFoundError, TooLargeError, UnauthorizedError
+from engine.errors import (ForbiddenError, InvalidInputError, NotFoundError, TooLargeError, TooManyRequestsError,
+                           UnauthorizedError)
 from engine.ops import deliveries, quarantine
 from engine.ops.events import MAX_LIMIT, event_detail, list_events, timeline
 from engine.ops.rules import rules_report
@@ -78,9 +79,17 @@ class Login(Page):
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         self.deps.require_on()
+        address = req.remote_addr or ""
+        try:
+            self.deps.throttle.check(address, "the console login")
+        except TooManyRequestsError as exc:  # the form again, saying why and for how long
+            resp.set_header("Retry-After", str(exc.retry_after))
+            render(resp, "login.html", exc.status, title="Log in", error=str(exc).capitalize() + ".")
+            return
         token = params.text(self.form(req).get("token"), "token", 4096) or ""
         cookie = sessions.login(self.deps.config.get().api, token, self.deps.clock())
         if cookie is None:
+            self.deps.throttle.failed(address, "the console login")
             render(resp, "login.html", 401, title="Log in", error="That token is not one of api.tokens.")
             return
         resp.set_cookie(sessions.COOKIE, cookie, max_age=sessions.LIFETIME, path="/console",

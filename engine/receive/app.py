@@ -17,12 +17,13 @@ from typing import Any, Callable
 import falcon
 
 from engine.config.settings import Config, WebhookConfig
-from engine.errors import RequestError, StoreError, TooLargeError, UnsupportedMediaError
+from engine.errors import RequestError, StoreError, TooLargeError, TooManyRequestsError, UnsupportedMediaError
 from engine.logs import event_line
 from engine.receive.intake import Intake
 from engine.metrics import Metrics
 from engine.runtime import Current
 from engine.secrets import Secret
+from engine.throttle import FailedAuthThrottle
 from engine.store.base import Store
 from engine.receive.websub import UnsubscribedWebhooks, answer, mode_label
 from engine.verify.envelope import RecentEnvelopes
@@ -45,6 +46,8 @@ def _json(resp: falcon.Response, status: int, data: dict[str, Any]) -> None:
 
 def _handle_request_error(req: falcon.Request, resp: falcon.Response, ex: RequestError, params: dict) -> None:
     _json(resp, ex.status, {"error": str(ex)})
+    if isinstance(ex, TooManyRequestsError):
+        resp.set_header("Retry-After", str(ex.retry_after))
 
 
 def _handle_store_error(req: falcon.Request, resp: falcon.Response, ex: StoreError, params: dict) -> None:
@@ -194,14 +197,20 @@ class Ready:
 class MetricsEndpoint:
     """Prometheus text format; with a token, only for `Authorization: Bearer <token>`."""
 
-    def __init__(self, metrics: Metrics, token: Secret | None = None) -> None:
+    def __init__(self, metrics: Metrics, token: Secret | None = None,
+                 throttle: FailedAuthThrottle | None = None) -> None:
         self.metrics, self.token = metrics, token
+        self.throttle = throttle or FailedAuthThrottle()  # wrong tokens per address (engine/throttle.py)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         if self.token is not None:
+            address = req.remote_addr or ""
+            self.throttle.check(address, "/metrics")
             match = _BEARER.match(req.get_header("Authorization") or "")
             given = match.group(1).encode("utf-8", "surrogateescape") if match else b""
             if not match or not hmac.compare_digest(given, self.token.reveal().encode()):
+                if match:  # a token was tried
+                    self.throttle.failed(address, "/metrics")
                 raise falcon.HTTPUnauthorized(title="a bearer token is required for /metrics",
                                               challenges=['Bearer realm="idhooks metrics"'])
         resp.content_type = "text/plain; version=0.0.4; charset=utf-8"
@@ -211,6 +220,7 @@ class MetricsEndpoint:
 def create_metrics_app(metrics: Metrics, token: Secret | None) -> falcon.App:
     """The app of `metrics.listen`: /metrics alone, on its own address."""
     app = falcon.App()
+    app.add_error_handler(RequestError, _handle_request_error)
     app.add_route("/metrics", MetricsEndpoint(metrics, token))
     return app
 
