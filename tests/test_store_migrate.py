@@ -116,6 +116,9 @@ def fill(store: Store, now: float) -> dict[str, str]:
         store.sequence_offer("takeover", "alice", SequenceEvent(f"s{i}", now - 20 + i, (0,)), SEQUENCE, now)
     assert store.new_value_seen("new-ip", "alice", "10.0.0.1\x00", "v1", now - 5, NEW_IP, now).status == NEW
     assert store.timer_start("no-login", "bob", now + 300, now - 1, {"user": "bob"}, 10) == STARTED
+    store.capture_set("scim-ref", {"scim_id": "u-1", "etag": 'W/"1"'}, now - 30)  # what a later job sends
+    store.enqueue_jobs([NewJob(f"ordered:{n}", "scim", "http", {"n": n}, rule="provision", ordered_by="alice",
+                               received_at=now - 20 + n) for n in (1, 0)], now - 5)  # queued out of event order
     return ids
 
 
@@ -136,10 +139,11 @@ def test_migrate_copies_everything_within_retention(sides: Any, source_name: str
     assert out.splitlines() == [
         f"copied {source_side.url} into {target.url}{where}:",
         "  events                       3 copied       0 already there",
-        "  jobs                         8 copied       0 already there",
+        "  jobs                        10 copied       0 already there",
         "  subscriptions                1 copied       0 already there",
         "  quarantine entries           1 copied       0 already there",
         "  rule state                   6 copied       0 already there",
+        "  captured values              1 copied       0 already there",
     ]
     assert sorted(e.jti for e in target.list_events()) == ["old-pending", "processed", "recent"]
     assert target.get_event("processed").decisions == [{"rule": "r"}]
@@ -151,8 +155,12 @@ def test_migrate_copies_everything_within_retention(sides: Any, source_name: str
         [(ids["processed:r:2"], "HTTP 404", "no hook")]
     assert [e.jti for e in target.claim_events("w", 30, 10, now)] == ["old-pending", "recent"]
     assert target.get_job(ids["processed:r:3"]).retry_window_start == now - 10
-    claimable = {j.key for j in target.claim_jobs("w", 30, 100, now)}
-    assert claimable == {"processed:r:3", "expired:r:0", "expired:r:1", "expired:r:2", "expired:r:3"}
+    claimed = target.claim_jobs("w", 30, 100, now)
+    assert {j.key for j in claimed} == {"processed:r:3", "expired:r:0", "expired:r:1", "expired:r:2", "expired:r:3",
+                                        "ordered:0"}  # one at a time per order key, the earliest event first
+    target.ack_jobs([j.id for j in claimed if j.key == "ordered:0"], now)
+    assert [j.key for j in target.claim_jobs("w", 30, 100, now)] == ["ordered:1"]
+    assert target.captures("scim-ref") == {"scim_id": "u-1", "etag": 'W/"1"'}
     assert [s.topic for s in target.list_subscriptions()] == ["acme.login"]
     assert [(q.id, q.body) for q in target.quarantine_list()] == [("q1", b"\x00raw")]
     fired = target.window_add("brute", "alice", WindowEntry("w2", now - 5), BRUTE, now)
@@ -173,10 +181,11 @@ def test_migrate_copies_everything_within_retention(sides: Any, source_name: str
     assert (code, err) == (0, "")
     assert out.splitlines()[1:] == [
         "  events                       0 copied       3 already there",
-        "  jobs                         0 copied       8 already there",
+        "  jobs                         0 copied      10 already there",
         "  subscriptions                0 copied       1 already there",
         "  quarantine entries           0 copied       1 already there",
         "  rule state                   0 copied       6 already there",
+        "  captured values              0 copied       1 already there",
     ]
 
 

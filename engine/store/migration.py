@@ -6,7 +6,8 @@ What is copied: events received within the retention period (and every pending o
 which are also the de-duplication state (a jti still stored is a duplicate on every backend); every job
 (pending, failed, dead and the done ones not yet pruned) with its status and attempts; the subscription
 records; the quarantine; and the stateful-rule state (open threshold windows, active suppressions, unsent
-digests, sequences under way, new_value groups with their known values, running absence timers). Leases are not
+digests, sequences under way, new_value groups with their known values, running absence timers), and the values
+`capture:` kept from earlier answers, which later jobs of the same key send. Leases are not
 copied: run it with every idhooks process of both stores stopped. Copying is
 idempotent: what the target already holds (same jti, job key, quarantine id, window, suppression or digest
 item) is left as it is and counted as skipped. Each backend's reading and writing side is its `*_transfer.py`
@@ -39,7 +40,8 @@ class Copied:
 @dataclass
 class MigrationReport:
     kinds: dict[str, Copied] = field(default_factory=lambda: {
-        kind: Copied() for kind in ("events", "jobs", "subscriptions", "quarantine entries", "rule state")})
+        kind: Copied() for kind in ("events", "jobs", "subscriptions", "quarantine entries", "rule state",
+                                    "captured values")})
 
 
 def migrate(source: Store, target: Store, *, now: float, retention: float) -> MigrationReport:
@@ -57,6 +59,8 @@ def _migrate(source: Any, target: Any, now: float, retention: float) -> Migratio
     _copy_subscriptions(source, target, k["subscriptions"])
     _copy_quarantine(source, target, k["quarantine entries"])
     _copy_rule_state(source, target, now, k["rule state"])
+    for capture in source.export_captures():
+        k["captured values"].count(target.import_capture(capture))
     return report
 
 

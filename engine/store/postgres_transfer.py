@@ -7,7 +7,7 @@ import json
 from typing import Any, Iterator
 
 from engine.store.base import Job, StoredEvent
-from engine.store.transfer import (PAGE, DigestPeriod, NewValueRecord, SequenceRecord, SuppressionRecord,
+from engine.store.transfer import (PAGE, CaptureRecord, DigestPeriod, NewValueRecord, SequenceRecord, SuppressionRecord,
                                    TimerRecord, WindowRecord)
 
 
@@ -74,6 +74,18 @@ class PostgresTransferMixin:
     def export_timers(self) -> Iterator[TimerRecord]:
         for r in self._keyset("exporting timers", "state_timers", "TRUE", (), ("rule_id", "group_key")):
             yield TimerRecord(r["rule_id"], r["group_key"], r["due_at"], r["started"], json.loads(r["payload"]))
+
+    def export_captures(self) -> Iterator[CaptureRecord]:
+        for r in self._keyset("exporting captured values", "captures", "captured <> '{}'", (), ("ref",)):
+            yield CaptureRecord(r["ref"], json.loads(r["captured"]), r["last_event_at"])
+
+    def import_capture(self, record: CaptureRecord) -> bool:
+        with self._tx("copying captured values") as cur:  # a key only noted (no values yet) takes the copied ones
+            cur.execute("INSERT INTO captures (ref, captured, last_event_at) VALUES (%s, %s, %s) ON CONFLICT (ref) "
+                        "DO UPDATE SET captured = EXCLUDED.captured, "
+                        "last_event_at = GREATEST(captures.last_event_at, EXCLUDED.last_event_at) "
+                        "WHERE captures.captured = '{}'", (record.ref, json.dumps(record.values), record.last_event_at))
+            return bool(cur.rowcount)
 
     def import_sequence(self, record: SequenceRecord) -> bool:
         with self._tx("copying a sequence") as cur:

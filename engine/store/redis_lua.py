@@ -357,9 +357,14 @@ return 1
 
 IMPORT_JOB = _JOB_INDEX + """
 -- ARGV: prefix, id, key, then the job hash as field/value pairs. Skipped when the key already has a job.
+-- An ordered job (its hash has an order_key) gets its member of the order chain here, as COMPLETE_EVENT does.
 local p, id = ARGV[1], ARGV[2]
 if not redis.call('SET', p .. 'jobkey:' .. ARGV[3], id, 'NX') then return 0 end
 for i = 4, #ARGV, 2 do redis.call('HSET', p .. 'job:' .. id, ARGV[i], ARGV[i + 1]) end
+if (redis.call('HGET', p .. 'job:' .. id, 'order_key') or '') ~= '' then
+  local member = string.format('%016d', redis.call('INCR', p .. 'order:seq')) .. id
+  redis.call('HSET', p .. 'job:' .. id, 'order_member', member)
+end
 index_job(p, id)
 return 1
 """

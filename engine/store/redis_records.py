@@ -70,4 +70,7 @@ def job_fields(job: Job, done_at: float | None) -> list[Any]:
         fields += ["done_at", num(done_at)]
     if job.window_start is not None:
         fields += ["window_start", num(job.window_start)]
+    if job.order_key:  # its place in the order chain: its event's arrival, as when it was queued
+        fields += ["order_key", job.order_key,
+                   "order_at", num(job.received_at if job.received_at is not None else job.created_at)]
     return fields

@@ -10,7 +10,7 @@ from typing import Any, Iterator
 
 from engine.store.base import Job, StoredEvent
 from engine.store.redis_records import event_from_hash, job_from_hash, num
-from engine.store.transfer import (PAGE, DigestPeriod, NewValueRecord, SequenceRecord, SuppressionRecord,
+from engine.store.transfer import (PAGE, CaptureRecord, DigestPeriod, NewValueRecord, SequenceRecord, SuppressionRecord,
                                    TimerRecord, WindowRecord)
 
 
@@ -114,6 +114,24 @@ class RedisTransferMixin:
             if fields:
                 yield TimerRecord(rule, group, float(fields[b"due"]), float(fields[b"started"]),
                                   json.loads(fields[b"payload"]))
+
+    def export_captures(self) -> Iterator[CaptureRecord]:
+        for ref, last_event_at in self._scored("captures:last", "-inf"):
+            with self._guard("exporting captured values"):
+                stored = self.redis.hgetall(self.prefix + "captured:" + ref.decode())
+            if stored:
+                yield CaptureRecord(ref.decode(), {k.decode(): json.loads(v) for k, v in stored.items()}, last_event_at)
+
+    def import_capture(self, record: CaptureRecord) -> bool:
+        with self._guard("copying captured values"):
+            if self.redis.exists(self.prefix + "captured:" + record.ref):
+                return False
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.hset(self.prefix + "captured:" + record.ref,
+                      mapping={k: json.dumps(v) for k, v in record.values.items()})
+            pipe.zadd(self.prefix + "captures:last", {record.ref: record.last_event_at}, gt=True)  # or adds it
+            pipe.execute()
+        return True
 
     def import_sequence(self, record: SequenceRecord) -> bool:
         p = self.prefix

@@ -7,7 +7,7 @@ import sqlite3
 from typing import Any, Iterator
 
 from engine.store.base import Job, StoredEvent
-from engine.store.transfer import (PAGE, DigestPeriod, NewValueRecord, SequenceRecord, SuppressionRecord,
+from engine.store.transfer import (PAGE, CaptureRecord, DigestPeriod, NewValueRecord, SequenceRecord, SuppressionRecord,
                                    TimerRecord, WindowRecord)
 
 
@@ -64,6 +64,17 @@ class SQLiteTransferMixin:
     def export_timers(self) -> Iterator[TimerRecord]:
         for r in self._pages("SELECT * FROM state_timers ORDER BY rule_id, group_key", ()):
             yield TimerRecord(r["rule_id"], r["group_key"], r["due_at"], r["started"], json.loads(r["payload"]))
+
+    def export_captures(self) -> Iterator[CaptureRecord]:
+        for r in self._pages("SELECT * FROM captures WHERE captured != '{}' ORDER BY ref", ()):
+            yield CaptureRecord(r["ref"], json.loads(r["captured"]), r["last_event_at"])
+
+    def import_capture(self, record: CaptureRecord) -> bool:
+        with self._tx() as conn:  # a key this deployment only noted (no values yet) takes the copied values
+            return conn.execute(
+                "INSERT INTO captures (ref, captured, last_event_at) VALUES (?, ?, ?) ON CONFLICT(ref) DO UPDATE "
+                "SET captured = excluded.captured, last_event_at = MAX(last_event_at, excluded.last_event_at) "
+                "WHERE captured = '{}'", (record.ref, json.dumps(record.values), record.last_event_at)).rowcount > 0
 
     def import_sequence(self, record: SequenceRecord) -> bool:
         with self._tx() as conn:

@@ -63,6 +63,16 @@ class NewValueRecord:
 
 
 @dataclass(frozen=True)
+class CaptureRecord:
+    """What an `http` action's `capture:` kept under one key (NewJob.capture_ref), and the time of that key's
+    newest event (captures are pruned with it)."""
+
+    ref: str
+    values: dict[str, Any]
+    last_event_at: float
+
+
+@dataclass(frozen=True)
 class TimerRecord:
     rule_id: str
     group_key: str
@@ -97,6 +107,12 @@ class Transferable(Protocol):
 
     def export_timers(self) -> Iterator[TimerRecord]:
         """Running absence timers (a claim in progress is not copied: the target hands them out anew)."""
+
+    def export_captures(self) -> Iterator[CaptureRecord]:
+        """Every key's captured values (keys with none are left out)."""
+
+    def import_capture(self, record: CaptureRecord) -> bool:
+        """Copy a key's captured values; False when this deployment holds values for that key already."""
 
     def import_sequence(self, record: SequenceRecord) -> bool:
         """Copy a group's sequence; False when this deployment has one for that group already."""
