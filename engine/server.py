@@ -191,11 +191,12 @@ class Service:
 
 
 def client_limits(server: ServerConfig) -> dict[str, Any]:
-    """waitress's limits on idle and slow clients and its trusted proxy (docs/configuration.md, server).
+    """waitress's limits on idle and slow clients and its trusted proxy (docs/configuration.md, server), for
+    every listener: the main port, `metrics.listen` and `api.listen` (whose wrong tokens count per client).
     poll() instead of select(), which cannot watch more than 1024 sockets."""
     limits = {"connection_limit": server.connection_limit, "channel_timeout": server.channel_timeout,
               "cleanup_interval": server.cleanup_interval, "max_request_header_size": server.max_request_header_size,
-              "asyncore_use_poll": True}
+              "asyncore_use_poll": True, "clear_untrusted_proxy_headers": True}
     if server.trusted_proxy:  # the client address (kept with quarantined deliveries) comes from X-Forwarded-For
         limits.update(trusted_proxy=server.trusted_proxy, trusted_proxy_headers={"x-forwarded-for"},
                       trusted_proxy_count=1)
@@ -240,14 +241,15 @@ def serve(config_path: Path, host: str | None, port: int | None, log_json: bool 
     allow_open_files(server_cfg.connection_limit)
     server = use_task_flushed_channels(waitress.create_server(
         service.app, threads=server_cfg.threads, ident="idhooks", max_request_body_size=server_cfg.max_body_bytes,
-        clear_untrusted_proxy_headers=True, **listen_on(server_cfg.host, server_cfg.port, processes.LISTEN_FD_ENV),
+        **listen_on(server_cfg.host, server_cfg.port, processes.LISTEN_FD_ENV),
         **client_limits(server_cfg)))
 
     metrics_cfg = config.metrics
     if metrics_cfg.listen is not None:
         metrics_server = use_task_flushed_channels(waitress.create_server(create_metrics_app(service.metrics, metrics_cfg.token),
                                                 threads=2, ident="idhooks-metrics",
-                                                **listen_on(*metrics_cfg.listen, processes.METRICS_FD_ENV)))
+                                                **listen_on(*metrics_cfg.listen, processes.METRICS_FD_ENV),
+                                                **client_limits(server_cfg)))
         threading.Thread(target=metrics_server.run, name="idhooks-metrics", daemon=True).start()
         log.info("metrics served separately", extra={"listen": f"{metrics_cfg.listen[0]}:{metrics_cfg.listen[1]}"})
 
@@ -255,7 +257,8 @@ def serve(config_path: Path, host: str | None, port: int | None, log_json: bool 
     if api_cfg.listen is not None:
         api_server = use_task_flushed_channels(waitress.create_server(create_api_app(service.api), threads=4, ident="idhooks-api",
                                             max_request_body_size=MAX_BODY_BYTES,
-                                            **listen_on(*api_cfg.listen, processes.API_FD_ENV)))
+                                            **listen_on(*api_cfg.listen, processes.API_FD_ENV),
+                                            **client_limits(server_cfg)))
         threading.Thread(target=api_server.run, name="idhooks-api", daemon=True).start()
         log.info("API and console served separately", extra={"listen": f"{api_cfg.listen[0]}:{api_cfg.listen[1]}"})
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -146,3 +147,28 @@ def test_metrics_token_is_limited_too(tmp_path: Path) -> None:
             assert scrape("scrape-token-77", OPERATOR).status_code == 200
     finally:
         store.close()
+
+
+def test_a_real_api_listener_counts_per_client_behind_the_trusted_proxy(tmp_path: Path, serve: Any) -> None:
+    """`idhooks serve` with api.listen and server.trusted_proxy: the API's own listener takes the client address
+    from the proxy's X-Forwarded-For, so one client's wrong tokens do not lock out the others behind it."""
+    import requests
+
+    from tests.api_support import API_CONFIG, api_config
+    from tests.conftest import free_port
+
+    port, api_port = free_port(), free_port()
+    config = api_config(tmp_path, extra=API_CONFIG + f"  listen: 127.0.0.1:{api_port}\n", port=port)
+    config.write_text(config.read_text().replace("max_body_bytes: 1048576}",
+                                                 "max_body_bytes: 1048576, trusted_proxy: 127.0.0.1}"))
+    serve(config, port)
+    url = f"http://127.0.0.1:{api_port}/api/v1/events"
+
+    def call(token: str, client: str) -> requests.Response:
+        return requests.get(url, headers={"Authorization": f"Bearer {token}", "X-Forwarded-For": client}, timeout=10)
+
+    for n in range(LIMIT):
+        assert call(f"guess-{n}", ATTACKER).status_code == 401
+    refused = call(VIEWER_TOKEN, ATTACKER)
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
+    assert call(VIEWER_TOKEN, OPERATOR).status_code == 200
