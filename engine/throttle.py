@@ -1,6 +1,7 @@
 """Failed token attempts per client address: after `limit` wrong tokens within `window` seconds, an address is
 refused (429, Retry-After) until that window ends, whatever it sends, a correct token included, so a guess
-cannot be confirmed while it is refused. Applies to API bearer tokens and the console's login form.
+cannot be confirmed while it is refused. The API's bearer tokens and the console's login form share one table
+(ApiDeps.throttle); the /metrics token has its own. A request that sends no token at all is not counted.
 
 Without it, one client could try tokens as fast as the server answers. The table is bounded (`max_addresses`,
 the oldest forgotten first), so a client rotating addresses costs memory up to that bound and no more. The

@@ -89,7 +89,8 @@ class Login(Page):
         token = params.text(self.form(req).get("token"), "token", 4096) or ""
         cookie = sessions.login(self.deps.config.get().api, token, self.deps.clock())
         if cookie is None:
-            self.deps.throttle.failed(address, "the console login")
+            if token.strip():  # an empty form guesses nothing
+                self.deps.throttle.failed(address, "the console login")
             render(resp, "login.html", 401, title="Log in", error="That token is not one of api.tokens.")
             return
         resp.set_cookie(sessions.COOKIE, cookie, max_age=sessions.LIFETIME, path="/console",
