@@ -21,7 +21,8 @@
         └── PermanentError                never retry (other 4xx, invalid payload, auth failure)
 
 Every error's `str()` is its message, written for the person who must fix it. The HTTP layer maps
-`RequestError.status` in one place (engine/receive/app.py); nothing else turns an exception into a status.
+`RequestError.status` and `.headers` in one place per app (engine/receive/app.py; the API and console:
+engine/api/app.py); nothing else turns an exception into a status.
 """
 
 from __future__ import annotations
@@ -51,6 +52,11 @@ class RequestError(IdhooksError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Response headers the refusal needs besides its status (the HTTP layer sets them)."""
+        return {}
 
 
 class SignatureError(RequestError):
@@ -99,6 +105,10 @@ class TooManyRequestsError(RequestError):
     def __init__(self, message: str, *, retry_after: int) -> None:
         self.retry_after = retry_after
         super().__init__(message)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class BusyError(RequestError):

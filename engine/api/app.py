@@ -15,7 +15,7 @@ from engine.api.openapi import document
 from engine.api.resources import ROUTES, send
 from engine.console.app import mount_console
 from engine.console.pages import error_page
-from engine.errors import RequestError, TooManyRequestsError
+from engine.errors import RequestError
 
 log = logging.getLogger("idhooks.api")
 
@@ -49,6 +49,7 @@ class NotFound:
 
 
 def _handle_request_error(req: falcon.Request, resp: falcon.Response, ex: RequestError, params: dict) -> None:
+    resp.set_headers(ex.headers)
     if req.path.startswith(API_PREFIX):
         send(resp, api_error(ex.status, str(ex)), ex.status)
     elif req.path.startswith(CONSOLE_PREFIX):
@@ -58,8 +59,6 @@ def _handle_request_error(req: falcon.Request, resp: falcon.Response, ex: Reques
         send(resp, {"error": str(ex)}, ex.status)
     if ex.status == 401:
         resp.set_header("WWW-Authenticate", 'Bearer realm="idhooks"')
-    if isinstance(ex, TooManyRequestsError):
-        resp.set_header("Retry-After", str(ex.retry_after))
 
 
 def _serialize_http_error(req: falcon.Request, resp: falcon.Response, ex: falcon.HTTPError) -> None:

@@ -83,7 +83,7 @@ class Login(Page):
         try:
             self.deps.throttle.check(address, "the console login")
         except TooManyRequestsError as exc:  # the form again, saying why and for how long
-            resp.set_header("Retry-After", str(exc.retry_after))
+            resp.set_headers(exc.headers)
             render(resp, "login.html", exc.status, title="Log in", error=str(exc).capitalize() + ".")
             return
         token = params.text(self.form(req).get("token"), "token", 4096) or ""

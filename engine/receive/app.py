@@ -17,7 +17,7 @@ from typing import Any, Callable
 import falcon
 
 from engine.config.settings import Config, WebhookConfig
-from engine.errors import RequestError, StoreError, TooLargeError, TooManyRequestsError, UnsupportedMediaError
+from engine.errors import RequestError, StoreError, TooLargeError, UnsupportedMediaError
 from engine.logs import event_line
 from engine.receive.intake import Intake
 from engine.metrics import Metrics
@@ -45,9 +45,8 @@ def _json(resp: falcon.Response, status: int, data: dict[str, Any]) -> None:
 
 
 def _handle_request_error(req: falcon.Request, resp: falcon.Response, ex: RequestError, params: dict) -> None:
+    resp.set_headers(ex.headers)
     _json(resp, ex.status, {"error": str(ex)})
-    if isinstance(ex, TooManyRequestsError):
-        resp.set_header("Retry-After", str(ex.retry_after))
 
 
 def _handle_store_error(req: falcon.Request, resp: falcon.Response, ex: StoreError, params: dict) -> None:
