@@ -81,6 +81,11 @@ class TooLargeError(RequestError):
     status = 413
 
 
+class RequestTimeoutError(RequestError):
+    """The request's body did not arrive in time (the async intake's body deadline)."""
+    status = 408
+
+
 class UnauthorizedError(RequestError):
     status = 401
 

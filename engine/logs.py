@@ -183,6 +183,13 @@ FLUSH_INTERVAL = 0.05
 """Seconds `idhooks serve` may hold an INFO line before writing it (LineHandler)."""
 
 
+def flush() -> None:
+    """Write the lines configure()'s handler has gathered. `idhooks serve` calls this as it ends: logging's
+    own flush at exit misses handlers made before a library ran logging.config.dictConfig (granian does)."""
+    if _direct is not None:
+        _direct[1].flush()
+
+
 def configure(log_format: str = "text", level: int = logging.INFO, interval: float = 0.0) -> None:
     """Send idhooks' logs to stderr in the chosen format (replacing earlier handlers); with `interval`, INFO
     lines are gathered for up to that many seconds (LineHandler).

@@ -1,5 +1,6 @@
 """`idhooks serve`: wires config, store, rules, processor, delivery worker and the HTTP app, and runs them
-under waitress until SIGTERM/SIGINT. SIGHUP reloads config.yaml and the rules; a reload with any error keeps
+under granian (the async intake, engine/receive/front.py) or waitress (`server.http_server`) until
+SIGTERM/SIGINT. SIGHUP reloads config.yaml and the rules; a reload with any error keeps
 the last good config and rule set running and shows the errors in /readyz."""
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from engine import logs, processes
 from engine.api.app import create_api_app, mount
 from engine.api.deps import ApiDeps
 from engine.api.resources import MAX_BODY_BYTES
-from engine.receive.app import create_app, create_metrics_app
+from engine.receive import httpserver
+from engine.receive.app import create_app, create_metrics_app, webhook_sink
+from engine.receive.front import Front
 from engine.receive.channel import use_task_flushed_channels
 from engine.verify.envelope import RecentEnvelopes
 from engine.config.settings import Config, ServerConfig, load_config
@@ -44,7 +47,8 @@ FILE_HEADROOM = 256  # open files besides client connections: store, logs, outbo
 DIGEST_TICK = 10.0
 """Seconds between ticks for digests and absence timers (a timer fires at most this late)."""
 
-RESTART_SETTINGS = {"server": ("host", "port", "threads", "log_format", "connection_limit", "channel_timeout",
+RESTART_SETTINGS = {"server": ("host", "port", "threads", "log_format", "http_server", "connection_limit",
+                               "channel_timeout",
                                "cleanup_interval", "max_request_header_size", "trusted_proxy", "processes"),
                     "store": ("url", "group", "dedup_window", "spool_dir", "ca_file", "cert_file", "key_file",
                               "password"),
@@ -79,8 +83,10 @@ class Service:
         recent = RecentEnvelopes()
         self.processor = Processor(store, self.rules, metrics=self.metrics, clock=clock,
                                    on_jobs=self.worker.notify, recent=recent)
+        self.sink = webhook_sink(self.config, store, metrics=self.metrics, clock=clock,
+                                 on_accepted=self.processor.notify, recent=recent)
         self.app = create_app(self.config, store, metrics=self.metrics, clock=clock,
-                              readiness=self.readiness, on_accepted=self.processor.notify, recent=recent)
+                              readiness=self.readiness, sink=self.sink)
         self.api = ApiDeps(self.config, store, self.rules, self.readiness, self.metrics, clock)
         if config.api.listen is None:  # otherwise only the separate API listener serves it
             mount(self.app, self.api)
@@ -239,10 +245,17 @@ def serve(config_path: Path, host: str | None, port: int | None, log_json: bool 
     service = Service(config, open_store(config.store))
     service.start(take_over_leases=not processes.is_child())
     allow_open_files(server_cfg.connection_limit)
-    server = use_task_flushed_channels(waitress.create_server(
-        service.app, threads=server_cfg.threads, ident="idhooks", max_request_body_size=server_cfg.max_body_bytes,
-        **listen_on(server_cfg.host, server_cfg.port, processes.LISTEN_FD_ENV),
-        **client_limits(server_cfg)))
+    if server_cfg.http_server == "waitress":
+        server = use_task_flushed_channels(waitress.create_server(
+            service.app, threads=server_cfg.threads, ident="idhooks", max_request_body_size=server_cfg.max_body_bytes,
+            **listen_on(server_cfg.host, server_cfg.port, processes.LISTEN_FD_ENV),
+            **client_limits(server_cfg)))
+        run, port = server.run, server.effective_port
+    else:
+        sock = processes.inherited_socket(processes.LISTEN_FD_ENV) or processes.bind(server_cfg.host, server_cfg.port)
+        front = Front(service.sink, service.app, service.config,
+                      bridge_limit=max(server_cfg.max_body_bytes, MAX_BODY_BYTES))
+        run, port = (lambda: httpserver.serve(front, sock, server_cfg, service.reload)), sock.getsockname()[1]
 
     metrics_cfg = config.metrics
     if metrics_cfg.listen is not None:
@@ -265,15 +278,20 @@ def serve(config_path: Path, host: str | None, port: int | None, log_json: bool 
     def terminate(signum: int, frame: Any) -> None:
         raise SystemExit(0)
 
-    signal.signal(signal.SIGTERM, terminate)
-    signal.signal(signal.SIGHUP, lambda signum, frame: threading.Thread(target=service.reload, daemon=True).start())
-    log.info("idhooks serving", extra={"url": f"http://{server_cfg.host}:{server.effective_port}",
+    if server_cfg.http_server == "waitress":  # granian's event loop takes these signals itself
+        signal.signal(signal.SIGTERM, terminate)
+        signal.signal(signal.SIGHUP, lambda signum, frame: threading.Thread(target=service.reload, daemon=True).start())
+    log.info("idhooks serving", extra={"url": f"http://{server_cfg.host}:{port}", "http_server": server_cfg.http_server,
                                        "store": service.store.url,  # password-free (RedisStore redacts it)
                                        "webhooks": [w.path for w in config.webhooks]})
     try:
-        server.run()
+        run()
     finally:
         log.info("shutting down")
-        server.close()
+        if server_cfg.http_server == "waitress":
+            server.close()
+        else:
+            front.close()
         service.stop()
+        logs.flush()
     return 0

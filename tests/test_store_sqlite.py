@@ -141,3 +141,38 @@ def test_writers_of_one_file_take_turns_through_its_lock_file(tmp_path):
     writer.join()
     assert store.get_event("second") is not None
     store.close()
+
+
+def test_ingest_soon_calls_back_once_the_event_is_committed(tmp_path):
+    store = SQLiteStore(tmp_path / "s.db")
+    answers: list[tuple[str | None, BaseException | None, bool]] = []
+    called = threading.Event()
+
+    def done(outcome: str | None, error: BaseException | None) -> None:
+        # what a reader sees at the moment of the call: the event must already be committed
+        answers.append((outcome, error, store.get_event("soon-1") is not None))
+        called.set()
+
+    assert store.ingest_soon(incoming("soon-1"), 3600, done) is True
+    assert called.wait(10)
+    called.clear()
+    store.ingest_soon(incoming("soon-1"), 3600, done)
+    assert called.wait(10)
+    assert answers == [("accepted", None, True), ("duplicate", None, True)]
+    store.close()
+    with pytest.raises(StoreError, match="closed"):
+        store.ingest_soon(incoming("soon-2"), 3600, done)
+
+
+def test_ingest_soon_reports_a_failed_commit_to_its_caller(tmp_path, monkeypatch):
+    store = SQLiteStore(tmp_path / "s.db")
+    monkeypatch.setattr(SQLiteStore, "_insert_rows", staticmethod(lambda conn, rows: (_ for _ in ()).throw(
+        sqlite3.OperationalError("disk I/O error"))))
+    answers: list[tuple[str | None, BaseException | None]] = []
+    called = threading.Event()
+    store.ingest_soon(incoming("soon-3"), 3600, lambda outcome, error: (answers.append((outcome, error)),
+                                                                        called.set()))
+    assert called.wait(10)
+    [(outcome, error)] = answers
+    assert outcome is None and "disk I/O error" in str(error)
+    store.close()

@@ -33,6 +33,7 @@ __all__ = ["API_ROLES", "ApiConfig", "ApiToken", "Config", "DeliveryConfig", "En
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _PATH_KEYS = ("ca_file",)
 """Destination keys that name a file to use (not a secret to read), resolved against the config folder."""
+HTTP_SERVERS = ("granian", "waitress")
 _NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
 
@@ -43,6 +44,8 @@ class ServerConfig:
     max_body_bytes: int = setting(1_048_576, minimum=1)
     threads: int = setting(8, minimum=1)
     log_format: str = setting("text")  # or "json"
+    # granian: the async intake (engine/receive/front.py); waitress: a thread per request, as before issue 14
+    http_server: str = setting("granian")
     # waitress's limits on idle and slow clients (its own defaults, 100 connections idle for 120 s, let
     # about 100 idle connections lock everyone out): see docs/deployment.md for what a front proxy adds
     connection_limit: int = setting(1000, minimum=1)
@@ -242,6 +245,10 @@ class _Reader:
         if values["log_format"] not in ("text", "json"):
             read.add("log_format", "expected 'text' or 'json'")
             values["log_format"] = "text"
+        if values["http_server"] not in HTTP_SERVERS:
+            read.add("http_server", "expected 'granian' (the default: event POSTs in an event loop) or 'waitress' "
+                                    "(a thread per request)")
+            values["http_server"] = "granian"
         return ServerConfig(**values, trusted_proxy=self.trusted_proxy(read), processes=self.processes(read))
 
     @staticmethod

@@ -2,7 +2,7 @@
 
 `create_app()` does no I/O: its collaborators (config holder, store, metrics, clock) are arguments, so tests
 build apps around a tmp SQLite file and a fake clock. Every refusal is a RequestError whose `status` is mapped
-to the HTTP response in one place (`_handle_request_error`).
+to the HTTP response in one place (`error_answer`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import falcon
 from engine.config.settings import Config, WebhookConfig
 from engine.errors import RequestError, StoreError, TooLargeError, UnsupportedMediaError
 from engine.logs import event_line
-from engine.receive.intake import Intake
+from engine.receive.intake import Blocking, Intake, IntakeResult
 from engine.metrics import Metrics
 from engine.runtime import Current
 from engine.secrets import Secret
@@ -34,7 +34,7 @@ log = logging.getLogger("idhooks.http")
 _BEARER = re.compile(r"^bearer +(\S+) *$", re.IGNORECASE)  # RFC 7235: the scheme is case-insensitive
 _INTAKE_HEADERS = tuple((name, "HTTP_" + name.upper().replace("-", "_")) for name in SIGNATURE_HEADERS) + (
     ("content-type", "CONTENT_TYPE"),)
-_OUTCOMES = {401: "bad_signature", 400: "bad_payload", 413: "too_large", 415: "unsupported_media",
+_OUTCOMES = {401: "bad_signature", 400: "bad_payload", 408: "timeout", 413: "too_large", 415: "unsupported_media",
              503: "store_error"}
 
 
@@ -44,15 +44,20 @@ def _json(resp: falcon.Response, status: int, data: dict[str, Any]) -> None:
     resp.text = json.dumps(data)
 
 
-def _handle_request_error(req: falcon.Request, resp: falcon.Response, ex: RequestError, params: dict) -> None:
-    resp.set_headers(ex.headers)
-    _json(resp, ex.status, {"error": str(ex)})
-
-
-def _handle_store_error(req: falcon.Request, resp: falcon.Response, ex: StoreError, params: dict) -> None:
+def error_answer(ex: RequestError | StoreError, path: str) -> tuple[int, dict[str, str], dict[str, Any]]:
+    """Status, headers and JSON body of a refusal: the one mapping of errors to responses, used by the Falcon
+    app's error handlers and by the async intake (engine/receive/front.py)."""
+    if isinstance(ex, RequestError):
+        return ex.status, dict(ex.headers), {"error": str(ex)}
     # 503 makes the hub retry (for ~20 s): right for a short store fault, and never a lost event.
-    log.error("store unavailable", extra={"path": req.path, "error": str(ex)})
-    _json(resp, 503, {"error": "the event store is unavailable; retry later"})
+    log.error("store unavailable", extra={"path": path, "error": str(ex)})
+    return 503, {}, {"error": "the event store is unavailable; retry later"}
+
+
+def _handle_error(req: falcon.Request, resp: falcon.Response, ex: RequestError | StoreError, params: dict) -> None:
+    status, headers, data = error_answer(ex, req.path)
+    resp.set_headers(headers)
+    _json(resp, status, data)
 
 
 def read_body(req: falcon.Request, limit: int) -> bytes:
@@ -73,8 +78,8 @@ def intake_headers(req: falcon.Request) -> dict[str, str]:
     return {name: value for name, key in _INTAKE_HEADERS if (value := env.get(key)) is not None}
 
 
-def check_json_media(req: falcon.Request) -> None:
-    media = (req.content_type or "").split(";", 1)[0].strip().lower()
+def check_json_media(content_type: str | None) -> None:
+    media = (content_type or "").split(";", 1)[0].strip().lower()
     if media != "application/json":
         raise UnsupportedMediaError("expected Content-Type: application/json")
 
@@ -101,8 +106,7 @@ class WebhookSink:
         return self._paths[1]
 
     def __call__(self, req: falcon.Request, resp: falcon.Response, **_: Any) -> None:
-        paths = self._by_path()
-        webhook = paths.get(req.path) or paths.get(req.path.rstrip("/"))
+        webhook = self.webhook_for(req.path)
         if webhook is None:
             raise falcon.HTTPNotFound()
         if req.method == "GET":
@@ -134,28 +138,53 @@ class WebhookSink:
 
     def receive(self, webhook: WebhookConfig, req: falcon.Request, resp: falcon.Response) -> None:
         started = time.perf_counter()
-        fields: dict[str, Any] = {"webhook": webhook.name}
         try:
             body = read_body(req, self.config.get().server.max_body_bytes)
-            check_json_media(req)
+            check_json_media(req.content_type)
             result = self.intake.receive(webhook, intake_headers(req), body, source=req.remote_addr or "")
         except (RequestError, StoreError) as exc:
-            status = exc.status if isinstance(exc, RequestError) else 503
-            fields.update(outcome=_OUTCOMES.get(status, "refused"), status=status, reason=str(exc))
-            self.metrics.count_received(webhook.name, fields["outcome"])
+            self.refused(webhook, exc, started)
             raise
-        finally:
-            fields["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
-            if "outcome" in fields:
-                log.warning("event refused", extra=fields)
+        _json(resp, 202, self.answered(webhook, result, started))
+
+    async def receive_async(self, webhook: WebhookConfig, headers: dict[str, str], body: bytes, source: str,
+                            blocking: Blocking) -> dict[str, Any]:
+        """`receive` for the async intake (engine/receive/front.py), which has read the body within
+        server.max_body_bytes and checked its media type: the 202's JSON body, or RequestError/StoreError."""
+        started = time.perf_counter()
+        try:
+            result = await self.intake.receive_async(webhook, headers, body, source, blocking)
+        except (RequestError, StoreError) as exc:
+            self.refused(webhook, exc, started)
+            raise
+        return self.answered(webhook, result, started)
+
+    def refused(self, webhook: WebhookConfig, exc: RequestError | StoreError, started: float) -> None:
+        """Count and log a refused event POST (the one WARNING line of a refusal)."""
+        status = exc.status if isinstance(exc, RequestError) else 503
+        outcome = _OUTCOMES.get(status, "refused")
+        self.metrics.count_received(webhook.name, outcome)
+        log.warning("event refused", extra={"webhook": webhook.name, "outcome": outcome, "status": status,
+                                            "reason": str(exc),
+                                            "latency_ms": round((time.perf_counter() - started) * 1000, 2)})
+
+    def answered(self, webhook: WebhookConfig, result: IntakeResult, started: float) -> dict[str, Any]:
+        """Count and log a stored (or duplicate) event, wake the processor; the 202's body."""
+        elapsed = time.perf_counter() - started
         self.metrics.count_received(webhook.name, result.outcome)
-        self.metrics.child(self.metrics.request_latency, webhook.name).observe(time.perf_counter() - started)
-        event_line(log, f"event {result.outcome}", {**fields, "outcome": result.outcome, "jti": result.envelope.jti,
+        self.metrics.child(self.metrics.request_latency, webhook.name).observe(elapsed)
+        event_line(log, f"event {result.outcome}", {"webhook": webhook.name, "latency_ms": round(elapsed * 1000, 2),
+                                                    "outcome": result.outcome, "jti": result.envelope.jti,
                                                     "types": result.types, "status": 202})
         if result.outcome == "accepted":
             self.after_unsubscribe(webhook.name, result.envelope.jti)
             self.on_accepted()
-        _json(resp, 202, {"status": result.outcome, "jti": result.envelope.jti})
+        return {"status": result.outcome, "jti": result.envelope.jti}
+
+    def webhook_for(self, path: str) -> WebhookConfig | None:
+        """The webhook served at `path` (a trailing slash allowed), in the current config."""
+        paths = self._by_path()
+        return paths.get(path) or paths.get(path.rstrip("/"))
 
     def after_unsubscribe(self, webhook: str, jti: str) -> None:
         """Accept, but warn about and count, an event for a webhook whose every topic was unsubscribed
@@ -219,7 +248,7 @@ class MetricsEndpoint:
 def create_metrics_app(metrics: Metrics, token: Secret | None) -> falcon.App:
     """The app of `metrics.listen`: /metrics alone, on its own address."""
     app = falcon.App()
-    app.add_error_handler(RequestError, _handle_request_error)
+    app.add_error_handler(RequestError, _handle_error)
     app.add_route("/metrics", MetricsEndpoint(metrics, token))
     return app
 
@@ -228,22 +257,31 @@ def create_app(config: Config | Current[Config], store: Store, *, metrics: Metri
                clock: Callable[[], float] = time.time,
                readiness: Callable[[], dict[str, Any]] | None = None,
                on_accepted: Callable[[], None] = lambda: None,
-               recent: RecentEnvelopes | None = None) -> falcon.App:
+               recent: RecentEnvelopes | None = None, sink: WebhookSink | None = None) -> falcon.App:
     """The WSGI app. Registers the store's gauges on `metrics`. `readiness()` describes the rule set ({"loaded": bool, ...}); `on_accepted()` wakes
-    the processor after a new event is stored; `recent` hands the parsed envelopes to it."""
+    the processor after a new event is stored; `recent` hands the parsed envelopes to it. `sink`: the webhook
+    routes, when the async intake (engine/receive/front.py) shares them (`webhook_sink`)."""
     holder = config if isinstance(config, Current) else Current(config)
     metrics = metrics or Metrics()
     metrics.watch_store(store.stats, store.last_accepted, store.list_subscriptions)
-    intake = Intake(store, quarantine=holder.get().quarantine, dedup_window=holder.get().store.dedup_window,
-                    metrics=metrics, clock=clock, recent=recent)
+    if sink is None:
+        sink = webhook_sink(holder, store, metrics=metrics, clock=clock, on_accepted=on_accepted, recent=recent)
     app = falcon.App(media_type=falcon.MEDIA_JSON)
     app.req_options.strip_url_path_trailing_slash = False
-    app.add_error_handler(RequestError, _handle_request_error)
-    app.add_error_handler(StoreError, _handle_store_error)
+    app.add_error_handler(RequestError, _handle_error)
+    app.add_error_handler(StoreError, _handle_error)
     app.add_route("/healthz", Health())
     app.add_route("/readyz", Ready(store, readiness or (lambda: {"loaded": True})))
     metrics_config = holder.get().metrics
     if metrics_config.listen is None:  # otherwise only the separate metrics listener serves it
         app.add_route("/metrics", MetricsEndpoint(metrics, metrics_config.token))
-    app.add_sink(WebhookSink(holder, store, intake, metrics, clock, on_accepted), prefix="/")
+    app.add_sink(sink, prefix="/")
     return app
+
+
+def webhook_sink(config: Current[Config], store: Store, *, metrics: Metrics, clock: Callable[[], float],
+                 on_accepted: Callable[[], None], recent: RecentEnvelopes | None) -> WebhookSink:
+    """The webhook routes (WebSub verification and event intake) over the current config."""
+    intake = Intake(store, quarantine=config.get().quarantine, dedup_window=config.get().store.dedup_window,
+                    metrics=metrics, clock=clock, recent=recent)
+    return WebhookSink(config, store, intake, metrics, clock, on_accepted)

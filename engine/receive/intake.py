@@ -8,17 +8,18 @@ stored event's jti with different content is a conflict, not a duplicate: it is 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Any, Awaitable, Callable, Mapping
 
 from engine.catalog import entries as catalog_entries
 from engine.catalog import uri_to_alias
 from engine.config.settings import QuarantineConfig, WebhookConfig
 from engine.verify.envelope import Envelope, RecentEnvelopes, parse_envelope
-from engine.errors import SignatureError
+from engine.errors import SignatureError, StoreError
 from engine.metrics import Metrics
 from engine.verify.signature import SIGNATURE_HEADERS, find_signature, verify
 from engine.store.base import DUPLICATE, IncomingEvent, QuarantineEntry, Store
@@ -26,6 +27,19 @@ from engine.store.base import DUPLICATE, IncomingEvent, QuarantineEntry, Store
 log = logging.getLogger("idhooks.intake")
 
 CONFLICT = "conflict"
+
+Blocking = Callable[..., Awaitable[Any]]
+"""`await blocking(fn, *args)`: fn(*args) run in a thread, off the event loop."""
+
+
+def _resolve(future: asyncio.Future[str], outcome: str | None, error: BaseException | None, jti: str) -> None:
+    """Hand the group commit's answer to the waiting request (in the event loop: futures are not thread-safe)."""
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(StoreError(f"could not commit event {jti!r}: {error}"))
+    else:
+        future.set_result(str(outcome))
 
 
 @dataclass
@@ -56,16 +70,62 @@ class Intake:
                 source: str = "") -> IntakeResult:
         """Verify, parse and store one event POST from `source` (the sender's address). Raises
         SignatureError/PayloadError/StoreError."""
+        envelope = self.checked_envelope(webhook, headers, body, source)
+        outcome = self.store.ingest(self.incoming(webhook.name, envelope, body), self.dedup_window)
+        return self.settle(webhook, headers, body, source, envelope, outcome)
+
+    async def receive_async(self, webhook: WebhookConfig, headers: Mapping[str, str], body: bytes, source: str,
+                            blocking: Blocking) -> IntakeResult:
+        """`receive` for the async intake (engine/receive/front.py): verify and parse in the event loop,
+        await the group commit (a coroutine waits, not a thread), and run in `blocking`'s threads only what
+        reads or writes the store outside it (the quarantine, a duplicate's check, a backend without
+        `ingest_soon`). The same outcome, the same rows, the same errors as `receive`."""
+        try:
+            envelope = self.verified_envelope(webhook, headers, body)
+        except SignatureError:
+            await blocking(self.checked_envelope, webhook, headers, body, source)  # quarantines, raises again
+            raise
+        self._warn_odd(webhook, envelope)
+        incoming = self.incoming(webhook.name, envelope, body)
+        loop = asyncio.get_running_loop()
+        committed: asyncio.Future[str] = loop.create_future()
+
+        def done(outcome: str | None, error: BaseException | None) -> None:  # in the store's writer thread
+            try:
+                loop.call_soon_threadsafe(_resolve, committed, outcome, error, incoming.jti)
+            except RuntimeError:  # the loop is closed: nobody waits for this answer any more
+                pass
+
+        if self.store.ingest_soon(incoming, self.dedup_window, done):
+            outcome = await committed
+        else:
+            outcome = str(await blocking(self.store.ingest, incoming, self.dedup_window))
+        if outcome == DUPLICATE:  # reads the stored copy, and may quarantine a conflict
+            result: IntakeResult = await blocking(self.settle, webhook, headers, body, source, envelope, outcome)
+            return result
+        return self.settle(webhook, headers, body, source, envelope, outcome)
+
+    def checked_envelope(self, webhook: WebhookConfig, headers: Mapping[str, str], body: bytes,
+                         source: str) -> Envelope:
+        """The verified envelope; a delivery that fails verification is quarantined and refused."""
         try:
             envelope = self.verified_envelope(webhook, headers, body)
         except SignatureError as exc:
             self._quarantine(webhook, headers, body, str(exc), source)
             raise
+        self._warn_odd(webhook, envelope)
+        return envelope
+
+    def _warn_odd(self, webhook: WebhookConfig, envelope: Envelope) -> None:
         if envelope.warnings:
             self.metrics.iat_seconds.labels(webhook.name).inc()
             log.warning("odd but usable event", extra={"webhook": webhook.name, "jti": envelope.jti,
                                                        "warnings": list(envelope.warnings)})
-        result = self.store_envelope(webhook.name, envelope, body)
+
+    def settle(self, webhook: WebhookConfig, headers: Mapping[str, str], body: bytes, source: str,
+               envelope: Envelope, outcome: str) -> IntakeResult:
+        """The result of a stored event; a conflicting duplicate is logged and quarantined."""
+        result = self.result(envelope, outcome)
         if result.outcome == CONFLICT:
             log.warning("jti conflict: a stored event has this jti with different content; kept in the quarantine",
                         extra={"webhook": webhook.name, "jti": envelope.jti})
@@ -81,11 +141,19 @@ class Intake:
 
     def store_envelope(self, webhook: str, envelope: Envelope, body: bytes) -> IntakeResult:
         """Store an already verified envelope (also used by `quarantine reverify`)."""
-        incoming = IncomingEvent(jti=envelope.jti, webhook=webhook, iat_ms=envelope.iat_ms,
-                                 received_at=self.clock(), uris=envelope.uris, body=body)
+        outcome = self.store.ingest(self.incoming(webhook, envelope, body), self.dedup_window)
+        return self.result(envelope, outcome)
+
+    def incoming(self, webhook: str, envelope: Envelope, body: bytes) -> IncomingEvent:
+        """The row to store; the parsed envelope goes to the processor's `recent` before the commit (the
+        processor may claim the event right after it)."""
         if self.recent is not None:
-            self.recent.put(body, envelope)  # before the commit: the processor may claim it right after
-        outcome = self.store.ingest(incoming, self.dedup_window)
+            self.recent.put(body, envelope)
+        return IncomingEvent(jti=envelope.jti, webhook=webhook, iat_ms=envelope.iat_ms,
+                             received_at=self.clock(), uris=envelope.uris, body=body)
+
+    def result(self, envelope: Envelope, outcome: str) -> IntakeResult:
+        """Count an accepted event by type; tell a conflicting duplicate from a retry."""
         if outcome == DUPLICATE and self._conflicts(envelope):
             outcome = CONFLICT
         types = event_types(envelope)
@@ -102,7 +170,7 @@ class Intake:
         if stored is None:  # pruned: only its de-duplication mark is left
             return False
         try:
-            return json.loads(stored.body) != envelope.claims
+            return bool(json.loads(stored.body) != envelope.claims)
         except ValueError:
             return True
 

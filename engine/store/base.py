@@ -323,6 +323,13 @@ class Store(StateStore, DetectionStateStore):
         race). An event whose iat is older than the window is stored as STALE and never evaluated.
         Raises StoreError when the store cannot commit."""
 
+    def ingest_soon(self, event: IncomingEvent, dedup_window: float,
+                    done: Callable[[str | None, BaseException | None], None]) -> bool:
+        """Start `ingest` without waiting for the commit, where the backend can: it then calls
+        `done(outcome, None)` or `done(None, error)` from another thread once the event is committed or
+        failed, and returns True. False (the default): the caller runs `ingest` in a thread of its own."""
+        return False
+
     @abstractmethod
     def get_event(self, jti: str) -> StoredEvent | None: ...
 

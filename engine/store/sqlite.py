@@ -24,7 +24,7 @@ import sqlite3
 import threading
 import uuid
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 from engine.errors import StoreError
@@ -174,12 +174,29 @@ class _Pending:
 
     __slots__ = ("event", "window", "done", "result", "error")
 
-    def __init__(self, event: IncomingEvent, window: float) -> None:
+    def __init__(self, event: IncomingEvent, window: float, done: Any = None) -> None:
         self.event, self.window = event, window
-        self.done = threading.Lock()
-        self.done.acquire()
+        if done is None:
+            done = threading.Lock()
+            done.acquire()
+        self.done = done  # anything with release(): a lock, or a _Callback for `ingest_soon`
         self.result: str | None = None
         self.error: BaseException | None = None
+
+
+class _Callback:
+    """`done` of an `ingest_soon` event: the writer's release() calls back with the outcome."""
+
+    __slots__ = ("pending", "callback")
+
+    def __init__(self, callback: Callable[[str | None, BaseException | None], None]) -> None:
+        self.callback = callback
+        self.pending: _Pending | None = None
+
+    def release(self) -> None:
+        pending = self.pending
+        assert pending is not None
+        self.callback(pending.result, pending.error)
 
 
 class _WriteLock:
@@ -354,6 +371,19 @@ class SQLiteStore(SQLiteStateMixin, SQLiteDetectionMixin, SQLiteTransferMixin, S
         if pending.error is not None:
             raise StoreError(f"could not commit event {event.jti!r}: {pending.error}")
         return str(pending.result)  # set by the writer thread before `done`
+
+    def ingest_soon(self, event: IncomingEvent, dedup_window: float,
+                    done: Callable[[str | None, BaseException | None], None]) -> bool:
+        """Queue the event for the next group commit without waiting: the writer thread calls
+        `done(outcome, None)` once it is committed, or `done(None, error)`. For the async intake, which awaits
+        the commit in its event loop instead of blocking a thread per request (issue 14)."""
+        if self._closed:
+            raise StoreError("the store is closed")
+        notify = _Callback(done)
+        pending = _Pending(event, dedup_window, notify)
+        notify.pending = pending
+        self._queue.put(pending)
+        return True
 
     def _write_loop(self) -> None:
         conn = self._connect("FULL")

@@ -1,0 +1,156 @@
+"""The async intake (server.http_server: granian, the default; engine/receive/front.py) against a real
+`idhooks serve`: slow bodies cost a coroutine, not one of `server.threads`; every body has a deadline and a
+bound; proxy headers are believed only from `server.trusted_proxy`; `http_server: waitress` still serves."""
+
+from __future__ import annotations
+
+import socket
+import sqlite3
+import threading
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+import requests
+
+from engine.config.settings import load_config
+from engine.errors import ConfigError
+from tests.conftest import SECRET, sample_event, signed, write_config
+
+
+def config(directory: Path, server: str = "") -> Path:
+    (directory / "secret").write_text(SECRET)
+    (directory / "rules").mkdir(exist_ok=True)
+    return write_config(directory, f"""
+server:
+  host: 127.0.0.1
+  port: 8080
+  threads: 2
+{server}
+store: {{url: "sqlite:///var/idhooks.db"}}
+webhooks:
+  - name: asgardeo
+    path: /webhooks/asgardeo
+    secret_file: secret
+    topics: ["acme.*.schema.wso2.v1.event.*"]
+rules: {{paths: [rules/]}}
+""")
+
+
+def stored(directory: Path) -> list[str]:
+    with sqlite3.connect(directory / "var" / "idhooks.db") as conn:
+        return [row[0] for row in conn.execute("SELECT jti FROM events")]
+
+
+def quarantined_sources(directory: Path) -> list[str]:
+    with sqlite3.connect(directory / "var" / "idhooks.db") as conn:
+        return [row[0] for row in conn.execute("SELECT source FROM quarantine")]
+
+
+def post(url: str, **headers: str) -> requests.Response:
+    event = sample_event()
+    body, signature = signed(event)
+    return requests.post(url + "/webhooks/asgardeo", data=body, headers={**signature, **headers}, timeout=15)
+
+
+def slow_bodies(stack: ExitStack, port: int, count: int, path: str) -> list[socket.socket]:
+    """Connections that send a request head promising 1,000 bytes of body, then one byte."""
+    sockets = []
+    for _ in range(count):
+        sock = stack.enter_context(socket.create_connection(("127.0.0.1", port), timeout=20))
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     f"Content-Length: 1000\r\n\r\n{{".encode())
+        sockets.append(sock)
+    return sockets
+
+
+@pytest.mark.slow
+def test_more_slow_bodies_than_threads_block_neither_events_nor_other_routes(tmp_path, serve):
+    server = serve(config(tmp_path, "  channel_timeout: 3s"))
+    with ExitStack() as stack:
+        events = slow_bodies(stack, server.port, 20, "/webhooks/asgardeo")
+        others = slow_bodies(stack, server.port, 20, "/api/v1/rules")  # bridged to the Falcon app (2 threads)
+        time.sleep(0.3)
+        answer = post(server.url)
+        assert answer.status_code == 202
+        assert requests.get(server.url + "/readyz", timeout=5).status_code == 200
+        assert answer.json()["jti"] in stored(tmp_path)
+        for sock in events + others:  # each slow body is refused at its deadline, not left hanging
+            head = sock.recv(200)
+            assert head.startswith(b"HTTP/1.1 408"), head
+    log = server.log()
+    assert "server.channel_timeout (3 s)" in log and "outcome=timeout status=408" in log
+
+
+@pytest.mark.slow
+def test_a_client_that_leaves_mid_body_costs_nothing(tmp_path, serve):
+    server = serve(config(tmp_path, "  channel_timeout: 2s"))
+    with ExitStack() as stack:
+        gone = slow_bodies(stack, server.port, 50, "/webhooks/asgardeo")
+        for sock in gone:
+            sock.close()
+    assert post(server.url).status_code == 202
+    assert len(stored(tmp_path)) == 1
+
+
+def test_bodies_over_the_bound_are_refused_before_they_are_read(tmp_path, serve):
+    server = serve(config(tmp_path, "  max_body_bytes: 4096"))
+    assert requests.post(server.url + "/webhooks/asgardeo", data=b"{" * 5000,
+                         headers={"Content-Type": "application/json"}, timeout=10).status_code == 413
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:  # a claim of 10 GB, no body
+        sock.sendall(b"POST /api/v1/rules HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000000\r\n\r\n")
+        assert sock.recv(200).startswith(b"HTTP/1.1 413")
+    chunks = (b"{" * 1024 for _ in range(8))  # chunked: no Content-Length to refuse by
+    assert requests.post(server.url + "/webhooks/asgardeo", data=chunks,
+                         headers={"Content-Type": "application/json"}, timeout=10).status_code == 413
+    assert stored(tmp_path) == []
+    assert "outcome=too_large status=413" in server.log()
+
+
+def test_x_forwarded_for_is_ignored_unless_from_the_trusted_proxy(tmp_path, serve):
+    server = serve(config(tmp_path))
+    assert post(server.url, **{"X-Hub-Signature": "sha256=" + "0" * 64, "X-Forwarded-For": "203.0.113.9"}
+                ).status_code == 401
+    assert quarantined_sources(tmp_path) == ["127.0.0.1"]
+
+
+def test_the_trusted_proxy_names_the_client_by_its_last_x_forwarded_for_entry(tmp_path, serve):
+    server = serve(config(tmp_path, "  trusted_proxy: 127.0.0.1"))
+    assert post(server.url, **{"X-Hub-Signature": "sha256=" + "0" * 64,
+                               "X-Forwarded-For": "198.51.100.7, 203.0.113.9"}).status_code == 401
+    assert quarantined_sources(tmp_path) == ["203.0.113.9"]
+
+
+def test_many_events_at_once_are_all_stored_before_their_202(tmp_path, serve):
+    server = serve(config(tmp_path))
+    answers: list[requests.Response] = []
+
+    def send() -> None:
+        with requests.Session() as session:
+            for _ in range(25):
+                body, headers = signed(sample_event())
+                answers.append(session.post(server.url + "/webhooks/asgardeo", data=body, headers=headers,
+                                            timeout=15))
+
+    threads = [threading.Thread(target=send) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [a.status_code for a in answers] == [202] * 200
+    assert sorted(a.json()["jti"] for a in answers) == sorted(stored(tmp_path))
+
+
+def test_http_server_waitress_serves_the_same_intake(tmp_path, serve):
+    server = serve(config(tmp_path, "  http_server: waitress"))
+    answer = post(server.url)
+    assert answer.status_code == 202 and answer.headers["Server"] == "idhooks"
+    assert stored(tmp_path) == [answer.json()["jti"]]
+    assert "http_server=waitress" in server.log()
+
+
+def test_an_unknown_http_server_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError) as error:
+        load_config(config(tmp_path, "  http_server: nginx"))
+    assert "http_server" in str(error.value) and "'granian'" in str(error.value)
