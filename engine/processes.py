@@ -1,7 +1,8 @@
 """`server.processes: N` (`idhooks serve --processes N|auto`): use every core of the host.
 
-One Python process is bound to one core by the GIL. The supervisor binds the listening sockets once and
-starts N `idhooks serve` children that inherit them (the kernel hands each new connection to one child), each
+One Python process is bound to one core by the GIL. The supervisor binds the sockets once and starts N
+`idhooks serve` children that inherit them (the kernel hands each new connection to one child; on the main
+port under granian each child listens on a socket of its own with SO_REUSEPORT, see `listening_socket`), each
 with its own intake, processor and delivery workers, all sharing the store: SQLite in WAL mode (each child
 group-commits its own batches; `BEGIN IMMEDIATE` and the busy timeout order the children's writes) or Redis.
 
@@ -77,6 +78,41 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def reserve(host: str, port: int) -> socket.socket:
+    """The port bound with SO_REUSEPORT but not listening: it stays the deployment's while children come and go,
+    and each child listens on its own socket of the same port (`listening_socket`)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def listening_socket(env_name: str, host: str, port: int) -> socket.socket:
+    """The socket a `serve` listens on: its own (no supervisor), the one it inherited, or, where the supervisor
+    only reserved the port (`reserve`), a socket of its own on the same port with SO_REUSEPORT. Then the kernel
+    spreads new connections over the children; with one shared listening socket, the first child's accept loop
+    (granian's) took every connection of a burst and the other children idled (issue 14)."""
+    inherited = inherited_socket(env_name)
+    if inherited is None:
+        return bind(host, port)
+    if inherited.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+        return inherited
+    own = socket.socket(inherited.family, socket.SOCK_STREAM)
+    own.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    own.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    own.bind(inherited.getsockname())
+    own.listen(1024)
+    inherited.close()
+    return own
+
+
 @dataclass
 class Child:
     """One supervised `idhooks serve` process."""
@@ -105,7 +141,9 @@ class Supervisor:
 
     def run(self) -> int:
         server = self.config.server
-        self.sockets[LISTEN_FD_ENV] = bind(server.host, server.port)
+        # granian's children each listen on their own socket of the port (listening_socket); waitress's share one
+        claim = reserve if server.http_server == "granian" else bind
+        self.sockets[LISTEN_FD_ENV] = claim(server.host, server.port)
         if self.config.metrics.listen is not None:
             self.sockets[METRICS_FD_ENV] = bind(*self.config.metrics.listen)
         if self.config.api.listen is not None:

@@ -252,7 +252,7 @@ def serve(config_path: Path, host: str | None, port: int | None, log_json: bool 
             **client_limits(server_cfg)))
         run, port = server.run, server.effective_port
     else:
-        sock = processes.inherited_socket(processes.LISTEN_FD_ENV) or processes.bind(server_cfg.host, server_cfg.port)
+        sock = processes.listening_socket(processes.LISTEN_FD_ENV, server_cfg.host, server_cfg.port)
         front = Front(service.sink, service.app, service.config,
                       bridge_limit=max(server_cfg.max_body_bytes, MAX_BODY_BYTES))
         run, port = (lambda: httpserver.serve(front, sock, server_cfg, service.reload)), sock.getsockname()[1]

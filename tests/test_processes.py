@@ -5,6 +5,7 @@ drains them all, and /metrics sums over the children whichever of them answers."
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import signal
@@ -192,3 +193,35 @@ def test_processes_value_is_checked_on_the_command_line(tmp_path: Path,
         main(["serve", "--config", str(config), "--processes", "0"])
     assert exit_info.value.code == 2
     assert "expected a number of processes (1 or more) or 'auto', not '0'" in capsys.readouterr().err
+
+
+def cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def test_new_connections_are_spread_over_the_children(tmp_path: Path, serve: Callable[..., Any]) -> None:
+    """Each child listens on its own socket of the port (SO_REUSEPORT): with one shared listening socket, the
+    first child's accept loop took all 16 connections of a burst and the other child idled."""
+    server = start(tmp_path, serve, "rules: []\n")
+    pids = children(server.proc.pid)
+    before = {pid: cpu_ticks(pid) for pid in pids}
+
+    connections = [http.client.HTTPConnection("127.0.0.1", server.port, timeout=30) for _ in range(16)]
+    for connection in connections:  # a burst of new connections, as a hub's or a load balancer's
+        connection.connect()
+
+    def send_many(connection: http.client.HTTPConnection) -> None:
+        for _ in range(40):
+            body, headers = signed(sample_event())
+            connection.request("POST", "/webhooks/asgardeo", body=body, headers=headers)
+            response = connection.getresponse()
+            response.read()
+            assert response.status == 202
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(send_many, connections))
+    for connection in connections:
+        connection.close()
+    used = sorted(cpu_ticks(pid) - before[pid] for pid in pids)
+    assert used[0] >= used[1] * 0.15, f"CPU ticks per child: {used}"  # 1 of 16 connections at the least
