@@ -117,7 +117,13 @@ class TooManyRequestsError(RequestError):
 
 
 class BusyError(RequestError):
+    """Too busy for this request now; worth retrying in a few seconds (Retry-After)."""
+
     status = 503
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "2"}
 
 
 class StoreError(IdhooksError, RuntimeError):

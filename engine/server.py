@@ -49,7 +49,8 @@ DIGEST_TICK = 10.0
 
 RESTART_SETTINGS = {"server": ("host", "port", "threads", "log_format", "http_server", "connection_limit",
                                "channel_timeout",
-                               "cleanup_interval", "max_request_header_size", "trusted_proxy", "processes"),
+                               "cleanup_interval", "max_request_header_size", "max_buffered_bytes", "trusted_proxy",
+                               "processes"),
                     "store": ("url", "group", "dedup_window", "spool_dir", "ca_file", "cert_file", "key_file",
                               "password"),
                     "quarantine": ("max_entries", "max_bytes"),

@@ -69,7 +69,7 @@ def test_unknown_keys_are_errors_with_a_suggestion_and_all_are_reported(tmp_path
     problems = exc.value.problems
     assert f"{path}:2: server.prot: unknown key (did you mean 'port'?); expected one of: host, port, " \
            "max_body_bytes, threads, log_format, http_server, connection_limit, channel_timeout, cleanup_interval, " \
-           "max_request_header_size, trusted_proxy, processes" in problems
+           "max_request_header_size, max_buffered_bytes, trusted_proxy, processes" in problems
     assert any("quarantine.max_entrys: unknown key (did you mean 'max_entries'?)" in p for p in problems)
 
 

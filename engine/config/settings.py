@@ -52,6 +52,8 @@ class ServerConfig:
     channel_timeout: float = setting(30.0, kind="duration", above_zero=True)
     cleanup_interval: float = setting(10.0, kind="duration", above_zero=True)
     max_request_header_size: int = setting(65_536, minimum=1024)
+    # granian: request bodies held at once over all connections (engine/receive/front.py, BodyBudget)
+    max_buffered_bytes: int = setting(67_108_864, minimum=65_536)
     trusted_proxy: str | None = None  # the front proxy's address: X-Forwarded-For from it names the client
     processes: int | str = 1  # `auto`: one per CPU core (engine/processes.py)
 

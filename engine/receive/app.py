@@ -17,7 +17,7 @@ from typing import Any, Callable
 import falcon
 
 from engine.config.settings import Config, WebhookConfig
-from engine.errors import RequestError, StoreError, TooLargeError, UnsupportedMediaError
+from engine.errors import BusyError, RequestError, StoreError, TooLargeError, UnsupportedMediaError
 from engine.logs import event_line
 from engine.receive.intake import Blocking, Intake, IntakeResult
 from engine.metrics import Metrics
@@ -157,12 +157,14 @@ class WebhookSink:
         except (RequestError, StoreError) as exc:
             self.refused(webhook, exc, started)
             raise
+        if result.outcome == "accepted" and self.unsubscribed.stale():  # a store read: not in the event loop
+            await blocking(self.unsubscribed.refresh)
         return self.answered(webhook, result, started)
 
     def refused(self, webhook: WebhookConfig, exc: RequestError | StoreError, started: float) -> None:
         """Count and log a refused event POST (the one WARNING line of a refusal)."""
         status = exc.status if isinstance(exc, RequestError) else 503
-        outcome = _OUTCOMES.get(status, "refused")
+        outcome = "busy" if isinstance(exc, BusyError) else _OUTCOMES.get(status, "refused")
         self.metrics.count_received(webhook.name, outcome)
         log.warning("event refused", extra={"webhook": webhook.name, "outcome": outcome, "status": status,
                                             "reason": str(exc),

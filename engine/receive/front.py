@@ -26,7 +26,7 @@ from typing import Any, Awaitable, Callable, Iterable
 from urllib.parse import unquote_to_bytes
 
 from engine.config.settings import Config, ServerConfig, WebhookConfig
-from engine.errors import RequestError, RequestTimeoutError, StoreError, TooLargeError
+from engine.errors import BusyError, RequestError, RequestTimeoutError, StoreError, TooLargeError
 from engine.receive.app import WebhookSink, check_json_media, error_answer
 from engine.runtime import Current
 from engine.verify.signature import SIGNATURE_HEADERS
@@ -80,23 +80,49 @@ def content_length(scope: dict[str, Any]) -> int | None:
     return None
 
 
-async def read_body(receive: Receive, limit: int, declared: int | None) -> bytes:
-    """The whole body, refusing more than `limit` bytes (before reading, when Content-Length says so)."""
+class BodyBudget:
+    """The bytes of request bodies held at once, over all connections (`server.max_buffered_bytes`): each body
+    is bounded, but a thousand connections each sending one just under the bound would hold gigabytes. A
+    request that would go over is answered 503 with Retry-After (the hub retries), and its bytes are freed."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+    def take(self, size: int) -> None:
+        if self.held + size > self.limit:
+            raise BusyError(f"{self.held} bytes of request bodies are being received, the most "
+                            f"server.max_buffered_bytes ({self.limit}) allows; retry shortly")
+        self.held += size
+
+    def give_back(self, size: int) -> None:
+        self.held -= size
+
+
+async def read_body(receive: Receive, limit: int, declared: int | None, budget: BodyBudget) -> bytes:
+    """The whole body, refusing more than `limit` bytes (before reading, when Content-Length says so) and
+    more than the budget lets all requests hold together. The caller gives the body's size back to `budget`
+    once it is done with it; on an error here, what was taken is given back already."""
     if declared is not None and declared > limit:
         raise TooLargeError(f"body of {declared} bytes exceeds max_body_bytes ({limit})")
     chunks: list[bytes] = []
     size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGoneError()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise TooLargeError(f"body exceeds max_body_bytes ({limit})")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+    try:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGoneError()
+            chunk = message.get("body", b"")
+            if size + len(chunk) > limit:
+                raise TooLargeError(f"body exceeds max_body_bytes ({limit})")
+            budget.take(len(chunk))
+            size += len(chunk)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+    except BaseException:
+        budget.give_back(size)
+        raise
 
 
 def wsgi_environ(scope: dict[str, Any], body: bytes, client: str) -> dict[str, Any]:
@@ -156,6 +182,7 @@ class Front:
         self.sink, self.wsgi_app, self.config = sink, wsgi_app, config
         self.settings: ServerConfig = settings  # the listener's settings: a reload does not change them
         self.bridge_limit = bridge_limit
+        self.budget = BodyBudget(settings.max_buffered_bytes)
         self.pool = ThreadPoolExecutor(settings.threads, thread_name_prefix="idhooks-http")
         self.in_flight = 0
 
@@ -186,10 +213,16 @@ class Front:
                     self.sink.refused(webhook, exc, started)
                 await self.answer(send, *error_answer(exc, scope["path"]))
                 return
-            if webhook is not None:
-                await self.event(scope, send, webhook, body, client, started)
-            else:
-                await self.bridge(scope, send, body, client)
+            try:
+                if webhook is not None:
+                    await self.event(scope, send, webhook, body, client, started)
+                else:
+                    await self.bridge(scope, send, body, client)
+            finally:
+                self.budget.give_back(len(body))
+        except Exception:  # a bug: granian's own log is off, so say it here, and answer if still possible
+            log.exception("request failed", extra={"method": scope.get("method"), "path": scope["path"][:200]})
+            await self.answer(send, 500, {}, {"error": "internal error"})
         finally:
             self.in_flight -= 1
 
@@ -197,7 +230,7 @@ class Front:
         """The body within `limit` bytes and `server.channel_timeout` seconds."""
         try:
             async with asyncio.timeout(self.settings.channel_timeout):
-                return await read_body(receive, limit, content_length(scope))
+                return await read_body(receive, limit, content_length(scope), self.budget)
         except TimeoutError:
             raise RequestTimeoutError(f"the request's body did not arrive within server.channel_timeout "
                                       f"({self.settings.channel_timeout:g} s)") from None
@@ -225,20 +258,22 @@ class Front:
         await self.answer(send, 202, {}, data)
 
     async def bridge(self, scope: dict[str, Any], send: Send, body: bytes, client: str) -> None:
-        try:
-            status, headers, data = await self.blocking(run_wsgi, self.wsgi_app, wsgi_environ(scope, body, client))
-        except Exception:  # the app's own errors are answered by Falcon: this is a bug
-            log.exception("request failed", extra={"path": scope["path"][:200]})
-            await self.answer(send, 500, {}, {"error": "internal error"})
-            return
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": data})
+        status, headers, data = await self.blocking(run_wsgi, self.wsgi_app, wsgi_environ(scope, body, client))
+        await self.respond(send, status, headers, data)
 
     @staticmethod
     async def answer(send: Send, status: int, headers: dict[str, str], data: dict[str, Any]) -> None:
-        await send({"type": "http.response.start", "status": status,
-                    "headers": _JSON + [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]})
-        await send({"type": "http.response.body", "body": json.dumps(data).encode()})
+        """A JSON answer (an event's 202, or a refusal from error_answer)."""
+        await Front.respond(send, status, _JSON + [(k.lower().encode("latin-1"), v.encode("latin-1"))
+                                                   for k, v in headers.items()], json.dumps(data).encode())
+
+    @staticmethod
+    async def respond(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        try:
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+        except (OSError, RuntimeError) as exc:  # the client left (ASGI: OSError); an event is stored already
+            log.debug("answer not delivered: the client left", extra={"status": status, "error": str(exc)})
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=False)

@@ -103,14 +103,21 @@ class UnsubscribedWebhooks:
 
     def since(self, webhook: str) -> float | None:
         """When `webhook` was unsubscribed, or None while it is subscribed (or never verified)."""
-        now = self.clock()
-        if self._read_at is None or now - self._read_at >= self.ttl:
-            try:
-                self._records = self.store.list_subscriptions()
-            except StoreError:
-                pass  # a warning is not worth failing intake over: keep what was read last
-            self._read_at = now
+        if self.stale():
+            self.refresh()
         return subscriptions.unsubscribed_since(self._records, webhook)
+
+    def stale(self) -> bool:
+        """Whether the next since() reads the store (the async intake does that read in a thread first)."""
+        return self._read_at is None or self.clock() - self._read_at >= self.ttl
+
+    def refresh(self) -> None:
+        now = self.clock()
+        try:
+            self._records = self.store.list_subscriptions()
+        except StoreError:
+            pass  # a warning is not worth failing intake over: keep what was read last
+        self._read_at = now
 
     def changed(self) -> None:
         """A verification was recorded: read again at the next event."""

@@ -154,3 +154,25 @@ def test_an_unknown_http_server_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError) as error:
         load_config(config(tmp_path, "  http_server: nginx"))
     assert "http_server" in str(error.value) and "'granian'" in str(error.value)
+
+
+def test_bodies_held_at_once_are_bounded_over_all_connections(tmp_path, serve):
+    server = serve(config(tmp_path, "  max_buffered_bytes: 300000"))
+    with ExitStack() as stack:
+        holders = []
+        for _ in range(2):  # 2 x 140,000 bytes of bodies that never finish
+            sock = stack.enter_context(socket.create_connection(("127.0.0.1", server.port), timeout=10))
+            sock.sendall(b"POST /webhooks/asgardeo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 200000\r\n\r\n" + b"{" * 140_000)
+            holders.append(sock)
+        time.sleep(0.5)
+        body, _ = signed(sample_event())
+        padded = body[:-1] + b', "pad": "' + b"x" * 40_000 + b'"}'  # 40 KB more would go over the budget
+        busy = requests.post(server.url + "/webhooks/asgardeo", data=padded, headers=signed(padded)[1], timeout=10)
+        assert busy.status_code == 503 and busy.headers["Retry-After"] == "2"
+        assert "server.max_buffered_bytes (300000)" in busy.json()["error"]
+        assert post(server.url).status_code == 202  # a small event still fits
+    time.sleep(0.5)  # the held bodies were given back when their clients left
+    assert requests.post(server.url + "/webhooks/asgardeo", data=padded, headers=signed(padded)[1],
+                         timeout=10).status_code == 202
+    assert "outcome=busy status=503" in server.log()
