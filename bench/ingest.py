@@ -1,6 +1,7 @@
 """Ingest benchmark: signed ~1.5 KB events with unique jti at concurrency 16 against
 (a) `idhooks serve` with the SQLite store and (b) the bare Falcon+waitress baseline that only verifies the
-HMAC and parses JSON (bench/baseline_app.py), each at its best waitress thread count, in the same run.
+HMAC and parses JSON (bench/baseline_app.py), each at its best thread count (`server.threads`; under granian,
+the default `server.http_server`, event POSTs use none of them), in the same run.
 Each system runs `--passes` times (default 3), interleaved with the others so that a change in the machine's
 load hits all of them; the figures are the medians. Prints throughput, p50/p99, server CPU per request and the
 ratio a/b (target >= 0.8), and checks that every accepted event is stored, in every pass.
@@ -163,7 +164,7 @@ def main() -> int:
     wrk = ensure_wrk() if args.loadgen == "wrk" else None
     count = args.requests or (60000 if wrk else 6000)
     load = Load(wrk, make_bodies(count), args.seconds, args.concurrency)
-    print(f"ingest: {load.describe()}; waitress threads {thread_counts}; {args.passes} interleaved passes each, "
+    print(f"ingest: {load.describe()}; threads {thread_counts}; {args.passes} interleaved passes each, "
           "medians")
     durable = True
 
