@@ -276,4 +276,6 @@ class Front:
             log.debug("answer not delivered: the client left", extra={"status": status, "error": str(exc)})
 
     def close(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=False)
+        """After the drain (httpserver.DRAIN_TIMEOUT): queued requests are dropped and the service is stopped
+        without waiting for a request still running in a pool thread (Python joins that thread at exit)."""
+        self.pool.shutdown(wait=False, cancel_futures=True)
