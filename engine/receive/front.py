@@ -207,6 +207,9 @@ class Front:
             try:
                 body = await self.read(scope, receive, limit)
             except ClientGoneError:
+                # granian reports a body it cannot parse (a malformed chunk) as a disconnect too: answer 400,
+                # which goes nowhere when the client really left, instead of granian's 500 for no answer
+                await self.answer(send, 400, {}, {"error": "the request's body ended early or is malformed"})
                 return
             except RequestError as exc:
                 if webhook is not None:

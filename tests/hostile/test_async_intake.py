@@ -210,3 +210,32 @@ def test_every_event_answered_202_before_a_sigterm_is_stored(tmp_path, serve):
         thread.join()
     assert len(acknowledged) > 50
     assert set(acknowledged) <= set(stored(tmp_path))
+
+
+def raw_exchange(port: int, request: bytes) -> bytes:
+    """Everything the server answers to `request` until it closes the connection (or 5 s of quiet)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(request)
+        answer = b""
+        try:
+            while chunk := sock.recv(4096):
+                answer += chunk
+        except TimeoutError:
+            pass
+    return answer
+
+
+def test_malformed_framing_is_refused_and_nothing_is_smuggled(tmp_path, serve):
+    server = serve(config(tmp_path))
+    head = b"POST /webhooks/asgardeo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    bad_chunk = raw_exchange(server.port, head + b"Transfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFFFFFFFF\r\n{}\r\n0\r\n\r\n")
+    assert bad_chunk.startswith(b"HTTP/1.1 400"), bad_chunk
+    assert b"ended early or is malformed" in bad_chunk
+    two_lengths = raw_exchange(server.port, head + b"Content-Length: 2\r\nContent-Length: 5\r\n\r\n{}abc")
+    assert two_lengths.startswith(b"HTTP/1.1 400"), two_lengths
+    # Content-Length and Transfer-Encoding together: the chunked body wins, and the request hidden after its
+    # end is not answered as a second request on that connection
+    smuggled = raw_exchange(server.port, head + b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+                                                b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert smuggled.count(b"HTTP/1.1 ") == 1 and b"alive" not in smuggled, smuggled
+    assert stored(tmp_path) == []
