@@ -17,6 +17,7 @@ of the comparison: HMAC of the raw body, a regex on the event URI, exec /bin/tru
 
     python bench/ingest.py [--seconds 10] [--passes 3] [--requests N] [--loadgen wrk|python]
                            [--threads 4,8,16] [--processes auto] [--no-webhook]
+                           [--http-server granian|waitress]
 """
 
 from __future__ import annotations
@@ -132,10 +133,13 @@ def bench_webhook(program: str, load: Load) -> LoadResult:
             proc.stop()
 
 
-def bench_idhooks(threads: int, load: Load, processes: str = "1") -> tuple[LoadResult, int]:
+def bench_idhooks(threads: int, load: Load, processes: str = "1",
+                  http_server: str = "granian") -> tuple[LoadResult, int]:
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
         config = write_bench_config(Path(tmp), port, threads, SECRET)
+        config.write_text(config.read_text().replace(f"threads: {threads}}}",
+                                                     f"threads: {threads}, http_server: {http_server}}}", 1))
         proc = Proc(["-m", "engine", "serve", "--config", str(config), "--processes", processes], port,
                     cwd=Path(tmp))
         try:
@@ -159,18 +163,20 @@ def main() -> int:
     parser.add_argument("--processes", default="auto", help="idhooks --processes values to add, comma separated "
                                                             "(default auto; 'none' for none)")
     parser.add_argument("--no-webhook", action="store_true", help="skip the adnanh/webhook peer")
+    parser.add_argument("--http-server", choices=("granian", "waitress"), default="granian",
+                        help="idhooks's server.http_server (default granian, the async intake)")
     args = parser.parse_args()
     thread_counts = [int(t) for t in args.threads.split(",")]
     wrk = ensure_wrk() if args.loadgen == "wrk" else None
     count = args.requests or (60000 if wrk else 6000)
     load = Load(wrk, make_bodies(count), args.seconds, args.concurrency)
-    print(f"ingest: {load.describe()}; threads {thread_counts}; {args.passes} interleaved passes each, "
-          "medians")
+    print(f"ingest: {load.describe()}; threads {thread_counts}; idhooks http_server {args.http_server}; "
+          f"{args.passes} interleaved passes each, medians")
     durable = True
 
     def idhooks_pass(threads: int, processes: str = "1") -> LoadResult:
         nonlocal durable
-        result, stored = bench_idhooks(threads, load, processes)
+        result, stored = bench_idhooks(threads, load, processes, args.http_server)
         if not stored_all(result, stored, args.concurrency):
             durable = False
             print(f"    MISMATCH: {result.statuses.get(202, 0)} accepted (+{WARMUP} warm-up), {stored} stored")
