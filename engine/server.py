@@ -12,7 +12,7 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import waitress
 
@@ -246,17 +246,26 @@ def serve(config_path: Path, host: str | None, port: int | None, log_json: bool 
     service = Service(config, open_store(config.store))
     service.start(take_over_leases=not processes.is_child())
     allow_open_files(server_cfg.connection_limit)
+    run: Callable[[], object]
+    close: Callable[[], object]
     if server_cfg.http_server == "waitress":
         server = use_task_flushed_channels(waitress.create_server(
             service.app, threads=server_cfg.threads, ident="idhooks", max_request_body_size=server_cfg.max_body_bytes,
             **listen_on(server_cfg.host, server_cfg.port, processes.LISTEN_FD_ENV),
             **client_limits(server_cfg)))
-        run, port = server.run, server.effective_port
+        run, close, port = server.run, server.close, server.effective_port
+
+        def terminate(signum: int, frame: Any) -> None:
+            raise SystemExit(0)
+
+        signal.signal(signal.SIGTERM, terminate)  # granian's event loop takes SIGTERM and SIGHUP itself
+        signal.signal(signal.SIGHUP, lambda signum, frame: threading.Thread(target=service.reload, daemon=True).start())
     else:
         sock = processes.listening_socket(processes.LISTEN_FD_ENV, server_cfg.host, server_cfg.port)
         front = Front(service.sink, service.app, service.config,
                       bridge_limit=max(server_cfg.max_body_bytes, MAX_BODY_BYTES))
-        run, port = (lambda: httpserver.serve(front, sock, server_cfg, service.reload)), sock.getsockname()[1]
+        run, close, port = (lambda: httpserver.serve(front, sock, server_cfg, service.reload)), front.close, \
+            sock.getsockname()[1]
 
     metrics_cfg = config.metrics
     if metrics_cfg.listen is not None:
@@ -276,12 +285,6 @@ def serve(config_path: Path, host: str | None, port: int | None, log_json: bool 
         threading.Thread(target=api_server.run, name="idhooks-api", daemon=True).start()
         log.info("API and console served separately", extra={"listen": f"{api_cfg.listen[0]}:{api_cfg.listen[1]}"})
 
-    def terminate(signum: int, frame: Any) -> None:
-        raise SystemExit(0)
-
-    if server_cfg.http_server == "waitress":  # granian's event loop takes these signals itself
-        signal.signal(signal.SIGTERM, terminate)
-        signal.signal(signal.SIGHUP, lambda signum, frame: threading.Thread(target=service.reload, daemon=True).start())
     log.info("idhooks serving", extra={"url": f"http://{server_cfg.host}:{port}", "http_server": server_cfg.http_server,
                                        "store": service.store.url,  # password-free (RedisStore redacts it)
                                        "webhooks": [w.path for w in config.webhooks]})
@@ -289,10 +292,7 @@ def serve(config_path: Path, host: str | None, port: int | None, log_json: bool 
         run()
     finally:
         log.info("shutting down")
-        if server_cfg.http_server == "waitress":
-            server.close()
-        else:
-            front.close()
+        close()
         service.stop()
         logs.flush()
     return 0

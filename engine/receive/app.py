@@ -32,8 +32,10 @@ from engine.verify.signature import SIGNATURE_HEADERS
 log = logging.getLogger("idhooks.http")
 
 _BEARER = re.compile(r"^bearer +(\S+) *$", re.IGNORECASE)  # RFC 7235: the scheme is case-insensitive
-_INTAKE_HEADERS = tuple((name, "HTTP_" + name.upper().replace("-", "_")) for name in SIGNATURE_HEADERS) + (
-    ("content-type", "CONTENT_TYPE"),)
+INTAKE_HEADERS = SIGNATURE_HEADERS + ("content-type",)
+"""The headers intake reads: the signature, and Content-Type for the quarantine."""
+_INTAKE_CGI_NAMES = tuple((name, "CONTENT_TYPE" if name == "content-type" else "HTTP_" + name.upper().replace("-", "_"))
+                          for name in INTAKE_HEADERS)
 _OUTCOMES = {401: "bad_signature", 400: "bad_payload", 408: "timeout", 413: "too_large", 415: "unsupported_media",
              503: "store_error"}
 
@@ -75,7 +77,7 @@ def intake_headers(req: falcon.Request) -> dict[str, str]:
     WSGI environ by their CGI names: `req.headers` copies every header of every request into a new dict, and
     get_header() works out the CGI name on each call (issue 14)."""
     env = req.env
-    return {name: value for name, key in _INTAKE_HEADERS if (value := env.get(key)) is not None}
+    return {name: value for name, key in _INTAKE_CGI_NAMES if (value := env.get(key)) is not None}
 
 
 def check_json_media(content_type: str | None) -> None:

@@ -27,9 +27,8 @@ from urllib.parse import unquote_to_bytes
 
 from engine.config.settings import Config, ServerConfig, WebhookConfig
 from engine.errors import BusyError, RequestError, RequestTimeoutError, StoreError, TooLargeError
-from engine.receive.app import WebhookSink, check_json_media, error_answer
+from engine.receive.app import INTAKE_HEADERS, WebhookSink, check_json_media, error_answer
 from engine.runtime import Current
-from engine.verify.signature import SIGNATURE_HEADERS
 
 log = logging.getLogger("idhooks.http")
 
@@ -37,7 +36,7 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
-_INTAKE_HEADERS = frozenset(SIGNATURE_HEADERS + ("content-type",))
+_INTAKE_HEADERS = frozenset(INTAKE_HEADERS)
 _PROXY_HEADERS = frozenset((b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto", b"x-forwarded-port",
                             b"x-forwarded-by", b"forwarded"))
 """Never passed on to the app: a client could claim any address or scheme with them (`server.trusted_proxy`

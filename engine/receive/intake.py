@@ -82,8 +82,8 @@ class Intake:
         `ingest_soon`). The same outcome, the same rows, the same errors as `receive`."""
         try:
             envelope = self.verified_envelope(webhook, headers, body)
-        except SignatureError:
-            await blocking(self.checked_envelope, webhook, headers, body, source)  # quarantines, raises again
+        except SignatureError as exc:
+            await blocking(self._quarantine, webhook, headers, body, str(exc), source)
             raise
         self._warn_odd(webhook, envelope)
         incoming = self.incoming(webhook.name, envelope, body)

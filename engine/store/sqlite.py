@@ -174,29 +174,30 @@ class _Pending:
 
     __slots__ = ("event", "window", "done", "result", "error")
 
-    def __init__(self, event: IncomingEvent, window: float, done: Any = None) -> None:
+    def __init__(self, event: IncomingEvent, window: float) -> None:
         self.event, self.window = event, window
-        if done is None:
-            done = threading.Lock()
-            done.acquire()
-        self.done = done  # anything with release(): a lock, or a _Callback for `ingest_soon`
+        self.done = threading.Lock()
+        self.done.acquire()
         self.result: str | None = None
         self.error: BaseException | None = None
 
+    def finish(self, result: str | None, error: BaseException | None) -> None:
+        """Called by the writer once the batch holding this event is committed or failed."""
+        self.result, self.error = result, error
+        self.done.release()
 
-class _Callback:
-    """`done` of an `ingest_soon` event: the writer's release() calls back with the outcome."""
 
-    __slots__ = ("pending", "callback")
+class _CalledBack(_Pending):
+    """An `ingest_soon` event: the writer calls its caller back instead of releasing a waiting thread."""
 
-    def __init__(self, callback: Callable[[str | None, BaseException | None], None]) -> None:
-        self.callback = callback
-        self.pending: _Pending | None = None
+    __slots__ = ("callback",)
 
-    def release(self) -> None:
-        pending = self.pending
-        assert pending is not None
-        self.callback(pending.result, pending.error)
+    def __init__(self, event: IncomingEvent, window: float,
+                 callback: Callable[[str | None, BaseException | None], None]) -> None:
+        self.event, self.window, self.callback = event, window, callback
+
+    def finish(self, result: str | None, error: BaseException | None) -> None:
+        self.callback(result, error)
 
 
 class _WriteLock:
@@ -379,10 +380,7 @@ class SQLiteStore(SQLiteStateMixin, SQLiteDetectionMixin, SQLiteTransferMixin, S
         the commit in its event loop instead of blocking a thread per request (issue 14)."""
         if self._closed:
             raise StoreError("the store is closed")
-        notify = _Callback(done)
-        pending = _Pending(event, dedup_window, notify)
-        notify.pending = pending
-        self._queue.put(pending)
+        self._queue.put(_CalledBack(event, dedup_window, done))
         return True
 
     def _write_loop(self) -> None:
@@ -420,8 +418,7 @@ class SQLiteStore(SQLiteStateMixin, SQLiteDetectionMixin, SQLiteTransferMixin, S
                 except sqlite3.Error:
                     pass
             for item in batch:
-                item.error = exc
-                item.done.release()
+                item.finish(None, exc)
             return
         status = {row[0]: row[6] for row in rows}
         results: list[str] = []
@@ -435,8 +432,7 @@ class SQLiteStore(SQLiteStateMixin, SQLiteDetectionMixin, SQLiteTransferMixin, S
         if lease is not None and handoff is not None:
             handoff.put([_leased(item.event) for item, result in zip(batch, results) if result == ACCEPTED])
         for item, result in zip(batch, results):
-            item.result = result
-            item.done.release()
+            item.finish(result, None)
 
     @staticmethod
     def _insert_rows(conn: sqlite3.Connection, rows: list[tuple]) -> set[str]:
