@@ -34,10 +34,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Mapping
 from urllib.parse import urlsplit
 
-import requests
-
 from actions.destination import DestinationReader
 from actions.escaping import Escape, valid_text
+from actions.httpclient import HttpClient
 from engine.config.retry import policy_problems
 from engine.secrets import Secret, find_secrets, reveal
 
@@ -61,19 +60,13 @@ EVENT_RECORD = "{{ __event_record__ }}"
 user, IP, claims, geo) and the rule that matched. Splunk and NATS send it when a rule names no payload."""
 
 
-def outbound_session() -> requests.Session:
-    """The default session: ignores proxy/CA/netrc environment variables (a destination names its own
-    `proxy` and `ca_file`), so what a call does is decided by config.yaml alone."""
-    session = requests.Session()
-    session.trust_env = False
-    return session
-
-
 @dataclass
 class ActionContext:
-    """The collaborators an action needs, injected so tests swap them without monkey-patching."""
+    """The collaborators an action needs, injected so tests swap them without monkey-patching. `http` is
+    shared by every HTTP action of one configuration (its keep-alive connections), and takes nothing from
+    environment variables: a destination names its own `proxy` and `ca_file`."""
 
-    session: requests.Session = field(default_factory=outbound_session)
+    http: HttpClient = field(default_factory=HttpClient)
     smtp_factory: Callable[..., Any] | None = None
     clock: Callable[[], float] = time.time
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("idhooks.actions"))

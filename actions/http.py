@@ -30,7 +30,7 @@ from actions.base import RETRY_FIELD, Action, ActionContext, Field, fold_line
 from actions.escaping import PATH_SEGMENT
 from actions.capture import capture_problems, captured_values
 from actions.httpresult import DEFAULT_MAX_RESPONSE_BYTES, exchange
-from actions.safenet import blocked, make_safe
+from actions.safenet import blocked
 from engine.errors import PermanentError, RetryableError
 from engine.secrets import redact, reveal
 
@@ -64,7 +64,8 @@ class HttpAction(Action):
                                       "(default 10)"),
         "connect_timeout": Field("value", help="connect timeout in seconds (default 5)"),
         "max_response_bytes": Field("value", help=f"response size cap (default {DEFAULT_MAX_RESPONSE_BYTES})"),
-        "ca_file": Field("value", help="CA bundle for a private CA"), "proxy": Field("value"),
+        "ca_file": Field("value", help="CA bundle for a private CA"),
+        "proxy": Field("value", help="an http:// forward proxy for these calls (https:// ones tunnel through it)"),
         "verify": Field("value", help="verify TLS certificates (default true)"),
     }
     test_fields = {"method": "POST",
@@ -90,12 +91,13 @@ class HttpAction(Action):
         self.timeout = read.http_timeouts()
         self.max_response_bytes = int(read.number("max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES,
                                                   minimum=1, whole=True))
-        proxy = read.url("proxy")
-        self.proxies = {"http": proxy, "https": proxy} if proxy else None
+        self.proxy: str | None = read.url("proxy")
+        if self.proxy and urlsplit(self.proxy).scheme != "http":
+            read.add("proxy", "expected an http:// proxy URL (https:// calls go through it in a CONNECT tunnel); "
+                              "TLS to the proxy itself is not supported")
         self.verify: bool | str = read.text("ca_file") or read.boolean("verify", True)
         read.done()
         self.secrets = read.secrets()
-        make_safe(context.session)
         if self.verify is False:
             context.logger.warning("destination %r: verify: false - TLS certificates are NOT checked; anyone on "
                                    "the path can read and change these calls", destination_name)
@@ -127,11 +129,11 @@ class HttpAction(Action):
             raise PermanentError(f"method {method!r} is not one of {', '.join(METHODS)}")
         url = self.url_for(str(rendered.get("path") or ""))
         self.check_address(urlsplit(url))
-        result = exchange(self.context.session, method, url, secrets=self.secrets, timeout=self.timeout,
+        result = exchange(self.context.http, method, url, secrets=self.secrets, timeout=self.timeout,
                           max_response_bytes=self.max_response_bytes, clock=self.context.clock,
                           success_statuses=frozenset(rendered.get("success_statuses") or ()),
                           params=rendered.get("query") or None, headers=self._headers(rendered, idempotency_key),
-                          verify=self.verify, proxies=self.proxies, **self._body(rendered))
+                          verify=self.verify, proxy=self.proxy, **self._body(rendered))
         capture = rendered.get("capture")
         return captured_values(capture, result.body) if capture else None
 
@@ -184,7 +186,7 @@ class HttpAction(Action):
         try:
             infos = socket.getaddrinfo(parts.hostname, port, proto=socket.IPPROTO_TCP)
         except OSError as exc:
-            if self.proxies:
+            if self.proxy:
                 return []  # the proxy resolves names this host cannot; it must enforce its own policy
             raise RetryableError(f"cannot resolve {parts.hostname!r}: {exc.strerror or exc}") from None
         return [str(info[4][0]) for info in infos]

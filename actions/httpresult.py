@@ -5,48 +5,38 @@
 to a host the destination does not allow). Other 4xx: permanent. Error messages and response snippets
 have the destination's secrets replaced by `***`, since they are stored and shown by `idhooks deliveries`.
 
-A request is prepared here and handed straight to the session's adapter (`Session.send` is not used):
-the session contributes its mounted adapters (actions/safenet.py's guarded one), its default headers, its
-`verify`/`cert`/`proxies` defaults and its response hooks, never cookies, netrc or environment settings. This skips what a
-delivery never needs (cookie jars, hooks, redirect bookkeeping, setting merges), which was most of the
-client-side CPU of a send (README, issue 14). Cookies a target sets are not sent back on later calls.
+The request is prepared here (query encoding, JSON body, Content-Type) and sent by actions/httpclient.py,
+which holds the connections and the outbound rules (peer check, deadline, response cap).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import http.client
+import json as jsonlib
 from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Mapping
+from urllib.parse import urlencode
 
-import requests
-from requests.hooks import dispatch_hook
+from requests.utils import requote_uri
 
-from actions.deadline import Deadline, deadline
+from actions.deadline import deadline
+from actions.httpclient import Answer, SlowAnswerError, HttpClient
 from engine.errors import PermanentError, RetryableError
 from engine.secrets import Secret, redact
 
 SNIPPET_CHARS = 500
 DEFAULT_MAX_RESPONSE_BYTES = 65_536
 
-
-@dataclass(frozen=True)
-class HttpResult:
-    """A finished exchange: status, headers and at most `max_response_bytes` of the body."""
-
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
-
-    def text(self) -> str:
-        return self.body.decode("utf-8", errors="replace")
+HttpResult = Answer
+"""What an HTTP action gets back from `exchange`: status, reason, headers (any case) and the capped body."""
 
 
-def exchange(session: requests.Session, method: str, url: str, *, secrets: list[Secret],
+def exchange(client: HttpClient, method: str, url: str, *, secrets: list[Secret],
              timeout: tuple[float, float], max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
              clock: Callable[[], float], success_statuses: frozenset[int] = frozenset(),
              params: Mapping[str, Any] | None = None, headers: Mapping[str, str | bytes] | None = None,
-             json: Any = None, data: bytes | None = None, verify: bool | str | None = None,
-             proxies: Mapping[str, str] | None = None) -> HttpResult:
+             json: Any = None, data: bytes | None = None, verify: bool | str = True,
+             proxy: str | None = None) -> HttpResult:
     """Send one request without following redirects and classify the answer; returns only on 2xx (or a
     status in `success_statuses`, e.g. 409 for a create whose first 201 was lost). `timeout` is (connect,
     total): the total bounds the whole exchange, connect + send + the whole answer (actions/deadline.py),
@@ -55,54 +45,46 @@ def exchange(session: requests.Session, method: str, url: str, *, secrets: list[
     with deadline(total) as limit:
         budget = limit.remaining()
         try:
-            request = prepare(session, method, url, params, headers, json, data)
-            adapter = session.get_adapter(str(request.url))
-            with adapter.send(request, stream=True, timeout=(min(connect, limit.remaining()), limit.remaining()),
-                              verify=session.verify if verify is None else verify, cert=session.cert,
-                              proxies=dict(session.proxies if proxies is None else proxies)) as response:
-                dispatch_hook("response", session.hooks, response)  # `idhooks destinations test` shows the answer
-                result = HttpResult(response.status_code, response.headers,
-                                    read_capped(response, max_response_bytes, limit))
-        except (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
-            if limit.passed or isinstance(exc, requests.ReadTimeout):  # the read timeout is what remained
+            target, body, sent_headers = prepare(url, params, headers, json, data)
+            result = client.request(method, target, headers=sent_headers, body=body, connect_timeout=connect,
+                                     limit=limit, max_response_bytes=max_response_bytes, verify=verify, proxy=proxy)
+        except UnicodeError:  # text no request can carry (a lone surrogate): the worker makes it permanent
+            raise
+        except http.client.InvalidURL as exc:  # refused before anything was sent: a retry cannot help
+            raise PermanentError(redact(f"invalid request to {url}: {exc}", secrets)) from None
+        except (OSError, http.client.HTTPException, SlowAnswerError) as exc:  # TLS failures included
+            if limit.passed or isinstance(exc, SlowAnswerError):
                 raise RetryableError(redact(f"timed out calling {url}: deadline exceeded, no complete answer within "
                                             f"{round(budget, 1):g} s (connect, send and response)", secrets)) from None
-            if isinstance(exc, requests.Timeout):
-                raise RetryableError(redact(f"timed out calling {url}: {type(exc).__name__}", secrets)) from None
+            if isinstance(exc, TimeoutError):
+                raise RetryableError(redact(f"timed out calling {url}: no connection within {connect:g} s",
+                                            secrets)) from None
             raise RetryableError(redact(f"cannot reach {url}: {_reason(exc)}", secrets)) from None
-        except requests.RequestException as exc:
+        except ValueError as exc:  # an invalid header or body, refused before anything was sent
             raise PermanentError(redact(f"invalid request to {url}: {exc}", secrets)) from None
     if result.status not in success_statuses:
         check(result, url, secrets, clock)
     return result
 
 
-def prepare(session: requests.Session, method: str, url: str, params: Mapping[str, Any] | None,
-            headers: Mapping[str, str | bytes] | None, json: Any, data: bytes | None) -> requests.PreparedRequest:
-    """The request as requests would prepare it (URL and query encoding, header validation, JSON body,
-    Content-Length, credentials of a user:password@ URL) with the session's default headers under
-    `headers`; no cookies, hooks or netrc."""
-    request = requests.PreparedRequest()
-    request.prepare_method(method)
-    request.prepare_url(url, params)
-    request.prepare_headers({**session.headers, **(headers or {})})
-    request.prepare_body(data, None, json)
-    request.prepare_auth(None, url)
-    return request
-
-
-def read_capped(response: requests.Response, limit: int, until: Deadline | None = None) -> bytes:
-    """At most `limit` bytes of the body, so a huge or endless answer cannot exhaust memory; reading stops
-    with a ConnectionError when `until` passes (its watchdog also cuts a read that is blocked)."""
-    chunks, size = [], 0
-    for chunk in response.iter_content(chunk_size=8192):
-        if until is not None and until.passed:
-            raise requests.ConnectionError("deadline exceeded while reading the answer")
-        chunks.append(chunk)
-        size += len(chunk)
-        if size >= limit:
-            break
-    return b"".join(chunks)[:limit]
+def prepare(url: str, params: Mapping[str, Any] | None, headers: Mapping[str, str | bytes] | None, json: Any,
+            data: bytes | None) -> tuple[str, bytes | None, dict[str, str | bytes]]:
+    """(URL with `params` added to its query, body, headers): unsafe characters of the URL percent-encoded
+    (existing escapes kept), a JSON body strict (NaN and Infinity refused) with its Content-Type unless the
+    caller gave one."""
+    url = url.partition("#")[0]  # a fragment is never sent
+    if params:
+        pairs = [(str(name), item) for name, value in params.items()
+                 for item in (value if isinstance(value, (list, tuple)) else [value]) if item is not None]
+        base, _, query = url.partition("?")
+        url = f"{base}?{query}&{urlencode(pairs)}" if query else f"{base}?{urlencode(pairs)}"
+    url = requote_uri(url)
+    sent = dict(headers or {})
+    if json is not None:
+        data = jsonlib.dumps(json, allow_nan=False).encode("utf-8")
+        if not any(name.lower() == "content-type" for name in sent):
+            sent["Content-Type"] = "application/json"
+    return url, data, sent
 
 
 def check(result: HttpResult, url: str, secrets: list[Secret], clock: Callable[[], float]) -> None:
@@ -147,7 +129,8 @@ def _brief(shown: str) -> str:
 
 
 def _reason(exc: BaseException) -> str:
-    """The innermost cause of a connection error (e.g. 'Connection refused'), not urllib3's long chain."""
-    while exc.__cause__ is not None or exc.__context__ is not None:
-        exc = exc.__cause__ or exc.__context__ or exc
-    return str(getattr(exc, "strerror", None) or exc).split("] ")[-1]
+    """What went wrong in a few words (e.g. 'Connection refused', 'certificate verify failed: ...'), never the
+    peer's bytes: an answer that is not HTTP is named by its kind only."""
+    if isinstance(exc, http.client.HTTPException) and not isinstance(exc, ConnectionError):
+        return f"the answer is not valid HTTP ({type(exc).__name__})"
+    return str(getattr(exc, "strerror", None) or exc).split("] ")[-1][:200]

@@ -17,7 +17,6 @@ from urllib.parse import quote
 from actions.base import (RETRY_FIELD, Action, ActionContext, Field, check_choice, clean_text, fold_line, host_of,
                           json_bytes)
 from actions.httpresult import exchange
-from actions.safenet import make_safe
 from engine.errors import PermanentError
 from engine.secrets import reveal
 
@@ -57,7 +56,6 @@ class OpsgenieAction(Action):
         self.timeout = read.http_timeouts()
         read.done()
         self.secrets = read.secrets()
-        make_safe(context.session)
 
     def target(self) -> str:
         return host_of(self.url)
@@ -83,7 +81,7 @@ class OpsgenieAction(Action):
             body: dict[str, Any] = {"source": "idhooks", "note": "closed by idhooks"}
         else:
             url, body = self.url, self.alert(rendered, alias)
-        exchange(self.context.session, "POST", url, secrets=self.secrets, timeout=self.timeout,
+        exchange(self.context.http, "POST", url, secrets=self.secrets, timeout=self.timeout,
                  clock=self.context.clock, data=json_bytes(body),
                  headers={"Content-Type": "application/json", "Authorization": f"GenieKey {reveal(self.api_key)}"})
 

@@ -15,7 +15,6 @@ from typing import Any, Mapping
 from actions.base import (RETRY_FIELD, Action, ActionContext, Field, check_choice, clean_json, clean_text, host_of,
                           json_bytes)
 from actions.httpresult import exchange
-from actions.safenet import make_safe
 from engine.errors import PermanentError
 from engine.secrets import reveal
 
@@ -57,7 +56,6 @@ class PagerDutyAction(Action):
         self.timeout = read.http_timeouts()
         read.done()
         self.secrets = read.secrets()
-        make_safe(context.session)
 
     def target(self) -> str:
         return host_of(self.url)
@@ -71,7 +69,7 @@ class PagerDutyAction(Action):
         return problems
 
     def send(self, rendered: Mapping[str, Any], idempotency_key: str) -> None:
-        exchange(self.context.session, "POST", self.url, secrets=self.secrets, timeout=self.timeout,
+        exchange(self.context.http, "POST", self.url, secrets=self.secrets, timeout=self.timeout,
                  clock=self.context.clock, data=json_bytes(self.body(rendered, idempotency_key)),
                  headers={"Content-Type": "application/json"})
 

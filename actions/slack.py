@@ -18,7 +18,6 @@ from typing import Any, Mapping
 from actions.base import RETRY_FIELD, Action, ActionContext, Field, host_of, require_any
 from actions.escaping import SLACK
 from actions.httpresult import HttpResult, exchange, snippet
-from actions.safenet import make_safe
 from engine.errors import PermanentError, RetryableError
 from engine.secrets import reveal
 
@@ -67,7 +66,6 @@ class SlackAction(Action):
             read.add(None, "give exactly one of webhook_url (incoming webhook) or token (bot, chat.postMessage)")
         read.done()
         self.secrets = read.secrets()
-        make_safe(context.session)  # the attempt's deadline covers Slack calls too
 
     def target(self) -> str:
         return host_of(self.webhook_url if self.webhook_url is not None else self.api_url)
@@ -89,7 +87,7 @@ class SlackAction(Action):
         self._check_api(result)
 
     def _post(self, url: str, message: dict[str, Any], headers: dict[str, str]) -> HttpResult:
-        return exchange(self.context.session, "POST", url, secrets=self.secrets, timeout=self.timeout,
+        return exchange(self.context.http, "POST", url, secrets=self.secrets, timeout=self.timeout,
                         clock=self.context.clock, json=message,
                         headers={**headers, "Content-Type": "application/json; charset=utf-8"})
 

@@ -17,7 +17,6 @@ from urllib.parse import urlsplit
 
 from actions.base import EVENT_RECORD, RETRY_FIELD, Action, ActionContext, Field, clean_json, clean_text, json_bytes
 from actions.httpresult import exchange
-from actions.safenet import make_safe
 from engine.secrets import reveal
 
 EVENT_PATH = "/services/collector/event"
@@ -57,7 +56,6 @@ class SplunkHecAction(Action):
         self.timeout = read.http_timeouts()
         read.done()
         self.secrets = read.secrets()
-        make_safe(context.session)
 
     @classmethod
     def check_rule_fields(cls, fields: Mapping[str, Any]) -> list[str]:
@@ -70,7 +68,7 @@ class SplunkHecAction(Action):
         return problems
 
     def send(self, rendered: Mapping[str, Any], idempotency_key: str) -> None:
-        exchange(self.context.session, "POST", self.url, secrets=self.secrets, timeout=self.timeout,
+        exchange(self.context.http, "POST", self.url, secrets=self.secrets, timeout=self.timeout,
                  clock=self.context.clock, data=json_bytes(self.body(rendered)), verify=self.verify,
                  headers={"Content-Type": "application/json", "Authorization": f"Splunk {reveal(self.token)}",
                           "X-Splunk-Request-Channel": _channel(idempotency_key)})

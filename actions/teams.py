@@ -23,7 +23,6 @@ from urllib.parse import urlsplit
 from actions.base import RETRY_FIELD, Action, ActionContext, Field, clean_text, json_bytes, require_any
 from actions.escaping import Escape
 from actions.httpresult import exchange
-from actions.safenet import make_safe
 from engine.errors import PermanentError
 from engine.secrets import reveal
 
@@ -79,7 +78,6 @@ class TeamsAction(Action):
         self.timeout = read.http_timeouts()
         read.done()
         self.secrets = read.secrets()
-        make_safe(context.session)
 
     @classmethod
     def check_rule_fields(cls, fields: Mapping[str, Any]) -> list[str]:
@@ -89,7 +87,7 @@ class TeamsAction(Action):
         return problems
 
     def send(self, rendered: Mapping[str, Any], idempotency_key: str) -> None:
-        exchange(self.context.session, "POST", str(reveal(self.webhook_url)), secrets=self.secrets,
+        exchange(self.context.http, "POST", str(reveal(self.webhook_url)), secrets=self.secrets,
                  timeout=self.timeout, clock=self.context.clock, data=json_bytes(self.message(rendered)),
                  headers={"Content-Type": "application/json"})
 

@@ -12,6 +12,7 @@ Each is a real server on 127.0.0.1 that the code under test talks to over TCP; n
 from __future__ import annotations
 
 import json
+import socket
 import ssl
 import subprocess
 import sys
@@ -70,17 +71,22 @@ class _QuietServer(ThreadingHTTPServer):
 class HttpPeer:
     """A loopback HTTP server answering from `script` (first in, first out), then `default`."""
 
-    def __init__(self, default: Response | None = None) -> None:
+    def __init__(self, default: Response | None = None, tls: tuple[Path, Path] | None = None) -> None:
         self.default = default or Response(200, b"ok")
         self.script: list[Response] = []
         self.requests: list[Request] = []
         self.arrivals = 0  # requests read, including those still held
+        self.connections = 0  # TCP connections accepted (keep-alive reuse shows as fewer than requests)
         self.received = threading.Condition()
         self.hold = threading.Event()  # cleared: requests wait until released (a slow target)
         self.hold.set()
         self.server = _QuietServer(("127.0.0.1", 0), self._handler_class())
+        if tls is not None:  # HTTPS with the (cert, key) of make_certificate()
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(*tls)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True)
         self._thread.start()
 
@@ -113,6 +119,11 @@ class HttpPeer:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
             disable_nagle_algorithm = True  # header and body go out as separate writes
+
+            def setup(self) -> None:
+                super().setup()
+                with peer.received:
+                    peer.connections += 1
 
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
@@ -189,6 +200,83 @@ def rate_limited(seconds: int) -> Response:
 
 def api_error(error: str) -> Response:
     return Response(200, {"ok": False, "error": error})
+
+
+class ForwardProxy:
+    """An HTTP forward proxy on loopback (RFC 9110 7.3.2, RFC 9112 3.2.2): `GET http://host:port/path` is sent on
+    to the origin in origin form, and `CONNECT host:port` opens a tunnel (200, then bytes both ways). Records each
+    request line and its Proxy-Authorization, which it never passes on."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str | None]] = []  # (request line, Proxy-Authorization)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, userinfo: str = "") -> str:
+        return f"http://{userinfo + '@' if userinfo else ''}127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self.listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        with client:
+            reader = client.makefile("rb")
+            line = reader.readline(65537).decode("latin-1").rstrip("\r\n")
+            headers: list[str] = []
+            while (header := reader.readline(65537).decode("latin-1").rstrip("\r\n")):
+                headers.append(header)
+            authorization = next((h.split(":", 1)[1].strip() for h in headers
+                                  if h.lower().startswith("proxy-authorization:")), None)
+            self.seen.append((line, authorization))
+            method, target, version = line.split(" ")
+            if method == "CONNECT":
+                host, port = target.rsplit(":", 1)
+                upstream = socket.create_connection((host, int(port)))
+                client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                self._pipe(client, upstream)
+                return
+            parts = urlsplit(target)
+            length = next((int(h.split(":", 1)[1]) for h in headers if h.lower().startswith("content-length:")), 0)
+            body = reader.read(length)
+            kept = [h for h in headers if not h.lower().startswith(("proxy-", "connection:"))]
+            with socket.create_connection((parts.hostname, parts.port or 80)) as upstream:
+                path = parts.path + (f"?{parts.query}" if parts.query else "")
+                upstream.sendall("\r\n".join([f"{method} {path} {version}", *kept, "Connection: close", "", ""])
+                                 .encode("latin-1") + body)
+                answer = b""
+                while chunk := upstream.recv(65536):
+                    answer += chunk
+            head, _, rest = answer.partition(b"\r\n\r\n")
+            client.sendall(head + b"\r\nConnection: close\r\n\r\n" + rest)
+
+    @staticmethod
+    def _pipe(one: socket.socket, other: socket.socket) -> None:
+        def copy(source: socket.socket, target: socket.socket) -> None:
+            try:
+                while chunk := source.recv(65536):
+                    target.sendall(chunk)
+            except OSError:
+                pass
+            finally:
+                for sock in (source, target):
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+        back = threading.Thread(target=copy, args=(other, one), daemon=True)
+        back.start()
+        copy(one, other)
+        back.join(10)
+        other.close()
 
 
 def make_certificate(directory: Path) -> tuple[Path, Path]:

@@ -7,12 +7,12 @@ import json
 import logging
 
 import pytest
-import requests
 
 from actions import build_actions
 from actions.base import ActionContext
 from actions.http import HttpAction
-from actions.safenet import SafeAdapter, blocked
+from actions.httpclient import HttpClient
+from actions.safenet import blocked
 from engine.errors import ConfigError, PermanentError, RetryableError
 from engine.secrets import Secret
 from tests.peers import HttpPeer, Response, http_peer, redirect  # noqa: F401 - fixture
@@ -175,9 +175,8 @@ def test_rule_fields_checks() -> None:
 def test_connect_time_check_refuses_a_blocked_peer(http_peer: HttpPeer) -> None:
     """What DNS rebinding would slip past the resolve check is refused on the connected socket itself
     (loopback stands in for the metadata range here, since nothing on this machine answers there)."""
-    session = requests.Session()
-    session.mount("http://", SafeAdapter(networks=(ipaddress.ip_network("127.0.0.0/8"),)))
-    action = HttpAction("provisioning", {"type": "http", "base_url": http_peer.url}, ActionContext(session=session))
+    client = HttpClient(blocked_networks=(ipaddress.ip_network("127.0.0.0/8"),))
+    action = HttpAction("provisioning", {"type": "http", "base_url": http_peer.url}, ActionContext(http=client))
     with pytest.raises(PermanentError, match="refused: '127.0.0.1' connected to 127.0.0.1, a link-local/metadata"):
         action.send({"path": "/users"}, KEY)
     assert http_peer.requests == []

@@ -13,10 +13,9 @@ import argparse
 import sys
 import uuid
 
-import requests
-
 from actions import build_actions, registry
-from actions.base import ActionContext, outbound_session
+from actions.base import ActionContext
+from actions.httpclient import Answer, HttpClient
 from engine import catalog
 from engine.cli.commands import add_config_option
 from engine.config.settings import Config, load_config
@@ -27,6 +26,7 @@ from engine.match.jobs import jobs_for
 from engine.match.loader import load_for_config
 from engine.match.rule_actions import CompiledAction, compile_action
 from engine.match.ruleset import Decision, RenderedAction, RuleSet
+from engine.ops.subscriptions import printable
 from engine.secrets import redact
 from engine.store.base import Job
 from engine.verify.envelope import envelope_from_claims
@@ -77,10 +77,9 @@ def _test(config: Config, name: str, alias: str | None) -> int:
         raise UsageError(f"{config.path}: no destination named {name!r}; configured: {known}")
     if alias is not None and alias not in catalog.entries():
         raise UsageError(f"unknown event {alias!r}: see `idhooks catalog` for the aliases")
-    answers: list[requests.Response] = []
-    session = outbound_session()
-    session.hooks["response"].append(lambda response, *args, **kwargs: answers.append(response))
-    actions = build_actions(config.destinations, ActionContext(source=str(config.path), session=session))
+    answers: list[Answer] = []
+    actions = build_actions(config.destinations, ActionContext(source=str(config.path),
+                                                               http=HttpClient(on_answer=answers.append)))
     kind = str(config.destinations[name].get("type"))
     action = actions.get(kind, name)
     ruleset = load_for_config(config)
@@ -141,6 +140,6 @@ def _sample_job(ruleset: RuleSet, compiled: CompiledAction, source: str, alias: 
     return Job(**{**new.__dict__}, id="test", status="pending", attempts=0, created_at=0.0, due_at=0.0)
 
 
-def _print_answers(answers: list[requests.Response]) -> None:
-    for response in answers:
-        print(f"answer: {response.status_code} {response.reason}")
+def _print_answers(answers: list[Answer]) -> None:
+    for answer in answers:
+        print(f"answer: {answer.status} {printable(answer.reason[:100])}")

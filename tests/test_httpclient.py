@@ -1,0 +1,175 @@
+"""actions/httpclient.py, the client every HTTP action sends with, against real loopback peers: keep-alive
+reuse, connections the peer closed, the response cap, answers that are not HTTP, TLS (private CA, system CAs,
+verify: false) and an HTTP forward proxy (absolute URI for http://, a CONNECT tunnel for https://)."""
+
+from __future__ import annotations
+
+import base64
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from actions.base import ActionContext
+from actions.http import HttpAction
+from actions.httpclient import USER_AGENT, HttpClient
+from actions.httpresult import exchange
+from engine.errors import ConfigError, RetryableError
+from tests.peers import ForwardProxy, HttpPeer, Response, certificate, http_peer  # noqa: F401 - fixtures
+
+KEY = "jti-1:provision:0"
+
+
+def send(url: str, client: HttpClient | None = None, **destination: object) -> object:
+    action = HttpAction("target", {"type": "http", "base_url": url, **destination},
+                        ActionContext(http=client or HttpClient()))
+    return action.send({"method": "POST", "path": "/users", "json": {"name": "ada"}}, KEY)
+
+
+@pytest.fixture
+def proxy() -> Iterator[ForwardProxy]:
+    peer = ForwardProxy()
+    yield peer
+    peer.close()
+
+
+class RawPeer:
+    """A TCP peer that answers every request on a connection with `answer(n)` (n counts requests overall) and
+    then, when `close_after` is set, closes the connection without saying so."""
+
+    def __init__(self, answer: Callable[[int], bytes], close_after: bool = False) -> None:
+        self.answer, self.close_after = answer, close_after
+        self.connections = self.requests = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            buffer = b""
+            while True:
+                while b"\r\n\r\n" not in buffer:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    buffer += chunk
+                head, _, buffer = buffer.partition(b"\r\n\r\n")
+                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)
+                while len(buffer) < length:
+                    buffer += conn.recv(65536)
+                buffer = buffer[length:]
+                self.requests += 1
+                conn.sendall(self.answer(self.requests))
+                if self.close_after:
+                    return
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_connections_are_kept_alive_and_reused(http_peer: HttpPeer) -> None:
+    client = HttpClient()
+    for _ in range(3):
+        send(http_peer.url, client)
+    assert len(http_peer.requests) == 3 and http_peer.connections == 1
+
+
+def test_a_connection_the_peer_closed_while_idle_is_not_reused() -> None:
+    peer = RawPeer(lambda n: b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", close_after=True)
+    client = HttpClient()
+    try:
+        send(peer.url, client)
+        time.sleep(0.2)  # the peer has closed its end; the idle socket reads as closed
+        send(peer.url, client)
+        assert (peer.requests, peer.connections) == (2, 2)
+    finally:
+        peer.close()
+
+
+def test_an_answer_over_the_cap_is_cut_and_its_connection_not_reused(http_peer: HttpPeer) -> None:
+    http_peer.default = Response(200, b"x" * 200_000)
+    client = HttpClient()
+    result = exchange(client, "GET", http_peer.url + "/big", secrets=[], timeout=(5, 10), clock=time.time,
+                      max_response_bytes=1000)
+    assert len(result.body) == 1000
+    exchange(client, "GET", http_peer.url + "/big", secrets=[], timeout=(5, 10), clock=time.time,
+             max_response_bytes=1000)
+    assert http_peer.connections == 2
+
+
+@pytest.mark.parametrize("answer, kind", [
+    (b"SSH-2.0-OpenSSH_9.2 <script>alert(1)</script>\r\n\r\n", "BadStatusLine"),
+    (b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 70_000 + b"\r\n\r\n", "LineTooLong"),
+    (b"HTTP/1.1 200 OK\r\n" + b"X-Many: 1\r\n" * 150 + b"\r\n", "HTTPException"),
+])
+def test_an_answer_that_is_not_http_is_retryable_and_never_quoted(answer: bytes, kind: str) -> None:
+    peer = RawPeer(lambda n: answer, close_after=True)
+    try:
+        with pytest.raises(RetryableError) as failure:
+            send(peer.url)
+    finally:
+        peer.close()
+    assert str(failure.value) == f"cannot reach {peer.url}/users: the answer is not valid HTTP ({kind})"
+
+
+def test_requests_name_idhooks_and_ask_for_no_compression(http_peer: HttpPeer) -> None:
+    send(http_peer.url)
+    headers = {name.lower(): value for name, value in http_peer.requests[0].headers.items()}
+    assert headers["user-agent"] == USER_AGENT and "accept-encoding" not in headers
+    assert headers["idempotency-key"] == KEY and headers["content-type"] == "application/json"
+
+
+def test_https_with_a_private_ca_the_system_cas_and_verify_false(certificate: tuple[Path, Path]) -> None:
+    peer = HttpPeer(tls=certificate)
+    try:
+        send(peer.url, ca_file=str(certificate[0]))
+        with pytest.raises(RetryableError, match=r"cannot reach https://127\.0\.0\.1:\d+/users: certificate verify "
+                                                 "failed: self.signed certificate"):
+            send(peer.url)
+        send(peer.url, verify=False)
+        assert len(peer.requests) == 2
+    finally:
+        peer.close()
+
+
+def test_plain_http_through_a_forward_proxy(http_peer: HttpPeer, proxy: ForwardProxy) -> None:
+    send(http_peer.url, proxy=proxy.url("ops:pa%3Ass"))
+    assert proxy.seen == [(f"POST {http_peer.url}/users HTTP/1.1",
+                           "Basic " + base64.b64encode(b"ops:pa:ss").decode())]
+    [request] = http_peer.requests
+    assert request.path == "/users" and request.json() == {"name": "ada"}
+    assert not any(name.lower().startswith("proxy-") for name in request.headers)
+
+
+def test_https_through_a_connect_tunnel(certificate: tuple[Path, Path], proxy: ForwardProxy) -> None:
+    peer = HttpPeer(tls=certificate)
+    try:
+        send(peer.url, proxy=proxy.url("ops:secret"), ca_file=str(certificate[0]))
+        assert proxy.seen == [(f"CONNECT 127.0.0.1:{peer.port} HTTP/1.0",
+                               "Basic " + base64.b64encode(b"ops:secret").decode())]
+        [request] = peer.requests
+        assert request.path == "/users" and not any(name.lower().startswith("proxy-") for name in request.headers)
+    finally:
+        peer.close()
+
+
+def test_only_an_http_proxy_is_accepted() -> None:
+    with pytest.raises(ConfigError) as failure:
+        HttpAction("target", {"type": "http", "base_url": "https://api.example.com", "proxy": "https://proxy:3128"},
+                   ActionContext())
+    assert failure.value.problems == [
+        "config.yaml:0: destinations.target.proxy: expected an http:// proxy URL (https:// calls go through it in a "
+        "CONNECT tunnel); TLS to the proxy itself is not supported"]
