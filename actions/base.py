@@ -126,9 +126,13 @@ def host_of(url: object) -> str:
     return f"{parts.hostname}:{port}" if port else str(parts.hostname or "-")
 
 
+_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
 def fold_line(value: object) -> str:
-    """`value` as one line: CR/LF runs become one space, so event data can never start a new header."""
-    return re.sub(r"[\r\n]+", " ", str(value))
+    """`value` as one line: CR/LF runs become one space, so event data can never start a new header, and the
+    other control characters (NUL, ESC, DEL, ...; not tab) become U+FFFD, which no header may carry either."""
+    return _CONTROLS.sub("\ufffd", re.sub(r"[\r\n]+", " ", str(value)))
 
 
 def check_choice(fields: Mapping[str, Any], key: str, allowed: tuple[str, ...]) -> list[str]:

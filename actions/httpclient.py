@@ -1,20 +1,23 @@
-"""The HTTP client every HTTP action sends with: keep-alive connections over the standard library's
-http.client, with idhooks's outbound rules built in rather than bolted on.
+"""The HTTP client every HTTP action sends with: keep-alive HTTP/1.1 connections, requests written here and
+answers parsed by llhttp (Node.js's parser, through httptools), with idhooks's outbound rules built in.
 
-Why not requests (which idhooks used before): one delivery through requests + urllib3 cost about 460 µs of
-CPU on loopback, against about 75 µs through http.client (README, issue 14), and most of what requests adds
-(cookie jars, redirects, environment proxies and netrc, content decoding, retries) is something a delivery
-must not do anyway. What this client does, and nothing else:
+Why its own client (issue 14): one delivery through requests + urllib3 cost about 460 µs of CPU on loopback,
+through http.client about 100 µs, and this way about 20 µs; the rest of a delivery is then what idhooks itself
+does. What requests added (cookie jars, redirects, environment proxies and netrc, content decoding, retries) is
+what a delivery must not do anyway. What this client does, and nothing else:
 - one request, never a redirect, never a retry (the delivery worker retries with backoff);
-- connections are kept per origin (scheme, host, port, TLS settings, proxy) and reused; an idle one the
-  peer has closed is noticed before reuse (a readable idle socket) and dropped;
+- connections are kept per origin (scheme, host, port, TLS settings, proxy) and reused; an idle one the peer
+  has closed is noticed before reuse (a readable idle socket) and dropped;
 - the peer a socket is actually connected to is checked against `blocked_networks` (link-local / cloud
-  metadata, actions/safenet.py) before a byte is sent, so DNS rebinding after the resolve check cannot
-  reach them; through a proxy the peer is the proxy, which must enforce its own policy;
-- every socket is registered with the running attempt's deadline (actions/deadline.py), and each blocking
-  call gets at most what is left of it: a slow-drip peer is cut off when the attempt's time is up;
-- the answer is read up to `max_response_bytes` (a connection whose answer was cut short is closed, not
-  reused); no `Accept-Encoding` is sent, so nothing is decompressed;
+  metadata, actions/safenet.py) before a byte is sent, so DNS rebinding after the resolve check cannot reach
+  them; through a proxy the peer is the proxy, which must enforce its own policy;
+- every socket (the TLS one too) is registered with the running attempt's deadline (actions/deadline.py) and
+  each blocking call gets at most what is left of it: a slow-drip peer is cut off when the attempt's time is up;
+- the answer is bounded: its head to 64 KiB and 100 header lines, its body to `max_response_bytes` (a
+  connection whose answer was cut short is closed, not reused); no `Accept-Encoding` is sent, so nothing is
+  decompressed; an answer that is not HTTP is an error that names the parser's complaint, never the peer's bytes;
+- a request header name must be an HTTP token and a value may hold no CR, LF or NUL (event text is folded to
+  one line before it gets here; this is the last guard);
 - TLS verifies certificates with the system CAs, a destination's `ca_file`, or not at all (`verify: false`);
 - an `http://` proxy: plain-HTTP targets are requested through it by absolute URL, HTTPS targets through a
   CONNECT tunnel; a `user:password@` in the proxy URL becomes `Proxy-Authorization: Basic`.
@@ -24,7 +27,7 @@ Cookies are never stored or sent; no environment variable changes what a call do
 from __future__ import annotations
 
 import base64
-import http.client
+import re
 import select
 import socket
 import ssl
@@ -34,6 +37,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 from urllib.parse import unquote, urlsplit
 
+import httptools
+
 from actions.deadline import Deadline, watch
 from actions.safenet import BLOCKED_NETWORKS, Networks, blocked
 from engine import __version__
@@ -42,7 +47,13 @@ from engine.errors import PermanentError
 USER_AGENT = f"idhooks/{__version__}"
 MAX_IDLE_PER_ORIGIN = 32
 """Idle keep-alive connections kept per origin; more than the delivery threads that can use one at once."""
+MAX_HEAD_BYTES = 65_536
+"""An answer's status line and headers together; a peer that sends more is not answering HTTP."""
+MAX_HEADERS = 100
 _READ_CHUNK = 65_536
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_UNSAFE_IN_TARGET = re.compile(r"[\x00-\x20\x7f]")
+_UNSAFE_IN_VALUE = re.compile(rb"[\r\n\x00]")
 
 
 class Headers(dict[str, str]):
@@ -82,6 +93,15 @@ class SlowAnswerError(Exception):
     """The attempt's deadline passed while the answer was still arriving."""
 
 
+class BadAnswerError(Exception):
+    """What the peer sent is not an HTTP answer idhooks accepts; the message says why in the parser's or
+    idhooks's words, never with the peer's bytes."""
+
+
+class ClosedEarlyError(ConnectionError):
+    """The peer closed the connection before its answer was complete."""
+
+
 @dataclass(frozen=True)
 class _Origin:
     """Where a connection goes, and how: connections are reused only for the same origin."""
@@ -104,7 +124,7 @@ class HttpClient:
                  on_answer: Callable[[Answer], None] | None = None) -> None:
         self.blocked_networks = blocked_networks
         self.on_answer = on_answer
-        self._idle: dict[_Origin, list[http.client.HTTPConnection]] = {}
+        self._idle: dict[_Origin, list[socket.socket]] = {}
         self._lock = threading.Lock()
         self._contexts: dict[bool | str, ssl.SSLContext] = {}
         weakref.finalize(self, _close_all, self._idle)  # a reload drops the old client: close its sockets too
@@ -113,39 +133,36 @@ class HttpClient:
                 connect_timeout: float, limit: Deadline, max_response_bytes: int, verify: bool | str = True,
                 proxy: str | None = None) -> Answer:
         """Send one request and read its answer within `limit`. Raises OSError (and its subclasses: timeouts,
-        refused connections, TLS failures), http.client.HTTPException for a malformed answer, SlowAnswerError,
-        ValueError for a request that cannot be sent (an invalid header), PermanentError for a blocked peer."""
+        refused connections, TLS failures, ClosedEarlyError), BadAnswerError, SlowAnswerError, ValueError for a
+        request that cannot be sent (an invalid URL or header), PermanentError for a blocked peer."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an absolute http:// or https:// URL: {url!r}")
         port = parts.port or (443 if parts.scheme == "https" else 80)
         origin = _Origin(parts.scheme, parts.hostname, port, verify, proxy)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        extra: dict[str, str] = {}
+        fields: dict[str, str | bytes] = {}
         if proxy is not None and parts.scheme == "http":
             target = f"http://{parts.netloc}{target}"  # a forward proxy takes the absolute URL
-            extra = _proxy_headers(proxy)
-        connection = self._connection(origin, connect_timeout, limit)
+            fields.update(_proxy_headers(proxy))
+        if not any(name.lower() == "user-agent" for name in headers):
+            fields["User-Agent"] = USER_AGENT
+        fields.update(headers)
+        if body is not None or method not in ("GET", "HEAD"):
+            fields["Content-Length"] = str(len(body or b""))
+        head = _request_head(method, target, _host_header(origin), fields)
+        sock = self._connection(origin, connect_timeout, limit)
         try:
-            connection.sock.settimeout(max(limit.remaining(), 0.001))
-            connection.putrequest(method, target, skip_accept_encoding=True)
-            if not any(name.lower() == "user-agent" for name in headers):
-                connection.putheader("User-Agent", USER_AGENT)
-            for name, value in {**extra, **headers}.items():
-                connection.putheader(name, value)
-            if body is not None or method not in ("GET", "HEAD"):
-                connection.putheader("Content-Length", str(len(body or b"")))
-            connection.endheaders(body)
-            response = connection.getresponse()
-            answer = Answer(response.status, response.reason, Headers(response.getheaders()),
-                            _read_capped(response, max_response_bytes, limit))
+            sock.settimeout(max(limit.remaining(), 0.001))
+            sock.sendall(head + body if body else head)
+            answer, reusable = _read_answer(sock, max_response_bytes, limit)
         except BaseException:
-            connection.close()
+            sock.close()
             raise
-        if response.isclosed() and not response.will_close and not limit.passed:
-            self._give_back(origin, connection)
+        if reusable and not limit.passed:
+            self._give_back(origin, sock)
         else:  # the peer closes it, or the answer was cut at the cap: never reuse a connection mid-answer
-            connection.close()
+            sock.close()
         if self.on_answer is not None:
             self.on_answer(answer)
         return answer
@@ -155,57 +172,42 @@ class HttpClient:
         with self._lock:
             _close_all(self._idle)
 
-    def _connection(self, origin: _Origin, connect_timeout: float,
-                    limit: Deadline) -> http.client.HTTPConnection:
+    def _connection(self, origin: _Origin, connect_timeout: float, limit: Deadline) -> socket.socket:
         """An idle connection of `origin` that is still open, else a new one (connected now, so that the
         connect timeout and the peer check apply before anything is sent)."""
         while True:
             with self._lock:
                 idle = self._idle.get(origin)
-                connection = idle.pop() if idle else None
-            if connection is None:
+                sock = idle.pop() if idle else None
+            if sock is None:
                 break
-            if _still_open(connection.sock):
-                watch(connection.sock)
-                return connection
-            connection.close()
-        connection = self._new_connection(origin, min(connect_timeout, max(limit.remaining(), 0.001)))
-        try:
-            connection.connect()
-        except BaseException:  # e.g. a failed TLS handshake: its TCP socket is still open
-            connection.close()
-            raise
-        watch(connection.sock)  # the TLS socket: wrapping detached the TCP one the connector registered
-        return connection
+            if _still_open(sock):
+                watch(sock)
+                return sock
+            sock.close()
+        return self._connect(origin, min(connect_timeout, max(limit.remaining(), 0.001)))
 
-    def _new_connection(self, origin: _Origin, timeout: float) -> http.client.HTTPConnection:
+    def _connect(self, origin: _Origin, timeout: float) -> socket.socket:
         via = urlsplit(origin.proxy) if origin.proxy else None
-        host, port = (via.hostname or "", via.port or 80) if via else (origin.host, origin.port)
-        connection: http.client.HTTPConnection
-        if origin.scheme == "https":
-            connection = http.client.HTTPSConnection(host, port, timeout=timeout, context=self._tls(origin.verify))
-            if via is not None:
-                connection.set_tunnel(origin.host, origin.port, headers=_proxy_headers(str(origin.proxy)))
-        else:
-            connection = http.client.HTTPConnection(host, port, timeout=timeout)
-        connection._create_connection = self._connector(checked=via is None)  # type: ignore[attr-defined]
-        return connection
-
-    def _connector(self, checked: bool) -> Callable[..., socket.socket]:
-        """socket.create_connection, then the peer check (direct connections only) and the deadline."""
-        networks = self.blocked_networks
-
-        def create(address: tuple[str, int], timeout: float, source_address: Any = None) -> socket.socket:
-            sock = socket.create_connection(address, timeout, source_address)
-            peer = blocked(sock.getpeername()[0], networks) if checked else None
+        address = (via.hostname or "", via.port or 80) if via else (origin.host, origin.port)
+        sock = socket.create_connection(address, timeout)
+        try:
+            peer = blocked(sock.getpeername()[0], self.blocked_networks) if via is None else None
             if peer is not None:
-                sock.close()
                 raise PermanentError(f"refused: {address[0]!r} connected to {peer}, a link-local/metadata address "
                                      "idhooks never calls")
             watch(sock)
-            return sock
-
-        return create
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if origin.scheme != "https":
+                return sock
+            if via is not None:
+                _tunnel(sock, origin, str(origin.proxy))
+            tls = self._tls(origin.verify).wrap_socket(sock, server_hostname=origin.host)
+        except BaseException:
+            sock.close()
+            raise
+        watch(tls)  # wrapping detached the TCP socket registered above
+        return tls
 
     def _tls(self, verify: bool | str) -> ssl.SSLContext:
         """One TLS context per verify setting (loading the CA store costs milliseconds, so it is done once)."""
@@ -221,50 +223,167 @@ class HttpClient:
                 self._contexts[verify] = context
             return context
 
-    def _give_back(self, origin: _Origin, connection: http.client.HTTPConnection) -> None:
+    def _give_back(self, origin: _Origin, sock: socket.socket) -> None:
         with self._lock:
             idle = self._idle.setdefault(origin, [])
             if len(idle) < MAX_IDLE_PER_ORIGIN:
-                idle.append(connection)
+                idle.append(sock)
                 return
-        connection.close()
+        sock.close()
 
 
-def _read_capped(response: http.client.HTTPResponse, limit: int, until: Deadline) -> bytes:
-    """At most `limit` bytes of the body (chunked or not), so a huge or endless answer cannot exhaust memory;
-    SlowAnswerError when `until` passes while it arrives (its watchdog also cuts a read that is blocked)."""
-    chunks, size = [], 0
-    while size < limit:
+def _request_head(method: str, target: str, host: bytes, fields: Mapping[str, str | bytes]) -> bytes:
+    """The request line and headers, refusing what could end a line or a header early (ValueError)."""
+    if _UNSAFE_IN_TARGET.search(target) or not _TOKEN.match(method):
+        raise ValueError(f"refused request line {method} {target!r}: whitespace or control characters")
+    lines = [f"{method} {target} HTTP/1.1".encode("ascii"), b"Host: " + host]
+    for name, value in fields.items():
+        data = value if isinstance(value, bytes) else str(value).encode("latin-1")
+        if not _TOKEN.match(name) or _UNSAFE_IN_VALUE.search(data):
+            raise ValueError(f"refused header {name!r}: a name must be a token, a value holds no CR, LF or NUL")
+        lines.append(name.encode("ascii") + b": " + data.strip(b" \t"))
+    lines += [b"", b""]
+    return b"\r\n".join(lines)
+
+
+def _host_header(origin: _Origin) -> bytes:
+    host = origin.host.encode("idna") if not origin.host.isascii() else origin.host.encode("ascii")
+    if b":" in host:
+        host = b"[" + host + b"]"  # an IPv6 literal
+    default = 443 if origin.scheme == "https" else 80
+    return host if origin.port == default else host + b":%d" % origin.port
+
+
+class _Answer:
+    """httptools callbacks gathering one answer: the head bounded, the body kept up to `cap` bytes."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.reason = b""
+        self.headers: list[tuple[str, str]] = []
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.head_done = self.complete = self.trailing = self.keep_alive = False
+        self.head_size = 0
+        self.framed = False  # Content-Length or chunked: otherwise the body ends when the connection does
+        self.status = 0
+        self.parser: Any = None
+
+    def on_message_begin(self) -> None:
+        if self.complete:  # bytes after the answer: stop here, and never reuse this connection
+            self.trailing = True
+            raise _TrailingBytesError()
+
+    def on_status(self, reason: bytes) -> None:
+        self.reason += reason
+        self.head_size += len(reason)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if len(self.headers) >= MAX_HEADERS:
+            raise BadAnswerError(f"more than {MAX_HEADERS} header lines")
+        self.head_size += len(name) + len(value) + 4
+        if self.head_size > MAX_HEAD_BYTES:
+            raise BadAnswerError(f"the head of the answer is over {MAX_HEAD_BYTES // 1024} KiB")
+        text = name.decode("latin-1")
+        if text.lower() in ("content-length", "transfer-encoding"):
+            self.framed = True
+        self.headers.append((text, value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        self.head_done = True
+        self.status = self.parser.get_status_code()
+
+    def on_body(self, data: bytes) -> None:
+        if self.size < self.cap:
+            self.chunks.append(data[:self.cap - self.size])
+        self.size += len(data)
+
+    def on_message_complete(self) -> None:
+        if 100 <= self.status < 200 and self.status != 101:  # an interim answer: the real one follows
+            self.reason, self.headers, self.head_done, self.framed, self.head_size = b"", [], False, False, 0
+            return
+        self.complete = True
+        self.keep_alive = self.parser.should_keep_alive()  # only known until the parser resets
+
+
+class _TrailingBytesError(Exception):
+    """Raised from a callback to stop the parser at bytes that follow a complete answer."""
+
+
+def _read_answer(sock: socket.socket, cap: int, until: Deadline) -> tuple[Answer, bool]:
+    """Read and parse one answer; (the answer, whether the connection may carry another request)."""
+    answer = _Answer(cap)
+    parser = httptools.HttpResponseParser(answer)
+    answer.parser = parser
+    buffer = bytearray(_READ_CHUNK)
+    view = memoryview(buffer)
+    head_bytes = 0
+    while not answer.complete and answer.size < cap:
         if until.passed:
             raise SlowAnswerError()
-        chunk = response.read(min(_READ_CHUNK, limit - size))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    if until.passed and not response.isclosed():
+        count = sock.recv_into(buffer)
+        if count == 0:
+            if answer.head_done and not answer.framed and answer.status not in (204, 304):
+                break  # a body delimited by the end of the connection
+            raise ClosedEarlyError("the connection closed before the answer was complete")
+        if not answer.head_done:
+            head_bytes += count
+        if head_bytes > 2 * MAX_HEAD_BYTES:  # one endless header line: stop before the parser buffers it all
+            raise BadAnswerError(f"the head of the answer is over {MAX_HEAD_BYTES // 1024} KiB")
+        try:
+            parser.feed_data(view[:count])
+        except httptools.HttpParserCallbackError as exc:
+            if isinstance(exc.__context__, BadAnswerError):
+                raise exc.__context__ from None
+            if not isinstance(exc.__context__, _TrailingBytesError):
+                raise
+        except httptools.HttpParserError as exc:
+            raise BadAnswerError(str(exc)[:100] or type(exc).__name__) from None
+    if until.passed and not answer.complete:
         raise SlowAnswerError()
-    return b"".join(chunks)
+    result = Answer(answer.status, answer.reason.decode("latin-1"), Headers(answer.headers),
+                    b"".join(answer.chunks))
+    reusable = answer.complete and not answer.trailing and answer.keep_alive
+    return result, reusable
 
 
-def _close_all(idle: dict[_Origin, list[http.client.HTTPConnection]]) -> None:
-    for connections in idle.values():
-        for connection in connections:
-            connection.close()
+def _tunnel(sock: socket.socket, origin: _Origin, proxy: str) -> None:
+    """CONNECT through the proxy to the origin; OSError when the proxy does not open the tunnel."""
+    authority = _host_header(_Origin(origin.scheme, origin.host, origin.port, True, None))
+    if b":" not in authority.rsplit(b"]", 1)[-1]:
+        authority += b":%d" % origin.port
+    sock.sendall(_request_head("CONNECT", authority.decode("ascii"), authority, _proxy_headers(proxy)))
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise ClosedEarlyError("the proxy closed the connection before opening the tunnel")
+        head += chunk
+        if len(head) > MAX_HEAD_BYTES:
+            raise BadAnswerError("the proxy's answer to CONNECT is over 64 KiB")
+    status = head.split(b"\r\n", 1)[0].split(b" ")
+    if len(status) < 2 or not status[0].startswith(b"HTTP/1.") or not status[1].isdigit():
+        raise BadAnswerError("the proxy's answer to CONNECT is not HTTP")
+    if not status[1].startswith(b"2"):
+        raise ConnectionRefusedError(f"the proxy refused the tunnel: {int(status[1])}")
+
+
+def _close_all(idle: dict[_Origin, list[socket.socket]]) -> None:
+    for socks in idle.values():
+        for sock in socks:
+            sock.close()
     idle.clear()
 
 
-def _still_open(sock: socket.socket | None) -> bool:
+def _still_open(sock: socket.socket) -> bool:
     """An idle keep-alive socket is fine while nothing can be read from it: readable means the peer closed
     it (or sent something unasked), and it must not carry another request."""
-    if sock is None:
-        return False
     poller = select.poll()
     poller.register(sock, select.POLLIN)
     return not poller.poll(0)
 
 
-def _proxy_headers(proxy: str) -> dict[str, str]:
+def _proxy_headers(proxy: str) -> dict[str, str | bytes]:
     """Proxy-Authorization from the proxy URL's user:password, if it has one."""
     parts = urlsplit(proxy)
     if parts.username is None:

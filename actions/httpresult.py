@@ -6,12 +6,11 @@ to a host the destination does not allow). Other 4xx: permanent. Error messages 
 have the destination's secrets replaced by `***`, since they are stored and shown by `idhooks deliveries`.
 
 The request is prepared here (query encoding, JSON body, Content-Type) and sent by actions/httpclient.py,
-which holds the connections and the outbound rules (peer check, deadline, response cap).
+which holds the connections and the outbound rules (peer check, deadline, answer bounds).
 """
 
 from __future__ import annotations
 
-import http.client
 import json as jsonlib
 from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Mapping
@@ -20,7 +19,7 @@ from urllib.parse import urlencode
 from requests.utils import requote_uri
 
 from actions.deadline import deadline
-from actions.httpclient import Answer, SlowAnswerError, HttpClient
+from actions.httpclient import Answer, BadAnswerError, HttpClient, SlowAnswerError
 from engine.errors import PermanentError, RetryableError
 from engine.secrets import Secret, redact
 
@@ -50,9 +49,9 @@ def exchange(client: HttpClient, method: str, url: str, *, secrets: list[Secret]
                                      limit=limit, max_response_bytes=max_response_bytes, verify=verify, proxy=proxy)
         except UnicodeError:  # text no request can carry (a lone surrogate): the worker makes it permanent
             raise
-        except http.client.InvalidURL as exc:  # refused before anything was sent: a retry cannot help
-            raise PermanentError(redact(f"invalid request to {url}: {exc}", secrets)) from None
-        except (OSError, http.client.HTTPException, SlowAnswerError) as exc:  # TLS failures included
+        except BadAnswerError as exc:
+            raise RetryableError(redact(f"cannot reach {url}: the answer is not valid HTTP: {exc}", secrets)) from None
+        except (OSError, SlowAnswerError) as exc:  # TLS failures included
             if limit.passed or isinstance(exc, SlowAnswerError):
                 raise RetryableError(redact(f"timed out calling {url}: deadline exceeded, no complete answer within "
                                             f"{round(budget, 1):g} s (connect, send and response)", secrets)) from None
@@ -60,7 +59,7 @@ def exchange(client: HttpClient, method: str, url: str, *, secrets: list[Secret]
                 raise RetryableError(redact(f"timed out calling {url}: no connection within {connect:g} s",
                                             secrets)) from None
             raise RetryableError(redact(f"cannot reach {url}: {_reason(exc)}", secrets)) from None
-        except ValueError as exc:  # an invalid header or body, refused before anything was sent
+        except ValueError as exc:  # an invalid URL, header or body, refused before anything was sent
             raise PermanentError(redact(f"invalid request to {url}: {exc}", secrets)) from None
     if result.status not in success_statuses:
         check(result, url, secrets, clock)
@@ -128,9 +127,6 @@ def _brief(shown: str) -> str:
     return f": {first}" if first else ""
 
 
-def _reason(exc: BaseException) -> str:
-    """What went wrong in a few words (e.g. 'Connection refused', 'certificate verify failed: ...'), never the
-    peer's bytes: an answer that is not HTTP is named by its kind only."""
-    if isinstance(exc, http.client.HTTPException) and not isinstance(exc, ConnectionError):
-        return f"the answer is not valid HTTP ({type(exc).__name__})"
-    return str(getattr(exc, "strerror", None) or exc).split("] ")[-1][:200]
+def _reason(exc: OSError) -> str:
+    """What went wrong in a few words (e.g. 'Connection refused', 'certificate verify failed: ...')."""
+    return str(exc.strerror or exc).split("] ")[-1][:200]

@@ -17,7 +17,7 @@ from actions.base import ActionContext
 from actions.http import HttpAction
 from actions.httpclient import USER_AGENT, HttpClient
 from actions.httpresult import exchange
-from engine.errors import ConfigError, RetryableError
+from engine.errors import ConfigError, PermanentError, RetryableError
 from tests.peers import ForwardProxy, HttpPeer, Response, certificate, http_peer  # noqa: F401 - fixtures
 
 KEY = "jti-1:provision:0"
@@ -72,7 +72,10 @@ class RawPeer:
                     buffer += conn.recv(65536)
                 buffer = buffer[length:]
                 self.requests += 1
-                conn.sendall(self.answer(self.requests))
+                try:
+                    conn.sendall(self.answer(self.requests))
+                except OSError:  # the client stopped reading (an answer it refused part way)
+                    return
                 if self.close_after:
                     return
 
@@ -110,19 +113,49 @@ def test_an_answer_over_the_cap_is_cut_and_its_connection_not_reused(http_peer: 
     assert http_peer.connections == 2
 
 
-@pytest.mark.parametrize("answer, kind", [
-    (b"SSH-2.0-OpenSSH_9.2 <script>alert(1)</script>\r\n\r\n", "BadStatusLine"),
-    (b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 70_000 + b"\r\n\r\n", "LineTooLong"),
-    (b"HTTP/1.1 200 OK\r\n" + b"X-Many: 1\r\n" * 150 + b"\r\n", "HTTPException"),
+@pytest.mark.parametrize("answer, why", [
+    (b"SSH-2.0-OpenSSH_9.2 <script>alert(1)</script>\r\n\r\n", "Expected HTTP/, RTSP/ or ICE/"),
+    (b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 70_000 + b"\r\n\r\n", "the head of the answer is over 64 KiB"),
+    (b"HTTP/1.1 200 OK\r\nX-Endless: " + b"a" * 4_000_000, "the head of the answer is over 64 KiB"),
+    (b"HTTP/1.1 200 OK\r\n" + b"X-Many: 1\r\n" * 150 + b"\r\n", "more than 100 header lines"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc", "Duplicate Content-Length"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "Invalid character in chunk size"),
 ])
-def test_an_answer_that_is_not_http_is_retryable_and_never_quoted(answer: bytes, kind: str) -> None:
+def test_an_answer_that_is_not_http_is_retryable_and_never_quoted(answer: bytes, why: str) -> None:
     peer = RawPeer(lambda n: answer, close_after=True)
     try:
         with pytest.raises(RetryableError) as failure:
             send(peer.url)
     finally:
         peer.close()
-    assert str(failure.value) == f"cannot reach {peer.url}/users: the answer is not valid HTTP ({kind})"
+    assert str(failure.value) == f"cannot reach {peer.url}/users: the answer is not valid HTTP: {why}"
+
+
+def test_an_answer_cut_short_by_the_peer_is_retryable() -> None:
+    peer = RawPeer(lambda n: b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", close_after=True)
+    try:
+        with pytest.raises(RetryableError, match="the connection closed before the answer was complete"):
+            send(peer.url)
+    finally:
+        peer.close()
+
+
+def test_interim_answers_are_skipped_and_a_body_may_end_with_the_connection() -> None:
+    peer = RawPeer(lambda n: b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nX-Id: 7\r\n\r\n{\"id\": 7}",
+                   close_after=True)
+    try:
+        result = exchange(HttpClient(), "POST", peer.url + "/users", secrets=[], timeout=(5, 10), clock=time.time)
+    finally:
+        peer.close()
+    assert (result.status, result.reason, result.headers["x-id"], result.body) == (201, "Created", "7", b'{"id": 7}')
+
+
+def test_headers_that_could_end_a_line_are_refused_before_sending(http_peer: HttpPeer) -> None:
+    for name, value in (("X-A", "1\r\nX-Injected: 1"), ("X-A", b"1\n2"), ("X A", "1"), ("X-A", "\x00")):
+        with pytest.raises(PermanentError, match="invalid request to .*: refused header"):
+            exchange(HttpClient(), "POST", http_peer.url + "/users", secrets=[], timeout=(5, 10), clock=time.time,
+                     headers={name: value})
+    assert http_peer.requests == []
 
 
 def test_requests_name_idhooks_and_ask_for_no_compression(http_peer: HttpPeer) -> None:
@@ -158,7 +191,7 @@ def test_https_through_a_connect_tunnel(certificate: tuple[Path, Path], proxy: F
     peer = HttpPeer(tls=certificate)
     try:
         send(peer.url, proxy=proxy.url("ops:secret"), ca_file=str(certificate[0]))
-        assert proxy.seen == [(f"CONNECT 127.0.0.1:{peer.port} HTTP/1.0",
+        assert proxy.seen == [(f"CONNECT 127.0.0.1:{peer.port} HTTP/1.1",
                                "Basic " + base64.b64encode(b"ops:secret").decode())]
         [request] = peer.requests
         assert request.path == "/users" and not any(name.lower().startswith("proxy-") for name in request.headers)
