@@ -11,7 +11,7 @@ import pytest
 
 from engine.errors import StoreError
 from engine.store import sqlite as sqlite_store
-from engine.store.base import IncomingEvent
+from engine.store.base import IncomingEvent, NewJob
 from engine.store.sqlite import SQLiteStore
 
 NOW = 1_800_000_000.0
@@ -175,4 +175,23 @@ def test_ingest_soon_reports_a_failed_commit_to_its_caller(tmp_path, monkeypatch
     assert called.wait(10)
     [(outcome, error)] = answers
     assert outcome is None and "disk I/O error" in str(error)
+    store.close()
+
+
+def test_a_claim_takes_the_first_due_jobs_without_sorting_those_that_share_a_due_time(tmp_path):
+    """The claim walks jobs_due in its ORDER BY order and stops at its LIMIT, and still returns the earliest due,
+    oldest first. Jobs that share a due time (a batch, a `deadletters retry` of many) were sorted whole by
+    every claim before: ~274 against ~25 µs per job with 20,000 of them queued."""
+    store = SQLiteStore(tmp_path / "idhooks.db")
+    jobs = [NewJob(key=f"jti-{i}:r:0", destination="sink", action="http", message={"n": i}, rule="r", jti=f"jti-{i}",
+                   received_at=NOW) for i in range(40)]
+    store.complete_event("jti-x", [], jobs, NOW)
+    where = " AND destination NOT IN (?)"
+    with sqlite3.connect(tmp_path / "idhooks.db") as conn:
+        plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sqlite_store._CLAIM_JOBS.format(where=where),
+                                               ("me", NOW + 60, NOW, NOW, "other", 16))]
+    assert any("USING INDEX jobs_due" in step for step in plan), plan
+    assert not any("TEMP B-TREE" in step for step in plan), plan  # a sort of every due job
+    claimed = store.claim_jobs("me", 60, 16, NOW + 1)
+    assert [job.message["n"] for job in claimed] == list(range(16))
     store.close()

@@ -85,6 +85,9 @@ _MIGRATIONS: list[str] = [
     "ALTER TABLE events ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
     # 8: sequence, new_value and absence rules
     DETECTIONS_MIGRATION,
+    # 9: a claim walks due jobs in its ORDER BY (due_at, created_at) order and stops at its LIMIT; with
+    #    (status, due_at) alone it sorted every due job first, so each claim cost grew with the backlog
+    "DROP INDEX jobs_due; CREATE INDEX jobs_due ON jobs(status, due_at, created_at)",
 ]
 
 
@@ -166,6 +169,12 @@ _FIRST_OF_ITS_ORDER = (
     "AND e.status = 'pending' AND (e.order_at < j.order_at OR (e.order_at = j.order_at AND e.rowid < j.rowid))))")
 """An ordered job is claimable only when no earlier job of its order key is still pending (queued, leased or
 failed and waiting for a retry): delivered or dead letters no longer hold it back."""
+
+_CLAIM_JOBS = (
+    "UPDATE jobs SET lease_owner = ?, lease_until = ? WHERE id IN ("
+    "SELECT id FROM jobs AS j WHERE status = 'pending' AND due_at <= ? AND lease_until <= ?{where} "
+    f"AND {_FIRST_OF_ITS_ORDER} ORDER BY due_at, created_at LIMIT ?) RETURNING *")
+"""The delivery worker's claim: the first due jobs in index order (jobs_due), leased to one owner."""
 
 
 class _Pending:
@@ -546,11 +555,7 @@ class SQLiteStore(SQLiteStateMixin, SQLiteDetectionMixin, SQLiteTransferMixin, S
         skip = sorted(skip_destinations)
         marks = ",".join("?" * len(skip))
         where = f" AND destination NOT IN ({marks})" if skip else ""
-        rows = self._write(
-            "UPDATE jobs SET lease_owner = ?, lease_until = ? WHERE id IN ("
-            f"SELECT id FROM jobs AS j WHERE status = 'pending' AND due_at <= ? AND lease_until <= ?{where} "
-            f"AND {_FIRST_OF_ITS_ORDER} ORDER BY due_at, created_at LIMIT ?) RETURNING *",
-            (owner, now + lease, now, now, *skip, limit))
+        rows = self._write(_CLAIM_JOBS.format(where=where), (owner, now + lease, now, now, *skip, limit))
         return sorted((_job_row(r) for r in rows), key=lambda job: (job.due_at, job.created_at))
 
     def _write(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
