@@ -37,6 +37,7 @@ from engine.secrets import redact, reveal
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 _FORBIDDEN_HEADERS = ("host", "content-length", "idempotency-key", "transfer-encoding")
 _ABSOLUTE = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*:|//)")
+_REMEMBERED_URLS = 1024
 
 
 class HttpAction(Action):
@@ -98,6 +99,8 @@ class HttpAction(Action):
         self.verify: bool | str = read.text("ca_file") or read.boolean("verify", True)
         read.done()
         self.secrets = read.secrets()
+        self._urls: dict[str, str] = {}
+        self._literal_hosts: set[str] = set()  # IP literals checked and not blocked
         if self.verify is False:
             context.logger.warning("destination %r: verify: false - TLS certificates are NOT checked; anyone on "
                                    "the path can read and change these calls", destination_name)
@@ -128,7 +131,9 @@ class HttpAction(Action):
         if method not in METHODS:
             raise PermanentError(f"method {method!r} is not one of {', '.join(METHODS)}")
         url = self.url_for(str(rendered.get("path") or ""))
-        self.check_address(urlsplit(url))
+        parts = urlsplit(url)
+        if parts.hostname not in self._literal_hosts:  # a literal's answer never changes; a name's may
+            self.check_address(parts)
         result = exchange(self.context.http, method, url, secrets=self.secrets, timeout=self.timeout,
                           max_response_bytes=self.max_response_bytes, clock=self.context.clock,
                           success_statuses=frozenset(rendered.get("success_statuses") or ()),
@@ -138,7 +143,18 @@ class HttpAction(Action):
         return captured_values(capture, result.body) if capture else None
 
     def url_for(self, path: str) -> str:
-        """The full URL for a rendered path; refuses any scheme, host or port the destination does not allow."""
+        """The full URL for a rendered path; refuses any scheme, host or port the destination does not allow.
+        The URLs of paths seen before are remembered (a bounded number): a rule with a fixed path checks it
+        once, not per event."""
+        url = self._urls.get(path)
+        if url is None:
+            url = self._checked_url(path)
+            if len(self._urls) >= _REMEMBERED_URLS:
+                self._urls.clear()
+            self._urls[path] = url
+        return url
+
+    def _checked_url(self, path: str) -> str:
         if any(c in path for c in "\\\r\n\t ") or any(ord(c) < 32 for c in path):
             raise PermanentError(f"refused path {path!r}: it contains whitespace, control characters or '\\'")
         segments = urlsplit(path).path.split("/")
@@ -174,14 +190,13 @@ class HttpAction(Action):
             if refused is not None:
                 raise PermanentError(f"refused: {parts.hostname!r} resolves to {refused}, a link-local/metadata "
                                      "address idhooks never calls")
+        if _is_ip_literal(parts.hostname or ""):
+            self._literal_hosts.add(parts.hostname)
 
     def _addresses(self, parts: Any) -> list[str]:
         """The addresses `parts.hostname` stands for; none when only the proxy can resolve it."""
-        try:
-            ipaddress.ip_address((parts.hostname or "").split("%")[0])
+        if _is_ip_literal(parts.hostname or ""):
             return [parts.hostname]
-        except ValueError:
-            pass
         port = parts.port or (443 if parts.scheme == "https" else 80)
         try:
             infos = socket.getaddrinfo(parts.hostname, port, proto=socket.IPPROTO_TCP)
@@ -208,6 +223,14 @@ class HttpAction(Action):
         if rendered.get("body") is not None:
             return {"data": str(rendered["body"]).encode("utf-8", errors="replace")}
         return {}
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.split("%")[0])
+        return True
+    except ValueError:
+        return False
 
 
 def _header_value(value: Any) -> bytes:

@@ -11,8 +11,10 @@ what a delivery must not do anyway. What this client does, and nothing else:
 - the peer a socket is actually connected to is checked against `blocked_networks` (link-local / cloud
   metadata, actions/safenet.py) before a byte is sent, so DNS rebinding after the resolve check cannot reach
   them; through a proxy the peer is the proxy, which must enforce its own policy;
-- every socket (the TLS one too) is registered with the running attempt's deadline (actions/deadline.py) and
-  each blocking call gets at most what is left of it: a slow-drip peer is cut off when the attempt's time is up;
+- every socket (the TLS one too) is registered with the running attempt's deadline (actions/deadline.py); once
+  connected (within the connect timeout), sends and reads block without a timeout of their own, and the
+  deadline's watchdog shuts the socket down when the attempt's time is up, however slowly a peer drips (a
+  socket timeout per call would bound each call, not the exchange, and costs a poll() per call);
 - the answer is bounded: its head to 64 KiB and 100 header lines, its body to `max_response_bytes` (a
   connection whose answer was cut short is closed, not reused); no `Accept-Encoding` is sent, so nothing is
   decompressed; an answer that is not HTTP is an error that names the parser's complaint, never the peer's bytes;
@@ -132,7 +134,8 @@ class HttpClient:
     def request(self, method: str, url: str, *, headers: Mapping[str, str | bytes], body: bytes | None,
                 connect_timeout: float, limit: Deadline, max_response_bytes: int, verify: bool | str = True,
                 proxy: str | None = None) -> Answer:
-        """Send one request and read its answer within `limit`. Raises OSError (and its subclasses: timeouts,
+        """Send one request and read its answer within `limit`, the innermost deadline running in this thread
+        (actions/deadline.deadline(): its watchdog is what ends a blocked read). Raises OSError (and its subclasses: timeouts,
         refused connections, TLS failures, ClosedEarlyError), BadAnswerError, SlowAnswerError, ValueError for a
         request that cannot be sent (an invalid URL or header), PermanentError for a blocked peer."""
         parts = urlsplit(url)
@@ -152,8 +155,7 @@ class HttpClient:
             fields["Content-Length"] = str(len(body or b""))
         head = _request_head(method, target, _host_header(origin), fields)
         sock = self._connection(origin, connect_timeout, limit)
-        try:
-            sock.settimeout(max(limit.remaining(), 0.001))
+        try:  # blocking calls: the deadline's watchdog shuts the socket down when the attempt's time is up
             sock.sendall(head + body if body else head)
             answer, reusable = _read_answer(sock, max_response_bytes, limit)
         except BaseException:
@@ -199,6 +201,7 @@ class HttpClient:
             watch(sock)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if origin.scheme != "https":
+                sock.settimeout(None)  # connected: from here the deadline's watchdog bounds every call
                 return sock
             if via is not None:
                 _tunnel(sock, origin, str(origin.proxy))
@@ -207,6 +210,7 @@ class HttpClient:
             sock.close()
             raise
         watch(tls)  # wrapping detached the TCP socket registered above
+        tls.settimeout(None)
         return tls
 
     def _tls(self, verify: bool | str) -> ssl.SSLContext:
