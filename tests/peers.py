@@ -17,6 +17,7 @@ import ssl
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -77,6 +78,8 @@ class HttpPeer:
         self.requests: list[Request] = []
         self.arrivals = 0  # requests read, including those still held
         self.connections = 0  # TCP connections accepted (keep-alive reuse shows as fewer than requests)
+        self.pending_answers = self.most_pending = 0  # requests received and not yet answered (the most at once)
+        self.delay = 0.0  # seconds each answer takes (a target that is slower than loopback, not held)
         self.received = threading.Condition()
         self.hold = threading.Event()  # cleared: requests wait until released (a slow target)
         self.hold.set()
@@ -132,11 +135,15 @@ class HttpPeer:
                                   self.rfile.read(length))
                 with peer.received:
                     peer.arrivals += 1
+                    peer.pending_answers += 1
+                    peer.most_pending = max(peer.most_pending, peer.pending_answers)
                     peer.received.notify_all()
                 peer.hold.wait(30)
+                time.sleep(peer.delay)
                 with peer.received:
                     response = peer.answer(request)
                     peer.requests.append(request)
+                    peer.pending_answers -= 1
                     peer.received.notify_all()
                 if response.status == LOST:  # processed, but the answer never reaches the caller
                     self.close_connection = True

@@ -4,6 +4,7 @@ time is an injected clock. The `deliveries` and `deadletters` commands are run a
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 import subprocess
 import sys
 import time
@@ -258,6 +259,41 @@ def test_slow_destination_does_not_block_others(store: Store, http_peer: HttpPee
     finally:
         assert deliver.stop(grace=5)
         fast.close()
+
+
+def test_a_fast_destination_gets_one_sender_and_a_slow_one_up_to_its_limit(store: Store, http_peer: HttpPeer) -> None:
+    """Below per_destination_concurrency a second sender joins a destination only while the send in flight has
+    waited `parallel_after` for its answer: two threads taking turns on the GIL for one fast target cost more CPU
+    and delivered less than one sending back to back (issue 14)."""
+    two = replace(DELIVERY, workers=3, per_destination_concurrency=2)
+    http_peer.delay = 0.005  # long enough for a second sender to overlap, well within 5 s however loaded
+    enqueue(store, "fast", 0, count=40)
+    deliver = DeliveryWorker(store, Current(actions_for(fast=http_peer.url)), two, Metrics(), poll_interval=0.02,
+                             parallel_after=5.0)
+    deliver.start()
+    deliver.notify()
+    try:
+        assert len(http_peer.wait_for(40)) == 40
+    finally:
+        assert deliver.stop(grace=5)
+    assert http_peer.most_pending == 1
+
+    slow = HttpPeer()
+    slow.hold.clear()  # every request waits for its answer
+    enqueue(store, "slow", 0, count=20)  # more than one claimed batch (16), so a second sender has work
+    deliver = DeliveryWorker(store, Current(actions_for(slow=slow.url)), two, Metrics(), poll_interval=0.02,
+                             parallel_after=0.05)
+    deliver.start()
+    deliver.notify()
+    try:
+        assert slow.wait_for_arrivals(2) == 2  # the second sender joined once the first had waited
+        time.sleep(0.3)
+        assert slow.arrivals == 2  # and no third: per_destination_concurrency
+        slow.hold.set()
+        assert len(slow.wait_for(20)) == 20
+    finally:
+        assert deliver.stop(grace=5)
+        slow.close()
 
 
 def test_stop_leaves_unfinished_jobs_queued(store: Store, http_peer: HttpPeer) -> None:
