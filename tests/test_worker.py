@@ -296,6 +296,57 @@ def test_a_fast_destination_gets_one_sender_and_a_slow_one_up_to_its_limit(store
         slow.close()
 
 
+class ClaimCounter:
+    """The real store, counting the delivery claims made on it."""
+
+    def __init__(self, store: Store) -> None:
+        self.store, self.claims = store, 0
+
+    def claim_jobs(self, *args: Any, **kwargs: Any) -> list[Job]:
+        self.claims += 1
+        return self.store.claim_jobs(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+def test_new_jobs_wake_a_worker_only_for_a_destination_without_its_sender(store: Store, http_peer: HttpPeer) -> None:
+    """The processor names the destinations of the jobs it queued: a destination whose sender is busy (and
+    not slow) takes them itself when its batch ends, so no idle worker is woken to run a claim (a store write)
+    that finds nothing; a destination without a sender gets one at once. Polling is off (30 s): a lost
+    wake-up would fail the test."""
+    other = HttpPeer()
+    http_peer.hold.clear()
+    two = replace(DELIVERY, workers=3, per_destination_concurrency=2)
+    counted = ClaimCounter(store)
+    deliver = DeliveryWorker(counted, Current(actions_for(busy=http_peer.url, other=other.url)), two,  # type: ignore[arg-type]
+                             Metrics(), poll_interval=30, parallel_after=5.0)
+    deliver.start()
+    try:
+        assert wait_until(lambda: counted.claims >= 3)  # every worker has made its first claim ...
+        time.sleep(0.1)  # ... and waits
+        enqueue(store, "busy", time.time(), count=1)
+        deliver.notify(1, {"busy"})
+        assert http_peer.wait_for_arrivals(1) == 1
+        store.complete_event("jti-2", [], [NewJob("jti-busy-2:provision:0", "busy", "http", {"path": "/users"},
+                                                  rule="provision", jti="jti-busy-2", received_at=time.time())],
+                             time.time())
+        claims = counted.claims
+        deliver.notify(1, {"busy"})
+        time.sleep(0.3)
+        assert http_peer.arrivals == 1  # its sender is busy: nobody else was sent for it
+        assert counted.claims == claims  # and no idle worker woke to run a claim that finds nothing
+        enqueue(store, "other", time.time(), count=1)
+        deliver.notify(1, {"other"})
+        assert len(other.wait_for(1, timeout=5)) == 1  # a destination without a sender got one at once
+        http_peer.hold.set()
+        assert len(http_peer.wait_for(2, timeout=5)) == 2  # the busy sender took the second job itself
+    finally:
+        http_peer.hold.set()
+        assert deliver.stop(grace=5)
+        other.close()
+
+
 def test_stop_leaves_unfinished_jobs_queued(store: Store, http_peer: HttpPeer) -> None:
     http_peer.hold.clear()
     enqueue(store, "slow", 0, count=2)

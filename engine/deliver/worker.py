@@ -23,7 +23,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Collection, Mapping
 
 from actions import ActionSet
 from actions.deadline import deadline
@@ -102,10 +102,13 @@ class DeliveryWorker:
         """Delivery threads running now."""
         return sum(thread.is_alive() for thread in self._threads.values())
 
-    def notify(self, jobs: int | None = None) -> None:
+    def notify(self, jobs: int | None = None, destinations: Collection[str] | None = None) -> None:
         """New jobs exist: wake idle workers now instead of at the next poll; as many as there are new jobs
         when that is known (every woken worker runs a claim, and a claim that finds nothing is a write that
-        other writers wait for), else all of them."""
+        other writers wait for), else all of them. Given the jobs' `destinations`, none for a destination whose
+        sender will take them when its batch ends (it claims again before it ever sleeps)."""
+        if jobs is not None and destinations is not None:
+            jobs = min(jobs, sum(not self._full(d) for d in set(destinations)))
         with self._wake:
             self._generation += 1
             if jobs is None:
@@ -157,10 +160,9 @@ class DeliveryWorker:
         """Claim due jobs of one destination below its concurrency limit (one slot in flight): one job, and
         when that job had to wait (a backlog) up to BATCH-1 more of the same destination, so a busy queue
         costs one claim transaction per batch instead of one per job."""
-        cap = self.delivery.per_destination_concurrency
         with self._claim_lock:
             now = self.clock()
-            full = frozenset(d for d, n in self._in_flight.items() if n >= cap or not self._slow(d))
+            full = frozenset(d for d in list(self._in_flight) if self._full(d))
             if full and full >= self.actions.get().destination_names():
                 return []  # every destination has its senders: a claim (a store write) would find nothing
             jobs = self.store.claim_jobs(self.owner, self.delivery.lease, 1, now, skip_destinations=full)
@@ -173,6 +175,12 @@ class DeliveryWorker:
                                               skip_destinations=frozenset(others))
             self._in_flight[destination] += 1
         return jobs
+
+    def _full(self, destination: str) -> bool:
+        """No other worker should claim for `destination` now: it is at its limit, or its senders get their
+        answers quickly enough to need no help."""
+        senders = self._in_flight[destination]
+        return senders >= self.delivery.per_destination_concurrency or (senders > 0 and not self._slow(destination))
 
     def _slow(self, destination: str) -> bool:
         """Whether every send in flight to `destination` has waited `parallel_after` or more (none in flight yet:

@@ -63,7 +63,7 @@ class Processor:
 
     def __init__(self, store: Store, rules: Current[StatefulRules], *, metrics: Metrics,
                  clock: Callable[[], float] = time.time, lease: float = 60.0, batch: int = 256,
-                 on_jobs: Callable[..., None] = lambda jobs=None: None, poll_interval: float = 1.0,
+                 on_jobs: Callable[..., None] = lambda jobs=None, destinations=None: None, poll_interval: float = 1.0,
                  linger: float = 0.003, recent: RecentEnvelopes | None = None) -> None:
         self.store, self.rules, self.metrics, self.clock = store, rules, metrics, clock
         self.lease, self.batch, self.on_jobs, self.poll_interval = lease, batch, on_jobs, poll_interval
@@ -124,8 +124,8 @@ class Processor:
                 self._fail(event, reason, permanent)
             for jti, _, jobs in recorded:
                 self._report(jti, jobs)
-            if queued := sum(len(jobs) for _, _, jobs in recorded):
-                self.on_jobs(queued)  # once per batch: wakes as many delivery workers as there are jobs
+            if queued := sum(len(jobs) for _, _, jobs in recorded):  # once per batch: wakes delivery workers
+                self.on_jobs(queued, {job.destination for _, _, jobs in recorded for job in jobs})
             done += len(events)
 
     def _next_batch(self) -> list[StoredEvent]:
