@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
+from actions.httpclient import FRAMING_HEADERS
 from engine.config.retry import check_retry
 from engine.config.schema import Reader
 from engine.errors import ConfigError
@@ -95,7 +96,10 @@ class DestinationReader:
                 isinstance(k, str) and isinstance(v, (str, Secret)) for k, v in value.items()):
             self.add(key, "expected a mapping of header names to string values")
             return {}
-        return dict(value)
+        framing = [name for name in value if name.lower() in FRAMING_HEADERS]
+        for name in framing:
+            self.add(f"{key}.{name}", "this header is set by idhooks (it frames the request)")
+        return {name: v for name, v in value.items() if name not in framing}
 
     def url(self, key: str, *, required: bool = False, secret: bool = False) -> Any:
         """An absolute http(s) URL. With `secret` (the URL itself is a credential, e.g. a Slack webhook

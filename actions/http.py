@@ -29,13 +29,14 @@ import urllib3
 from actions.base import RETRY_FIELD, Action, ActionContext, Field, fold_line
 from actions.escaping import PATH_SEGMENT
 from actions.capture import capture_problems, captured_values
+from actions.httpclient import FRAMING_HEADERS
 from actions.httpresult import DEFAULT_MAX_RESPONSE_BYTES, exchange
 from actions.safenet import blocked
 from engine.errors import PermanentError, RetryableError
 from engine.secrets import redact, reveal
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
-_FORBIDDEN_HEADERS = ("host", "content-length", "idempotency-key", "transfer-encoding")
+_FORBIDDEN_HEADERS = (*sorted(FRAMING_HEADERS), "idempotency-key")
 _ABSOLUTE = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*:|//)")
 _REMEMBERED_URLS = 1024
 

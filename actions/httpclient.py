@@ -56,6 +56,9 @@ _READ_CHUNK = 65_536
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _UNSAFE_IN_TARGET = re.compile(r"[\x00-\x20\x7f]")
 _UNSAFE_IN_VALUE = re.compile(rb"[\r\n\x00]")
+FRAMING_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
+"""Headers the client writes itself (or, for Connection, never needs): a second copy would make a request
+ambiguous, so a caller that passes one gets a ValueError and config that names one a load error."""
 
 
 class Headers(dict[str, str]):
@@ -148,7 +151,10 @@ class HttpClient:
         if proxy is not None and parts.scheme == "http":
             target = f"http://{parts.netloc}{target}"  # a forward proxy takes the absolute URL
             fields.update(_proxy_headers(proxy))
-        if not any(name.lower() == "user-agent" for name in headers):
+        names = {name.lower() for name in headers}
+        if names & FRAMING_HEADERS:
+            raise ValueError(f"refused headers {sorted(names & FRAMING_HEADERS)}: the client writes them itself")
+        if "user-agent" not in names:
             fields["User-Agent"] = USER_AGENT
         fields.update(headers)
         if body is not None or method not in ("GET", "HEAD"):
@@ -168,11 +174,6 @@ class HttpClient:
         if self.on_answer is not None:
             self.on_answer(answer)
         return answer
-
-    def close(self) -> None:
-        """Close every idle connection."""
-        with self._lock:
-            _close_all(self._idle)
 
     def _connection(self, origin: _Origin, connect_timeout: float, limit: Deadline) -> socket.socket:
         """An idle connection of `origin` that is still open, else a new one (connected now, so that the

@@ -206,3 +206,20 @@ def test_only_an_http_proxy_is_accepted() -> None:
     assert failure.value.problems == [
         "config.yaml:0: destinations.target.proxy: expected an http:// proxy URL (https:// calls go through it in a "
         "CONNECT tunnel); TLS to the proxy itself is not supported"]
+
+
+def test_headers_that_frame_the_request_come_from_idhooks_only(http_peer: HttpPeer) -> None:
+    with pytest.raises(ConfigError) as failure:
+        HttpAction("target", {"type": "http", "base_url": http_peer.url,
+                              "headers": {"Host": "internal.example", "Content-Length": "0", "X-Ok": "1"}},
+                   ActionContext())
+    assert failure.value.problems == [
+        "config.yaml:0: destinations.target.headers.Host: this header is set by idhooks (it frames the request)",
+        "config.yaml:0: destinations.target.headers.Content-Length: this header is set by idhooks (it frames the "
+        "request)"]
+    assert HttpAction.check_rule_fields({"headers": {"Connection": "close"}}) == [
+        "headers.Connection: this header is set by idhooks"]
+    with pytest.raises(PermanentError, match=r"refused headers \['transfer-encoding'\]: the client writes them"):
+        exchange(HttpClient(), "POST", http_peer.url + "/users", secrets=[], timeout=(5, 10), clock=time.time,
+                 headers={"Transfer-Encoding": "chunked"})
+    assert http_peer.requests == []
