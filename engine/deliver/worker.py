@@ -11,8 +11,8 @@ A slow or dead destination cannot starve the others: each destination has at mos
 their limit. Below it, a destination gets another concurrent sender only while each send in flight to it has
 waited PARALLEL_AFTER for its answer: a fast target is served by one thread sending back to back (two threads
 taking turns on the GIL for one fast target cost ~40 % more CPU per delivery and delivered less, issue 14),
-a slow one by up to the limit. Workers sleep on a condition that `notify()` (called when jobs are created) wakes at once,
-and otherwise poll every `poll_interval` seconds for retries that became due.
+a slow one by up to the limit. Workers sleep on a condition that `notify()` (called when jobs are created)
+wakes at once, and otherwise poll every `poll_interval` seconds for retries that became due.
 """
 
 from __future__ import annotations
