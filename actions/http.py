@@ -36,7 +36,7 @@ from engine.errors import PermanentError, RetryableError
 from engine.secrets import redact, reveal
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
-_FORBIDDEN_HEADERS = (*sorted(FRAMING_HEADERS), "idempotency-key")
+_FORBIDDEN_HEADERS = (*sorted(FRAMING_HEADERS), "host", "idempotency-key")
 _ABSOLUTE = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*:|//)")
 _REMEMBERED_URLS = 1024
 

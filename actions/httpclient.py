@@ -56,9 +56,10 @@ _READ_CHUNK = 65_536
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _UNSAFE_IN_TARGET = re.compile(r"[\x00-\x20\x7f]")
 _UNSAFE_IN_VALUE = re.compile(rb"[\r\n\x00]")
-FRAMING_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
+FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding", "connection"})
 """Headers the client writes itself (or, for Connection, never needs): a second copy would make a request
-ambiguous, so a caller that passes one gets a ValueError and config that names one a load error."""
+ambiguous, so a caller that passes one gets a ValueError and config that names one a load error. `Host` is
+written once: the caller's when it gives one (a destination's config), else the URL's."""
 
 
 class Headers(dict[str, str]):
@@ -151,15 +152,19 @@ class HttpClient:
         if proxy is not None and parts.scheme == "http":
             target = f"http://{parts.netloc}{target}"  # a forward proxy takes the absolute URL
             fields.update(_proxy_headers(proxy))
-        names = {name.lower() for name in headers}
-        if names & FRAMING_HEADERS:
-            raise ValueError(f"refused headers {sorted(names & FRAMING_HEADERS)}: the client writes them itself")
+        names = {name.lower(): name for name in headers}
+        if names.keys() & FRAMING_HEADERS:
+            raise ValueError(f"refused headers {sorted(names.keys() & FRAMING_HEADERS)}: the client writes them itself")
         if "user-agent" not in names:
             fields["User-Agent"] = USER_AGENT
         fields.update(headers)
+        host = _host_header(origin)
+        if "host" in names:  # a destination's own Host (virtual hosting behind an address); never from a rule
+            given = fields.pop(names["host"])
+            host = given if isinstance(given, bytes) else str(given).encode("latin-1")
         if body is not None or method not in ("GET", "HEAD"):
             fields["Content-Length"] = str(len(body or b""))
-        head = _request_head(method, target, _host_header(origin), fields)
+        head = _request_head(method, target, host, fields)
         sock = self._connection(origin, connect_timeout, limit)
         try:  # blocking calls: the deadline's watchdog shuts the socket down when the attempt's time is up
             sock.sendall(head + body if body else head)
@@ -241,6 +246,8 @@ def _request_head(method: str, target: str, host: bytes, fields: Mapping[str, st
     """The request line and headers, refusing what could end a line or a header early (ValueError)."""
     if _UNSAFE_IN_TARGET.search(target) or not _TOKEN.match(method):
         raise ValueError(f"refused request line {method} {target!r}: whitespace or control characters")
+    if _UNSAFE_IN_VALUE.search(host) or not host.strip():
+        raise ValueError("refused header 'Host': empty, or it holds CR, LF or NUL")
     lines = [f"{method} {target} HTTP/1.1".encode("ascii"), b"Host: " + host]
     for name, value in fields.items():
         data = value if isinstance(value, bytes) else str(value).encode("latin-1")

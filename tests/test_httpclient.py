@@ -43,6 +43,7 @@ class RawPeer:
     def __init__(self, answer: Callable[[int], bytes], close_after: bool = False) -> None:
         self.answer, self.close_after = answer, close_after
         self.connections = self.requests = 0
+        self.heads: list[bytes] = []  # each request's line and headers, as they arrived
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
         threading.Thread(target=self._accept, daemon=True).start()
@@ -66,6 +67,7 @@ class RawPeer:
                         return
                     buffer += chunk
                 head, _, buffer = buffer.partition(b"\r\n\r\n")
+                self.heads.append(head)
                 length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
                                if line.lower().startswith(b"content-length:")), 0)
                 while len(buffer) < length:
@@ -211,15 +213,28 @@ def test_only_an_http_proxy_is_accepted() -> None:
 def test_headers_that_frame_the_request_come_from_idhooks_only(http_peer: HttpPeer) -> None:
     with pytest.raises(ConfigError) as failure:
         HttpAction("target", {"type": "http", "base_url": http_peer.url,
-                              "headers": {"Host": "internal.example", "Content-Length": "0", "X-Ok": "1"}},
+                              "headers": {"Content-Length": "0", "Connection": "close", "X-Ok": "1"}},
                    ActionContext())
     assert failure.value.problems == [
-        "config.yaml:0: destinations.target.headers.Host: this header is set by idhooks (it frames the request)",
         "config.yaml:0: destinations.target.headers.Content-Length: this header is set by idhooks (it frames the "
+        "request)",
+        "config.yaml:0: destinations.target.headers.Connection: this header is set by idhooks (it frames the "
         "request)"]
-    assert HttpAction.check_rule_fields({"headers": {"Connection": "close"}}) == [
-        "headers.Connection: this header is set by idhooks"]
+    assert HttpAction.check_rule_fields({"headers": {"Connection": "close", "Host": "x"}}) == [
+        "headers.Connection: this header is set by idhooks", "headers.Host: this header is set by idhooks"]
     with pytest.raises(PermanentError, match=r"refused headers \['transfer-encoding'\]: the client writes them"):
         exchange(HttpClient(), "POST", http_peer.url + "/users", secrets=[], timeout=(5, 10), clock=time.time,
                  headers={"Transfer-Encoding": "chunked"})
     assert http_peer.requests == []
+
+
+def test_a_destination_may_name_its_host_and_it_is_sent_once() -> None:
+    """Virtual hosting behind an address: the destination's Host replaces the URL's, it is not added to it."""
+    peer = RawPeer(lambda n: b"HTTP/1.1 204 No Content\r\n\r\n")
+    try:
+        send(peer.url, headers={"Host": "api.internal.example"})
+    finally:
+        peer.close()
+    [head] = peer.heads
+    assert [line for line in head.split(b"\r\n") if line.lower().startswith(b"host:")] == [
+        b"Host: api.internal.example"]
