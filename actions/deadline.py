@@ -18,8 +18,6 @@ import math
 import socket
 import threading
 import time
-from contextlib import contextmanager
-from typing import Iterator
 
 _local = threading.local()
 
@@ -30,6 +28,7 @@ class Deadline:
     def __init__(self, expires: float) -> None:
         self.expires = expires
         self.expired = False
+        self.discarded = False  # its block ended first: the watchdog drops it when it comes up
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
 
@@ -78,6 +77,7 @@ class _Watchdog:
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
         self._sleeping_until = -math.inf  # when the waiting watchdog wakes; -inf while it is not waiting
+        self._discarded = 0  # discarded deadlines still on the heap
 
     def add(self, deadline: Deadline) -> None:
         with self._wake:
@@ -90,9 +90,15 @@ class _Watchdog:
                 self._wake.notify()                      # per send (each send's deadline is the earliest)
 
     def discard(self, deadline: Deadline) -> None:
+        """Forget `deadline`: marked at once, taken off the heap when it comes up (rebuilding the heap per
+        attempt cost more than the attempt's own bookkeeping), or when marked ones fill half a large heap."""
         with self._wake:
-            self._heap = [entry for entry in self._heap if entry[2] is not deadline]
-            heapq.heapify(self._heap)
+            deadline.discarded = True
+            self._discarded += 1
+            if self._discarded > 64 and self._discarded * 2 > len(self._heap):
+                self._heap = [entry for entry in self._heap if not entry[2].discarded]
+                heapq.heapify(self._heap)
+                self._discarded = 0
 
     def _run(self) -> None:
         """Sleep until the earliest end (a deadline discarded meanwhile only makes it wake early, find a later
@@ -100,10 +106,18 @@ class _Watchdog:
         while True:
             with self._wake:
                 while not self._heap or self._heap[0][0] > time.monotonic():
+                    while self._heap and self._heap[0][2].discarded:  # ended before its time: nothing to do
+                        heapq.heappop(self._heap)
+                        self._discarded -= 1
+                    if self._heap and self._heap[0][0] <= time.monotonic():
+                        break
                     self._sleeping_until = self._heap[0][0] if self._heap else math.inf
                     self._wake.wait(self._sleeping_until - time.monotonic() if self._heap else None)
                 self._sleeping_until = -math.inf
                 _, _, due = heapq.heappop(self._heap)
+                if due.discarded:
+                    self._discarded -= 1
+                    continue
             due.expire()
 
 
@@ -116,21 +130,35 @@ def current() -> Deadline | None:
     return stack[-1] if stack else None
 
 
-@contextmanager
-def deadline(seconds: float) -> Iterator[Deadline]:
-    """Run the block under a deadline `seconds` from now, or the enclosing one's if that ends earlier."""
-    outer = current()
-    expires = time.monotonic() + max(seconds, 0.0)
-    if outer is not None:
-        expires = min(expires, outer.expires)
-    inner = Deadline(expires)
-    _local.stack = [*getattr(_local, "stack", []), inner]
-    _watchdog.add(inner)
-    try:
-        yield inner
-    finally:
+def deadline(seconds: float) -> _Block:
+    """`with deadline(seconds) as limit:` runs the block under a deadline `seconds` from now, or the enclosing
+    one's if that ends earlier."""
+    return _Block(seconds)
+
+
+class _Block:
+    """The context of deadline(): a class, not a generator, since every delivery attempt enters two."""
+
+    __slots__ = ("seconds", "inner")
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def __enter__(self) -> Deadline:
+        stack = getattr(_local, "stack", None)
+        if stack is None:
+            stack = _local.stack = []
+        expires = time.monotonic() + max(self.seconds, 0.0)
+        if stack:
+            expires = min(expires, stack[-1].expires)
+        self.inner = Deadline(expires)
+        stack.append(self.inner)
+        _watchdog.add(self.inner)
+        return self.inner
+
+    def __exit__(self, *exc: object) -> None:
         _local.stack.pop()
-        _watchdog.discard(inner)
+        _watchdog.discard(self.inner)
 
 
 def watch(sock: socket.socket | None) -> None:

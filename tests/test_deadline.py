@@ -55,3 +55,20 @@ def test_a_later_deadline_opened_after_a_short_one_fires_after_it():
     b.join(3)
     assert took_first and took_second, "a deadline never fired"
     assert took_second[0] >= 0.4
+
+
+def test_ended_blocks_leave_nothing_behind_and_a_live_deadline_still_fires():
+    """Every delivery attempt opens and closes two deadlines; the watchdog forgets a closed one lazily (no heap
+    rebuild per attempt), so thousands of them must neither pile up nor hide the one that is still running."""
+    from actions import deadline as deadlines
+
+    for _ in range(5_000):
+        with deadline(60.0):
+            with deadline(10.0):
+                pass
+    assert len(deadlines._watchdog._heap) <= 200  # bounded, not 10,000 closed deadlines waiting for their time
+    started, took = threading.Event(), []
+    reader = threading.Thread(target=_blocked_read, args=(0.2, started, took), daemon=True)
+    reader.start()
+    reader.join(5)
+    assert took and took[0] < 2.0, "a live deadline behind closed ones did not fire"
