@@ -340,8 +340,8 @@ def _read_answer(sock: socket.socket, cap: int, until: Deadline) -> tuple[Answer
             raise ClosedEarlyError("the connection closed before the answer was complete")
         if not answer.head_done:
             head_bytes += count
-        if head_bytes > 2 * MAX_HEAD_BYTES:  # one endless header line: stop before the parser buffers it all
-            raise BadAnswerError(f"the head of the answer is over {MAX_HEAD_BYTES // 1024} KiB")
+            if head_bytes > 2 * MAX_HEAD_BYTES:  # one endless header line: stop before the parser buffers it all
+                raise BadAnswerError(f"the head of the answer is over {MAX_HEAD_BYTES // 1024} KiB")
         try:
             parser.feed_data(view[:count])
         except httptools.HttpParserCallbackError as exc:

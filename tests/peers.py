@@ -7,6 +7,9 @@ Each is a real server on 127.0.0.1 that the code under test talks to over TCP; n
   `invalid_payload`, 404 `no_service`, 429 + Retry-After) and the Web API `POST /api/chat.postMessage`
   contract (bearer token checked; `{"ok": true, ...}` or `{"ok": false, "error": ...}`).
 - `SmtpPeer`: aiosmtpd with STARTTLS (a self-signed cert made with the `openssl` CLI) and AUTH.
+- `RawPeer`: answers each request with bytes the test chooses (not HTTP, cut short, ...) and keeps each
+  request head as it arrived; `ForwardProxy`: an HTTP forward proxy (absolute URIs and CONNECT tunnels).
+  Both are `TcpPeer`s: a thread per accepted connection.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -209,19 +212,15 @@ def api_error(error: str) -> Response:
     return Response(200, {"ok": False, "error": error})
 
 
-class ForwardProxy:
-    """An HTTP forward proxy on loopback (RFC 9110 7.3.2, RFC 9112 3.2.2): `GET http://host:port/path` is sent on
-    to the origin in origin form, and `CONNECT host:port` opens a tunnel (200, then bytes both ways). Records each
-    request line and its Proxy-Authorization, which it never passes on."""
+class TcpPeer:
+    """A loopback TCP server that serves each accepted connection in a thread of its own (`_serve`), counting
+    them; the base of the peers below that speak HTTP by hand."""
 
     def __init__(self) -> None:
-        self.seen: list[tuple[str, str | None]] = []  # (request line, Proxy-Authorization)
+        self.connections = 0
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
-
-    def url(self, userinfo: str = "") -> str:
-        return f"http://{userinfo + '@' if userinfo else ''}127.0.0.1:{self.port}"
 
     def close(self) -> None:
         self.listener.close()
@@ -229,10 +228,63 @@ class ForwardProxy:
     def _accept(self) -> None:
         while True:
             try:
-                client, _ = self.listener.accept()
+                conn, _ = self.listener.accept()
             except OSError:
                 return
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+
+class RawPeer(TcpPeer):
+    """A TCP peer that answers every request on a connection with `answer(n)` (n counts requests overall) and
+    then, when `close_after` is set, closes the connection without saying so."""
+
+    def __init__(self, answer: Callable[[int], bytes], close_after: bool = False) -> None:
+        self.answer, self.close_after = answer, close_after
+        self.requests = 0
+        self.heads: list[bytes] = []  # each request's line and headers, as they arrived
+        super().__init__()
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            buffer = b""
+            while True:
+                while b"\r\n\r\n" not in buffer:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    buffer += chunk
+                head, _, buffer = buffer.partition(b"\r\n\r\n")
+                self.heads.append(head)
+                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)
+                while len(buffer) < length:
+                    buffer += conn.recv(65536)
+                buffer = buffer[length:]
+                self.requests += 1
+                try:
+                    conn.sendall(self.answer(self.requests))
+                except OSError:  # the client stopped reading (an answer it refused part way)
+                    return
+                if self.close_after:
+                    return
+
+
+class ForwardProxy(TcpPeer):
+    """An HTTP forward proxy on loopback (RFC 9110 7.3.2, RFC 9112 3.2.2): `GET http://host:port/path` is sent on
+    to the origin in origin form, and `CONNECT host:port` opens a tunnel (200, then bytes both ways). Records each
+    request line and its Proxy-Authorization, which it never passes on."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str | None]] = []  # (request line, Proxy-Authorization)
+        super().__init__()
+
+    def url(self, userinfo: str = "") -> str:
+        return f"http://{userinfo + '@' if userinfo else ''}127.0.0.1:{self.port}"
 
     def _serve(self, client: socket.socket) -> None:
         with client:

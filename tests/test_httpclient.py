@@ -5,11 +5,9 @@ verify: false) and an HTTP forward proxy (absolute URI for http://, a CONNECT tu
 from __future__ import annotations
 
 import base64
-import socket
-import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import pytest
 
@@ -18,7 +16,7 @@ from actions.http import HttpAction
 from actions.httpclient import USER_AGENT, HttpClient
 from actions.httpresult import exchange
 from engine.errors import ConfigError, PermanentError, RetryableError
-from tests.peers import ForwardProxy, HttpPeer, Response, certificate, http_peer  # noqa: F401 - fixtures
+from tests.peers import ForwardProxy, HttpPeer, RawPeer, Response, certificate, http_peer  # noqa: F401 - fixtures
 
 KEY = "jti-1:provision:0"
 
@@ -34,55 +32,6 @@ def proxy() -> Iterator[ForwardProxy]:
     peer = ForwardProxy()
     yield peer
     peer.close()
-
-
-class RawPeer:
-    """A TCP peer that answers every request on a connection with `answer(n)` (n counts requests overall) and
-    then, when `close_after` is set, closes the connection without saying so."""
-
-    def __init__(self, answer: Callable[[int], bytes], close_after: bool = False) -> None:
-        self.answer, self.close_after = answer, close_after
-        self.connections = self.requests = 0
-        self.heads: list[bytes] = []  # each request's line and headers, as they arrived
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        with conn:
-            buffer = b""
-            while True:
-                while b"\r\n\r\n" not in buffer:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        return
-                    buffer += chunk
-                head, _, buffer = buffer.partition(b"\r\n\r\n")
-                self.heads.append(head)
-                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                               if line.lower().startswith(b"content-length:")), 0)
-                while len(buffer) < length:
-                    buffer += conn.recv(65536)
-                buffer = buffer[length:]
-                self.requests += 1
-                try:
-                    conn.sendall(self.answer(self.requests))
-                except OSError:  # the client stopped reading (an answer it refused part way)
-                    return
-                if self.close_after:
-                    return
-
-    def close(self) -> None:
-        self.listener.close()
 
 
 def test_connections_are_kept_alive_and_reused(http_peer: HttpPeer) -> None:
