@@ -99,6 +99,10 @@ class DestinationReader:
         framing = [name for name in value if name.lower() in FRAMING_HEADERS]
         for name in framing:
             self.add(f"{key}.{name}", "this header is set by idhooks (it frames the request)")
+        for name, v in value.items():  # the value itself is never shown: it may be a secret
+            text = v.reveal() if isinstance(v, Secret) else v
+            if any(c in text for c in "\r\n\x00"):
+                self.add(f"{key}.{name}", "a header value may not hold CR, LF or NUL (it would end the header)")
         return {name: v for name, v in value.items() if name not in framing}
 
     def url(self, key: str, *, required: bool = False, secret: bool = False) -> Any:

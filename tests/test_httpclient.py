@@ -16,6 +16,7 @@ from actions.http import HttpAction
 from actions.httpclient import USER_AGENT, HttpClient
 from actions.httpresult import exchange
 from engine.errors import ConfigError, PermanentError, RetryableError
+from engine.secrets import Secret
 from tests.peers import ForwardProxy, HttpPeer, RawPeer, Response, certificate, http_peer  # noqa: F401 - fixtures
 
 KEY = "jti-1:provision:0"
@@ -187,3 +188,24 @@ def test_a_destination_may_name_its_host_and_it_is_sent_once() -> None:
     [head] = peer.heads
     assert [line for line in head.split(b"\r\n") if line.lower().startswith(b"host:")] == [
         b"Host: api.internal.example"]
+
+
+@pytest.mark.parametrize("value", ["api.example\r\nX-Injected: 1", "api.example\n", "a\x00b"])
+def test_a_destination_header_that_could_break_the_head_is_a_load_error(value: str) -> None:
+    for name, given in (("Host", value), ("X-Api-Key", Secret(value))):
+        with pytest.raises(ConfigError) as failure:
+            HttpAction("target", {"type": "http", "base_url": "http://127.0.0.1:9", "headers": {name: given}},
+                       ActionContext())
+        assert failure.value.problems == [f"config.yaml:0: destinations.target.headers.{name}: a header value may "
+                                          "not hold CR, LF or NUL (it would end the header)"]
+        assert value not in str(failure.value)
+
+
+def test_an_empty_destination_host_is_refused_before_sending() -> None:
+    peer = RawPeer(lambda n: b"HTTP/1.1 204 No Content\r\n\r\n")
+    try:
+        with pytest.raises(PermanentError, match="invalid request to .*: refused header 'Host'"):
+            send(peer.url, headers={"Host": ""})
+    finally:
+        peer.close()
+    assert peer.heads == []
