@@ -178,6 +178,45 @@ def test_ingest_soon_reports_a_failed_commit_to_its_caller(tmp_path, monkeypatch
     store.close()
 
 
+def test_events_that_arrive_while_the_writer_waits_for_the_write_lock_join_its_commit(tmp_path, monkeypatch):
+    """With `serve --processes N` the group commit waits for the other processes' commits; what is queued
+    meanwhile is committed with the event it waited for, in one statement and one fsync, not one commit after
+    it (issue 14: about 3 events a commit with two processes before, the write lock held most of the time)."""
+    import fcntl
+    import os
+
+    store = SQLiteStore(tmp_path / "idhooks.db")
+    statements: list[int] = []
+    insert_rows = SQLiteStore._insert_rows
+    monkeypatch.setattr(SQLiteStore, "_insert_rows",
+                        staticmethod(lambda conn, rows: (statements.append(len(rows)), insert_rows(conn, rows))[1]))
+    other = os.open(tmp_path / "idhooks.db-writelock", os.O_RDWR | os.O_CREAT)  # another process's writer
+    fcntl.flock(other, fcntl.LOCK_EX)
+    answered: list[str | None] = []
+    all_answered = threading.Event()
+
+    def done(outcome: str | None, error: BaseException | None) -> None:
+        answered.append(outcome)
+        if len(answered) == 4:
+            all_answered.set()
+
+    store.ingest_soon(incoming("first"), 3600, done)
+    for _ in range(1000):  # the writer took it and now waits for the lock
+        if store._queue.empty():
+            break
+        threading.Event().wait(0.01)
+    for jti in ("second", "third", "fourth"):
+        store.ingest_soon(incoming(jti), 3600, done)
+    assert not all_answered.wait(0.2) and answered == []  # nothing is answered before it is committed
+    fcntl.flock(other, fcntl.LOCK_UN)
+    os.close(other)
+    assert all_answered.wait(10)
+    assert answered == ["accepted"] * 4
+    assert statements == [4]
+    assert {e.jti for e in store.list_events(limit=10)} == {"first", "second", "third", "fourth"}
+    store.close()
+
+
 def test_a_claim_takes_the_first_due_jobs_without_sorting_those_that_share_a_due_time(tmp_path):
     """The claim walks jobs_due in its ORDER BY order and stops at its LIMIT, and still returns the earliest due,
     oldest first. Jobs that share a due time (a batch, a `deadletters retry` of many) were sorted whole by

@@ -398,27 +398,38 @@ class SQLiteStore(SQLiteStateMixin, SQLiteDetectionMixin, SQLiteTransferMixin, S
             first = self._queue.get()
             if first is None:
                 return
-            batch = [first]
-            while len(batch) < self._batch_limit:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    self._queue.put(None)
-                    break
-                batch.append(item)
-            self._commit_batch(conn, batch)
+            self._commit_batch(conn, [first], gather=True)
 
-    def _commit_batch(self, conn: sqlite3.Connection, batch: list[_Pending]) -> None:
+    def _gather(self, batch: list[_Pending]) -> None:
+        """Add what is queued to `batch`, up to the batch limit (a queued close stays queued for the loop)."""
+        while len(batch) < self._batch_limit:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is None:
+                self._queue.put(None)
+                return
+            batch.append(item)
+
+    def _commit_batch(self, conn: sqlite3.Connection, batch: list[_Pending], gather: bool = False) -> None:
         with self._handoff_lock:
-            self._commit_leased(conn, batch, self._handoff)
+            self._commit_leased(conn, batch, self._handoff, gather)
 
-    def _commit_leased(self, conn: sqlite3.Connection, batch: list[_Pending], handoff: EventHandoff | None) -> None:
-        lease = (handoff.owner, handoff.lease) if handoff is not None and handoff.admits(len(batch)) else None
-        rows = _event_rows(batch, lease)  # before the write lock: it is held for SQLite's work only
+    def _commit_leased(self, conn: sqlite3.Connection, batch: list[_Pending], handoff: EventHandoff | None,
+                       gather: bool = False) -> None:
+        """Commit `batch` (with `gather`, and what is queued once the write lock is held) and answer each event.
+
+        Why the batch is gathered after the lock is taken: with `serve --processes N` a writer waits for the
+        others' commits (each ending in an fsync), and the events that arrive meanwhile would otherwise wait for
+        one more commit of their own. Taken into this one, they cost one fsync and one turn of the lock between
+        them (issue 14: the write lock was held most of the time with two processes, ~3 events a commit)."""
         try:
             with self._write_lock:
+                if gather:
+                    self._gather(batch)
+                lease = (handoff.owner, handoff.lease) if handoff is not None and handoff.admits(len(batch)) else None
+                rows = _event_rows(batch, lease)
                 inserted = self._insert_rows(conn, rows)
         except BaseException as exc:  # noqa: BLE001 - every caller of the batch gets an answer, whatever happened
             if conn.in_transaction:  # only if the statement was interrupted before it finished
