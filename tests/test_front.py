@@ -1,5 +1,6 @@
-"""The async intake's ASGI app (engine/receive/front.py) in this process, called as granian calls it: an
-event POST stored before its 202, the WSGI environ it builds for every other route, and a bug answered 500."""
+"""The async intake's RSGI app (engine/receive/front.py) in this process, called as granian calls it: an
+event POST stored before its 202, the WSGI environ it builds for every other route, and a bug answered 500.
+(Against a real `idhooks serve` and granian: tests/hostile/test_async_intake.py.)"""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import asyncio
 import json
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator
 
 from engine.config.settings import load_config
 from engine.metrics import Metrics
@@ -19,25 +21,66 @@ from engine.store.sqlite import SQLiteStore
 from tests.conftest import basic_config, sample_event, signed
 
 
-def scope(method: str, path: str, headers: dict[str, str], client: str = "192.0.2.10") -> dict[str, Any]:
-    return {"type": "http", "method": method, "path": path, "raw_path": path.encode(), "query_string": b"",
-            "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
-            "client": (client, 40000), "server": ("127.0.0.1", 8080), "scheme": "http", "http_version": "1.1"}
+class Headers:
+    """What granian's RSGIHeaders offers: lower-case names, repeated headers kept in order."""
+
+    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+        self.pairs = [(name.lower(), value) for name, value in pairs]
+
+    def __contains__(self, key: str) -> bool:
+        return any(name == key for name, _ in self.pairs)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return next((value for name, value in self.pairs if name == key), default)
+
+    def get_all(self, key: str) -> list[str]:
+        return [value for name, value in self.pairs if name == key]
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self.pairs)
 
 
-def call(front: Front, request: dict[str, Any], body: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
-    sent: list[dict[str, Any]] = []
-    messages = [{"type": "http.request", "body": body, "more_body": False}]
+@dataclass
+class Scope:
+    method: str
+    path: str
+    headers: Headers
+    client: str = "192.0.2.10:40000"
+    proto: str = "http"
+    query_string: str = ""
+    server: str = "127.0.0.1:8080"
+    scheme: str = "http"
+    http_version: str = "1.1"
 
-    async def receive() -> dict[str, Any]:
-        return messages.pop(0) if messages else {"type": "http.disconnect"}
 
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
+@dataclass
+class Transport:
+    body: bytes
+    answers: list[tuple[int, list[tuple[str, str]], bytes]] = field(default_factory=list)
 
-    asyncio.run(front(request, receive, send))
-    start, answer = sent
-    return start["status"], dict(start["headers"]), answer["body"]
+    async def __call__(self) -> bytes:
+        return self.body
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield self.body
+
+    def response_bytes(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        self.answers.append((status, headers, body))
+
+
+def scope(method: str, path: str, headers: dict[str, str] | list[tuple[str, str]],
+          client: str = "192.0.2.10:40000") -> Scope:
+    pairs = list(headers.items()) if isinstance(headers, dict) else headers
+    return Scope(method, path, Headers(pairs), client=client)
+
+
+def call(front: Front, request: Scope, body: bytes) -> tuple[int, dict[str, str], bytes]:
+    if body and "content-length" not in request.headers:
+        request.headers.pairs.append(("content-length", str(len(body))))
+    transport = Transport(body)
+    asyncio.run(front.__rsgi__(request, transport))
+    [(status, headers, answer)] = transport.answers
+    return status, dict(headers), answer
 
 
 def make_front(tmp_path: Path, wsgi_app: Any = None) -> tuple[Front, SQLiteStore]:
@@ -67,15 +110,15 @@ def test_other_routes_reach_the_falcon_app(tmp_path):
     front, store = make_front(tmp_path)
     status, headers, answer = call(front, scope("GET", "/healthz", {}), b"")
     assert (status, json.loads(answer)) == (200, {"status": "alive"})
-    assert headers[b"content-type"].startswith(b"application/json")
+    assert headers["content-type"].startswith("application/json")
     front.close()
     store.close()
 
 
 def test_the_environ_never_carries_proxy_headers_or_header_names_with_underscores():
-    request = scope("GET", "/api/v1/events", {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https",
-                                              "Forwarded": "for=203.0.113.9", "X_Auth": "spoof", "Authorization":
-                                              "Bearer t", "Accept": "a", "accept": "b"})
+    request = scope("GET", "/api/v1/events", [("X-Forwarded-For", "203.0.113.9"), ("X-Forwarded-Proto", "https"),
+                                              ("Forwarded", "for=203.0.113.9"), ("X_Auth", "spoof"),
+                                              ("Authorization", "Bearer t"), ("Accept", "a"), ("accept", "b")])
     environ = wsgi_environ(request, b"", "192.0.2.10")
     assert environ["REMOTE_ADDR"] == "192.0.2.10" and environ["wsgi.url_scheme"] == "http"
     assert not [key for key in environ if "FORWARDED" in key or key == "HTTP_X_AUTH"]
@@ -84,7 +127,7 @@ def test_the_environ_never_carries_proxy_headers_or_header_names_with_underscore
 
 
 def test_x_forwarded_for_counts_only_from_the_trusted_proxy():
-    request = scope("GET", "/", {"X-Forwarded-For": "198.51.100.7, 203.0.113.9"}, client="127.0.0.1")
+    request = scope("GET", "/", {"X-Forwarded-For": "198.51.100.7, 203.0.113.9"}, client="127.0.0.1:40000")
     assert client_address(request, None) == "127.0.0.1"
     assert client_address(request, "10.0.0.1") == "127.0.0.1"
     assert client_address(request, "127.0.0.1") == "203.0.113.9"
@@ -101,3 +144,15 @@ def test_a_bug_in_a_route_is_logged_and_answered_500(tmp_path, caplog):
     assert any("request failed" in r.getMessage() and r.exc_info for r in caplog.records)
     front.close()
     store.close()
+
+
+def test_granian_addresses_and_a_decoded_path_become_what_wsgi_expects():
+    """granian gives "host:port" ("[v6]:port") and the path percent-decoded as UTF-8; PEP 3333 wants the host
+    alone and the path's bytes as latin-1 characters (Falcon decodes them back as UTF-8)."""
+    request = scope("GET", "/console/é", {}, client="[::1]:40000")
+    request.server = "[::1]:8080"
+    environ = wsgi_environ(request, b"", client_address(request, None))
+    assert environ["REMOTE_ADDR"] == "::1"
+    assert (environ["SERVER_NAME"], environ["SERVER_PORT"]) == ("::1", "8080")
+    assert environ["PATH_INFO"] == "/console/é".encode().decode("latin-1")
+    assert client_address(scope("GET", "/", {"X-Forwarded-For": "2001:db8::7"}, client="[::1]:1"), "::1") == "2001:db8::7"

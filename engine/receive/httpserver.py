@@ -1,4 +1,4 @@
-"""Serve the async intake (engine/receive/front.py) with granian, embedded in this process's event loop.
+"""Serve the async intake (engine/receive/front.py, an RSGI app) with granian, embedded in this process's event loop.
 
 Why granian: its HTTP/1.1 parser, connection handling and timeouts run in Rust threads outside the GIL, so the
 Python side of an event POST is verify, parse, store and answer (issue 14: with waitress, a thread per request
@@ -51,7 +51,7 @@ class _OnSocket(Server):
 
 def granian_settings(settings: ServerConfig) -> dict[str, Any]:
     """granian's arguments for `server.*` (module docstring)."""
-    return {"interface": Interfaces.ASGINL, "http": HTTPModes.http1, "websockets": False,
+    return {"interface": Interfaces.RSGI, "http": HTTPModes.http1, "websockets": False,
             "backlog": 1024, "backpressure": settings.connection_limit,
             "http1_settings": HTTP1Settings(header_read_timeout=max(1, int(settings.channel_timeout * 1000)),
                                             keep_alive=True,
