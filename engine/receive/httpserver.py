@@ -21,6 +21,8 @@ import socket
 import threading
 from typing import Any, Callable
 
+import uvloop
+
 from granian._granian import SocketHolder
 from granian.constants import HTTPModes, Interfaces
 from granian.http import HTTP1Settings
@@ -60,8 +62,12 @@ def granian_settings(settings: ServerConfig) -> dict[str, Any]:
 
 
 def serve(front: Front, sock: socket.socket, settings: ServerConfig, on_reload: Callable[[], object]) -> None:
-    """Serve until SIGTERM or SIGINT, then let the requests in flight finish (at most DRAIN_TIMEOUT)."""
-    asyncio.run(_serve(front, sock, settings, on_reload))
+    """Serve until SIGTERM or SIGINT, then let the requests in flight finish (at most DRAIN_TIMEOUT).
+
+    The event loop is uvloop's (libuv's, in C): each event POST is a task that waits on granian's futures and
+    the group commit's, and asyncio's own loop spent more of the main thread's time scheduling those than the
+    intake spent verifying, parsing and storing (issue 14: -13 % CPU per event, +7-14 % events/s)."""
+    uvloop.run(_serve(front, sock, settings, on_reload))
 
 
 async def _serve(front: Front, sock: socket.socket, settings: ServerConfig, on_reload: Callable[[], object]) -> None:
