@@ -155,7 +155,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each wrk pass (default 10)")
     parser.add_argument("--requests", type=int, default=None,
-                        help="distinct events prepared (default 60000 with wrk, 6000 with --loadgen python)")
+                        help="distinct events prepared (default 100000 with wrk, 6000 with --loadgen python)")
     parser.add_argument("--loadgen", choices=("wrk", "python"), default="wrk")
     parser.add_argument("--passes", type=int, default=3, help="interleaved passes per system (default 3)")
     parser.add_argument("--threads", default="4,8,16")
@@ -168,7 +168,7 @@ def main() -> int:
     args = parser.parse_args()
     thread_counts = [int(t) for t in args.threads.split(",")]
     wrk = ensure_wrk() if args.loadgen == "wrk" else None
-    count = args.requests or (60000 if wrk else 6000)
+    count = args.requests or (100000 if wrk else 6000)
     load = Load(wrk, make_bodies(count), args.seconds, args.concurrency)
     print(f"ingest: {load.describe()}; threads {thread_counts}; idhooks http_server {args.http_server}; "
           f"{args.passes} interleaved passes each, medians")
