@@ -171,6 +171,9 @@ async def read_body(transport: Transport, limit: int, declared: int | None, chun
             body = await transport()
         except _GONE:
             body = b""
+        except BaseException:  # the body's deadline (cancelled): what was taken goes back
+            budget.give_back(declared)
+            raise
         if len(body) != declared:
             budget.give_back(declared)
             raise ClientGoneError()

@@ -180,6 +180,34 @@ def test_bodies_held_at_once_are_bounded_over_all_connections(tmp_path, serve):
     assert "outcome=busy status=503" in server.log()
 
 
+def test_small_bodies_that_time_out_or_are_abandoned_give_their_budget_back(tmp_path, serve):
+    """A body declared at most 64 KiB counts against the budget for its declared length from the start
+    (granian gathers it whole): a client that declares one and stalls until its 408, or leaves, must not keep
+    that count, or a few hundred such clients would leave every later event a 503."""
+    server = serve(config(tmp_path, "  max_buffered_bytes: 100000\n  channel_timeout: 1s"))
+    body, _ = signed(sample_event())
+    padded = body[:-1] + b', "pad": "' + b"x" * 20_000 + b'"}'  # ~21 KB: fits only while nothing else is held
+    head = (b"POST /webhooks/asgardeo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 40000\r\n\r\n{")
+    with ExitStack() as stack:
+        stalled = []
+        for _ in range(2):
+            sock = stack.enter_context(socket.create_connection(("127.0.0.1", server.port), timeout=10))
+            sock.sendall(head)
+            stalled.append(sock)
+        time.sleep(0.3)
+        held = requests.post(server.url + "/webhooks/asgardeo", data=padded, headers=signed(padded)[1], timeout=10)
+        assert held.status_code == 503  # 2 x 40,000 declared bytes are held
+        for sock in stalled:
+            assert sock.recv(100).startswith(b"HTTP/1.1 408")
+        for _ in range(2):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+                sock.sendall(head)  # and leaves
+    time.sleep(0.5)
+    accepted = requests.post(server.url + "/webhooks/asgardeo", data=padded, headers=signed(padded)[1], timeout=10)
+    assert accepted.status_code == 202, accepted.text
+
+
 @pytest.mark.slow
 def test_every_event_answered_202_before_a_sigterm_is_stored(tmp_path, serve):
     """SIGTERM while 8 clients keep posting: the server drains and exits 0; whatever got its 202 is stored
