@@ -317,8 +317,8 @@ class Front:
         found = scope.headers
         headers: dict[str, str] = {}
         for name in INTAKE_HEADERS:
-            if name in found:
-                values = found.get_all(name)
+            values = found.get_all(name)  # none for a header whose value is not visible ASCII: as if not sent
+            if values:
                 headers[name] = values[0] if len(values) == 1 else ",".join(values)
         try:
             check_json_media(headers.get("content-type"))

@@ -273,3 +273,25 @@ def test_malformed_framing_is_refused_and_nothing_is_smuggled(tmp_path, serve):
                                                 b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
     assert smuggled.count(b"HTTP/1.1 ") == 1 and b"alive" not in smuggled, smuggled
     assert stored(tmp_path) == []
+
+
+def raw_post(port: int, body: bytes, extra_headers: bytes) -> bytes:
+    return raw_exchange(port, b"POST /webhooks/asgardeo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                              b"Connection: close\r\nContent-Length: %d\r\n" % len(body) + extra_headers + b"\r\n" + body)
+
+
+def test_header_bytes_outside_visible_ascii_and_undecodable_paths_are_harmless(tmp_path, serve):
+    """granian hands over only header values of visible ASCII and the path decoded as UTF-8: a stray header
+    with other bytes is ignored, a signature carrying them is as if absent (401, nothing stored), and a path
+    with an invalid escape is a plain 404."""
+    server = serve(config(tmp_path))
+    body, headers = signed(sample_event())
+    signature = b"X-Hub-Signature: " + headers["X-Hub-Signature"].encode()
+    ignored = raw_post(server.port, body, signature + b"\r\nX-Note: caf\xe9\xff\r\n")
+    assert ignored.startswith(b"HTTP/1.1 202"), ignored
+    body, headers = signed(sample_event())
+    spoiled = raw_post(server.port, body, b"X-Hub-Signature: " + headers["X-Hub-Signature"].encode() + b"\xff\r\n")
+    assert spoiled.startswith(b"HTTP/1.1 401") and b"missing signature" in spoiled, spoiled
+    assert len(stored(tmp_path)) == 1
+    lost = raw_exchange(server.port, b"GET /webhooks/%FF%FE/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert lost.startswith(b"HTTP/1.1 404"), lost
