@@ -178,15 +178,12 @@ async def read_body(transport: Transport, limit: int, declared: int | None, chun
             budget.give_back(declared)
             raise ClientGoneError()
         return body
-    bound = limit if declared is None else declared
     chunks: list[bytes] = []
     size = 0
     try:
         try:
             async for chunk in transport:
-                if size + len(chunk) > bound:
-                    if declared is not None:  # not expected: granian frames by Content-Length
-                        raise ClientGoneError()
+                if size + len(chunk) > limit:
                     raise TooLargeError(f"body exceeds max_body_bytes ({limit})")
                 budget.take(len(chunk))
                 size += len(chunk)
@@ -204,12 +201,12 @@ async def read_body(transport: Transport, limit: int, declared: int | None, chun
 def wsgi_environ(scope: Scope, body: bytes, client: str) -> dict[str, Any]:
     """The WSGI environ of a request (PEP 3333): headers as HTTP_*, latin-1 strings. A header name with
     an underscore is dropped (it would collide with a dash's CGI name), as are the proxy headers."""
-    server_host, _, server_port = (scope.server or "").rpartition(":")
+    server = scope.server or ""
     environ: dict[str, Any] = {
         "REQUEST_METHOD": scope.method, "SCRIPT_NAME": "",
         "PATH_INFO": scope.path.encode("utf-8", "surrogatepass").decode("latin-1"),
         "QUERY_STRING": scope.query_string,
-        "SERVER_NAME": _host(f"{server_host}:0") if server_host else "", "SERVER_PORT": server_port,
+        "SERVER_NAME": _host(server), "SERVER_PORT": server.rpartition(":")[2],
         "SERVER_PROTOCOL": f"HTTP/{scope.http_version or '1.1'}", "SERVER_SOFTWARE": "idhooks",
         "REMOTE_ADDR": client, "REMOTE_HOST": client,
         "wsgi.version": (1, 0), "wsgi.url_scheme": scope.scheme or "http", "wsgi.input": io.BytesIO(body),
@@ -340,8 +337,8 @@ class Front:
     @staticmethod
     def answer(transport: Transport, status: int, headers: dict[str, str], data: dict[str, Any]) -> None:
         """A JSON answer (an event's 202, or a refusal from error_answer)."""
-        Front.respond(transport, status, _JSON + [(k.lower(), v) for k, v in headers.items()] if headers else _JSON,
-                      json.dumps(data).encode())
+        extra = [(name.lower(), value) for name, value in headers.items()]
+        Front.respond(transport, status, _JSON + extra if extra else _JSON, json.dumps(data).encode())
 
     @staticmethod
     def respond(transport: Transport, status: int, headers: Headers, body: bytes) -> None:
