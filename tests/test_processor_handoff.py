@@ -124,7 +124,7 @@ def test_one_batch_of_new_stored_and_repeated_events_answers_each_correctly(tmp_
     old = dataclasses.replace(incoming(9, now), iat_ms=(now - 7200) * 1000)  # older than the window: stale
     batch = [_Pending(event, 3600) for event in
              (incoming(0, now), incoming(1, now), incoming(2, now), incoming(2, now), incoming(3, now), old)]
-    store._commit_batch(store._connect("FULL"), batch)
+    store._commit_batch(batch)
     assert [p.result for p in batch] == ["accepted", "duplicate", "accepted", "duplicate", "duplicate", "stale"]
     assert {e.jti: e.status for e in store.list_events(limit=10)} == {
         "jti-000": "pending", "jti-001": "pending", "jti-002": "pending", "jti-003": "pending", "jti-009": "stale"}

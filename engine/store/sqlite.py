@@ -260,6 +260,8 @@ class SQLiteStore(SQLiteStateMixin, SQLiteDetectionMixin, SQLiteTransferMixin, S
             raise StoreError(f"cannot create the folder of {self.path}: {exc.strerror}") from None
         self._write_lock = _WriteLock(self.path.with_name(self.path.name + "-writelock"))
         self._local = threading.local()
+        self._writing: sqlite3.Connection | None = None  # every write of this process, under the write lock
+        self._synchronous = "NORMAL"
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
         self._closed = False
@@ -294,18 +296,37 @@ class SQLiteStore(SQLiteStateMixin, SQLiteDetectionMixin, SQLiteTransferMixin, S
             conn = self._local.conn = self._connect()
         return conn
 
+    def _writer_conn(self, synchronous: str = "NORMAL") -> sqlite3.Connection:
+        """The one connection this process writes with; call with the write lock held.
+
+        Why one: in WAL mode a connection throws its whole page cache away when it begins a transaction after
+        any other connection wrote. With a connection per thread (group commit, processor, each delivery
+        worker), every write began cold and read its pages again (~20 preads per delivered event; issue 14).
+        Only the intake's commits ask for `synchronous=FULL`; the setting is switched when the caller changes."""
+        if self._closed:
+            raise StoreError(f"the SQLite store {self.path} is closed")
+        conn = self._writing
+        if conn is None:
+            conn = self._writing = self._connect()
+            self._synchronous = "NORMAL"
+        if synchronous != self._synchronous:
+            conn.execute(f"PRAGMA synchronous={synchronous}")
+            self._synchronous = synchronous
+        return conn
+
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        conn = self._conn
         try:
             with self._write_lock:
+                conn = self._writer_conn()
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     yield conn
+                    conn.execute("COMMIT")
                 except BaseException:
-                    conn.execute("ROLLBACK")
+                    if conn.in_transaction:  # the connection is shared: never leave it inside a transaction
+                        conn.execute("ROLLBACK")
                     raise
-                conn.execute("COMMIT")
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite store {self.path}: {exc}") from None
 
@@ -343,6 +364,7 @@ class SQLiteStore(SQLiteStateMixin, SQLiteDetectionMixin, SQLiteTransferMixin, S
                     pass
             self._connections.clear()
         self._local = threading.local()
+        self._writing = None
         self._write_lock.close()
 
     def take_over_leases(self) -> int:
@@ -393,12 +415,11 @@ class SQLiteStore(SQLiteStateMixin, SQLiteDetectionMixin, SQLiteTransferMixin, S
         return True
 
     def _write_loop(self) -> None:
-        conn = self._connect("FULL")
         while True:
             first = self._queue.get()
             if first is None:
                 return
-            self._commit_batch(conn, [first], gather=True)
+            self._commit_batch([first], gather=True)
 
     def _gather(self, batch: list[_Pending]) -> None:
         """Add what is queued to `batch`, up to the batch limit (a queued close stays queued for the loop)."""
@@ -412,27 +433,28 @@ class SQLiteStore(SQLiteStateMixin, SQLiteDetectionMixin, SQLiteTransferMixin, S
                 return
             batch.append(item)
 
-    def _commit_batch(self, conn: sqlite3.Connection, batch: list[_Pending], gather: bool = False) -> None:
+    def _commit_batch(self, batch: list[_Pending], gather: bool = False) -> None:
         with self._handoff_lock:
-            self._commit_leased(conn, batch, self._handoff, gather)
+            self._commit_leased(batch, self._handoff, gather)
 
-    def _commit_leased(self, conn: sqlite3.Connection, batch: list[_Pending], handoff: EventHandoff | None,
-                       gather: bool = False) -> None:
+    def _commit_leased(self, batch: list[_Pending], handoff: EventHandoff | None, gather: bool = False) -> None:
         """Commit `batch` (with `gather`, and what is queued once the write lock is held) and answer each event.
 
         Why the batch is gathered after the lock is taken: with `serve --processes N` a writer waits for the
         others' commits (each ending in an fsync), and the events that arrive meanwhile would otherwise wait for
         one more commit of their own. Taken into this one, they cost one fsync and one turn of the lock between
         them (issue 14: the write lock was held most of the time with two processes, ~3 events a commit)."""
+        conn: sqlite3.Connection | None = None
         try:
             with self._write_lock:
+                conn = self._writer_conn("FULL")
                 if gather:
                     self._gather(batch)
                 lease = (handoff.owner, handoff.lease) if handoff is not None and handoff.admits(len(batch)) else None
                 rows = _event_rows(batch, lease)
                 inserted = self._insert_rows(conn, rows)
         except BaseException as exc:  # noqa: BLE001 - every caller of the batch gets an answer, whatever happened
-            if conn.in_transaction:  # only if the statement was interrupted before it finished
+            if conn is not None and conn.in_transaction:  # only if the statement was interrupted before it finished
                 try:
                     conn.execute("ROLLBACK")
                 except sqlite3.Error:
@@ -574,7 +596,7 @@ class SQLiteStore(SQLiteStateMixin, SQLiteDetectionMixin, SQLiteTransferMixin, S
         statement per write instead of BEGIN/.../COMMIT."""
         try:
             with self._write_lock:
-                return self._conn.execute(sql, args).fetchall()
+                return self._writer_conn().execute(sql, args).fetchall()
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite store {self.path}: {exc}") from None
 
