@@ -35,6 +35,7 @@ from engine.metrics import Metrics
 from engine.runtime import Current
 from engine.secrets import redact
 from engine.store.base import Job, Store
+from engine.store.handoff import JobHandoff
 
 log = logging.getLogger("idhooks.worker")
 
@@ -72,11 +73,17 @@ class DeliveryWorker:
         self._generation = 0
         self._stopping = threading.Event()
         self._threads: dict[int, threading.Thread] = {}
+        self._handoff: JobHandoff | None = None  # while started, where the store supports it
+        self._next_store_claim = 0.0  # time.monotonic() of the next claim from the store while jobs are handed
 
     # -- life cycle ------------------------------------------------------------------------------
     def start(self) -> None:
-        """Start `delivery.workers` threads."""
+        """Start `delivery.workers` threads, and take new jobs from the processor in memory where the store
+        supports it (engine/store/handoff.py)."""
         self._stopping.clear()
+        handoff = JobHandoff(self.owner, self.delivery.lease)
+        self._handoff = handoff if self.store.hand_over_new_jobs(handoff) else None
+        self._next_store_claim = 0.0
         self._start_missing_threads()
 
     def _start_missing_threads(self) -> None:
@@ -94,6 +101,8 @@ class DeliveryWorker:
         with self._claim_lock:
             self.delivery = delivery
             self.policy = RetryPolicy.from_delivery(delivery)
+            if self._handoff is not None:
+                self._handoff.lease = delivery.lease
             if self._threads and not self._stopping.is_set():
                 self._start_missing_threads()
         self.notify()  # idle threads above the new count wake up and exit
@@ -121,11 +130,19 @@ class DeliveryWorker:
         Returns False when some send was still running: its job stays leased and is claimed again once
         the lease expires, so nothing is lost."""
         self._stopping.set()
+        handoff, self._handoff = self._handoff, None
+        if handoff is not None:
+            self.store.hand_over_new_jobs(None)
         self.notify()
         deadline = time.monotonic() + (self.delivery.shutdown_grace if grace is None else grace)
         for thread in self._threads.values():
             thread.join(max(deadline - time.monotonic(), 0))
         self._threads = {index: t for index, t in self._threads.items() if t.is_alive()}
+        if handoff is not None:  # handed but not sent: claimable at once by whoever runs next
+            try:
+                self.store.release_jobs(self.owner, handoff.ids())
+            except Exception:  # noqa: BLE001 - they stay leased and are claimed once the lease ends
+                log.warning("could not give back the leases of handed jobs; they are sent after the lease ends")
         return not self._threads
 
     def run_once(self, limit: int = 100) -> int:
@@ -157,17 +174,32 @@ class DeliveryWorker:
                     self._wake.wait(self.poll_interval)
 
     def _claim(self) -> list[Job]:
-        """Claim due jobs of one destination below its concurrency limit (one slot in flight): one job, and
-        when that job had to wait (a backlog) up to BATCH-1 more of the same destination, so a busy queue
-        costs one claim transaction per batch instead of one per job."""
+        """Jobs of one destination below its concurrency limit (one slot in flight): handed ones (already
+        leased to this worker), else claimed from the store: one job, and when that job had to wait (a backlog)
+        up to BATCH-1 more of the same destination, so a busy queue costs one claim transaction per batch
+        instead of one per job. The store is claimed from whenever nothing handed is waiting, and at least once
+        a poll interval (retries that became due, jobs stored unleased while the hand-off was full)."""
         with self._claim_lock:
             now = self.clock()
             full = frozenset(d for d in list(self._in_flight) if self._full(d))
             if full and full >= self.actions.get().destination_names():
                 return []  # every destination has its senders: a claim (a store write) would find nothing
+            handoff = self._handoff
+            if handoff is not None and time.monotonic() < self._next_store_claim:
+                jobs = handoff.take(full, BATCH, now)
+                if jobs:
+                    self._in_flight[jobs[0].destination] += 1
+                    return jobs
+            if handoff is not None:
+                if handoff.overflowed and handoff.drained():
+                    handoff.reopen()  # later jobs are handed again; those stored unleased meanwhile are claimed
+                self._next_store_claim = time.monotonic() + self.poll_interval
             jobs = self.store.claim_jobs(self.owner, self.delivery.lease, 1, now, skip_destinations=full)
             if not jobs:
-                return []
+                jobs = handoff.take(full, BATCH, now) if handoff is not None else []
+                if jobs:
+                    self._in_flight[jobs[0].destination] += 1
+                return jobs
             destination = jobs[0].destination
             if now - jobs[0].due_at > BACKLOG_AGE:
                 others = self.actions.get().destination_names() - {destination}
@@ -197,15 +229,19 @@ class DeliveryWorker:
         together at the end, in one store write, still before their lease ends (the last attempt is
         abandoned lease_margin() before it). How many were attempted."""
         started = time.monotonic()
-        lease_end = started + self.delivery.lease - lease_margin(self.delivery.lease)
+        lease = self.delivery.lease
+        ends = started + lease  # a claimed batch's lease began with its claim; a handed one's when it was queued
+        handed_until = min((job.lease_until for job in jobs if job.lease_until), default=0.0)
+        if handed_until:
+            ends = min(ends, started + handed_until - self.clock())
+        lease_end = ends - lease_margin(lease)
         attempted = 0
         delivered: list[tuple[Job, float]] = []
         destination = jobs[0].destination
         sending = self._sending.setdefault(destination, {})
         try:
             for job in jobs:
-                if attempted and (self._stopping.is_set()
-                                  or time.monotonic() - started > self.delivery.lease / 2):
+                if attempted and (self._stopping.is_set() or time.monotonic() > ends - lease / 2):
                     break
                 sending[index] = time.monotonic()
                 self._attempt(job, lease_end, delivered)

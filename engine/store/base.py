@@ -28,7 +28,7 @@ from engine.errors import StoreError
 from engine.store.state import DetectionStateStore, StateStore
 
 if TYPE_CHECKING:  # handoff.py holds StoredEvents: a run-time import would be circular
-    from engine.store.handoff import EventHandoff
+    from engine.store.handoff import EventHandoff, JobHandoff
 
 ACCEPTED = "accepted"
 DUPLICATE = "duplicate"
@@ -173,6 +173,7 @@ class Job(NewJob):
     last_response: str = ""
     lease_owner: str = ""
     window_start: float | None = None  # when the retry window began: created_at, or the last re-queue
+    lease_until: float = 0.0  # a handed job's lease end (engine/store/handoff.py); 0: leased by the claim now
 
     @property
     def retry_window_start(self) -> float:
@@ -314,6 +315,15 @@ class Store(StateStore, DetectionStateStore):
     def release_leases(self, owner: str, jtis: list[str]) -> None:
         """Give back the leases `owner` holds on these pending events (a stopping processor's hand-off), so
         that a claim takes them at once rather than after the lease."""
+
+    def hand_over_new_jobs(self, handoff: JobHandoff | None) -> bool:
+        """From now on, queue each new job that engine/store/handoff.handed() allows already leased to
+        `handoff.owner` (the delivery worker) and put it in `handoff` after its commit, as room allows; None
+        stops it. False where the backend does not (the worker claims every job)."""
+        return False
+
+    def release_jobs(self, owner: str, job_ids: list[str]) -> None:
+        """Give back the leases `owner` holds on these pending jobs (a stopping worker's hand-off)."""
 
     # -- events ------------------------------------------------------------------------------------
     @abstractmethod

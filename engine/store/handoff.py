@@ -1,4 +1,5 @@
-"""New events handed from intake to the processor of the same process, already leased to it (issue 14).
+"""New events handed from intake to the processor, and new jobs from the processor to the delivery worker, of
+the same process, already leased to the one that takes them (issue 14).
 
 Without it every event is written three times: stored by intake, leased by the processor's claim (an UPDATE
 that returns the whole row, body included, to be decoded again) and recorded as processed. A store that
@@ -11,6 +12,11 @@ lease expires (or `take_over_leases` frees it at the next start) and a claim fin
 claims from the store, for everything else (events of other processes, retries, a backlog from before the
 start). Order is kept: when the hand-off is full it closes, so the events that follow are stored unleased; the
 processor first takes what was handed, then opens it again and claims, oldest first, what was stored meanwhile.
+
+Jobs (JobHandoff) follow the same pattern one stage later: without it each job is written three times too
+(queued by the processor, leased by a delivery claim that returns and decodes the row, acknowledged). Only
+jobs that any worker could send at once are handed: not an ordered job (`ordered_by:`, which waits for the
+earlier ones of its key) nor one that fills in captured values.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import threading
 from collections import deque
 from typing import Callable
 
-from engine.store.base import StoredEvent
+from engine.store.base import Job, NewJob, StoredEvent
 
 
 class EventHandoff:
@@ -68,3 +74,67 @@ class EventHandoff:
         """The events still waiting here (their leases are given back when the processor stops)."""
         with self._lock:
             return [event.jti for event in self._events]
+
+
+def handed(job: NewJob) -> bool:
+    """Whether a new job may be handed to the delivery worker instead of waiting for a claim: it is due at once
+    and no other job has to go first (not ordered) or leave it values (no captured placeholders)."""
+    return not job.ordered_by and not job.captured_nonce
+
+
+class JobHandoff:
+    """A bounded queue of stored jobs leased to `owner` (this process's delivery worker) until their
+    `lease_until`, per destination, each in commit order."""
+
+    def __init__(self, owner: str, lease: float, limit: int = 4096) -> None:
+        self.owner, self.lease, self.limit = owner, lease, limit
+        self._jobs: dict[str, deque[Job]] = {}
+        self._count = 0
+        self._lock = threading.Lock()
+        self._open = True
+        self.overflowed = False  # set when it closed: the worker must claim the jobs stored meanwhile
+
+    def admits(self, count: int) -> bool:
+        """Whether the store may lease the next `count` new jobs to `owner` and put them here."""
+        with self._lock:
+            if self._open and self._count + count > self.limit:
+                self._open, self.overflowed = False, True  # full: the rest are stored unleased and claimed
+            return self._open
+
+    def put(self, jobs: list[Job]) -> None:
+        """Jobs the store committed leased to `owner` (after admits() allowed them)."""
+        with self._lock:
+            for job in jobs:
+                self._jobs.setdefault(job.destination, deque()).append(job)
+            self._count += len(jobs)
+
+    def take(self, skip: frozenset[str], limit: int, now: float) -> list[Job]:
+        """Up to `limit` handed jobs of one destination not in `skip`: the one whose next job has waited
+        longest. A job whose lease is half gone is left to expire and be claimed, so that it is never sent
+        from here while a claim could also lease it."""
+        with self._lock:
+            waiting = [(queue[0].created_at, name) for name, queue in self._jobs.items() if name not in skip and queue]
+            if not waiting:
+                return []
+            queue = self._jobs[min(waiting)[1]]
+            taken: list[Job] = []
+            while queue and len(taken) < limit:
+                job = queue.popleft()
+                self._count -= 1
+                if (job.created_at + job.lease_until) / 2 > now:
+                    taken.append(job)
+            return taken
+
+    def reopen(self) -> None:
+        """Hand jobs over again (the worker is about to claim whatever was stored unleased meanwhile)."""
+        with self._lock:
+            self._open, self.overflowed = True, False
+
+    def drained(self) -> bool:
+        with self._lock:
+            return self._count == 0
+
+    def ids(self) -> list[str]:
+        """The jobs still waiting here (their leases are given back when the worker stops)."""
+        with self._lock:
+            return [job.id for queue in self._jobs.values() for job in queue]

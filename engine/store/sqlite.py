@@ -32,7 +32,7 @@ from engine.store.state_sqlite import MIGRATION as STATE_MIGRATION
 from engine.store.state_sqlite import SQLiteStateMixin
 from engine.store.detections_sqlite import MIGRATION as DETECTIONS_MIGRATION
 from engine.store.detections_sqlite import SQLiteDetectionMixin
-from engine.store.handoff import EventHandoff
+from engine.store.handoff import EventHandoff, JobHandoff, handed
 from engine.store.sqlite_transfer import SQLiteTransferMixin
 from engine.config.settings import StoreConfig
 from engine.store.base import (ACCEPTED, DUPLICATE, STALE, IncomingEvent, Job, NewJob, QuarantineEntry,
@@ -144,16 +144,26 @@ def _job_row(row: sqlite3.Row) -> Job:
                last_response=row["last_response"], lease_owner=row["lease_owner"], window_start=row["window_start"])
 
 
-def _insert_jobs(conn: sqlite3.Connection, jobs: list[NewJob], now: float) -> None:
+def _insert_jobs(conn: sqlite3.Connection, jobs: list[NewJob], now: float,
+                 lease: tuple[str, float, set[int]] | None = None) -> list[str | None]:
     """Insert pending jobs, due now; a key already queued is skipped (INSERT OR IGNORE on the unique key).
-    An ordered job is placed by its event's arrival (order_at), then by insertion (rowid)."""
+    An ordered job is placed by its event's arrival (order_at), then by insertion (rowid). With `lease`
+    (owner, lease end, the id() of the jobs to lease), those are stored leased to the owner.
+
+    The new rows' ids, in the order of `jobs`; None for a job whose key was queued already (looked up only
+    when some key was: a second statement per batch would hold the write lock longer, see _insert_rows)."""
+    owner, until, leased = lease if lease is not None else ("", 0.0, set())
     rows = [(uuid.uuid4().hex, j.key, j.destination, strict_json(j.to_json(), f"job {j.key!r}"), now, now, j.order_key,
-             j.received_at if j.received_at is not None else now) for j in jobs]
+             j.received_at if j.received_at is not None else now,
+             *((owner, until) if id(j) in leased else ("", 0.0))) for j in jobs]
+    inserted = 0
     for start in range(0, len(rows), 500):  # SQLite allows 32,766 parameters per statement
         chunk = rows[start:start + 500]
-        conn.execute("INSERT OR IGNORE INTO jobs (id, key, destination, payload, status, created_at, due_at, "
-                     "order_key, order_at) VALUES " + ",".join(["(?, ?, ?, ?, 'pending', ?, ?, ?, ?)"] * len(chunk)),
-                     [value for row in chunk for value in row])
+        inserted += conn.execute(
+            "INSERT OR IGNORE INTO jobs (id, key, destination, payload, status, created_at, due_at, order_key, "
+            "order_at, lease_owner, lease_until) VALUES "
+            + ",".join(["(?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?)"] * len(chunk)),
+            [value for row in chunk for value in row]).rowcount
     touched: dict[str, float] = {}
     for job in jobs:
         if job.ordered_by:
@@ -162,6 +172,12 @@ def _insert_jobs(conn: sqlite3.Connection, jobs: list[NewJob], now: float) -> No
     if touched:
         conn.executemany("INSERT INTO captures (ref, last_event_at) VALUES (?, ?) ON CONFLICT(ref) DO UPDATE "
                          "SET last_event_at = max(last_event_at, excluded.last_event_at)", list(touched.items()))
+    ids: list[str | None] = [row[0] for row in rows]
+    if inserted < len(rows):
+        stored = {row[0] for row in conn.execute("SELECT id FROM jobs WHERE id IN (SELECT value FROM json_each(?))",
+                                                 (json.dumps(ids),))}
+        ids = [job_id if job_id in stored else None for job_id in ids]
+    return ids
 
 
 _FIRST_OF_ITS_ORDER = (
@@ -268,6 +284,8 @@ class SQLiteStore(SQLiteStateMixin, SQLiteDetectionMixin, SQLiteTransferMixin, S
         self._migrate()
         self._batch_limit = batch_limit
         self._handoff: EventHandoff | None = None
+        self._job_handoff: JobHandoff | None = None
+        self._job_handoff_lock = threading.Lock()  # held from leasing a batch of jobs to handing it over
         self._handoff_lock = threading.Lock()  # held by the writer from leasing a batch to handing it over
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._writer = threading.Thread(target=self._write_loop, name="sqlite-group-commit", daemon=True)
@@ -387,6 +405,16 @@ class SQLiteStore(SQLiteStateMixin, SQLiteDetectionMixin, SQLiteTransferMixin, S
         with self._handoff_lock:  # once this returns, no batch is still being leased to the previous one
             self._handoff = handoff
         return True
+
+    def hand_over_new_jobs(self, handoff: JobHandoff | None) -> bool:
+        with self._job_handoff_lock:  # once this returns, no batch is still being leased to the previous one
+            self._job_handoff = handoff
+        return True
+
+    def release_jobs(self, owner: str, job_ids: list[str]) -> None:
+        if job_ids:
+            self._write("UPDATE jobs SET lease_owner = '', lease_until = 0 WHERE status = 'pending' AND "
+                        "lease_owner = ? AND id IN (SELECT value FROM json_each(?))", (owner, json.dumps(job_ids)))
 
     def release_leases(self, owner: str, jtis: list[str]) -> None:
         if jtis:
@@ -542,9 +570,21 @@ class SQLiteStore(SQLiteStateMixin, SQLiteDetectionMixin, SQLiteTransferMixin, S
         if not jobs:  # one statement is its own transaction (see claim_events)
             self._write(record, (now, decisions))
             return
-        with self._tx() as conn:  # a fixed number of statements per batch: see _insert_rows
-            _insert_jobs(conn, jobs, now)
-            conn.execute(record, (now, decisions))
+        with self._job_handoff_lock:
+            handoff = self._job_handoff
+            leased = [job for job in jobs if handed(job)] if handoff is not None else []
+            lease = None
+            if handoff is not None and leased and handoff.admits(len(leased)):
+                lease = (handoff.owner, now + handoff.lease, {id(job) for job in leased})
+            with self._tx() as conn:  # a fixed number of statements per batch: see _insert_rows
+                ids = _insert_jobs(conn, jobs, now, lease)
+                conn.execute(record, (now, decisions))
+            if lease is not None and handoff is not None:
+                handoff.put([Job(id=job_id, key=job.key, destination=job.destination, action=job.action,
+                                 message=job.message, rule=job.rule, jti=job.jti, index=job.index, retry=job.retry,
+                                 received_at=job.received_at, status="pending", attempts=0, created_at=now,
+                                 due_at=now, lease_owner=lease[0], lease_until=lease[1])
+                             for job, job_id in zip(jobs, ids) if job_id is not None and id(job) in lease[2]])
 
     def append_decisions(self, items: Sequence[tuple[str, dict[str, Any]]], now: float) -> list[str]:
         jtis = json.dumps(sorted({jti for jti, _ in items}))
