@@ -101,6 +101,7 @@ class HttpAction(Action):
         read.done()
         self.secrets = read.secrets()
         self._urls: dict[str, str] = {}
+        self._splits: dict[str, tuple[str, Any, str | None]] = {}
         self._literal_hosts: set[str] = set()  # IP literals checked and not blocked
         if self.verify is False:
             context.logger.warning("destination %r: verify: false - TLS certificates are NOT checked; anyone on "
@@ -131,9 +132,8 @@ class HttpAction(Action):
         method = str(rendered.get("method") or "POST").upper()
         if method not in METHODS:
             raise PermanentError(f"method {method!r} is not one of {', '.join(METHODS)}")
-        url = self.url_for(str(rendered.get("path") or ""))
-        parts = urlsplit(url)
-        if parts.hostname not in self._literal_hosts:  # a literal's answer never changes; a name's may
+        url, parts, host = self._split(str(rendered.get("path") or ""))
+        if host not in self._literal_hosts:  # a literal's answer never changes; a name's may
             self.check_address(parts)
         result = exchange(self.context.http, method, url, secrets=self.secrets, timeout=self.timeout,
                           max_response_bytes=self.max_response_bytes, clock=self.context.clock,
@@ -142,6 +142,19 @@ class HttpAction(Action):
                           verify=self.verify, proxy=self.proxy, **self._body(rendered))
         capture = rendered.get("capture")
         return captured_values(capture, result.body) if capture else None
+
+    def _split(self, path: str) -> tuple[str, Any, str | None]:
+        """url_for(path), split, and its host name, remembered with the URL (splitting per send cost as much as
+        checking the path)."""
+        split = self._splits.get(path)
+        if split is None:
+            url = self.url_for(path)
+            parts = urlsplit(url)
+            split = (url, parts, parts.hostname)
+            if len(self._splits) >= _REMEMBERED_URLS:
+                self._splits.clear()
+            self._splits[path] = split
+        return split
 
     def url_for(self, path: str) -> str:
         """The full URL for a rendered path; refuses any scheme, host or port the destination does not allow.

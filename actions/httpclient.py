@@ -53,6 +53,9 @@ MAX_HEAD_BYTES = 65_536
 """An answer's status line and headers together; a peer that sends more is not answering HTTP."""
 MAX_HEADERS = 100
 _READ_CHUNK = 65_536
+_REMEMBERED_PLACES = 1024
+"""How many URLs' origin, target and Host header the client remembers (then it starts again)."""
+_buffers = threading.local()  # each thread's read buffer: allocating 64 KiB per answer cost more than its parse
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _UNSAFE_IN_TARGET = re.compile(r"[\x00-\x20\x7f]")
 _UNSAFE_IN_VALUE = re.compile(rb"[\r\n\x00]")
@@ -133,6 +136,7 @@ class HttpClient:
         self._idle: dict[_Origin, list[socket.socket]] = {}
         self._lock = threading.Lock()
         self._contexts: dict[bool | str, ssl.SSLContext] = {}
+        self._places: dict[tuple[str, bool | str, str | None], tuple[_Origin, str, bytes]] = {}
         weakref.finalize(self, _close_all, self._idle)  # a reload drops the old client: close its sockets too
 
     def request(self, method: str, url: str, *, headers: Mapping[str, str | bytes], body: bytes | None,
@@ -142,15 +146,9 @@ class HttpClient:
         (actions/deadline.deadline(): its watchdog is what ends a blocked read). Raises OSError (and its subclasses: timeouts,
         refused connections, TLS failures, ClosedEarlyError), BadAnswerError, SlowAnswerError, ValueError for a
         request that cannot be sent (an invalid URL or header), PermanentError for a blocked peer."""
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an absolute http:// or https:// URL: {url!r}")
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        origin = _Origin(parts.scheme, parts.hostname, port, verify, proxy)
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        origin, target, host = self._place(url, verify, proxy)
         fields: dict[str, str | bytes] = {}
-        if proxy is not None and parts.scheme == "http":
-            target = f"http://{parts.netloc}{target}"  # a forward proxy takes the absolute URL
+        if proxy is not None and origin.scheme == "http":
             fields.update(_proxy_headers(proxy))
         names = {name.lower(): name for name in headers}
         if names.keys() & FRAMING_HEADERS:
@@ -158,7 +156,6 @@ class HttpClient:
         if "user-agent" not in names:
             fields["User-Agent"] = USER_AGENT
         fields.update(headers)
-        host = _host_header(origin)
         if "host" in names:  # a destination's own Host (virtual hosting behind an address); never from a rule
             given = fields.pop(names["host"])
             host = given if isinstance(given, bytes) else str(given).encode("latin-1")
@@ -179,6 +176,28 @@ class HttpClient:
         if self.on_answer is not None:
             self.on_answer(answer)
         return answer
+
+    def _place(self, url: str, verify: bool | str, proxy: str | None) -> tuple[_Origin, str, bytes]:
+        """(origin, request target, Host header) of `url`, remembered for the URLs seen last: a rule with a
+        fixed path sends to one URL, and splitting it again for every delivery was a tenth of the client's
+        own time (issue 14). ValueError for a URL that is not absolute http(s)."""
+        key = (url, verify, proxy)
+        place = self._places.get(key)
+        if place is None:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"not an absolute http:// or https:// URL: {url!r}")
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            origin = _Origin(parts.scheme, parts.hostname, port, verify, proxy)
+            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            if proxy is not None and parts.scheme == "http":
+                target = f"http://{parts.netloc}{target}"  # a forward proxy takes the absolute URL
+            place = (origin, target, _host_header(origin))
+            with self._lock:
+                if len(self._places) >= _REMEMBERED_PLACES:
+                    self._places.clear()
+                self._places[key] = place
+        return place
 
     def _connection(self, origin: _Origin, connect_timeout: float, limit: Deadline) -> socket.socket:
         """An idle connection of `origin` that is still open, else a new one (connected now, so that the
@@ -327,13 +346,14 @@ def _read_answer(sock: socket.socket, cap: int, until: Deadline) -> tuple[Answer
     answer = _Answer(cap)
     parser = httptools.HttpResponseParser(answer)
     answer.parser = parser
-    buffer = bytearray(_READ_CHUNK)
-    view = memoryview(buffer)
+    view = getattr(_buffers, "view", None)
+    if view is None:  # the parser's callbacks copy what they keep, so the buffer is reused for every answer
+        view = _buffers.view = memoryview(bytearray(_READ_CHUNK))
     head_bytes = 0
     while not answer.complete and answer.size < cap:
         if until.passed:
             raise SlowAnswerError()
-        count = sock.recv_into(buffer)
+        count = sock.recv_into(view)
         if count == 0:
             if answer.head_done and not answer.framed and answer.status not in (204, 304):
                 break  # a body delimited by the end of the connection

@@ -73,6 +73,7 @@ class DeliveryWorker:
         self._generation = 0
         self._stopping = threading.Event()
         self._threads: dict[int, threading.Thread] = {}
+        self._meters_by_destination: dict[str, tuple[Any, Any, Any]] = {}
         self._handoff: JobHandoff | None = None  # while started, where the store supports it
         self._next_store_claim = 0.0  # time.monotonic() of the next claim from the store while jobs are handed
 
@@ -283,10 +284,21 @@ class DeliveryWorker:
             log.exception("could not record delivered jobs", extra={"keys": [job.key for job, _ in delivered]})
             return
         for job, at in delivered:
-            destination = job.destination or job.action
-            self.metrics.action_successes.labels(destination).inc()
+            _, successes, latency = self._meters(job.destination or job.action)
+            successes.inc()
             if job.received_at is not None:
-                self.metrics.delivery_latency.labels(destination).observe(max(at - job.received_at, 0.0))
+                latency.observe(max(at - job.received_at, 0.0))
+
+    def _meters(self, destination: str) -> tuple[Any, Any, Any]:
+        """The destination's attempts and successes counters and latency histogram: looking the labels up
+        for every delivery took a lock and built a key each time (issue 14). Destinations come from config,
+        so this stays small."""
+        meters = self._meters_by_destination.get(destination)
+        if meters is None:
+            meters = (self.metrics.action_attempts.labels(destination), self.metrics.action_successes.labels(destination),
+                      self.metrics.delivery_latency.labels(destination))
+            self._meters_by_destination[destination] = meters
+        return meters
 
     # -- one attempt -----------------------------------------------------------------------------
     def deliver(self, job: Job, delivered: list[tuple[Job, float]]) -> None:
@@ -294,7 +306,7 @@ class DeliveryWorker:
         at once when it has an order key (the next job of the key waits for it); on failure schedule a retry or
         dead-letter it."""
         destination = job.destination or job.action
-        self.metrics.action_attempts.labels(destination).inc()
+        self._meters(destination)[0].inc()
         actions = self.actions.get()
         try:
             captured = self._send(job, actions)
