@@ -49,11 +49,15 @@ periods, recorded on the event that started them): a busy or hostile rule set ca
 limit."""
 
 
+_STRICT = json.JSONEncoder(allow_nan=False)
+"""One encoder for strict_json: json.dumps with any option builds a new one per call (issue 14)."""
+
+
 def strict_json(value: Any, what: str) -> str:
     """`value` as standard JSON, refusing NaN/Infinity (Python's json writes them, SQLite's json functions
     and most readers reject them): the last line of defence, so a stored record is always valid JSON."""
     try:
-        return json.dumps(value, allow_nan=False)
+        return _STRICT.encode(value)
     except (ValueError, TypeError) as exc:
         raise StoreError(f"refused to store {what}: not valid JSON ({exc})") from None
 

@@ -22,7 +22,6 @@ import os
 import queue
 import sqlite3
 import threading
-import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -153,7 +152,7 @@ def _insert_jobs(conn: sqlite3.Connection, jobs: list[NewJob], now: float,
     The new rows' ids, in the order of `jobs`; None for a job whose key was queued already (looked up only
     when some key was: a second statement per batch would hold the write lock longer, see _insert_rows)."""
     owner, until, leased = lease if lease is not None else ("", 0.0, set())
-    rows = [(uuid.uuid4().hex, j.key, j.destination, strict_json(j.to_json(), f"job {j.key!r}"), now, now, j.order_key,
+    rows = [(os.urandom(16).hex(), j.key, j.destination, strict_json(j.to_json(), f"job {j.key!r}"), now, now, j.order_key,
              j.received_at if j.received_at is not None else now,
              *((owner, until) if id(j) in leased else ("", 0.0))) for j in jobs]
     inserted = 0
