@@ -12,7 +12,7 @@ INSTALL_ARGS := --no-cache-dir '.[redis,postgres,nats]'
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet --upgrade pip 'setuptools>=77'
 	$(PY) -m pip install --quiet -e '.[test,redis,postgres,nats]'
 	touch $(STAMP)
 
