@@ -39,6 +39,9 @@ METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 _FORBIDDEN_HEADERS = (*sorted(FRAMING_HEADERS), "host", "idempotency-key")
 _ABSOLUTE = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*:|//)")
 _REMEMBERED_URLS = 1024
+_REMEMBERED_CHARS = 2048
+"""Paths and URLs longer than this are checked every time rather than remembered: a rendered path holds event
+text, and 1,024 of them must not hold much memory."""
 
 
 class HttpAction(Action):
@@ -100,7 +103,6 @@ class HttpAction(Action):
         self.verify: bool | str = read.text("ca_file") or read.boolean("verify", True)
         read.done()
         self.secrets = read.secrets()
-        self._urls: dict[str, str] = {}
         self._splits: dict[str, tuple[str, Any, str | None]] = {}
         self._literal_hosts: set[str] = set()  # IP literals checked and not blocked
         if self.verify is False:
@@ -144,29 +146,22 @@ class HttpAction(Action):
         return captured_values(capture, result.body) if capture else None
 
     def _split(self, path: str) -> tuple[str, Any, str | None]:
-        """url_for(path), split, and its host name, remembered with the URL (splitting per send cost as much as
-        checking the path)."""
+        """url_for(path), split, and its host name. Those of paths seen before are remembered (a bounded number
+        of paths up to _REMEMBERED_CHARS long): a rule with a fixed path checks and splits it once, not per event."""
         split = self._splits.get(path)
         if split is None:
-            url = self.url_for(path)
+            url = self._checked_url(path)
             parts = urlsplit(url)
             split = (url, parts, parts.hostname)
-            if len(self._splits) >= _REMEMBERED_URLS:
-                self._splits.clear()
-            self._splits[path] = split
+            if len(path) <= _REMEMBERED_CHARS:
+                if len(self._splits) >= _REMEMBERED_URLS:
+                    self._splits.clear()
+                self._splits[path] = split
         return split
 
     def url_for(self, path: str) -> str:
-        """The full URL for a rendered path; refuses any scheme, host or port the destination does not allow.
-        The URLs of paths seen before are remembered (a bounded number): a rule with a fixed path checks it
-        once, not per event."""
-        url = self._urls.get(path)
-        if url is None:
-            url = self._checked_url(path)
-            if len(self._urls) >= _REMEMBERED_URLS:
-                self._urls.clear()
-            self._urls[path] = url
-        return url
+        """The full URL for a rendered path; refuses any scheme, host or port the destination does not allow."""
+        return self._split(path)[0]
 
     def _checked_url(self, path: str) -> str:
         if any(c in path for c in "\\\r\n\t ") or any(ord(c) < 32 for c in path):

@@ -54,7 +54,9 @@ MAX_HEAD_BYTES = 65_536
 MAX_HEADERS = 100
 _READ_CHUNK = 65_536
 _REMEMBERED_PLACES = 1024
-"""How many URLs' origin, target and Host header the client remembers (then it starts again)."""
+_REMEMBERED_CHARS = 2048
+"""How many URLs' origin, target and Host header the client remembers (then it starts again), and up to what
+length: a longer URL (event text in its path) is split every time rather than kept."""
 _buffers = threading.local()  # each thread's read buffer: allocating 64 KiB per answer cost more than its parse
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _UNSAFE_IN_TARGET = re.compile(r"[\x00-\x20\x7f]")
@@ -193,10 +195,11 @@ class HttpClient:
             if proxy is not None and parts.scheme == "http":
                 target = f"http://{parts.netloc}{target}"  # a forward proxy takes the absolute URL
             place = (origin, target, _host_header(origin))
-            with self._lock:
-                if len(self._places) >= _REMEMBERED_PLACES:
-                    self._places.clear()
-                self._places[key] = place
+            if len(url) <= _REMEMBERED_CHARS:
+                with self._lock:
+                    if len(self._places) >= _REMEMBERED_PLACES:
+                        self._places.clear()
+                    self._places[key] = place
         return place
 
     def _connection(self, origin: _Origin, connect_timeout: float, limit: Deadline) -> socket.socket:

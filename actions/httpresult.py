@@ -24,6 +24,7 @@ from engine.errors import PermanentError, RetryableError
 from engine.secrets import Secret, redact
 
 _REMEMBERED_URLS = 1024
+_REMEMBERED_CHARS = 2048  # longer URLs (event text in a path) are quoted every time, not kept
 _QUOTED: dict[str, str] = {}
 """requote_uri() of the URLs sent last: a rule with a fixed path sends to one URL, and quoting it again for every
 delivery was a tenth of the HTTP action's own time (issue 14)."""
@@ -85,9 +86,10 @@ def prepare(url: str, params: Mapping[str, Any] | None, headers: Mapping[str, st
     quoted = _QUOTED.get(url)
     if quoted is None:
         quoted = requote_uri(url)
-        if len(_QUOTED) >= _REMEMBERED_URLS:
-            _QUOTED.clear()
-        _QUOTED[url] = quoted
+        if len(url) <= _REMEMBERED_CHARS:
+            if len(_QUOTED) >= _REMEMBERED_URLS:
+                _QUOTED.clear()
+            _QUOTED[url] = quoted
     url = quoted
     sent = dict(headers or {})
     if json is not None:

@@ -193,3 +193,23 @@ def test_dot_segments_from_event_data_are_refused(http_peer: HttpPeer, path: str
     with pytest.raises(PermanentError, match="'.' and '..' segments could leave the base path"):
         http_action(http_peer.url + "/api").send({"path": path}, KEY)
     assert http_peer.requests == []
+
+
+def test_what_the_action_remembers_of_event_paths_stays_bounded(http_peer: HttpPeer) -> None:
+    """Rendered paths hold event text: the URLs kept for reuse (split, quoted, placed) are bounded in number and
+    length, while every send still goes to its own path."""
+    from actions import httpresult
+
+    action = http_action(http_peer.url + "/api")
+    long_paths = [f"/users/{n}-" + "x" * 10_000 for n in range(3)]
+    for path in long_paths:
+        action.send({"method": "GET", "path": path}, KEY)
+    assert [request.path for request in http_peer.requests] == ["/api" + path for path in long_paths]
+    client = action.context.http
+    kept = [*action._splits, *(url for url, _, _ in client._places), *httpresult._QUOTED]
+    assert not any(len(url) > 10_000 for url in kept)  # checked and sent, not kept
+    for n in range(3000):
+        url = action.url_for(f"/users/{n}")
+        client._place(url, True, None)
+        httpresult.prepare(url, None, None, None, None)
+    assert len(action._splits) <= 1024 and len(client._places) <= 1024 and len(httpresult._QUOTED) <= 1024
