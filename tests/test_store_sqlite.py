@@ -234,3 +234,32 @@ def test_a_claim_takes_the_first_due_jobs_without_sorting_those_that_share_a_due
     claimed = store.claim_jobs("me", 60, 16, NOW + 1)
     assert [job.message["n"] for job in claimed] == list(range(16))
     store.close()
+
+
+def test_a_write_that_fails_midway_changes_nothing_and_leaves_later_writes_working(tmp_path):
+    """Every write of a process shares one connection: a transaction that fails after it began must be rolled
+    back, not left open for the next thread's write (which would then fail, or commit the half-done one)."""
+    store = SQLiteStore(tmp_path / "idhooks.db")
+    assert store.ingest(incoming("jti-1"), 3600) == "accepted"
+    [event] = store.claim_events("processor", 60, 10, NOW)
+    good = NewJob(key="jti-1:r:0", destination="target", action="http", message={"n": 1}, jti="jti-1")
+    bad = NewJob(key="jti-1:r:1", destination="target", action="http", message={"n": float("nan")}, jti="jti-1")
+    with pytest.raises(StoreError, match="not valid JSON"):
+        store.complete_events([(event.jti, [{"rule": "r", "matched": True}], [good, bad])], NOW)
+    assert store.list_jobs() == [] and store.get_event("jti-1").status == "pending"
+    outcome: list[object] = []
+
+    def other_thread() -> None:
+        try:
+            store.complete_events([(event.jti, [{"rule": "r", "matched": True}], [good])], NOW)
+            outcome.append(store.ingest(incoming("jti-2"), 3600))
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            outcome.append(exc)
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    thread.join(10)
+    assert outcome == ["accepted"]
+    assert [job.key for job in store.list_jobs()] == ["jti-1:r:0"]
+    assert store.get_event("jti-1").status == "processed"
+    store.close()
