@@ -51,6 +51,12 @@ class Deadline:
                 return
         _shut(sock)
 
+    def unwatch(self, sock: socket.socket) -> None:
+        """Forget `sock` (it went back to its pool: another attempt may take it)."""
+        with self._lock:
+            if sock in self._sockets:
+                self._sockets.remove(sock)
+
     def expire(self) -> None:
         with self._lock:
             self.expired = True
@@ -166,3 +172,11 @@ def watch(sock: socket.socket | None) -> None:
     still need it shut if the inner one is left without having fired)."""
     for entry in getattr(_local, "stack", []):
         entry.watch(sock)
+
+
+def unwatch(sock: socket.socket) -> None:
+    """Forget `sock` in every deadline of this thread, before it goes back to a pool of idle connections: a
+    deadline of this attempt that passes later (the delivery's lease deadline outlives the exchange) must not
+    shut it down under the attempt that takes it next."""
+    for entry in getattr(_local, "stack", []):
+        entry.unwatch(sock)

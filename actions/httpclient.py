@@ -41,7 +41,7 @@ from urllib.parse import unquote, urlsplit
 
 import httptools
 
-from actions.deadline import Deadline, watch
+from actions.deadline import Deadline, unwatch, watch
 from actions.safenet import BLOCKED_NETWORKS, Networks, blocked
 from engine import __version__
 from engine.errors import PermanentError
@@ -171,6 +171,7 @@ class HttpClient:
         except BaseException:
             sock.close()
             raise
+        unwatch(sock)  # first: this attempt's deadlines must not shut it once it is back in the pool
         if reusable and not limit.passed:
             self._give_back(origin, sock)
         else:  # the peer closes it, or the answer was cut at the cap: never reuse a connection mid-answer

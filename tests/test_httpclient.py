@@ -209,3 +209,22 @@ def test_an_empty_destination_host_is_refused_before_sending() -> None:
     finally:
         peer.close()
     assert peer.heads == []
+
+
+def test_a_connection_back_in_the_pool_is_not_shut_by_a_deadline_of_the_attempt_that_used_it(
+        http_peer: HttpPeer) -> None:
+    """A delivery's lease deadline outlives its exchange (the job is recorded after the send). When it passes
+    then, it must not shut the connection the exchange gave back: another attempt may be using it by then."""
+    from actions.deadline import deadline
+
+    client = HttpClient(blocked_networks=())
+    with deadline(0.3):  # the delivery worker's lease deadline
+        with deadline(5) as limit:  # the exchange's own
+            client.request("GET", http_peer.url + "/a", headers={}, body=None, connect_timeout=2, limit=limit,
+                           max_response_bytes=1000)
+        time.sleep(0.8)  # the lease deadline passes while the connection waits in the pool
+    with deadline(5) as limit:
+        answer = client.request("GET", http_peer.url + "/b", headers={}, body=None, connect_timeout=2, limit=limit,
+                                max_response_bytes=1000)
+    assert answer.status == 200
+    assert http_peer.connections == 1  # the second request reused the first one's connection: it was not shut
