@@ -29,7 +29,7 @@ import urllib3
 from actions.base import RETRY_FIELD, Action, ActionContext, Field, fold_line
 from actions.escaping import PATH_SEGMENT
 from actions.capture import capture_problems, captured_values
-from actions.httpclient import FRAMING_HEADERS
+from actions.httpclient import FRAMING_HEADERS, remember
 from actions.httpresult import DEFAULT_MAX_RESPONSE_BYTES, exchange
 from actions.safenet import blocked
 from engine.errors import PermanentError, RetryableError
@@ -38,10 +38,6 @@ from engine.secrets import redact, reveal
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 _FORBIDDEN_HEADERS = (*sorted(FRAMING_HEADERS), "host", "idempotency-key")
 _ABSOLUTE = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*:|//)")
-_REMEMBERED_URLS = 1024
-_REMEMBERED_CHARS = 2048
-"""Paths and URLs longer than this are checked every time rather than remembered: a rendered path holds event
-text, and 1,024 of them must not hold much memory."""
 
 
 class HttpAction(Action):
@@ -146,17 +142,13 @@ class HttpAction(Action):
         return captured_values(capture, result.body) if capture else None
 
     def _split(self, path: str) -> tuple[str, Any, str | None]:
-        """url_for(path), split, and its host name. Those of paths seen before are remembered (a bounded number
-        of paths up to _REMEMBERED_CHARS long): a rule with a fixed path checks and splits it once, not per event."""
+        """url_for(path), split, and its host name. Those of paths seen before are remembered (bounded:
+        actions/httpclient.remember): a rule with a fixed path checks and splits it once, not per event."""
         split = self._splits.get(path)
         if split is None:
             url = self._checked_url(path)
             parts = urlsplit(url)
-            split = (url, parts, parts.hostname)
-            if len(path) <= _REMEMBERED_CHARS:
-                if len(self._splits) >= _REMEMBERED_URLS:
-                    self._splits.clear()
-                self._splits[path] = split
+            split = remember(self._splits, path, (url, parts, parts.hostname), len(path))
         return split
 
     def url_for(self, path: str) -> str:

@@ -53,10 +53,11 @@ MAX_HEAD_BYTES = 65_536
 """An answer's status line and headers together; a peer that sends more is not answering HTTP."""
 MAX_HEADERS = 100
 _READ_CHUNK = 65_536
-_REMEMBERED_PLACES = 1024
-_REMEMBERED_CHARS = 2048
-"""How many URLs' origin, target and Host header the client remembers (then it starts again), and up to what
-length: a longer URL (event text in its path) is split every time rather than kept."""
+REMEMBERED_URLS = 1024
+REMEMBERED_URL_CHARS = 2048
+"""What is worked out once per URL (the client's origin, target and Host header; the HTTP action's checked and
+split URL; the quoted URL) is remembered for at most REMEMBERED_URLS URLs (then it starts again) of at most
+REMEMBERED_URL_CHARS characters: a rendered path holds event text, and a longer one is worked out every time."""
 _buffers = threading.local()  # each thread's read buffer: allocating 64 KiB per answer cost more than its parse
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _UNSAFE_IN_TARGET = re.compile(r"[\x00-\x20\x7f]")
@@ -122,6 +123,16 @@ class _Origin:
     port: int
     verify: bool | str
     proxy: str | None
+
+
+def remember(memo: dict[Any, Any], key: Any, value: Any, chars: int) -> Any:
+    """`value`, kept in `memo` under `key` when the URL it was worked out from (`chars` long) is short enough; a
+    full memo is emptied first (REMEMBERED_URLS). A lost race between threads only works a URL out twice."""
+    if chars <= REMEMBERED_URL_CHARS:
+        if len(memo) >= REMEMBERED_URLS:
+            memo.clear()
+        memo[key] = value
+    return value
 
 
 class HttpClient:
@@ -195,12 +206,7 @@ class HttpClient:
             target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
             if proxy is not None and parts.scheme == "http":
                 target = f"http://{parts.netloc}{target}"  # a forward proxy takes the absolute URL
-            place = (origin, target, _host_header(origin))
-            if len(url) <= _REMEMBERED_CHARS:
-                with self._lock:
-                    if len(self._places) >= _REMEMBERED_PLACES:
-                        self._places.clear()
-                    self._places[key] = place
+            place = remember(self._places, key, (origin, target, _host_header(origin)), len(url))
         return place
 
     def _connection(self, origin: _Origin, connect_timeout: float, limit: Deadline) -> socket.socket:

@@ -19,12 +19,10 @@ from urllib.parse import urlencode
 from requests.utils import requote_uri
 
 from actions.deadline import deadline
-from actions.httpclient import Answer, BadAnswerError, HttpClient, SlowAnswerError
+from actions.httpclient import Answer, BadAnswerError, HttpClient, SlowAnswerError, remember
 from engine.errors import PermanentError, RetryableError
 from engine.secrets import Secret, redact
 
-_REMEMBERED_URLS = 1024
-_REMEMBERED_CHARS = 2048  # longer URLs (event text in a path) are quoted every time, not kept
 _QUOTED: dict[str, str] = {}
 """requote_uri() of the URLs sent last: a rule with a fixed path sends to one URL, and quoting it again for every
 delivery was a tenth of the HTTP action's own time (issue 14)."""
@@ -84,13 +82,7 @@ def prepare(url: str, params: Mapping[str, Any] | None, headers: Mapping[str, st
         base, _, query = url.partition("?")
         url = f"{base}?{query}&{urlencode(pairs)}" if query else f"{base}?{urlencode(pairs)}"
     quoted = _QUOTED.get(url)
-    if quoted is None:
-        quoted = requote_uri(url)
-        if len(url) <= _REMEMBERED_CHARS:
-            if len(_QUOTED) >= _REMEMBERED_URLS:
-                _QUOTED.clear()
-            _QUOTED[url] = quoted
-    url = quoted
+    url = quoted if quoted is not None else remember(_QUOTED, url, requote_uri(url), len(url))
     sent = dict(headers or {})
     if json is not None:
         data = jsonlib.dumps(json, allow_nan=False).encode("utf-8")

@@ -73,7 +73,6 @@ class DeliveryWorker:
         self._generation = 0
         self._stopping = threading.Event()
         self._threads: dict[int, threading.Thread] = {}
-        self._meters_by_destination: dict[str, tuple[Any, Any, Any]] = {}
         self._handoff: JobHandoff | None = None  # while started, where the store supports it
         self._next_store_claim = 0.0  # time.monotonic() of the next claim from the store while jobs are handed
 
@@ -283,22 +282,12 @@ class DeliveryWorker:
         except Exception:  # they stay leased: sent again once the lease ends (at least once)
             log.exception("could not record delivered jobs", extra={"keys": [job.key for job, _ in delivered]})
             return
+        metrics = self.metrics
         for job, at in delivered:
-            _, successes, latency = self._meters(job.destination or job.action)
-            successes.inc()
+            destination = job.destination or job.action
+            metrics.child(metrics.action_successes, destination).inc()
             if job.received_at is not None:
-                latency.observe(max(at - job.received_at, 0.0))
-
-    def _meters(self, destination: str) -> tuple[Any, Any, Any]:
-        """The destination's attempts and successes counters and latency histogram: looking the labels up
-        for every delivery took a lock and built a key each time (issue 14). Destinations come from config,
-        so this stays small."""
-        meters = self._meters_by_destination.get(destination)
-        if meters is None:
-            meters = (self.metrics.action_attempts.labels(destination), self.metrics.action_successes.labels(destination),
-                      self.metrics.delivery_latency.labels(destination))
-            self._meters_by_destination[destination] = meters
-        return meters
+                metrics.child(metrics.delivery_latency, destination).observe(max(at - job.received_at, 0.0))
 
     # -- one attempt -----------------------------------------------------------------------------
     def deliver(self, job: Job, delivered: list[tuple[Job, float]]) -> None:
@@ -306,7 +295,7 @@ class DeliveryWorker:
         at once when it has an order key (the next job of the key waits for it); on failure schedule a retry or
         dead-letter it."""
         destination = job.destination or job.action
-        self._meters(destination)[0].inc()
+        self.metrics.child(self.metrics.action_attempts, destination).inc()
         actions = self.actions.get()
         try:
             captured = self._send(job, actions)

@@ -28,24 +28,43 @@ from typing import Callable
 from engine.store.base import Job, NewJob, StoredEvent
 
 
-class EventHandoff:
+class _Bounded:
+    """What both hand-offs share: at most `limit` waiting; once full it closes (hands nothing more, so what
+    follows is stored unleased and claimed in order) until the taker has drained it and reopens it."""
+
+    def __init__(self, owner: str, lease: float, limit: int) -> None:
+        self.owner, self.lease, self.limit = owner, lease, limit
+        self._lock = threading.Lock()
+        self._open = True
+        self.overflowed = False  # set when it closed: the taker must claim what was stored meanwhile
+
+    def _waiting(self) -> int:
+        raise NotImplementedError
+
+    def admits(self, count: int) -> bool:
+        """Whether the store may lease the next `count` new items to `owner` and put them here."""
+        with self._lock:
+            if self._open and self._waiting() + count > self.limit:
+                self._open, self.overflowed = False, True
+            return self._open
+
+    def reopen(self) -> None:
+        """Hand over again (the taker is about to claim whatever was stored unleased meanwhile)."""
+        with self._lock:
+            self._open, self.overflowed = True, False
+
+
+class EventHandoff(_Bounded):
     """A bounded queue of stored events leased to `owner`, in commit order."""
 
     def __init__(self, owner: str, lease: float, limit: int = 4096,
                  on_put: Callable[[], None] = lambda: None) -> None:
-        self.owner, self.lease, self.limit, self.on_put = owner, lease, limit, on_put
+        super().__init__(owner, lease, limit)
+        self.on_put = on_put
         self._events: deque[StoredEvent] = deque()
-        self._lock = threading.Lock()
-        self._open = True
-        self.overflowed = False  # set when it closed: the processor must claim the events stored meanwhile
 
-    def admits(self, count: int) -> bool:
-        """Whether the store may lease the next `count` new events to `owner` and put them here."""
-        with self._lock:
-            if self._open and len(self._events) + count > self.limit:
-                # full: hand nothing more until the processor has caught up (keeps event order)
-                self._open, self.overflowed = False, True
-            return self._open
+    def _waiting(self) -> int:
+        return len(self._events)
 
     def put(self, events: list[StoredEvent]) -> None:
         """Events the store committed leased to `owner` (after admits() allowed them)."""
@@ -65,11 +84,6 @@ class EventHandoff:
                     taken.append(event)
         return taken
 
-    def reopen(self) -> None:
-        """Hand events over again (the processor is about to claim whatever was stored unleased meanwhile)."""
-        with self._lock:
-            self._open, self.overflowed = True, False
-
     def jtis(self) -> list[str]:
         """The events still waiting here (their leases are given back when the processor stops)."""
         with self._lock:
@@ -82,24 +96,17 @@ def handed(job: NewJob) -> bool:
     return not job.ordered_by and not job.captured_nonce
 
 
-class JobHandoff:
+class JobHandoff(_Bounded):
     """A bounded queue of stored jobs leased to `owner` (this process's delivery worker) until their
     `lease_until`, per destination, each in commit order."""
 
     def __init__(self, owner: str, lease: float, limit: int = 4096) -> None:
-        self.owner, self.lease, self.limit = owner, lease, limit
+        super().__init__(owner, lease, limit)
         self._jobs: dict[str, deque[Job]] = {}
         self._count = 0
-        self._lock = threading.Lock()
-        self._open = True
-        self.overflowed = False  # set when it closed: the worker must claim the jobs stored meanwhile
 
-    def admits(self, count: int) -> bool:
-        """Whether the store may lease the next `count` new jobs to `owner` and put them here."""
-        with self._lock:
-            if self._open and self._count + count > self.limit:
-                self._open, self.overflowed = False, True  # full: the rest are stored unleased and claimed
-            return self._open
+    def _waiting(self) -> int:
+        return self._count
 
     def put(self, jobs: list[Job]) -> None:
         """Jobs the store committed leased to `owner` (after admits() allowed them)."""
@@ -124,11 +131,6 @@ class JobHandoff:
                 if (job.created_at + job.lease_until) / 2 > now:
                     taken.append(job)
             return taken
-
-    def reopen(self) -> None:
-        """Hand jobs over again (the worker is about to claim whatever was stored unleased meanwhile)."""
-        with self._lock:
-            self._open, self.overflowed = True, False
 
     def drained(self) -> bool:
         with self._lock:

@@ -144,17 +144,16 @@ def _job_row(row: sqlite3.Row) -> Job:
 
 
 def _insert_jobs(conn: sqlite3.Connection, jobs: list[NewJob], now: float,
-                 lease: tuple[str, float, set[int]] | None = None) -> list[str | None]:
+                 lease: tuple[str, float] | None = None) -> list[str | None]:
     """Insert pending jobs, due now; a key already queued is skipped (INSERT OR IGNORE on the unique key).
     An ordered job is placed by its event's arrival (order_at), then by insertion (rowid). With `lease`
-    (owner, lease end, the id() of the jobs to lease), those are stored leased to the owner.
+    (owner, lease end), the jobs that may be handed (engine/store/handoff.handed) are stored leased to the owner.
 
     The new rows' ids, in the order of `jobs`; None for a job whose key was queued already (looked up only
     when some key was: a second statement per batch would hold the write lock longer, see _insert_rows)."""
-    owner, until, leased = lease if lease is not None else ("", 0.0, set())
     rows = [(os.urandom(16).hex(), j.key, j.destination, strict_json(j.to_json(), f"job {j.key!r}"), now, now, j.order_key,
              j.received_at if j.received_at is not None else now,
-             *((owner, until) if id(j) in leased else ("", 0.0))) for j in jobs]
+             *(lease if lease is not None and handed(j) else ("", 0.0))) for j in jobs]
     inserted = 0
     for start in range(0, len(rows), 500):  # SQLite allows 32,766 parameters per statement
         chunk = rows[start:start + 500]
@@ -571,10 +570,9 @@ class SQLiteStore(SQLiteStateMixin, SQLiteDetectionMixin, SQLiteTransferMixin, S
             return
         with self._job_handoff_lock:
             handoff = self._job_handoff
-            leased = [job for job in jobs if handed(job)] if handoff is not None else []
-            lease = None
-            if handoff is not None and leased and handoff.admits(len(leased)):
-                lease = (handoff.owner, now + handoff.lease, {id(job) for job in leased})
+            count = sum(handed(job) for job in jobs) if handoff is not None else 0
+            lease = (handoff.owner, now + handoff.lease) if handoff is not None and count and handoff.admits(count) \
+                else None
             with self._tx() as conn:  # a fixed number of statements per batch: see _insert_rows
                 ids = _insert_jobs(conn, jobs, now, lease)
                 conn.execute(record, (now, decisions))
@@ -583,7 +581,7 @@ class SQLiteStore(SQLiteStateMixin, SQLiteDetectionMixin, SQLiteTransferMixin, S
                                  message=job.message, rule=job.rule, jti=job.jti, index=job.index, retry=job.retry,
                                  received_at=job.received_at, status="pending", attempts=0, created_at=now,
                                  due_at=now, lease_owner=lease[0], lease_until=lease[1])
-                             for job, job_id in zip(jobs, ids) if job_id is not None and id(job) in lease[2]])
+                             for job, job_id in zip(jobs, ids) if job_id is not None and handed(job)])
 
     def append_decisions(self, items: Sequence[tuple[str, dict[str, Any]]], now: float) -> list[str]:
         jtis = json.dumps(sorted({jti for jti, _ in items}))
