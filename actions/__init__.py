@@ -36,6 +36,9 @@ class ActionSet:
     def __init__(self, instances: Mapping[tuple[str, str], Action]) -> None:
         self._instances = dict(instances)
         self.secrets: list[Secret] = [s for a in self._instances.values() for s in a.secrets]
+        # the destinations whose jobs the delivery lane sends on its event loop (Action.sends_on_loop)
+        self.on_loop = frozenset(destination for (_, destination), action in self._instances.items()
+                                 if destination and action.sends_on_loop)
 
     def get(self, type_name: str, destination: str | None) -> Action:
         """The action for a job; PermanentError when the running config has no such destination."""

@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 from actions.destination import DestinationReader
 from actions.escaping import Escape, valid_text
 from actions.httpclient import HttpClient
+from actions.httplane import LaneClient
 from engine.config.retry import policy_problems
 from engine.secrets import Secret, find_secrets, reveal
 
@@ -193,6 +194,17 @@ class Action(ABC):
         """Problems in the rendered-independent shape of a rule's fields (beyond unknown/missing keys,
         which engine/match checks from `rule_fields`). Messages are `field: what is wrong`."""
         return policy_problems(fields.get("retry"), "retry")
+
+    sends_on_loop: ClassVar[bool] = False
+    """Whether `send_async` is implemented: the delivery lane (engine/deliver/lane.py) then sends this action's
+    jobs on its event loop instead of a delivery thread."""
+
+    async def send_async(self, rendered: Mapping[str, Any], idempotency_key: str,
+                         lane: LaneClient) -> Mapping[str, Any] | None:
+        """`send()` on the delivery lane's event loop, with `lane` for its HTTP requests (exchange_async in
+        actions/httpresult.py): the same request, checks and errors. Never blocks the loop (a resolver call or
+        other blocking work runs in an executor)."""
+        raise NotImplementedError(f"the {self.name} action sends only from a delivery thread")
 
     @abstractmethod
     def send(self, rendered: Mapping[str, Any], idempotency_key: str) -> Mapping[str, Any] | None:

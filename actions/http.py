@@ -18,6 +18,7 @@ the retries that at-least-once delivery implies.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import re
 import socket
@@ -30,7 +31,8 @@ from actions.base import RETRY_FIELD, Action, ActionContext, Field, fold_line
 from actions.escaping import PATH_SEGMENT
 from actions.capture import capture_problems, captured_values
 from actions.httpclient import FRAMING_HEADERS, remember
-from actions.httpresult import DEFAULT_MAX_RESPONSE_BYTES, exchange
+from actions.httplane import LaneClient
+from actions.httpresult import DEFAULT_MAX_RESPONSE_BYTES, exchange, exchange_async
 from actions.safenet import blocked
 from engine.errors import PermanentError, RetryableError
 from engine.secrets import redact, reveal
@@ -126,20 +128,38 @@ class HttpAction(Action):
             problems.append(f"success_statuses: expected a list of HTTP statuses (100-599), got {statuses!r}")
         return problems + capture_problems(fields)
 
+    sends_on_loop = True
+
     def send(self, rendered: Mapping[str, Any], idempotency_key: str) -> dict[str, Any] | None:
+        method, url, parts, host = self._target(rendered)
+        if host not in self._literal_hosts:  # a literal's answer never changes; a name's may
+            self.check_address(parts)
+        result = exchange(self.context.http, method, url, **self._exchange(rendered, idempotency_key))
+        capture = rendered.get("capture")
+        return captured_values(capture, result.body) if capture else None
+
+    async def send_async(self, rendered: Mapping[str, Any], idempotency_key: str,
+                         lane: LaneClient) -> dict[str, Any] | None:
+        method, url, parts, host = self._target(rendered)
+        if host not in self._literal_hosts:  # resolved off the loop: a slow resolver must not stall other sends
+            self._check_addresses(parts, await asyncio.get_running_loop().run_in_executor(None, self._addresses, parts))
+        result = await exchange_async(lane, method, url, **self._exchange(rendered, idempotency_key))
+        capture = rendered.get("capture")
+        return captured_values(capture, result.body) if capture else None
+
+    def _target(self, rendered: Mapping[str, Any]) -> tuple[str, str, Any, str | None]:
+        """(method, URL, split URL, host) of a rendered action; PermanentError for what may not be called."""
         method = str(rendered.get("method") or "POST").upper()
         if method not in METHODS:
             raise PermanentError(f"method {method!r} is not one of {', '.join(METHODS)}")
-        url, parts, host = self._split(str(rendered.get("path") or ""))
-        if host not in self._literal_hosts:  # a literal's answer never changes; a name's may
-            self.check_address(parts)
-        result = exchange(self.context.http, method, url, secrets=self.secrets, timeout=self.timeout,
-                          max_response_bytes=self.max_response_bytes, clock=self.context.clock,
-                          success_statuses=frozenset(rendered.get("success_statuses") or ()),
-                          params=rendered.get("query") or None, headers=self._headers(rendered, idempotency_key),
-                          verify=self.verify, proxy=self.proxy, **self._body(rendered))
-        capture = rendered.get("capture")
-        return captured_values(capture, result.body) if capture else None
+        return (method, *self._split(str(rendered.get("path") or "")))
+
+    def _exchange(self, rendered: Mapping[str, Any], idempotency_key: str) -> dict[str, Any]:
+        """The arguments of exchange() / exchange_async() besides the method and URL."""
+        return {"secrets": self.secrets, "timeout": self.timeout, "max_response_bytes": self.max_response_bytes,
+                "clock": self.context.clock, "success_statuses": frozenset(rendered.get("success_statuses") or ()),
+                "params": rendered.get("query") or None, "headers": self._headers(rendered, idempotency_key),
+                "verify": self.verify, "proxy": self.proxy, **self._body(rendered)}
 
     def _split(self, path: str) -> tuple[str, Any, str | None]:
         """url_for(path), split, and its host name. Those of paths seen before are remembered (bounded:
@@ -186,7 +206,10 @@ class HttpAction(Action):
     def check_address(self, parts: Any) -> None:
         """Resolve the host and refuse link-local / metadata addresses (the allow-list cannot open them). An IP
         literal needs no resolver call; shorthand forms (`127.1`) still go through getaddrinfo."""
-        for address in self._addresses(parts):
+        self._check_addresses(parts, self._addresses(parts))
+
+    def _check_addresses(self, parts: Any, addresses: list[str]) -> None:
+        for address in addresses:
             refused = blocked(address)
             if refused is not None:
                 raise PermanentError(f"refused: {parts.hostname!r} resolves to {refused}, a link-local/metadata "

@@ -159,22 +159,7 @@ class HttpClient:
         (actions/deadline.deadline(): its watchdog is what ends a blocked read). Raises OSError (and its subclasses: timeouts,
         refused connections, TLS failures, ClosedEarlyError), BadAnswerError, SlowAnswerError, ValueError for a
         request that cannot be sent (an invalid URL or header), PermanentError for a blocked peer."""
-        origin, target, host = self._place(url, verify, proxy)
-        fields: dict[str, str | bytes] = {}
-        if proxy is not None and origin.scheme == "http":
-            fields.update(_proxy_headers(proxy))
-        names = {name.lower(): name for name in headers}
-        if names.keys() & FRAMING_HEADERS:
-            raise ValueError(f"refused headers {sorted(names.keys() & FRAMING_HEADERS)}: the client writes them itself")
-        if "user-agent" not in names:
-            fields["User-Agent"] = USER_AGENT
-        fields.update(headers)
-        if "host" in names:  # a destination's own Host (virtual hosting behind an address); never from a rule
-            given = fields.pop(names["host"])
-            host = given if isinstance(given, bytes) else str(given).encode("latin-1")
-        if body is not None or method not in ("GET", "HEAD"):
-            fields["Content-Length"] = str(len(body or b""))
-        head = _request_head(method, target, host, fields)
+        origin, head = self.head(method, url, headers, body, verify, proxy)
         sock = self._connection(origin, connect_timeout, limit)
         try:  # blocking calls: the deadline's watchdog shuts the socket down when the attempt's time is up
             sock.sendall(head + body if body else head)
@@ -190,6 +175,27 @@ class HttpClient:
         if self.on_answer is not None:
             self.on_answer(answer)
         return answer
+
+    def head(self, method: str, url: str, headers: Mapping[str, str | bytes], body: bytes | None,
+             verify: bool | str, proxy: str | None) -> tuple[_Origin, bytes]:
+        """Where a request goes and its request line and headers (ValueError for one that cannot be sent): the
+        same for a blocking request and the delivery lane's (actions/httplane.py)."""
+        origin, target, host = self._place(url, verify, proxy)
+        fields: dict[str, str | bytes] = {}
+        if proxy is not None and origin.scheme == "http":
+            fields.update(_proxy_headers(proxy))
+        names = {name.lower(): name for name in headers}
+        if names.keys() & FRAMING_HEADERS:
+            raise ValueError(f"refused headers {sorted(names.keys() & FRAMING_HEADERS)}: the client writes them itself")
+        if "user-agent" not in names:
+            fields["User-Agent"] = USER_AGENT
+        fields.update(headers)
+        if "host" in names:  # a destination's own Host (virtual hosting behind an address); never from a rule
+            given = fields.pop(names["host"])
+            host = given if isinstance(given, bytes) else str(given).encode("latin-1")
+        if body is not None or method not in ("GET", "HEAD"):
+            fields["Content-Length"] = str(len(body or b""))
+        return origin, _request_head(method, target, host, fields)
 
     def _place(self, url: str, verify: bool | str, proxy: str | None) -> tuple[_Origin, str, bytes]:
         """(origin, request target, Host header) of `url`, remembered for the URLs seen last: a rule with a
@@ -308,7 +314,24 @@ class _Answer:
         self.head_size = 0
         self.framed = False  # Content-Length or chunked: otherwise the body ends when the connection does
         self.status = 0
-        self.parser: Any = None
+        self.parser: Any = httptools.HttpResponseParser(self)
+
+    def feed(self, data: bytes | memoryview) -> None:
+        """Parse the next bytes of the answer; BadAnswerError for what is not HTTP (in the parser's words)."""
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            if isinstance(exc.__context__, BadAnswerError):
+                raise exc.__context__ from None
+            if not isinstance(exc.__context__, _TrailingBytesError):
+                raise
+        except httptools.HttpParserError as exc:
+            raise BadAnswerError(str(exc)[:100] or type(exc).__name__) from None
+
+    def result(self) -> tuple[Answer, bool]:
+        """The answer, and whether its connection may carry another request."""
+        return (Answer(self.status, self.reason.decode("latin-1"), Headers(self.headers), b"".join(self.chunks)),
+                self.complete and not self.trailing and self.keep_alive)
 
     def on_message_begin(self) -> None:
         if self.complete:  # bytes after the answer: stop here, and never reuse this connection
@@ -354,8 +377,6 @@ class _TrailingBytesError(Exception):
 def _read_answer(sock: socket.socket, cap: int, until: Deadline) -> tuple[Answer, bool]:
     """Read and parse one answer; (the answer, whether the connection may carry another request)."""
     answer = _Answer(cap)
-    parser = httptools.HttpResponseParser(answer)
-    answer.parser = parser
     view = getattr(_buffers, "view", None)
     if view is None:  # the parser's callbacks copy what they keep, so the buffer is reused for every answer
         view = _buffers.view = memoryview(bytearray(_READ_CHUNK))
@@ -372,42 +393,44 @@ def _read_answer(sock: socket.socket, cap: int, until: Deadline) -> tuple[Answer
             head_bytes += count
             if head_bytes > 2 * MAX_HEAD_BYTES:  # one endless header line: stop before the parser buffers it all
                 raise BadAnswerError(f"the head of the answer is over {MAX_HEAD_BYTES // 1024} KiB")
-        try:
-            parser.feed_data(view[:count])
-        except httptools.HttpParserCallbackError as exc:
-            if isinstance(exc.__context__, BadAnswerError):
-                raise exc.__context__ from None
-            if not isinstance(exc.__context__, _TrailingBytesError):
-                raise
-        except httptools.HttpParserError as exc:
-            raise BadAnswerError(str(exc)[:100] or type(exc).__name__) from None
+        answer.feed(view[:count])
     if until.passed and not answer.complete:
         raise SlowAnswerError()
-    result = Answer(answer.status, answer.reason.decode("latin-1"), Headers(answer.headers),
-                    b"".join(answer.chunks))
-    reusable = answer.complete and not answer.trailing and answer.keep_alive
-    return result, reusable
+    return answer.result()
 
 
 def _tunnel(sock: socket.socket, origin: _Origin, proxy: str) -> None:
     """CONNECT through the proxy to the origin; OSError when the proxy does not open the tunnel."""
-    authority = _host_header(_Origin(origin.scheme, origin.host, origin.port, True, None))
-    if b":" not in authority.rsplit(b"]", 1)[-1]:
-        authority += b":%d" % origin.port
-    sock.sendall(_request_head("CONNECT", authority.decode("ascii"), authority, _proxy_headers(proxy)))
+    sock.sendall(connect_request(origin, proxy))
     head = b""
-    while b"\r\n\r\n" not in head:
+    while not tunnel_opened(head):
         chunk = sock.recv(4096)
         if not chunk:
             raise ClosedEarlyError("the proxy closed the connection before opening the tunnel")
         head += chunk
+
+
+def connect_request(origin: _Origin, proxy: str) -> bytes:
+    """The CONNECT request that asks `proxy` for a tunnel to `origin`."""
+    authority = _host_header(_Origin(origin.scheme, origin.host, origin.port, True, None))
+    if b":" not in authority.rsplit(b"]", 1)[-1]:
+        authority += b":%d" % origin.port
+    return _request_head("CONNECT", authority.decode("ascii"), authority, _proxy_headers(proxy))
+
+
+def tunnel_opened(head: bytes) -> bool:
+    """Whether the proxy's answer to CONNECT, `head` so far, is whole: False while more must be read, True when
+    the tunnel is open; BadAnswerError or ConnectionRefusedError when it will not be."""
+    if b"\r\n\r\n" not in head:
         if len(head) > MAX_HEAD_BYTES:
             raise BadAnswerError("the proxy's answer to CONNECT is over 64 KiB")
+        return False
     status = head.split(b"\r\n", 1)[0].split(b" ")
     if len(status) < 2 or not status[0].startswith(b"HTTP/1.") or not status[1].isdigit():
         raise BadAnswerError("the proxy's answer to CONNECT is not HTTP")
     if not status[1].startswith(b"2"):
         raise ConnectionRefusedError(f"the proxy refused the tunnel: {int(status[1])}")
+    return True
 
 
 def _close_all(idle: dict[_Origin, list[socket.socket]]) -> None:

@@ -11,7 +11,10 @@ which holds the connections and the outbound rules (peer check, deadline, answer
 
 from __future__ import annotations
 
+import asyncio
 import json as jsonlib
+import math
+from contextvars import ContextVar
 from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Mapping
 from urllib.parse import urlencode
@@ -20,7 +23,8 @@ from requests.utils import requote_uri
 
 from actions.deadline import deadline
 from actions.httpclient import Answer, BadAnswerError, HttpClient, SlowAnswerError, remember
-from engine.errors import PermanentError, RetryableError
+from actions.httplane import LaneClient
+from engine.errors import DeliveryError, PermanentError, RetryableError
 from engine.secrets import Secret, redact
 
 _QUOTED: dict[str, str] = {}
@@ -53,21 +57,58 @@ def exchange(client: HttpClient, method: str, url: str, *, secrets: list[Secret]
                                      limit=limit, max_response_bytes=max_response_bytes, verify=verify, proxy=proxy)
         except UnicodeError:  # text no request can carry (a lone surrogate): the worker makes it permanent
             raise
-        except BadAnswerError as exc:
-            raise RetryableError(redact(f"cannot reach {url}: the answer is not valid HTTP: {exc}", secrets)) from None
-        except (OSError, SlowAnswerError) as exc:  # TLS failures included
-            if limit.passed or isinstance(exc, SlowAnswerError):
-                raise RetryableError(redact(f"timed out calling {url}: deadline exceeded, no complete answer within "
-                                            f"{round(budget, 1):g} s (connect, send and response)", secrets)) from None
-            if isinstance(exc, TimeoutError):
-                raise RetryableError(redact(f"timed out calling {url}: no connection within {connect:g} s",
-                                            secrets)) from None
-            raise RetryableError(redact(f"cannot reach {url}: {_reason(exc)}", secrets)) from None
-        except ValueError as exc:  # an invalid URL, header or body, refused before anything was sent
-            raise PermanentError(redact(f"invalid request to {url}: {exc}", secrets)) from None
+        except (BadAnswerError, OSError, SlowAnswerError, ValueError) as exc:
+            raise _failure(exc, url, secrets, connect, budget, limit.passed) from None
     if result.status not in success_statuses:
         check(result, url, secrets, clock)
     return result
+
+
+LANE_DEADLINE: ContextVar[float] = ContextVar("idhooks_lane_deadline", default=math.inf)
+"""In the delivery lane (engine/deliver/lane.py), the loop time by which the running attempt must end (the
+job's lease): exchange_async ends the exchange by then, or by its own `timeout`, whichever comes first."""
+
+
+async def exchange_async(lane: LaneClient, method: str, url: str, *, secrets: list[Secret],
+                         timeout: tuple[float, float], max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+                         clock: Callable[[], float], success_statuses: frozenset[int] = frozenset(),
+                         params: Mapping[str, Any] | None = None, headers: Mapping[str, str | bytes] | None = None,
+                         json: Any = None, data: bytes | None = None, verify: bool | str = True,
+                         proxy: str | None = None) -> HttpResult:
+    """exchange() on the delivery lane's event loop: the same request, bounds, errors and classification."""
+    connect, total = timeout
+    loop = asyncio.get_running_loop()
+    now = loop.time()
+    expires = min(now + total, LANE_DEADLINE.get())
+    budget = max(expires - now, 0.0)
+    try:
+        async with asyncio.timeout_at(expires) as scope:
+            target, body, sent_headers = prepare(url, params, headers, json, data)
+            result = await lane.request(method, target, headers=sent_headers, body=body, connect_timeout=connect,
+                                        max_response_bytes=max_response_bytes, verify=verify, proxy=proxy)
+    except UnicodeError:
+        raise
+    except (BadAnswerError, OSError, SlowAnswerError, ValueError) as exc:
+        raise _failure(exc, url, secrets, connect, budget, scope.expired()) from None
+    if result.status not in success_statuses:
+        check(result, url, secrets, clock)
+    return result
+
+
+def _failure(exc: Exception, url: str, secrets: list[Secret], connect: float, budget: float,
+             passed: bool) -> DeliveryError:
+    """What a failed exchange means for the delivery (`passed`: the attempt's deadline had passed), in words
+    that name the URL with its secrets redacted."""
+    if isinstance(exc, BadAnswerError):
+        return RetryableError(redact(f"cannot reach {url}: the answer is not valid HTTP: {exc}", secrets))
+    if isinstance(exc, (OSError, SlowAnswerError)):  # TLS failures included
+        if passed or isinstance(exc, SlowAnswerError):
+            return RetryableError(redact(f"timed out calling {url}: deadline exceeded, no complete answer within "
+                                         f"{round(budget, 1):g} s (connect, send and response)", secrets))
+        if isinstance(exc, TimeoutError):
+            return RetryableError(redact(f"timed out calling {url}: no connection within {connect:g} s", secrets))
+        return RetryableError(redact(f"cannot reach {url}: {_reason(exc)}", secrets))
+    return PermanentError(redact(f"invalid request to {url}: {exc}", secrets))  # refused before anything was sent
 
 
 def prepare(url: str, params: Mapping[str, Any] | None, headers: Mapping[str, str | bytes] | None, json: Any,

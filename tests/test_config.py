@@ -173,3 +173,16 @@ def test_a_bad_server_processes_is_an_error(tmp_path, value):
     with pytest.raises(ConfigError) as exc:
         load_config(path, env={"HOOK_SECRET": "x"})
     assert "server.processes: expected a whole number >= 1 or 'auto', got" in str(exc.value)
+
+
+@pytest.mark.parametrize("value,expected", [("", True), ("lane: false", False), ("lane: true", True)])
+def test_the_delivery_lane_is_on_unless_turned_off(tmp_path, value, expected):
+    path = write_config(tmp_path, config_text() + f"delivery: {{{value}}}\n")
+    assert load_config(path, env={"HOOK_SECRET": "x"}).delivery.lane is expected
+
+
+def test_a_delivery_lane_that_is_not_a_boolean_is_an_error(tmp_path):
+    path = write_config(tmp_path, config_text() + 'delivery: {lane: "sometimes"}\n')
+    with pytest.raises(ConfigError) as exc:
+        load_config(path, env={"HOOK_SECRET": "x"})
+    assert "delivery.lane: expected true or false, got 'sometimes'" in str(exc.value)

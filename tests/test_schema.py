@@ -73,7 +73,7 @@ def test_defaults_come_from_the_dataclass_and_unknown_keys_are_named() -> None:
     assert DeliveryConfig(**values) == dataclasses.replace(DeliveryConfig(), workers=3)
     assert found == [(2, "delivery.leas", "unknown key (did you mean 'lease'?); expected one of: workers, lease, "
                                           "retry_for, backoff_initial, backoff_max, per_destination_concurrency, "
-                                          "shutdown_grace")]
+                                          "shutdown_grace, lane")]
 
 
 def test_a_new_setting_is_one_field() -> None:

@@ -264,8 +264,9 @@ def test_slow_destination_does_not_block_others(store: Store, http_peer: HttpPee
 def test_a_fast_destination_gets_one_sender_and_a_slow_one_up_to_its_limit(store: Store, http_peer: HttpPeer) -> None:
     """Below per_destination_concurrency a second sender joins a destination only while the send in flight has
     waited `parallel_after` for its answer: two threads taking turns on the GIL for one fast target cost more CPU
-    and delivered less than one sending back to back (issue 14)."""
-    two = replace(DELIVERY, workers=3, per_destination_concurrency=2)
+    and delivered less than one sending back to back (issue 14). The threads' rule: the lane fills every slot,
+    its sends in flight cost no thread (tests/test_delivery_lane.py)."""
+    two = replace(DELIVERY, workers=3, per_destination_concurrency=2, lane=False)
     http_peer.delay = 0.005  # long enough for a second sender to overlap, well within 5 s however loaded
     enqueue(store, "fast", 0, count=40)
     deliver = DeliveryWorker(store, Current(actions_for(fast=http_peer.url)), two, Metrics(), poll_interval=0.02,
@@ -314,10 +315,10 @@ def test_new_jobs_wake_a_worker_only_for_a_destination_without_its_sender(store:
     """The processor names the destinations of the jobs it queued: a destination whose sender is busy (and
     not slow) takes them itself when its batch ends, so no idle worker is woken to run a claim (a store write)
     that finds nothing; a destination without a sender gets one at once. Polling is off (30 s): a lost
-    wake-up would fail the test."""
+    wake-up would fail the test. The threads' rule (the lane would give the busy destination its second slot)."""
     other = HttpPeer()
     http_peer.hold.clear()
-    two = replace(DELIVERY, workers=3, per_destination_concurrency=2)
+    two = replace(DELIVERY, workers=3, per_destination_concurrency=2, lane=False)
     counted = ClaimCounter(store)
     deliver = DeliveryWorker(counted, Current(actions_for(busy=http_peer.url, other=other.url)), two,  # type: ignore[arg-type]
                              Metrics(), poll_interval=30, parallel_after=5.0)

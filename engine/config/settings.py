@@ -123,6 +123,7 @@ class DeliveryConfig:
     backoff_max: float = setting(3600.0, kind="duration")
     per_destination_concurrency: int = setting(2, minimum=1)
     shutdown_grace: float = setting(10.0, kind="duration")
+    lane: bool = setting(True)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,10 @@ waited PARALLEL_AFTER for its answer: a fast target is served by one thread send
 taking turns on the GIL for one fast target cost ~40 % more CPU per delivery and delivered less, issue 14),
 a slow one by up to the limit. Workers sleep on a condition that `notify()` (called when jobs are created)
 wakes at once, and otherwise poll every `poll_interval` seconds for retries that became due.
+
+With `delivery.lane` (the default) the jobs of actions that can send on an event loop (`http`) go to the lane
+(engine/deliver/lane.py): one more sender, in one thread, that claims through this worker and records through it,
+and fills every slot of a destination, since its sends in flight cost no thread. The threads send the rest.
 """
 
 from __future__ import annotations
@@ -26,9 +30,11 @@ from collections import Counter
 from typing import Any, Callable, Collection, Mapping
 
 from actions import ActionSet
+from actions.base import Action
 from actions.deadline import deadline
 from engine.deliver.backoff import RetryPolicy
 from engine.deliver.captures import fill
+from engine.deliver.lane import DeliveryLane
 from engine.config.settings import DeliveryConfig
 from engine.errors import DeliveryError, PermanentError, RetryableError
 from engine.metrics import Metrics
@@ -75,6 +81,8 @@ class DeliveryWorker:
         self._threads: dict[int, threading.Thread] = {}
         self._handoff: JobHandoff | None = None  # while started, where the store supports it
         self._next_store_claim = 0.0  # time.monotonic() of the next claim from the store while jobs are handed
+        self._lane: DeliveryLane | None = None  # while started with delivery.lane (engine/deliver/lane.py)
+        self._leaving: list[DeliveryLane] = []  # lanes turned off by a reload, or still running after stop()
 
     # -- life cycle ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -84,7 +92,18 @@ class DeliveryWorker:
         handoff = JobHandoff(self.owner, self.delivery.lease)
         self._handoff = handoff if self.store.hand_over_new_jobs(handoff) else None
         self._next_store_claim = 0.0
+        if self.delivery.lane:  # first: a thread started before it would claim the lane's destinations too
+            self._start_lane()
         self._start_missing_threads()
+
+    def _start_lane(self) -> None:
+        self._lane = DeliveryLane(self)
+        self._lane.start()
+
+    def _running_lane(self) -> DeliveryLane | None:
+        """The lane, while it runs: should it ever end by itself (a bug), the threads take its destinations."""
+        lane = self._lane
+        return lane if lane is not None and lane.running else None
 
     def _start_missing_threads(self) -> None:
         for index in range(self.delivery.workers):
@@ -105,6 +124,12 @@ class DeliveryWorker:
                 self._handoff.lease = delivery.lease
             if self._threads and not self._stopping.is_set():
                 self._start_missing_threads()
+                if delivery.lane and self._lane is None:
+                    self._start_lane()
+                elif not delivery.lane and self._lane is not None:
+                    self._lane.leave()  # its batches under way finish; the threads take its destinations now
+                    self._leaving.append(self._lane)
+                    self._lane = None
         self.notify()  # idle threads above the new count wake up and exit
 
     def thread_count(self) -> int:
@@ -116,8 +141,20 @@ class DeliveryWorker:
         when that is known (every woken worker runs a claim, and a claim that finds nothing is a write that
         other writers wait for), else all of them. Given the jobs' `destinations`, none for a destination whose
         sender will take them when its batch ends (it claims again before it ever sleeps)."""
-        if jobs is not None and destinations is not None:
-            jobs = min(jobs, sum(not self._full(d) for d in set(destinations)))
+        lane = self._running_lane()
+        on_loop = self.actions.get().on_loop if lane is not None else frozenset()
+        if destinations is not None:
+            waiting = {d for d in destinations if not self._full(d, d in on_loop)}
+            if lane is not None:
+                if not on_loop.isdisjoint(waiting):
+                    lane.notify()
+                waiting -= on_loop
+                if not waiting:
+                    return  # the lane sends them, or their senders take them when their batches end
+            if jobs is not None:
+                jobs = min(jobs, len(waiting))
+        elif lane is not None:
+            lane.notify()
         with self._wake:
             self._generation += 1
             if jobs is None:
@@ -138,19 +175,22 @@ class DeliveryWorker:
         for thread in self._threads.values():
             thread.join(max(deadline - time.monotonic(), 0))
         self._threads = {index: t for index, t in self._threads.items() if t.is_alive()}
+        lanes = [lane for lane in (self._lane, *self._leaving) if lane is not None]
+        self._leaving = [lane for lane in lanes if not lane.join(max(deadline - time.monotonic(), 0))]
+        self._lane = None
         if handoff is not None:  # handed but not sent: claimable at once by whoever runs next
             try:
                 self.store.release_jobs(self.owner, handoff.ids())
             except Exception:  # noqa: BLE001 - they stay leased and are claimed once the lease ends
                 log.warning("could not give back the leases of handed jobs; they are sent after the lease ends")
-        return not self._threads
+        return not self._threads and not self._leaving
 
     def run_once(self, limit: int = 100) -> int:
         """Deliver, one after the other in this thread, what is due now (at most `limit` attempts); how
         many attempts were made. For tests (with an injected clock) and one-shot commands."""
         attempts = 0
         while attempts < limit:
-            jobs = self._claim()
+            jobs = self.claim()
             if not jobs:
                 break
             attempts += self._deliver_batch(jobs)
@@ -162,7 +202,7 @@ class DeliveryWorker:
             with self._wake:
                 generation = self._generation
             try:
-                jobs = self._claim()
+                jobs = self.claim()
             except Exception:
                 log.exception("claiming delivery jobs failed, retrying", extra={"after": self.poll_interval})
                 jobs = []
@@ -173,16 +213,24 @@ class DeliveryWorker:
                 if self._generation == generation and not self._stopping.is_set():
                     self._wake.wait(self.poll_interval)
 
-    def _claim(self) -> list[Job]:
+    def claim(self, for_lane: bool = False) -> list[Job]:
         """Jobs of one destination below its concurrency limit (one slot in flight): handed ones (already
         leased to this worker), else claimed from the store: one job, and when that job had to wait (a backlog)
         up to BATCH-1 more of the same destination, so a busy queue costs one claim transaction per batch
         instead of one per job. The store is claimed from whenever nothing handed is waiting, and at least once
-        a poll interval (retries that became due, jobs stored unleased while the hand-off was full)."""
+        a poll interval (retries that became due, jobs stored unleased while the hand-off was full).
+
+        While the lane runs (engine/deliver/lane.py), it takes the destinations whose action sends on its loop
+        (`for_lane`) and the threads take the others."""
         with self._claim_lock:
             now = self.clock()
-            full = frozenset(d for d in list(self._in_flight) if self._full(d))
-            if full and full >= self.actions.get().destination_names():
+            actions = self.actions.get()
+            full = frozenset(d for d in list(self._in_flight) if self._full(d, for_lane))
+            if for_lane:
+                full |= actions.destination_names() - actions.on_loop
+            elif self._running_lane() is not None:
+                full |= actions.on_loop
+            if full and full >= actions.destination_names():
                 return []  # every destination has its senders: a claim (a store write) would find nothing
             handoff = self._handoff
             if handoff is not None and time.monotonic() < self._next_store_claim:
@@ -202,17 +250,29 @@ class DeliveryWorker:
                 return jobs
             destination = jobs[0].destination
             if now - jobs[0].due_at > BACKLOG_AGE:
-                others = self.actions.get().destination_names() - {destination}
+                others = actions.destination_names() - {destination}
                 jobs += self.store.claim_jobs(self.owner, self.delivery.lease, BATCH - 1, now,
                                               skip_destinations=frozenset(others))
             self._in_flight[destination] += 1
         return jobs
 
-    def _full(self, destination: str) -> bool:
+    def spread(self, jobs: list[Job]) -> list[list[Job]]:
+        """A batch the lane claimed, split over its destination's free slots (each further part takes one), so
+        that a slow target's backlog is sent `per_destination_concurrency` at a time, not one job after the other.
+        Only jobs that may go in any order are claimed together (an ordered job only once those before it ended)."""
+        destination = jobs[0].destination
+        with self._claim_lock:
+            free = self.delivery.per_destination_concurrency - self._in_flight[destination]  # the claim took one
+            parts = min(len(jobs), 1 + max(free, 0))
+            self._in_flight[destination] += parts - 1
+        return [jobs[start::parts] for start in range(parts)]
+
+    def _full(self, destination: str, for_lane: bool = False) -> bool:
         """No other worker should claim for `destination` now: it is at its limit, or its senders get their
-        answers quickly enough to need no help."""
+        answers quickly enough to need no help. The lane fills every slot: its sends in flight share one thread."""
         senders = self._in_flight[destination]
-        return senders >= self.delivery.per_destination_concurrency or (senders > 0 and not self._slow(destination))
+        return senders >= self.delivery.per_destination_concurrency or \
+            (senders > 0 and not for_lane and not self._slow(destination))
 
     def _slow(self, destination: str) -> bool:
         """Whether every send in flight to `destination` has waited `parallel_after` or more (none in flight yet:
@@ -228,38 +288,26 @@ class DeliveryWorker:
         lease expires) on shutdown or when half the lease is used up. The delivered ones are acknowledged
         together at the end, in one store write, still before their lease ends (the last attempt is
         abandoned lease_margin() before it). How many were attempted."""
-        started = time.monotonic()
-        lease = self.delivery.lease
-        ends = started + lease  # a claimed batch's lease began with its claim; a handed one's when it was queued
-        handed_until = min((job.lease_until for job in jobs if job.lease_until), default=0.0)
-        if handed_until:
-            ends = min(ends, started + handed_until - self.clock())
-        lease_end = ends - lease_margin(lease)
-        attempted = 0
-        delivered: list[tuple[Job, float]] = []
-        destination = jobs[0].destination
-        sending = self._sending.setdefault(destination, {})
+        batch = Batch(self, jobs, index)
         try:
             for job in jobs:
-                if attempted and (self._stopping.is_set() or time.monotonic() > ends - lease / 2):
+                lease_end = batch.next_attempt()
+                if lease_end is None:
                     break
-                sending[index] = time.monotonic()
-                self._attempt(job, lease_end, delivered)
-                attempted += 1
+                self._attempt(job, lease_end, batch.delivered)
         finally:
-            sending.pop(index, None)
-            self._acknowledge(delivered)
-            self._release(destination)
-        return attempted
+            batch.end()
+        return batch.attempted
 
-    def _release(self, destination: str) -> None:
-        """Free the destination's slot; when it was full, wake one idle worker for its waiting jobs."""
+    def release(self, destination: str) -> None:
+        """Free the destination's slot; when it was full, wake one idle worker for its waiting jobs (the lane's
+        destinations: the lane, which claims again when any of its batches ends)."""
         with self._claim_lock:
             was_full = self._in_flight[destination] >= self.delivery.per_destination_concurrency
             self._in_flight[destination] -= 1
             if self._in_flight[destination] <= 0:
                 del self._in_flight[destination]
-        if was_full:
+        if was_full and not (self._running_lane() is not None and destination in self.actions.get().on_loop):
             with self._wake:
                 self._generation += 1
                 self._wake.notify()
@@ -273,7 +321,7 @@ class DeliveryWorker:
         except Exception:
             log.exception("could not record a delivery attempt", extra={"key": job.key})
 
-    def _acknowledge(self, delivered: list[tuple[Job, float]]) -> None:
+    def acknowledge(self, delivered: list[tuple[Job, float]]) -> None:
         """Record delivered jobs (job, when its send succeeded) as done in one store write, then count them."""
         if not delivered:
             return
@@ -294,13 +342,21 @@ class DeliveryWorker:
         """One attempt: on success the job joins `delivered` (acknowledged with its batch), or is acknowledged
         at once when it has an order key (the next job of the key waits for it); on failure schedule a retry or
         dead-letter it."""
-        destination = job.destination or job.action
-        self.metrics.child(self.metrics.action_attempts, destination).inc()
         actions = self.actions.get()
         try:
             captured = self._send(job, actions)
         except DeliveryError as exc:
-            self._failed(job, destination, exc, actions)
+            self.record(job, delivered, actions, error=exc)
+            return
+        self.record(job, delivered, actions, captured)
+
+    def record(self, job: Job, delivered: list[tuple[Job, float]], actions: ActionSet,
+               captured: Mapping[str, Any] | None = None, error: DeliveryError | None = None) -> None:
+        """Count an attempt and record its outcome (deliver(); the lane's attempts end here too)."""
+        destination = job.destination or job.action
+        self.metrics.child(self.metrics.action_attempts, destination).inc()
+        if error is not None:
+            self._failed(job, destination, error, actions)
             return
         now = self.clock()
         if captured and job.capture_ref:  # before the ack: the next job of the key may start right after it
@@ -308,7 +364,7 @@ class DeliveryWorker:
         if not job.order_key:
             delivered.append((job, now))
             return
-        self._acknowledge([(job, now)])
+        self.acknowledge([(job, now)])
         self.notify()  # the next job of this key is claimable now
 
     def _send(self, job: Job, actions: ActionSet) -> Mapping[str, Any] | None:
@@ -317,19 +373,26 @@ class DeliveryWorker:
         dead-letter list) instead of leaving the job to loop on lease expiry, except a UnicodeError (a lone
         surrogate in event data), which no retry can fix: permanent."""
         action = actions.get(job.action, job.destination)
-        message = job.message
-        if job.captured_nonce:
-            message = fill(job, self.store.captures(job.capture_ref), action.rule_fields)
         try:
-            return action.send(message, job.key)
-        except DeliveryError:
-            raise
-        except UnicodeError as exc:  # text from the event that no channel can encode: retrying cannot help
-            raise PermanentError(f"the {action.name} action cannot encode the message: {exc}") from None
-        except Exception as exc:
-            log.exception("action raised an unexpected error", extra={"key": job.key})
-            raise RetryableError(f"unexpected error in the {action.name} action: {type(exc).__name__}: {exc}") \
-                from None
+            return action.send(self.message(job, action), job.key)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a DeliveryError
+            raise self.failure(job, action, exc) from None
+
+    def message(self, job: Job, action: Action) -> Mapping[str, Any]:
+        """The rendered action the job carries, with its `captured` values filled in."""
+        if job.captured_nonce:
+            return fill(job, self.store.captures(job.capture_ref), action.rule_fields)
+        return job.message
+
+    @staticmethod
+    def failure(job: Job, action: Action, exc: Exception) -> DeliveryError:
+        """What an exception from a send means (_send)."""
+        if isinstance(exc, DeliveryError):
+            return exc
+        if isinstance(exc, UnicodeError):  # text from the event that no channel can encode: retrying cannot help
+            return PermanentError(f"the {action.name} action cannot encode the message: {exc}")
+        log.error("action raised an unexpected error", exc_info=exc, extra={"key": job.key})
+        return RetryableError(f"unexpected error in the {action.name} action: {type(exc).__name__}: {exc}")
 
     def _failed(self, job: Job, destination: str, exc: DeliveryError, actions: ActionSet) -> None:
         error = redact(str(exc), actions.secrets)
@@ -360,3 +423,39 @@ class DeliveryWorker:
         except PermanentError:
             destination = {}
         return self.policy.override(destination.get("retry")).override(job.retry)
+
+
+class Batch:
+    """The bookkeeping of one claimed batch, for a delivery thread and the lane alike: its slot and lease, the
+    jobs delivered so far (acknowledged together by end()), and whether another attempt may start."""
+
+    def __init__(self, worker: DeliveryWorker, jobs: list[Job], index: int) -> None:
+        self.worker, self.index = worker, index
+        started = time.monotonic()
+        self.lease = worker.delivery.lease
+        # a claimed batch's lease began with its claim; a handed one's when it was queued
+        self.ends = started + self.lease
+        handed_until = min((job.lease_until for job in jobs if job.lease_until), default=0.0)
+        if handed_until:
+            self.ends = min(self.ends, started + handed_until - worker.clock())
+        self.lease_end = self.ends - lease_margin(self.lease)
+        self.attempted = 0
+        self.delivered: list[tuple[Job, float]] = []
+        self.destination = jobs[0].destination
+        self._sending = worker._sending.setdefault(self.destination, {})
+
+    def next_attempt(self) -> float | None:
+        """time.monotonic() by which the next attempt must end, or None to stop here (shutdown, or half the
+        lease used up: the rest stay leased and are claimed again when it expires)."""
+        now = time.monotonic()
+        if self.attempted and (self.worker._stopping.is_set() or now > self.ends - self.lease / 2):
+            return None
+        self._sending[self.index] = now
+        self.attempted += 1
+        return self.lease_end
+
+    def end(self) -> None:
+        """Acknowledge what was delivered and free the destination's slot."""
+        self._sending.pop(self.index, None)
+        self.worker.acknowledge(self.delivered)
+        self.worker.release(self.destination)

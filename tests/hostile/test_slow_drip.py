@@ -27,6 +27,7 @@ from engine.runtime import Current
 from engine.store.base import NewJob
 from engine.store.sqlite import SQLiteStore
 from tests.conftest import basic_config, sample_event, signed
+from tests.lane_support import Via, via  # noqa: F401 - fixture
 from tests.peers import HttpPeer, http_peer  # noqa: F401 - fixture
 
 
@@ -110,19 +111,19 @@ def header_drip() -> Iterator[DripPeer]:
     peer.close()
 
 
-def test_http_attempt_is_cut_at_its_deadline(body_drip: DripPeer) -> None:
+def test_http_attempt_is_cut_at_its_deadline(via: Via, body_drip: DripPeer) -> None:
     action = HttpAction("slow", {"type": "http", "base_url": body_drip.url, "timeout": 2}, ActionContext())
     with pytest.raises(RetryableError, match=r"timed out calling http://127.0.0.1:\d+/hook: deadline exceeded, no "
                                              r"complete answer within 2 s \(connect, send and response\)"):
-        action.send({"path": "/hook", "json": {"a": 1}}, "k")
+        via.send(action, {"path": "/hook", "json": {"a": 1}}, "k")
     wait_closed(body_drip)
     assert body_drip.sent[0] < 100  # abandoned, not read to the end
 
 
-def test_dripping_headers_are_cut_too(header_drip: DripPeer) -> None:
+def test_dripping_headers_are_cut_too(via: Via, header_drip: DripPeer) -> None:
     action = HttpAction("slow", {"type": "http", "base_url": header_drip.url, "timeout": 2}, ActionContext())
     with pytest.raises(RetryableError, match="deadline exceeded"):
-        action.send({"path": "/hook"}, "k")
+        via.send(action, {"path": "/hook"}, "k")
     wait_closed(header_drip)
     assert header_drip.sent[0] < len(HEAD)
 
@@ -158,14 +159,15 @@ def wait_closed(peer: DripPeer, timeout: float = 10) -> None:
 
 
 @pytest.mark.slow
-def test_two_workers_never_send_one_job_at_once_to_a_slow_drip_target(tmp_path: Path) -> None:
+@pytest.mark.parametrize("lane", [True, False], ids=["lane", "threads"])
+def test_two_workers_never_send_one_job_at_once_to_a_slow_drip_target(tmp_path: Path, lane: bool) -> None:
     """The destination allows 60 s, longer than the 6 s lease: the worker's lease deadline cuts each attempt
     first (one byte every 2 s, as the review's target did), so when the lease ends and the other worker
-    claims the job, nobody is still sending it."""
+    claims the job, nobody is still sending it. The same on the delivery lane and from a delivery thread."""
     peer = DripPeer(HEAD, b"x" * 100, 2.0)
     store = SQLiteStore(tmp_path / "idhooks.db")
     delivery = DeliveryConfig(workers=1, lease=6, retry_for=3600, backoff_initial=0.1, backoff_max=0.2,
-                              per_destination_concurrency=1, shutdown_grace=1)
+                              per_destination_concurrency=1, shutdown_grace=1, lane=lane)
     workers = []
     try:
         for owner in ("worker-a", "worker-b"):
