@@ -17,14 +17,15 @@ from engine.secrets import Secret
 
 @lru_cache(maxsize=1)
 def registry() -> dict[str, type[Action]]:
-    """YAML name -> Action class, from every module of this package."""
+    """YAML name -> Action class, from every module of this package (abstract bases such as
+    httpresult.HttpExchangeAction are not action types)."""
     found: dict[str, type[Action]] = {}
     for module_info in pkgutil.iter_modules(__path__):
         if module_info.name.startswith("_") or module_info.name == "base":
             continue
         module = importlib.import_module(f"{__name__}.{module_info.name}")
         for _, cls in inspect.getmembers(module, inspect.isclass):
-            if issubclass(cls, Action) and cls is not Action and cls.__module__ == module.__name__:
+            if issubclass(cls, Action) and not inspect.isabstract(cls) and cls.__module__ == module.__name__:
                 found[cls.name] = cls
     return found
 

@@ -27,12 +27,12 @@ from urllib.parse import unquote, urlsplit
 
 import urllib3
 
-from actions.base import RETRY_FIELD, Action, ActionContext, Field, fold_line
+from actions.base import RETRY_FIELD, ActionContext, Field, fold_line
 from actions.escaping import PATH_SEGMENT
 from actions.capture import capture_problems, captured_values
 from actions.httpclient import FRAMING_HEADERS, remember
 from actions.httplane import LaneClient
-from actions.httpresult import DEFAULT_MAX_RESPONSE_BYTES, exchange, exchange_async
+from actions.httpresult import DEFAULT_MAX_RESPONSE_BYTES, HttpExchangeAction, HttpRequest, HttpResult
 from actions.safenet import blocked
 from engine.errors import PermanentError, RetryableError
 from engine.secrets import redact, reveal
@@ -42,7 +42,7 @@ _FORBIDDEN_HEADERS = (*sorted(FRAMING_HEADERS), "host", "idempotency-key")
 _ABSOLUTE = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*:|//)")
 
 
-class HttpAction(Action):
+class HttpAction(HttpExchangeAction):
     name = "http"
     destination_type = "http"
     rule_fields = {
@@ -128,24 +128,26 @@ class HttpAction(Action):
             problems.append(f"success_statuses: expected a list of HTTP statuses (100-599), got {statuses!r}")
         return problems + capture_problems(fields)
 
-    sends_on_loop = True
+    def request(self, rendered: Mapping[str, Any], idempotency_key: str) -> HttpRequest:
+        method, url, _, _ = self._target(rendered)
+        return HttpRequest(method, url, self._exchange(rendered, idempotency_key))
 
-    def send(self, rendered: Mapping[str, Any], idempotency_key: str) -> dict[str, Any] | None:
-        method, url, parts, host = self._target(rendered)
+    def answered(self, rendered: Mapping[str, Any], result: HttpResult) -> dict[str, Any] | None:
+        capture = rendered.get("capture")
+        return captured_values(capture, result.body) if capture else None
+
+    def send(self, rendered: Mapping[str, Any], idempotency_key: str) -> Mapping[str, Any] | None:
+        _, _, parts, host = self._target(rendered)
         if host not in self._literal_hosts:  # a literal's answer never changes; a name's may
             self.check_address(parts)
-        result = exchange(self.context.http, method, url, **self._exchange(rendered, idempotency_key))
-        capture = rendered.get("capture")
-        return captured_values(capture, result.body) if capture else None
+        return super().send(rendered, idempotency_key)
 
     async def send_async(self, rendered: Mapping[str, Any], idempotency_key: str,
-                         lane: LaneClient) -> dict[str, Any] | None:
-        method, url, parts, host = self._target(rendered)
+                         lane: LaneClient) -> Mapping[str, Any] | None:
+        _, _, parts, host = self._target(rendered)
         if host not in self._literal_hosts:  # resolved off the loop: a slow resolver must not stall other sends
             self._check_addresses(parts, await asyncio.get_running_loop().run_in_executor(None, self._addresses, parts))
-        result = await exchange_async(lane, method, url, **self._exchange(rendered, idempotency_key))
-        capture = rendered.get("capture")
-        return captured_values(capture, result.body) if capture else None
+        return await super().send_async(rendered, idempotency_key, lane)
 
     def _target(self, rendered: Mapping[str, Any]) -> tuple[str, str, Any, str | None]:
         """(method, URL, split URL, host) of a rendered action; PermanentError for what may not be called."""

@@ -14,13 +14,16 @@ from __future__ import annotations
 import asyncio
 import json as jsonlib
 import math
+from abc import abstractmethod
 from contextvars import ContextVar
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Mapping
 from urllib.parse import urlencode
 
 from requests.utils import requote_uri
 
+from actions.base import Action
 from actions.deadline import deadline
 from actions.httpclient import Answer, BadAnswerError, HttpClient, SlowAnswerError, remember
 from actions.httplane import LaneClient
@@ -93,6 +96,40 @@ async def exchange_async(lane: LaneClient, method: str, url: str, *, secrets: li
     if result.status not in success_statuses:
         check(result, url, secrets, clock)
     return result
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    """The one request an HttpExchangeAction sends for a job: exchange()'s arguments besides the client."""
+
+    method: str
+    url: str
+    options: Mapping[str, Any]
+
+
+class HttpExchangeAction(Action):
+    """An action that is one HTTP exchange per job (Slack, Teams, PagerDuty, Opsgenie, Splunk HEC, http): it says
+    which request (`request()`) and what the answer means (`answered()`), and is sent the same way from a delivery
+    thread (exchange) or on the delivery lane's event loop (exchange_async)."""
+
+    sends_on_loop = True
+
+    @abstractmethod
+    def request(self, rendered: Mapping[str, Any], idempotency_key: str) -> HttpRequest:
+        """The request for a rendered action; PermanentError for one that must not be sent."""
+
+    def answered(self, rendered: Mapping[str, Any], result: HttpResult) -> Mapping[str, Any] | None:
+        """Check a delivered (2xx) answer further, raising a DeliveryError, and return what it captured."""
+        return None
+
+    def send(self, rendered: Mapping[str, Any], idempotency_key: str) -> Mapping[str, Any] | None:
+        request = self.request(rendered, idempotency_key)
+        return self.answered(rendered, exchange(self.context.http, request.method, request.url, **request.options))
+
+    async def send_async(self, rendered: Mapping[str, Any], idempotency_key: str,
+                         lane: LaneClient) -> Mapping[str, Any] | None:
+        request = self.request(rendered, idempotency_key)
+        return self.answered(rendered, await exchange_async(lane, request.method, request.url, **request.options))
 
 
 def _failure(exc: Exception, url: str, secrets: list[Secret], connect: float, budget: float,

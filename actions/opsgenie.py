@@ -14,9 +14,9 @@ from __future__ import annotations
 from typing import Any, Mapping
 from urllib.parse import quote
 
-from actions.base import (RETRY_FIELD, Action, ActionContext, Field, check_choice, clean_text, fold_line, host_of,
+from actions.base import (RETRY_FIELD, ActionContext, Field, check_choice, clean_text, fold_line, host_of,
                           json_bytes)
-from actions.httpresult import exchange
+from actions.httpresult import HttpExchangeAction, HttpRequest
 from engine.errors import PermanentError
 from engine.secrets import reveal
 
@@ -25,7 +25,7 @@ PRIORITIES = ("p1", "p2", "p3", "p4", "p5")
 LIMITS = {"message": 130, "alias": 512, "description": 15_000, "tag": 50, "tags": 20, "details": 8_000}
 
 
-class OpsgenieAction(Action):
+class OpsgenieAction(HttpExchangeAction):
     name = "opsgenie"
     destination_type = "opsgenie"
     rule_fields = {
@@ -72,7 +72,7 @@ class OpsgenieAction(Action):
             problems.append("details: expected a mapping of names to values")
         return problems
 
-    def send(self, rendered: Mapping[str, Any], idempotency_key: str) -> None:
+    def request(self, rendered: Mapping[str, Any], idempotency_key: str) -> HttpRequest:
         alias = clean_text(rendered.get("alias") or idempotency_key)
         if len(alias) > LIMITS["alias"]:
             raise PermanentError(f"alias is {len(alias)} characters; Opsgenie allows {LIMITS['alias']}")
@@ -81,9 +81,9 @@ class OpsgenieAction(Action):
             body: dict[str, Any] = {"source": "idhooks", "note": "closed by idhooks"}
         else:
             url, body = self.url, self.alert(rendered, alias)
-        exchange(self.context.http, "POST", url, secrets=self.secrets, timeout=self.timeout,
-                 clock=self.context.clock, data=json_bytes(body),
-                 headers={"Content-Type": "application/json", "Authorization": f"GenieKey {reveal(self.api_key)}"})
+        return HttpRequest("POST", url, {
+            "secrets": self.secrets, "timeout": self.timeout, "clock": self.context.clock, "data": json_bytes(body),
+            "headers": {"Content-Type": "application/json", "Authorization": f"GenieKey {reveal(self.api_key)}"}})
 
     @staticmethod
     def alert(rendered: Mapping[str, Any], alias: str) -> dict[str, Any]:

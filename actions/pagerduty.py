@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from actions.base import (RETRY_FIELD, Action, ActionContext, Field, check_choice, clean_json, clean_text, host_of,
+from actions.base import (RETRY_FIELD, ActionContext, Field, check_choice, clean_json, clean_text, host_of,
                           json_bytes)
-from actions.httpresult import exchange
+from actions.httpresult import HttpExchangeAction, HttpRequest
 from engine.errors import PermanentError
 from engine.secrets import reveal
 
@@ -25,7 +25,7 @@ SUMMARY_CHARS = 1024  # the API's limit; longer summaries are cut here rather th
 DEDUP_KEY_CHARS = 255
 
 
-class PagerDutyAction(Action):
+class PagerDutyAction(HttpExchangeAction):
     name = "pagerduty"
     destination_type = "pagerduty"
     rule_fields = {
@@ -68,10 +68,11 @@ class PagerDutyAction(Action):
             problems.append("summary: a trigger needs a summary")
         return problems
 
-    def send(self, rendered: Mapping[str, Any], idempotency_key: str) -> None:
-        exchange(self.context.http, "POST", self.url, secrets=self.secrets, timeout=self.timeout,
-                 clock=self.context.clock, data=json_bytes(self.body(rendered, idempotency_key)),
-                 headers={"Content-Type": "application/json"})
+    def request(self, rendered: Mapping[str, Any], idempotency_key: str) -> HttpRequest:
+        return HttpRequest("POST", self.url, {"secrets": self.secrets, "timeout": self.timeout,
+                                              "clock": self.context.clock,
+                                              "data": json_bytes(self.body(rendered, idempotency_key)),
+                                              "headers": {"Content-Type": "application/json"}})
 
     def body(self, rendered: Mapping[str, Any], idempotency_key: str) -> dict[str, Any]:
         """The Events API v2 body; PermanentError when a rendered value is outside the contract."""

@@ -15,9 +15,9 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
-from actions.base import RETRY_FIELD, Action, ActionContext, Field, host_of, require_any
+from actions.base import RETRY_FIELD, ActionContext, Field, host_of, require_any
 from actions.escaping import SLACK
-from actions.httpresult import HttpResult, exchange, snippet
+from actions.httpresult import HttpExchangeAction, HttpRequest, HttpResult, snippet
 from engine.errors import PermanentError, RetryableError
 from engine.secrets import reveal
 
@@ -27,7 +27,7 @@ TRANSIENT_API_ERRORS = frozenset({"ratelimited", "internal_error", "fatal_error"
 _MESSAGE_KEYS = ("text", "blocks", "attachments", "channel", "thread_ts", "username", "icon_emoji")
 
 
-class SlackAction(Action):
+class SlackAction(HttpExchangeAction):
     name = "slack"
     destination_type = "slack"
     rule_fields = {
@@ -74,25 +74,23 @@ class SlackAction(Action):
     def check_rule_fields(cls, fields: Mapping[str, Any]) -> list[str]:
         return super().check_rule_fields(fields) + require_any(fields, "text", "blocks")
 
-    def send(self, rendered: Mapping[str, Any], idempotency_key: str) -> None:
+    def request(self, rendered: Mapping[str, Any], idempotency_key: str) -> HttpRequest:
         message = {k: rendered[k] for k in _MESSAGE_KEYS if rendered.get(k) not in (None, "")}
+        headers = {"Content-Type": "application/json; charset=utf-8"}
         if self.webhook_url is not None:
-            self._post(reveal(self.webhook_url), message, {})
+            url = str(reveal(self.webhook_url))
+        else:
+            message.setdefault("channel", self.channel)
+            if not message.get("channel"):
+                raise PermanentError("no channel: set channel on the destination or the rule")
+            url, headers["Authorization"] = f"{self.api_url}/chat.postMessage", f"Bearer {reveal(self.token)}"
+        return HttpRequest("POST", url, {"secrets": self.secrets, "timeout": self.timeout,
+                                         "clock": self.context.clock, "json": message, "headers": headers})
+
+    def answered(self, rendered: Mapping[str, Any], result: HttpResult) -> None:
+        """chat.postMessage answers 200 with `ok: false` for most errors (an incoming webhook: 200 is delivered)."""
+        if self.webhook_url is not None:
             return
-        message.setdefault("channel", self.channel)
-        if not message.get("channel"):
-            raise PermanentError("no channel: set channel on the destination or the rule")
-        result = self._post(f"{self.api_url}/chat.postMessage", message,
-                            {"Authorization": f"Bearer {reveal(self.token)}"})
-        self._check_api(result)
-
-    def _post(self, url: str, message: dict[str, Any], headers: dict[str, str]) -> HttpResult:
-        return exchange(self.context.http, "POST", url, secrets=self.secrets, timeout=self.timeout,
-                        clock=self.context.clock, json=message,
-                        headers={**headers, "Content-Type": "application/json; charset=utf-8"})
-
-    def _check_api(self, result: HttpResult) -> None:
-        """chat.postMessage answers 200 with `ok: false` for most errors."""
         shown = snippet(result.text(), self.secrets)
         try:
             answer = json.loads(result.body)

@@ -15,14 +15,14 @@ import uuid
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-from actions.base import EVENT_RECORD, RETRY_FIELD, Action, ActionContext, Field, clean_json, clean_text, json_bytes
-from actions.httpresult import exchange
+from actions.base import EVENT_RECORD, RETRY_FIELD, ActionContext, Field, clean_json, clean_text, json_bytes
+from actions.httpresult import HttpExchangeAction, HttpRequest
 from engine.secrets import reveal
 
 EVENT_PATH = "/services/collector/event"
 
 
-class SplunkHecAction(Action):
+class SplunkHecAction(HttpExchangeAction):
     name = "splunk_hec"
     destination_type = "splunk_hec"
     rule_fields = {
@@ -67,11 +67,12 @@ class SplunkHecAction(Action):
             problems.append("fields: expected a flat mapping of names to text (or lists of text)")
         return problems
 
-    def send(self, rendered: Mapping[str, Any], idempotency_key: str) -> None:
-        exchange(self.context.http, "POST", self.url, secrets=self.secrets, timeout=self.timeout,
-                 clock=self.context.clock, data=json_bytes(self.body(rendered)), verify=self.verify,
-                 headers={"Content-Type": "application/json", "Authorization": f"Splunk {reveal(self.token)}",
-                          "X-Splunk-Request-Channel": _channel(idempotency_key)})
+    def request(self, rendered: Mapping[str, Any], idempotency_key: str) -> HttpRequest:
+        return HttpRequest("POST", self.url, {
+            "secrets": self.secrets, "timeout": self.timeout, "clock": self.context.clock,
+            "data": json_bytes(self.body(rendered)), "verify": self.verify,
+            "headers": {"Content-Type": "application/json", "Authorization": f"Splunk {reveal(self.token)}",
+                        "X-Splunk-Request-Channel": _channel(idempotency_key)}})
 
     def body(self, rendered: Mapping[str, Any]) -> dict[str, Any]:
         body: dict[str, Any] = {k: v for k, v in self.meta.items() if v}

@@ -20,9 +20,9 @@ import re
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-from actions.base import RETRY_FIELD, Action, ActionContext, Field, clean_text, json_bytes, require_any
+from actions.base import RETRY_FIELD, ActionContext, Field, clean_text, json_bytes, require_any
 from actions.escaping import Escape
-from actions.httpresult import exchange
+from actions.httpresult import HttpExchangeAction, HttpRequest
 from engine.errors import PermanentError
 from engine.secrets import reveal
 
@@ -52,7 +52,7 @@ def _escape_marker(match: re.Match[str]) -> str:
     return indent + (marker[:-1] + "\\." if marker.endswith(".") else "\\" + marker)
 
 
-class TeamsAction(Action):
+class TeamsAction(HttpExchangeAction):
     name = "teams"
     destination_type = "teams"
     rule_fields = {
@@ -86,10 +86,10 @@ class TeamsAction(Action):
             problems.append("facts: expected a mapping of names to values")
         return problems
 
-    def send(self, rendered: Mapping[str, Any], idempotency_key: str) -> None:
-        exchange(self.context.http, "POST", str(reveal(self.webhook_url)), secrets=self.secrets,
-                 timeout=self.timeout, clock=self.context.clock, data=json_bytes(self.message(rendered)),
-                 headers={"Content-Type": "application/json"})
+    def request(self, rendered: Mapping[str, Any], idempotency_key: str) -> HttpRequest:
+        return HttpRequest("POST", str(reveal(self.webhook_url)), {
+            "secrets": self.secrets, "timeout": self.timeout, "clock": self.context.clock,
+            "data": json_bytes(self.message(rendered)), "headers": {"Content-Type": "application/json"}})
 
     def message(self, rendered: Mapping[str, Any]) -> dict[str, Any]:
         """The Workflows message carrying one Adaptive Card."""

@@ -18,6 +18,7 @@ from engine.errors import ConfigError, PermanentError, RetryableError
 from engine.secrets import Secret
 from tests.peers import Response
 from tests.rules_support import decide, envelope, load
+from tests.lane_support import Via, via  # noqa: F401 - fixture
 from tests.service_peers import OpsgeniePeer, PagerDutyPeer, TeamsPeer
 
 KEY = "jti-1:failed-login:0"
@@ -62,53 +63,53 @@ def teams(peer: TeamsPeer, **extra: object) -> TeamsAction:
 
 
 # -- pagerduty -------------------------------------------------------------------------------------
-def test_pagerduty_trigger_then_resolve_one_incident(pd: PagerDutyPeer) -> None:
+def test_pagerduty_trigger_then_resolve_one_incident(via: Via, pd: PagerDutyPeer) -> None:
     action = pagerduty(pd)
-    action.send({"summary": "alice locked out", "severity": "critical", "component": "login",
+    via.send(action, {"summary": "alice locked out", "severity": "critical", "component": "login",
                  "custom_details": {"ip": "203.0.113.9"}}, KEY)
     assert pd.incidents == {KEY: "triggered"}  # dedup_key defaults to the idempotency key
     payload = pd.requests[0].json()["payload"]
     assert payload == {"summary": "alice locked out", "severity": "critical", "source": "idhooks",
                        "component": "login", "custom_details": {"ip": "203.0.113.9"}}
-    action.send({"event_action": "resolve", "dedup_key": KEY}, "other-key")
+    via.send(action, {"event_action": "resolve", "dedup_key": KEY}, "other-key")
     assert pd.incidents == {KEY: "resolved"}
     assert pd.requests[1].json() == {"routing_key": PagerDutyPeer.ROUTING_KEY, "event_action": "resolve",
                                      "dedup_key": KEY}
 
 
-def test_pagerduty_retry_sends_the_same_dedup_key(pd: PagerDutyPeer) -> None:
+def test_pagerduty_retry_sends_the_same_dedup_key(via: Via, pd: PagerDutyPeer) -> None:
     pd.fail_first(1, 502)
     action = pagerduty(pd)
     with pytest.raises(RetryableError, match="answered 502"):
-        action.send({"summary": "s"}, KEY)
-    action.send({"summary": "s"}, KEY)
+        via.send(action, {"summary": "s"}, KEY)
+    via.send(action, {"summary": "s"}, KEY)
     assert [r.json()["dedup_key"] for r in pd.requests] == [KEY, KEY]
     assert pd.incidents == {KEY: "triggered"}
 
 
-def test_pagerduty_wrong_routing_key_is_permanent_and_never_shown(pd: PagerDutyPeer) -> None:
+def test_pagerduty_wrong_routing_key_is_permanent_and_never_shown(via: Via, pd: PagerDutyPeer) -> None:
     wrong = "WRONGKEY0000000000000000000000ff"
     with pytest.raises(PermanentError, match="answered 400") as failure:
-        pagerduty(pd, key=wrong).send({"summary": "s"}, KEY)
+        via.send(pagerduty(pd, key=wrong), {"summary": "s"}, KEY)
     assert wrong not in str(failure.value) and wrong not in failure.value.response_snippet
     assert "routing_key" in failure.value.response_snippet
 
 
-def test_pagerduty_rate_limit_honours_retry_after(pd: PagerDutyPeer) -> None:
+def test_pagerduty_rate_limit_honours_retry_after(via: Via, pd: PagerDutyPeer) -> None:
     pd.script.append(Response(429, {"status": "throttle event"}, {"Retry-After": "17"}))
     with pytest.raises(RetryableError) as failure:
-        pagerduty(pd).send({"summary": "s"}, KEY)
+        via.send(pagerduty(pd), {"summary": "s"}, KEY)
     assert failure.value.retry_after == 17
 
 
-def test_pagerduty_rendered_severity_outside_the_contract_is_permanent(pd: PagerDutyPeer) -> None:
+def test_pagerduty_rendered_severity_outside_the_contract_is_permanent(via: Via, pd: PagerDutyPeer) -> None:
     with pytest.raises(PermanentError, match="severity 'fatal' is not one of"):
-        pagerduty(pd).send({"summary": "s", "severity": "fatal"}, KEY)
+        via.send(pagerduty(pd), {"summary": "s", "severity": "fatal"}, KEY)
     assert pd.requests == []
 
 
-def test_pagerduty_hostile_text_stays_data(pd: PagerDutyPeer) -> None:
-    pagerduty(pd).send({"summary": HOSTILE, "source": HOSTILE, "custom_details": {"x": HOSTILE, HOSTILE: 1.5}},
+def test_pagerduty_hostile_text_stays_data(via: Via, pd: PagerDutyPeer) -> None:
+    via.send(pagerduty(pd), {"summary": HOSTILE, "source": HOSTILE, "custom_details": {"x": HOSTILE, HOSTILE: 1.5}},
                        KEY)
     [request] = pd.requests
     body = request.body.decode("utf-8")  # strict UTF-8: the lone surrogate became U+FFFD
@@ -118,10 +119,10 @@ def test_pagerduty_hostile_text_stays_data(pd: PagerDutyPeer) -> None:
     assert "X-Injected" not in request.headers
 
 
-def test_pagerduty_slow_peer_hits_the_deadline(pd: PagerDutyPeer) -> None:
+def test_pagerduty_slow_peer_hits_the_deadline(via: Via, pd: PagerDutyPeer) -> None:
     pd.hold.clear()
     with pytest.raises(RetryableError, match="timed out"):
-        pagerduty(pd, timeout=0.3).send({"summary": "s"}, KEY)
+        via.send(pagerduty(pd, timeout=0.3), {"summary": "s"}, KEY)
 
 
 def test_pagerduty_config_and_rule_errors() -> None:
@@ -134,26 +135,26 @@ def test_pagerduty_config_and_rule_errors() -> None:
 
 
 # -- opsgenie --------------------------------------------------------------------------------------
-def test_opsgenie_create_and_close_by_alias(genie: OpsgeniePeer) -> None:
+def test_opsgenie_create_and_close_by_alias(via: Via, genie: OpsgeniePeer) -> None:
     action = opsgenie(genie)
-    action.send({"message": "alice locked out", "priority": "p1", "tags": ["login", ""], "details": {"n": 3},
+    via.send(action, {"message": "alice locked out", "priority": "p1", "tags": ["login", ""], "details": {"n": 3},
                  "description": "d"}, KEY)
     assert genie.alerts[KEY]["priority"] == "P1"
     assert genie.alerts[KEY]["details"] == {"n": "3"} and genie.alerts[KEY]["tags"] == ["login"]
-    action.send({"close": True}, KEY)
+    via.send(action, {"close": True}, KEY)
     assert genie.alerts == {}
     assert genie.requests[1].path == f"/v2/alerts/{KEY.replace(':', '%3A')}/close"
 
 
-def test_opsgenie_hostile_alias_cannot_leave_the_close_path(genie: OpsgeniePeer) -> None:
-    opsgenie(genie).send({"close": True, "alias": "../../v2/heartbeats/x?identifierType=id#"}, KEY)
+def test_opsgenie_hostile_alias_cannot_leave_the_close_path(via: Via, genie: OpsgeniePeer) -> None:
+    via.send(opsgenie(genie), {"close": True, "alias": "../../v2/heartbeats/x?identifierType=id#"}, KEY)
     [request] = genie.requests
     assert request.path.startswith("/v2/alerts/..%2F..%2Fv2%2Fheartbeats") and request.path.endswith("/close")
     assert request.query == {"identifierType": ["alias"]}
 
 
-def test_opsgenie_message_is_cut_to_the_limit_and_one_line(genie: OpsgeniePeer) -> None:
-    opsgenie(genie).send({"message": HOSTILE, "tags": [HOSTILE] * 30, "details": {"big": "x" * 20000}}, KEY)
+def test_opsgenie_message_is_cut_to_the_limit_and_one_line(via: Via, genie: OpsgeniePeer) -> None:
+    via.send(opsgenie(genie), {"message": HOSTILE, "tags": [HOSTILE] * 30, "details": {"big": "x" * 20000}}, KEY)
     alert = genie.alerts[KEY]
     assert len(alert["message"]) == 130 and "\n" not in alert["message"] and "\r" not in alert["message"]
     assert len(alert["tags"]) == 20 and all(len(t) <= 50 for t in alert["tags"])
@@ -166,22 +167,22 @@ def test_opsgenie_message_is_cut_to_the_limit_and_one_line(genie: OpsgeniePeer) 
     (Response(429, {"message": "rate limited"}, {"Retry-After": "3"}), RetryableError),
     (Response(503, {"message": "down"}), RetryableError),
 ])
-def test_opsgenie_answers_are_classified(genie: OpsgeniePeer, answer: Response, error: type) -> None:
+def test_opsgenie_answers_are_classified(via: Via, genie: OpsgeniePeer, answer: Response, error: type) -> None:
     genie.script.append(answer)
     with pytest.raises(error):
-        opsgenie(genie).send({"message": "m"}, KEY)
+        via.send(opsgenie(genie), {"message": "m"}, KEY)
 
 
-def test_opsgenie_wrong_key_is_permanent_and_never_shown(genie: OpsgeniePeer) -> None:
+def test_opsgenie_wrong_key_is_permanent_and_never_shown(via: Via, genie: OpsgeniePeer) -> None:
     with pytest.raises(PermanentError, match="answered 401") as failure:
-        opsgenie(genie, key="bad-key-123").send({"message": "m"}, KEY)
+        via.send(opsgenie(genie, key="bad-key-123"), {"message": "m"}, KEY)
     assert "bad-key-123" not in str(failure.value)
 
 
-def test_opsgenie_slow_peer_hits_the_deadline(genie: OpsgeniePeer) -> None:
+def test_opsgenie_slow_peer_hits_the_deadline(via: Via, genie: OpsgeniePeer) -> None:
     genie.hold.clear()
     with pytest.raises(RetryableError, match="timed out"):
-        opsgenie(genie, timeout=0.3).send({"message": "m"}, KEY)
+        via.send(opsgenie(genie, timeout=0.3), {"message": "m"}, KEY)
 
 
 def test_opsgenie_rule_errors() -> None:
@@ -191,8 +192,8 @@ def test_opsgenie_rule_errors() -> None:
 
 
 # -- teams -----------------------------------------------------------------------------------------
-def test_teams_posts_an_adaptive_card(teams_peer: TeamsPeer) -> None:
-    teams(teams_peer).send({"title": "Account locked", "text": "alice", "facts": {"IP": "203.0.113.9"},
+def test_teams_posts_an_adaptive_card(via: Via, teams_peer: TeamsPeer) -> None:
+    via.send(teams(teams_peer), {"title": "Account locked", "text": "alice", "facts": {"IP": "203.0.113.9"},
                             "link": "https://console.example.com/users/1"}, KEY)
     [request] = teams_peer.requests
     card = request.json()["attachments"][0]["content"]
@@ -201,7 +202,7 @@ def test_teams_posts_an_adaptive_card(teams_peer: TeamsPeer) -> None:
     assert card["actions"][0]["url"] == "https://console.example.com/users/1"
 
 
-def test_teams_event_markdown_stays_text_while_the_rules_own_markdown_works(teams_peer: TeamsPeer,
+def test_teams_event_markdown_stays_text_while_the_rules_own_markdown_works(via: Via, teams_peer: TeamsPeer,
                                                                           tmp_path: Path) -> None:
     ruleset = load(tmp_path, """
         rules:
@@ -212,7 +213,7 @@ def test_teams_event_markdown_stays_text_while_the_rules_own_markdown_works(team
         """, destinations={"chat": {"type": "teams"}})
     env = envelope(note="[click](http://evil.example) **x** <at>all</at>\n- item", who="*y*\x00")
     [rendered] = decide(ruleset, env)["to-teams"].actions
-    teams(teams_peer).send(rendered.fields, KEY)
+    via.send(teams(teams_peer), rendered.fields, KEY)
     card = teams_peer.requests[0].json()["attachments"][0]["content"]
     assert card["body"][0]["text"] == "**Login failed**"
     assert card["body"][1]["text"] == ("by \\[click\\]\\(http://evil.example\\) \\*\\*x\\*\\* "
@@ -220,9 +221,9 @@ def test_teams_event_markdown_stays_text_while_the_rules_own_markdown_works(team
     assert card["body"][2]["facts"][0]["value"] == "\\*y\\*"
 
 
-def test_teams_link_must_be_http(teams_peer: TeamsPeer) -> None:
+def test_teams_link_must_be_http(via: Via, teams_peer: TeamsPeer) -> None:
     with pytest.raises(PermanentError, match="not an absolute http"):
-        teams(teams_peer).send({"text": "x", "link": "javascript:alert(1)"}, KEY)
+        via.send(teams(teams_peer), {"text": "x", "link": "javascript:alert(1)"}, KEY)
     assert teams_peer.requests == []
 
 
@@ -232,21 +233,21 @@ def test_teams_link_must_be_http(teams_peer: TeamsPeer) -> None:
     (Response(429, b"", {"Retry-After": "9"}), RetryableError),
     (Response(502, b"bad gateway"), RetryableError),
 ])
-def test_teams_answers_are_classified_and_the_url_never_shown(teams_peer: TeamsPeer, answer: Response,
+def test_teams_answers_are_classified_and_the_url_never_shown(via: Via, teams_peer: TeamsPeer, answer: Response,
                                                               error: type) -> None:
     teams_peer.script.append(answer)
     with pytest.raises(error) as failure:
-        teams(teams_peer).send({"text": "x"}, KEY)
+        via.send(teams(teams_peer), {"text": "x"}, KEY)
     assert "s3cr3tsig" not in str(failure.value) and "/workflows/" not in str(failure.value)
 
 
-def test_teams_slow_peer_hits_the_deadline(teams_peer: TeamsPeer) -> None:
+def test_teams_slow_peer_hits_the_deadline(via: Via, teams_peer: TeamsPeer) -> None:
     teams_peer.hold.clear()
     with pytest.raises(RetryableError, match=r"timed out calling \*\*\*"):
-        teams(teams_peer, timeout=0.3).send({"text": "x"}, KEY)
+        via.send(teams(teams_peer, timeout=0.3), {"text": "x"}, KEY)
 
 
-def test_teams_huge_and_control_text_is_bounded(teams_peer: TeamsPeer) -> None:
-    teams(teams_peer).send({"title": HOSTILE, "text": "\x00\x07" + "y" * 100_000}, KEY)
+def test_teams_huge_and_control_text_is_bounded(via: Via, teams_peer: TeamsPeer) -> None:
+    via.send(teams(teams_peer), {"title": HOSTILE, "text": "\x00\x07" + "y" * 100_000}, KEY)
     body = teams_peer.requests[0].json()["attachments"][0]["content"]["body"]
     assert len(body[0]["text"]) < 1000 and body[1]["text"].startswith("yyy") and len(body[1]["text"]) == 20_000

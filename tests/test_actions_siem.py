@@ -18,6 +18,7 @@ from actions.syslog import SyslogAction
 from engine.errors import ConfigError, PermanentError, RetryableError
 from engine.secrets import Secret
 from tests.peers import Response
+from tests.lane_support import Via, via  # noqa: F401 - fixture
 from tests.service_peers import SplunkHecPeer, SyslogPeer, parse_cef, parse_rfc5424
 
 KEY = "jti-1:failed-login:0"
@@ -40,8 +41,8 @@ def splunk(peer: SplunkHecPeer, token: str = SplunkHecPeer.TOKEN, **extra: objec
 
 
 # -- splunk_hec ------------------------------------------------------------------------------------
-def test_hec_indexes_the_event_with_fields(hec: SplunkHecPeer) -> None:
-    splunk(hec).send({"event": {"type": "login.loginFailed", "user": "alice"}, "fields": {"rule": "r1",
+def test_hec_indexes_the_event_with_fields(via: Via, hec: SplunkHecPeer) -> None:
+    via.send(splunk(hec), {"event": {"type": "login.loginFailed", "user": "alice"}, "fields": {"rule": "r1",
                                                                                          "tags": ["a", "b"]}}, KEY)
     [event] = hec.events
     assert event == {"index": "identity", "sourcetype": "_json", "source": "idhooks",
@@ -49,9 +50,9 @@ def test_hec_indexes_the_event_with_fields(hec: SplunkHecPeer) -> None:
     assert hec.requests[0].headers["X-Splunk-Request-Channel"]  # a GUID per job, stable across retries
 
 
-def test_hec_invalid_token_is_permanent_and_never_shown(hec: SplunkHecPeer) -> None:
+def test_hec_invalid_token_is_permanent_and_never_shown(via: Via, hec: SplunkHecPeer) -> None:
     with pytest.raises(PermanentError, match="answered 403: .*Invalid token") as failure:
-        splunk(hec, token="wrong-token-9d1c").send({"event": {"a": 1}}, KEY)
+        via.send(splunk(hec, token="wrong-token-9d1c"), {"event": {"a": 1}}, KEY)
     assert "wrong-token-9d1c" not in str(failure.value) + failure.value.response_snippet
 
 
@@ -59,26 +60,26 @@ def test_hec_invalid_token_is_permanent_and_never_shown(hec: SplunkHecPeer) -> N
     (Response(503, {"text": "Server is busy", "code": 9}, {"Retry-After": "4"}), RetryableError),
     (Response(400, {"text": "Invalid data format", "code": 6}), PermanentError),
 ])
-def test_hec_answers_are_classified(hec: SplunkHecPeer, answer: Response, error: type) -> None:
+def test_hec_answers_are_classified(via: Via, hec: SplunkHecPeer, answer: Response, error: type) -> None:
     hec.script.append(answer)
     with pytest.raises(error) as failure:
-        splunk(hec).send({"event": {"a": 1}}, KEY)
+        via.send(splunk(hec), {"event": {"a": 1}}, KEY)
     if error is RetryableError:
         assert failure.value.retry_after == 4
 
 
-def test_hec_hostile_values_stay_json_data(hec: SplunkHecPeer) -> None:
+def test_hec_hostile_values_stay_json_data(via: Via, hec: SplunkHecPeer) -> None:
     nasty = 'a"}, "index": "main", "x": {"\r\n\x00\ud800' + "Z" * 100_000
-    splunk(hec).send({"event": {"msg": nasty, "n": float("nan"), "inf": float("inf")}, "fields": {"f": nasty}}, KEY)
+    via.send(splunk(hec), {"event": {"msg": nasty, "n": float("nan"), "inf": float("inf")}, "fields": {"f": nasty}}, KEY)
     [event] = hec.events
     assert event["index"] == "identity" and event["event"]["msg"] == nasty.replace("\ud800", "\ufffd")
     assert event["event"]["n"] is None and event["event"]["inf"] is None  # strict JSON: no NaN/Infinity
 
 
-def test_hec_slow_peer_hits_the_deadline(hec: SplunkHecPeer) -> None:
+def test_hec_slow_peer_hits_the_deadline(via: Via, hec: SplunkHecPeer) -> None:
     hec.hold.clear()
     with pytest.raises(RetryableError, match="timed out"):
-        splunk(hec, timeout=0.3).send({"event": {"a": 1}}, KEY)
+        via.send(splunk(hec, timeout=0.3), {"event": {"a": 1}}, KEY)
 
 
 def test_hec_rule_fields_must_be_flat() -> None:

@@ -9,6 +9,7 @@ from actions.base import ActionContext
 from actions.slack import SlackAction
 from engine.errors import ConfigError, PermanentError, RetryableError
 from engine.secrets import Secret
+from tests.lane_support import Via, via  # noqa: F401 - fixture
 from tests.peers import Response, SlackPeer, api_error, rate_limited, slack_peer  # noqa: F401 - fixture
 
 KEY = "jti-1:failed-login:0"
@@ -24,9 +25,9 @@ def bot(peer: SlackPeer, token: str = SlackPeer.TOKEN, **extra: object) -> Slack
     return SlackAction("security-bot", destination, ActionContext())
 
 
-def test_incoming_webhook_posts_text_and_blocks(slack_peer: SlackPeer) -> None:
+def test_incoming_webhook_posts_text_and_blocks(via: Via, slack_peer: SlackPeer) -> None:
     blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": "*alice* failed to log in \"twice\""}}]
-    webhook(slack_peer).send({"to": "security-slack", "text": "login failed", "blocks": blocks, "channel": ""}, KEY)
+    via.send(webhook(slack_peer), {"to": "security-slack", "text": "login failed", "blocks": blocks, "channel": ""}, KEY)
     [request] = slack_peer.requests
     assert request.path == "/services/T000/B000/XXXX"
     assert request.json() == {"text": "login failed", "blocks": blocks}
@@ -37,30 +38,30 @@ def test_incoming_webhook_posts_text_and_blocks(slack_peer: SlackPeer) -> None:
     (Response(404, b"no_service"), PermanentError, "answered 404: no_service"),
     (Response(500, b"rollup_error"), RetryableError, "answered 500: rollup_error"),
 ])
-def test_incoming_webhook_errors(slack_peer: SlackPeer, answer: Response, error: type, message: str) -> None:
+def test_incoming_webhook_errors(via: Via, slack_peer: SlackPeer, answer: Response, error: type, message: str) -> None:
     slack_peer.script.append(answer)
     with pytest.raises(error, match=message) as failure:
-        webhook(slack_peer).send({"text": "hi"}, KEY)
+        via.send(webhook(slack_peer), {"text": "hi"}, KEY)
     assert "/services/T000" not in str(failure.value)  # the webhook URL is a secret
 
 
-def test_rate_limit_is_retryable_with_retry_after(slack_peer: SlackPeer) -> None:
+def test_rate_limit_is_retryable_with_retry_after(via: Via, slack_peer: SlackPeer) -> None:
     slack_peer.script.append(rate_limited(30))
     with pytest.raises(RetryableError, match=r"^\*\*\* answered 429: rate_limited$") as failure:
-        webhook(slack_peer).send({"text": "hi"}, KEY)
+        via.send(webhook(slack_peer), {"text": "hi"}, KEY)
     assert failure.value.retry_after == 30
 
 
-def test_bot_token_posts_to_chat_post_message(slack_peer: SlackPeer) -> None:
-    bot(slack_peer, channel="#security").send({"text": "user locked"}, KEY)
+def test_bot_token_posts_to_chat_post_message(via: Via, slack_peer: SlackPeer) -> None:
+    via.send(bot(slack_peer, channel="#security"), {"text": "user locked"}, KEY)
     [request] = slack_peer.requests
     assert request.path == "/api/chat.postMessage"
     assert request.headers["Authorization"] == f"Bearer {SlackPeer.TOKEN}"
     assert request.json() == {"text": "user locked", "channel": "#security"}
 
 
-def test_rule_channel_overrides_destination_channel(slack_peer: SlackPeer) -> None:
-    bot(slack_peer, channel="#security").send({"text": "x", "channel": "#oncall"}, KEY)
+def test_rule_channel_overrides_destination_channel(via: Via, slack_peer: SlackPeer) -> None:
+    via.send(bot(slack_peer, channel="#security"), {"text": "x", "channel": "#oncall"}, KEY)
     assert slack_peer.requests[0].json()["channel"] == "#oncall"
 
 
@@ -70,15 +71,15 @@ def test_rule_channel_overrides_destination_channel(slack_peer: SlackPeer) -> No
     (api_error("internal_error"), RetryableError, "chat.postMessage failed: internal_error"),
     (rate_limited(5), RetryableError, "answered 429"),
 ])
-def test_chat_post_message_errors(slack_peer: SlackPeer, answer: Response, error: type, message: str) -> None:
+def test_chat_post_message_errors(via: Via, slack_peer: SlackPeer, answer: Response, error: type, message: str) -> None:
     slack_peer.script.append(answer)
     with pytest.raises(error, match=message):
-        bot(slack_peer, channel="#security").send({"text": "x"}, KEY)
+        via.send(bot(slack_peer, channel="#security"), {"text": "x"}, KEY)
 
 
-def test_wrong_token_is_permanent_and_never_shown(slack_peer: SlackPeer) -> None:
+def test_wrong_token_is_permanent_and_never_shown(via: Via, slack_peer: SlackPeer) -> None:
     with pytest.raises(PermanentError, match="chat.postMessage failed: invalid_auth") as failure:
-        bot(slack_peer, token="xoxb-wrong-9", channel="#security").send({"text": "x"}, KEY)
+        via.send(bot(slack_peer, token="xoxb-wrong-9", channel="#security"), {"text": "x"}, KEY)
     assert "xoxb-wrong-9" not in str(failure.value) + failure.value.response_snippet
 
 

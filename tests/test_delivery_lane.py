@@ -1,4 +1,4 @@
-"""The delivery lane (engine/deliver/lane.py): the `http` action's jobs are sent from one event-loop thread, up to
+"""The delivery lane (engine/deliver/lane.py): the HTTP actions' jobs are sent from one event-loop thread, up to
 `per_destination_concurrency` at once for every destination, while the delivery threads send the other actions'
 jobs. With each real store and real loopback targets."""
 
@@ -18,6 +18,7 @@ from engine.config.settings import DeliveryConfig
 from engine.deliver.worker import DeliveryWorker
 from engine.metrics import Metrics
 from engine.runtime import Current
+from engine.secrets import Secret
 from engine.store.base import NewJob, Store
 from tests.peers import HttpPeer
 from tests.store_backends import backend_params, open_backend
@@ -155,3 +156,16 @@ def test_a_slow_targets_backlog_is_spread_over_its_slots(store: Store, peers: di
         assert wait_until(lambda: store.stats().jobs == {"done": 4})
     finally:
         assert worker.stop()
+
+
+def test_every_http_action_is_sent_on_the_lane_and_the_others_by_threads() -> None:
+    hook = Secret("http://127.0.0.1:9/hook")
+    actions = build_actions({
+        "h": {"type": "http", "base_url": "http://127.0.0.1:9"}, "s": {"type": "slack", "webhook_url": hook},
+        "t": {"type": "teams", "webhook_url": hook}, "p": {"type": "pagerduty", "routing_key": Secret("k" * 32)},
+        "o": {"type": "opsgenie", "api_key": Secret("k")},
+        "sp": {"type": "splunk_hec", "url": "http://127.0.0.1:9", "token": Secret("t")},
+        "e": {"type": "email", "host": "127.0.0.1", "from": "idhooks@example.com"},
+        "sy": {"type": "syslog", "host": "127.0.0.1", "port": 514},
+        "n": {"type": "nats", "servers": "nats://127.0.0.1:4222", "subject": "x"}}, ActionContext())
+    assert actions.on_loop == {"h", "s", "t", "p", "o", "sp"}

@@ -14,7 +14,7 @@ taking turns on the GIL for one fast target cost ~40 % more CPU per delivery and
 a slow one by up to the limit. Workers sleep on a condition that `notify()` (called when jobs are created)
 wakes at once, and otherwise poll every `poll_interval` seconds for retries that became due.
 
-With `delivery.lane` (the default) the jobs of actions that can send on an event loop (`http`) go to the lane
+With `delivery.lane` (the default) the jobs of actions that can send on an event loop (the HTTP ones) go to the lane
 (engine/deliver/lane.py): one more sender, in one thread, that claims through this worker and records through it,
 and fills every slot of a destination, since its sends in flight cost no thread. The threads send the rest.
 """
