@@ -312,12 +312,19 @@ class _Answer:
         self.size = 0
         self.head_done = self.complete = self.trailing = self.keep_alive = False
         self.head_size = 0
+        self.head_fed = 0  # bytes fed while the head was not complete
         self.framed = False  # Content-Length or chunked: otherwise the body ends when the connection does
         self.status = 0
         self.parser: Any = httptools.HttpResponseParser(self)
 
     def feed(self, data: bytes | memoryview) -> None:
-        """Parse the next bytes of the answer; BadAnswerError for what is not HTTP (in the parser's words)."""
+        """Parse the next bytes of the answer; BadAnswerError for what is not HTTP (in the parser's words), or for
+        a head that goes on past twice MAX_HEAD_BYTES (one endless header line: stopped before the parser
+        buffers it all)."""
+        if not self.head_done:
+            self.head_fed += len(data)
+            if self.head_fed > 2 * MAX_HEAD_BYTES:
+                raise BadAnswerError(f"the head of the answer is over {MAX_HEAD_BYTES // 1024} KiB")
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
@@ -380,7 +387,6 @@ def _read_answer(sock: socket.socket, cap: int, until: Deadline) -> tuple[Answer
     view = getattr(_buffers, "view", None)
     if view is None:  # the parser's callbacks copy what they keep, so the buffer is reused for every answer
         view = _buffers.view = memoryview(bytearray(_READ_CHUNK))
-    head_bytes = 0
     while not answer.complete and answer.size < cap:
         if until.passed:
             raise SlowAnswerError()
@@ -389,10 +395,6 @@ def _read_answer(sock: socket.socket, cap: int, until: Deadline) -> tuple[Answer
             if answer.head_done and not answer.framed and answer.status not in (204, 304):
                 break  # a body delimited by the end of the connection
             raise ClosedEarlyError("the connection closed before the answer was complete")
-        if not answer.head_done:
-            head_bytes += count
-            if head_bytes > 2 * MAX_HEAD_BYTES:  # one endless header line: stop before the parser buffers it all
-                raise BadAnswerError(f"the head of the answer is over {MAX_HEAD_BYTES // 1024} KiB")
         answer.feed(view[:count])
     if until.passed and not answer.complete:
         raise SlowAnswerError()

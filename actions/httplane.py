@@ -29,8 +29,8 @@ import socket
 from typing import Any
 from urllib.parse import urlsplit
 
-from actions.httpclient import (MAX_HEAD_BYTES, MAX_IDLE_PER_ORIGIN, Answer, BadAnswerError, ClosedEarlyError,
-                                HttpClient, _Answer, _Origin, connect_request, tunnel_opened)
+from actions.httpclient import (MAX_IDLE_PER_ORIGIN, Answer, ClosedEarlyError, HttpClient, _Answer, _Origin,
+                                connect_request, tunnel_opened)
 from actions.safenet import blocked
 from engine.errors import PermanentError
 
@@ -43,7 +43,6 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.answer: _Answer | None = None
         self.waiter: asyncio.Future[tuple[Answer, bool]] | None = None
-        self.head_bytes = 0
         self.spent = False  # closed, or it carried bytes nobody asked for: never reused
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -51,30 +50,25 @@ class _Connection(asyncio.Protocol):
 
     def start(self, cap: int) -> asyncio.Future[tuple[Answer, bool]]:
         """Expect the answer to a request about to be written; the future resolves with (answer, reusable)."""
-        self.answer, self.head_bytes = _Answer(cap), 0
+        self.answer = _Answer(cap)
         self.waiter = asyncio.get_running_loop().create_future()
         return self.waiter
 
     def data_received(self, data: bytes) -> None:
         answer, waiter = self.answer, self.waiter
         if answer is None or waiter is None or waiter.done():
-            self._spend()  # unasked bytes on an idle connection (or after the answer): it cannot carry another
+            self.abort()  # unasked bytes on an idle connection (or after the answer): it cannot carry another
             return
-        if not answer.head_done:
-            self.head_bytes += len(data)
-            if self.head_bytes > 2 * MAX_HEAD_BYTES:  # one endless header line: stop before the parser buffers it
-                self._fail(BadAnswerError(f"the head of the answer is over {MAX_HEAD_BYTES // 1024} KiB"))
-                return
         try:
             answer.feed(data)
-        except Exception as exc:  # noqa: BLE001 - BadAnswerError and the parser's own, handed to the request
+        except Exception as exc:  # noqa: BLE001 - BadAnswerError (a bound) and the parser's own, to the request
             self._fail(exc)
             return
         if answer.complete or answer.size >= answer.cap:
             self.answer = None
             result, reusable = answer.result()
             if not reusable:
-                self._spend()
+                self.abort()
             waiter.set_result((result, reusable))
 
     def eof_received(self) -> bool:
@@ -85,7 +79,7 @@ class _Connection(asyncio.Protocol):
                 waiter.set_result((answer.result()[0], False))  # a body delimited by the end of the connection
             else:
                 waiter.set_exception(ClosedEarlyError("the connection closed before the answer was complete"))
-        self._spend()
+        self.abort()
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -99,9 +93,10 @@ class _Connection(asyncio.Protocol):
         self.answer = None
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_exception(exc)
-        self._spend()
+        self.abort()
 
-    def _spend(self) -> None:
+    def abort(self) -> None:
+        """Close at once and never reuse (the answer was cut, refused, or came unasked)."""
         self.spent = True
         if self.transport is not None:
             self.transport.abort()
@@ -129,7 +124,7 @@ class LaneClient:
             transport.write(head + body if body else head)
             answer, reusable = await waiter
         except BaseException:
-            connection._spend()
+            connection.abort()
             raise
         if reusable and not connection.spent:
             idle = self._idle.setdefault(origin, [])
@@ -145,7 +140,7 @@ class LaneClient:
         """Close every idle connection (a reload replaced the configuration, or the lane stops)."""
         for idle in self._idle.values():
             for connection in idle:
-                connection._spend()
+                connection.abort()
         self._idle.clear()
 
     def _idle_connection(self, origin: _Origin) -> _Connection | None:
