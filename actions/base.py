@@ -130,10 +130,16 @@ def host_of(url: object) -> str:
 _CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
+_LINE_BREAKS = re.compile(r"[\r\n]+")
+
+
 def fold_line(value: object) -> str:
     """`value` as one line: CR/LF runs become one space, so event data can never start a new header, and the
     other control characters (NUL, ESC, DEL, ...; not tab) become U+FFFD, which no header may carry either."""
-    return _CONTROLS.sub("\ufffd", re.sub(r"[\r\n]+", " ", str(value)))
+    text = str(value)
+    if text.isprintable():  # no CR, LF or other control character (nearly every value): nothing to fold
+        return text
+    return _CONTROLS.sub("\ufffd", _LINE_BREAKS.sub(" ", text))
 
 
 def check_choice(fields: Mapping[str, Any], key: str, allowed: tuple[str, ...]) -> list[str]:
@@ -198,6 +204,11 @@ class Action(ABC):
     sends_on_loop: ClassVar[bool] = False
     """Whether `send_async` is implemented: the delivery lane (engine/deliver/lane.py) then sends this action's
     jobs on its event loop instead of a delivery thread."""
+
+    ends_by_lane_deadline: ClassVar[bool] = False
+    """Whether `send_async` itself ends every wait by the lane's deadline (actions/httpresult.LANE_DEADLINE), as
+    exchange_async does: the lane then needs no `asyncio.timeout()` of its own around the send, whose bookkeeping
+    cost as much as a tenth of a send (issue 14)."""
 
     async def send_async(self, rendered: Mapping[str, Any], idempotency_key: str,
                          lane: LaneClient) -> Mapping[str, Any] | None:

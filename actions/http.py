@@ -32,7 +32,7 @@ from actions.escaping import PATH_SEGMENT
 from actions.capture import capture_problems, captured_values
 from actions.httpclient import FRAMING_HEADERS, remember
 from actions.httplane import LaneClient
-from actions.httpresult import DEFAULT_MAX_RESPONSE_BYTES, HttpExchangeAction, HttpRequest, HttpResult
+from actions.httpresult import DEFAULT_MAX_RESPONSE_BYTES, LANE_DEADLINE, HttpExchangeAction, HttpRequest, HttpResult
 from actions.safenet import blocked
 from engine.errors import PermanentError, RetryableError
 from engine.secrets import redact, reveal
@@ -132,22 +132,35 @@ class HttpAction(HttpExchangeAction):
         method, url, _, _ = self._target(rendered)
         return HttpRequest(method, url, self._exchange(rendered, idempotency_key))
 
+    def _request(self, target: tuple[str, str, Any, str | None], rendered: Mapping[str, Any],
+                 idempotency_key: str) -> HttpRequest:
+        """request() for a target _target() gave already (send and send_async check its address first)."""
+        return HttpRequest(target[0], target[1], self._exchange(rendered, idempotency_key))
+
     def answered(self, rendered: Mapping[str, Any], result: HttpResult) -> dict[str, Any] | None:
         capture = rendered.get("capture")
         return captured_values(capture, result.body) if capture else None
 
     def send(self, rendered: Mapping[str, Any], idempotency_key: str) -> Mapping[str, Any] | None:
-        _, _, parts, host = self._target(rendered)
+        target = self._target(rendered)
+        _, _, parts, host = target
         if host not in self._literal_hosts:  # a literal's answer never changes; a name's may
             self.check_address(parts)
-        return super().send(rendered, idempotency_key)
+        return self.send_request(rendered, self._request(target, rendered, idempotency_key))
 
     async def send_async(self, rendered: Mapping[str, Any], idempotency_key: str,
                          lane: LaneClient) -> Mapping[str, Any] | None:
-        _, _, parts, host = self._target(rendered)
+        target = self._target(rendered)
+        _, _, parts, host = target
         if host not in self._literal_hosts:  # resolved off the loop: a slow resolver must not stall other sends
-            self._check_addresses(parts, await asyncio.get_running_loop().run_in_executor(None, self._addresses, parts))
-        return await super().send_async(rendered, idempotency_key, lane)
+            loop = asyncio.get_running_loop()
+            try:  # by the lane's deadline, and within the destination's timeout, as the exchange after it
+                async with asyncio.timeout_at(min(LANE_DEADLINE.get(), loop.time() + self.timeout[1])):
+                    addresses = await loop.run_in_executor(None, self._addresses, parts)
+            except TimeoutError:
+                raise RetryableError(f"cannot resolve {host!r} before the attempt's deadline") from None
+            self._check_addresses(parts, addresses)
+        return await self.send_request_async(rendered, self._request(target, rendered, idempotency_key), lane)
 
     def _target(self, rendered: Mapping[str, Any]) -> tuple[str, str, Any, str | None]:
         """(method, URL, split URL, host) of a rendered action; PermanentError for what may not be called."""
@@ -159,7 +172,7 @@ class HttpAction(HttpExchangeAction):
     def _exchange(self, rendered: Mapping[str, Any], idempotency_key: str) -> dict[str, Any]:
         """The arguments of exchange() / exchange_async() besides the method and URL."""
         return {"secrets": self.secrets, "timeout": self.timeout, "max_response_bytes": self.max_response_bytes,
-                "clock": self.context.clock, "success_statuses": frozenset(rendered.get("success_statuses") or ()),
+                "clock": self.context.clock, "success_statuses": _statuses(rendered.get("success_statuses")),
                 "params": rendered.get("query") or None, "headers": self._headers(rendered, idempotency_key),
                 "verify": self.verify, "proxy": self.proxy, **self._body(rendered)}
 
@@ -249,6 +262,14 @@ class HttpAction(HttpExchangeAction):
         if rendered.get("body") is not None:
             return {"data": str(rendered["body"]).encode("utf-8", errors="replace")}
         return {}
+
+
+_NO_STATUSES: frozenset[int] = frozenset()
+
+
+def _statuses(given: Any) -> frozenset[int]:
+    """A rule's `success_statuses` (most rules give none: one shared empty set, not a new one per send)."""
+    return frozenset(given) if given else _NO_STATUSES
 
 
 def _is_ip_literal(host: str) -> bool:

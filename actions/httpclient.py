@@ -73,10 +73,11 @@ class Headers(dict[str, str]):
     more than once keeps its values joined by ", " (RFC 9110 5.3)."""
 
     def __init__(self, items: list[tuple[str, str]]) -> None:
-        super().__init__()
+        merged: dict[str, str] = {}
         for name, value in items:
             key = name.lower()
-            super().__setitem__(key, f"{super().__getitem__(key)}, {value}" if key in self else value)
+            merged[key] = f"{merged[key]}, {value}" if key in merged else value
+        super().__init__(merged)
 
     def __getitem__(self, name: str) -> str:
         return super().__getitem__(name.lower())
@@ -277,18 +278,33 @@ class HttpClient:
         sock.close()
 
 
+_HEAD_STARTS: dict[tuple[str, str, bytes], bytes] = {}
+"""The request line and Host header of the requests sent last, checked: a rule with a fixed path sends one."""
+_NAMES: dict[str, bytes] = {}
+"""Header names checked and encoded already (a destination sends the same few on every request)."""
+
+
 def _request_head(method: str, target: str, host: bytes, fields: Mapping[str, str | bytes]) -> bytes:
     """The request line and headers, refusing what could end a line or a header early (ValueError)."""
-    if _UNSAFE_IN_TARGET.search(target) or not _TOKEN.match(method):
-        raise ValueError(f"refused request line {method} {target!r}: whitespace or control characters")
-    if _UNSAFE_IN_VALUE.search(host) or not host.strip():
-        raise ValueError("refused header 'Host': empty, or it holds CR, LF or NUL")
-    lines = [f"{method} {target} HTTP/1.1".encode("ascii"), b"Host: " + host]
+    start = _HEAD_STARTS.get((method, target, host))
+    if start is None:
+        if _UNSAFE_IN_TARGET.search(target) or not _TOKEN.match(method):
+            raise ValueError(f"refused request line {method} {target!r}: whitespace or control characters")
+        if _UNSAFE_IN_VALUE.search(host) or not host.strip():
+            raise ValueError("refused header 'Host': empty, or it holds CR, LF or NUL")
+        start = remember(_HEAD_STARTS, (method, target, host), f"{method} {target} HTTP/1.1\r\nHost: ".encode("ascii")
+                         + host, len(target))
+    lines = [start]
     for name, value in fields.items():
         data = value if isinstance(value, bytes) else str(value).encode("latin-1")
-        if not _TOKEN.match(name) or _UNSAFE_IN_VALUE.search(data):
-            raise ValueError(f"refused header {name!r}: a name must be a token, a value holds no CR, LF or NUL")
-        lines.append(name.encode("ascii") + b": " + data.strip(b" \t"))
+        encoded = _NAMES.get(name)
+        if encoded is None:
+            if not _TOKEN.match(name):
+                raise ValueError(f"refused header {name!r}: a name must be a token")
+            encoded = remember(_NAMES, name, name.encode("ascii"), len(name))
+        if _UNSAFE_IN_VALUE.search(data):
+            raise ValueError(f"refused header {name!r}: a value holds no CR, LF or NUL")
+        lines.append(encoded + b": " + data.strip(b" \t"))
     lines += [b"", b""]
     return b"\r\n".join(lines)
 

@@ -14,8 +14,8 @@ whole keep-alive answer with nothing after it. What this module does the same wa
   socket is connected to is checked against `blocked_networks` before a byte is sent (through a proxy the peer
   is the proxy); TLS starts only after that check, with the client's TLS context for the destination's `verify`;
 - proxies: a plain-HTTP target through an `http://` proxy by absolute URL, an HTTPS one through CONNECT;
-- the deadline: the caller runs the request under `asyncio.timeout()`; when it passes, the connection is
-  aborted and never reused, however slowly the peer was dripping;
+- the deadline: the caller gives one (the loop's time); when it passes, the connection is aborted and never
+  reused, however slowly the peer was dripping;
 - an idle connection that the peer closed, or on which it sent anything unasked, is never reused.
 Connections are kept per origin for the loop that opened them (one lane per process), at most
 MAX_IDLE_PER_ORIGIN idle.
@@ -33,6 +33,10 @@ from actions.httpclient import (MAX_IDLE_PER_ORIGIN, Answer, ClosedEarlyError, H
                                 connect_request, tunnel_opened)
 from actions.safenet import blocked
 from engine.errors import PermanentError
+
+
+class DeadlinePassedError(TimeoutError):
+    """A lane request's deadline passed (LaneClient.request), as opposed to a connect timeout of its own."""
 
 
 class _Connection(asyncio.Protocol):
@@ -95,6 +99,11 @@ class _Connection(asyncio.Protocol):
             self.waiter.set_exception(exc)
         self.abort()
 
+    def expire(self) -> None:
+        """The request's deadline passed before its answer was complete: TimeoutError to the request, and the
+        connection aborted (LaneClient.request's timer)."""
+        self._fail(DeadlinePassedError("the deadline passed before the answer was complete"))
+
     def abort(self) -> None:
         """Close at once and never reuse (the answer was cut, refused, or came unasked)."""
         self.spent = True
@@ -111,21 +120,36 @@ class LaneClient:
         self._idle: dict[_Origin, list[_Connection]] = {}
 
     async def request(self, method: str, url: str, *, headers: Any, body: bytes | None, connect_timeout: float,
-                      max_response_bytes: int, verify: bool | str = True, proxy: str | None = None) -> Answer:
-        """Send one request and read its answer. Run it under `asyncio.timeout()`: the caller's deadline is what
-        ends a slow answer (the connection is then aborted). Raises what HttpClient.request raises, but a
-        deadline is TimeoutError from the caller's timeout."""
+                      max_response_bytes: int, deadline: float, verify: bool | str = True,
+                      proxy: str | None = None) -> Answer:
+        """Send one request and read its answer by `deadline` (the loop's time): when it passes, the connection is
+        aborted and TimeoutError raised. Raises what HttpClient.request raises otherwise.
+
+        The deadline is one timer on the loop, not `asyncio.timeout()`: that scope's bookkeeping (the current task,
+        a handle rescheduled on entry and exit) was a sixth of the lane's own time per send (issue 14)."""
         origin, head = self.client.head(method, url, headers, body, verify, proxy)
-        connection = self._idle_connection(origin) or await self._connect(origin, connect_timeout)
+        loop = asyncio.get_running_loop()
+        connection = self._idle_connection(origin)
+        if connection is None:  # a new connection is rare: the scope's cost does not matter here
+            try:
+                async with asyncio.timeout_at(deadline) as scope:
+                    connection = await self._connect(origin, connect_timeout)
+            except TimeoutError:
+                if scope.expired():
+                    raise DeadlinePassedError("the deadline passed while connecting") from None
+                raise
         transport = connection.transport
         assert transport is not None
+        waiter = connection.start(max_response_bytes)
+        timer = loop.call_at(deadline, connection.expire)
         try:
-            waiter = connection.start(max_response_bytes)
             transport.write(head + body if body else head)
             answer, reusable = await waiter
         except BaseException:
             connection.abort()
             raise
+        finally:
+            timer.cancel()
         if reusable and not connection.spent:
             idle = self._idle.setdefault(origin, [])
             if len(idle) < MAX_IDLE_PER_ORIGIN:

@@ -26,7 +26,7 @@ from requests.utils import requote_uri
 from actions.base import Action
 from actions.deadline import deadline
 from actions.httpclient import Answer, BadAnswerError, HttpClient, SlowAnswerError, remember
-from actions.httplane import LaneClient
+from actions.httplane import DeadlinePassedError, LaneClient
 from engine.errors import DeliveryError, PermanentError, RetryableError
 from engine.secrets import Secret, redact
 
@@ -85,14 +85,14 @@ async def exchange_async(lane: LaneClient, method: str, url: str, *, secrets: li
     expires = min(now + total, LANE_DEADLINE.get())
     budget = max(expires - now, 0.0)
     try:
-        async with asyncio.timeout_at(expires) as scope:
-            target, body, sent_headers = prepare(url, params, headers, json, data)
-            result = await lane.request(method, target, headers=sent_headers, body=body, connect_timeout=connect,
-                                        max_response_bytes=max_response_bytes, verify=verify, proxy=proxy)
+        target, body, sent_headers = prepare(url, params, headers, json, data)
+        result = await lane.request(method, target, headers=sent_headers, body=body, connect_timeout=connect,
+                                    max_response_bytes=max_response_bytes, deadline=expires, verify=verify,
+                                    proxy=proxy)
     except UnicodeError:
         raise
     except (BadAnswerError, OSError, SlowAnswerError, ValueError) as exc:
-        raise _failure(exc, url, secrets, connect, budget, scope.expired()) from None
+        raise _failure(exc, url, secrets, connect, budget, isinstance(exc, DeadlinePassedError)) from None
     if result.status not in success_statuses:
         check(result, url, secrets, clock)
     return result
@@ -113,6 +113,7 @@ class HttpExchangeAction(Action):
     thread (exchange) or on the delivery lane's event loop (exchange_async)."""
 
     sends_on_loop = True
+    ends_by_lane_deadline = True  # every wait is exchange_async's, which ends by LANE_DEADLINE
 
     @abstractmethod
     def request(self, rendered: Mapping[str, Any], idempotency_key: str) -> HttpRequest:
@@ -123,12 +124,19 @@ class HttpExchangeAction(Action):
         return None
 
     def send(self, rendered: Mapping[str, Any], idempotency_key: str) -> Mapping[str, Any] | None:
-        request = self.request(rendered, idempotency_key)
-        return self.answered(rendered, exchange(self.context.http, request.method, request.url, **request.options))
+        return self.send_request(rendered, self.request(rendered, idempotency_key))
 
     async def send_async(self, rendered: Mapping[str, Any], idempotency_key: str,
                          lane: LaneClient) -> Mapping[str, Any] | None:
-        request = self.request(rendered, idempotency_key)
+        return await self.send_request_async(rendered, self.request(rendered, idempotency_key), lane)
+
+    def send_request(self, rendered: Mapping[str, Any], request: HttpRequest) -> Mapping[str, Any] | None:
+        """Send `request` (made by request() for `rendered`) from a thread; what answered() makes of the answer."""
+        return self.answered(rendered, exchange(self.context.http, request.method, request.url, **request.options))
+
+    async def send_request_async(self, rendered: Mapping[str, Any], request: HttpRequest,
+                                 lane: LaneClient) -> Mapping[str, Any] | None:
+        """send_request() on the delivery lane's loop."""
         return self.answered(rendered, await exchange_async(lane, request.method, request.url, **request.options))
 
 

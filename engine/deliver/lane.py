@@ -152,12 +152,16 @@ class DeliveryLane:
         token = LANE_DEADLINE.set(expires)
         try:
             action = actions.get(job.action, job.destination)
-            async with asyncio.timeout_at(expires):
+            if action.ends_by_lane_deadline:
                 captured = await action.send_async(worker.message(job, action), job.key,
                                                    self._client(action.context.http))
+            else:
+                async with asyncio.timeout_at(expires):
+                    captured = await action.send_async(worker.message(job, action), job.key,
+                                                       self._client(action.context.http))
         except DeliveryError as exc:
             error = exc
-        except TimeoutError:  # exchange_async ends by LANE_DEADLINE itself; this guards any other action
+        except TimeoutError:  # an action that does not end by LANE_DEADLINE itself, cut by the scope above
             error = RetryableError(f"deadline exceeded: the {job.action} action had no outcome before the job's "
                                    "lease ends")
         except Exception as exc:  # noqa: BLE001 - any other failure of the action: as worker.failure() says
