@@ -263,3 +263,19 @@ def test_a_write_that_fails_midway_changes_nothing_and_leaves_later_writes_worki
     assert [job.key for job in store.list_jobs()] == ["jti-1:r:0"]
     assert store.get_event("jti-1").status == "processed"
     store.close()
+
+
+def test_job_ids_sort_in_the_order_jobs_were_created(tmp_path):
+    """New job rows go to the end of the id index (a random id dirtied a page of it per job inserted)."""
+    store = SQLiteStore(tmp_path / "idhooks.db")
+    try:
+        ids = []
+        for n in range(3):
+            store.enqueue_jobs([NewJob(key=f"jti-{n}:r:0", destination="d", action="log", message={}, rule="r",
+                                       jti=f"jti-{n}")], 1.0)
+            ids.append(next(job.id for job in store.list_jobs() if job.key == f"jti-{n}:r:0"))
+            threading.Event().wait(0.002)
+        assert ids == sorted(ids) and len(set(ids)) == 3
+        assert all(len(job_id) == 32 and int(job_id, 16) >= 0 for job_id in ids)
+    finally:
+        store.close()
