@@ -109,6 +109,10 @@ def check_encodable(data: Any) -> None:
         raise PayloadError("invalid JSON: nested too deeply") from None
 
 
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_parse_float, parse_int=_parse_int)
+"""One decoder for every body (json.loads with these hooks built a new one, and its scanner, per call)."""
+
+
 def parse_envelope(body: bytes) -> Envelope:
     """Decode and check `body`; PayloadError with a clear reason for anything the engine cannot use."""
     try:
@@ -116,7 +120,7 @@ def parse_envelope(body: bytes) -> Envelope:
     except UnicodeDecodeError as exc:
         raise PayloadError(f"body is not UTF-8 (byte {exc.start})") from None
     try:
-        data = json.loads(text, parse_constant=_reject_constant, parse_float=_parse_float, parse_int=_parse_int)
+        data = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise PayloadError(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
     except RecursionError:
