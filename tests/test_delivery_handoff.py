@@ -16,8 +16,7 @@ from engine.config.settings import DeliveryConfig
 from engine.deliver.worker import DeliveryWorker
 from engine.metrics import Metrics
 from engine.runtime import Current
-from engine.errors import StoreError
-from engine.store.base import ACK_DELAY, NewJob
+from engine.store.base import NewJob
 from engine.store.handoff import JobHandoff
 from engine.store.sqlite import SQLiteStore
 from tests.peers import HttpPeer, http_peer  # noqa: F401 - fixture
@@ -124,57 +123,3 @@ def test_a_running_worker_sends_handed_jobs_once_and_gives_back_the_rest_when_it
     assert leases(store)["jti-99:provision:0"][0] == "worker-stopped"
     assert stopped.stop()
     assert [j.key for j in store.claim_jobs("worker-next", 30, 10, time.time())] == ["jti-99:provision:0"]
-
-
-def statuses(store: SQLiteStore) -> dict[str, tuple[str, int]]:
-    """key -> (status, attempts) of every stored job."""
-    return {j.key: (j.status, j.attempts) for j in store.list_jobs(limit=100)}
-
-
-def test_acknowledgements_queued_by_the_lane_ride_along_the_processors_next_transaction(store: SQLiteStore) -> None:
-    """ack_jobs_soon: a delivered job is recorded done by the next write that creates jobs, not by a write of its own;
-    flush_acks says when it would write them and writes nothing before that."""
-    now = time.time()
-    store.enqueue_jobs([job(1), job(2)], now)
-    claimed = store.claim_jobs("lane", 30, 10, now)
-    assert store.ack_jobs_soon([claimed[0].id], now + 1)
-    assert statuses(store)["jti-1:provision:0"] == ("pending", 0)  # queued, not written yet
-    due_in = store.flush_acks(older_than=60)
-    assert due_in is not None and 59 < due_in <= 60
-    assert statuses(store)["jti-1:provision:0"] == ("pending", 0)
-    store.complete_event("jti-3", [], [job(3)], now + 2)  # the processor's transaction carries the acknowledgement
-    assert statuses(store)["jti-1:provision:0"] == ("done", 1)
-    assert store._read("SELECT done_at FROM jobs WHERE id = ?", (claimed[0].id,))[0][0] == now + 1  # delivered then
-    assert store.flush_acks() is None  # nothing left queued
-    store.ack_jobs_soon([claimed[1].id], now + 3)
-    assert store.flush_acks() is None and statuses(store)["jti-2:provision:0"] == ("done", 1)  # at once when asked
-
-
-def test_acknowledgements_of_a_transaction_that_failed_are_written_by_the_next_one(store: SQLiteStore) -> None:
-    now = time.time()
-    store.enqueue_jobs([job(1)], now)
-    [claimed] = store.claim_jobs("lane", 30, 10, now)
-    store.ack_jobs_soon([claimed.id], now)
-    with pytest.raises(StoreError):  # NaN is refused: the batch, with the acknowledgement it carried, is not written
-        store.complete_event("jti-2", [{"x": float("nan")}], [job(2)], now)
-    assert statuses(store)["jti-1:provision:0"] == ("pending", 0)
-    store.complete_event("jti-3", [], [job(3)], now)
-    assert statuses(store)["jti-1:provision:0"] == ("done", 1)
-
-
-def test_queued_acknowledgements_are_written_when_they_are_due_and_when_the_store_closes(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "idhooks.db")
-    now = time.time()
-    store.enqueue_jobs([job(1), job(2), job(3)], now)
-    first, second, third = store.claim_jobs("lane", 30, 10, now)
-    store.ack_jobs_soon([first.id], now)
-    store._acks_since -= ACK_DELAY  # the oldest has waited ACK_DELAY: the next one queued writes them all
-    store.ack_jobs_soon([second.id], now)
-    assert statuses(store)["jti-1:provision:0"][0] == statuses(store)["jti-2:provision:0"][0] == "done"
-    store.ack_jobs_soon([third.id], now)
-    store.close()
-    reopened = SQLiteStore(tmp_path / "idhooks.db")
-    try:
-        assert statuses(reopened)["jti-3:provision:0"] == ("done", 1)
-    finally:
-        reopened.close()

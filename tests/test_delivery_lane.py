@@ -19,7 +19,7 @@ from engine.deliver.worker import DeliveryWorker
 from engine.metrics import Metrics
 from engine.runtime import Current
 from engine.secrets import Secret
-from engine.store.base import ACK_DELAY, NewJob, Store
+from engine.store.base import NewJob, Store
 from tests.peers import HttpPeer
 from tests.store_backends import backend_params, open_backend
 from tests.test_worker import wait_until
@@ -169,21 +169,3 @@ def test_every_http_action_is_sent_on_the_lane_and_the_others_by_threads() -> No
         "sy": {"type": "syslog", "host": "127.0.0.1", "port": 514},
         "n": {"type": "nats", "servers": "nats://127.0.0.1:4222", "subject": "x"}}, ActionContext())
     assert actions.on_loop == {"h", "s", "t", "p", "o", "sp"}
-
-
-def test_what_the_lane_delivered_is_recorded_done_when_it_idles_and_when_it_stops(
-        store: Store, peers: dict[str, HttpPeer]) -> None:
-    """On SQLite the lane's acknowledgements wait for the store's next write (Store.ack_jobs_soon); with nothing more
-    to send they are written within ACK_DELAY, and a worker that stops writes them before it returns."""
-    queue(store, "a", 3)
-    worker = started(store, peers)
-    try:
-        assert wait_until(lambda: len(peers["a"].requests) == 3)
-        assert wait_until(lambda: len(store.list_jobs("done")) == 3, timeout=ACK_DELAY + 2)
-        queue(store, "b", 3)
-        worker.notify(3, {"b"})
-        assert wait_until(lambda: len(peers["b"].requests) == 3)
-    finally:
-        assert worker.stop()
-    assert {(job.destination, job.status, job.attempts) for job in store.list_jobs()} == {
-        ("a", "done", 1), ("b", "done", 1)}

@@ -14,11 +14,8 @@ spent ~120 µs per job against ~200 µs from a thread.
 The lane is one more sender of the DeliveryWorker, with the same rules: it claims through the worker (hand-off
 first, per-destination limits, leases), every attempt ends before the job's lease does (LANE_DEADLINE: the
 exchange is cut and the connection aborted), outcomes are recorded with the worker's retry, dead-letter and
-metrics code, and a stopping worker stops the lane between jobs. Store writes (a claim from the store, once a
-poll interval) are made from the loop thread: they are short and take turns on the store's write lock like every
-other writer. What the lane delivered is acknowledged with the store's next write where the store has a queue for
-that (SQLite: the processor's next transaction, or when the lane goes idle, at most ACK_DELAY later; issue 14),
-so the loop does not wait for the write lock after every batch.
+metrics code, and a stopping worker stops the lane between jobs. Store writes (a claim, an acknowledgement)
+are made from the loop thread: they are short and take turns on the store's write lock like every other writer.
 `delivery.lane: false` turns it off; the threads then send everything, as before.
 """
 
@@ -37,7 +34,7 @@ from actions.httpclient import HttpClient
 from actions.httplane import LaneClient
 from actions.httpresult import LANE_DEADLINE
 from engine.errors import DeliveryError, RetryableError
-from engine.store.base import ACK_DELAY, Job
+from engine.store.base import Job
 
 if TYPE_CHECKING:
     from engine.deliver.worker import DeliveryWorker
@@ -115,16 +112,8 @@ class DeliveryLane:
                         batches.add(task)
                         task.add_done_callback(batches.discard)
                     continue
-                wait = worker.poll_interval
-                try:  # nothing to claim: what was delivered is written with the processor's next transaction, or
-                    due_in = worker.store.flush_acks(ACK_DELAY)  # here once it has waited ACK_DELAY
-                except Exception:
-                    log.exception("could not record delivered jobs; they are sent again once their lease ends")
-                    due_in = None
-                if due_in is not None:
-                    wait = min(wait, due_in)
                 try:
-                    async with asyncio.timeout(wait):
+                    async with asyncio.timeout(worker.poll_interval):
                         await self._wake.wait()
                 except TimeoutError:
                     pass
@@ -139,7 +128,7 @@ class DeliveryLane:
         """deliver_batch() of the worker, on the loop: attempts one after the other, each before its deadline."""
         from engine.deliver.worker import Batch  # the worker module imports this one
 
-        batch = Batch(self.worker, jobs, index, soon=True)
+        batch = Batch(self.worker, jobs, index)
         try:
             for job in jobs:
                 lease_end = batch.next_attempt()

@@ -178,10 +178,6 @@ class DeliveryWorker:
         lanes = [lane for lane in (self._lane, *self._leaving) if lane is not None]
         self._leaving = [lane for lane in lanes if not lane.join(max(deadline - time.monotonic(), 0))]
         self._lane = None
-        try:
-            self.store.flush_acks()  # what the lane delivered, before its leases are given back or expire
-        except Exception:
-            log.exception("could not record delivered jobs")
         if handoff is not None:  # handed but not sent: claimable at once by whoever runs next
             try:
                 self.store.release_jobs(self.owner, handoff.ids())
@@ -325,15 +321,12 @@ class DeliveryWorker:
         except Exception:
             log.exception("could not record a delivery attempt", extra={"key": job.key})
 
-    def acknowledge(self, delivered: list[tuple[Job, float]], soon: bool = False) -> None:
-        """Record delivered jobs (job, when its send succeeded) as done in one store write, then count them. With
-        `soon` (the lane), in the store's next write where it has a queue for that (Store.ack_jobs_soon)."""
+    def acknowledge(self, delivered: list[tuple[Job, float]]) -> None:
+        """Record delivered jobs (job, when its send succeeded) as done in one store write, then count them."""
         if not delivered:
             return
         try:
-            ids, now = [job.id for job, _ in delivered], self.clock()
-            if not (soon and self.store.ack_jobs_soon(ids, now)):
-                self.store.ack_jobs(ids, now)
+            self.store.ack_jobs([job.id for job, _ in delivered], self.clock())
         except Exception:  # they stay leased: sent again once the lease ends (at least once)
             log.exception("could not record delivered jobs", extra={"keys": [job.key for job, _ in delivered]})
             return
@@ -434,11 +427,10 @@ class DeliveryWorker:
 
 class Batch:
     """The bookkeeping of one claimed batch, for a delivery thread and the lane alike: its slot and lease, the
-    jobs delivered so far (acknowledged together by end(); with `soon`, the lane's, in the store's next write),
-    and whether another attempt may start."""
+    jobs delivered so far (acknowledged together by end()), and whether another attempt may start."""
 
-    def __init__(self, worker: DeliveryWorker, jobs: list[Job], index: int, soon: bool = False) -> None:
-        self.worker, self.index, self.soon = worker, index, soon
+    def __init__(self, worker: DeliveryWorker, jobs: list[Job], index: int) -> None:
+        self.worker, self.index = worker, index
         started = time.monotonic()
         self.lease = worker.delivery.lease
         # a claimed batch's lease began with its claim; a handed one's when it was queued
@@ -465,5 +457,5 @@ class Batch:
     def end(self) -> None:
         """Acknowledge what was delivered and free the destination's slot."""
         self._sending.pop(self.index, None)
-        self.worker.acknowledge(self.delivered, self.soon)
+        self.worker.acknowledge(self.delivered)
         self.worker.release(self.destination)

@@ -62,9 +62,6 @@ def strict_json(value: Any, what: str) -> str:
         raise StoreError(f"refused to store {what}: not valid JSON ({exc})") from None
 
 
-ACK_DELAY = 0.05
-"""The longest a delivered job's acknowledgement waits in Store.ack_jobs_soon() for a write to ride along."""
-
 SCAN_CAP = 10_000
 """The most rows the default (unindexed) page queries read in one call."""
 
@@ -425,19 +422,6 @@ class Store(StateStore, DetectionStateStore):
     def ack_job(self, job_id: str, now: float) -> None:
         """The job was delivered: status 'done'."""
         self.ack_jobs([job_id], now)
-
-    def ack_jobs_soon(self, job_ids: list[str], now: float) -> bool:
-        """Acknowledge delivered jobs, still leased to the caller, with this process's next write instead of one of
-        their own, within ACK_DELAY seconds (flush_acks() writes them at once). False when this store has no such
-        queue: the caller then uses ack_jobs(). A process killed first sends them again once their lease ends (at
-        least once, as when it is killed between a send and its acknowledgement)."""
-        return False
-
-    def flush_acks(self, older_than: float = 0.0) -> float | None:
-        """Write what ack_jobs_soon() queued if the oldest has waited `older_than` seconds or more (a stopping
-        worker: at once). None when nothing is left queued, else the seconds until it is due (the delivery lane
-        waits no longer than that when it has nothing to send)."""
-        return None
 
     @abstractmethod
     def retry_job(self, job_id: str, due_at: float, error: str, response: str = "") -> None:

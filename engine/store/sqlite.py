@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import logging
 import os
 import queue
 import sqlite3
@@ -36,11 +35,9 @@ from engine.store.detections_sqlite import SQLiteDetectionMixin
 from engine.store.handoff import EventHandoff, JobHandoff, handed
 from engine.store.sqlite_transfer import SQLiteTransferMixin
 from engine.config.settings import StoreConfig
-from engine.store.base import (ACK_DELAY, ACCEPTED, DUPLICATE, STALE, IncomingEvent, Job, NewJob, QuarantineEntry,
+from engine.store.base import (ACCEPTED, DUPLICATE, STALE, IncomingEvent, Job, NewJob, QuarantineEntry,
                                QuarantineResult, Store, StoredEvent, StoreStats, SubscriptionRecord, strict_json,
                                appending)
-
-log = logging.getLogger(__name__)
 
 _MIGRATIONS: list[str] = [
     # 1: the first schema
@@ -202,11 +199,6 @@ _CLAIM_JOBS = (
 """The delivery worker's claim: the first due jobs in index order (jobs_due), leased to one owner."""
 
 
-_ACK_DONE = ("UPDATE jobs SET status = 'done', attempts = attempts + 1, done_at = d.value, lease_owner = '', "
-             "lease_until = 0 FROM json_each(?) AS d WHERE jobs.id = d.key")
-"""Acknowledge queued jobs: a JSON object of job id -> when it was delivered."""
-
-
 class _Pending:
     """One event waiting for the group commit. `done` is a plain lock, held until the writer releases it:
     one waiter and one signal need no Event (a Condition, a waiter lock and a deque per event; issue 14)."""
@@ -300,9 +292,6 @@ class SQLiteStore(SQLiteStateMixin, SQLiteDetectionMixin, SQLiteTransferMixin, S
         self._handoff: EventHandoff | None = None
         self._job_handoff: JobHandoff | None = None
         self._job_handoff_lock = threading.Lock()  # held from leasing a batch of jobs to handing it over
-        self._acks: dict[str, float] = {}  # ack_jobs_soon: job id -> when delivered, for the next write
-        self._acks_since = 0.0  # time.monotonic() of the oldest queued acknowledgement (0: none)
-        self._acks_lock = threading.Lock()
         self._handoff_lock = threading.Lock()  # held by the writer from leasing a batch to handing it over
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._writer = threading.Thread(target=self._write_loop, name="sqlite-group-commit", daemon=True)
@@ -388,10 +377,6 @@ class SQLiteStore(SQLiteStateMixin, SQLiteDetectionMixin, SQLiteTransferMixin, S
 
     def close(self) -> None:
         if not self._closed:
-            try:
-                self.flush_acks()
-            except StoreError:
-                pass
             self._closed = True
             self._queue.put(None)
             self._writer.join(timeout=10)
@@ -588,35 +573,17 @@ class SQLiteStore(SQLiteStateMixin, SQLiteDetectionMixin, SQLiteTransferMixin, S
         jobs = [job for _, _, event_jobs in items for job in event_jobs]
         record = ("UPDATE events SET status = 'processed', decisions = d.value, processed_at = ?, "
                   "lease_owner = NULL, lease_until = 0 FROM json_each(?) AS d WHERE events.jti = d.key")
-        if not jobs:  # one statement is its own transaction (see claim_events), unless acknowledgements ride along
-            acks = self._take_acks()
-            if not acks:
-                self._write(record, (now, decisions))
-                return
-            try:
-                with self._tx() as conn:
-                    conn.execute(record, (now, decisions))
-                    conn.execute(_ACK_DONE, (json.dumps(acks),))
-            except BaseException:
-                self._give_back_acks(acks)
-                raise
+        if not jobs:  # one statement is its own transaction (see claim_events)
+            self._write(record, (now, decisions))
             return
         with self._job_handoff_lock:
             handoff = self._job_handoff
             count = sum(handed(job) for job in jobs) if handoff is not None else 0
             lease = (handoff.owner, now + handoff.lease) if handoff is not None and count and handoff.admits(count) \
                 else None
-            acks = self._take_acks()
-            try:
-                with self._tx() as conn:  # a fixed number of statements per batch: see _insert_rows
-                    ids = _insert_jobs(conn, jobs, now, lease)
-                    conn.execute(record, (now, decisions))
-                    if acks:  # the lane's acknowledgements ride along (ack_jobs_soon)
-                        conn.execute(_ACK_DONE, (json.dumps(acks),))
-            except BaseException:
-                if acks:
-                    self._give_back_acks(acks)
-                raise
+            with self._tx() as conn:  # a fixed number of statements per batch: see _insert_rows
+                ids = _insert_jobs(conn, jobs, now, lease)
+                conn.execute(record, (now, decisions))
             if lease is not None and handoff is not None:
                 handoff.put([Job(id=job_id, key=job.key, destination=job.destination, action=job.action,
                                  message=job.message, rule=job.rule, jti=job.jti, index=job.index, retry=job.retry,
@@ -680,46 +647,6 @@ class SQLiteStore(SQLiteStateMixin, SQLiteDetectionMixin, SQLiteTransferMixin, S
 
     def _update_job(self, sql: str, args: tuple) -> None:
         self._write(sql, args)
-
-    def ack_jobs_soon(self, job_ids: list[str], now: float) -> bool:
-        """Queued for the processor's next transaction (complete_events), which writes the jobs table anyway: the
-        delivery lane's own acknowledgement writes were one transaction per batch, and the lane's loop waited for
-        the write lock to make them (issue 14). Written at once when the oldest queued is ACK_DELAY old."""
-        with self._acks_lock:
-            for job_id in job_ids:
-                self._acks[job_id] = now
-            if not self._acks_since:
-                self._acks_since = time.monotonic()
-            due = time.monotonic() - self._acks_since >= ACK_DELAY
-        if due:
-            self.flush_acks()
-        return True
-
-    def flush_acks(self, older_than: float = 0.0) -> float | None:
-        with self._acks_lock:
-            if not self._acks:
-                return None
-            due_in = self._acks_since + older_than - time.monotonic()
-        if due_in > 0:
-            return due_in
-        acks = self._take_acks()
-        if acks:
-            try:
-                self._write(_ACK_DONE, (json.dumps(acks),))
-            except StoreError:  # they stay leased: sent again once the lease ends (at least once)
-                log.exception("could not record delivered jobs", extra={"jobs": len(acks)})
-        return None
-
-    def _take_acks(self) -> dict[str, float]:
-        with self._acks_lock:
-            acks, self._acks, self._acks_since = self._acks, {}, 0.0
-        return acks
-
-    def _give_back_acks(self, acks: dict[str, float]) -> None:
-        """A transaction that carried `acks` failed: queue them again, for the next write."""
-        with self._acks_lock:
-            self._acks = {**acks, **self._acks}
-            self._acks_since = self._acks_since or time.monotonic()
 
     def ack_jobs(self, job_ids: list[str], now: float) -> None:
         if job_ids:
