@@ -36,7 +36,7 @@ import ssl
 import threading
 import weakref
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, NamedTuple
 from urllib.parse import unquote, urlsplit
 
 import httptools
@@ -115,9 +115,9 @@ class ClosedEarlyError(ConnectionError):
     """The peer closed the connection before its answer was complete."""
 
 
-@dataclass(frozen=True)
-class _Origin:
-    """Where a connection goes, and how: connections are reused only for the same origin."""
+class _Origin(NamedTuple):
+    """Where a connection goes, and how: connections are reused only for the same origin. A tuple: it is a key
+    of the idle connections and of the remembered URLs, and a frozen dataclass hashed itself in Python."""
 
     scheme: str
     host: str
