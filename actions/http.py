@@ -129,8 +129,7 @@ class HttpAction(HttpExchangeAction):
         return problems + capture_problems(fields)
 
     def request(self, rendered: Mapping[str, Any], idempotency_key: str) -> HttpRequest:
-        method, url, _, _ = self._target(rendered)
-        return HttpRequest(method, url, self._exchange(rendered, idempotency_key))
+        return self._request(self._target(rendered), rendered, idempotency_key)
 
     def _request(self, target: tuple[str, str, Any, str | None], rendered: Mapping[str, Any],
                  idempotency_key: str) -> HttpRequest:

@@ -22,6 +22,7 @@ are made from the loop thread: they are short and take turns on the store's writ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import threading
@@ -152,13 +153,10 @@ class DeliveryLane:
         token = LANE_DEADLINE.set(expires)
         try:
             action = actions.get(job.action, job.destination)
-            if action.ends_by_lane_deadline:
+            # an action that ends by LANE_DEADLINE itself needs no scope (its bookkeeping cost a tenth of a send)
+            async with contextlib.nullcontext() if action.ends_by_lane_deadline else asyncio.timeout_at(expires):
                 captured = await action.send_async(worker.message(job, action), job.key,
                                                    self._client(action.context.http))
-            else:
-                async with asyncio.timeout_at(expires):
-                    captured = await action.send_async(worker.message(job, action), job.key,
-                                                       self._client(action.context.http))
         except DeliveryError as exc:
             error = exc
         except TimeoutError:  # an action that does not end by LANE_DEADLINE itself, cut by the scope above
