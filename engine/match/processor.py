@@ -41,10 +41,15 @@ RETRY_DELAYS = (5.0, 30.0, 120.0, 600.0)
 """Seconds before each new attempt of an event that failed; after the last, the event is 'failed'."""
 
 
+_PLAIN = frozenset({str, int, bool, type(None)})
+"""Types of JSON values that are finite as they are: skipped without a call (most of a record's values)."""
+
+
 def finite(value: Any) -> Any:
     """`value` with every NaN/Infinity float replaced by its name as a string, so it is valid JSON; `value`
     itself when it holds none (nearly always: copying every decision and message was a tenth of the
-    processor's time, issue 14)."""
+    processor's time, issue 14). Strings, integers, booleans and None inside are passed over without a
+    call: a call per value was another 4 µs per matched event."""
     if isinstance(value, float):
         if math.isfinite(value):
             return value
@@ -52,6 +57,8 @@ def finite(value: Any) -> Any:
     if isinstance(value, dict):
         copied = None
         for key, item in value.items():
+            if type(item) in _PLAIN:
+                continue
             fixed = finite(item)
             if fixed is not item:
                 copied = copied if copied is not None else dict(value)
@@ -60,6 +67,8 @@ def finite(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         items = None
         for index, item in enumerate(value):
+            if type(item) in _PLAIN:
+                continue
             fixed = finite(item)
             if fixed is not item:
                 items = items if items is not None else list(value)
@@ -117,7 +126,7 @@ class Processor:
     def count_shadowed(self, decision: Any) -> None:
         """idhooks_actions_shadowed_total: the actions a shadow rule would have sent."""
         if decision.shadow and decision.actions:
-            self.metrics.actions_shadowed.labels(decision.rule_id).inc(len(decision.actions))
+            self.metrics.child(self.metrics.actions_shadowed, decision.rule_id).inc(len(decision.actions))
 
     def run_once(self) -> int:
         """Evaluate every pending event that is due now; how many were claimed."""
@@ -200,7 +209,7 @@ class Processor:
     def _report(self, jti: str, jobs: list[NewJob]) -> None:
         matched = sorted({job.rule for job in jobs})
         for rule_id in matched:
-            self.metrics.rule_matches.labels(rule_id).inc()
+            self.metrics.child(self.metrics.rule_matches, rule_id).inc()
         if jobs:  # a line per matching event: the shortest logging path, like intake's line per request
             logs.event_line(log, "rules matched", {"jti": jti, "rules": matched, "jobs": len(jobs)})
 
