@@ -4,6 +4,7 @@ send one twice, or send an ordered job before the one ahead of it."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Iterator
@@ -59,6 +60,25 @@ def test_a_new_job_is_stored_leased_to_the_worker_and_handed_over(store: SQLiteS
         "jti-1:provision:0", "worker-a", now + 30, {"path": "/users", "json": {"n": 1}})
     assert [j.key for j in handoff.take(frozenset(), 10, now)] == ["jti-3:provision:0"]
     assert handoff.take(frozenset(), 10, now) == [] and handoff.drained()
+
+
+def test_a_handed_job_is_the_job_its_row_reads_back_as(store: SQLiteStore) -> None:
+    """The hand-off builds its Job without the dataclass constructor (Job.queued): it must be equal, field for
+    field, to what a claim of the same row returns, and as immutable."""
+    now = time.time()
+    handoff = JobHandoff("worker-a", lease=30)
+    assert store.hand_over_new_jobs(handoff)
+    store.complete_event("jti-1", [], [NewJob(key="jti-1:provision:0", destination="target", action="http",
+                                              message={"path": "/users", "json": {"n": 1.5, "ok": True}},
+                                              rule="provision", jti="jti-1", index=0, retry={"for": 60},
+                                              received_at=1.0)], now)
+    [handed] = handoff.take(frozenset(), 10, now)
+    stored = store.get_job(handed.id)
+    assert stored is not None and handed == dataclasses.replace(stored, lease_until=now + 30)
+    assert (handed.status, handed.attempts, handed.created_at, handed.due_at, handed.lease_owner) == (
+        "pending", 0, now, now, "worker-a")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        handed.status = "done"  # type: ignore[misc]
 
 
 def test_a_job_whose_key_was_queued_already_is_not_handed_again(store: SQLiteStore) -> None:

@@ -585,10 +585,8 @@ class SQLiteStore(SQLiteStateMixin, SQLiteDetectionMixin, SQLiteTransferMixin, S
                 ids = _insert_jobs(conn, jobs, now, lease)
                 conn.execute(record, (now, decisions))
             if lease is not None and handoff is not None:
-                handoff.put([Job(id=job_id, key=job.key, destination=job.destination, action=job.action,
-                                 message=job.message, rule=job.rule, jti=job.jti, index=job.index, retry=job.retry,
-                                 received_at=job.received_at, status="pending", attempts=0, created_at=now,
-                                 due_at=now, lease_owner=lease[0], lease_until=lease[1])
+                owner, until = lease
+                handoff.put([Job.queued(job, id=job_id, now=now, lease_owner=owner, lease_until=until)
                              for job, job_id in zip(jobs, ids) if job_id is not None and handed(job)])
 
     def append_decisions(self, items: Sequence[tuple[str, dict[str, Any]]], now: float) -> list[str]:
