@@ -33,6 +33,8 @@ from engine.secrets import Secret, redact
 _QUOTED: dict[str, str] = {}
 """requote_uri() of the URLs sent last: a rule with a fixed path sends to one URL, and quoting it again for every
 delivery was a tenth of the HTTP action's own time (issue 14)."""
+_STRICT_JSON = jsonlib.JSONEncoder(allow_nan=False)
+"""A JSON body's encoder, made once: json.dumps() with any option builds a new JSONEncoder per call."""
 
 SNIPPET_CHARS = 500
 DEFAULT_MAX_RESPONSE_BYTES = 65_536
@@ -171,7 +173,7 @@ def prepare(url: str, params: Mapping[str, Any] | None, headers: Mapping[str, st
     url = quoted if quoted is not None else remember(_QUOTED, url, requote_uri(url), len(url))
     sent = dict(headers or {})
     if json is not None:
-        data = jsonlib.dumps(json, allow_nan=False).encode("utf-8")
+        data = _STRICT_JSON.encode(json).encode("utf-8")
         if not any(name.lower() == "content-type" for name in sent):
             sent["Content-Type"] = "application/json"
     return url, data, sent
