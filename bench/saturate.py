@@ -8,11 +8,20 @@ server's CPU per delivered event. In the same run:
   202), installed from npm into a temporary folder (skipped with a message when npm cannot fetch it); the target
   is idhooks throughput >= 3x Node-RED's.
 
+The load comes from wrk (Debian's package, as in issue 14's table and in bench/ingest.py): `--seconds` of
+16 keep-alive connections over `--events` distinct signed events, at full speed. A system's rate is the
+events it accepted over the time from the first POST to the last delivery (ingest only: wrk's duration), and
+its CPU is counted over the same span. Without wrk (`--loadgen python`, or when it cannot be installed),
+bench/loadgen.py sends every prepared event once instead; it takes most of a core from the servers measured,
+and the sink's share of the machine grows with it (see README, "What each change bought", for figures of both).
+
 Each system runs `--passes` times (default 3), interleaved with the others so that a change in the machine's
 load hits all of them; the ratios are of the medians (single runs on a shared 2-core machine varied by +-20 %).
-Every run checks that each event reached the sink exactly once (exit status 1 otherwise).
+Every run checks that each accepted event reached the sink exactly once, and that wrk never ran out of
+distinct events (exit status 1 otherwise).
 
-    python bench/e2e.py --saturate [--events 3000] [--passes 3] [--processes 1] [--no-node-red]
+    python bench/e2e.py --saturate [--seconds 6] [--events N] [--loadgen wrk|python] [--passes 3]
+                                   [--processes 1] [--no-node-red]
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ from bench.loadgen import run_load
 from bench.peers import ensure_node_red, start_node_red
 from bench.procs import Proc, free_port, write_bench_config
 from bench.sink import Sink
+from bench.wrk import ensure_wrk, run_wrk
 from bench.e2e import RULE  # the same rule and action as the fixed-rate benchmark
 CONCURRENCY = 16
 
@@ -55,30 +65,56 @@ class Run:
                 f"delivered {self.delivered}/{self.events}  repeated {self.repeated}")
 
 
-def drive(server: Proc, path: str, sink: Sink | None, count: int) -> tuple[float, float, int, int]:
-    """POST `count` distinct signed events at full speed; wait for the sink to have them all."""
+@dataclass
+class Load:
+    """How every system is loaded (module docstring): wrk for `seconds` when `wrk` is set, else each of
+    `bodies` once from bench/loadgen.py."""
+
+    wrk: str | None
+    bodies: list[bytes]
+    seconds: float
+
+    def describe(self) -> str:
+        if self.wrk:
+            return (f"wrk, {CONCURRENCY} keep-alive connections, passes of {self.seconds:g} s over "
+                    f"{len(self.bodies)} distinct signed events")
+        return f"bench/loadgen.py (Python), {len(self.bodies)} signed events at concurrency {CONCURRENCY}"
+
+
+def drive(server: Proc, path: str, sink: Sink | None, load: Load) -> tuple[int, float, float, int, int]:
+    """Load the server at full speed (after a warm-up); wait for the sink to have every accepted event.
+    (events accepted, seconds, server CPU seconds, delivered, delivered more than once or sent twice by wrk)."""
     run_load("127.0.0.1", server.port, requests_for(server.port, make_bodies(200), path), CONCURRENCY)
     if sink is not None:
         sink.wait_for(200, 60)
         sink.reset()
-    requests = requests_for(server.port, make_bodies(count), path)
+    requests = requests_for(server.port, load.bodies, path)
     cpu_before = server.cpu()
     started = time.perf_counter()
-    result = run_load("127.0.0.1", server.port, requests, CONCURRENCY)
+    if load.wrk:
+        result = run_wrk(load.wrk, "127.0.0.1", server.port, requests, CONCURRENCY, load.seconds)
+    else:
+        result = run_load("127.0.0.1", server.port, requests, CONCURRENCY)
+    accepted = result.statuses.get(202, 0)
     if sink is not None:
-        sink.wait_for(count, 120)
+        sink.wait_for(accepted, 120)
         finished = max(sink.first.values(), default=time.perf_counter())
     else:
         finished = started + result.seconds
     cpu = server.cpu() - cpu_before
-    if result.statuses.get(202, 0) != count:
+    if accepted != result.requests:
         print(f"    intake statuses {dict(sorted(result.statuses.items()))}")
-    delivered = len(sink.first) if sink is not None else result.statuses.get(202, 0)
+    if result.repeated:
+        print(f"    PROBLEM: wrk ran out of distinct events and sent {result.repeated} again (raise --events)")
+    delivered = len(sink.first) if sink is not None else accepted
     repeated = sum(sink.calls.values()) - len(sink.calls) if sink is not None else 0
-    return finished - started, cpu, delivered, repeated
+    # When wrk stops, the requests still in flight on its connections are answered but not counted: their
+    # events are accepted and delivered all the same (at most one per connection).
+    events = delivered if accepted <= delivered <= accepted + CONCURRENCY else accepted
+    return events, finished - started, cpu, delivered, repeated + result.repeated
 
 
-def idhooks_run(folder: Path, name: str, sink: Sink | None, count: int, processes: int) -> Run:
+def idhooks_run(folder: Path, name: str, sink: Sink | None, load: Load, processes: int) -> Run:
     workdir = Path(tempfile.mkdtemp(dir=folder))
     port = free_port()
     extra = f'destinations:\n  sink: {{type: http, base_url: "{sink.url}"}}\n' if sink else ""
@@ -86,19 +122,19 @@ def idhooks_run(folder: Path, name: str, sink: Sink | None, count: int, processe
     server = Proc(["-m", "engine", "serve", "--config", str(config), "--processes", str(processes)], port,
                   cwd=workdir)
     try:
-        seconds, cpu, delivered, repeated = drive(server, "/webhooks/asgardeo", sink, count)
+        events, seconds, cpu, delivered, repeated = drive(server, "/webhooks/asgardeo", sink, load)
     finally:
         server.stop()
-    return Run(name, count, seconds, cpu, delivered, repeated)
+    return Run(name, events, seconds, cpu, delivered, repeated)
 
 
-def node_red_run(red: Path, folder: Path, sink: Sink, count: int) -> Run:
+def node_red_run(red: Path, folder: Path, sink: Sink, load: Load) -> Run:
     server = start_node_red(red, folder, SECRET, sink.url + "/sink")
     try:
-        seconds, cpu, delivered, repeated = drive(server, "/webhooks/asgardeo", sink, count)
+        events, seconds, cpu, delivered, repeated = drive(server, "/webhooks/asgardeo", sink, load)
     finally:
         server.stop()
-    return Run("Node-RED (same flow)", count, seconds, cpu, delivered, repeated)
+    return Run("Node-RED (same flow)", events, seconds, cpu, delivered, repeated)
 
 
 def median(runs: list[Run]) -> Run:
@@ -115,13 +151,18 @@ def median_line(runs: list[Run]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--saturate", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--events", type=int, default=3000)
+    parser.add_argument("--seconds", type=float, default=6.0, help="length of each wrk pass (default 6)")
+    parser.add_argument("--events", type=int, default=None,
+                        help="distinct events prepared (default 50000 with wrk, 3000 with --loadgen python)")
+    parser.add_argument("--loadgen", choices=("wrk", "python"), default="wrk")
     parser.add_argument("--passes", type=int, default=3, help="interleaved passes per system (default 3)")
     parser.add_argument("--processes", type=int, default=1, help="idhooks serve --processes (default 1)")
     parser.add_argument("--no-node-red", action="store_true", help="skip the Node-RED peer")
     args = parser.parse_args(argv)
-    print(f"e2e saturating: {args.events} signed events at concurrency {CONCURRENCY}, SQLite store, "
-          f"{args.processes} idhooks process(es), {args.passes} interleaved passes each, medians")
+    wrk = ensure_wrk() if args.loadgen == "wrk" else None
+    load = Load(wrk, make_bodies(args.events or (50000 if wrk else 3000)), args.seconds)
+    print(f"e2e saturating: {load.describe()}, SQLite store, {args.processes} idhooks process(es), "
+          f"{args.passes} interleaved passes each, medians")
     ingests: list[Run] = []
     fulls: list[Run] = []
     peers: list[Run] = []
@@ -132,15 +173,15 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for number in range(1, args.passes + 1):
                 print(f"pass {number}:")
-                ingests.append(idhooks_run(folder, "idhooks ingest only (no rules)", None, args.events,
+                ingests.append(idhooks_run(folder, "idhooks ingest only (no rules)", None, load,
                                            args.processes))
                 print(ingests[-1].line())
                 sink.reset()
-                fulls.append(idhooks_run(folder, "idhooks rule + http action", sink, args.events, args.processes))
+                fulls.append(idhooks_run(folder, "idhooks rule + http action", sink, load, args.processes))
                 print(fulls[-1].line())
                 if red is not None:
                     sink.reset()
-                    peers.append(node_red_run(red, folder, sink, args.events))
+                    peers.append(node_red_run(red, folder, sink, load))
                     print(peers[-1].line())
         finally:
             sink.close()
@@ -154,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"CPU per delivered event / CPU per ingested event (median CPU of each): {cpu_ratio:.2f} (target <= 1.5)")
     if peers:
         print(f"idhooks / Node-RED delivered events per second: {full.rate / median(peers).rate:.2f} (target >= 3)")
-    exact = all(run.delivered == run.events and run.repeated == 0 for run in fulls + peers)
+    exact = all(run.delivered == run.events and run.repeated == 0 for run in fulls + peers) and \
+        all(run.repeated == 0 for run in ingests)
     if not exact:
         print("PROBLEM: an event was not delivered, or delivered more than once")
     return 0 if exact else 1
