@@ -5,6 +5,7 @@ event POST stored before its 202, the WSGI environ it builds for every other rou
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -156,3 +157,44 @@ def test_granian_addresses_and_a_decoded_path_become_what_wsgi_expects():
     assert (environ["SERVER_NAME"], environ["SERVER_PORT"]) == ("::1", "8080")
     assert environ["PATH_INFO"] == "/console/é".encode().decode("latin-1")
     assert client_address(scope("GET", "/", {"X-Forwarded-For": "2001:db8::7"}, client="[::1]:1"), "::1") == "2001:db8::7"
+
+
+class StalledTransport(Transport):
+    """A client that declared a body and never sends it."""
+
+    async def __call__(self) -> bytes:
+        await asyncio.sleep(3600)
+        return b""
+
+
+def test_a_body_that_does_not_arrive_in_time_is_answered_408(tmp_path):
+    front, store = make_front(tmp_path)
+    front.settings = dataclasses.replace(front.settings, channel_timeout=0.05)
+    request = scope("POST", "/webhooks/asgardeo", {"content-type": "application/json", "content-length": "10"})
+    transport = StalledTransport(b"")
+    asyncio.run(asyncio.wait_for(front.__rsgi__(request, transport), 5))
+    [(status, _, answer)] = transport.answers
+    assert status == 408 and b"server.channel_timeout" in answer
+    assert front.budget.held == 0  # what the stalled body reserved was given back
+    store.close()
+
+
+def test_a_request_cancelled_before_its_deadline_is_not_answered_as_a_timeout(tmp_path):
+    """A shutdown cancels the request's task: that cancellation goes on, it is not the body's deadline (408)."""
+    front, store = make_front(tmp_path)
+    request = scope("POST", "/webhooks/asgardeo", {"content-type": "application/json", "content-length": "10"})
+    transport = StalledTransport(b"")
+
+    async def cancel_soon() -> bool:
+        task = asyncio.create_task(front.__rsgi__(request, transport))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            return True
+        return False
+
+    assert asyncio.run(cancel_soon())
+    assert transport.answers == [] and front.in_flight == 0
+    store.close()

@@ -249,13 +249,12 @@ class _Deadline:
 
     __slots__ = ("task", "expired")
 
-    def __init__(self, task: asyncio.Task[Any] | None) -> None:
+    def __init__(self, task: asyncio.Task[Any]) -> None:
         self.task, self.expired = task, False
 
     def expire(self) -> None:
-        if self.task is not None:
-            self.expired = True
-            self.task.cancel()
+        self.expired = True
+        self.task.cancel()
 
 
 class Front:
@@ -319,13 +318,16 @@ class Front:
         The deadline is one timer that cancels this task, not `asyncio.timeout()`: that scope's enter and exit
         (coroutines, the current task, a handle rescheduled) were a twentieth of the intake's time per event
         (issue 14)."""
-        deadline = _Deadline(asyncio.current_task())
+        task = asyncio.current_task()
+        if task is None:  # granian's Rust task implementation: no task to cancel, so no deadline; refuse it
+            raise RuntimeError("the request's body deadline needs an asyncio task")
+        deadline = _Deadline(task)
         timer = asyncio.get_running_loop().call_later(self.settings.channel_timeout, deadline.expire)
         try:
             return await read_body(transport, limit, content_length(scope), "transfer-encoding" in scope.headers,
                                    self.budget)
         except asyncio.CancelledError:
-            if deadline.expired and deadline.task is not None and deadline.task.uncancel() == 0:
+            if deadline.expired and task.uncancel() == 0:
                 raise RequestTimeoutError(f"the request's body did not arrive within server.channel_timeout "
                                           f"({self.settings.channel_timeout:g} s)") from None
             raise
