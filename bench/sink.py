@@ -34,6 +34,10 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
+        self.sink.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.sink.connections.discard(self)
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -63,6 +67,7 @@ class Sink:
         self.calls: Counter[str] = Counter()
         self.first: dict[str, float] = {}
         self.lock = threading.Lock()
+        self.connections: set[_Connection] = set()  # open ones, closed by close(); only the loop's thread uses it
         self._loop = uvloop.new_event_loop()
         self._server = self._loop.run_until_complete(
             self._loop.create_server(lambda: _Connection(self), "127.0.0.1", 0, backlog=1024))
@@ -88,8 +93,12 @@ class Sink:
             self.first.clear()
 
     def close(self) -> None:
+        """Stop listening and close every connection still open (a client's idle keep-alive one included: the
+        loop cannot close while a connection is open)."""
         async def stop() -> None:
             self._server.close()
+            for connection in list(self.connections):
+                connection.transport.close()
             await self._server.wait_closed()
 
         asyncio.run_coroutine_threadsafe(stop(), self._loop).result(10)
