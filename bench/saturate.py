@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.ingest import SECRET, make_bodies, requests_for
+from bench.ingest import SECRET, Load, make_bodies, requests_for
 from bench.loadgen import run_load
 from bench.peers import ensure_node_red, start_node_red
 from bench.procs import Proc, free_port, write_bench_config
@@ -63,22 +63,6 @@ class Run:
     def line(self) -> str:
         return (f"  {self.name:<34} {self.rate:7.0f} events/s  CPU {self.cpu_per_event_us:6.0f} us/event  "
                 f"delivered {self.delivered}/{self.events}  repeated {self.repeated}")
-
-
-@dataclass
-class Load:
-    """How every system is loaded (module docstring): wrk for `seconds` when `wrk` is set, else each of
-    `bodies` once from bench/loadgen.py."""
-
-    wrk: str | None
-    bodies: list[bytes]
-    seconds: float
-
-    def describe(self) -> str:
-        if self.wrk:
-            return (f"wrk, {CONCURRENCY} keep-alive connections, passes of {self.seconds:g} s over "
-                    f"{len(self.bodies)} distinct signed events")
-        return f"bench/loadgen.py (Python), {len(self.bodies)} signed events at concurrency {CONCURRENCY}"
 
 
 def drive(server: Proc, path: str, sink: Sink | None, load: Load) -> tuple[int, float, float, int, int]:
@@ -160,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-node-red", action="store_true", help="skip the Node-RED peer")
     args = parser.parse_args(argv)
     wrk = ensure_wrk() if args.loadgen == "wrk" else None
-    load = Load(wrk, make_bodies(args.events or (50000 if wrk else 3000)), args.seconds)
+    load = Load(wrk, make_bodies(args.events or (50000 if wrk else 3000)), args.seconds, CONCURRENCY)
     print(f"e2e saturating: {load.describe()}, SQLite store, {args.processes} idhooks process(es), "
           f"{args.passes} interleaved passes each, medians")
     ingests: list[Run] = []
