@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.loadgen import LoadResult, build_request, run_load
 from bench.peers import ensure_webhook, start_webhook
 from bench.wrk import ensure_wrk, run_wrk
-from bench.procs import Proc, free_port, write_bench_config
+from bench.procs import Proc, free_port, per_thread_us, threads_line, write_bench_config
 from engine import catalog
 from engine.verify.signature import sign
 
@@ -86,12 +86,13 @@ class Load:
         port = server.port
         run_load("127.0.0.1", port, requests_for(port, make_bodies(WARMUP), path), self.concurrency)
         prepared = requests_for(port, self.bodies, path)
-        cpu = server.cpu()
+        cpu, threads = server.cpu(), server.thread_cpu()
         if self.wrk:
             result = run_wrk(self.wrk, "127.0.0.1", port, prepared, self.concurrency, self.seconds)
         else:
             result = run_load("127.0.0.1", port, prepared, self.concurrency)
         result.cpu_per_request = (server.cpu() - cpu) / max(1, result.requests)
+        result.threads = per_thread_us(threads, server.thread_cpu(), result.requests)
         return result
 
 
@@ -192,6 +193,7 @@ def main() -> int:
         b, a = median_run(runs_b), median_run(runs_a)
         print(f"  baseline (verify+parse) threads={threads:<3} {b.summary()}  {cpu_us(b)}  {spread(runs_b)}")
         print(f"  idhooks serve (SQLite)  threads={threads:<3} {a.summary()}  {cpu_us(a)}  {spread(runs_a)}")
+        print(threads_line(a.threads))
         if best_b is None or b.throughput > best_b[0].throughput:
             best_b = (b, threads)
         if best_a is None or a.throughput > best_a[0].throughput:
@@ -215,6 +217,7 @@ def main() -> int:
         m = median_run(runs_m)
         print(f"  idhooks --processes {processes:<4} threads={a_threads:<3} {m.summary()}  {cpu_us(m)}  "
               f"{spread(runs_m)}")
+        print(threads_line(m.threads))
         print(f"    ratio to one process: {m.throughput / a.throughput:.2f}; to the baseline: "
               f"{m.throughput / b.throughput:.2f}")
         if runs_w:

@@ -22,6 +22,7 @@ class LoadResult:
     cpu_per_request: float = 0.0  # the server's CPU seconds per request, when the benchmark measured it
     quantiles: dict[float, float] = field(default_factory=dict)  # from wrk, which reports no single latencies
     repeated: int = 0  # requests sent a second time (wrk, when it ran out of prepared requests)
+    threads: dict[str, float] = field(default_factory=dict)  # the server's CPU per request by thread name (us)
 
     @property
     def throughput(self) -> float:

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import requests
@@ -39,6 +40,39 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
+def thread_cpu_seconds(pid: int) -> Counter[str]:
+    """CPU seconds so far of each thread name, over a process and its live descendants: which stage the CPU went
+    to (idhooks names its threads for the operating system, engine/threadnames.py: `idhooks` is the main thread,
+    with granian's HTTP threads, which take its name). Threads of one name are added up (`delivery-0` of two
+    processes, say)."""
+    seconds: Counter[str] = Counter()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            children = (task / "children").read_text().split()
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+        seconds[name] += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # its utime + stime
+        for child in children:
+            try:
+                seconds.update(thread_cpu_seconds(int(child)))
+            except FileNotFoundError:  # exited meanwhile
+                pass
+    return seconds
+
+
+def per_thread_us(before: Counter[str], after: Counter[str], events: int) -> dict[str, float]:
+    """Microseconds of CPU per event of each thread name between two `thread_cpu_seconds` readings."""
+    return {name: (after[name] - before[name]) / max(1, events) * 1e6 for name in after}
+
+
+def threads_line(us: dict[str, float], least: float = 1.0) -> str:
+    """`    by thread: idhooks 114, delivery-lane 97, ... us/event`, the threads that spent at least `least`."""
+    busiest = sorted(((value, name) for name, value in us.items() if value >= least), reverse=True)
+    return "    by thread: " + ", ".join(f"{name} {value:.0f}" for value, name in busiest) + " us/event"
+
+
 class Proc:
     """A server subprocess that is healthy (GET `health` answers) once constructed. `args` run under this
     Python unless `command` is given (a peer program such as adnanh/webhook)."""
@@ -63,6 +97,10 @@ class Proc:
     def cpu(self) -> float:
         """CPU seconds used so far by the server and its child processes."""
         return tree_cpu_seconds(self.proc.pid)
+
+    def thread_cpu(self) -> Counter[str]:
+        """CPU seconds used so far by each thread name of the server and its child processes."""
+        return thread_cpu_seconds(self.proc.pid)
 
     def stop(self) -> None:
         self.proc.terminate()

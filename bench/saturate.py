@@ -36,7 +36,7 @@ from pathlib import Path
 from bench.ingest import SECRET, Load, make_bodies, requests_for
 from bench.loadgen import run_load
 from bench.peers import ensure_node_red, start_node_red
-from bench.procs import Proc, free_port, write_bench_config
+from bench.procs import Proc, free_port, per_thread_us, threads_line, write_bench_config
 from bench.sink import Sink
 from bench.wrk import ensure_wrk, run_wrk
 from bench.e2e import RULE  # the same rule and action as the fixed-rate benchmark
@@ -51,6 +51,7 @@ class Run:
     cpu: float  # server CPU seconds over the run
     delivered: int
     repeated: int
+    threads: dict[str, float]  # CPU per event of each thread name (us)
 
     @property
     def rate(self) -> float:
@@ -62,18 +63,17 @@ class Run:
 
     def line(self) -> str:
         return (f"  {self.name:<34} {self.rate:7.0f} events/s  CPU {self.cpu_per_event_us:6.0f} us/event  "
-                f"delivered {self.delivered}/{self.events}  repeated {self.repeated}")
+                f"delivered {self.delivered}/{self.events}  repeated {self.repeated}\n{threads_line(self.threads)}")
 
 
-def drive(server: Proc, path: str, sink: Sink | None, load: Load) -> tuple[int, float, float, int, int]:
-    """Load the server at full speed (after a warm-up); wait for the sink to have every accepted event.
-    (events accepted, seconds, server CPU seconds, delivered, delivered more than once or sent twice by wrk)."""
+def drive(server: Proc, name: str, path: str, sink: Sink | None, load: Load) -> Run:
+    """Load the server at full speed (after a warm-up); wait for the sink to have every accepted event."""
     run_load("127.0.0.1", server.port, requests_for(server.port, make_bodies(200), path), CONCURRENCY)
     if sink is not None:
         sink.wait_for(200, 60)
         sink.reset()
     requests = requests_for(server.port, load.bodies, path)
-    cpu_before = server.cpu()
+    cpu_before, threads_before = server.cpu(), server.thread_cpu()
     started = time.perf_counter()
     if load.wrk:
         result = run_wrk(load.wrk, "127.0.0.1", server.port, requests, CONCURRENCY, load.seconds)
@@ -85,7 +85,7 @@ def drive(server: Proc, path: str, sink: Sink | None, load: Load) -> tuple[int, 
         finished = max(sink.first.values(), default=time.perf_counter())
     else:
         finished = started + result.seconds
-    cpu = server.cpu() - cpu_before
+    cpu, threads = server.cpu() - cpu_before, server.thread_cpu()
     if accepted != result.requests:
         print(f"    intake statuses {dict(sorted(result.statuses.items()))}")
     if result.repeated:
@@ -95,7 +95,8 @@ def drive(server: Proc, path: str, sink: Sink | None, load: Load) -> tuple[int, 
     # When wrk stops, the requests still in flight on its connections are answered but not counted: their
     # events are accepted and delivered all the same (at most one per connection).
     events = delivered if accepted <= delivered <= accepted + CONCURRENCY else accepted
-    return events, finished - started, cpu, delivered, repeated + result.repeated
+    return Run(name, events, finished - started, cpu, delivered, repeated + result.repeated,
+               per_thread_us(threads_before, threads, events))
 
 
 def idhooks_run(folder: Path, name: str, sink: Sink | None, load: Load, processes: int) -> Run:
@@ -106,19 +107,17 @@ def idhooks_run(folder: Path, name: str, sink: Sink | None, load: Load, processe
     server = Proc(["-m", "engine", "serve", "--config", str(config), "--processes", str(processes)], port,
                   cwd=workdir)
     try:
-        events, seconds, cpu, delivered, repeated = drive(server, "/webhooks/asgardeo", sink, load)
+        return drive(server, name, "/webhooks/asgardeo", sink, load)
     finally:
         server.stop()
-    return Run(name, events, seconds, cpu, delivered, repeated)
 
 
 def node_red_run(red: Path, folder: Path, sink: Sink, load: Load) -> Run:
     server = start_node_red(red, folder, SECRET, sink.url + "/sink")
     try:
-        events, seconds, cpu, delivered, repeated = drive(server, "/webhooks/asgardeo", sink, load)
+        return drive(server, "Node-RED (same flow)", "/webhooks/asgardeo", sink, load)
     finally:
         server.stop()
-    return Run("Node-RED (same flow)", events, seconds, cpu, delivered, repeated)
 
 
 def median(runs: list[Run]) -> Run:
@@ -129,7 +128,8 @@ def median(runs: list[Run]) -> Run:
 def median_line(runs: list[Run]) -> str:
     middle = median(runs)
     return (f"  {middle.name:<34} {middle.rate:7.0f} events/s  CPU {middle.cpu_per_event_us:6.0f} us/event  "
-            f"(median of {len(runs)}: " + "/".join(f"{run.rate:.0f}" for run in runs) + " events/s)")
+            f"(median of {len(runs)}: " + "/".join(f"{run.rate:.0f}" for run in runs) + " events/s)\n"
+            + threads_line(middle.threads))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,7 @@ import waitress
 
 from actions import ActionSet, build_actions
 from actions.base import ActionContext
-from engine import logs, processes
+from engine import logs, processes, threadnames
 from engine.api.app import create_api_app, mount
 from engine.api.deps import ApiDeps
 from engine.api.resources import MAX_BODY_BYTES
@@ -250,6 +250,7 @@ def serve(config_path: Path, host: str | None, port: int | None, log_json: bool 
           process_count: int | str | None = None) -> int:
     """Run `idhooks serve`: in this process, or (`process_count` or `server.processes` above 1) as the
     supervisor of that many processes sharing the port (engine/processes.py)."""
+    threadnames.name_threads()
     config = load_config(config_path)
     server_cfg = replace(config.server, host=host or config.server.host,
                          port=port if port is not None else config.server.port)
