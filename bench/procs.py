@@ -9,6 +9,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Iterator
 
 import requests
 
@@ -28,15 +29,31 @@ def cpu_seconds(pid: int) -> float:
     return sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_pids(pid: int) -> Iterator[int]:
+    """A process and its live descendants (`serve --processes N` runs N children); one that exits meanwhile is
+    passed over."""
+    yield pid
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except FileNotFoundError:
+        return
+    for task in tasks:
+        try:
+            children = (task / "children").read_text().split()
+        except FileNotFoundError:
+            continue
+        for child in children:
+            yield from tree_pids(int(child))
+
+
 def tree_cpu_seconds(pid: int) -> float:
-    """CPU time of a process and all its live descendants (`serve --processes N` runs N children)."""
-    total = cpu_seconds(pid)
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            try:
-                total += tree_cpu_seconds(int(child))
-            except FileNotFoundError:  # exited meanwhile
-                pass
+    """CPU time of a process and all its live descendants."""
+    total = 0.0
+    for member in tree_pids(pid):
+        try:
+            total += cpu_seconds(member)
+        except FileNotFoundError:  # exited meanwhile
+            pass
     return total
 
 
@@ -46,19 +63,18 @@ def thread_cpu_seconds(pid: int) -> Counter[str]:
     with granian's HTTP threads, which take its name). Threads of one name are added up (`delivery-0` of two
     processes, say)."""
     seconds: Counter[str] = Counter()
-    for task in Path(f"/proc/{pid}/task").iterdir():
+    for member in tree_pids(pid):
         try:
-            name = (task / "comm").read_text().strip()
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-            children = (task / "children").read_text().split()
-        except FileNotFoundError:  # the thread ended meanwhile
+            tasks = list(Path(f"/proc/{member}/task").iterdir())
+        except FileNotFoundError:  # exited meanwhile
             continue
-        seconds[name] += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # its utime + stime
-        for child in children:
+        for task in tasks:
             try:
-                seconds.update(thread_cpu_seconds(int(child)))
-            except FileNotFoundError:  # exited meanwhile
-                pass
+                name = (task / "comm").read_text().strip()
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            except FileNotFoundError:  # the thread ended meanwhile
+                continue
+            seconds[name] += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # its utime + stime
     return seconds
 
 
