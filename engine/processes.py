@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.config.settings import Config
+from engine.cpus import usable_cpus
 from engine.store import open_store
 
 log = logging.getLogger("idhooks.processes")
@@ -53,9 +54,9 @@ PR_SET_PDEATHSIG = 1
 
 
 def resolve_processes(value: int | str) -> int:
-    """`auto` is the number of cores this process may run on."""
+    """`auto` is the number of CPUs this process may use: its affinity and its cgroup's CPU quota (engine/cpus.py)."""
     if value == "auto":
-        return max(1, len(os.sched_getaffinity(0)))
+        return usable_cpus()
     return int(value)
 
 

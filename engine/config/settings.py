@@ -55,7 +55,7 @@ class ServerConfig:
     # granian: request bodies held at once over all connections (engine/receive/front.py, BodyBudget)
     max_buffered_bytes: int = setting(67_108_864, minimum=65_536)
     trusted_proxy: str | None = None  # the front proxy's address: X-Forwarded-For from it names the client
-    processes: int | str = 1  # `auto`: one per CPU core (engine/processes.py)
+    processes: int | str = 1  # `auto`: one per CPU this process may use (engine/cpus.py)
 
 
 @dataclass(frozen=True)
@@ -267,7 +267,7 @@ class _Reader:
 
     @staticmethod
     def processes(read: Reader) -> int | str:
-        """`server.processes`: a whole number of at least 1, or `auto` (one per CPU core)."""
+        """`server.processes`: a whole number of at least 1, or `auto` (one per CPU this process may use)."""
         value = read.value("processes", 1)
         if isinstance(value, str) and value.isdigit():  # from ${VAR}
             value = int(value)

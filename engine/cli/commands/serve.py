@@ -14,7 +14,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--host", help="bind address (default: server.host)")
     parser.add_argument("--port", type=int, help="port (default: server.port)")
     parser.add_argument("--processes", type=processes_value, metavar="N|auto",
-                        help="serve with N processes sharing the port; auto = one per CPU core "
+                        help="serve with N processes sharing the port; auto = one per CPU this process may use "
                              "(default: server.processes, 1)")
     parser.add_argument("--log-json", action="store_true", help="log one JSON object per line")
     parser.set_defaults(func=run)

@@ -1,0 +1,136 @@
+"""How many CPUs this process may use: what `--processes auto` starts one process for.
+
+Two limits apply on Linux, and a container usually sets the second one only: the CPUs the process may run on
+(its affinity: `taskset`, a cpuset) and the CPU time its control group may spend (its quota: `docker --cpus`,
+Kubernetes `limits.cpu`, systemd `CPUQuota=`). A container limited to 2 CPUs on a 32-core host sees 32 in its
+affinity; 32 GIL-bound processes would then take turns on 2 CPUs' worth of time, each throttled for most of every
+period. So the quota counts too, rounded up (1.5 CPUs: 2 processes), as the JVM and Go's runtime do.
+
+The quota is read from the cgroup files the kernel exposes: cgroup v2 `cpu.max` ("200000 100000", or "max
+100000" for none), cgroup v1 `cpu.cfs_quota_us` over `cpu.cfs_period_us` (-1 for none), on the process's own
+cgroup and every parent up to the mount's root (a parent's limit binds its children too); the smallest wins.
+Where the cgroup is mounted, and as which path, comes from `/proc/self/mountinfo` and `/proc/self/cgroup`, so a
+container with or without its own cgroup namespace is read right. A file that is missing or does not say a
+number is no limit: a quota never raises the count above the affinity, and nothing here can stop `serve`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+PROC_SELF = Path("/proc/self")
+
+
+def usable_cpus(proc_self: Path = PROC_SELF) -> int:
+    """The CPUs this process may use: its affinity, lowered to its cgroup's CPU quota rounded up; at least 1."""
+    count = len(os.sched_getaffinity(0))
+    quota = cpu_quota(proc_self)
+    if quota is not None:
+        count = min(count, math.ceil(quota))
+    return max(1, count)
+
+
+def cpu_quota(proc_self: Path = PROC_SELF) -> float | None:
+    """The CPUs' worth of time per period this process's cgroups allow (1.5 = one and a half CPUs), the smallest
+    over cgroup v2 and v1 and up the hierarchy; None when none is set or none can be read."""
+    try:
+        memberships = (proc_self / "cgroup").read_text().splitlines()
+        mounts = (proc_self / "mountinfo").read_text().splitlines()
+    except OSError:
+        return None
+    limits: list[float] = []
+    for hierarchy, controllers, path in _memberships(memberships):
+        v2 = hierarchy == "0" and controllers == ""
+        if not v2 and "cpu" not in controllers.split(","):
+            continue
+        for root, mount_point in _cgroup_mounts(mounts, v2):
+            directory = _directory(mount_point, root, path)
+            if directory is not None:
+                limits += _limits_up_to(directory, mount_point, v2)
+    return min(limits, default=None)
+
+
+def _memberships(lines: list[str]) -> list[tuple[str, str, str]]:
+    """(hierarchy id, controllers, cgroup path) of each line of /proc/self/cgroup."""
+    found = []
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) == 3:
+            found.append((parts[0], parts[1], parts[2]))
+    return found
+
+
+def _cgroup_mounts(lines: list[str], v2: bool) -> list[tuple[str, Path]]:
+    """(root within the hierarchy, mount point) of each cgroup2 mount (`v2`), or of each cgroup v1 mount that
+    carries the cpu controller, from /proc/self/mountinfo ("... root mount-point options ... - type source
+    super-options")."""
+    found = []
+    for line in lines:
+        before, separator, after = line.partition(" - ")
+        fields, tail = before.split(), after.split()
+        if not separator or len(fields) < 5 or len(tail) < 3:
+            continue
+        kind, options = tail[0], tail[2].split(",")
+        if (v2 and kind == "cgroup2") or (not v2 and kind == "cgroup" and "cpu" in options):
+            found.append((_unescape(fields[3]), Path(_unescape(fields[4]))))
+    return found
+
+
+def _unescape(field: str) -> str:
+    r"""mountinfo writes a space, tab, newline or backslash in a path as an octal escape (\040)."""
+    return field.encode("latin-1", "replace").decode("unicode_escape", "replace") if "\\" in field else field
+
+
+def _directory(mount_point: Path, root: str, path: str) -> Path | None:
+    """The folder of cgroup `path` under a mount of the hierarchy's `root`; None when the path is not below that
+    root (the mount does not show this cgroup) or would leave the mount point."""
+    relative = os.path.relpath(path, root) if root != "/" else path.lstrip("/")
+    if relative.startswith("..") or os.path.isabs(relative):
+        return None
+    directory = Path(os.path.normpath(mount_point / relative))
+    if directory != mount_point and mount_point not in directory.parents:
+        return None
+    return directory
+
+
+def _limits_up_to(directory: Path, mount_point: Path, v2: bool) -> list[float]:
+    """The quota of `directory` and of each parent up to and including `mount_point`, where one is set."""
+    limits = []
+    current = directory
+    while True:
+        quota = _v2_quota(current) if v2 else _v1_quota(current)
+        if quota is not None:
+            limits.append(quota)
+        if current == mount_point or current.parent == current:
+            return limits
+        current = current.parent
+
+
+def _v2_quota(directory: Path) -> float | None:
+    words = _read(directory / "cpu.max").split()
+    if len(words) != 2 or words[0] == "max":
+        return None
+    return _ratio(words[0], words[1])
+
+
+def _v1_quota(directory: Path) -> float | None:
+    return _ratio(_read(directory / "cpu.cfs_quota_us").strip(), _read(directory / "cpu.cfs_period_us").strip())
+
+
+def _ratio(quota: str, period: str) -> float | None:
+    """quota / period when both are positive whole numbers (v1 writes -1 for no quota)."""
+    if not (quota.isascii() and quota.isdigit() and period.isascii() and period.isdigit()):
+        return None
+    numerator, denominator = int(quota), int(period)
+    if numerator <= 0 or denominator <= 0:
+        return None
+    return numerator / denominator
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()[:64]
+    except (OSError, UnicodeDecodeError):
+        return ""
