@@ -60,8 +60,8 @@ def tree_cpu_seconds(pid: int) -> float:
 def thread_cpu_seconds(pid: int) -> Counter[str]:
     """CPU seconds so far of each thread name, over a process and its live descendants: which stage the CPU went
     to (idhooks names its threads for the operating system, engine/threadnames.py: `idhooks` is the main thread,
-    with granian's HTTP threads, which take its name). Threads of one name are added up (`delivery-0` of two
-    processes, say)."""
+    the intake's event loop; `granian` granian's HTTP threads). Threads of one name are added up (`delivery-0` of
+    two processes, say)."""
     seconds: Counter[str] = Counter()
     for member in tree_pids(pid):
         try:

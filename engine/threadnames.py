@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 import threading
 from types import FrameType
-from typing import Any
+from typing import Any, Callable
 
 PREFIX = "idhooks-"
 NAME_BYTES = 15
@@ -40,9 +40,26 @@ def name_threads(main: str = "idhooks") -> None:
             _write(f"/proc/self/task/{thread.native_id}/comm", os_name(thread.name))
 
 
+def rename_current(name: str) -> Callable[[], None]:
+    """Give this thread the operating-system name `name` until the returned function is called, which gives
+    back the name it had. For threads that native code starts from this thread, which Python never sees: they
+    take the name the thread has when they start (granian's HTTP threads, engine/receive/front.py)."""
+    before = _read("/proc/thread-self/comm")
+    _write("/proc/thread-self/comm", os_name(name))
+    return lambda: _write("/proc/thread-self/comm", before) if before else None
+
+
 def _name_on_start(frame: FrameType, event: str, arg: Any) -> None:
     sys.setprofile(None)
     _write("/proc/thread-self/comm", os_name(threading.current_thread().name))
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="ascii", errors="replace") as comm:
+            return comm.read().strip()
+    except OSError:
+        return ""
 
 
 def _write(path: str, name: str) -> None:

@@ -70,7 +70,7 @@ def test_a_served_process_shows_its_stages_as_threads(tmp_path: Path, serve) -> 
     pid = server.proc.pid
     names = {task.joinpath("comm").read_text().strip() for task in Path(f"/proc/{pid}/task").iterdir()}
     assert Path(f"/proc/{pid}/comm").read_text().strip() == "idhooks"
-    assert {"processor", "sqlite-group-co", "delivery-lane", "delivery-0", "log-writer"} <= names
+    assert {"processor", "sqlite-group-co", "delivery-lane", "delivery-0", "log-writer", "granian"} <= names
     assert "python" not in names and not any(name.startswith("idhooks-") for name in names)
 
 

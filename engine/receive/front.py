@@ -38,6 +38,7 @@ from granian._granian import RSGIProtocolClosed, RSGIProtocolError
 from engine.config.settings import Config, ServerConfig, WebhookConfig
 from engine.errors import BusyError, RequestError, RequestTimeoutError, StoreError, TooLargeError
 from engine.receive.app import INTAKE_HEADERS, WebhookSink, check_json_media, error_answer
+from engine import threadnames
 from engine.runtime import Current
 
 log = logging.getLogger("idhooks.http")
@@ -272,6 +273,12 @@ class Front:
     async def blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
         """fn(*args) in the pool's threads (store reads and writes that would block the event loop)."""
         return await asyncio.get_running_loop().run_in_executor(self.pool, partial(fn, *args))
+
+    def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        """granian calls this in the event loop's thread just before it starts its own HTTP threads from there, and
+        they take that thread's name: for that moment it is `granian`, so `top -H` and the benchmarks tell
+        granian's threads from the event loop's (engine/threadnames.py)."""
+        loop.call_soon(threadnames.rename_current("granian"))
 
     async def __rsgi__(self, scope: Scope, transport: Transport) -> None:
         if scope.proto != "http":
