@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 
 PROC_SELF = Path("/proc/self")
+_OCTAL = re.compile(r"\\([0-7]{3})")
 
 
 def usable_cpus(proc_self: Path = PROC_SELF) -> int:
@@ -80,14 +82,14 @@ def _cgroup_mounts(lines: list[str], v2: bool) -> list[tuple[str, Path]]:
 
 def _unescape(field: str) -> str:
     r"""mountinfo writes a space, tab, newline or backslash in a path as an octal escape (\040)."""
-    return field.encode("latin-1", "replace").decode("unicode_escape", "replace") if "\\" in field else field
+    return _OCTAL.sub(lambda found: chr(int(found[1], 8)), field)
 
 
 def _directory(mount_point: Path, root: str, path: str) -> Path | None:
     """The folder of cgroup `path` under a mount of the hierarchy's `root`; None when the path is not below that
     root (the mount does not show this cgroup) or would leave the mount point."""
     relative = os.path.relpath(path, root) if root != "/" else path.lstrip("/")
-    if relative.startswith("..") or os.path.isabs(relative):
+    if relative == ".." or relative.startswith("../") or os.path.isabs(relative):
         return None
     directory = Path(os.path.normpath(mount_point / relative))
     if directory != mount_point and mount_point not in directory.parents:

@@ -76,10 +76,16 @@ def test_cgroup_v1_without_quota(tmp_path: Path) -> None:
     assert cpu_quota(proc_self) is None
 
 
-def test_a_mount_point_with_a_space_is_unescaped(tmp_path: Path) -> None:
-    mount = V2_MOUNT.replace("TMP/cg ", "TMP/c\\040g ")
-    proc_self = layout(tmp_path, "0::/a\n", mount, {"c g/a/cpu.max": "100000 100000\n"})
+@pytest.mark.parametrize("written, folder", [("c\\040g", "c g"), ("c\u00e9\\134g", "c\u00e9\\g")])
+def test_a_mount_point_with_a_space_or_backslash_is_unescaped(tmp_path: Path, written: str, folder: str) -> None:
+    mount = V2_MOUNT.replace("TMP/cg ", f"TMP/{written} ")
+    proc_self = layout(tmp_path, "0::/a\n", mount, {f"{folder}/a/cpu.max": "100000 100000\n"})
     assert cpu_quota(proc_self) == 1.0
+
+
+def test_a_cgroup_whose_name_begins_with_two_dots_is_read(tmp_path: Path) -> None:
+    proc_self = layout(tmp_path, "0::/..app\n", V2_MOUNT, {"cg/..app/cpu.max": "200000 100000\n"})
+    assert cpu_quota(proc_self) == 2.0
 
 
 @pytest.mark.parametrize("cpu_max", ["", "garbage", "100000", "-5 100000", "100000 0", "1e9 100000",
