@@ -35,12 +35,12 @@ def tree_pids(pid: int) -> Iterator[int]:
     yield pid
     try:
         tasks = list(Path(f"/proc/{pid}/task").iterdir())
-    except FileNotFoundError:
+    except OSError:
         return
     for task in tasks:
         try:
             children = (task / "children").read_text().split()
-        except FileNotFoundError:
+        except OSError:
             continue
         for child in children:
             yield from tree_pids(int(child))
@@ -52,7 +52,7 @@ def tree_cpu_seconds(pid: int) -> float:
     for member in tree_pids(pid):
         try:
             total += cpu_seconds(member)
-        except FileNotFoundError:  # exited meanwhile
+        except OSError:  # exited meanwhile (ENOENT, or ESRCH when it went between open and read)
             pass
     return total
 
@@ -66,13 +66,13 @@ def thread_cpu_seconds(pid: int) -> Counter[str]:
     for member in tree_pids(pid):
         try:
             tasks = list(Path(f"/proc/{member}/task").iterdir())
-        except FileNotFoundError:  # exited meanwhile
+        except OSError:  # exited meanwhile (ENOENT, or ESRCH when it went between open and read)
             continue
         for task in tasks:
             try:
                 name = (task / "comm").read_text().strip()
                 fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-            except FileNotFoundError:  # the thread ended meanwhile
+            except OSError:  # the thread ended meanwhile
                 continue
             seconds[name] += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # its utime + stime
     return seconds

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.procs import per_thread_us, thread_cpu_seconds, threads_line
+from bench.procs import per_thread_us, thread_cpu_seconds, threads_line, tree_cpu_seconds
 from engine.threadnames import os_name
 from tests.conftest import basic_config
 
@@ -101,3 +101,15 @@ def test_the_benchmarks_attribute_cpu_to_the_thread_that_spent_it() -> None:
     assert us["spin"] > 200_000  # ~0.6 s of one core, less what the machine's other work took from it
     assert us["spin"] > 5 * us["idhooks"]  # the sleeping main thread is not charged with it
     assert threads_line(us).startswith("    by thread: spin ")
+
+
+@linux_only
+def test_the_readings_survive_children_that_come_and_go() -> None:
+    # adnanh/webhook runs /bin/true per request: its children exit between the listing of /proc and the read
+    with subprocess.Popen(["sh", "-c", "while :; do /bin/true; done"]) as proc:
+        try:
+            for _ in range(300):
+                assert tree_cpu_seconds(proc.pid) >= 0
+                assert thread_cpu_seconds(proc.pid)["sh"] >= 0
+        finally:
+            proc.kill()
