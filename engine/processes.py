@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.config.settings import Config
-from engine.cpus import usable_cpus
+from engine.cpus import cpu_quota, usable_cpus
 from engine.store import open_store
 
 log = logging.getLogger("idhooks.processes")
@@ -54,10 +54,15 @@ PR_SET_PDEATHSIG = 1
 
 
 def resolve_processes(value: int | str) -> int:
-    """`auto` is the number of CPUs this process may use: its affinity and its cgroup's CPU quota (engine/cpus.py)."""
-    if value == "auto":
-        return usable_cpus()
-    return int(value)
+    """`auto` is the number of CPUs this process may use: its affinity and its cgroup's CPU quota (engine/cpus.py).
+    What it came to, and from what, is logged once (by the supervisor, not again by each child)."""
+    if value != "auto":
+        return int(value)
+    count = usable_cpus()
+    if not is_child():
+        log.info("processes: auto", extra={"processes": count, "cpu_affinity": len(os.sched_getaffinity(0)),
+                                           "cpu_quota": cpu_quota()})
+    return count
 
 
 def is_child() -> bool:

@@ -143,10 +143,12 @@ def auto_in_cgroup(tmp_cgroups: list[Path], quota: int, nested: bool = False) ->
         member = group / "inner"
         member.mkdir()
         tmp_cgroups.insert(0, member)
-    program = "from engine.processes import resolve_processes; print(resolve_processes('auto'))"
+    program = ("from engine import logs; logs.configure()\n"
+               "from engine.processes import resolve_processes; print(resolve_processes('auto'))")
     done = subprocess.run(["sh", "-c", f'echo $$ > "{member}/cgroup.procs" && exec "$0" -c "$1"', sys.executable,
                            program], cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
+    assert f"processes: auto processes={done.stdout.strip()} cpu_affinity={AFFINITY} cpu_quota=" in done.stderr
     return done.stdout.strip()
 
 
@@ -160,6 +162,20 @@ def tmp_cgroups() -> Iterator[list[Path]]:
 
 def test_auto_in_a_real_cgroup_limited_to_half_a_cpu_is_one_process(tmp_cgroups: list[Path]) -> None:
     assert auto_in_cgroup(tmp_cgroups, 50_000) == "1"
+
+
+def test_auto_says_what_it_counted(tmp_path: Path) -> None:
+    program = ("from engine import logs; logs.configure()\n"
+               "from engine.processes import resolve_processes; print(resolve_processes('auto'))")
+    done = subprocess.run([sys.executable, "-c", program], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    [line] = [line for line in done.stderr.splitlines() if "processes: auto" in line]
+    assert f"processes={done.stdout.strip()} cpu_affinity={AFFINITY} cpu_quota=" in line
+    # a child of the supervisor does not say it again
+    child = subprocess.run([sys.executable, "-c", program], cwd=ROOT, capture_output=True, text=True, timeout=30,
+                           env={**os.environ, "IDHOOKS_LISTEN_FD": "99"})
+    assert child.returncode == 0, child.stderr
+    assert "processes: auto" not in child.stderr
 
 
 def test_auto_under_a_limited_parent_cgroup_is_bound_by_it(tmp_cgroups: list[Path]) -> None:
