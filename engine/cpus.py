@@ -25,13 +25,14 @@ PROC_SELF = Path("/proc/self")
 _OCTAL = re.compile(r"\\([0-7]{3})")
 
 
-def usable_cpus(proc_self: Path = PROC_SELF) -> int:
-    """The CPUs this process may use: its affinity, lowered to its cgroup's CPU quota rounded up; at least 1."""
-    count = len(os.sched_getaffinity(0))
-    quota = cpu_quota(proc_self)
-    if quota is not None:
-        count = min(count, math.ceil(quota))
-    return max(1, count)
+def cpu_limits(proc_self: Path = PROC_SELF) -> tuple[int, float | None]:
+    """(the CPUs in this process's affinity, its cgroups' CPU quota or None)."""
+    return len(os.sched_getaffinity(0)), cpu_quota(proc_self)
+
+
+def usable_cpus(affinity: int, quota: float | None) -> int:
+    """The CPUs a process may use: its affinity, lowered to its CPU quota rounded up; at least 1."""
+    return max(1, affinity if quota is None else min(affinity, math.ceil(quota)))
 
 
 def cpu_quota(proc_self: Path = PROC_SELF) -> float | None:

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.config.settings import Config
-from engine.cpus import cpu_quota, usable_cpus
+from engine.cpus import cpu_limits, usable_cpus
 from engine.store import open_store
 
 log = logging.getLogger("idhooks.processes")
@@ -58,10 +58,10 @@ def resolve_processes(value: int | str) -> int:
     What it came to, and from what, is logged once (by the supervisor, not again by each child)."""
     if value != "auto":
         return int(value)
-    count = usable_cpus()
+    affinity, quota = cpu_limits()
+    count = usable_cpus(affinity, quota)
     if not is_child():
-        log.info("processes: auto", extra={"processes": count, "cpu_affinity": len(os.sched_getaffinity(0)),
-                                           "cpu_quota": cpu_quota()})
+        log.info("processes: auto", extra={"processes": count, "cpu_affinity": affinity, "cpu_quota": quota})
     return count
 
 

@@ -18,6 +18,7 @@ from typing import Any, Callable
 PREFIX = "idhooks-"
 NAME_BYTES = 15
 """What Linux keeps of a thread's name (TASK_COMM_LEN, 16 with the terminating NUL)."""
+_THIS_THREAD = "/proc/thread-self/comm"
 
 
 def os_name(name: str) -> str:
@@ -34,7 +35,7 @@ def name_threads(main: str = "idhooks") -> None:
     before the thread's run(), it is called once, on the first call in that thread, names the thread and
     removes itself, so the thread runs unprofiled as before."""
     threading.setprofile(_name_on_start)
-    _write("/proc/thread-self/comm", main)
+    _write(_THIS_THREAD, main)
     for thread in threading.enumerate():
         if thread is not threading.current_thread() and thread.native_id is not None:
             _write(f"/proc/self/task/{thread.native_id}/comm", os_name(thread.name))
@@ -44,14 +45,14 @@ def rename_current(name: str) -> Callable[[], None]:
     """Give this thread the operating-system name `name` until the returned function is called, which gives
     back the name it had. For threads that native code starts from this thread, which Python never sees: they
     take the name the thread has when they start (granian's HTTP threads, engine/receive/front.py)."""
-    before = _read("/proc/thread-self/comm")
-    _write("/proc/thread-self/comm", os_name(name))
-    return lambda: _write("/proc/thread-self/comm", before) if before else None
+    before = _read(_THIS_THREAD)
+    _write(_THIS_THREAD, os_name(name))
+    return lambda: _write(_THIS_THREAD, before) if before else None
 
 
 def _name_on_start(frame: FrameType, event: str, arg: Any) -> None:
     sys.setprofile(None)
-    _write("/proc/thread-self/comm", os_name(threading.current_thread().name))
+    _write(_THIS_THREAD, os_name(threading.current_thread().name))
 
 
 def _read(path: str) -> str:

@@ -13,7 +13,7 @@ from typing import Iterator
 
 import pytest
 
-from engine.cpus import cpu_quota, usable_cpus
+from engine.cpus import cpu_limits, cpu_quota, usable_cpus
 
 ROOT = Path(__file__).resolve().parent.parent
 AFFINITY = len(os.sched_getaffinity(0))
@@ -37,12 +37,18 @@ V1_MOUNT = ("31 23 0:27 / TMP/cg/memory rw,relatime shared:9 - cgroup cgroup rw,
             "32 23 0:28 / TMP/cg/cpu,cpuacct rw,relatime shared:10 - cgroup cgroup rw,cpu,cpuacct\n")
 
 
+@pytest.mark.parametrize("affinity, quota, usable", [(32, 1.5, 2), (32, 2.0, 2), (2, 0.3, 1), (4, None, 4),
+                                                      (2, 8.0, 2), (1, 0.01, 1)])
+def test_the_quota_lowers_the_affinity_rounded_up(affinity: int, quota: float | None, usable: int) -> None:
+    assert usable_cpus(affinity, quota) == usable
+
+
 def test_a_cgroup_v2_quota_is_read_and_rounded_up(tmp_path: Path) -> None:
     proc_self = layout(tmp_path, "0::/system.slice/idhooks.service\n", V2_MOUNT,
                        {"cg/system.slice/idhooks.service/cpu.max": "150000 100000\n",
                         "cg/system.slice/cpu.max": "max 100000\n"})
     assert cpu_quota(proc_self) == 1.5
-    assert usable_cpus(proc_self) == min(AFFINITY, 2)
+    assert usable_cpus(*cpu_limits(proc_self)) == min(AFFINITY, 2)
 
 
 def test_a_parent_cgroups_smaller_quota_binds(tmp_path: Path) -> None:
@@ -51,13 +57,13 @@ def test_a_parent_cgroups_smaller_quota_binds(tmp_path: Path) -> None:
                         "cg/kubepods/pod1/cpu.max": "50000 100000\n",
                         "cg/kubepods/cpu.max": "800000 100000\n"})
     assert cpu_quota(proc_self) == 0.5
-    assert usable_cpus(proc_self) == 1
+    assert usable_cpus(*cpu_limits(proc_self)) == 1
 
 
 def test_no_quota_leaves_the_affinity(tmp_path: Path) -> None:
     proc_self = layout(tmp_path, "0::/\n", V2_MOUNT, {"cg/cpu.max": "max 100000\n"})
     assert cpu_quota(proc_self) is None
-    assert usable_cpus(proc_self) == AFFINITY
+    assert usable_cpus(*cpu_limits(proc_self)) == AFFINITY
 
 
 def test_cgroup_v1_cfs_quota_including_a_container_without_its_own_namespace(tmp_path: Path) -> None:
@@ -93,7 +99,7 @@ def test_a_cgroup_whose_name_begins_with_two_dots_is_read(tmp_path: Path) -> Non
 def test_a_file_that_does_not_say_a_number_is_no_limit(tmp_path: Path, cpu_max: str) -> None:
     proc_self = layout(tmp_path, "0::/a\n", V2_MOUNT, {"a-placeholder": "", "cg/a/cpu.max": cpu_max})
     assert cpu_quota(proc_self) is None
-    assert usable_cpus(proc_self) == AFFINITY
+    assert usable_cpus(*cpu_limits(proc_self)) == AFFINITY
 
 
 @pytest.mark.parametrize("path", ["/../../outside", "/a/../../../outside", "../outside"])
@@ -114,7 +120,7 @@ def test_unreadable_or_odd_proc_files_are_no_limit(tmp_path: Path, cgroup: str, 
 
 def test_without_proc_files_the_affinity_counts(tmp_path: Path) -> None:
     assert cpu_quota(tmp_path / "missing") is None
-    assert usable_cpus(tmp_path / "missing") == AFFINITY
+    assert usable_cpus(*cpu_limits(tmp_path / "missing")) == AFFINITY
 
 
 # -- a real cgroup -------------------------------------------------------------------------------------------
