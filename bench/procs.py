@@ -14,6 +14,8 @@ from typing import Iterator
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+"""The unit of /proc's CPU times."""
 
 
 def free_port() -> int:
@@ -26,7 +28,7 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of one process and its reaped children so far (Linux /proc), to tell a server's
     cost from the machine's load (adnanh/webhook's /bin/true runs count as its own)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    return sum(int(value) for value in fields[11:15]) / CLOCK_TICKS
 
 
 def tree_pids(pid: int) -> Iterator[int]:
@@ -74,7 +76,7 @@ def thread_cpu_seconds(pid: int) -> Counter[str]:
                 fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
             except OSError:  # the thread ended meanwhile
                 continue
-            seconds[name] += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # its utime + stime
+            seconds[name] += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # its utime + stime
     return seconds
 
 

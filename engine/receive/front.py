@@ -35,10 +35,10 @@ from typing import Any, AsyncIterator, Callable, Iterable, Protocol
 
 from granian._granian import RSGIProtocolClosed, RSGIProtocolError
 
+from engine import threadnames
 from engine.config.settings import Config, ServerConfig, WebhookConfig
 from engine.errors import BusyError, RequestError, RequestTimeoutError, StoreError, TooLargeError
 from engine.receive.app import INTAKE_HEADERS, WebhookSink, check_json_media, error_answer
-from engine import threadnames
 from engine.runtime import Current
 
 log = logging.getLogger("idhooks.http")
