@@ -13,6 +13,8 @@ The supervisor itself serves nothing and holds no store connection while childre
 - a child that dies is started again (after 1 s, doubling up to 30 s while it keeps dying young);
 - SIGTERM/SIGINT is passed on to every child, which drains as a single `serve` does; SIGHUP is passed on, so
   every child reloads config.yaml and the rules;
+- each child runs on a CPU of its own when there is one CPU per child (`server.pin_processes`, engine/cpus.py's
+  `pinned_cpus` says why); a restarted child gets its predecessor's CPU;
 - metrics: the children keep their counters in a folder of memory-mapped files (prometheus_client's
   multiprocess mode), so /metrics shows the sum over all children whichever child answers the scrape.
 """
@@ -30,11 +32,12 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from engine.config.settings import Config
-from engine.cpus import cpu_limits, usable_cpus
+from engine.cpus import cpu_limits, pinned_cpus, usable_cpus
 from engine.store import open_store
 
 log = logging.getLogger("idhooks.processes")
@@ -144,6 +147,7 @@ class Supervisor:
         self.stopping = False
         self.sockets: dict[str, socket.socket] = {}
         self.metrics_dir = ""
+        self.cpus: list[int] | None = None  # the CPU of each child, by index, when pinned
 
     def run(self) -> int:
         server = self.config.server
@@ -162,6 +166,10 @@ class Supervisor:
         port = self.sockets[LISTEN_FD_ENV].getsockname()[1]
         log.info("idhooks serving with several processes",
                  extra={"url": f"http://{server.host}:{port}", "processes": self.processes})
+        self.cpus = pinned_cpus(server.pin_processes, self.processes, os.sched_getaffinity(0))
+        if self.cpus is not None:
+            log.info("serve processes pinned, each to a CPU", extra={"pin_processes": server.pin_processes,
+                                                                   "cpus": self.cpus})
         try:
             self.children = [self.start(index) for index in range(self.processes)]
             while not self.stopping:
@@ -186,9 +194,16 @@ class Supervisor:
     def start(self, index: int) -> Child:
         env = {**os.environ, MULTIPROC_ENV: self.metrics_dir, "IDHOOKS_PROCESS_INDEX": str(index)}
         env.update({name: str(sock.fileno()) for name, sock in self.sockets.items()})
+        cpu = self.cpus[index] if self.cpus is not None else None
         proc = subprocess.Popen(self.argv, env=env, pass_fds=[s.fileno() for s in self.sockets.values()],
-                                preexec_fn=_stop_with_parent)
-        log.info("started serve process", extra={"index": index, "pid": proc.pid})
+                                preexec_fn=partial(_prepare_child, cpu))
+        extra: dict[str, Any] = {"index": index, "pid": proc.pid}
+        if cpu is not None:
+            try:  # what the child got: _prepare_child cannot say when the kernel refused
+                extra["cpus"] = sorted(os.sched_getaffinity(proc.pid))
+            except OSError:  # it has exited already
+                pass
+        log.info("started serve process", extra=extra)
         return Child(index, proc, self.clock())
 
     def watch(self) -> None:
@@ -242,11 +257,18 @@ class Supervisor:
                 child.proc.send_signal(signal.SIGHUP)
 
 
-def _stop_with_parent() -> None:
+def _prepare_child(cpu: int | None) -> None:
     """In the child before exec: SIGTERM (drain and exit) when the supervisor dies, even by SIGKILL, so no
     orphan keeps serving the port (Linux's PR_SET_PDEATHSIG; elsewhere a no-op). SIGHUP is ignored until
     `serve` installs its reload handler: a reload passed on while the child starts must not kill it (the
-    child reads the current config as it starts anyway)."""
+    child reads the current config as it starts anyway). Pinned to `cpu` here, before it starts any thread, so
+    every thread it starts runs there too; if the kernel refuses, the child runs unpinned (the supervisor logs
+    the CPUs it got)."""
+    if cpu is not None:
+        try:
+            os.sched_setaffinity(0, {cpu})
+        except OSError:
+            pass
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         libc = ctypes.CDLL(None, use_errno=True)

@@ -247,13 +247,15 @@ def settle_garbage_collector() -> None:
 
 
 def serve(config_path: Path, host: str | None, port: int | None, log_json: bool = False,
-          process_count: int | str | None = None) -> int:
+          process_count: int | str | None = None, pin_processes: str | None = None) -> int:
     """Run `idhooks serve`: in this process, or (`process_count` or `server.processes` above 1) as the
-    supervisor of that many processes sharing the port (engine/processes.py)."""
+    supervisor of that many processes sharing the port (engine/processes.py), each on a CPU of its own as
+    `pin_processes` or `server.pin_processes` says."""
     threadnames.name_threads()
     config = load_config(config_path)
     server_cfg = replace(config.server, host=host or config.server.host,
-                         port=port if port is not None else config.server.port)
+                         port=port if port is not None else config.server.port,
+                         pin_processes=pin_processes or config.server.pin_processes)
     config = replace(config, server=server_cfg)
     logs.configure("json" if log_json else config.server.log_format, interval=logs.FLUSH_INTERVAL)
     count = processes.resolve_processes(process_count if process_count is not None else server_cfg.processes)

@@ -13,7 +13,7 @@ from typing import Iterator
 
 import pytest
 
-from engine.cpus import cpu_limits, cpu_quota, usable_cpus
+from engine.cpus import cpu_limits, cpu_quota, pinned_cpus, usable_cpus
 
 ROOT = Path(__file__).resolve().parent.parent
 AFFINITY = len(os.sched_getaffinity(0))
@@ -41,6 +41,23 @@ V1_MOUNT = ("31 23 0:27 / TMP/cg/memory rw,relatime shared:9 - cgroup cgroup rw,
                                                       (2, 8.0, 2), (1, 0.01, 1)])
 def test_the_quota_lowers_the_affinity_rounded_up(affinity: int, quota: float | None, usable: int) -> None:
     assert usable_cpus(affinity, quota) == usable
+
+
+@pytest.mark.parametrize("mode, processes, affinity, cpus", [
+    ("auto", 2, [0, 1], [0, 1]),            # one CPU per child: each its own
+    ("auto", 2, {7, 3}, [3, 7]),            # the CPUs this process may use, in order, whatever their numbers
+    ("auto", 2, [0, 1, 2, 3], None),        # fewer children than CPUs: a pinned child could not use the rest
+    ("auto", 3, [0, 1], None),              # more children than CPUs
+    ("auto", 1, [0], None),                 # a single process is never pinned
+    ("always", 3, [0, 1], [0, 1, 0]),       # children beyond the CPUs share them in turn
+    ("always", 2, [0, 1, 2, 3], [0, 1]),
+    ("always", 1, [0, 1], None),
+    ("never", 2, [0, 1], None),
+    ("always", 2, [], None),                # no CPU known: nothing to pin to
+])
+def test_children_are_pinned_one_per_cpu_only_when_the_mode_says(mode: str, processes: int, affinity: list[int],
+                                                                  cpus: list[int] | None) -> None:
+    assert pinned_cpus(mode, processes, affinity) == cpus
 
 
 def test_a_cgroup_v2_quota_is_read_and_rounded_up(tmp_path: Path) -> None:

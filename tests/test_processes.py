@@ -60,14 +60,14 @@ def post(base_url: str, event: dict[str, Any]) -> tuple[int, str]:
 
 
 def start(tmp_path: Path, serve: Callable[..., Any], rules: str, extra: str = "", processes: str = "2",
-          watch: bool = True) -> Any:
+          watch: bool = True, args: tuple[str, ...] = ()) -> Any:
     port = free_port()
     config = basic_config(tmp_path, port=port, extra=extra)
     if not watch:  # only SIGHUP reloads
         config.write_text(config.read_text().replace("rules: {paths: [rules/]}",
                                                      "rules: {paths: [rules/], watch: false}"))
     (tmp_path / "rules" / "rules.yaml").write_text(rules)
-    server = serve(config, port, args=("--processes", processes))
+    server = serve(config, port, args=("--processes", processes, *args))
     assert wait_until(lambda: len(children(server.proc.pid)), int(processes), 20) == int(processes), server.log()
     assert wait_until(lambda: server.log().count("idhooks serving url="), int(processes), 30) == int(processes)
     return server
@@ -193,6 +193,52 @@ def test_processes_value_is_checked_on_the_command_line(tmp_path: Path,
         main(["serve", "--config", str(config), "--processes", "0"])
     assert exit_info.value.code == 2
     assert "expected a number of processes (1 or more) or 'auto', not '0'" in capsys.readouterr().err
+
+
+def child_index(pid: int) -> int:
+    """Which child of the supervisor a process is (the index it was started with)."""
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return int(next(entry for entry in environ if entry.startswith(b"IDHOOKS_PROCESS_INDEX=")).split(b"=")[1])
+
+
+def thread_cpus(pid: int) -> set[frozenset[int]]:
+    """The CPUs each thread of a process may run on (its event loop's, granian's, the writer's, ...)."""
+    found = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found.add(frozenset(os.sched_getaffinity(int(task.name))))
+        except OSError:  # the thread ended meanwhile
+            pass
+    return found
+
+
+def test_each_child_runs_on_a_cpu_of_its_own_and_a_restarted_one_gets_it_again(
+        tmp_path: Path, serve: Callable[..., Any]) -> None:
+    cpus = sorted(os.sched_getaffinity(0))
+    server = start(tmp_path, serve, "rules: []\n", args=("--pin-processes", "always"))
+    assert post(server.url, sample_event())[0] == 202  # every thread has started
+    expected = {index: cpus[index % len(cpus)] for index in range(2)}
+    for pid in children(server.proc.pid):
+        assert thread_cpus(pid) == {frozenset({expected[child_index(pid)]})}, server.log()
+    assert f'serve processes pinned, each to a CPU pin_processes=always cpus="{[expected[0], expected[1]]}"' \
+        in server.log()
+    for index in range(2):
+        assert re.search(rf"started serve process index={index} pid=\d+ cpus=\[{expected[index]}\]", server.log())
+    first = next(pid for pid in children(server.proc.pid) if child_index(pid) == 0)
+    os.kill(first, signal.SIGKILL)
+    assert wait_until(lambda: len([pid for pid in children(server.proc.pid) if pid != first]), 2, 30) == 2, \
+        server.log()
+    again = next(pid for pid in children(server.proc.pid) if child_index(pid) == 0)
+    assert wait_until(lambda: thread_cpus(again), {frozenset({expected[0]})}, 10) == {frozenset({expected[0]})}
+
+
+def test_children_are_left_to_the_scheduler_with_pin_processes_never(tmp_path: Path,
+                                                                      serve: Callable[..., Any]) -> None:
+    server = start(tmp_path, serve, "rules: []\n", args=("--pin-processes", "never"))
+    assert post(server.url, sample_event())[0] == 202
+    for pid in children(server.proc.pid):
+        assert thread_cpus(pid) == {frozenset(os.sched_getaffinity(0))}
+    assert "pinned" not in server.log()
 
 
 def cpu_ticks(pid: int) -> int:

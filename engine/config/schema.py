@@ -106,7 +106,7 @@ class Reader:
     def expect_mapping(self, what: str) -> bool:
         """Report unless the node is a mapping; `what` says what it should hold."""
         if not self.ok:
-            self.add(None, f"expected a mapping {what}, got {_show(self.raw)}")
+            self.add(None, f"expected a mapping {what}, got {short_repr(self.raw)}")
         return self.ok
 
     def check_keys(self, allowed: Iterable[str]) -> None:
@@ -150,7 +150,7 @@ class Reader:
         if value is _MISSING:
             return default
         if not isinstance(value, str) or (not empty and not value):
-            self.add(key, f"expected {'non-empty ' if not empty else ''}text, got {_show(value)}")
+            self.add(key, f"expected {'non-empty ' if not empty else ''}text, got {short_repr(value)}")
             return default
         return value
 
@@ -160,7 +160,7 @@ class Reader:
             return value
         if from_env and isinstance(value, str) and value.strip().lower() in ("true", "false"):
             return value.strip().lower() == "true"
-        self.add(key, f"expected true or false, got {_show(value)}")
+        self.add(key, f"expected true or false, got {short_repr(value)}")
         return default
 
     def integer(self, key: str, default: Any, *, minimum: float | None = 0, maximum: float | None = None,
@@ -171,7 +171,7 @@ class Reader:
         if from_env:
             value = _to_number(value, int)
         if isinstance(value, bool) or not isinstance(value, int) or not _within(value, minimum, maximum):
-            self.add(key, f"expected {_integer_words(minimum, maximum)}, got {_show(value)}")
+            self.add(key, f"expected {_integer_words(minimum, maximum)}, got {short_repr(value)}")
             return default
         return value
 
@@ -183,8 +183,8 @@ class Reader:
             value = _to_number(value, float)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not _within(value, minimum, maximum) \
                 or value != value:
-            self.add(key, f"expected a number >= {_num(minimum or 0)}, got {_show(value)}" if maximum is None else
-                     f"expected a number from {_num(minimum or 0)} to {_num(maximum)}, got {_show(value)}")
+            self.add(key, f"expected a number >= {_num(minimum or 0)}, got {short_repr(value)}" if maximum is None else
+                     f"expected a number from {_num(minimum or 0)} to {_num(maximum)}, got {short_repr(value)}")
             return default
         return value
 
@@ -204,7 +204,7 @@ class Reader:
             self.add(key, "expected a duration above zero, e.g. 30s")
             return default
         if minimum is not None and seconds < minimum:
-            self.add(key, f"must be at least {minimum:g}s, got {_show(value)}")
+            self.add(key, f"must be at least {minimum:g}s, got {short_repr(value)}")
             return default
         return seconds
 
@@ -217,7 +217,7 @@ class Reader:
         value = self.node[key]
         items = [value] if single and isinstance(value, str) else value
         if not isinstance(items, list) or not all(isinstance(i, str) and i.strip() for i in items):
-            self.add(key, f"expected {what}, got {_show(value)}")
+            self.add(key, f"expected {what}, got {short_repr(value)}")
             return None
         if len(items) > max_items:
             self.add(key, f"expected at most {max_items:,} items, got {len(items):,}")
@@ -296,6 +296,6 @@ _SHORT = _ShortRepr()
 _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxlevel = 80, 80, 6, 6, 3
 
 
-def _show(value: Any) -> str:
+def short_repr(value: Any) -> str:
     """A value for an error message, cut short (a hostile file may hold a huge or deeply nested list)."""
     return _SHORT.repr(value)

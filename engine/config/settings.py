@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from engine.config.durations import format_duration
-from engine.config.schema import Reader, line_of, read_settings, setting, suggest
+from engine.cpus import PIN_MODES
+from engine.config.schema import Reader, line_of, read_settings, setting, short_repr, suggest
 from engine.config.storeurl import POSTGRES_SCHEMES, STORE_SCHEMES, TLS_SCHEMES
 from engine.config.yamlsource import LineDict, load_yaml_file
 from engine.errors import ConfigError
@@ -56,6 +57,7 @@ class ServerConfig:
     max_buffered_bytes: int = setting(67_108_864, minimum=65_536)
     trusted_proxy: str | None = None  # the front proxy's address: X-Forwarded-For from it names the client
     processes: int | str = 1  # `auto`: one per CPU this process may use (engine/cpus.py)
+    pin_processes: str = "auto"  # with processes > 1: auto | always | never (engine/cpus.pinned_cpus)
 
 
 @dataclass(frozen=True)
@@ -244,7 +246,7 @@ class _Reader:
 
     # -- sections --------------------------------------------------------------------------------
     def server(self, read: Reader) -> ServerConfig:
-        values = read_settings(ServerConfig, read, extra_keys=("trusted_proxy", "processes"))
+        values = read_settings(ServerConfig, read, extra_keys=("trusted_proxy", "processes", "pin_processes"))
         if values["log_format"] not in ("text", "json"):
             read.add("log_format", "expected 'text' or 'json'")
             values["log_format"] = "text"
@@ -252,7 +254,8 @@ class _Reader:
             read.add("http_server", "expected 'granian' (the default: event POSTs in an event loop) or 'waitress' "
                                     "(a thread per request)")
             values["http_server"] = "granian"
-        return ServerConfig(**values, trusted_proxy=self.trusted_proxy(read), processes=self.processes(read))
+        return ServerConfig(**values, trusted_proxy=self.trusted_proxy(read), processes=self.processes(read),
+                            pin_processes=self.pin_processes(read))
 
     @staticmethod
     def trusted_proxy(read: Reader) -> str | None:
@@ -273,8 +276,20 @@ class _Reader:
             value = int(value)
         if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
             return value
-        read.add("processes", f"expected a whole number >= 1 or 'auto', got {value!r}")
+        read.add("processes", f"expected a whole number >= 1 or 'auto', got {short_repr(value)}")
         return 1
+
+    @staticmethod
+    def pin_processes(read: Reader) -> str:
+        """`server.pin_processes`: auto, always or never (YAML's true and false are always and never)."""
+        value = read.value("pin_processes", "auto")
+        if value is True or value is False:
+            return "always" if value else "never"
+        if value in PIN_MODES:
+            return str(value)
+        read.add("pin_processes", f"expected 'auto' (each of several processes on a CPU of its own when there is "
+                                  f"one CPU per process), 'always' or 'never', got {short_repr(value)}")
+        return "auto"
 
     def store(self, read: Reader) -> StoreConfig:
         values = read_settings(StoreConfig, read, extra_keys=("spool_dir", "ca_file", "cert_file", "key_file",
