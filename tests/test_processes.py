@@ -195,6 +195,17 @@ def test_processes_value_is_checked_on_the_command_line(tmp_path: Path,
     assert "expected a number of processes (1 or more) or 'auto', not '0'" in capsys.readouterr().err
 
 
+def test_pin_processes_is_checked_on_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from engine.cli import main
+
+    config = basic_config(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", "--config", str(config), "--processes", "2", "--pin-processes", "cpu0\n"])
+    assert exit_info.value.code == 2
+    assert "argument --pin-processes: invalid choice: 'cpu0\\n' (choose from 'auto', 'always', 'never')" \
+        in capsys.readouterr().err
+
+
 def child_index(pid: int) -> int:
     """Which child of the supervisor a process is (the index it was started with)."""
     environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
