@@ -10,7 +10,7 @@ Targets on this machine: every event delivered; p50 <= 20 ms, p99 <= 100 ms.
                                     two processes of one deployment (a unique group) sharing the store's
                                     delivery queue; events are sent to them in turn
 
-    python bench/e2e.py --saturate [--events 3000] [--passes 3] [--processes N]
+    python bench/e2e.py --saturate [--events 3000] [--passes 3] [--processes N|auto]
                                     the most events/s delivered, CPU per delivered event, and Node-RED on
                                     the same flow in the same run (bench/saturate.py)
 

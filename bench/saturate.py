@@ -21,7 +21,7 @@ Every run checks that each accepted event reached the sink exactly once, and tha
 distinct events (exit status 1 otherwise).
 
     python bench/e2e.py --saturate [--seconds 6] [--events N] [--loadgen wrk|python] [--passes 3]
-                                   [--processes 1] [--no-node-red]
+                                   [--processes 1|N|auto] [--no-node-red]
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from bench.procs import Proc, free_port, per_thread_us, threads_line, write_benc
 from bench.sink import Sink
 from bench.wrk import ensure_wrk, run_wrk
 from bench.e2e import RULE  # the same rule and action as the fixed-rate benchmark
+from engine.cli.commands.serve import processes_value
 CONCURRENCY = 16
 
 
@@ -99,7 +100,7 @@ def drive(server: Proc, name: str, path: str, sink: Sink | None, load: Load) -> 
                per_thread_us(threads_before, threads, events))
 
 
-def idhooks_run(folder: Path, name: str, sink: Sink | None, load: Load, processes: int) -> Run:
+def idhooks_run(folder: Path, name: str, sink: Sink | None, load: Load, processes: int | str) -> Run:
     workdir = Path(tempfile.mkdtemp(dir=folder))
     port = free_port()
     extra = f'destinations:\n  sink: {{type: http, base_url: "{sink.url}"}}\n' if sink else ""
@@ -140,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="distinct events prepared (default 50000 with wrk, 3000 with --loadgen python)")
     parser.add_argument("--loadgen", choices=("wrk", "python"), default="wrk")
     parser.add_argument("--passes", type=int, default=3, help="interleaved passes per system (default 3)")
-    parser.add_argument("--processes", type=int, default=1, help="idhooks serve --processes (default 1)")
+    parser.add_argument("--processes", type=processes_value, default=1,
+                        help="idhooks serve --processes: N or auto, one per CPU (default 1)")
     parser.add_argument("--no-node-red", action="store_true", help="skip the Node-RED peer")
     args = parser.parse_args(argv)
     wrk = ensure_wrk() if args.loadgen == "wrk" else None
