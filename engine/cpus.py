@@ -51,7 +51,7 @@ def pinned_cpus(mode: str, processes: int, affinity: Sequence[int]) -> list[int]
     hand the GIL and their events to each other many times per event. Left to the scheduler, those threads
     spread over every core and wake each other across cores, and two children's threads mix on each core;
     pinned, each child's threads take turns on a core of their own (issue 14: `--processes auto` on 2 cores
-    under wrk, 8 interleaved rounds: +15 % events/s, medians 4,014 -> 4,603, the CPU per event ~10 % lower).
+    under wrk, three interleaved runs: +3 / +15 / +14 % events/s).
     `auto` pins only when the children are exactly as many as the CPUs: fewer children leave cores that a
     pinned thread could not use, and a count from a CPU quota (engine/cpus.py) is time, not cores. A single
     process is never pinned: granian's threads then use the second core (pinned: +23 % CPU per event)."""
