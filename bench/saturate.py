@@ -21,7 +21,7 @@ Every run checks that each accepted event reached the sink exactly once, and tha
 distinct events (exit status 1 otherwise).
 
     python bench/e2e.py --saturate [--seconds 6] [--events N] [--loadgen wrk|python] [--passes 3]
-                                   [--processes 1|N|auto] [--no-node-red]
+                                   [--processes 1|N|auto] [--cpu-pinning auto|always|never] [--no-node-red]
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from bench.sink import Sink
 from bench.wrk import ensure_wrk, run_wrk
 from bench.e2e import RULE  # the same rule and action as the fixed-rate benchmark
 from engine.cli.commands.serve import processes_value
+from engine.cpus import PIN_MODES
 CONCURRENCY = 16
 
 
@@ -100,12 +101,12 @@ def drive(server: Proc, name: str, path: str, sink: Sink | None, load: Load) -> 
                per_thread_us(threads_before, threads, events))
 
 
-def idhooks_run(folder: Path, name: str, sink: Sink | None, load: Load, processes: int | str) -> Run:
+def idhooks_run(folder: Path, name: str, sink: Sink | None, load: Load, serve_args: list[str]) -> Run:
     workdir = Path(tempfile.mkdtemp(dir=folder))
     port = free_port()
     extra = f'destinations:\n  sink: {{type: http, base_url: "{sink.url}"}}\n' if sink else ""
     config = write_bench_config(workdir, port, 8, SECRET, rules=RULE if sink else "", extra=extra)
-    server = Proc(["-m", "engine", "serve", "--config", str(config), "--processes", str(processes)], port,
+    server = Proc(["-m", "engine", "serve", "--config", str(config), *serve_args], port,
                   cwd=workdir)
     try:
         return drive(server, name, "/webhooks/asgardeo", sink, load)
@@ -143,12 +144,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--passes", type=int, default=3, help="interleaved passes per system (default 3)")
     parser.add_argument("--processes", type=processes_value, default=1,
                         help="idhooks serve --processes: N or auto, one per CPU (default 1)")
+    parser.add_argument("--cpu-pinning", choices=PIN_MODES, help="idhooks serve --cpu-pinning (default: its own)")
     parser.add_argument("--no-node-red", action="store_true", help="skip the Node-RED peer")
     args = parser.parse_args(argv)
     wrk = ensure_wrk() if args.loadgen == "wrk" else None
     load = Load(wrk, make_bodies(args.events or (50000 if wrk else 3000)), args.seconds, CONCURRENCY)
-    print(f"e2e saturating: {load.describe()}, SQLite store, {args.processes} idhooks process(es), "
+    print(f"e2e saturating: {load.describe()}, SQLite store, {args.processes} idhooks process(es), cpu pinning "
+          f"{args.cpu_pinning or 'auto'}, "
           f"{args.passes} interleaved passes each, medians")
+    serve_args = ["--processes", str(args.processes)] + (["--cpu-pinning", args.cpu_pinning] if args.cpu_pinning else [])
     ingests: list[Run] = []
     fulls: list[Run] = []
     peers: list[Run] = []
@@ -160,10 +164,10 @@ def main(argv: list[str] | None = None) -> int:
             for number in range(1, args.passes + 1):
                 print(f"pass {number}:")
                 ingests.append(idhooks_run(folder, "idhooks ingest only (no rules)", None, load,
-                                           args.processes))
+                                           serve_args))
                 print(ingests[-1].line())
                 sink.reset()
-                fulls.append(idhooks_run(folder, "idhooks rule + http action", sink, load, args.processes))
+                fulls.append(idhooks_run(folder, "idhooks rule + http action", sink, load, serve_args))
                 print(fulls[-1].line())
                 if red is not None:
                     sink.reset()

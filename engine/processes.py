@@ -13,7 +13,7 @@ The supervisor itself serves nothing and holds no store connection while childre
 - a child that dies is started again (after 1 s, doubling up to 30 s while it keeps dying young);
 - SIGTERM/SIGINT is passed on to every child, which drains as a single `serve` does; SIGHUP is passed on, so
   every child reloads config.yaml and the rules;
-- each child runs on a CPU of its own when there is one CPU per child (`server.pin_processes`, engine/cpus.py's
+- each child runs on a CPU of its own when there is one CPU per child (`server.cpu_pinning`, engine/cpus.py's
   `pinned_cpus` says why); a restarted child gets its predecessor's CPU;
 - metrics: the children keep their counters in a folder of memory-mapped files (prometheus_client's
   multiprocess mode), so /metrics shows the sum over all children whichever child answers the scrape.
@@ -166,9 +166,9 @@ class Supervisor:
         port = self.sockets[LISTEN_FD_ENV].getsockname()[1]
         log.info("idhooks serving with several processes",
                  extra={"url": f"http://{server.host}:{port}", "processes": self.processes})
-        self.cpus = pinned_cpus(server.pin_processes, self.processes, os.sched_getaffinity(0))
+        self.cpus = pinned_cpus(server.cpu_pinning, self.processes, os.sched_getaffinity(0))
         if self.cpus is not None:
-            log.info("serve processes pinned, each to a CPU", extra={"pin_processes": server.pin_processes,
+            log.info("serve processes pinned, each to a CPU", extra={"cpu_pinning": server.cpu_pinning,
                                                                    "cpus": self.cpus})
         try:
             self.children = [self.start(index) for index in range(self.processes)]

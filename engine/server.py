@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import resource
 import signal
 import threading
@@ -19,7 +20,7 @@ import waitress
 
 from actions import ActionSet, build_actions
 from actions.base import ActionContext
-from engine import logs, processes, threadnames
+from engine import cpus, logs, processes, threadnames
 from engine.api.app import create_api_app, mount
 from engine.api.deps import ApiDeps
 from engine.api.resources import MAX_BODY_BYTES
@@ -247,15 +248,15 @@ def settle_garbage_collector() -> None:
 
 
 def serve(config_path: Path, host: str | None, port: int | None, log_json: bool = False,
-          process_count: int | str | None = None, pin_processes: str | None = None) -> int:
+          process_count: int | str | None = None, cpu_pinning: str | None = None) -> int:
     """Run `idhooks serve`: in this process, or (`process_count` or `server.processes` above 1) as the
     supervisor of that many processes sharing the port (engine/processes.py), each on a CPU of its own as
-    `pin_processes` or `server.pin_processes` says."""
+    `cpu_pinning` or `server.cpu_pinning` says."""
     threadnames.name_threads()
     config = load_config(config_path)
     server_cfg = replace(config.server, host=host or config.server.host,
                          port=port if port is not None else config.server.port,
-                         pin_processes=pin_processes or config.server.pin_processes)
+                         cpu_pinning=cpu_pinning or config.server.cpu_pinning)
     config = replace(config, server=server_cfg)
     logs.configure("json" if log_json else config.server.log_format, interval=logs.FLUSH_INTERVAL)
     count = processes.resolve_processes(process_count if process_count is not None else server_cfg.processes)
@@ -267,6 +268,7 @@ def serve(config_path: Path, host: str | None, port: int | None, log_json: bool 
     allow_open_files(server_cfg.connection_limit)
     run: Callable[[], object]
     close: Callable[[], object]
+    split: tuple[set[int], set[int]] | None = None  # the Python threads' CPU and granian's (granian only)
     if server_cfg.http_server == "waitress":
         server = use_task_flushed_channels(waitress.create_server(
             service.app, threads=server_cfg.threads, ident="idhooks", max_request_body_size=server_cfg.max_body_bytes,
@@ -281,8 +283,11 @@ def serve(config_path: Path, host: str | None, port: int | None, log_json: bool 
         signal.signal(signal.SIGHUP, lambda signum, frame: threading.Thread(target=service.reload, daemon=True).start())
     else:
         sock = processes.listening_socket(processes.LISTEN_FD_ENV, server_cfg.host, server_cfg.port)
+        # a child of --processes N is pinned whole, or not at all, by its supervisor
+        split = None if processes.is_child() else cpus.split_cpus(server_cfg.cpu_pinning, os.sched_getaffinity(0))
         front = Front(service.sink, service.app, service.config,
-                      bridge_limit=max(server_cfg.max_body_bytes, MAX_BODY_BYTES))
+                      bridge_limit=max(server_cfg.max_body_bytes, MAX_BODY_BYTES),
+                      granian_cpus=split[1] if split is not None else None)
         run, close, port = (lambda: httpserver.serve(front, sock, server_cfg, service.reload)), front.close, \
             sock.getsockname()[1]
 
@@ -307,6 +312,11 @@ def serve(config_path: Path, host: str | None, port: int | None, log_json: bool 
     log.info("idhooks serving", extra={"url": f"http://{server_cfg.host}:{port}", "http_server": server_cfg.http_server,
                                        "store": service.store.url,  # password-free (RedisStore redacts it)
                                        "webhooks": [w.path for w in config.webhooks]})
+    if split is not None:
+        cpus.pin_threads(split[0])  # every thread running now; those started later inherit it
+        log.info("threads pinned: the Python threads to one CPU, granian's to the others",
+                 extra={"cpu_pinning": server_cfg.cpu_pinning, "python_cpus": sorted(split[0]),
+                        "granian_cpus": sorted(split[1])})
     settle_garbage_collector()
     try:
         run()

@@ -69,7 +69,7 @@ def test_unknown_keys_are_errors_with_a_suggestion_and_all_are_reported(tmp_path
     problems = exc.value.problems
     assert f"{path}:2: server.prot: unknown key (did you mean 'port'?); expected one of: host, port, " \
            "max_body_bytes, threads, log_format, http_server, connection_limit, channel_timeout, cleanup_interval, " \
-           "max_request_header_size, max_buffered_bytes, trusted_proxy, processes, pin_processes" in problems
+           "max_request_header_size, max_buffered_bytes, trusted_proxy, processes, cpu_pinning" in problems
     assert any("quarantine.max_entrys: unknown key (did you mean 'max_entries'?)" in p for p in problems)
 
 
@@ -177,19 +177,20 @@ def test_a_bad_server_processes_is_an_error(tmp_path, value):
 
 @pytest.mark.parametrize("value,expected", [(None, "auto"), ("auto", "auto"), ("always", "always"),
                                             ("never", "never"), ("true", "always"), ("false", "never")])
-def test_server_pin_processes_is_auto_always_or_never(tmp_path, value, expected):
-    text = config_text() if value is None else config_text().replace("port: 8080", f"port: 8080, pin_processes: {value}")
-    assert load_config(write_config(tmp_path, text), env={"HOOK_SECRET": "x"}).server.pin_processes == expected
+def test_server_cpu_pinning_is_auto_always_or_never(tmp_path, value, expected):
+    text = config_text() if value is None else config_text().replace("port: 8080", f"port: 8080, cpu_pinning: {value}")
+    assert load_config(write_config(tmp_path, text), env={"HOOK_SECRET": "x"}).server.cpu_pinning == expected
 
 
 @pytest.mark.parametrize("value", ["sometimes", "2", "[0, 1]", "{cpu: 0}", "'" + "A" * 100_000 + "'", "''"])
-def test_a_bad_server_pin_processes_is_an_error_that_stays_short(tmp_path, value):
-    path = write_config(tmp_path, config_text().replace("port: 8080", f"port: 8080, pin_processes: {value}"))
+def test_a_bad_server_cpu_pinning_is_an_error_that_stays_short(tmp_path, value):
+    path = write_config(tmp_path, config_text().replace("port: 8080", f"port: 8080, cpu_pinning: {value}"))
     with pytest.raises(ConfigError) as exc:
         load_config(path, env={"HOOK_SECRET": "x"})
     message = str(exc.value)
-    assert "server.pin_processes: expected 'auto' (each of several processes on a CPU of its own when there is " \
-           "one CPU per process), 'always' or 'never', got" in message
+    assert "server.cpu_pinning: expected 'auto' (a process's Python threads on one CPU, granian's on the others; " \
+           "each of several processes on a CPU of its own when there is one CPU per process), 'always' or 'never', " \
+           "got" in message
     assert len(message) < 1000
 
 

@@ -1,9 +1,11 @@
 """`--processes auto` counts the CPUs this process may use: its affinity and its cgroup's CPU quota
 (engine/cpus.py). Read from files laid out as the kernel lays them out, and from a real cgroup where this machine
-lets the tests make one."""
+lets the tests make one. `server.cpu_pinning` keeps a single process's Python threads on one CPU and granian's
+on the others, seen on a real server's threads (the children of `--processes N`: tests/test_processes.py)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,8 +14,10 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+import requests
 
-from engine.cpus import cpu_limits, cpu_quota, pinned_cpus, usable_cpus
+from engine.cpus import cpu_limits, cpu_quota, pin_threads, pinned_cpus, split_cpus, usable_cpus
+from tests.conftest import basic_config
 
 ROOT = Path(__file__).resolve().parent.parent
 AFFINITY = len(os.sched_getaffinity(0))
@@ -58,6 +62,89 @@ def test_the_quota_lowers_the_affinity_rounded_up(affinity: int, quota: float | 
 def test_children_are_pinned_one_per_cpu_only_when_the_mode_says(mode: str, processes: int, affinity: list[int],
                                                                   cpus: list[int] | None) -> None:
     assert pinned_cpus(mode, processes, affinity) == cpus
+
+
+@pytest.mark.parametrize("mode, affinity, split", [
+    ("auto", [0, 1], ({0}, {1})),
+    ("always", {3, 1, 2}, ({1}, {2, 3})),   # the first CPU for Python, the rest for granian
+    ("auto", [5], None),                    # one CPU: nothing to split
+    ("never", [0, 1], None),
+])
+def test_a_single_process_keeps_its_python_threads_on_one_cpu(mode: str, affinity: list[int],
+                                                              split: tuple[set[int], set[int]] | None) -> None:
+    assert split_cpus(mode, affinity) == split
+
+
+def test_pin_threads_passes_over_threads_that_are_gone_and_names_that_are_not_threads(tmp_path: Path) -> None:
+    tasks = tmp_path / "task"
+    for name in ("999999999", "not-a-thread", "..a"):
+        (tasks / name).mkdir(parents=True)
+    assert pin_threads({min(os.sched_getaffinity(0))}, tasks) == 0
+    assert pin_threads({0}, tmp_path / "missing") == 0
+
+
+PIN_PROGRAM = """
+import json, os, threading, time
+from engine.cpus import pin_threads
+first = min(os.sched_getaffinity(0))
+before = threading.Thread(target=time.sleep, args=(5,), daemon=True)
+before.start()
+count = pin_threads({first})
+later = {}
+after = threading.Thread(target=lambda: later.update(cpus=sorted(os.sched_getaffinity(0))), daemon=True)
+after.start()
+after.join()
+tasks = {int(t): sorted(os.sched_getaffinity(int(t))) for t in os.listdir("/proc/self/task")}
+print(json.dumps({"count": count, "first": first, "tasks": sorted(tasks.values()), "later": later["cpus"]}))
+"""
+
+
+def test_pin_threads_pins_running_threads_and_those_they_start() -> None:
+    done = subprocess.run([sys.executable, "-c", PIN_PROGRAM], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    assert found["count"] == 2  # the main thread and the sleeping one
+    assert {tuple(cpus) for cpus in found["tasks"]} == {(found["first"],)} and len(found["tasks"]) >= 2
+    assert found["later"] == [found["first"]]
+
+
+def thread_affinities(pid: int) -> dict[str, set[frozenset[int]]]:
+    """The CPUs each thread of `pid` may run on, by thread name."""
+    found: dict[str, set[frozenset[int]]] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            found.setdefault(name, set()).add(frozenset(os.sched_getaffinity(int(task.name))))
+        except OSError:  # the thread ended meanwhile
+            pass
+    return found
+
+
+@pytest.mark.parametrize("pinning", ["auto", "never"])
+def test_a_served_process_runs_its_python_threads_on_one_cpu_and_granian_on_the_others(
+        tmp_path: Path, serve, pinning: str) -> None:
+    cpus = sorted(os.sched_getaffinity(0))
+    server = serve(basic_config(tmp_path), args=("--cpu-pinning", pinning))
+    requests.get(server.url + "/healthz", timeout=10)  # the bridge's first pool thread has started
+    found = thread_affinities(server.proc.pid)
+    granian, python = found.pop("granian"), set().union(*found.values())
+    if pinning == "never" or len(cpus) < 2:
+        assert granian == python == {frozenset(cpus)}
+        assert "threads pinned" not in server.log()
+    else:
+        assert granian == {frozenset(cpus[1:])}, found
+        assert python == {frozenset(cpus[:1])}, found  # the event loop, the writer, the processor, http_0, ...
+        assert {"idhooks", "processor", "sqlite-group-co", "delivery-lane", "log-writer", "http_0"} <= set(found)
+        assert (f"threads pinned: the Python threads to one CPU, granian's to the others cpu_pinning=auto "
+                f"python_cpus=[{cpus[0]}]") in server.log()
+
+
+def test_waitress_threads_are_left_to_the_scheduler(tmp_path: Path, serve) -> None:
+    config = basic_config(tmp_path)
+    config.write_text(config.read_text().replace("server: {", "server: {http_server: waitress, ", 1))
+    server = serve(config)
+    assert set().union(*thread_affinities(server.proc.pid).values()) == {frozenset(os.sched_getaffinity(0))}
+    assert "threads pinned" not in server.log()
 
 
 def test_a_cgroup_v2_quota_is_read_and_rounded_up(tmp_path: Path) -> None:

@@ -195,14 +195,14 @@ def test_processes_value_is_checked_on_the_command_line(tmp_path: Path,
     assert "expected a number of processes (1 or more) or 'auto', not '0'" in capsys.readouterr().err
 
 
-def test_pin_processes_is_checked_on_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cpu_pinning_is_checked_on_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from engine.cli import main
 
     config = basic_config(tmp_path)
     with pytest.raises(SystemExit) as exit_info:
-        main(["serve", "--config", str(config), "--processes", "2", "--pin-processes", "cpu0\n"])
+        main(["serve", "--config", str(config), "--processes", "2", "--cpu-pinning", "cpu0\n"])
     assert exit_info.value.code == 2
-    assert "argument --pin-processes: invalid choice: 'cpu0\\n' (choose from 'auto', 'always', 'never')" \
+    assert "argument --cpu-pinning: invalid choice: 'cpu0\\n' (choose from 'auto', 'always', 'never')" \
         in capsys.readouterr().err
 
 
@@ -226,12 +226,12 @@ def thread_cpus(pid: int) -> set[frozenset[int]]:
 def test_each_child_runs_on_a_cpu_of_its_own_and_a_restarted_one_gets_it_again(
         tmp_path: Path, serve: Callable[..., Any]) -> None:
     cpus = sorted(os.sched_getaffinity(0))
-    server = start(tmp_path, serve, "rules: []\n", args=("--pin-processes", "always"))
+    server = start(tmp_path, serve, "rules: []\n", args=("--cpu-pinning", "always"))
     assert post(server.url, sample_event())[0] == 202  # every thread has started
     expected = {index: cpus[index % len(cpus)] for index in range(2)}
     for pid in children(server.proc.pid):
         assert thread_cpus(pid) == {frozenset({expected[child_index(pid)]})}, server.log()
-    assert f'serve processes pinned, each to a CPU pin_processes=always cpus="{[expected[0], expected[1]]}"' \
+    assert f'serve processes pinned, each to a CPU cpu_pinning=always cpus="{[expected[0], expected[1]]}"' \
         in server.log()
     for index in range(2):
         assert re.search(rf"started serve process index={index} pid=\d+ cpus=\[{expected[index]}\]", server.log())
@@ -243,9 +243,9 @@ def test_each_child_runs_on_a_cpu_of_its_own_and_a_restarted_one_gets_it_again(
     assert wait_until(lambda: thread_cpus(again), {frozenset({expected[0]})}, 10) == {frozenset({expected[0]})}
 
 
-def test_children_are_left_to_the_scheduler_with_pin_processes_never(tmp_path: Path,
+def test_children_are_left_to_the_scheduler_with_cpu_pinning_never(tmp_path: Path,
                                                                       serve: Callable[..., Any]) -> None:
-    server = start(tmp_path, serve, "rules: []\n", args=("--pin-processes", "never"))
+    server = start(tmp_path, serve, "rules: []\n", args=("--cpu-pinning", "never"))
     assert post(server.url, sample_event())[0] == 202
     for pid in children(server.proc.pid):
         assert thread_cpus(pid) == {frozenset(os.sched_getaffinity(0))}

@@ -57,7 +57,7 @@ class ServerConfig:
     max_buffered_bytes: int = setting(67_108_864, minimum=65_536)
     trusted_proxy: str | None = None  # the front proxy's address: X-Forwarded-For from it names the client
     processes: int | str = 1  # `auto`: one per CPU this process may use (engine/cpus.py)
-    pin_processes: str = "auto"  # with processes > 1: auto | always | never (engine/cpus.pinned_cpus)
+    cpu_pinning: str = "auto"  # auto | always | never (engine/cpus.py: pinned_cpus, split_cpus)
 
 
 @dataclass(frozen=True)
@@ -246,7 +246,7 @@ class _Reader:
 
     # -- sections --------------------------------------------------------------------------------
     def server(self, read: Reader) -> ServerConfig:
-        values = read_settings(ServerConfig, read, extra_keys=("trusted_proxy", "processes", "pin_processes"))
+        values = read_settings(ServerConfig, read, extra_keys=("trusted_proxy", "processes", "cpu_pinning"))
         if values["log_format"] not in ("text", "json"):
             read.add("log_format", "expected 'text' or 'json'")
             values["log_format"] = "text"
@@ -255,7 +255,7 @@ class _Reader:
                                     "(a thread per request)")
             values["http_server"] = "granian"
         return ServerConfig(**values, trusted_proxy=self.trusted_proxy(read), processes=self.processes(read),
-                            pin_processes=self.pin_processes(read))
+                            cpu_pinning=self.cpu_pinning(read))
 
     @staticmethod
     def trusted_proxy(read: Reader) -> str | None:
@@ -280,15 +280,16 @@ class _Reader:
         return 1
 
     @staticmethod
-    def pin_processes(read: Reader) -> str:
-        """`server.pin_processes`: auto, always or never (YAML's true and false are always and never)."""
-        value = read.value("pin_processes", "auto")
+    def cpu_pinning(read: Reader) -> str:
+        """`server.cpu_pinning`: auto, always or never (YAML's true and false are always and never)."""
+        value = read.value("cpu_pinning", "auto")
         if value is True or value is False:
             return "always" if value else "never"
         if value in PIN_MODES:
             return str(value)
-        read.add("pin_processes", f"expected 'auto' (each of several processes on a CPU of its own when there is "
-                                  f"one CPU per process), 'always' or 'never', got {short_repr(value)}")
+        read.add("cpu_pinning", f"expected 'auto' (a process's Python threads on one CPU, granian's on the "
+                                f"others; each of several processes on a CPU of its own when there is one CPU per "
+                                f"process), 'always' or 'never', got {short_repr(value)}")
         return "auto"
 
     def store(self, read: Reader) -> StoreConfig:

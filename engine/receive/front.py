@@ -27,6 +27,7 @@ import asyncio
 import io
 import json
 import logging
+import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -261,8 +262,12 @@ class _Deadline:
 class Front:
     """The RSGI app of the main port: event POSTs in the event loop, every other route through `wsgi_app`."""
 
-    def __init__(self, sink: WebhookSink, wsgi_app: WsgiApp, config: Current[Config], *, bridge_limit: int) -> None:
+    def __init__(self, sink: WebhookSink, wsgi_app: WsgiApp, config: Current[Config], *, bridge_limit: int,
+                 granian_cpus: set[int] | None = None) -> None:
+        """`granian_cpus`: the CPUs granian's threads run on (engine/cpus.split_cpus); None for wherever this
+        thread may run."""
         settings = config.get().server
+        self.granian_cpus = granian_cpus
         self.sink, self.wsgi_app, self.config = sink, wsgi_app, config
         self.settings: ServerConfig = settings  # the listener's settings: a reload does not change them
         self.bridge_limit = bridge_limit
@@ -276,9 +281,16 @@ class Front:
 
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
         """granian calls this in the event loop's thread just before it starts its own HTTP threads from there, and
-        they take that thread's name: for that moment it is `granian`, so `top -H` and the benchmarks tell
-        granian's threads from the event loop's (engine/threadnames.py)."""
+        they take that thread's name and CPUs: for that moment it is `granian`, so `top -H` and the benchmarks
+        tell granian's threads from the event loop's (engine/threadnames.py), and it may run on `granian_cpus`."""
         loop.call_soon(threadnames.rename_current("granian"))
+        if self.granian_cpus is not None:
+            own = os.sched_getaffinity(0)
+            try:
+                os.sched_setaffinity(0, self.granian_cpus)
+            except OSError:  # the kernel would not: granian's threads run where this one does
+                return
+            loop.call_soon(os.sched_setaffinity, 0, own)
 
     async def __rsgi__(self, scope: Scope, transport: Transport) -> None:
         if scope.proto != "http":

@@ -1,4 +1,4 @@
-"""`idhooks serve [--config PATH] [--host H] [--port P] [--processes N|auto] [--pin-processes auto|always|never]
+"""`idhooks serve [--config PATH] [--host H] [--port P] [--processes N|auto] [--cpu-pinning auto|always|never]
 [--log-json]`."""
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--processes", type=processes_value, metavar="N|auto",
                         help="serve with N processes sharing the port; auto = one per CPU this process may use "
                              "(default: server.processes, 1)")
-    parser.add_argument("--pin-processes", choices=PIN_MODES,
-                        help="with several processes, run each on a CPU of its own: auto = when there is one CPU "
-                             "per process (default: server.pin_processes, auto)")
+    parser.add_argument("--cpu-pinning", choices=PIN_MODES,
+                        help="keep the Python threads on one CPU and granian's on the others; with several "
+                             "processes, each on a CPU of its own (auto: when there is one CPU per process); never: "
+                             "leave them to the scheduler (default: server.cpu_pinning, auto)")
     parser.add_argument("--log-json", action="store_true", help="log one JSON object per line")
     parser.set_defaults(func=run)
 
@@ -28,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from engine.server import serve
 
-    return serve(Path(args.config), args.host, args.port, args.log_json, args.processes, args.pin_processes)
+    return serve(Path(args.config), args.host, args.port, args.log_json, args.processes, args.cpu_pinning)
 
 
 def processes_value(text: str) -> int | str:
