@@ -57,7 +57,8 @@ def pinned_cpus(mode: str, processes: int, affinity: Sequence[int]) -> list[int]
     under wrk, three interleaved runs: +3 / +15 / +14 % events/s).
     `auto` pins only when the children are exactly as many as the CPUs: fewer children leave cores that a
     pinned thread could not use, and a count from a CPU quota (engine/cpus.py) is time, not cores. A single
-    process is never pinned: granian's threads then use the second core (pinned: +23 % CPU per event)."""
+    process is not pinned whole (granian's threads would lose the other cores: +23 % CPU per event) but split,
+    below."""
     cpus = sorted(affinity)
     if processes < 2 or not cpus or mode == "never" or (mode == "auto" and processes != len(cpus)):
         return None
@@ -72,9 +73,9 @@ def split_cpus(mode: str, affinity: Iterable[int]) -> tuple[set[int], set[int]] 
     on the GIL, so two cores never ran them at once; what two cores did is wake each other across them at every
     hand-off of the GIL and of an event. On one core those hand-offs are a switch between threads of one
     process; granian's threads, which parse and answer HTTP without the GIL, keep the other cores (issue 14,
-    one process under wrk, 5 interleaved rounds each: with a rule and an `http` action 546 -> 469 µs of CPU per
-    delivered event, 1,818 -> 2,151 events/s (medians); ingest alone 286 -> 268 µs; lower in every round.
-    The whole process on one core, granian's threads included, cost ingest +23 % instead)."""
+    one process under wrk, 3 interleaved rounds against `never`: with a rule and an `http` action 595 -> 463 µs
+    of CPU per delivered event, 1,699 -> 2,180 events/s (medians); ingest alone 296 -> 267 µs; better in every
+    round)."""
     cpus = sorted(affinity)
     if mode == "never" or len(cpus) < 2:
         return None

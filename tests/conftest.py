@@ -50,6 +50,18 @@ def signed(event: dict[str, Any] | bytes, secret: str = SECRET, header: str = "X
     return body, {"Content-Type": "application/json", header: sign(body, secret, algorithm)}
 
 
+def thread_affinities(pid: int) -> dict[str, set[frozenset[int]]]:
+    """The CPUs each thread of process `pid` may run on, by thread name (Linux /proc; server.cpu_pinning)."""
+    found: dict[str, set[frozenset[int]]] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            found.setdefault(name, set()).add(frozenset(os.sched_getaffinity(int(task.name))))
+        except OSError:  # the thread ended meanwhile
+            pass
+    return found
+
+
 def write_config(directory: Path, text: str) -> Path:
     path = directory / "config.yaml"
     path.write_text(text)

@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from engine.cpus import cpu_limits, cpu_quota, pin_threads, pinned_cpus, split_cpus, usable_cpus
-from tests.conftest import basic_config
+from tests.conftest import basic_config, thread_affinities
 
 ROOT = Path(__file__).resolve().parent.parent
 AFFINITY = len(os.sched_getaffinity(0))
@@ -106,18 +106,6 @@ def test_pin_threads_pins_running_threads_and_those_they_start() -> None:
     assert found["count"] == 2  # the main thread and the sleeping one
     assert {tuple(cpus) for cpus in found["tasks"]} == {(found["first"],)} and len(found["tasks"]) >= 2
     assert found["later"] == [found["first"]]
-
-
-def thread_affinities(pid: int) -> dict[str, set[frozenset[int]]]:
-    """The CPUs each thread of `pid` may run on, by thread name."""
-    found: dict[str, set[frozenset[int]]] = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            name = (task / "comm").read_text().strip()
-            found.setdefault(name, set()).add(frozenset(os.sched_getaffinity(int(task.name))))
-        except OSError:  # the thread ended meanwhile
-            pass
-    return found
 
 
 @pytest.mark.parametrize("pinning", ["auto", "never"])

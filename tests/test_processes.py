@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from engine.store.sqlite import SQLiteStore
-from tests.conftest import basic_config, free_port, sample_event, signed
+from tests.conftest import basic_config, free_port, sample_event, signed, thread_affinities
 from tests.peers import HttpPeer, http_peer  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.slow
@@ -214,13 +214,7 @@ def child_index(pid: int) -> int:
 
 def thread_cpus(pid: int) -> set[frozenset[int]]:
     """The CPUs each thread of a process may run on (its event loop's, granian's, the writer's, ...)."""
-    found = set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            found.add(frozenset(os.sched_getaffinity(int(task.name))))
-        except OSError:  # the thread ended meanwhile
-            pass
-    return found
+    return set().union(*thread_affinities(pid).values())
 
 
 def test_each_child_runs_on_a_cpu_of_its_own_and_a_restarted_one_gets_it_again(

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from engine.config.durations import format_duration
-from engine.cpus import PIN_MODES
 from engine.config.schema import Reader, line_of, read_settings, setting, short_repr, suggest
 from engine.config.storeurl import POSTGRES_SCHEMES, STORE_SCHEMES, TLS_SCHEMES
 from engine.config.yamlsource import LineDict, load_yaml_file
+from engine.cpus import PIN_MODES
 from engine.errors import ConfigError
 from engine.secrets import Secret, find_secrets, read_secret_file, redact_url, url_credentials
 
