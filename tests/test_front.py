@@ -8,6 +8,8 @@ import asyncio
 import dataclasses
 import json
 import logging
+import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -198,3 +200,43 @@ def test_a_request_cancelled_before_its_deadline_is_not_answered_as_a_timeout(tm
     assert asyncio.run(cancel_soon())
     assert transport.answers == [] and front.in_flight == 0
     store.close()
+
+
+def rsgi_init_on_a_thread(front: Front) -> dict[str, set[int]]:
+    """front.__rsgi_init__ as granian calls it, on a thread of its own (the test process keeps its CPUs): the CPUs
+    of the loop's thread before, while granian would start its threads, of a thread started then, and after the
+    loop's next turn."""
+    seen: dict[str, set[int]] = {}
+
+    async def main() -> None:
+        seen["before"] = os.sched_getaffinity(0)
+        front.__rsgi_init__(asyncio.get_running_loop())
+        seen["during"] = os.sched_getaffinity(0)
+        started = threading.Thread(target=lambda: seen.update(started=os.sched_getaffinity(0)))
+        started.start()
+        started.join()
+        await asyncio.sleep(0)
+        seen["after"] = os.sched_getaffinity(0)
+
+    runner = threading.Thread(target=asyncio.run, args=(main(),))
+    runner.start()
+    runner.join()
+    return seen
+
+
+def test_granian_threads_start_on_their_cpus_and_the_loop_keeps_its_own(tmp_path):
+    front, store = make_front(tmp_path)
+    cpus = sorted(os.sched_getaffinity(0))
+    front.granian_cpus = {cpus[-1]}
+    seen = rsgi_init_on_a_thread(front)
+    store.close()
+    assert seen["during"] == seen["started"] == {cpus[-1]}
+    assert seen["after"] == seen["before"] == set(cpus)
+
+
+def test_cpus_the_kernel_refuses_leave_granian_threads_where_the_loop_runs(tmp_path):
+    front, store = make_front(tmp_path)
+    front.granian_cpus = {100_000}  # no such CPU: sched_setaffinity fails with EINVAL
+    seen = rsgi_init_on_a_thread(front)
+    store.close()
+    assert seen["before"] == seen["during"] == seen["started"] == seen["after"] == os.sched_getaffinity(0)
