@@ -15,7 +15,8 @@ number is no limit: a quota never raises the count above the affinity, and nothi
 
 `server.cpu_pinning` (auto | always | never) keeps threads that hand work to each other on the same core:
 `pinned_cpus` says on which CPU each of `serve --processes N`'s children runs, `split_cpus` which CPU a single
-process's Python threads share and which ones granian's threads get, and `pin_threads` applies it.
+process's Python threads share and which ones granian's threads get, and `pin_threads` and `pin_current`
+apply it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable
 
 PROC_SELF = Path("/proc/self")
 _OCTAL = re.compile(r"\\([0-7]{3})")
@@ -46,7 +47,7 @@ PIN_MODES = ("auto", "always", "never")
 granian's on the others (auto and always); never."""
 
 
-def pinned_cpus(mode: str, processes: int, affinity: Sequence[int]) -> list[int] | None:
+def pinned_cpus(mode: str, processes: int, affinity: Iterable[int]) -> list[int] | None:
     """The CPU each of `processes` children runs on (by the child's index), or None to leave them all to the
     scheduler; `affinity` is the CPUs the supervisor may use.
 
@@ -97,6 +98,19 @@ def pin_threads(cpus: set[int], tasks: Path = PROC_SELF / "task") -> int:
         except OSError:
             pass
     return pinned
+
+
+def pin_current(cpus: set[int]) -> Callable[[], None]:
+    """Run this thread on `cpus` until the returned function is called, which gives back the CPUs it had. For
+    threads that native code starts from this thread: they take its CPUs when they start (granian's HTTP threads,
+    engine/receive/front.py; as threadnames.rename_current does for their name). If the kernel refuses, nothing
+    changes."""
+    own = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, cpus)
+    except OSError:
+        return lambda: None
+    return lambda: os.sched_setaffinity(0, own)
 
 
 def cpu_quota(proc_self: Path = PROC_SELF) -> float | None:

@@ -27,7 +27,6 @@ import asyncio
 import io
 import json
 import logging
-import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -36,7 +35,7 @@ from typing import Any, AsyncIterator, Callable, Iterable, Protocol
 
 from granian._granian import RSGIProtocolClosed, RSGIProtocolError
 
-from engine import threadnames
+from engine import cpus, threadnames
 from engine.config.settings import Config, ServerConfig, WebhookConfig
 from engine.errors import BusyError, RequestError, RequestTimeoutError, StoreError, TooLargeError
 from engine.receive.app import INTAKE_HEADERS, WebhookSink, check_json_media, error_answer
@@ -285,12 +284,7 @@ class Front:
         tell granian's threads from the event loop's (engine/threadnames.py), and it may run on `granian_cpus`."""
         loop.call_soon(threadnames.rename_current("granian"))
         if self.granian_cpus is not None:
-            own = os.sched_getaffinity(0)
-            try:
-                os.sched_setaffinity(0, self.granian_cpus)
-            except OSError:  # the kernel would not: granian's threads run where this one does
-                return
-            loop.call_soon(os.sched_setaffinity, 0, own)
+            loop.call_soon(cpus.pin_current(self.granian_cpus))
 
     async def __rsgi__(self, scope: Scope, transport: Transport) -> None:
         if scope.proto != "http":
