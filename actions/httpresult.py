@@ -12,7 +12,6 @@ which holds the connections and the outbound rules (peer check, deadline, answer
 from __future__ import annotations
 
 import asyncio
-import json as jsonlib
 import math
 from abc import abstractmethod
 from contextvars import ContextVar
@@ -27,14 +26,13 @@ from actions.base import Action
 from actions.deadline import deadline
 from actions.httpclient import Answer, BadAnswerError, HttpClient, SlowAnswerError, remember
 from actions.httplane import DeadlinePassedError, LaneClient
+from engine import jsontext
 from engine.errors import DeliveryError, PermanentError, RetryableError
 from engine.secrets import Secret, redact
 
 _QUOTED: dict[str, str] = {}
 """requote_uri() of the URLs sent last: a rule with a fixed path sends to one URL, and quoting it again for every
 delivery was a tenth of the HTTP action's own time (issue 14)."""
-_STRICT_JSON = jsonlib.JSONEncoder(allow_nan=False)
-"""A JSON body's encoder, made once: json.dumps() with any option builds a new JSONEncoder per call."""
 
 SNIPPET_CHARS = 500
 DEFAULT_MAX_RESPONSE_BYTES = 65_536
@@ -173,7 +171,7 @@ def prepare(url: str, params: Mapping[str, Any] | None, headers: Mapping[str, st
     url = quoted if quoted is not None else remember(_QUOTED, url, requote_uri(url), len(url))
     sent = dict(headers or {})
     if json is not None:
-        data = _STRICT_JSON.encode(json).encode("utf-8")
+        data = jsontext.dumps_bytes(json)
         if not any(name.lower() == "content-type" for name in sent):
             sent["Content-Type"] = "application/json"
     return url, data, sent

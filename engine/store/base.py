@@ -18,12 +18,12 @@ Job life cycle:    complete_event() (an event's jobs) or enqueue_jobs() (a diges
 
 from __future__ import annotations
 
-import json
 from abc import abstractmethod
 from dataclasses import dataclass, field
 import hashlib
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
+from engine import jsontext
 from engine.errors import StoreError
 from engine.store.state import DetectionStateStore, StateStore
 
@@ -49,15 +49,13 @@ periods, recorded on the event that started them): a busy or hostile rule set ca
 limit."""
 
 
-_STRICT = json.JSONEncoder(allow_nan=False)
-"""One encoder for strict_json: json.dumps with any option builds a new one per call (issue 14)."""
 
 
 def strict_json(value: Any, what: str) -> str:
     """`value` as standard JSON, refusing NaN/Infinity (Python's json writes them, SQLite's json functions
     and most readers reject them): the last line of defence, so a stored record is always valid JSON."""
     try:
-        return _STRICT.encode(value)
+        return jsontext.dumps(value)
     except (ValueError, TypeError) as exc:
         raise StoreError(f"refused to store {what}: not valid JSON ({exc})") from None
 

@@ -20,6 +20,7 @@ import fcntl
 import json
 import os
 import queue
+import random
 import sqlite3
 import threading
 import time
@@ -148,7 +149,7 @@ def job_id() -> str:
     """A new job's id: 32 hex digits, the first 12 the time in milliseconds, the other 20 random. New rows go to
     the end of the id index: with random ids every job inserted dirtied a page of it of its own, which the commit
     writes to the WAL (issue 14)."""
-    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
+    return f"{time.time_ns() // 1_000_000:012x}{random.getrandbits(80):020x}"
 
 
 def _insert_jobs(conn: sqlite3.Connection, jobs: list[NewJob], now: float,

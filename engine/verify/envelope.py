@@ -19,6 +19,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from engine.errors import PayloadError
 
 EVENT_URI_PREFIX = "https://schemas.identity.wso2.org/events/"
@@ -113,23 +115,52 @@ _DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_parse_
 """One decoder for every body (json.loads with these hooks built a new one, and its scanner, per call)."""
 
 
-def parse_envelope(body: bytes) -> Envelope:
-    """Decode and check `body`; PayloadError with a clear reason for anything the engine cannot use."""
+_DIGITS_ONLY = bytes(48 if 48 <= byte <= 57 else 32 for byte in range(256))
+"""bytes.translate table: every digit becomes '0', any other byte a space (see _fast_decode)."""
+_LONG_RUN = b"0" * 19
+
+
+def _fast_decode(body: bytes) -> Any:
+    """`body` decoded by orjson when that gives exactly what _DECODER would: ~5 µs instead of ~11 µs for a 1.5 KB
+    event, every intake pays it (issue 14). None when the standard library's decoder must have its say:
+    - orjson refused the body: invalid UTF-8 or JSON, NaN or an infinity, a lone surrogate, nesting beyond its
+      1,024 levels; _DECODER then refuses it with the reason (or takes it and the checks below refuse it);
+    - a run of 19 or more digits anywhere, which may be an integer beyond 64 bits: orjson makes a float of
+      those and _DECODER an int (or refuses one of more than MAX_INT_DIGITS digits).
+    What orjson decodes is valid UTF-8 with no lone surrogate, so parse_envelope skips that check for it."""
+    if _LONG_RUN in body.translate(_DIGITS_ONLY):
+        return None
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _decode(body: bytes) -> Any:
+    """`body` decoded by the standard library's decoder with idhooks's checks; PayloadError naming the fault."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise PayloadError(f"body is not UTF-8 (byte {exc.start})") from None
     try:
-        data = _DECODER.decode(text)
+        return _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise PayloadError(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
     except RecursionError:
         raise PayloadError("invalid JSON: nested too deeply") from None
+
+
+def parse_envelope(body: bytes) -> Envelope:
+    """Decode and check `body`; PayloadError with a clear reason for anything the engine cannot use."""
+    data = _fast_decode(body)
+    checked = data is not None  # orjson took it: valid UTF-8 without a lone surrogate
+    if not checked:
+        data = _decode(body)
     if not isinstance(data, dict):
         raise PayloadError("expected a JSON object (a Security Event Token), got " + type(data).__name__)
-    if text.count("[") + text.count("{") > MAX_DEPTH and _depth_exceeds(data, MAX_DEPTH):
+    if body.count(b"[") + body.count(b"{") > MAX_DEPTH and _depth_exceeds(data, MAX_DEPTH):
         raise PayloadError(f"invalid JSON: nested deeper than {MAX_DEPTH} levels")
-    if "\\u" in text:  # a lone surrogate can only come from an escape: the text itself is valid UTF-8
+    if not checked and b"\\u" in body:  # a lone surrogate can only come from an escape: the text is valid UTF-8
         check_encodable(data)
     return envelope_from_claims(data)
 
