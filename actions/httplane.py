@@ -44,6 +44,7 @@ class _Connection(asyncio.Protocol):
     when the peer sends anything while no request is waiting for it (or closes it)."""
 
     def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()  # made by the loop's create_connection: one lookup per connection
         self.transport: asyncio.Transport | None = None
         self.answer: _Answer | None = None
         self.waiter: asyncio.Future[tuple[Answer, bool]] | None = None
@@ -55,7 +56,7 @@ class _Connection(asyncio.Protocol):
     def start(self, cap: int) -> asyncio.Future[tuple[Answer, bool]]:
         """Expect the answer to a request about to be written; the future resolves with (answer, reusable)."""
         self.answer = _Answer(cap)
-        self.waiter = asyncio.get_running_loop().create_future()
+        self.waiter = self.loop.create_future()
         return self.waiter
 
     def data_received(self, data: bytes) -> None:
@@ -128,7 +129,6 @@ class LaneClient:
         The deadline is one timer on the loop, not `asyncio.timeout()`: that scope's bookkeeping (the current task,
         a handle rescheduled on entry and exit) was a sixth of the lane's own time per send (issue 14)."""
         origin, head = self.client.head(method, url, headers, body, verify, proxy)
-        loop = asyncio.get_running_loop()
         connection = self._idle_connection(origin)
         if connection is None:  # a new connection is rare: the scope's cost does not matter here
             try:
@@ -141,7 +141,7 @@ class LaneClient:
         transport = connection.transport
         assert transport is not None
         waiter = connection.start(max_response_bytes)
-        timer = loop.call_at(deadline, connection.expire)
+        timer = connection.loop.call_at(deadline, connection.expire)
         try:
             transport.write(head + body if body else head)
             answer, reusable = await waiter

@@ -331,11 +331,14 @@ class DeliveryWorker:
             log.exception("could not record delivered jobs", extra={"keys": [job.key for job, _ in delivered]})
             return
         metrics = self.metrics
+        counts: dict[str, int] = {}
         for job, at in delivered:
             destination = job.destination or job.action
-            metrics.child(metrics.action_successes, destination).inc()
+            counts[destination] = counts.get(destination, 0) + 1
             if job.received_at is not None:
                 metrics.child(metrics.delivery_latency, destination).observe(max(at - job.received_at, 0.0))
+        for destination, count in counts.items():  # one increment per destination (a batch has one), not per job
+            metrics.child(metrics.action_successes, destination).inc(count)
 
     # -- one attempt -----------------------------------------------------------------------------
     def deliver(self, job: Job, delivered: list[tuple[Job, float]]) -> None:
