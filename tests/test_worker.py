@@ -311,6 +311,26 @@ class ClaimCounter:
         return getattr(self.store, name)
 
 
+def test_idle_workers_poll_the_store_once_a_poll_interval_between_them(store: Store, http_peer: HttpPeer) -> None:
+    """Four idle threads make one timed claim per poll interval among them, not one each (each claim that finds
+    nothing is a store write); a retry that becomes due is still found by that poll and delivered."""
+    four = replace(DELIVERY, workers=4, lane=False)
+    counted = ClaimCounter(store)
+    deliver = DeliveryWorker(counted, Current(actions_for(busy=http_peer.url)), four, Metrics(),  # type: ignore[arg-type]
+                             poll_interval=0.2)
+    deliver.start()
+    try:
+        assert wait_until(lambda: counted.claims >= 4)  # every thread's first claim
+        time.sleep(0.1)
+        claims = counted.claims
+        time.sleep(1.2)
+        assert 3 <= counted.claims - claims <= 8  # ~6 polls in 1.2 s between them; one each would be ~24
+        enqueue(store, "busy", time.time() + 0.3, count=1)  # due later, and nobody is told: only a poll finds it
+        assert http_peer.wait_for_arrivals(1, timeout=5) == 1
+    finally:
+        assert deliver.stop(grace=5)
+
+
 def test_new_jobs_wake_a_worker_only_for_a_destination_without_its_sender(store: Store, http_peer: HttpPeer) -> None:
     """The processor names the destinations of the jobs it queued: a destination whose sender is busy (and
     not slow) takes them itself when its batch ends, so no idle worker is woken to run a claim (a store write)
