@@ -15,7 +15,7 @@ POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 BENCHMARKS = (("ingest.py",), ("e2e.py",), ("e2e.py", "--saturate"), ("e2e.py", "--store", REDIS, "--processes", "2"),
               ("e2e.py", "--store", POSTGRES, "--processes", "2"), ("rules.py",), ("stateful.py",),
               ("redis_scaling.py", "--redis", REDIS, "--postgres", POSTGRES), ("queue_drain.py", "--redis", REDIS),
-              ("postgres_retention.py", "--postgres", POSTGRES))
+              ("postgres_retention.py", "--postgres", POSTGRES), ("stages.py",))
 
 
 def main() -> int:
