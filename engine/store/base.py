@@ -49,8 +49,6 @@ periods, recorded on the event that started them): a busy or hostile rule set ca
 limit."""
 
 
-
-
 def strict_json(value: Any, what: str) -> str:
     """`value` as standard JSON, refusing NaN/Infinity (Python's json writes them, SQLite's json functions
     and most readers reject them): the last line of defence, so a stored record is always valid JSON."""
