@@ -212,9 +212,7 @@ class DeliveryWorker:
                     log.exception("claiming delivery jobs failed, retrying", extra={"after": self.poll_interval})
             if jobs:
                 if not woken:  # a poll found due jobs (retries): an idle thread may take the next ones meanwhile
-                    with self._wake:
-                        self._generation += 1
-                        self._wake.notify()
+                    self._wake_one()
                 self._deliver_batch(jobs, index)
                 woken = True  # claim again before sleeping
                 continue
@@ -329,9 +327,13 @@ class DeliveryWorker:
             if self._in_flight[destination] <= 0:
                 del self._in_flight[destination]
         if was_full and not (self._running_lane() is not None and destination in self.actions.get().on_loop):
-            with self._wake:
-                self._generation += 1
-                self._wake.notify()
+            self._wake_one()
+
+    def _wake_one(self) -> None:
+        """Wake one idle thread to claim (a thread about to sleep sees the new generation and claims instead)."""
+        with self._wake:
+            self._generation += 1
+            self._wake.notify()
 
     def _attempt(self, job: Job, lease_end: float, delivered: list[tuple[Job, float]]) -> None:
         """One attempt, abandoned (a retryable failure) before the lease ends, so no other process can
